@@ -1,0 +1,105 @@
+"""MONAI decathlon-style datalists: ``{"training": [{"image": …, "label": …}], "validation": […], "test": […]}``.
+
+Paths inside the JSON are relative to the JSON file (MONAI's convention, resolved by
+:func:`monai.data.load_decathlon_datalist`). Splits are by volume: a volume listed in two splits is an error,
+so slices or patches of one volume can never leak from training into validation or test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from monai.data import load_decathlon_datalist
+
+from mednet.data.errors import DataError
+
+__all__ = ["SPLITS", "load_datalist", "write_datalist", "check_disjoint_splits", "find_datalist"]
+
+SPLITS: tuple[str, ...] = ("training", "validation", "test")
+_PATH_KEYS = ("image", "label", "mask")
+
+
+def find_datalist(dataset_dir: str | os.PathLike, name: str = "datalist.json") -> Path:
+    """``dataset_dir/datalist.json`` (or ``dataset_dir`` itself if it is a JSON file); DataError if absent."""
+    p = Path(dataset_dir)
+    p = p if p.suffix == ".json" else p / name
+    if not p.is_file():
+        raise DataError(p, "datalist not found (build one with `python -m data_prep.demo_cohort` or write a "
+                           "decathlon-style JSON with 'training'/'validation'/'test' lists)")
+    return p
+
+
+def load_datalist(path: str | os.PathLike, split: str, required: bool = True) -> list[dict]:
+    """Load one split of a datalist with absolute paths, checking every referenced file exists.
+
+    Args:
+        path: the datalist JSON, or a directory holding ``datalist.json``.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        required: if True an absent or empty split is an error; otherwise ``[]`` is returned.
+
+    Returns:
+        ``[{"image": "/abs/img.nii.gz", "label": "/abs/lab.nii.gz", ...}, ...]``.
+    """
+    path = find_datalist(path)
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"not valid JSON ({e})") from e
+    if not isinstance(content, dict):
+        raise DataError(path, "a datalist must be a JSON object with 'training'/'validation'/'test' lists")
+    check_disjoint_splits(content, path)
+    if not content.get(split):
+        if required:
+            present = [k for k in SPLITS if content.get(k)]
+            raise DataError(path, f"split '{split}' is missing or empty (present: {present})")
+        return []
+    items = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=split, base_dir=str(path.parent))
+    for i, item in enumerate(items):
+        if "image" not in item:
+            raise DataError(path, f"{split}[{i}] has no 'image' key")
+        for key in _PATH_KEYS:
+            if key in item and not Path(item[key]).exists():
+                raise DataError(item[key], f"listed as {split}[{i}].{key} in {path} but does not exist")
+    return items
+
+
+def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str | os.PathLike | None = None) -> None:
+    """Raise :class:`DataError` if one image appears in two splits (or twice in one)."""
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for item in content.get(split, []) or []:
+            image = item["image"] if isinstance(item, Mapping) else item
+            key = os.path.normpath(str(image))
+            if key in seen:
+                raise DataError(source, f"volume {image} is listed in both '{seen[key]}' and '{split}'")
+            seen[key] = split
+
+
+def write_datalist(
+    path: str | os.PathLike, splits: Mapping[str, Sequence[Mapping[str, str]]], overwrite: bool = False, **extra
+) -> Path:
+    """Write a datalist JSON whose file paths are relative to the JSON's folder.
+
+    Args:
+        path: output JSON path (refused if it exists unless ``overwrite``).
+        splits: ``{"training": [{"image": p, "label": q}], ...}`` with absolute or cwd-relative paths.
+        extra: additional top-level fields (e.g. ``name``, ``labels``), written as given.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataError(path, "output already exists; choose another path or pass --overwrite")
+    check_disjoint_splits(splits, path)
+    base = path.parent.resolve()
+    content: dict = dict(extra)
+    for split, items in splits.items():
+        content[split] = [
+            {k: (os.path.relpath(Path(v).resolve(), base) if k in _PATH_KEYS else v) for k, v in item.items()}
+            for item in items
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n")
+    return path

@@ -1,0 +1,225 @@
+"""Datasets the brain bundle reads: balanced 2D training patches and whole labelled volumes.
+
+* :func:`extract_cohort_patches` runs load → RAS → brain z-score → slice → balanced patch filter over every
+  volume of a datalist split, keeping provenance ``(volume, slice, row, col)`` and the class distribution
+  before/after. :class:`CohortPatches` is that result; it saves to / loads from one compact ``.npz``.
+* :class:`PatchDataset` serves it to a DataLoader as ``{"image": (1, P, P) float32, "label": (1, P, P) int64}``
+  with label values 0–2 = CSF/GM/WM (training patches hold no background).
+* :func:`volume_dataset` is a MONAI ``Dataset``/``CacheDataset`` of whole volumes for validation, evaluation
+  and inference (see :class:`mednet.data.transforms.LoadLabelledVolumed`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, Dataset
+from tqdm.auto import tqdm
+
+from mednet.data.datalist import load_datalist
+from mednet.data.errors import DataError
+from mednet.data.labels import TISSUE_LABELS, TISSUE_NAMES
+from mednet.data.patches import class_distribution, extract_balanced_patches
+from mednet.data.slicing import slice_volume
+from mednet.data.transforms import LoadLabelledVolumed
+
+__all__ = ["CohortPatches", "extract_cohort_patches", "PatchDataset", "volume_dataset"]
+
+
+@dataclass
+class CohortPatches:
+    """Balanced patches of several volumes.
+
+    Attributes:
+        images: ``(N, P, P)`` float32 (brain z-scored intensities).
+        labels: ``(N, P, P)`` uint8, values 1–3.
+        positions: ``(N, 4)`` int32 ``(volume, slice, row, col)``; ``volume`` indexes ``volumes``.
+        volumes: source image path of each volume.
+        axis: slicing axis (of the RAS-oriented volume).
+        stats: ``{"before": {...}, "after": {...}, "per_volume": [...], "params": {...}}``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+    volumes: list[str]
+    axis: int
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write one compressed ``.npz`` (refused if it exists unless ``overwrite``)."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise DataError(path, "output already exists; choose another path or pass --overwrite")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path,
+            images=self.images,
+            labels=self.labels,
+            positions=self.positions,
+            volumes=np.asarray(self.volumes),
+            axis=np.asarray(self.axis),
+            stats=np.asarray(json.dumps(self.stats)),
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CohortPatches:
+        """Read a file written by :meth:`save`; DataError naming the file if it is not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "patch file does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = {"images", "labels", "positions", "volumes", "axis"} - set(z.files)
+                if missing:
+                    raise DataError(path, f"not a mednet patch file (missing arrays {sorted(missing)})")
+                out = cls(
+                    images=z["images"].astype(np.float32, copy=False),
+                    labels=z["labels"],
+                    positions=z["positions"],
+                    volumes=[str(v) for v in z["volumes"]],
+                    axis=int(z["axis"]),
+                    stats=json.loads(str(z["stats"])) if "stats" in z.files else {},
+                )
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(path, f"cannot read patch file ({type(e).__name__}: {e})") from e
+        if out.images.shape != out.labels.shape or out.images.ndim != 3:
+            raise DataError(path, f"images {out.images.shape} and labels {out.labels.shape} must both be (N, P, P)")
+        return out
+
+
+def _shares_table(dist: Mapping) -> dict:
+    return {name: {"pixels": int(dist["counts"][i]), "share": float(dist["shares"][i])} for i, name in enumerate(TISSUE_NAMES)}
+
+
+def extract_cohort_patches(
+    items: Sequence[Mapping[str, str]] | str | os.PathLike,
+    split: str = "training",
+    axis: int = -1,
+    patch_size: int = 16,
+    stride: int = 1,
+    min_pixels: int | float = 8,
+    max_per_volume: int | None = None,
+    balance: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> CohortPatches:
+    """Balanced patches from every labelled volume of ``items`` (or of ``split`` of a datalist path).
+
+    Volumes are loaded with all checks (bad files raise :class:`DataError` naming them), oriented to RAS,
+    z-scored over the brain, sliced along ``axis`` and filtered by
+    :func:`mednet.data.patches.extract_balanced_patches` (no background, ≥ ``min_pixels`` of each class).
+    """
+    if isinstance(items, (str, os.PathLike)):
+        items = load_datalist(items, split)
+    if not items:
+        raise DataError(None, f"no volumes in split '{split}'")
+    load = LoadLabelledVolumed(allow_missing_label=False)
+    images, labels, positions, volumes, per_volume = [], [], [], [], []
+    before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
+    for v, item in enumerate(tqdm(items, desc=f"patches ({split})", disable=not progress, leave=False)):
+        d = load(item)
+        stack = slice_volume(d["image"], d["label"], axis=axis, drop_empty=True, source=item["image"])
+        before = class_distribution(stack.labels)
+        before_counts += np.asarray(before["counts"], dtype=np.int64)
+        ps = extract_balanced_patches(
+            stack.images,
+            stack.labels,
+            patch_size=patch_size,
+            stride=stride,
+            min_pixels=min_pixels,
+            max_patches=max_per_volume,
+            balance=balance,
+            seed=seed + v,
+            source=item["image"],
+        )
+        pos = np.asarray(ps.positions, dtype=np.int32).copy()
+        pos[:, 0] = stack.indices[pos[:, 0]]  # slice number in the volume, not in the kept stack
+        images.append(ps.images)
+        labels.append(ps.labels)
+        positions.append(np.concatenate([np.full((len(pos), 1), v, np.int32), pos], axis=1))
+        volumes.append(str(item["image"]))
+        after = class_distribution(ps.labels)
+        per_volume.append({"volume": str(item["image"]), "patches": len(ps.images),
+                           "before": _shares_table(before), "after": _shares_table(after)})
+    out_labels = np.concatenate(labels)
+    after_all = class_distribution(out_labels)
+    total_before = before_counts.sum()
+    stats = {
+        "params": {"split": split, "axis": axis, "patch_size": patch_size, "stride": stride,
+                   "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed},
+        "patches": int(len(out_labels)),
+        "before": {n: {"pixels": int(before_counts[i]), "share": float(before_counts[i] / max(total_before, 1))}
+                   for i, n in enumerate(TISSUE_NAMES)},
+        "after": _shares_table(after_all),
+        "per_volume": per_volume,
+    }
+    return CohortPatches(
+        images=np.concatenate(images), labels=out_labels, positions=np.concatenate(positions),
+        volumes=volumes, axis=axis, stats=stats,
+    )
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """In-memory training patches: item ``i`` is ``{"image": (1, P, P) float32, "label": (1, P, P) int64}``.
+
+    Labels are tissue indices 0–2 (label value − 1), the targets of a 3-channel network.
+
+    Args:
+        patches: a :class:`CohortPatches`, or the path of a ``.npz`` written by ``python -m data_prep.patches``.
+    """
+
+    def __init__(self, patches: CohortPatches | str | os.PathLike) -> None:
+        self.patches = patches if isinstance(patches, CohortPatches) else CohortPatches.load(patches)
+        if len(self.patches) == 0:
+            raise DataError(None, "no training patches")
+        self.images = torch.from_numpy(np.ascontiguousarray(self.patches.images, dtype=np.float32))[:, None]
+        self.labels = torch.from_numpy(self.patches.labels.astype(np.int64) - 1)[:, None]
+        if int(self.labels.min()) < 0:
+            raise DataError(None, "training patches must not contain background pixels")
+
+    @classmethod
+    def from_datalist(cls, datalist: str | os.PathLike, split: str = "training", **kwargs) -> PatchDataset:
+        """Extract balanced patches from ``split`` of ``datalist`` (kwargs: see :func:`extract_cohort_patches`)."""
+        return cls(extract_cohort_patches(datalist, split=split, **kwargs))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[i], "label": self.labels[i]}
+
+
+def volume_dataset(
+    items: Sequence[Mapping[str, str]] | str | os.PathLike,
+    split: str = "validation",
+    cache: bool = False,
+    require_label: bool = True,
+) -> Dataset:
+    """MONAI dataset of whole volumes: each item is :class:`LoadLabelledVolumed`'s output.
+
+    Args:
+        items: datalist entries, or a datalist path (then ``split`` is read; an empty split is an error).
+        cache: keep loaded volumes in memory (validation every epoch re-reads nothing).
+        require_label: every volume must have a label (validation/evaluation); False for inference.
+    """
+    if isinstance(items, (str, os.PathLike)):
+        items = load_datalist(items, split)
+    if not items:
+        raise DataError(None, f"no volumes in split '{split}'")
+    transform = LoadLabelledVolumed(allow_missing_label=not require_label)
+    if cache:
+        return CacheDataset(list(items), transform=transform, num_workers=0, progress=False)
+    return Dataset(list(items), transform=transform)

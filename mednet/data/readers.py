@@ -1,0 +1,381 @@
+"""A MONAI image reader built on SimpleITK: DICOM series, MHA/MHD, NRRD (and NIfTI) without the ``itk`` package.
+
+Why this exists: MONAI's own :class:`monai.data.ITKReader` requires the separate ``itk`` Python package (large,
+not a mednet dependency), and MONAI's other readers cover NIfTI (nibabel), single DICOM files/series (pydicom)
+and NRRD (pynrrd) only piecemeal. SimpleITK is lighter, already a declared dependency of mednet, and reads all of
+these formats through the same ITK I/O code, so :class:`SimpleITKReader` mirrors ``ITKReader`` on top of it.
+
+Use it as any MONAI reader::
+
+    from monai.transforms import LoadImage, Orientation
+    img = LoadImage(reader=SimpleITKReader(), ensure_channel_first=True)("ct_series_dir/")  # (1, X, Y, Z)
+    img = Orientation(axcodes="RAS")(img)
+
+Conventions (identical to ``ITKReader`` with its defaults and to ``NibabelReader``):
+
+- Array axis order is MONAI's ``(X, Y, Z)`` (first index = fastest-varying file axis, i.e. the DICOM column
+  / NIfTI ``i`` axis), the transpose of SimpleITK's ``GetArrayFromImage`` order ``(Z, Y, X)``. Vector pixels
+  (e.g. RGB) are channel-last: ``(X, Y, Z, C)`` with ``original_channel_dim == -1``; scalar images have
+  ``original_channel_dim == nan`` (no channel).
+- ``affine``/``original_affine`` map voxel indices ``(i, j, k, 1)`` to world coordinates in **RAS** (NIfTI)
+  convention: SimpleITK geometry is LPS, so the first two rows are negated
+  (:func:`monai.data.utils.orientation_ras_lps`), exactly like ``ITKReader(affine_lps_to_ras=True)``.
+
+Errors (missing file, empty directory, unreadable/corrupt/truncated file, ambiguous DICOM directory) are raised
+as :class:`mednet.data.errors.DataError` naming the path, never as a bare SimpleITK ``RuntimeError``. Note that
+``LoadImage(reader=SimpleITKReader())`` catches reader exceptions, tries MONAI's other readers and then raises
+its own ``RuntimeError`` (whose message contains the ``DataError`` text); call
+``LoadImage(...)(path, reader=SimpleITKReader())`` or ``SimpleITKReader().read(path)`` to get the
+``DataError`` itself.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import warnings
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from monai.config import PathLike
+from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
+from monai.data.utils import is_supported_format, orientation_ras_lps
+from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+
+from mednet.data.errors import DataError
+
+__all__ = ["SimpleITKReader"]
+
+#: file suffixes accepted by :meth:`SimpleITKReader.verify_suffix` (directories are accepted as DICOM series)
+SUFFIXES: tuple[str, ...] = ("dcm", "mha", "mhd", "nrrd", "nhdr", "nii", "nii.gz")
+
+# SimpleITK returns this string for metadata values it cannot print (ITK-internal matrices, doubles, ...)
+_UNPRINTABLE = "[UNKNOWN_PRINT_CHARACTERISTICS]"
+# set by ITK's ImageSeriesReader when the slice positions are not evenly spaced (missing/unreadable slice)
+_NON_UNIFORM_KEY = "ITK_non_uniform_sampling_deviation"
+
+
+def _sitk_problem(err: Exception) -> str:
+    """The useful part of a SimpleITK exception: its ``ERROR`` line(s), without C++ source locations."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
+    # ITK's "Reason: <strerror>" after a failed read reports a stale errno (e.g. "No such file or directory"
+    # for a truncated file that exists), and object addresses are noise
+    lines = [re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln) for ln in lines if not ln.startswith("Reason:")]
+    text = " ".join(lines) if lines else type(err).__name__
+    return text[:500]
+
+
+class SimpleITKReader(ImageReader):
+    """Load medical images with SimpleITK: DICOM series/files, MHA/MHD, NRRD/NHDR and NIfTI.
+
+    This exists because MONAI's :class:`~monai.data.ITKReader` requires the separate ``itk`` package, while
+    SimpleITK is lighter and already a declared dependency of mednet. It follows ``ITKReader``'s conventions
+    (constructor arguments, metadata keys, axis order, RAS affine) so it can replace it one for one.
+
+    The returned array is in MONAI's spatial order ``(X, Y, Z)`` (transposed from SimpleITK's ``(Z, Y, X)``),
+    vector-pixel images are ``(X, Y, Z, C)``; a list of files is stacked as channels by :meth:`get_data`
+    (``(C, X, Y, Z)``, MONAI's convention), so pass a DICOM series as its **directory**, not as a file list.
+
+    Args:
+        channel_dim: the channel dimension of the input image, as in ``ITKReader``. ``None`` (default) sets
+            ``original_channel_dim`` to ``nan`` (no channel) for scalar images and ``-1`` for vector pixels;
+            ``"no_channel"`` forces ``nan``; an int is stored as is (and removed from ``spatial_shape``).
+        series_id: the DICOM SeriesInstanceUID (0020|000e) to read when a directory holds several series. If a
+            directory holds several series and this is empty, :meth:`read` raises :class:`DataError` listing
+            the ids (``ITKReader`` silently takes the first one instead).
+        reverse_indexing: if ``True``, return SimpleITK's numpy order ``(Z, Y, X)`` instead of ``(X, Y, Z)``;
+            the metadata is unaffected (as in ``ITKReader``). Default ``False``.
+        series_meta: for DICOM series, copy the first slice's DICOM tags (``"gggg|eeee"`` keys) into the
+            metadata, as ``ITKReader(series_meta=True)``. Default ``False``.
+        affine_lps_to_ras: convert the affine from SimpleITK's LPS to RAS (default ``True``, consistent with
+            ``NibabelReader``); if ``False`` the affine stays LPS and ``meta["space"]`` is ``"LPS"``.
+        allow_nonuniform_series: a DICOM series whose slices are not evenly spaced (typically a missing or
+            unreadable slice) gets a wrong affine; by default this raises :class:`DataError`. Set ``True`` to
+            load it anyway with a warning (``ITKReader`` only warns).
+        kwargs: extra options of ``sitk.ReadImage`` / the SimpleITK reader objects, given by setter name
+            without ``Set``: e.g. ``outputPixelType=sitk.sitkFloat32``, ``imageIO="NrrdImageIO"``.
+    """
+
+    def __init__(
+        self,
+        channel_dim: str | int | None = None,
+        series_id: str = "",
+        reverse_indexing: bool = False,
+        series_meta: bool = False,
+        affine_lps_to_ras: bool = True,
+        allow_nonuniform_series: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.kwargs = kwargs
+        self.channel_dim = float("nan") if channel_dim == "no_channel" else channel_dim
+        self.series_id = series_id
+        self.reverse_indexing = reverse_indexing
+        self.series_meta = series_meta
+        self.affine_lps_to_ras = affine_lps_to_ras
+        self.allow_nonuniform_series = allow_nonuniform_series
+
+    # ------------------------------------------------------------------ ImageReader API
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        """Whether every ``filename`` is a directory (DICOM series) or ends in a supported suffix.
+
+        Supported suffixes: ``.dcm``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``, ``.nii``, ``.nii.gz``
+        (case-insensitive).
+
+        Args:
+            filename: file name or a list of file names to read; if a list, all must be supported.
+        """
+        names = ensure_tuple(filename)
+        if not names:
+            return False
+        return all(Path(f"{n}").is_dir() or is_supported_format(n, SUFFIXES) for n in names)
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> sitk.Image | list[sitk.Image]:
+        """Read image(s) from file(s) or DICOM series directories.
+
+        A directory is read as a DICOM series (files sorted by GDCM along the slice normal); a single
+        ``.dcm`` file is read on its own (one slice or a multi-frame file), as ``ITKReader`` does.
+
+        Args:
+            data: a file or directory name, or a list of them (stacked as channels in :meth:`get_data`).
+            kwargs: extra SimpleITK reader options (see the class docstring); override ``self.kwargs``.
+
+        Returns:
+            A ``SimpleITK.Image`` (or a list of them for a list input), in SimpleITK's own (LPS) geometry.
+
+        Raises:
+            DataError: ``"<path>: <problem>"`` for a missing path, a directory without (or with an ambiguous)
+                DICOM series, or a file SimpleITK cannot read or that is corrupt/truncated.
+        """
+        kwargs_ = self.kwargs.copy()
+        kwargs_.update(kwargs)
+        filenames = ensure_tuple(data)
+        images = [self._read_one(Path(f"{name}"), kwargs_) for name in filenames]
+        return images if len(filenames) > 1 else images[0]
+
+    def get_data(self, img: sitk.Image | Sequence[sitk.Image]) -> tuple[np.ndarray, dict]:
+        """Extract the array and metadata of image(s) returned by :meth:`read`.
+
+        Args:
+            img: a ``SimpleITK.Image`` or a list of them.
+
+        Returns:
+            ``(array, meta)``. ``array`` is ``(X, Y, Z)`` for a 3D scalar image (``(X, Y, Z, C)`` for vector
+            pixels; ``(Z, Y, X)``-style reversed order if ``reverse_indexing``); a list of images is stacked at
+            a new first (channel) axis, or concatenated along ``original_channel_dim`` if set.
+            ``meta`` holds, like ``ITKReader``: the file's own metadata (string values; keys starting with
+            ``ITK_`` and unprintable values dropped), ``"spacing"`` (SimpleITK order, one per image axis),
+            ``"original_affine"`` and ``"affine"`` (``(r+1, r+1)`` float64, r = min(image dimension, 3), RAS
+            unless ``affine_lps_to_ras=False``), ``"space"`` (``"RAS"``/``"LPS"``), ``"spatial_shape"``
+            (int array, ``(X, Y, Z)``) and ``"original_channel_dim"`` (``nan`` or ``-1``). The metadata of the
+            first image describes a stacked list (affines/shapes must agree).
+        """
+        img_array: list[np.ndarray] = []
+        compatible_meta: dict = {}
+
+        # not ensure_tuple(img): a SimpleITK image is itself iterable (over its pixels)
+        for i in [img] if isinstance(img, sitk.Image) else list(img):
+            data = self._get_array_data(i)
+            img_array.append(data)
+            header = self._get_meta_dict(i)
+            header[MetaKeys.ORIGINAL_AFFINE] = self._get_affine(i, self.affine_lps_to_ras)
+            header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
+            header[MetaKeys.AFFINE] = header[MetaKeys.ORIGINAL_AFFINE].copy()
+            header[MetaKeys.SPATIAL_SHAPE] = self._get_spatial_shape(i)
+            if self.channel_dim is None:  # default to "no_channel" or -1
+                header[MetaKeys.ORIGINAL_CHANNEL_DIM] = (
+                    float("nan") if len(data.shape) == len(header[MetaKeys.SPATIAL_SHAPE]) else -1
+                )
+            else:
+                header[MetaKeys.ORIGINAL_CHANNEL_DIM] = self.channel_dim
+            _copy_compatible_dict(header, compatible_meta)
+
+        return _stack_images(img_array, compatible_meta), compatible_meta
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _apply_options(reader: sitk.ImageReaderBase, options: dict[str, Any], path: Path) -> None:
+        for key, value in options.items():
+            setter = getattr(reader, f"Set{key[:1].upper()}{key[1:]}", None)
+            if setter is None:
+                raise TypeError(f"SimpleITKReader: unknown SimpleITK reader option {key!r} (reading {path})")
+            setter(value)
+
+    def _read_one(self, path: Path, options: dict[str, Any]) -> sitk.Image:
+        if not path.exists():
+            raise DataError(path, "file or directory does not exist")
+        if path.is_dir():
+            return self._read_series(path, options)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        self._apply_options(reader, options, path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as e:
+            raise DataError(
+                path, f"cannot be read by SimpleITK (corrupt, truncated or unsupported file): {_sitk_problem(e)}"
+            ) from e
+        if reader.GetImageIO() == "NiftiImageIO" or path.name.lower().endswith((".nii", ".nii.gz")):
+            self._check_nifti_complete(path, reader)
+        try:
+            return reader.Execute()
+        except RuntimeError as e:
+            raise DataError(
+                path, f"cannot be read by SimpleITK (corrupt or truncated file): {_sitk_problem(e)}"
+            ) from e
+
+    def _read_series(self, path: Path, options: dict[str, Any]) -> sitk.Image:
+        """Read the DICOM series in directory ``path`` (``self.series_id`` picks one of several)."""
+        try:
+            series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+        except RuntimeError as e:
+            raise DataError(path, f"cannot list DICOM series: {_sitk_problem(e)}") from e
+        if not series_ids:
+            raise DataError(path, "directory contains no readable DICOM series")
+        if self.series_id:
+            if self.series_id not in series_ids:
+                raise DataError(
+                    path, f"DICOM series {self.series_id!r} not found; series in this directory: {series_ids}"
+                )
+            series_id = self.series_id
+        elif len(series_ids) > 1:
+            raise DataError(
+                path,
+                f"directory holds {len(series_ids)} DICOM series {series_ids}; "
+                "choose one with SimpleITKReader(series_id=...)",
+            )
+        else:
+            series_id = series_ids[0]
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_id))
+        if not files:
+            raise DataError(path, f"DICOM series {series_id!r} has no readable files")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        if self.series_meta:
+            reader.MetaDataDictionaryArrayUpdateOn()
+            reader.LoadPrivateTagsOn()
+        self._apply_options(reader, options, path)
+        try:
+            image = reader.Execute()
+        except RuntimeError as e:
+            raise DataError(
+                path, f"DICOM series {series_id!r} cannot be read (corrupt slice?): {_sitk_problem(e)}"
+            ) from e
+        if image.HasMetaDataKey(_NON_UNIFORM_KEY):
+            problem = (
+                f"DICOM series {series_id!r}: slices are not evenly spaced ({len(files)} files read; a slice may "
+                "be missing or unreadable), so the voxel geometry is unreliable"
+            )
+            if not self.allow_nonuniform_series:
+                raise DataError(path, problem + "; pass allow_nonuniform_series=True to load it anyway")
+            warnings.warn(f"{path}: {problem}", stacklevel=3)
+        if self.series_meta and files:
+            for key in reader.GetMetaDataKeys(0):
+                try:
+                    image.SetMetaData(key, reader.GetMetaData(0, key))
+                except (RuntimeError, UnicodeDecodeError):  # undecodable private tags: skip
+                    continue
+        return image
+
+    @staticmethod
+    def _check_nifti_complete(path: Path, reader: sitk.ImageFileReader) -> None:
+        """Raise :class:`DataError` if a NIfTI file holds fewer bytes than its header promises.
+
+        ITK's NIfTI reader fills a truncated ``.nii``/``.nii.gz`` with zeros instead of failing, so check the
+        size: ``vox_offset + prod(dim[1..dim[0]]) * bitpix / 8`` against the file size (``.nii``) or the gzip
+        trailer's uncompressed size, falling back to decompressing the stream when the trailer disagrees.
+        """
+        try:
+            meta = {k: reader.GetMetaData(k) for k in ("dim[0]", "bitpix", "vox_offset")}
+            ndim = int(meta["dim[0]"])
+            dims = [int(reader.GetMetaData(f"dim[{d}]")) for d in range(1, ndim + 1)]
+            expected = int(float(meta["vox_offset"])) + int(np.prod(dims, dtype=np.int64)) * int(meta["bitpix"]) // 8
+        except (RuntimeError, ValueError, KeyError):
+            return  # not the NIfTI header layout we know: let SimpleITK decide
+        if path.name.lower().endswith(".gz"):
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() >= 4:
+                    f.seek(-4, os.SEEK_END)
+                    if int.from_bytes(f.read(4), "little") == expected % 2**32:
+                        return  # gzip trailer (ISIZE) matches the header: complete
+            actual = 0
+            try:
+                with gzip.open(path, "rb") as g:
+                    while chunk := g.read(1 << 22):
+                        actual += len(chunk)
+            except (EOFError, OSError, zlib.error) as e:
+                raise DataError(path, f"compressed NIfTI data is truncated or corrupt ({e})") from e
+        else:
+            actual = path.stat().st_size
+        if actual < expected:
+            raise DataError(
+                path, f"NIfTI file is truncated: header promises {expected} bytes, file holds {actual}"
+            )
+
+    # ------------------------------------------------------------------ metadata and array
+
+    def _get_meta_dict(self, img: sitk.Image) -> dict:
+        """The image's metadata as a dict of strings (``ITK_*`` keys and unprintable values dropped) + spacing."""
+        meta_dict: dict[str, Any] = {}
+        for key in img.GetMetaDataKeys():
+            if key.startswith("ITK_"):
+                continue
+            try:
+                val = img.GetMetaData(key)
+            except (RuntimeError, UnicodeDecodeError):
+                continue
+            if val.startswith(_UNPRINTABLE):
+                continue
+            meta_dict[key] = val
+        meta_dict["spacing"] = np.asarray(img.GetSpacing())
+        return meta_dict
+
+    @staticmethod
+    def _get_affine(img: sitk.Image, lps_to_ras: bool = True) -> np.ndarray:
+        """``(r+1, r+1)`` voxel-to-world affine, ``r = min(dimension, 3)``: direction @ diag(spacing), origin.
+
+        Args:
+            img: a SimpleITK image.
+            lps_to_ras: negate the first two rows (LPS -> RAS), as ``ITKReader`` does by default.
+        """
+        ndim = img.GetDimension()
+        direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(ndim, ndim)
+        spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+        origin = np.asarray(img.GetOrigin(), dtype=np.float64)
+        sr = min(max(direction.shape[0], 1), 3)
+        affine: np.ndarray = np.eye(sr + 1)
+        affine[:sr, :sr] = direction[:sr, :sr] @ np.diag(spacing[:sr])
+        affine[:sr, -1] = origin[:sr]
+        if lps_to_ras:
+            affine = orientation_ras_lps(affine)
+        return affine
+
+    def _get_spatial_shape(self, img: sitk.Image) -> np.ndarray:
+        """Spatial size in ``(X, Y, Z)`` order (SimpleITK ``GetSize()``, at most 3 axes, channel axis removed)."""
+        sr = max(min(img.GetDimension(), 3), 1)
+        size = list(img.GetSize())
+        if isinstance(self.channel_dim, int):
+            size.pop(self.channel_dim)
+        return np.asarray(size[:sr])
+
+    def _get_array_data(self, img: sitk.Image) -> np.ndarray:
+        """Pixel data: ``(X, Y, Z)`` (scalar) or ``(X, Y, Z, C)`` (vector pixels); reversed if ``reverse_indexing``.
+
+        SimpleITK's ``GetArrayFromImage`` gives ``(Z, Y, X)`` / ``(Z, Y, X, C)``; the spatial axes are
+        transposed (a view, no copy), the component axis stays last.
+        """
+        arr = sitk.GetArrayFromImage(img)
+        if self.reverse_indexing:
+            return arr
+        if arr.ndim == img.GetDimension():  # scalar pixels
+            return arr.T
+        return np.moveaxis(arr.T, 0, -1)

@@ -1,0 +1,208 @@
+"""Loading, checking and writing back 3D brain volumes.
+
+Every volume goes through MONAI's :class:`~monai.transforms.LoadImage` (NIfTI with nibabel, DICOM series,
+MHA/MHD and NRRD with :class:`mednet.data.readers.SimpleITKReader`) and is put in canonical RAS orientation
+with :class:`~monai.transforms.Orientation`. The returned :class:`~monai.data.MetaTensor` keeps the file's
+original affine and the orientation step in its ``applied_operations``, so any output computed in RAS can be
+written back in the input's own space (same shape, same affine) by :func:`save_label_volume`.
+
+Shapes: volumes are channel-first ``(1, X, Y, Z)`` MetaTensors; label volumes hold the integer values of
+:data:`mednet.data.labels.LABEL_NAMES` (0 background, 1 CSF, 2 GM, 3 WM).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor, NibabelReader
+from monai.transforms import LoadImage, NormalizeIntensity, Orientation
+
+from mednet.data.errors import DataError
+from mednet.data.labels import LABEL_NAMES
+from mednet.data.readers import SimpleITKReader
+
+__all__ = [
+    "load_volume",
+    "load_labelled_volume",
+    "check_label_values",
+    "normalize_brain_intensity",
+    "save_label_volume",
+    "refuse_existing",
+]
+
+#: suffixes handed to nibabel; everything else (DICOM dirs, .dcm, .mha, .mhd, .nrrd, .nhdr) goes to SimpleITK
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _loader() -> LoadImage:
+    # LoadImage tries user readers last-to-first: nibabel claims NIfTI, SimpleITK the rest.
+    return LoadImage(
+        reader=[SimpleITKReader(), NibabelReader()], image_only=True, ensure_channel_first=True, dtype=None
+    )
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Return ``Path(path)``, or raise :class:`DataError` if it exists and ``overwrite`` is False.
+
+    Used before every write so that earlier outputs are never silently lost.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataError(path, "output already exists; choose another path or pass --overwrite")
+    return path
+
+
+def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
+    """Load one 3D volume in canonical RAS orientation.
+
+    Args:
+        path: NIfTI file, DICOM file or series directory, MHA/MHD or NRRD file.
+        kind: what the volume is (``"image"``, ``"label"``, ``"mask"``), used in error messages only.
+
+    Returns:
+        ``(1, X, Y, Z)`` float32 MetaTensor (labels/masks keep their values) with ``meta["original_affine"]``
+        the file's affine and ``meta["affine"]`` the RAS affine.
+
+    Raises:
+        DataError: missing or unreadable file, 2D or 4D data, NaN/Inf values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, f"{kind} file does not exist")
+    try:
+        img = _loader()(str(path))
+    except DataError:
+        raise
+    except Exception as e:  # MONAI/nibabel/gzip raise many types; the user needs the file name
+        raise DataError(path, f"cannot read {kind} ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+    if img.ndim != 4 or img.shape[0] != 1:
+        spatial = tuple(img.shape[1:]) if img.shape[0] == 1 else tuple(img.shape)
+        raise DataError(path, f"expected a 3D {kind} volume, got shape {spatial} ({len(spatial)}D)")
+    if any(s < 2 for s in img.shape[1:]):
+        raise DataError(path, f"expected a 3D {kind} volume, got shape {tuple(img.shape[1:])} (a 2D image?)")
+    img = img.float()
+    if not torch.isfinite(img).all():
+        n_bad = int((~torch.isfinite(img)).sum())
+        raise DataError(path, f"{kind} contains {n_bad} NaN/Inf voxel(s)")
+    return Orientation(axcodes="RAS", labels=None)(img)
+
+
+def check_label_values(
+    label: torch.Tensor | np.ndarray, path: str | os.PathLike | None, allowed: Sequence[int] = tuple(LABEL_NAMES)
+) -> None:
+    """Raise :class:`DataError` unless ``label`` holds only integer values from ``allowed`` and some foreground."""
+    arr = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+    values = np.unique(arr)
+    bad = [v for v in values.tolist() if v not in allowed]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:10])
+        raise DataError(path, f"label values {{{shown}}} are not in the allowed set {sorted(allowed)}")
+    if values.max(initial=0) == 0:
+        raise DataError(path, "label volume is all background (no tissue voxel)")
+
+
+def _same_geometry(a: MetaTensor, b: MetaTensor, atol: float = 1e-3) -> bool:
+    return a.shape[1:] == b.shape[1:] and np.allclose(
+        np.asarray(a.affine, dtype=float), np.asarray(b.affine, dtype=float), atol=atol
+    )
+
+
+def load_labelled_volume(
+    image: str | os.PathLike,
+    label: str | os.PathLike | None = None,
+    mask: str | os.PathLike | None = None,
+) -> dict[str, MetaTensor]:
+    """Load an image with its optional tissue label and brain mask, checked against each other.
+
+    Returns:
+        ``{"image": (1, X, Y, Z), "label": (1, X, Y, Z) | absent, "mask": (1, X, Y, Z) bool | absent}``, all RAS.
+
+    Raises:
+        DataError: naming the file when a volume is unreadable, shapes or affines disagree, the label holds
+            values other than 0–3 or no tissue, the mask is empty, or the image is all zero.
+    """
+    out = {"image": load_volume(image, "image")}
+    if float(out["image"].abs().max()) == 0:
+        raise DataError(image, "image is all zero (empty volume)")
+    for key, path in (("label", label), ("mask", mask)):
+        if path is None:
+            continue
+        vol = load_volume(path, key)
+        if not _same_geometry(out["image"], vol):
+            raise DataError(
+                path,
+                f"{key} does not match its image {image}: shape {tuple(vol.shape[1:])} vs "
+                f"{tuple(out['image'].shape[1:])} or affine differs\n{key} affine:\n{np.asarray(vol.affine)}\n"
+                f"image affine:\n{np.asarray(out['image'].affine)}",
+            )
+        if key == "label":
+            check_label_values(vol, path)
+        else:
+            vol = vol > 0
+            if not bool(vol.any()):
+                raise DataError(path, "brain mask is empty")
+        out[key] = vol
+    return out
+
+
+def normalize_brain_intensity(image: torch.Tensor) -> torch.Tensor:
+    """Z-score the non-zero (brain) voxels; background stays exactly 0 so the intensity-0 rule still works.
+
+    Shape-preserving: ``(1, X, Y, Z)`` (or any shape) in, same out.
+    """
+    return NormalizeIntensity(nonzero=True, channel_wise=True)(image)
+
+
+def save_label_volume(
+    labels: torch.Tensor | np.ndarray,
+    reference: MetaTensor,
+    out_path: str | os.PathLike,
+    overwrite: bool = False,
+) -> Path:
+    """Write a label volume computed in RAS back in the space of the file ``reference`` was loaded from.
+
+    Args:
+        labels: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` integer labels on ``reference``'s RAS grid.
+        reference: the image as returned by :func:`load_volume` (its orientation step is undone).
+        out_path: ``.nii`` or ``.nii.gz`` file to write (also for DICOM/MHA/NRRD inputs).
+        overwrite: replace an existing file; by default an existing output is refused.
+
+    Returns:
+        The written path. The file has the input's original shape and affine.
+    """
+    out_path = refuse_existing(out_path, overwrite)
+    labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if labels_t.ndim == 3:
+        labels_t = labels_t[None]
+    if tuple(labels_t.shape[1:]) != tuple(reference.shape[1:]):
+        raise DataError(
+            out_path, f"label shape {tuple(labels_t.shape[1:])} does not match the image grid {tuple(reference.shape[1:])}"
+        )
+    pred = MetaTensor(
+        labels_t.to(torch.float32).cpu(),
+        meta=dict(reference.meta),
+        applied_operations=list(reference.applied_operations),
+    )
+    # Undo Orientation (and only that) with MONAI's own inverse, so the geometry maths is not ours.
+    restored = Orientation(axcodes="RAS", labels=None).inverse(pred)
+    affine = np.asarray(reference.meta["original_affine"], dtype=np.float64)
+    arr = np.rint(restored.array[0]).astype(np.uint8)
+    expected = tuple(int(s) for s in np.asarray(reference.meta["spatial_shape"]).tolist())
+    if arr.shape != expected:  # defensive: MONAI's inverse must give back the file's grid
+        raise DataError(out_path, f"restored shape {arr.shape} differs from the input's {expected}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, affine), str(out_path))
+    return out_path
+
+
+def describe_volume(vol: Mapping | MetaTensor) -> str:
+    """One line: shape, voxel spacing and orientation codes of a loaded volume (for logs and reports)."""
+    aff = np.asarray(vol.affine if isinstance(vol, MetaTensor) else vol["affine"], dtype=float)
+    spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    codes = "".join(nib.aff2axcodes(aff))
+    return f"shape {tuple(vol.shape[1:])}, spacing {tuple(np.round(spacing, 3))} mm, {codes}"

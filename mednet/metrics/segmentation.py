@@ -1,0 +1,121 @@
+"""Per-class tissue segmentation metrics from one confusion matrix.
+
+Everything is derived from the ``(4, 4)`` label confusion matrix ``cm[true, pred]`` (0 background, 1 CSF,
+2 GM, 3 WM) summed over the pixels of a volume, a dataset or an epoch:
+
+* Dice of tissue ``c``: ``2 cm[c, c] / (cm[c, :].sum() + cm[:, c].sum())`` — identical to MONAI's
+  ``DiceMetric`` on one-hot maps, computed over all pixels pooled;
+* accuracy of tissue ``c`` (the course exercise's per-class pixel accuracy): ``cm[c, c] / cm[c, :].sum()``,
+  the fraction of true ``c`` pixels labelled ``c`` (sensitivity);
+* pixel accuracy: correctly labelled tissue pixels / all true tissue pixels (background pixels excluded, so a
+  large empty field of view does not inflate it).
+
+:class:`TissueConfusionMatrix` is an Ignite metric accumulating the matrix from label maps directly. Ignite's
+``ConfusionMatrix`` would need a ``(B, 4, X, Y, Z)`` one-hot of whole volumes (~10× the memory); the
+derived scores below are Ignite ``MetricsLambda``s so they plug into MONAI workflows like any metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from ignite.metrics import Metric, MetricsLambda
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+
+from mednet.data.labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
+
+__all__ = [
+    "tissue_confusion_matrix",
+    "scores_from_confusion",
+    "TissueConfusionMatrix",
+    "tissue_metrics",
+    "label_output",
+    "patch_accuracy_output",
+]
+
+NUM_LABELS = len(LABEL_NAMES)
+
+
+def tissue_confusion_matrix(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``(4, 4)`` int64 confusion matrix ``cm[true, pred]`` of two label maps of the same shape (values 0–3)."""
+    pred_t = torch.as_tensor(pred).reshape(-1).long()
+    true_t = torch.as_tensor(label).reshape(-1).long().to(pred_t.device)
+    if pred_t.shape != true_t.shape:
+        raise ValueError(f"prediction ({pred_t.numel()} px) and label ({true_t.numel()} px) differ in size")
+    return torch.bincount(true_t * NUM_LABELS + pred_t, minlength=NUM_LABELS**2).reshape(NUM_LABELS, NUM_LABELS).cpu()
+
+
+def scores_from_confusion(cm: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """``{"dice_CSF", "dice_GM", "dice_WM", "mean_dice", "acc_CSF", ..., "mean_acc", "pixel_accuracy"}``.
+
+    A class absent from both truth and prediction has Dice ``nan`` (not 0 or 1), so it never silently
+    counts as perfect; means ignore ``nan``.
+    """
+    cm = torch.as_tensor(cm, dtype=torch.float64)
+    tp = cm.diag()
+    true_n, pred_n = cm.sum(1), cm.sum(0)
+    out: dict[str, float] = {}
+    dice, acc = [], []
+    for label, name in zip(TISSUE_LABELS, TISSUE_NAMES):
+        denom = true_n[label] + pred_n[label]
+        dice.append(float(2 * tp[label] / denom) if denom > 0 else float("nan"))
+        acc.append(float(tp[label] / true_n[label]) if true_n[label] > 0 else float("nan"))
+        out[f"dice_{name}"], out[f"acc_{name}"] = dice[-1], acc[-1]
+    out["mean_dice"] = float(np.nanmean(dice)) if not all(np.isnan(dice)) else float("nan")
+    out["mean_acc"] = float(np.nanmean(acc)) if not all(np.isnan(acc)) else float("nan")
+    tissue = list(TISSUE_LABELS)
+    out["pixel_accuracy"] = float(tp[tissue].sum() / true_n[tissue].sum()) if true_n[tissue].sum() > 0 else float("nan")
+    return out
+
+
+def label_output(output: dict | list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Engine output → ``(pred labels, true labels)``, both flattened per item and concatenated.
+
+    Works with MONAI's decollated outputs (a list of dicts) and batched outputs (one dict); ``pred`` must
+    already be a label map (see :class:`mednet.data.transforms.TissueLabelsd`).
+    """
+    items = output if isinstance(output, list) else [output]
+    pred = torch.cat([torch.as_tensor(o["pred"]).reshape(-1) for o in items])
+    true = torch.cat([torch.as_tensor(o["label"]).reshape(-1) for o in items])
+    return pred, true
+
+
+def patch_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trainer output (batched, not decollated) → ``(logits (B, 3, P, P), targets (B, P, P))`` for Ignite ``Accuracy``."""
+    return output["pred"], output["label"][:, 0].long()
+
+
+class TissueConfusionMatrix(Metric):
+    """Ignite metric: the ``(4, 4)`` label confusion matrix accumulated over an epoch.
+
+    ``output_transform`` must return ``(pred labels, true labels)`` (default: :func:`label_output`).
+    """
+
+    def __init__(self, output_transform: Callable = label_output, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._cm = torch.zeros(NUM_LABELS, NUM_LABELS, dtype=torch.int64, device=self._device)
+
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        pred, true = output
+        self._cm += tissue_confusion_matrix(pred, true).to(self._device)
+
+    @sync_all_reduce("_cm")
+    def compute(self) -> torch.Tensor:
+        return self._cm.clone()
+
+
+def tissue_metrics(prefix: str = "val_", output_transform: Callable = label_output) -> dict[str, Metric]:
+    """Scalar Ignite metrics sharing one :class:`TissueConfusionMatrix`.
+
+    Returns ``{f"{prefix}mean_dice", f"{prefix}dice_CSF", …, f"{prefix}acc_WM", f"{prefix}mean_acc",
+    f"{prefix}pixel_accuracy"}`` — ready for MONAI's ``key_val_metric`` / ``additional_metrics``.
+    """
+    cm = TissueConfusionMatrix(output_transform)
+    keys = [f"dice_{n}" for n in TISSUE_NAMES] + ["mean_dice"] + [f"acc_{n}" for n in TISSUE_NAMES] + ["mean_acc", "pixel_accuracy"]
+    return {f"{prefix}{k}": MetricsLambda(lambda m, k=k: scores_from_confusion(m)[k], cm) for k in keys}

@@ -1,0 +1,259 @@
+"""Balanced training patches and grid patches (mednet.data.patches)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from mednet.data.errors import DataError
+from mednet.data.patches import (
+    GridPatches,
+    PatchSet,
+    balance_probabilities,
+    class_distribution,
+    extract_balanced_patches,
+    grid_patches,
+    naive_extract_balanced_patches,
+    reassemble_grid,
+)
+
+BAND = (0.25, 0.42)  # every class share after balancing (course exercise: 34/29/37 %)
+
+
+def _random_stack(shape=(3, 23, 27), seed=0, bg=0.02):
+    """Labels mostly 1–3 in small blobs, with a background border region and sparse background pixels."""
+    rng = np.random.default_rng(seed)
+    s, h, w = shape
+    coarse = rng.integers(1, 4, size=(s, h // 2 + 1, w // 2 + 1))
+    lab = np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)[:, :h, :w]
+    noise = rng.integers(1, 4, size=shape)
+    flip = rng.random(shape) < 0.3
+    lab = np.where(flip, noise, lab)
+    lab[rng.random(shape) < bg] = 0
+    lab[:, :, : w // 6] = 0
+    image = (rng.normal(size=shape) + lab).astype(np.float32)
+    return image, lab.astype(np.uint8)
+
+
+def _blob_stack(shape=(8, 64, 64), seed=0, biases=(-0.9, 0.35, 0.0)):
+    """Smooth random tissue blobs (no background) where class 1 (CSF) is rare."""
+    rng = np.random.default_rng(seed)
+    fields = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), sigma=(0, 3, 3)) for _ in range(3)])
+    fields /= fields.std(axis=(1, 2, 3), keepdims=True)
+    lab = (np.argmax(fields + np.asarray(biases)[:, None, None, None], axis=0) + 1).astype(np.uint8)
+    image = (lab * 10 + rng.normal(size=shape)).astype(np.float32)
+    return image, lab
+
+
+# ----------------------------------------------------------------------------------------------- selection rule
+@pytest.mark.parametrize(
+    "patch_size,stride,min_pixels",
+    [(4, 1, 2), (5, 2, 3), (6, 3, 0.1), (8, 1, 0.15), (3, 1, 1), (7, 4, 5)],
+)
+def test_matches_naive_loop(patch_size, stride, min_pixels):
+    for seed in range(3):
+        image, label = _random_stack(seed=seed)
+        fast = extract_balanced_patches(image, label, patch_size, stride, min_pixels, balance=False)
+        slow = naive_extract_balanced_patches(image, label, patch_size, stride, min_pixels)
+        np.testing.assert_array_equal(fast.positions, slow.positions)
+        np.testing.assert_array_equal(fast.images, slow.images)
+        np.testing.assert_array_equal(fast.labels, slow.labels)
+        assert fast.n_windows == slow.n_windows and fast.n_passed == slow.n_passed == len(fast)
+
+
+def test_kept_patches_obey_rule_and_positions():
+    image, label = _random_stack(shape=(4, 30, 33), seed=5)
+    p, m = 6, 4
+    for balance in (False, True):
+        ps = extract_balanced_patches(image, label, patch_size=p, stride=1, min_pixels=m, balance=balance)
+        assert isinstance(ps, PatchSet) and len(ps) > 0
+        assert ps.images.dtype == np.float32 and ps.labels.dtype == np.uint8 and ps.positions.dtype == np.int32
+        assert ps.images.shape == ps.labels.shape == (len(ps), p, p) and ps.positions.shape == (len(ps), 3)
+        assert (ps.labels > 0).all()
+        for k in (1, 2, 3):
+            assert ((ps.labels == k).sum(axis=(1, 2)) >= m).all()
+        for i in range(len(ps)):
+            s, r, c = ps.positions[i]
+            np.testing.assert_array_equal(ps.images[i], image[s, r:r + p, c:c + p])
+            np.testing.assert_array_equal(ps.labels[i], label[s, r:r + p, c:c + p])
+        # (slice, row, col) order
+        keys = ps.positions[:, 0] * 10**6 + ps.positions[:, 1] * 10**3 + ps.positions[:, 2]
+        assert (np.diff(keys) > 0).all()
+
+
+def test_fraction_min_pixels_rounds_up():
+    image, label = _random_stack(seed=2)
+    a = extract_balanced_patches(image, label, patch_size=5, min_pixels=0.2, balance=False)  # 5 px
+    b = extract_balanced_patches(image, label, patch_size=5, min_pixels=5, balance=False)
+    np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def test_single_slice_accepted():
+    image, label = _random_stack(shape=(1, 20, 25), seed=3)
+    a = extract_balanced_patches(image[0], label[0], patch_size=4, min_pixels=2, balance=False)
+    b = extract_balanced_patches(image, label, patch_size=4, min_pixels=2, balance=False)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    assert (a.positions[:, 0] == 0).all()
+
+
+# ----------------------------------------------------------------------------------------------- balancing, seed, cap
+def test_seeded_determinism():
+    image, label = _blob_stack(seed=1)
+    a = extract_balanced_patches(image, label, stride=2, seed=7)
+    b = extract_balanced_patches(image, label, stride=2, seed=7)
+    c = extract_balanced_patches(image, label, stride=2, seed=8)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.positions, c.positions)
+    d = extract_balanced_patches(image, label, stride=2, seed=7, max_patches=50)
+    e = extract_balanced_patches(image, label, stride=2, seed=7, max_patches=50)
+    np.testing.assert_array_equal(d.positions, e.positions)
+
+
+def test_balance_raises_rare_class_share_into_band():
+    image, label = _blob_stack(seed=0)
+    raw = extract_balanced_patches(image, label, patch_size=16, stride=2, min_pixels=8, balance=False)
+    bal = extract_balanced_patches(image, label, patch_size=16, stride=2, min_pixels=8, balance=True)
+    before, after = raw.class_shares, bal.class_shares
+    assert before[0] < 0.2, before  # the construction makes CSF rare
+    assert after[0] > before[0] + 0.1
+    assert all(BAND[0] <= s <= BAND[1] for s in after), after
+    assert np.ptp(after) < np.ptp(before)
+    # subset of the unbalanced windows, and not a token few
+    raw_keys = {tuple(p) for p in raw.positions}
+    assert all(tuple(p) in raw_keys for p in bal.positions)
+    assert len(bal) >= 0.05 * len(raw)
+    assert bal.n_passed == len(raw)
+
+
+def test_balance_probabilities_equalise_expected_shares():
+    rng = np.random.default_rng(0)
+    # GM-dominated compositions, a minority of windows rich in CSF or WM
+    mix = rng.dirichlet([1.0, 6.0, 3.0], size=2000)
+    counts = np.stack([rng.multinomial(256, m) for m in mix])
+    assert ((counts.sum(0) / counts.sum())[0]) < 0.15
+    p = balance_probabilities(counts)
+    assert p.shape == (2000,) and (p >= 0).all() and (p <= 1).all() and p.max() == 1.0
+    shares = (p @ counts) / (p @ counts).sum()
+    np.testing.assert_allclose(shares, 1 / 3, atol=2e-3)
+    # nothing to balance: one class only present
+    assert (balance_probabilities(np.c_[np.zeros(5), np.ones(5), np.zeros(5)]) == 1).all()
+    # unreachable target (no window has more than 10 % CSF): best effort, the best window kept for sure
+    far = np.tile([[20, 150, 86], [10, 200, 46]], (50, 1))
+    q = balance_probabilities(far)
+    assert q.max() == 1.0 and np.isfinite(q).all()
+    assert (q @ far)[0] / (q @ far).sum() >= (far.sum(0) / far.sum())[0]
+
+
+def test_max_patches_cap():
+    image, label = _blob_stack(seed=2)
+    full = extract_balanced_patches(image, label, stride=2, balance=False)
+    capped = extract_balanced_patches(image, label, stride=2, balance=False, max_patches=40, seed=3)
+    assert len(full) > 40 and len(capped) == 40
+    full_keys = {tuple(p) for p in full.positions}
+    assert all(tuple(p) in full_keys for p in capped.positions)
+    assert len(extract_balanced_patches(image, label, stride=2, max_patches=10**9)) > 40
+
+
+def test_class_distribution():
+    lab = np.array([[0, 1, 2], [2, 3, 3], [3, 3, 0]], dtype=np.uint8)
+    d = class_distribution(lab)
+    assert d["counts"] == [1, 2, 4] and d["total"] == 7 and d["background"] == 2
+    assert d["names"] == ["CSF", "GM", "WM"]
+    np.testing.assert_allclose(d["shares"], [1 / 7, 2 / 7, 4 / 7])
+    image, label = _blob_stack(seed=0)
+    ps = extract_balanced_patches(image, label, stride=4, balance=False)
+    assert class_distribution(ps) == class_distribution(ps.labels) == ps.distribution()
+    np.testing.assert_array_equal(ps.class_counts, class_distribution(ps)["counts"])
+    assert ps.class_counts.sum() == len(ps) * 16 * 16
+
+
+# ----------------------------------------------------------------------------------------------- errors
+def test_errors_name_the_source():
+    image, label = _random_stack(shape=(2, 12, 14))
+    src = "sub-007_T1w.nii.gz"
+    with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz.*patch size 16x16.*12x14"):
+        extract_balanced_patches(image, label, patch_size=16, source=src)
+    with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz.*shape"):
+        extract_balanced_patches(image, label[:, :, :-1], patch_size=4, source=src)
+    with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz.*lower min_pixels"):
+        extract_balanced_patches(image, label, patch_size=4, min_pixels=10, source=src)
+    with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz.*lower min_pixels"):
+        extract_balanced_patches(image, np.zeros_like(label), patch_size=4, min_pixels=0, source=src)
+    with pytest.raises(DataError, match="patch size"):
+        naive_extract_balanced_patches(image, label, patch_size=13, source=src)
+    with pytest.raises(ValueError):
+        extract_balanced_patches(image, label, patch_size=4, stride=0)
+    with pytest.raises(ValueError):
+        extract_balanced_patches(image, label, patch_size=4, classes=(0, 1))
+
+
+# ----------------------------------------------------------------------------------------------- grid patches
+@pytest.mark.parametrize("shape,p", [((3, 37, 53), 16), ((2, 32, 16), 16), ((1, 5, 7), 4)])
+def test_grid_round_trip(shape, p):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=shape).astype(np.float32)
+    label = rng.integers(0, 4, size=shape).astype(np.uint8)
+    grid = grid_patches(image, label, patch_size=p)
+    assert isinstance(grid, GridPatches)
+    s, h, w = shape
+    nh, nw = -(-h // p), -(-w // p)
+    assert grid.padded_shape == (s, nh * p, nw * p) and grid.original_shape == shape
+    assert grid.images.shape == grid.labels.shape == (s * nh * nw, p, p) == (len(grid), p, p)
+    assert grid.positions.shape == (len(grid), 3) and grid.tiles_per_slice == (nh, nw)
+    np.testing.assert_array_equal(reassemble_grid(grid.images, grid), image)
+    np.testing.assert_array_equal(reassemble_grid(grid.labels, grid), label)
+    # positions index the padded stack
+    padded = np.zeros(grid.padded_shape, np.float32)
+    padded[:, :h, :w] = image
+    for i in range(0, len(grid), 7):
+        si, r, c = grid.positions[i]
+        np.testing.assert_array_equal(grid.images[i], padded[si, r:r + p, c:c + p])
+    # padding is background
+    assert grid.labels.sum() == label.sum()
+    # channel-first per-tile outputs (e.g. 3-class probabilities) reassemble to (S, C, H, W)
+    probs = np.stack([grid.images, grid.images * 2, grid.labels.astype(np.float32)], axis=1)
+    out = reassemble_grid(probs, grid)
+    assert out.shape == (s, 3, h, w)
+    np.testing.assert_array_equal(out[:, 0], image)
+    np.testing.assert_array_equal(out[:, 1], image * 2)
+    np.testing.assert_array_equal(out[:, 2], label.astype(np.float32))
+
+
+def test_grid_single_slice_and_errors():
+    image = np.arange(20 * 21, dtype=np.float32).reshape(20, 21)
+    grid = grid_patches(image, patch_size=8)
+    assert grid.labels is None and grid.single_slice and len(grid) == 9
+    np.testing.assert_array_equal(reassemble_grid(grid.images, grid), image)
+    with pytest.raises(ValueError):
+        reassemble_grid(grid.images[:-1], grid)
+    with pytest.raises(DataError):
+        grid_patches(image, image[:, :-1])
+
+
+# ----------------------------------------------------------------------------------------------- real MNI data
+@pytest.fixture(scope="module")
+def mni_slices():
+    """~20 axial slices (last axis) around the middle of the MNI152 2009a template, labelled as
+    ``argmax([1 − mask, mask·clip(1 − gm − wm, 0, 1), gm, wm])`` (see :mod:`mednet.data.mni`)."""
+    from mednet.data.mni import load_mni152_template
+
+    t = load_mni152_template()
+    mid = t.label.shape[-1] // 2
+    sl = slice(mid - 10, mid + 10)
+    return np.moveaxis(t.t1[..., sl], -1, 0), np.moveaxis(t.label[..., sl], -1, 0)
+
+
+def test_mni_balanced_shares_in_band(mni_slices):
+    image, label = mni_slices
+    assert image.shape[0] == 20
+    before = class_distribution(label)
+    assert before["shares"][0] < 0.2 and before["shares"][1] > 0.4  # CSF rare, GM dominant
+    raw = extract_balanced_patches(image, label, patch_size=16, stride=2, min_pixels=8, balance=False, source="MNI152")
+    bal = extract_balanced_patches(image, label, patch_size=16, stride=2, min_pixels=8, source="MNI152")
+    assert raw.class_shares[0] < 0.25  # unbalanced before
+    shares = bal.class_shares
+    assert all(BAND[0] <= s <= BAND[1] for s in shares), shares
+    assert len(bal) > 1000 and (bal.labels > 0).all()
+    assert ((bal.labels[:, None] == np.array([1, 2, 3])[None, :, None, None]).sum(axis=(2, 3)) >= 8).all()

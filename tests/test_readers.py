@@ -1,0 +1,363 @@
+"""Tests for :class:`mednet.data.readers.SimpleITKReader`.
+
+One small volume (12 x 10 x 8 voxels, spacing 0.7/0.8/1.5 mm, non-zero origin, a sagittal direction with
+flipped axes) is written as MHA, MHD, NRRD, NHDR, a DICOM series (SimpleITK) and NIfTI (nibabel, from a
+hand-computed RAS affine). Every format must load through ``LoadImage`` with the same ``(X, Y, Z)`` array and the
+same RAS affine, before and after ``Orientation("RAS")``, and NIfTI must agree with MONAI's ``NibabelReader``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from monai.data import NibabelReader
+from monai.transforms import LoadImage, LoadImaged, Orientation
+from monai.utils import MetaKeys, SpaceKeys
+
+from mednet.data.errors import DataError
+from mednet.data.readers import SimpleITKReader
+
+SIZE_XYZ = (12, 10, 8)
+SPACING = (0.7, 0.8, 1.5)
+ORIGIN_LPS = (10.0, -20.0, 30.0)
+# LPS direction (columns = world direction of the i, j, k axes): a sagittal slab with flipped axes, det +1,
+# so the third column is the cross product of the first two, as a DICOM slice normal is.
+DIRECTION_LPS = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+SERIES_UID = "1.2.826.0.1.3680043.2.1125.1.424242"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _expected_affine_lps() -> np.ndarray:
+    aff = np.eye(4)
+    aff[:3, :3] = DIRECTION_LPS @ np.diag(SPACING)
+    aff[:3, 3] = ORIGIN_LPS
+    return aff
+
+
+EXPECTED_AFFINE_RAS = LPS_TO_RAS @ _expected_affine_lps()
+# voxel values unique per voxel, signed, fit int16: array indexed [x, y, z] (MONAI order)
+ARRAY_XYZ = (np.arange(np.prod(SIZE_XYZ)).reshape(SIZE_XYZ) - 400).astype(np.int16)
+
+
+def _sitk_volume(array_xyz: np.ndarray = ARRAY_XYZ) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.T))  # SimpleITK numpy order is (z, y, x)
+    img.SetSpacing(SPACING)
+    img.SetOrigin(ORIGIN_LPS)
+    img.SetDirection(DIRECTION_LPS.ravel().tolist())
+    return img
+
+
+def _write_dicom_series(img: sitk.Image, out_dir: Path, series_uid: str = SERIES_UID) -> list[Path]:
+    """Write ``img`` slice by slice as a CT DICOM series (after SimpleITK's DicomSeriesFromArray example)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = img.GetDirection()
+    series_tags = [
+        ("0008|0021", "20240101"),  # series date
+        ("0008|0031", "120000"),  # series time
+        ("0008|0008", "DERIVED\\SECONDARY"),  # image type
+        ("0020|000d", series_uid + ".1"),  # study instance UID
+        ("0020|000e", series_uid),  # series instance UID
+        ("0020|0037", "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))),  # image orientation patient
+        ("0008|103e", "mednet reader test"),  # series description
+        ("0018|0050", str(img.GetSpacing()[2])),  # slice thickness
+    ]
+    paths = []
+    for k in range(img.GetDepth()):
+        slice_k = img[:, :, k]
+        for tag, value in series_tags:
+            slice_k.SetMetaData(tag, value)
+        slice_k.SetMetaData("0008|0060", "CT")  # modality: keeps position and thickness
+        slice_k.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
+        slice_k.SetMetaData("0020|0013", str(k + 1))  # instance number
+        path = out_dir / f"slice_{k:03d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(slice_k)
+        paths.append(path)
+    return paths
+
+
+def _write_nifti(path: Path, array_xyz: np.ndarray, affine_ras: np.ndarray) -> Path:
+    nii = nib.Nifti1Image(array_xyz, affine_ras)
+    nii.set_qform(affine_ras, code=1)
+    nii.set_sform(affine_ras, code=1)
+    nib.save(nii, str(path))
+    return path
+
+
+def _truncate(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The same volume in every format, plus broken files for the error tests."""
+    root = tmp_path_factory.mktemp("readers")
+    img = _sitk_volume()
+    out: dict[str, Path] = {}
+    for name in ("mha", "mhd", "nrrd", "nhdr"):
+        out[name] = root / f"vol.{name}"
+        sitk.WriteImage(img, str(out[name]))
+    out["nii"] = _write_nifti(root / "vol.nii", ARRAY_XYZ, EXPECTED_AFFINE_RAS)
+    out["nii.gz"] = _write_nifti(root / "vol.nii.gz", ARRAY_XYZ, EXPECTED_AFFINE_RAS)
+    out["dicom"] = root / "dicom_series"
+    slices = _write_dicom_series(img, out["dicom"])
+    out["dcm_slice"] = slices[0]
+
+    # broken inputs
+    out["missing"] = root / "does_not_exist.mha"
+    out["empty_dir"] = root / "empty_dir"
+    out["empty_dir"].mkdir()
+    for name in ("mha", "nrrd", "nii", "nii.gz"):
+        out[f"truncated.{name}"] = _truncate(out[name], root / f"truncated.{name}")
+    out["text.dcm"] = root / "notes.dcm"
+    out["text.dcm"].write_text("this is not a DICOM file\n" * 20)
+    out["gap_series"] = root / "gap_series"  # a middle slice unreadable -> uneven slice positions
+    shutil.copytree(out["dicom"], out["gap_series"])
+    _truncate(out["gap_series"] / "slice_003.dcm", out["gap_series"] / "slice_003.dcm")
+    out["two_series"] = root / "two_series"
+    shutil.copytree(out["dicom"], out["two_series"])
+    _write_dicom_series(_sitk_volume(-ARRAY_XYZ), out["two_series"] / "second", series_uid=SERIES_UID + ".2")
+    for p in (out["two_series"] / "second").iterdir():
+        p.rename(out["two_series"] / f"second_{p.name}")
+    (out["two_series"] / "second").rmdir()
+    return out
+
+
+FORMATS = ["mha", "mhd", "nrrd", "nhdr", "nii", "nii.gz", "dicom"]
+
+
+# ------------------------------------------------------------------ suffixes
+
+
+def test_verify_suffix(files):
+    reader = SimpleITKReader()
+    for name in FORMATS + ["dcm_slice"]:
+        assert reader.verify_suffix(files[name]), name
+    assert reader.verify_suffix([files["mha"], files["nrrd"]])
+    assert reader.verify_suffix("UPPER.NII.GZ")
+    assert not reader.verify_suffix("photo.png")
+    assert not reader.verify_suffix([files["mha"], "table.csv"])
+
+
+# ------------------------------------------------------------------ geometry and arrays
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_gives_same_array_and_ras_affine(files, fmt):
+    img = LoadImage(reader=SimpleITKReader(), image_only=True, dtype=None)(files[fmt])
+    assert tuple(img.shape) == SIZE_XYZ  # (X, Y, Z), not SimpleITK's (Z, Y, X)
+    np.testing.assert_array_equal(np.asarray(img), ARRAY_XYZ)
+    np.testing.assert_allclose(np.asarray(img.affine), EXPECTED_AFFINE_RAS, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(img.meta[MetaKeys.ORIGINAL_AFFINE]), EXPECTED_AFFINE_RAS, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(img.meta[MetaKeys.SPATIAL_SHAPE]), SIZE_XYZ)
+
+
+def test_formats_agree_after_orientation_ras(files):
+    """Same world geometry in any format -> same RAS array and affine, using nibabel's NIfTI as the reference."""
+    orient = Orientation(axcodes="RAS")
+    ref = orient(LoadImage(reader=NibabelReader(), ensure_channel_first=True)(files["nii.gz"]))
+    assert tuple(ref.shape) == (1, 12, 8, 10)  # the sagittal volume re-ordered to R, A, S
+    assert np.all(np.diag(np.asarray(ref.affine))[:3] > 0)
+    for fmt in FORMATS:
+        img = orient(LoadImage(reader=SimpleITKReader(), ensure_channel_first=True)(files[fmt]))
+        assert img.shape == ref.shape, fmt
+        np.testing.assert_array_equal(np.asarray(img), np.asarray(ref), err_msg=fmt)
+        np.testing.assert_allclose(np.asarray(img.affine), np.asarray(ref.affine), atol=1e-4, err_msg=fmt)
+
+
+@pytest.mark.parametrize("suffix", ["nii", "nii.gz"])
+def test_nifti_matches_nibabel_reader_oblique(tmp_path, suffix):
+    """An oblique (rotated) NIfTI: SimpleITKReader and MONAI's NibabelReader give the same array and affine."""
+    angle = math.radians(20.0)
+    rot = np.array([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([1.1, -0.9, 2.0])
+    affine[:3, 3] = [-30.0, 12.5, 7.0]
+    data = np.random.default_rng(0).normal(size=(9, 7, 5)).astype(np.float32)
+    path = _write_nifti(tmp_path / f"oblique.{suffix}", data, affine)
+
+    nib_reader, sitk_reader = NibabelReader(), SimpleITKReader()
+    a_nib, m_nib = nib_reader.get_data(nib_reader.read(path))
+    a_sitk, m_sitk = sitk_reader.get_data(sitk_reader.read(path))
+    np.testing.assert_array_equal(np.asarray(a_sitk), np.asarray(a_nib))
+    np.testing.assert_allclose(m_sitk["affine"], m_nib["affine"], atol=1e-4)
+    np.testing.assert_allclose(m_sitk["original_affine"], m_nib["original_affine"], atol=1e-4)
+    np.testing.assert_array_equal(m_sitk["spatial_shape"], m_nib["spatial_shape"])
+    assert m_sitk["space"] == m_nib["space"] == SpaceKeys.RAS
+
+    via_nib = LoadImage(reader=NibabelReader())(path)
+    via_sitk = LoadImage(reader=SimpleITKReader())(path)
+    np.testing.assert_array_equal(np.asarray(via_sitk), np.asarray(via_nib))
+    np.testing.assert_allclose(np.asarray(via_sitk.affine), np.asarray(via_nib.affine), atol=1e-4)
+
+
+def test_meta_keys_match_itkreader_convention(files):
+    reader = SimpleITKReader()
+    arr, meta = reader.get_data(reader.read(files["mha"]))
+    for key in ("affine", "original_affine", "spatial_shape", "original_channel_dim", "space", "spacing"):
+        assert key in meta, key
+    assert math.isnan(meta[MetaKeys.ORIGINAL_CHANNEL_DIM])
+    assert meta[MetaKeys.SPACE] == SpaceKeys.RAS
+    assert meta["affine"].shape == (4, 4) and meta["affine"] is not meta["original_affine"]
+    np.testing.assert_allclose(meta["spacing"], SPACING)
+    assert not any(k.startswith("ITK_") for k in meta)
+    assert arr.dtype == np.int16 and arr.shape == SIZE_XYZ
+
+    lps = SimpleITKReader(affine_lps_to_ras=False)
+    _, meta_lps = lps.get_data(lps.read(files["mha"]))
+    assert meta_lps[MetaKeys.SPACE] == SpaceKeys.LPS
+    np.testing.assert_allclose(meta_lps["affine"], _expected_affine_lps(), atol=1e-6)
+
+
+def test_reverse_indexing_gives_simpleitk_order(files):
+    reader = SimpleITKReader(reverse_indexing=True)
+    arr, meta = reader.get_data(reader.read(files["nrrd"]))
+    np.testing.assert_array_equal(arr, ARRAY_XYZ.T)
+    np.testing.assert_array_equal(meta["spatial_shape"], SIZE_XYZ)  # metadata unaffected
+
+
+def test_vector_pixels_are_channel_last(tmp_path):
+    channels = [_sitk_volume(ARRAY_XYZ + c) for c in range(3)]
+    path = tmp_path / "rgb.mha"
+    sitk.WriteImage(sitk.Compose(*channels), str(path))
+    reader = SimpleITKReader()
+    arr, meta = reader.get_data(reader.read(path))
+    assert arr.shape == (*SIZE_XYZ, 3)
+    assert meta[MetaKeys.ORIGINAL_CHANNEL_DIM] == -1
+    np.testing.assert_array_equal(meta["spatial_shape"], SIZE_XYZ)
+    np.testing.assert_array_equal(arr[..., 2], ARRAY_XYZ + 2)
+    img = LoadImage(reader=SimpleITKReader(), ensure_channel_first=True)(path)
+    assert tuple(img.shape) == (3, *SIZE_XYZ)
+
+
+def test_list_of_files_is_stacked_as_channels(files):
+    img = LoadImage(reader=SimpleITKReader())([files["mha"], files["nrrd"]])
+    assert tuple(img.shape) == (2, *SIZE_XYZ)
+    assert img.meta[MetaKeys.ORIGINAL_CHANNEL_DIM] == 0
+
+
+def test_load_imaged_dictionary_transform(files):
+    out = LoadImaged(keys=["image", "label"], reader=SimpleITKReader(), ensure_channel_first=True)(
+        {"image": str(files["dicom"]), "label": str(files["mhd"])}
+    )
+    assert tuple(out["image"].shape) == tuple(out["label"].shape) == (1, *SIZE_XYZ)
+    np.testing.assert_allclose(np.asarray(out["image"].affine), np.asarray(out["label"].affine), atol=1e-4)
+
+
+# ------------------------------------------------------------------ DICOM specifics
+
+
+def test_single_dicom_slice_file(files):
+    img = LoadImage(reader=SimpleITKReader(), dtype=None)(files["dcm_slice"])
+    assert tuple(img.shape) == (12, 10, 1)
+    np.testing.assert_array_equal(np.asarray(img)[..., 0], ARRAY_XYZ[..., 0])
+    np.testing.assert_allclose(np.asarray(img.affine)[:3, :2], EXPECTED_AFFINE_RAS[:3, :2], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(img.affine)[:3, 3], EXPECTED_AFFINE_RAS[:3, 3], atol=1e-4)
+
+
+def test_series_meta_copies_first_slice_tags(files):
+    reader = SimpleITKReader(series_meta=True)
+    _, meta = reader.get_data(reader.read(files["dicom"]))
+    assert meta["0020|000e"].strip("\x00 ") == SERIES_UID
+    assert meta["0008|0060"].strip() == "CT"
+    _, plain = SimpleITKReader().get_data(SimpleITKReader().read(files["dicom"]))
+    assert "0020|000e" not in plain
+
+
+def test_several_series_need_a_series_id(files):
+    with pytest.raises(DataError) as err:
+        SimpleITKReader().read(files["two_series"])
+    msg = str(err.value)
+    assert msg.startswith(f"{files['two_series']}:")
+    assert SERIES_UID in msg and SERIES_UID + ".2" in msg and "series_id" in msg
+
+    reader = SimpleITKReader(series_id=SERIES_UID + ".2")
+    arr, meta = reader.get_data(reader.read(files["two_series"]))
+    np.testing.assert_array_equal(arr, -ARRAY_XYZ)
+    np.testing.assert_allclose(meta["affine"], EXPECTED_AFFINE_RAS, atol=1e-4)
+
+    with pytest.raises(DataError, match="not found"):
+        SimpleITKReader(series_id="1.2.3").read(files["two_series"])
+
+
+def test_series_with_unreadable_slice(files):
+    with pytest.raises(DataError) as err:
+        SimpleITKReader().read(files["gap_series"])
+    assert str(err.value).startswith(f"{files['gap_series']}:") and "evenly spaced" in str(err.value)
+    with pytest.warns(UserWarning, match="evenly spaced"):
+        img = SimpleITKReader(allow_nonuniform_series=True).read(files["gap_series"])
+    assert img.GetSize() == (12, 10, 7)
+
+
+def test_pydicom_ct_small_file():
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    img = LoadImage(reader=SimpleITKReader(), dtype=None)(path)
+    assert tuple(img.shape) == (int(ds.Columns), int(ds.Rows), 1)  # (X, Y, Z) = (columns, rows, 1)
+    affine = np.asarray(img.affine, dtype=float)
+    # PixelSpacing = [row spacing (between rows, along Y), column spacing (along X)]
+    col_spacing, row_spacing = float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0])
+    np.testing.assert_allclose(np.linalg.norm(affine[:3, 0]), col_spacing, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(affine[:3, 1]), row_spacing, rtol=1e-6)
+    # direction and origin: DICOM IOP/IPP are LPS; the affine is RAS
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    flip = np.array([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(affine[:3, 0], flip * iop[:3] * col_spacing, atol=1e-5)
+    np.testing.assert_allclose(affine[:3, 1], flip * iop[3:] * row_spacing, atol=1e-5)
+    np.testing.assert_allclose(affine[:3, 3], flip * np.asarray(ds.ImagePositionPatient, dtype=float), atol=1e-4)
+    # pixels: pydicom's (rows, columns) = (Y, X) array, rescaled to Hounsfield units as GDCM does
+    expected = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1))
+    expected += float(getattr(ds, "RescaleIntercept", 0))
+    np.testing.assert_allclose(np.asarray(img)[..., 0], expected.T)
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("missing", "does not exist"),
+        ("empty_dir", "no readable DICOM series"),
+        ("truncated.mha", "corrupt or truncated"),
+        ("truncated.nrrd", "corrupt or truncated"),
+        ("truncated.nii", "truncated"),
+        ("truncated.nii.gz", "truncated"),
+        ("text.dcm", "cannot be read by SimpleITK"),
+    ],
+)
+def test_bad_input_raises_data_error_naming_the_path(files, name, problem):
+    path = files[name]
+    with pytest.raises(DataError) as err:
+        SimpleITKReader().read(path)
+    assert err.value.path == str(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert problem in err.value.problem
+    assert not isinstance(err.value, RuntimeError)
+    assert "Exception thrown in SimpleITK" not in str(err.value)
+
+
+def test_errors_through_load_image(files):
+    """MONAI's LoadImage: a reader given at call time propagates the DataError; a registered reader's error is
+    caught, MONAI's other readers are tried, and the final RuntimeError still carries the DataError text."""
+    path = files["truncated.mha"]
+    reader = SimpleITKReader()
+    with pytest.raises(DataError) as err:
+        LoadImage()(path, reader=reader)
+    assert str(err.value).startswith(f"{path}: ")
+    with pytest.raises(RuntimeError) as err2:
+        LoadImage(reader=reader)(path)
+    assert f"DataError: {path}: " in str(err2.value)
