@@ -37,13 +37,17 @@ __all__ = [
 
 #: suffixes handed to nibabel; everything else (DICOM dirs, .dcm, .mha, .mhd, .nrrd, .nhdr) goes to SimpleITK
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# One instance for the forward and the inverse step: MONAI matches an inverse to the instance that traced it.
+_TO_RAS = Orientation(axcodes="RAS", labels=None)
 
 
-def _loader() -> LoadImage:
-    # LoadImage tries user readers last-to-first: nibabel claims NIfTI, SimpleITK the rest.
-    return LoadImage(
-        reader=[SimpleITKReader(), NibabelReader()], image_only=True, ensure_channel_first=True, dtype=None
-    )
+_LOAD = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)
+
+
+def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
+    # The reader is passed per call, not registered: registered readers' errors are swallowed by LoadImage's
+    # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
+    return NibabelReader() if path.name.lower().endswith(_NIFTI_SUFFIXES) else SimpleITKReader()
 
 
 def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -75,7 +79,7 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     if not path.exists():
         raise DataError(path, f"{kind} file does not exist")
     try:
-        img = _loader()(str(path))
+        img = _LOAD(str(path), reader=_reader_for(path))
     except DataError:
         raise
     except Exception as e:  # MONAI/nibabel/gzip raise many types; the user needs the file name
@@ -89,7 +93,7 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     if not torch.isfinite(img).all():
         n_bad = int((~torch.isfinite(img)).sum())
         raise DataError(path, f"{kind} contains {n_bad} NaN/Inf voxel(s)")
-    return Orientation(axcodes="RAS", labels=None)(img)
+    return _TO_RAS(img)
 
 
 def check_label_values(
@@ -189,7 +193,7 @@ def save_label_volume(
         applied_operations=list(reference.applied_operations),
     )
     # Undo Orientation (and only that) with MONAI's own inverse, so the geometry maths is not ours.
-    restored = Orientation(axcodes="RAS", labels=None).inverse(pred)
+    restored = _TO_RAS.inverse(pred)
     affine = np.asarray(reference.meta["original_affine"], dtype=np.float64)
     arr = np.rint(restored.array[0]).astype(np.uint8)
     expected = tuple(int(s) for s in np.asarray(reference.meta["spatial_shape"]).tolist())

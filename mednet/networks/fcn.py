@@ -28,6 +28,7 @@ All variants work with ``torch.jit.script`` (MONAI's ``ckpt_export``).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch
@@ -60,15 +61,21 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> Convolut
 
 
 class PoolDown(nn.Module):
-    """2x2 max-pooling that keeps its indices: ``(B, C, H, W) -> ((B, C, H/2, W/2), indices)``."""
+    """2x2 max-pooling: ``(B, C, H, W) -> ((B, C, H/2, W/2), indices or None)``.
 
-    def __init__(self, channels: int) -> None:
+    The argmax indices (needed by :class:`UnpoolUp`) are returned only if ``return_indices``: computing them
+    makes the pooling several times slower on CPU.
+    """
+
+    def __init__(self, channels: int, return_indices: bool = False) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, return_indices=True)
+        self.return_indices = return_indices
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        y, indices = self.pool(x)
-        return y, indices
+        if self.return_indices:
+            y, indices = F.max_pool2d_with_indices(x, 2, 2)
+            return y, indices
+        return F.max_pool2d(x, 2, 2), None
 
 
 class StridedDown(nn.Module):
@@ -152,7 +159,10 @@ class TissueFCN(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         c = base_channels
-        down = StridedDown if variant == "strided" else PoolDown
+        if variant == "strided":
+            down = StridedDown
+        else:
+            down = partial(PoolDown, return_indices=variant == "unpool")
         up = UnpoolUp if variant == "unpool" else TransposedUp
         skips = _SKIP_SCALES[variant]
 

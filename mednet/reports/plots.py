@@ -91,7 +91,11 @@ def plot_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None, p
         for c, (pos, s) in enumerate(zip(("top", "middle", "bottom"), picks)):
             sl = np.take(vol, s, axis=axis)
             ax = axes[r, c]
-            ax.imshow(np.rot90(sl), cmap=cmap, interpolation="nearest", **({} if cmap == "gray" else {"vmin": 0, "vmax": 3}))
+            if cmap == "gray":  # background (exactly 0) drawn black, whatever the intensity scale
+                ax.set_facecolor("black")
+                ax.imshow(np.ma.masked_equal(np.rot90(sl), 0), cmap=cmap, interpolation="nearest")
+            else:
+                ax.imshow(np.rot90(sl), cmap=cmap, interpolation="nearest", vmin=0, vmax=3)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

@@ -1,0 +1,133 @@
+"""The brain bundle end to end, through ``python -m monai.bundle run`` in real subprocesses.
+
+train (1 epoch on a tiny cohort) → evaluate (both protocols) → inference (file, output geometry), plus the
+clear-error paths users hit: unknown variant, no validation volumes, mismatched checkpoint, existing output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
+pytestmark = pytest.mark.slow
+
+
+def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / f"{config}.json"), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env.pop("MEDNET_TRACEBACK", None)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cohort: Path, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    bundle("train", "--variant", "skip", "--epochs", "2", "--dataset_dir", str(tiny_cohort), "--runs_root", str(runs),
+           "--stride", "2", "--max_patches_per_volume", "1500", "--batch_size", "32")
+    (run_dir,) = list(runs.glob("train-skip-*"))
+    return run_dir
+
+
+def test_train_writes_run(trained: Path) -> None:
+    for name in ("model.pt", "model_final.pt", "metrics.csv", "convergence.png"):
+        assert (trained / name).is_file(), name
+    assert any((trained / "tensorboard").iterdir())
+    df = pd.read_csv(trained / "metrics.csv")
+    assert list(df["epoch"]) == [1, 2]
+    for col in ("train_loss", "train_accuracy", "val_mean_dice", "val_dice_CSF", "val_dice_GM", "val_dice_WM",
+                "val_acc_CSF", "val_pixel_accuracy"):
+        assert col in df and df[col].notna().all(), col
+    assert df["train_loss"].iloc[-1] < df["train_loss"].iloc[0]
+    # two epochs on a tiny cohort already segment better than chance on the validation subject
+    assert df["val_mean_dice"].max() > 0.5
+
+
+def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "model.pt"))
+    (eval_dir,) = list(trained.glob("eval-test-*"))
+    assert str(eval_dir) in proc.stdout
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert set(summary["protocols"]) == {"whole volume", "grid patches"}
+    for scores in summary["protocols"].values():
+        assert 0.4 < scores["mean_dice"] <= 1
+    for sub in ("whole_volume", "grid_patches"):
+        for name in ("metrics.json", "per_volume.csv", "confusion.csv", "confusion.png", "summary.md"):
+            assert (eval_dir / sub / name).is_file(), (sub, name)
+    metrics = json.loads((eval_dir / "whole_volume" / "metrics.json").read_text())
+    assert metrics["background_rule"] == ["intensity 0 is background"]
+    cm = np.asarray(metrics["confusion_matrix"]["rows_true_cols_pred"])
+    assert cm.shape == (4, 4)
+    assert list((eval_dir / "whole_volume").glob("slices_*.png"))
+
+    # the evaluation's predictions and the inference output are in the input's geometry
+    test_image = json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["image"]
+    src = nib.load(tiny_cohort / test_image)
+    pred = nib.load(next((eval_dir / "predictions").glob("*_seg.nii.gz")))
+    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)
+
+    # inference on an LPS, 256x128x256-shaped subject (sub-002 of the cohort)
+    lps = tiny_cohort / "images" / "sub-002.nii.gz"
+    assert nib.aff2axcodes(nib.load(lps).affine) == ("L", "P", "S")
+    out = tmp_path / "pred"
+    bundle("inference", "--input", str(lps), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"))
+    seg = nib.load(out / "sub-002_seg.nii.gz")
+    src = nib.load(lps)
+    assert seg.shape == src.shape and np.allclose(seg.affine, src.affine)
+    labels = np.asarray(seg.dataobj)
+    truth = np.asarray(nib.load(tiny_cohort / "labels" / "sub-002.nii.gz").dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    np.testing.assert_array_equal(labels == 0, src.get_fdata() == 0)  # intensity-0 rule
+    brain = truth > 0
+    assert (labels[brain] == truth[brain]).mean() > 0.5  # the orientation round trip kept voxels in place
+
+    # a second inference into the same folder refuses to overwrite and leaves the first file intact
+    before = (out / "sub-002_seg.nii.gz").read_bytes()
+    proc = bundle("inference", "--input", str(lps), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"),
+                  check=False)
+    assert proc.returncode != 0
+    assert "already exists" in proc.stderr and "sub-002_seg.nii.gz" in proc.stderr
+    assert (out / "sub-002_seg.nii.gz").read_bytes() == before
+
+
+def test_unknown_variant_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> None:
+    proc = bundle("train", "--variant", "resnet", "--epochs", "1", "--dataset_dir", str(tiny_cohort),
+                  "--runs_root", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()
+    assert any(line.startswith("mednet error:") and "resnet" in line and "skip" in line for line in last), proc.stderr[-2000:]
+
+
+def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> None:
+    data = json.loads((tiny_cohort / "datalist.json").read_text())
+    data.pop("validation")
+    shutil.copytree(tiny_cohort / "images", tmp_path / "images")
+    shutil.copytree(tiny_cohort / "labels", tmp_path / "labels")
+    (tmp_path / "datalist.json").write_text(json.dumps(data))
+    proc = bundle("train", "--epochs", "1", "--dataset_dir", str(tmp_path), "--runs_root", str(tmp_path / "runs"),
+                  "--stride", "4", "--max_patches_per_volume", "50", check=False)
+    assert proc.returncode != 0
+    assert "mednet error:" in proc.stderr and "validation" in proc.stderr and "datalist.json" in proc.stderr
+
+
+def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path) -> None:
+    proc = bundle("evaluate", "--variant", "unpool", "--dataset_dir", str(tiny_cohort),
+                  "--ckpt_path", str(trained / "model.pt"), check=False)
+    assert proc.returncode != 0
+    assert "mednet error:" in proc.stderr and "model.pt" in proc.stderr and "does not match" in proc.stderr
+    assert "variant=unpool" in proc.stderr
+    proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "missing.pt"), check=False)
+    assert proc.returncode != 0 and "missing.pt: checkpoint not found" in proc.stderr
