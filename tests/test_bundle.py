@@ -37,7 +37,7 @@ def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedP
 def trained(tiny_cohort: Path, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     bundle("train", "--variant", "skip", "--epochs", "2", "--dataset_dir", str(tiny_cohort), "--runs_root", str(runs),
-           "--stride", "2", "--max_patches_per_volume", "1500", "--batch_size", "32")
+           "--max_patches_per_volume", "1500")
     (run_dir,) = list(runs.glob("train-skip-*"))
     return run_dir
 

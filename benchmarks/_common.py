@@ -1,0 +1,32 @@
+"""Helpers shared by the benchmarks: a demo cohort on demand, the brain bundle's config parsed from Python."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def ensure_cohort(path: str, subjects: int = 6, zoom: float = 1.0, seed: int = 0) -> Path:
+    """``path`` if it holds a datalist, else build a demo cohort there."""
+    from data_prep.demo_cohort import build_demo_cohort
+
+    p = Path(path)
+    if not (p / "datalist.json").is_file():
+        build_demo_cohort(out=str(p), subjects=subjects, zoom=zoom, seed=seed)
+    return p
+
+
+def brain_parser(config: str = "train", **overrides):
+    """The brain bundle's ``config`` as a MONAI ``ConfigParser`` (run from the repository root)."""
+    import os
+
+    from monai.bundle import ConfigParser
+
+    os.chdir(REPO)
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "brain_tissue_fcn" / "configs" / f"{config}.json"))
+    parser.update(overrides)
+    return parser

@@ -1,0 +1,87 @@
+"""Whole-volume inference time of the brain bundle on a 197×233×189 volume (target ≤ 5 s on 2 CPU cores).
+
+    python benchmarks/bench_inference.py [--variant skip] [--repeats 3] [--threads 2]
+
+Times the bundle's own inferer (MONAI ``SliceInferer`` over full slices, as configured in
+``configs/common.json``) against a plain PyTorch baseline in the same run: the same network applied to
+batches of slices in a Python loop. Also times the whole ``inference.json`` path (load, normalise, infer,
+mask, write NIfTI) once. Random weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from _common import brain_parser
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="skip")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--slice_batch_size", type=int, default=32)
+    args = ap.parse_args()
+
+    import nibabel as nib
+    import torch
+
+    from mednet.data.mni import load_mni152_template
+
+    torch.set_num_threads(args.threads)
+    parser = brain_parser("train", variant=args.variant, slice_batch_size=args.slice_batch_size)
+    net = parser.get_parsed_content("network_def").eval()
+    inferer = parser.get_parsed_content("volume_inferer")
+    tpl = load_mni152_template()
+    vol = torch.from_numpy(tpl.t1)[None, None]  # (1, 1, 197, 233, 189)
+    print(f"volume {tuple(vol.shape[2:])}, variant {args.variant}, {torch.get_num_threads()} threads, "
+          f"{args.slice_batch_size} slices per batch")
+
+    def bundle_inferer():
+        with torch.inference_mode():
+            return inferer(vol, net)
+
+    def plain_loop():
+        with torch.inference_mode():
+            slices = vol[0].permute(3, 0, 1, 2)  # (Z, 1, X, Y)
+            out = [net(slices[i : i + args.slice_batch_size]) for i in range(0, slices.shape[0], args.slice_batch_size)]
+            return torch.cat(out).permute(1, 2, 3, 0)[None]
+
+    a, b = bundle_inferer(), plain_loop()
+    assert torch.allclose(a, b, atol=1e-4), "SliceInferer and the plain loop disagree"
+    t_plain = best_of(plain_loop, args.repeats)
+    t_bundle = best_of(bundle_inferer, args.repeats)
+    print(f"plain PyTorch loop over slice batches: {t_plain:.2f} s")
+    print(f"bundle SliceInferer:                   {t_bundle:.2f} s   (ratio plain/bundle = {t_plain / t_bundle:.2f}x)")
+
+    # the full path a user runs: load + normalise + infer + mask + write, via inference.json's pieces
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/mni.nii.gz"
+        nib.save(nib.Nifti1Image(tpl.t1, tpl.affine), path)
+        from mednet.data.transforms import LoadLabelledVolumed, SaveLabelVolumed, TissueLabelsd
+
+        t0 = time.perf_counter()
+        d = LoadLabelledVolumed()({"image": path})
+        t_load = time.perf_counter() - t0
+        with torch.inference_mode():
+            d["pred"] = inferer(d["image"][None], net)[0]
+        d = TissueLabelsd()(d)
+        SaveLabelVolumed(output_dir=tmp)(d)
+        t_total = time.perf_counter() - t0
+    print(f"end to end (load {t_load:.2f} s + infer + mask + write NIfTI): {t_total:.2f} s")
+    print(f"target: network inference <= 5 s -> {'MET' if t_bundle <= 5 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()

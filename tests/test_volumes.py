@@ -1,0 +1,439 @@
+"""Tests for :mod:`mednet.data.volumes` and :class:`mednet.data.errors.DataError`.
+
+Tiny volumes (12 x 10 x 8 voxels) are written with nibabel (and one DICOM series with SimpleITK) into
+``tmp_path``. Every bad input must raise a :class:`DataError` whose message starts with the offending file's
+path and says, in words, what is wrong. Good inputs must come back as ``(1, X, Y, Z)`` RAS MetaTensors, and
+labels computed on that RAS grid must be written back with the input file's own shape, affine and voxel order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+
+from mednet.data.errors import DataError
+from mednet.data.volumes import (
+    check_label_values,
+    describe_volume,
+    load_labelled_volume,
+    load_volume,
+    normalize_brain_intensity,
+    refuse_existing,
+    save_label_volume,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader:UserWarning")
+
+SHAPE = (12, 10, 8)
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _write(path: Path, array: np.ndarray, affine: np.ndarray = np.eye(4)) -> Path:
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    """Strictly positive intensities, unique per voxel (so any axis flip or permutation is visible)."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(np.prod(SHAPE)).reshape(SHAPE) + 1.0).astype(np.float32)
+
+
+def _label(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4, SHAPE).astype(np.uint8)
+
+
+@pytest.fixture
+def pair(tmp_path) -> tuple[Path, Path]:
+    return _write(tmp_path / "img.nii.gz", _image()), _write(tmp_path / "lab.nii.gz", _label())
+
+
+def _assert_data_error(err: pytest.ExceptionInfo, path: Path, *words: str) -> None:
+    assert isinstance(err.value, DataError) and isinstance(err.value, ValueError)
+    msg = str(err.value)
+    assert err.value.path == str(path)
+    assert msg.startswith(f"{path}: "), msg
+    for w in words:
+        assert w in msg, f"{w!r} not in {msg!r}"
+
+
+# ------------------------------------------------------------------ DataError itself
+
+
+def test_data_error_message_format():
+    e = DataError(Path("/a/b.nii.gz"), "is broken")
+    assert str(e) == "/a/b.nii.gz: is broken" and e.path == "/a/b.nii.gz" and e.problem == "is broken"
+    e = DataError(None, "no file involved")
+    assert str(e) == "no file involved" and e.path is None
+    assert issubclass(DataError, ValueError)
+
+
+# ------------------------------------------------------------------ unreadable files
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.nii.gz"
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "image", "does not exist")
+    with pytest.raises(DataError) as err:
+        load_volume(path, kind="label")
+    _assert_data_error(err, path, "label file does not exist")
+
+
+def test_missing_label_in_pair(pair, tmp_path):
+    image, _ = pair
+    path = tmp_path / "no_label.nii.gz"
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, path)
+    _assert_data_error(err, path, "label file does not exist")
+
+
+def test_random_bytes_nifti(tmp_path):
+    path = tmp_path / "random.nii.gz"
+    path.write_bytes(np.random.default_rng(0).bytes(600))
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "cannot read image")
+
+
+def test_truncated_nifti(tmp_path):
+    good = _write(tmp_path / "good.nii.gz", _image())
+    data = good.read_bytes()
+    path = tmp_path / "truncated.nii.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "cannot read image")
+    assert "\n" not in err.value.problem  # one line, not a traceback
+
+
+# ------------------------------------------------------------------ inconsistent pairs
+
+
+def test_label_shape_mismatch(pair, tmp_path):
+    image, _ = pair
+    path = _write(tmp_path / "short.nii.gz", _label()[:11])
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, path)
+    _assert_data_error(err, path, "does not match its image", str(image), "(11, 10, 8)", "(12, 10, 8)")
+
+
+def test_label_affine_mismatch(pair, tmp_path):
+    image, _ = pair
+    shifted = np.eye(4)
+    shifted[0, 3] = 5.0
+    path = _write(tmp_path / "shifted.nii.gz", _label(), shifted)
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, path)
+    _assert_data_error(err, path, "does not match its image", "affine")
+
+
+def test_mask_affine_mismatch(pair, tmp_path):
+    image, label = pair
+    scaled = np.diag([2.0, 1.0, 1.0, 1.0])
+    path = _write(tmp_path / "mask.nii.gz", np.ones(SHAPE, np.uint8), scaled)
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, label, path)
+    _assert_data_error(err, path, "mask does not match its image")
+
+
+# ------------------------------------------------------------------ bad values
+
+
+@pytest.mark.parametrize("bad, shown", [(5, "5"), (1.5, "1.5"), (-1, "-1")])
+def test_label_values_outside_allowed_set(pair, tmp_path, bad, shown):
+    image, _ = pair
+    lab = _label().astype(np.float32)
+    lab[3, 4, 5] = bad
+    path = _write(tmp_path / "bad_values.nii.gz", lab)
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, path)
+    _assert_data_error(err, path, "label values", "not in the allowed set", "[0, 1, 2, 3]")
+    assert "{" + shown + "}" in str(err.value)
+
+
+@pytest.mark.parametrize("bad, count", [(np.nan, 1), (np.inf, 2), (-np.inf, 3)])
+def test_non_finite_intensities(tmp_path, bad, count):
+    img = _image()
+    img.reshape(-1)[:count] = bad
+    path = _write(tmp_path / "nonfinite.nii.gz", img)
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, f"{count} NaN/Inf voxel(s)")
+
+
+def test_2d_image(tmp_path):
+    path = _write(tmp_path / "flat.nii.gz", _image()[:, :, 0])
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "expected a 3D image volume", "(12, 10)", "2D")
+
+
+def test_single_slice_3d_image(tmp_path):
+    path = _write(tmp_path / "slab.nii.gz", _image()[:, :, :1])
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "expected a 3D image volume", "(12, 10, 1)", "2D image")
+
+
+def test_4d_image_with_three_volumes(tmp_path):
+    path = _write(tmp_path / "series.nii.gz", np.stack([_image(i) for i in range(3)], axis=-1))
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "expected a 3D image volume", "4D")
+
+
+def test_all_background_label(pair, tmp_path):
+    image, _ = pair
+    path = _write(tmp_path / "empty_label.nii.gz", np.zeros(SHAPE, np.uint8))
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, path)
+    _assert_data_error(err, path, "all background")
+
+
+def test_all_zero_image(tmp_path):
+    path = _write(tmp_path / "zero.nii.gz", np.zeros(SHAPE, np.float32))
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(path)
+    _assert_data_error(err, path, "all zero")
+
+
+def test_empty_mask(pair, tmp_path):
+    image, label = pair
+    path = _write(tmp_path / "mask.nii.gz", np.zeros(SHAPE, np.uint8))
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, label, path)
+    _assert_data_error(err, path, "brain mask is empty")
+
+
+def test_check_label_values_direct():
+    check_label_values(np.array([0, 1, 2, 3]), "x.nii")
+    check_label_values(torch.tensor([0.0, 3.0]), None)
+    with pytest.raises(DataError, match=r"^x\.nii: label values \{7\}"):
+        check_label_values(np.array([0, 7]), "x.nii")
+    with pytest.raises(DataError, match="all background"):
+        check_label_values(np.zeros(5), "x.nii")
+    check_label_values(np.array([0, 5]), "x.nii", allowed=(0, 5))
+
+
+# ------------------------------------------------------------------ happy path
+
+
+def test_load_shapes_and_values(pair, tmp_path):
+    image, label = pair
+    mask_arr = (_image() > 100).astype(np.uint8) * 7  # any non-zero value is brain
+    mask = _write(tmp_path / "mask.nii.gz", mask_arr)
+    out = load_labelled_volume(image, label, mask)
+    assert set(out) == {"image", "label", "mask"}
+    for key in out:
+        assert isinstance(out[key], MetaTensor)
+        assert tuple(out[key].shape) == (1, *SHAPE), key
+    assert out["image"].dtype == torch.float32
+    assert out["mask"].dtype == torch.bool
+    np.testing.assert_array_equal(out["image"][0].numpy(), _image())
+    np.testing.assert_array_equal(out["label"][0].numpy(), _label())
+    np.testing.assert_array_equal(out["mask"][0].numpy(), mask_arr > 0)
+    assert set(load_labelled_volume(image)) == {"image"}
+    assert set(load_labelled_volume(image, mask=mask)) == {"image", "mask"}
+
+
+def test_lps_volume_is_flipped_to_ras(tmp_path):
+    img = _image()
+    path = _write(tmp_path / "lps.nii.gz", img, LPS)
+    vol = load_volume(path)
+    assert tuple(vol.shape) == (1, *SHAPE)
+    np.testing.assert_array_equal(vol[0].numpy(), img[::-1, ::-1, :])
+    aff = np.asarray(vol.affine, dtype=float)
+    assert nib.aff2axcodes(aff) == ("R", "A", "S")
+    np.testing.assert_allclose(np.diag(aff)[:3], [1.0, 1.0, 1.0])
+    # the RAS affine maps each voxel to the same world point as the file's affine did
+    ijk_file = np.array([2, 3, 4, 1.0])
+    ijk_ras = np.array([SHAPE[0] - 1 - 2, SHAPE[1] - 1 - 3, 4, 1.0])
+    np.testing.assert_allclose(aff @ ijk_ras, LPS @ ijk_file)
+    np.testing.assert_allclose(np.asarray(vol.meta["original_affine"]), LPS)
+    assert "RAS" in describe_volume(vol) and "(12, 10, 8)" in describe_volume(vol)
+
+
+def test_lps_image_and_label_stay_aligned(tmp_path):
+    img, lab = _image(), _label()
+    out = load_labelled_volume(_write(tmp_path / "i.nii.gz", img, LPS), _write(tmp_path / "l.nii.gz", lab, LPS))
+    np.testing.assert_array_equal(out["label"][0].numpy(), lab[::-1, ::-1, :])
+    np.testing.assert_array_equal(out["image"][0].numpy(), img[::-1, ::-1, :])
+
+
+def test_label_in_other_orientation_but_same_world_grid_is_accepted(tmp_path):
+    """Same voxels in world space, stored RAS vs LPS: after reorientation both are on the same RAS grid."""
+    img, lab = _image(), _label()
+    # LPS voxel (i, j, k) sits at (-i, -j, k); the RAS-stored voxel (X-1-i, Y-1-j, k) must sit there too
+    ras_shift = np.eye(4)
+    ras_shift[:2, 3] = [-(SHAPE[0] - 1), -(SHAPE[1] - 1)]
+    out = load_labelled_volume(
+        _write(tmp_path / "i.nii.gz", img, LPS), _write(tmp_path / "l.nii.gz", lab[::-1, ::-1, :].copy(), ras_shift)
+    )
+    np.testing.assert_array_equal(out["label"][0].numpy(), lab[::-1, ::-1, :])
+
+
+def test_normalize_brain_intensity():
+    img = torch.from_numpy(_image()).clone()[None]
+    img[:, :4] = 0.0  # background slab
+    out = normalize_brain_intensity(img)
+    assert out.shape == img.shape
+    bg, brain = img == 0, img != 0
+    assert torch.all(out[bg] == 0)  # exactly 0, not merely close
+    vals = out[brain].double()
+    assert abs(float(vals.mean())) < 1e-5
+    assert abs(float(vals.std(unbiased=False)) - 1.0) < 1e-3
+    # order preserved within the brain
+    assert torch.equal(torch.argsort(out[brain]), torch.argsort(img[brain]))
+
+
+def test_normalize_keeps_meta(pair):
+    vol = load_volume(pair[0])
+    out = normalize_brain_intensity(vol)
+    assert isinstance(out, MetaTensor)
+    np.testing.assert_allclose(np.asarray(out.affine), np.asarray(vol.affine))
+
+
+# ------------------------------------------------------------------ writing back
+
+
+OBLIQUE_PERMUTED = np.array(  # axes permuted (i->S-ish, j->R, k->P) and anisotropic, non-zero origin
+    [[0.0, 0.9, 0.0, -5.0], [0.0, 0.0, -1.5, 10.0], [1.1, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [np.eye(4), LPS, np.diag([-0.7, 1.3, -2.5, 1.0]), OBLIQUE_PERMUTED],
+    ids=["ras", "lps", "anisotropic", "permuted"],
+)
+@pytest.mark.parametrize("as_numpy", [False, True], ids=["tensor", "numpy3d"])
+def test_save_label_volume_round_trip(tmp_path, affine, as_numpy):
+    img, lab = _image(), _label()
+    out = load_labelled_volume(_write(tmp_path / "i.nii.gz", img, affine), _write(tmp_path / "l.nii.gz", lab, affine))
+    labels = out["label"][0].numpy() if as_numpy else out["label"]
+    written = save_label_volume(labels, out["image"], tmp_path / "pred" / "seg.nii.gz")
+    assert written == tmp_path / "pred" / "seg.nii.gz"
+    nii = nib.load(str(written))
+    assert nii.shape == SHAPE
+    np.testing.assert_allclose(nii.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(nii.dataobj), lab)
+    assert nii.get_data_dtype() == np.uint8
+
+
+def test_save_permuted_image_grid_differs_but_file_matches(tmp_path):
+    """Sanity check that the permuted case really reorders axes in RAS (so the round trip above is not trivial)."""
+    path = _write(tmp_path / "i.nii.gz", _image(), OBLIQUE_PERMUTED)
+    vol = load_volume(path)
+    assert tuple(vol.shape[1:]) != SHAPE and sorted(vol.shape[1:]) == sorted(SHAPE)
+    ras_labels = (vol[0] > vol[0].median()).to(torch.uint8) + 1
+    written = nib.load(str(save_label_volume(ras_labels, vol, tmp_path / "o.nii")))
+    np.testing.assert_array_equal(np.asarray(written.dataobj), (_image() > np.median(_image())).astype(np.uint8) + 1)
+
+
+def test_save_after_normalization_uses_same_reference(pair, tmp_path):
+    out = load_labelled_volume(*pair)
+    written = save_label_volume(out["label"], normalize_brain_intensity(out["image"]), tmp_path / "o.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nib.load(str(written)).dataobj), _label())
+
+
+def test_save_refuses_existing_output(pair, tmp_path):
+    out = load_labelled_volume(*pair)
+    target = tmp_path / "seg.nii.gz"
+    target.write_bytes(b"precious")
+    with pytest.raises(DataError) as err:
+        save_label_volume(out["label"], out["image"], target)
+    _assert_data_error(err, target, "already exists", "overwrite")
+    assert target.read_bytes() == b"precious"
+    save_label_volume(out["label"], out["image"], target, overwrite=True)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(target)).dataobj), _label())
+
+
+def test_save_rejects_wrong_label_shape(pair, tmp_path):
+    vol = load_volume(pair[0])
+    target = tmp_path / "seg.nii.gz"
+    with pytest.raises(DataError) as err:
+        save_label_volume(np.zeros((12, 10, 7), np.uint8), vol, target)
+    _assert_data_error(err, target, "does not match the image grid")
+    assert not target.exists()
+
+
+def test_refuse_existing(tmp_path):
+    p = tmp_path / "x.txt"
+    assert refuse_existing(p) == p
+    p.write_text("x")
+    with pytest.raises(DataError, match="already exists"):
+        refuse_existing(p)
+    assert refuse_existing(str(p), overwrite=True) == p
+
+
+# ------------------------------------------------------------------ DICOM
+
+
+SPACING = (0.7, 0.8, 1.5)
+ORIGIN_LPS = (10.0, -20.0, 30.0)
+DIRECTION_LPS = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # sagittal, flipped, det +1
+DICOM_ARRAY = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 50 + 1).astype(np.int16)
+
+
+def _expected_dicom_affine_ras() -> np.ndarray:
+    aff = np.eye(4)
+    aff[:3, :3] = DIRECTION_LPS @ np.diag(SPACING)
+    aff[:3, 3] = ORIGIN_LPS
+    return LPS @ aff
+
+
+def _write_dicom_series(out_dir: Path) -> None:
+    """A CT series, one file per slice (after SimpleITK's DicomSeriesFromArray example)."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(DICOM_ARRAY.T))  # SimpleITK numpy order is (z, y, x)
+    img.SetSpacing(SPACING)
+    img.SetOrigin(ORIGIN_LPS)
+    img.SetDirection(DIRECTION_LPS.ravel().tolist())
+    out_dir.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = img.GetDirection()
+    uid = "1.2.826.0.1.3680043.2.1125.1.777"
+    tags = [
+        ("0020|000d", uid + ".1"),
+        ("0020|000e", uid),
+        ("0020|0037", "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))),
+        ("0018|0050", str(SPACING[2])),
+        ("0008|0060", "CT"),
+    ]
+    for k in range(img.GetDepth()):
+        s = img[:, :, k]
+        for tag, value in tags:
+            s.SetMetaData(tag, value)
+        s.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
+        s.SetMetaData("0020|0013", str(k + 1))
+        writer.SetFileName(str(out_dir / f"slice_{k:03d}.dcm"))
+        writer.Execute(s)
+
+
+def test_dicom_series_load_and_save(tmp_path):
+    series = tmp_path / "dicom"
+    _write_dicom_series(series)
+    vol = load_volume(series)
+    assert vol.ndim == 4 and vol.shape[0] == 1
+    assert sorted(vol.shape[1:]) == sorted(SHAPE)
+    assert nib.aff2axcodes(np.asarray(vol.affine)) == ("R", "A", "S")
+    np.testing.assert_allclose(np.asarray(vol.meta["original_affine"]), _expected_dicom_affine_ras(), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(vol.meta["spatial_shape"]), SHAPE)
+    # same world grid as a NIfTI of the same data: identical RAS arrays
+    ref = load_volume(_write(tmp_path / "ref.nii.gz", DICOM_ARRAY, _expected_dicom_affine_ras()))
+    np.testing.assert_array_equal(vol.numpy(), ref.numpy())
+    np.testing.assert_allclose(np.asarray(vol.affine), np.asarray(ref.affine), atol=1e-4)
+
+    labels = (vol[0] % 4).to(torch.uint8)  # labels computed on the RAS grid
+    written = nib.load(str(save_label_volume(labels, vol, tmp_path / "seg.nii.gz")))
+    assert written.shape == SHAPE
+    np.testing.assert_allclose(written.affine, _expected_dicom_affine_ras(), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), DICOM_ARRAY % 4)
