@@ -42,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     parser = brain_parser("train", variant=args.variant, slice_batch_size=args.slice_batch_size)
     net = parser.get_parsed_content("network_def").eval()
-    inferer = parser.get_parsed_content("volume_inferer")
+    inferer = parser.get_parsed_content("validate#inferer")
     tpl = load_mni152_template()
     vol = torch.from_numpy(tpl.t1)[None, None]  # (1, 1, 197, 233, 189)
     print(f"volume {tuple(vol.shape[2:])}, variant {args.variant}, {torch.get_num_threads()} threads, "

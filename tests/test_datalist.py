@@ -104,11 +104,6 @@ def test_missing_mask_is_an_error(dataset):
     assert "a_mask.nii.gz" in str(err.value) and "training[0].mask" in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datalist.py:60 — MONAI's load_decathlon_datalist only joins keys other than image/label with the "
-    "JSON folder when the joined file exists, so a missing 'mask' is reported by its raw relative path",
-)
 def test_missing_mask_is_named_by_its_resolved_path(dataset):
     (dataset / "vols" / "a_mask.nii.gz").unlink()
     with pytest.raises(DataError) as err:
@@ -116,11 +111,6 @@ def test_missing_mask_is_named_by_its_resolved_path(dataset):
     assert err.value.path == str(dataset / "vols" / "a_mask.nii.gz")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datalist.py:60/65 — a 'mask' missing next to the JSON but present relative to the cwd passes the "
-    "existence check and is returned as a cwd-relative path (the wrong file)",
-)
 def test_mask_is_not_looked_up_in_cwd(dataset, tmp_path, monkeypatch):
     (dataset / "vols" / "a_mask.nii.gz").unlink()
     monkeypatch.chdir(tmp_path)
@@ -130,11 +120,6 @@ def test_mask_is_not_looked_up_in_cwd(dataset, tmp_path, monkeypatch):
         load_datalist(dataset, "training")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datalist.py:46/60 — the docstring promises absolute paths, but a relative datalist path gives "
-    "cwd-relative paths (base_dir=str(path.parent) is not resolved)",
-)
 def test_relative_datalist_argument_gives_absolute_paths(dataset, monkeypatch):
     monkeypatch.chdir(dataset.parent)
     items = load_datalist("data", "training")
@@ -172,11 +157,6 @@ def test_json_that_is_not_an_object(tmp_path):
         load_datalist(path, "training")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datalist.py:75 — check_disjoint_splits indexes item['image'] before load_datalist's own "
-    "\"has no 'image' key\" check (line 63), so the user gets a bare KeyError('image')",
-)
 def test_item_without_image_key_is_a_data_error(tmp_path):
     (tmp_path / "lab.nii").write_bytes(b"\x00")
     path = _write_json(tmp_path / "dl.json", {"training": [{"label": "lab.nii"}]})
@@ -257,11 +237,6 @@ def test_write_datalist_refuses_leaky_splits(dataset, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datalist.py:95 — write_datalist checks disjointness on the raw paths before resolving them, so one "
-    "volume given once absolute and once cwd-relative is written into two splits (and the file then fails to load)",
-)
 def test_write_datalist_refuses_same_volume_spelled_differently(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(dataset)
     out = tmp_path / "dl.json"

@@ -1,7 +1,9 @@
 """MONAI decathlon-style datalists: ``{"training": [{"image": …, "label": …}], "validation": […], "test": […]}``.
 
-Paths inside the JSON are relative to the JSON file (MONAI's convention, resolved by
-:func:`monai.data.load_decathlon_datalist`). Splits are by volume: a volume listed in two splits is an error,
+Paths inside the JSON are relative to the JSON file (MONAI's convention). They are resolved here rather than by
+:func:`monai.data.load_decathlon_datalist`, which joins keys other than image/label (our ``mask``) only when the
+joined file exists — a missing mask would then be reported by its bare relative path, or silently found
+relative to the current directory. Splits are by volume: a volume listed in two splits is an error,
 so slices or patches of one volume can never leak from training into validation or test.
 """
 
@@ -11,8 +13,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from monai.data import load_decathlon_datalist
 
 from mednet.data.errors import DataError
 
@@ -43,7 +43,7 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
     Returns:
         ``[{"image": "/abs/img.nii.gz", "label": "/abs/lab.nii.gz", ...}, ...]``.
     """
-    path = find_datalist(path)
+    path = find_datalist(path).resolve()
     try:
         with open(path) as f:
             content = json.load(f)
@@ -57,10 +57,16 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
             present = [k for k in SPLITS if content.get(k)]
             raise DataError(path, f"split '{split}' is missing or empty (present: {present})")
         return []
-    items = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=split, base_dir=str(path.parent))
+    items = []
+    for i, raw in enumerate(content[split]):
+        if isinstance(raw, str):  # decathlon test lists may hold bare image paths
+            raw = {"image": raw}
+        item = dict(raw)
+        for key in _PATH_KEYS:
+            if key in item:
+                item[key] = os.path.normpath(os.path.join(path.parent, str(item[key])))
+        items.append(item)
     for i, item in enumerate(items):
-        if "image" not in item:
-            raise DataError(path, f"{split}[{i}] has no 'image' key")
         for key in _PATH_KEYS:
             if key in item and not Path(item[key]).exists():
                 raise DataError(item[key], f"listed as {split}[{i}].{key} in {path} but does not exist")
@@ -71,7 +77,9 @@ def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str 
     """Raise :class:`DataError` if one image appears in two splits (or twice in one)."""
     seen: dict[str, str] = {}
     for split in SPLITS:
-        for item in content.get(split, []) or []:
+        for i, item in enumerate(content.get(split, []) or []):
+            if isinstance(item, Mapping) and "image" not in item:
+                raise DataError(source, f"{split}[{i}] has no 'image' key")
             image = item["image"] if isinstance(item, Mapping) else item
             key = os.path.normpath(str(image))
             if key in seen:
@@ -92,7 +100,6 @@ def write_datalist(
     path = Path(path)
     if path.exists() and not overwrite:
         raise DataError(path, "output already exists; choose another path or pass --overwrite")
-    check_disjoint_splits(splits, path)
     base = path.parent.resolve()
     content: dict = dict(extra)
     for split, items in splits.items():
@@ -100,6 +107,7 @@ def write_datalist(
             {k: (os.path.relpath(Path(v).resolve(), base) if k in _PATH_KEYS else v) for k, v in item.items()}
             for item in items
         ]
+    check_disjoint_splits(content, path)  # on the written (normalised) paths: one volume spelled two ways counts
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content, indent=2) + "\n")
     return path

@@ -40,10 +40,14 @@ NUM_LABELS = len(LABEL_NAMES)
 
 def tissue_confusion_matrix(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``(4, 4)`` int64 confusion matrix ``cm[true, pred]`` of two label maps of the same shape (values 0–3)."""
-    pred_t = torch.as_tensor(pred).reshape(-1).long()
-    true_t = torch.as_tensor(label).reshape(-1).long().to(pred_t.device)
+    pred_t, true_t = (torch.as_tensor(x).reshape(-1) for x in (pred, label))
+    pred_t, true_t = (t.round().long() if t.is_floating_point() else t.long() for t in (pred_t, true_t))
+    true_t = true_t.to(pred_t.device)
     if pred_t.shape != true_t.shape:
         raise ValueError(f"prediction ({pred_t.numel()} px) and label ({true_t.numel()} px) differ in size")
+    for name, t in (("prediction", pred_t), ("label", true_t)):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= NUM_LABELS):
+            raise ValueError(f"{name} values must be labels 0..{NUM_LABELS - 1}, got range [{int(t.min())}, {int(t.max())}]")
     return torch.bincount(true_t * NUM_LABELS + pred_t, minlength=NUM_LABELS**2).reshape(NUM_LABELS, NUM_LABELS).cpu()
 
 

@@ -54,7 +54,7 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> Convolut
         out_channels=out_channels,
         strides=stride,
         kernel_size=3,
-        act="RELU",
+        act=("RELU", {"inplace": True}),
         norm="BATCH",
         bias=False,
     )
@@ -181,6 +181,8 @@ class TissueFCN(nn.Module):
         )
         self.dec1 = DecoderStage(up(c), nn.Sequential(conv_block(c * (1 + (1 in skips)), c)), 1 in skips)
         self.head = nn.Conv2d(c, out_channels, kernel_size=1)
+        # NHWC weights make oneDNN run every convolution channels-last: ~1.6x faster on CPU (see the notes)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)`` logits, for any H, W >= 1."""
@@ -199,7 +201,7 @@ class TissueFCN(nn.Module):
         y = self.dec4(y, i4, e4)  # (B, 2c, H/4, W/4)
         y = self.dec2(y, i2, e2)  # (B, c, H/2, W/2)
         y = self.dec1(y, i1, e1)  # (B, c, H, W)
-        return self.head(y)[..., :h, :w]
+        return self.head(y)[..., :h, :w].contiguous()
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
