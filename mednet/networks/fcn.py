@@ -29,7 +29,7 @@ All variants work with ``torch.jit.script`` (MONAI's ``ckpt_export``).
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +39,6 @@ from torch import nn
 __all__ = ["FCN_VARIANTS", "TissueFCN", "count_parameters"]
 
 FCN_VARIANTS = ("unpool", "transposed", "strided", "skip")
-
-_SKIP_SCALES = {"unpool": (), "transposed": (), "strided": (), "skip": (1, 2)}  # 1/1 and 1/2: "2 skips"
-
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> Convolution:
     """3x3 Conv-BatchNorm-ReLU (MONAI ``Convolution``): ``(B, in, H, W) -> (B, out, H/stride, W/stride)``.
@@ -92,8 +89,9 @@ class StridedDown(nn.Module):
 class UnpoolUp(nn.MaxUnpool2d):
     """2x2 max-unpooling with the encoder's pooling indices: ``(B, C, H, W) -> (B, C, 2H, 2W)`` (sparse).
 
-    An ``nn.MaxUnpool2d`` whose ``forward`` passes its sizes as literal lists: the stock ``forward`` fails under
-    ``torch.jit.script`` ("isIntList() INTERNAL ASSERT FAILED", pytorch/pytorch#86113).
+    An ``nn.MaxUnpool2d`` whose ``forward`` calls the ATen op with the output size directly: the stock
+    ``forward`` fails under ``torch.jit.script`` ("isIntList() INTERNAL ASSERT FAILED", pytorch/pytorch#86113)
+    and ``F.max_unpool2d`` fails under ``torch.jit.trace`` (its size check gets traced tensors).
     """
 
     def __init__(self, channels: int) -> None:
@@ -101,7 +99,8 @@ class UnpoolUp(nn.MaxUnpool2d):
 
     def forward(self, x: torch.Tensor, indices: Optional[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         assert indices is not None, "UnpoolUp needs the indices of a PoolDown"
-        return F.max_unpool2d(x, indices, [2, 2], [2, 2], [0, 0])
+        # the op F.max_unpool2d ends in; torch.ops.aten.max_unpool2d would freeze the size under tracing
+        return torch._C._nn.max_unpool2d(x, indices, [2 * x.shape[-2], 2 * x.shape[-1]])
 
 
 class TransposedUp(nn.Module):
@@ -116,17 +115,20 @@ class TransposedUp(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """Upsample, optionally concatenate the encoder features of that scale, then convolve.
+    """Upsample, optionally concatenate the encoder features of that scale (skip connection), then convolve.
 
-    ``x``: ``(B, C_up, H, W)``; ``encoder_features``: ``(B, C_skip, 2H, 2W)`` (used only if ``skip``);
-    returns ``(B, C_out, 2H, 2W)``. The first convolution takes ``C_up + C_skip`` channels when ``skip``.
+    ``channels = (c_0, c_1, ..., c_k)``: ``up`` keeps ``c_0`` channels, then ``k`` Conv-BN-ReLU blocks go
+    ``c_0 + skip_channels -> c_1 -> ... -> c_k``. Shapes: ``x`` ``(B, c_0, H, W)``, ``indices`` (unpooling only),
+    ``encoder_features`` ``(B, skip_channels, 2H, 2W)`` (ignored when ``skip_channels == 0``) ->
+    ``(B, c_k, 2H, 2W)``.
     """
 
-    def __init__(self, up: nn.Module, convs: nn.Sequential, skip: bool) -> None:
+    def __init__(self, up: nn.Module, channels: Sequence[int], skip_channels: int = 0) -> None:
         super().__init__()
         self.up = up
-        self.convs = convs
-        self.skip = skip
+        self.skip = skip_channels > 0
+        ins = [channels[0] + skip_channels, *channels[1:-1]]
+        self.convs = nn.Sequential(*(conv_block(i, o) for i, o in zip(ins, channels[1:])))
 
     def forward(self, x: torch.Tensor, indices: Optional[torch.Tensor], encoder_features: torch.Tensor) -> torch.Tensor:
         x = self.up(x, indices)
@@ -143,13 +145,21 @@ class TissueFCN(nn.Module):
         in_channels: input channels (1: a T1 MR slice).
         out_channels: classes (3: CSF, GM, WM; background is handled outside the network).
         base_channels: width ``c`` at full resolution; it doubles at each of the 1/2, 1/4 and 1/8 scales.
+            The default 8 (≈ 81 k parameters for ``skip``) segments a 197x233x189 volume slice by slice in about
+            2 s on 2 CPU threads; the course's 16 (≈ 322 k) costs about 3.5x as much (≈ 7 s with one thread)
+            for a Dice gain of under 0.01 in a quick check on the MNI template.
 
     Any H, W >= 1 is accepted: the input is zero-padded to a multiple of :attr:`downsample_factor` (8) and the
     output cropped back.
+
+    Example::
+
+        net = TissueFCN("skip")                    # (B, 1, H, W) -> (B, 3, H, W) logits
+        probs = net(torch.rand(4, 1, 197, 233)).softmax(dim=1)
     """
 
     def __init__(
-        self, variant: str = "skip", in_channels: int = 1, out_channels: int = 3, base_channels: int = 16
+        self, variant: str = "skip", in_channels: int = 1, out_channels: int = 3, base_channels: int = 8
     ) -> None:
         super().__init__()
         if variant not in FCN_VARIANTS:
@@ -159,12 +169,9 @@ class TissueFCN(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         c = base_channels
-        if variant == "strided":
-            down = StridedDown
-        else:
-            down = partial(PoolDown, return_indices=variant == "unpool")
+        down = StridedDown if variant == "strided" else partial(PoolDown, return_indices=variant == "unpool")
         up = UnpoolUp if variant == "unpool" else TransposedUp
-        skips = _SKIP_SCALES[variant]
+        skip = variant == "skip"  # the exercise's "2 skip connections": at 1/1 and 1/2
 
         self.enc1 = nn.Sequential(conv_block(in_channels, c))  # 1/1
         self.down1 = down(c)
@@ -173,15 +180,12 @@ class TissueFCN(nn.Module):
         self.enc4 = nn.Sequential(conv_block(2 * c, 4 * c), conv_block(4 * c, 4 * c))  # 1/4
         self.down4 = down(4 * c)
         self.bottleneck = nn.Sequential(conv_block(4 * c, 8 * c), conv_block(8 * c, 4 * c))  # 1/8
-        self.dec4 = DecoderStage(
-            up(4 * c), nn.Sequential(conv_block(4 * c * (1 + (4 in skips)), 4 * c), conv_block(4 * c, 2 * c)), 4 in skips
-        )
-        self.dec2 = DecoderStage(
-            up(2 * c), nn.Sequential(conv_block(2 * c * (1 + (2 in skips)), 2 * c), conv_block(2 * c, c)), 2 in skips
-        )
-        self.dec1 = DecoderStage(up(c), nn.Sequential(conv_block(c * (1 + (1 in skips)), c)), 1 in skips)
+        self.dec4 = DecoderStage(up(4 * c), (4 * c, 4 * c, 2 * c))  # -> 1/4
+        self.dec2 = DecoderStage(up(2 * c), (2 * c, 2 * c, c), skip_channels=2 * c if skip else 0)  # -> 1/2
+        self.dec1 = DecoderStage(up(c), (c, c), skip_channels=c if skip else 0)  # -> 1/1
         self.head = nn.Conv2d(c, out_channels, kernel_size=1)
-        # NHWC weights make oneDNN run every convolution channels-last: ~1.6x faster on CPU (see the notes)
+        # NHWC weights make oneDNN run every convolution channels-last (the input may stay NCHW): about 1.6x
+        # faster whole-slice inference on CPU. load_state_dict / .to(device) keep this layout.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,8 +193,7 @@ class TissueFCN(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         f = self.downsample_factor
         pad_h, pad_w = (f - h % f) % f, (f - w % f) % f
-        if pad_h > 0 or pad_w > 0:
-            x = F.pad(x, [0, pad_w, 0, pad_h])  # zeros at the bottom/right: background intensity
+        x = F.pad(x, [0, pad_w, 0, pad_h])  # zeros (background) at the bottom/right; unconditional: traceable
         e1 = self.enc1(x)  # (B, c, H, W)
         d, i1 = self.down1(e1)
         e2 = self.enc2(d)  # (B, 2c, H/2, W/2)
