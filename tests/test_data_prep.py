@@ -1,0 +1,109 @@
+"""data_prep command-line tools on the tiny MNI-derived cohort: demo cohort, slicing, balanced and grid patches."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from data_prep.demo_cohort import build_demo_cohort, split_subjects
+from mednet.data.datalist import load_datalist
+from mednet.data.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_demo_cohort_layout_and_labels(tiny_cohort: Path) -> None:
+    splits = {s: load_datalist(tiny_cohort, s) for s in ("training", "validation", "test")}
+    assert [len(splits[s]) for s in ("training", "validation", "test")] == [3, 1, 1]
+    rows = list(csv.DictReader(open(tiny_cohort / "cohort.csv")))
+    assert [r["subject"] for r in rows] == [f"sub-{i:03d}" for i in range(5)]
+    # every geometry the pipeline must handle is present: template grid, anisotropic, LPS other-shape
+    assert {r["orientation"] for r in rows} == {"RAS", "LPS"}
+    assert len({r["shape"] for r in rows}) == 3
+    for r in rows:
+        img = nib.load(tiny_cohort / "images" / f"{r['subject']}.nii.gz")
+        lab = nib.load(tiny_cohort / "labels" / f"{r['subject']}.nii.gz")
+        assert img.shape == lab.shape and np.allclose(img.affine, lab.affine)
+        a, b = img.get_fdata(), np.asarray(lab.dataobj)
+        assert set(np.unique(b)) == {0, 1, 2, 3}
+        np.testing.assert_array_equal(a == 0, b == 0)  # skull-stripped: intensity 0 exactly where background
+        shares = np.bincount(b[b > 0].astype(int), minlength=4)[1:] / (b > 0).sum()
+        assert 0.06 < shares[0] < 0.16 and 0.50 < shares[1] < 0.63 and 0.27 < shares[2] < 0.39  # ≈ 10/57/33 %
+
+
+def test_demo_cohort_is_deterministic_and_refuses_overwrite(tmp_path: Path) -> None:
+    a = build_demo_cohort(out=str(tmp_path / "a"), subjects=3, seed=7, zoom=0.3)
+    b = build_demo_cohort(out=str(tmp_path / "b"), subjects=3, seed=7, zoom=0.3)
+    c = build_demo_cohort(out=str(tmp_path / "c"), subjects=3, seed=8, zoom=0.3)
+    for name in ("sub-000", "sub-002"):
+        va, vb, vc = (nib.load(p.parent / "images" / f"{name}.nii.gz").get_fdata() for p in (a, b, c))
+        np.testing.assert_array_equal(va, vb)
+        assert not np.array_equal(va, vc)
+    with pytest.raises(DataError, match="not empty"):
+        build_demo_cohort(out=str(tmp_path / "a"), subjects=3, seed=7, zoom=0.3)
+    with pytest.raises(DataError, match="at least 3"):
+        split_subjects(2)
+    proc = cli("data_prep.demo_cohort", "--out", str(tmp_path / "a"), "--subjects", "3", "--zoom", "0.3")
+    assert proc.returncode == 2 and "not empty" in proc.stderr and str(tmp_path / "a") in proc.stderr
+
+
+def test_slice_cli(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "slices"
+    proc = cli("data_prep.slice", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
+               "--split", "training", "--axis", "1", "--drop_empty")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(out / "slices.csv")))
+    files = sorted((out / "training").glob("*.npz"))
+    assert len(files) == 3
+    with np.load(files[0]) as z:
+        assert z["images"].ndim == 3 and z["labels"].shape == z["images"].shape and int(z["axis"]) == 1
+        assert len(z["indices"]) == len(z["images"]) < z["volume_shape"][1]  # empty slices dropped
+        assert (z["labels"].reshape(len(z["labels"]), -1) > 0).any(1).all()
+    assert len(rows) == sum(len(np.load(f)["indices"]) for f in files)
+    assert {r["axis"] for r in rows} == {"1"} and all(int(r["foreground_pixels"]) > 0 for r in rows)
+    again = cli("data_prep.slice", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "patches"
+    proc = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
+               "--stride", "1", "--min_pixels", "8", "--max_per_volume", "2000")
+    assert proc.returncode == 0, proc.stderr
+    assert "before" in proc.stdout and "after" in proc.stdout
+    stats = json.loads((out / "stats_training.json").read_text())
+    before = [stats["before"][n]["share"] for n in ("CSF", "GM", "WM")]
+    after = [stats["after"][n]["share"] for n in ("CSF", "GM", "WM")]
+    assert before[0] < 0.2 and before[1] > 0.45  # brain pixels: CSF rare, GM dominant
+    assert all(0.25 <= s <= 0.42 for s in after), after  # kept patches: balanced
+    with np.load(out / "patches_training.npz") as z:
+        images, labels, positions = z["images"], z["labels"], z["positions"]
+        assert images.shape[1:] == (16, 16) and labels.shape == images.shape and positions.shape == (len(images), 4)
+        assert labels.min() >= 1  # no background pixel in any patch
+        per_class = np.stack([(labels == c).reshape(len(labels), -1).sum(1) for c in (1, 2, 3)], 1)
+        assert per_class.min() >= 8
+        assert len(images) <= 3 * 2000
+    rows = list(csv.DictReader(open(out / "stats_training.csv")))
+    assert {(r["stage"], r["class"]) for r in rows} == {(s, c) for s in ("before", "after") for c in ("CSF", "GM", "WM")}
+
+    grid = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
+               "--split", "test", "--grid")
+    assert grid.returncode == 0, grid.stderr
+    with np.load(out / "grid_test.npz") as z:
+        (s, h, w), = z["slice_stack_shapes"]
+        assert len(z["images"]) == s * -(-h // 16) * -(-w // 16)  # whole slices covered, no overlap
+
+    too_big = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(tmp_path / "x"),
+                  "--patch_size", "512")
+    assert too_big.returncode == 2 and "512" in too_big.stderr and "sub-000" in too_big.stderr
