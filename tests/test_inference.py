@@ -1,0 +1,88 @@
+"""Whole-volume inference pieces: BrainSliceInferer vs MONAI's SliceInferer, tissue labels, run folders."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SliceInferer
+
+from mednet.data.errors import DataError
+from mednet.data.transforms import TissueLabels, output_name
+from mednet.inference import BrainSliceInferer, foreground_box
+from mednet.networks import TissueFCN
+from mednet.runs import latest_run, new_run_dir, resolve_checkpoint
+
+
+def _brain_like(shape=(40, 48, 30)) -> torch.Tensor:
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    r = np.sqrt(((g / np.array([0.6, 0.7, 0.5])[:, None, None, None]) ** 2).sum(0))
+    vol = np.where(r < 1, 1.0 + r + 0.1 * np.random.default_rng(0).standard_normal(shape), 0.0)
+    return torch.as_tensor(vol, dtype=torch.float32)[None, None]
+
+
+def test_foreground_box() -> None:
+    vol = torch.zeros(1, 1, 50, 60, 40)
+    vol[0, 0, 10:20, 30:35, 5:6] = 1
+    box = foreground_box(vol, margin=2, multiple=8)
+    assert box[0].start <= 8 and box[0].stop >= 22 and (box[0].stop - box[0].start) % 8 == 0
+    assert box[2] == slice(3, 9) or (box[2].start <= 3 and box[2].stop >= 8)
+    assert foreground_box(torch.zeros(1, 1, 4, 4, 4)) is None
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_brain_slice_inferer_matches_slice_inferer_inside_the_brain(axis: int) -> None:
+    torch.manual_seed(0)
+    net = TissueFCN("skip", base_channels=8).eval()
+    vol = _brain_like()
+    meta_vol = MetaTensor(vol, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    full = SliceInferer(spatial_dim=axis, roi_size=(-1, -1), sw_batch_size=8, progress=False)
+    cropped = BrainSliceInferer(spatial_dim=axis, roi_size=(-1, -1), sw_batch_size=8, progress=False, margin=16)
+    with torch.no_grad():
+        a, b = full(vol, net), cropped(meta_vol, net)
+    assert b.shape == a.shape == (1, 3, *vol.shape[2:])
+    assert isinstance(b, MetaTensor) and torch.equal(b.affine, meta_vol.affine)
+    brain = vol[0, 0] != 0
+    la, lb = a[0].argmax(0)[brain], b[0].argmax(0)[brain]
+    assert (la == lb).float().mean() > 0.995  # only context beyond the 16-voxel margin differs
+    outside = ~torch.zeros_like(brain)
+    box = foreground_box(vol, 16)
+    outside[box] = False
+    assert torch.all(b[0][:, outside] == 0)
+
+
+def test_tissue_labels_masks_background() -> None:
+    logits = torch.zeros(3, 4, 4, 2)
+    logits[2] = 1.0  # WM everywhere
+    mask = torch.zeros(1, 4, 4, 2, dtype=torch.bool)
+    mask[0, :2] = True
+    labels = TissueLabels()(logits, mask)
+    assert labels.shape == (1, 4, 4, 2)
+    assert set(labels[mask].tolist()) == {3.0} and set(labels[~mask].tolist()) == {0.0}
+    with pytest.raises(ValueError, match="3 tissue channels"):
+        TissueLabels()(torch.zeros(4, 2, 2))
+
+
+def test_output_name() -> None:
+    assert output_name("/x/sub-001.nii.gz") == "sub-001_seg.nii.gz"
+    assert output_name("/x/scan.MHA", "p") == "scan_p.nii.gz"
+    assert output_name("/x/series7/") == "series7_seg.nii.gz"
+
+
+def test_run_dirs_never_collide_and_latest_is_found(tmp_path: Path) -> None:
+    a, b = new_run_dir(tmp_path, "train-skip"), new_run_dir(tmp_path, "train-skip")
+    assert a != b and a.is_dir() and b.is_dir()
+    with pytest.raises(DataError, match="no run"):
+        latest_run(tmp_path, "train-skip-")
+    (a / "model.pt").write_bytes(b"x")
+    time.sleep(0.01)
+    (b / "model.pt").write_bytes(b"y")
+    assert latest_run(tmp_path, "train-skip-") == b
+    assert resolve_checkpoint(None, tmp_path, "train-skip-") == b / "model.pt"
+    assert resolve_checkpoint(a, tmp_path, "x") == a / "model.pt"
+    with pytest.raises(DataError, match="checkpoint not found"):
+        resolve_checkpoint(tmp_path / "nope.pt", tmp_path, "x")
