@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--variant", default="skip")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--slice_batch_size", type=int, default=32)
+    ap.add_argument("--slice_batch_size", type=int, default=16)
     args = ap.parse_args()
 
     import nibabel as nib

@@ -1,6 +1,6 @@
 """Datasets the brain bundle reads: balanced 2D training patches and whole labelled volumes.
 
-* :func:`extract_cohort_patches` runs load → RAS → brain z-score → slice → balanced patch filter over every
+* :func:`extract_cohort_patches` runs load → RAS → brain intensity normalisation → slice → balanced patch filter over every
   volume of a datalist split, keeping provenance ``(volume, slice, row, col)`` and the class distribution
   before/after. :class:`CohortPatches` is that result; it saves to / loads from one compact ``.npz``.
 * :class:`PatchDataset` serves it to a DataLoader as ``{"image": (1, P, P) float32, "label": (1, P, P) int64}``
@@ -37,7 +37,7 @@ class CohortPatches:
     """Balanced patches of several volumes.
 
     Attributes:
-        images: ``(N, P, P)`` float32 (brain z-scored intensities).
+        images: ``(N, P, P)`` float32 (brain-normalised intensities).
         labels: ``(N, P, P)`` uint8, values 1–3.
         positions: ``(N, 4)`` int32 ``(volume, slice, row, col)``; ``volume`` indexes ``volumes``.
         volumes: source image path of each volume.
@@ -115,18 +115,19 @@ def extract_cohort_patches(
     balance: bool = True,
     seed: int = 0,
     progress: bool = True,
+    normalize: str = "scale",
 ) -> CohortPatches:
     """Balanced patches from every labelled volume of ``items`` (or of ``split`` of a datalist path).
 
     Volumes are loaded with all checks (bad files raise :class:`DataError` naming them), oriented to RAS,
-    z-scored over the brain, sliced along ``axis`` and filtered by
+    normalised over the brain, sliced along ``axis`` and filtered by
     :func:`mednet.data.patches.extract_balanced_patches` (no background, ≥ ``min_pixels`` of each class).
     """
     if isinstance(items, (str, os.PathLike)):
         items = load_datalist(items, split)
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
-    load = LoadLabelledVolumed(allow_missing_label=False)
+    load = LoadLabelledVolumed(normalize=normalize, allow_missing_label=False)
     images, labels, positions, volumes, per_volume = [], [], [], [], []
     before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
     for v, item in enumerate(tqdm(items, desc=f"patches ({split})", disable=not progress, leave=False)):
@@ -159,7 +160,8 @@ def extract_cohort_patches(
     total_before = before_counts.sum()
     stats = {
         "params": {"split": split, "axis": axis, "patch_size": patch_size, "stride": stride,
-                   "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed},
+                   "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed,
+                   "normalize": normalize},
         "patches": int(len(out_labels)),
         "before": {n: {"pixels": int(before_counts[i]), "share": float(before_counts[i] / max(total_before, 1))}
                    for i, n in enumerate(TISSUE_NAMES)},
@@ -207,6 +209,7 @@ def volume_dataset(
     split: str = "validation",
     cache: bool = False,
     require_label: bool = True,
+    normalize: str = "scale",
 ) -> Dataset:
     """MONAI dataset of whole volumes: each item is :class:`LoadLabelledVolumed`'s output.
 
@@ -214,12 +217,14 @@ def volume_dataset(
         items: datalist entries, or a datalist path (then ``split`` is read; an empty split is an error).
         cache: keep loaded volumes in memory (validation every epoch re-reads nothing).
         require_label: every volume must have a label (validation/evaluation); False for inference.
+        normalize: intensity normalisation mode (see :func:`mednet.data.volumes.normalize_brain_intensity`);
+            must be the one the network was trained with.
     """
     if isinstance(items, (str, os.PathLike)):
         items = load_datalist(items, split)
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
-    transform = LoadLabelledVolumed(allow_missing_label=not require_label)
+    transform = LoadLabelledVolumed(normalize=normalize, allow_missing_label=not require_label)
     if cache:
         return CacheDataset(list(items), transform=transform, num_workers=0, progress=False)
     return Dataset(list(items), transform=transform)

@@ -27,12 +27,13 @@ __all__ = ["LoadLabelledVolumed", "TissueLabels", "TissueLabelsd", "SaveLabelVol
 class LoadLabelledVolumed(MapTransform):
     """Load ``d["image"]`` (+ ``d["label"]``, + ``d["mask"]``) file paths into checked RAS volumes.
 
-    Output keys: ``image`` ``(1, X, Y, Z)`` float32 z-scored over the brain (background stays 0), ``label``
+    Output keys: ``image`` ``(1, X, Y, Z)`` float32 normalised over the brain with
+    :func:`~mednet.data.volumes.normalize_brain_intensity` (``normalize`` = its mode, or None; background stays 0), ``label``
     ``(1, X, Y, Z)`` float32 with values 0–3 (if a label was given), ``mask`` ``(1, X, Y, Z)`` bool brain mask —
     the given mask file, or ``image != 0`` when there is none (the intensity-0 rule); ``mask_rule`` says which.
     """
 
-    def __init__(self, normalize: bool = True, allow_missing_label: bool = True) -> None:
+    def __init__(self, normalize: str | None = "scale", allow_missing_label: bool = True) -> None:
         super().__init__(keys=("image",), allow_missing_keys=True)
         self.normalize = normalize
         self.allow_missing_label = allow_missing_label
@@ -47,7 +48,7 @@ class LoadLabelledVolumed(MapTransform):
         image = vols["image"]
         d["mask_rule"] = "brain mask file" if "mask" in vols else "intensity 0 is background"
         d["mask"] = vols.get("mask", image != 0)
-        d["image"] = normalize_brain_intensity(image) if self.normalize else image
+        d["image"] = normalize_brain_intensity(image, self.normalize) if self.normalize else image
         if "label" in vols:
             d["label"] = vols["label"]
         return d

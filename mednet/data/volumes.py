@@ -154,12 +154,25 @@ def load_labelled_volume(
     return out
 
 
-def normalize_brain_intensity(image: torch.Tensor) -> torch.Tensor:
-    """Z-score the non-zero (brain) voxels; background stays exactly 0 so the intensity-0 rule still works.
+def normalize_brain_intensity(image: torch.Tensor, mode: str = "scale") -> torch.Tensor:
+    """Normalise brain (non-zero) intensities; background stays exactly 0 so the intensity-0 rule still works.
 
-    Shape-preserving: ``(1, X, Y, Z)`` (or any shape) in, same out.
+    Args:
+        image: ``(1, X, Y, Z)`` (or any shape) volume with background 0.
+        mode: ``"scale"`` (default) divides by the mean brain intensity: tissue ≈ 0.3–1.3 on T1 and background
+            (0) stays the darkest value, as in the scan, so the zero padding around slices and the zeros
+            outside the brain look like background to the network. ``"zscore"`` subtracts the brain mean and
+            divides by the std (MONAI ``NormalizeIntensity(nonzero=True)``): background 0 then equals the mean
+            brain intensity, i.e. looks like tissue to the network.
     """
-    return NormalizeIntensity(nonzero=True, channel_wise=True)(image)
+    if mode == "zscore":
+        return NormalizeIntensity(nonzero=True, channel_wise=True)(image)
+    if mode != "scale":
+        raise ValueError(f"unknown intensity normalisation {mode!r}; choose 'scale' or 'zscore'")
+    brain = image != 0
+    if not bool(brain.any()):
+        return image
+    return image / image[brain].abs().mean()
 
 
 def save_label_volume(
