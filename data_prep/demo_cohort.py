@@ -75,7 +75,7 @@ def _variation(seed: int) -> Compose:
         padding_mode="zeros",
     )
     intensity = [
-        RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.1, 0.3)),
+        RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.0, 0.1)),
         RandAdjustContrastd(keys="image", prob=1.0, gamma=(0.8, 1.25)),
         RandGaussianNoised(keys="image", prob=1.0, std=4.0),
     ]

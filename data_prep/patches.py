@@ -74,6 +74,7 @@ def write_patches(
     patch_size: int = 16,
     stride: int = 1,
     min_pixels: float = 8,
+    max_background: float = 0,
     max_per_volume: int | None = None,
     balance: bool = True,
     seed: int = 0,
@@ -90,6 +91,7 @@ def write_patches(
     patches: CohortPatches = extract_cohort_patches(
         datalist, split=split, axis=axis, patch_size=patch_size, stride=stride,
         min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
+        max_background=max_background if max_background < 1 else int(max_background),
         max_per_volume=max_per_volume, balance=balance, seed=seed,
     )
     patches.save(npz, overwrite=overwrite)

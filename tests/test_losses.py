@@ -66,3 +66,15 @@ def test_unknown_name_lists_the_choices(name):
     assert repr(name) in msg
     for choice in SEGMENTATION_LOSSES:
         assert choice in msg
+
+
+def test_ce_ignores_background_pixels_and_dice_ce_refuses_them():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.randint(0, 3, (2, 1, 4, 4))
+    with_bg = target.clone()
+    with_bg[:, :, :2] = -1
+    expected = torch.nn.functional.cross_entropy(logits.movedim(1, -1)[:, 2:].reshape(-1, 3), target[:, 0, 2:].reshape(-1))
+    torch.testing.assert_close(tissue_loss("ce")(logits, with_bg), expected)
+    with pytest.raises(ValueError, match="cannot ignore background"):
+        tissue_loss("dice_ce")(logits, with_bg)

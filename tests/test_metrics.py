@@ -222,4 +222,11 @@ def test_label_output_and_patch_accuracy_output():
     pred, true = label_output({"pred": torch.ones(2, 1, 2, 2), "label": torch.zeros(2, 1, 2, 2)})
     assert pred.shape == true.shape == (8,)
     logits, targets = patch_accuracy_output({"pred": torch.zeros(2, 3, 4, 4), "label": torch.ones(2, 1, 4, 4)})
-    assert logits.shape == (2, 3, 4, 4) and targets.shape == (2, 4, 4) and targets.dtype == torch.long
+    assert logits.shape == (32, 3) and targets.shape == (32,) and targets.dtype == torch.long
+    # background pixels inside patches (target -1) are left out of the accuracy
+    label = torch.ones(2, 1, 4, 4)
+    label[0, 0, 0] = -1
+    pred = torch.randn(2, 3, 4, 4)
+    logits, targets = patch_accuracy_output({"pred": pred, "label": label})
+    assert logits.shape == (28, 3) and (targets == 1).all()
+    torch.testing.assert_close(logits[0], pred[0, :, 1, 0])

@@ -257,3 +257,18 @@ def test_mni_balanced_shares_in_band(mni_slices):
     assert all(BAND[0] <= s <= BAND[1] for s in shares), shares
     assert len(bal) > 1000 and (bal.labels > 0).all()
     assert ((bal.labels[:, None] == np.array([1, 2, 3])[None, :, None, None]).sum(axis=(2, 3)) >= 8).all()
+
+
+@pytest.mark.parametrize("max_background", [3, 0.1])
+def test_max_background_matches_naive_loop(max_background):
+    rng = np.random.default_rng(3)
+    label = rng.choice(4, size=(3, 24, 20), p=[0.05, 0.3, 0.35, 0.3]).astype(np.uint8)
+    image = rng.random(label.shape).astype(np.float32)
+    fast = extract_balanced_patches(image, label, patch_size=6, stride=2, min_pixels=2, balance=False,
+                                    max_background=max_background)
+    slow = naive_extract_balanced_patches(image, label, patch_size=6, stride=2, min_pixels=2,
+                                          max_background=max_background)
+    np.testing.assert_array_equal(fast.positions, slow.positions)
+    limit = 3 if max_background == 3 else 4  # ceil(0.1 * 36)
+    assert ((fast.labels == 0).reshape(len(fast), -1).sum(1) <= limit).all()
+    assert ((fast.labels == 0).any(axis=(1, 2))).any()  # some windows do hold background

@@ -4,7 +4,8 @@
   volume of a datalist split, keeping provenance ``(volume, slice, row, col)`` and the class distribution
   before/after. :class:`CohortPatches` is that result; it saves to / loads from one compact ``.npz``.
 * :class:`PatchDataset` serves it to a DataLoader as ``{"image": (1, P, P) float32, "label": (1, P, P) int64}``
-  with label values 0–2 = CSF/GM/WM (training patches hold no background).
+  with label values 0–2 = CSF/GM/WM and −1 = background (present only when patches were extracted with
+  ``max_background > 0``; the loss ignores it).
 * :func:`volume_dataset` is a MONAI ``Dataset``/``CacheDataset`` of whole volumes for validation, evaluation
   and inference (see :class:`mednet.data.transforms.LoadLabelledVolumed`).
 """
@@ -38,7 +39,7 @@ class CohortPatches:
 
     Attributes:
         images: ``(N, P, P)`` float32 (brain-normalised intensities).
-        labels: ``(N, P, P)`` uint8, values 1–3.
+        labels: ``(N, P, P)`` uint8, values 1–3 (and 0 where ``max_background`` allowed background).
         positions: ``(N, 4)`` int32 ``(volume, slice, row, col)``; ``volume`` indexes ``volumes``.
         volumes: source image path of each volume.
         axis: slicing axis (of the RAS-oriented volume).
@@ -116,6 +117,7 @@ def extract_cohort_patches(
     seed: int = 0,
     progress: bool = True,
     normalize: str = "scale",
+    max_background: int | float = 0,
 ) -> CohortPatches:
     """Balanced patches from every labelled volume of ``items`` (or of ``split`` of a datalist path).
 
@@ -145,6 +147,7 @@ def extract_cohort_patches(
             balance=balance,
             seed=seed + v,
             source=item["image"],
+            max_background=max_background,
         )
         pos = np.asarray(ps.positions, dtype=np.int32).copy()
         pos[:, 0] = stack.indices[pos[:, 0]]  # slice number in the volume, not in the kept stack
@@ -161,7 +164,7 @@ def extract_cohort_patches(
     stats = {
         "params": {"split": split, "axis": axis, "patch_size": patch_size, "stride": stride,
                    "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed,
-                   "normalize": normalize},
+                   "normalize": normalize, "max_background": max_background},
         "patches": int(len(out_labels)),
         "before": {n: {"pixels": int(before_counts[i]), "share": float(before_counts[i] / max(total_before, 1))}
                    for i, n in enumerate(TISSUE_NAMES)},
@@ -177,7 +180,8 @@ def extract_cohort_patches(
 class PatchDataset(torch.utils.data.Dataset):
     """In-memory training patches: item ``i`` is ``{"image": (1, P, P) float32, "label": (1, P, P) int64}``.
 
-    Labels are tissue indices 0–2 (label value − 1), the targets of a 3-channel network.
+    Labels are tissue indices 0–2 (label value − 1), the targets of a 3-channel network; background pixels
+    (allowed by ``max_background``) become −1, which :func:`mednet.losses.tissue_loss` ignores.
 
     Args:
         patches: a :class:`CohortPatches`, or the path of a ``.npz`` written by ``python -m data_prep.patches``.
@@ -189,8 +193,6 @@ class PatchDataset(torch.utils.data.Dataset):
             raise DataError(None, "no training patches")
         self.images = torch.from_numpy(np.ascontiguousarray(self.patches.images, dtype=np.float32))[:, None]
         self.labels = torch.from_numpy(self.patches.labels.astype(np.int64) - 1)[:, None]
-        if int(self.labels.min()) < 0:
-            raise DataError(None, "training patches must not contain background pixels")
 
     @classmethod
     def from_datalist(cls, datalist: str | os.PathLike, split: str = "training", **kwargs) -> PatchDataset:

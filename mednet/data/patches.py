@@ -312,11 +312,13 @@ def extract_balanced_patches(
     seed: int = 0,
     balance: bool = True,
     source: str | None = None,
+    max_background: int | float = 0,
 ) -> PatchSet:
     """Class-balanced ``P×P`` training patches from a stack of labelled 2D slices.
 
     1. **Filter** (vectorised): a window — top-left corner on the ``stride`` grid of every slice — is kept iff
-       it contains no background pixel (label 0) and at least ``min_pixels`` pixels of each of ``classes``.
+       it contains at most ``max_background`` background pixels (label 0; default 0 = none, the course rule)
+       and at least ``min_pixels`` pixels of each of ``classes``.
        Per-window class counts come from one integral image per class over the whole stack.
     2. **Balance** (``balance=True``): the windows that passed are thinned by
        :func:`balance_probabilities` — window ``i`` is kept with probability ``min(1, exp(λ·(f_i − 1/C)))``
@@ -341,6 +343,9 @@ def extract_balanced_patches(
         seed: seed of the balancing draw and of the cap.
         balance: thin the windows to equal class shares; False keeps every window that passes the filter.
         source: file name for error messages and provenance.
+        max_background: background pixels allowed per window (count, or fraction of ``P*P`` if < 1). A
+            positive value lets the network see the brain's edge during training (the background pixels are
+            then ignored by the loss); 0 is the course exercise's rule.
 
     Returns:
         A :class:`PatchSet`.
@@ -350,6 +355,7 @@ def extract_balanced_patches(
     """
     img, lab, classes = _check_inputs(image, label, patch_size, stride, classes, source)
     m = _min_count(min_pixels, patch_size)
+    max_bg = _min_count(max_background, patch_size)
     if max_patches is not None and max_patches < 0:
         raise ValueError(f"max_patches must be ≥ 0 or None, got {max_patches!r}")
     s_, h, w = lab.shape
@@ -359,7 +365,7 @@ def extract_balanced_patches(
 
     # 1. filter: candidates are flat indices into the (S, nr, nc) window grid
     bg = _window_counts(lab == BACKGROUND, patch_size, stride, table)
-    cand = np.flatnonzero(bg.ravel() == 0)
+    cand = np.flatnonzero(bg.ravel() <= max_bg)
     del bg
     count_dtype = np.int16 if patch_size * patch_size <= np.iinfo(np.int16).max else np.int32
     per_class: list[np.ndarray] = []
@@ -406,14 +412,16 @@ def naive_extract_balanced_patches(
     min_pixels: int | float = 8,
     classes: Sequence[int] = TISSUE_LABELS,
     source: str | None = None,
+    max_background: int | float = 0,
 ) -> PatchSet:
     """Reference implementation of the filter of :func:`extract_balanced_patches`: one Python loop step per window.
 
-    Same selection rule (no background, ≥ ``min_pixels`` of each class), no balancing and no cap; slow on
-    purpose — it is what the vectorised version is checked and benchmarked against.
+    Same selection rule (≤ ``max_background`` background pixels, ≥ ``min_pixels`` of each class), no balancing
+    and no cap; slow on purpose — it is what the vectorised version is checked and benchmarked against.
     """
     img, lab, classes = _check_inputs(image, label, patch_size, stride, classes, source)
     m = _min_count(min_pixels, patch_size)
+    max_bg = _min_count(max_background, patch_size)
     s_, h, w = lab.shape
     p = patch_size
     positions = []
@@ -423,7 +431,7 @@ def naive_extract_balanced_patches(
             for c in range(0, w - p + 1, stride):
                 n_windows += 1
                 win = lab[s, r:r + p, c:c + p]
-                if np.any(win == BACKGROUND):
+                if np.count_nonzero(win == BACKGROUND) > max_bg:
                     continue
                 if all(np.count_nonzero(win == k) >= m for k in classes):
                     positions.append((s, r, c))

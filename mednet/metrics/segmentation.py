@@ -87,8 +87,11 @@ def label_output(output: dict | list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def patch_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trainer output (batched, not decollated) → ``(logits (B, 3, P, P), targets (B, P, P))`` for Ignite ``Accuracy``."""
-    return output["pred"], output["label"][:, 0].long()
+    """Trainer output (batched, not decollated) → ``(logits (N, 3), targets (N,))`` over the labelled pixels
+    (target ≥ 0; background pixels inside patches, −1, are skipped) for Ignite ``Accuracy``."""
+    pred, target = output["pred"], output["label"][:, 0].long()
+    keep = target >= 0
+    return pred.movedim(1, -1)[keep], target[keep]
 
 
 class TissueConfusionMatrix(Metric):
