@@ -1,10 +1,11 @@
 """Extract class-balanced 2D training patches (or grid patches) from a datalist split.
 
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches [--split training]
-        [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_per_volume N] [--no-balance] [--seed 0]
+        [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_per_volume N] [--no-balance] [--seed 0]
         [--axis -1] [--overwrite]
 
-Training mode (default) keeps overlapping windows with no background pixel and at least ``min_pixels``
+Training mode (default) keeps overlapping windows with no background pixel (at most ``max_background``, a count
+or fraction, if given) and at least ``min_pixels``
 (a count, or a fraction of the window if < 1) of each of CSF/GM/WM, then balances the class shares.
 Writes ``<out>/patches_<split>.npz`` (images, labels, positions = volume/slice/row/col, volumes, axis),
 ``<out>/stats_<split>.json`` and ``<out>/stats_<split>.csv`` (class pixel distribution before = all brain

@@ -281,17 +281,21 @@ def test_label_in_other_orientation_but_same_world_grid_is_accepted(tmp_path):
 
 
 def test_normalize_brain_intensity():
-    img = torch.from_numpy(_image()).clone()[None]
+    img = torch.from_numpy(_image()).clone()[None].abs() + 0.5
     img[:, :4] = 0.0  # background slab
-    out = normalize_brain_intensity(img)
-    assert out.shape == img.shape
     bg, brain = img == 0, img != 0
-    assert torch.all(out[bg] == 0)  # exactly 0, not merely close
-    vals = out[brain].double()
+    z = normalize_brain_intensity(img, "zscore")
+    assert z.shape == img.shape and torch.all(z[bg] == 0)  # exactly 0, not merely close
+    vals = z[brain].double()
     assert abs(float(vals.mean())) < 1e-5
     assert abs(float(vals.std(unbiased=False)) - 1.0) < 1e-3
-    # order preserved within the brain
-    assert torch.equal(torch.argsort(out[brain]), torch.argsort(img[brain]))
+    assert torch.equal(torch.argsort(z[brain]), torch.argsort(img[brain]))  # order preserved
+    s = normalize_brain_intensity(img)  # default "scale": brain mean 1, background 0 stays the darkest value
+    assert torch.all(s[bg] == 0) and float(s[brain].min()) > 0
+    assert abs(float(s[brain].double().mean()) - 1.0) < 1e-5
+    torch.testing.assert_close(s[brain] / img[brain], torch.full_like(img[brain], float(s[brain][0] / img[brain][0])))
+    with pytest.raises(ValueError, match="unknown intensity normalisation"):
+        normalize_brain_intensity(img, "minmax")
 
 
 def test_normalize_keeps_meta(pair):

@@ -1,6 +1,6 @@
 """The main job: demo cohort → train the ``skip`` FCN → evaluate on held-out subjects → print the report.
 
-    python -m mednet.app.brain_demo [--out demo] [--epochs 3] [--subjects 6] [--variant skip]
+    python -m mednet.app.brain_demo [--out demo] [--epochs 6] [--subjects 6] [--variant skip] [--max_patches_per_volume 10000]
 
 Runs, in order, what the README documents one by one: ``python -m data_prep.demo_cohort`` (skipped if
 ``<out>/cohort`` already holds a datalist), the brain bundle's ``train.json`` and ``evaluate.json``
@@ -19,8 +19,8 @@ from mednet.app.bundles import run_bundle
 __all__ = ["brain_demo"]
 
 
-def brain_demo(out: str = "demo", epochs: int = 3, subjects: int = 6, seed: int = 0, variant: str = "skip",
-               max_patches_per_volume: int = 40000) -> dict:
+def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int = 0, variant: str = "skip",
+               max_patches_per_volume: int = 10000) -> dict:
     """Build (or reuse) the demo cohort under ``out``, train, evaluate; returns the run and report paths."""
     t0 = time.perf_counter()
     cohort = Path(out).resolve() / "cohort"

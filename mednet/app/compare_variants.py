@@ -1,7 +1,7 @@
 """Train and evaluate all four FCN variants on the same data; write the course exercise's comparison table.
 
     python -m mednet.app.compare_variants --dataset_dir demo/cohort [--epochs 3] [--out runs/compare]
-        [--variants unpool,transposed,strided,skip] [--max_patches_per_volume 40000]
+        [--variants unpool,transposed,strided,skip] [--max_patches_per_volume 10000]
 
 For each variant: the bundle's ``train.json``, then ``evaluate.json`` on the ``training`` and ``test``
 splits. Writes ``<out>/variants-<time>/variants_<protocol>.{md,csv}`` — one row per variant and split with
@@ -27,7 +27,7 @@ _PROTOCOLS = {"whole volume": "whole_volume", "grid patches": "grid_patches"}
 
 
 def compare_variants(dataset_dir: str = "demo/cohort", epochs: int = 3, out: str = "runs/compare",
-                     variants: str | tuple = FCN_VARIANTS, max_patches_per_volume: int | None = 40000, seed: int = 0,
+                     variants: str | tuple = FCN_VARIANTS, max_patches_per_volume: int | None = 10000, seed: int = 0,
                      loss: str = "ce") -> Path:
     """Run the comparison; returns the folder holding the tables."""
     names = variants.split(",") if isinstance(variants, str) else list(variants)

@@ -166,7 +166,7 @@ def normalize_brain_intensity(image: torch.Tensor, mode: str = "scale") -> torch
             brain intensity, i.e. looks like tissue to the network.
     """
     if mode == "zscore":
-        return NormalizeIntensity(nonzero=True, channel_wise=True)(image)
+        return NormalizeIntensity(nonzero=True, channel_wise=True)(image.clone())  # MONAI works in place
     if mode != "scale":
         raise ValueError(f"unknown intensity normalisation {mode!r}; choose 'scale' or 'zscore'")
     brain = image != 0
