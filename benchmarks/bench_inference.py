@@ -2,9 +2,9 @@
 
     python benchmarks/bench_inference.py [--variant skip] [--repeats 3] [--threads 2]
 
-Times the bundle's own inferer (MONAI ``SliceInferer`` over full slices, as configured in
-``configs/common.json``) against a plain PyTorch baseline in the same run: the same network applied to
-batches of slices in a Python loop. Also times the whole ``inference.json`` path (load, normalise, infer,
+Times the bundle's own inferer (``mednet.inference.BrainSliceInferer``: MONAI's ``SliceInferer`` over the
+brain's bounding box, as configured in ``configs/common.json``) against a plain PyTorch baseline in the same
+run: the same network applied to batches of whole slices in a Python loop. Also times the whole ``inference.json`` path (load, normalise, infer,
 mask, write NIfTI) once. Random weights: speed does not depend on them.
 """
 
@@ -59,7 +59,9 @@ def main() -> None:
             return torch.cat(out).permute(1, 2, 3, 0)[None]
 
     a, b = bundle_inferer(), plain_loop()
-    assert torch.allclose(a, b, atol=1e-4), "SliceInferer and the plain loop disagree"
+    brain = vol[0, 0] != 0
+    agree = (a[0].argmax(0)[brain] == b[0].argmax(0)[brain]).float().mean().item()
+    print(f"labels inside the brain agree with full-slice inference on {agree:.2%} of voxels")
     t_plain = best_of(plain_loop, args.repeats)
     t_bundle = best_of(bundle_inferer, args.repeats)
     print(f"plain PyTorch loop over slice batches: {t_plain:.2f} s")

@@ -131,3 +131,68 @@ def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path
     assert "variant=unpool" in proc.stderr
     proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "missing.pt"), check=False)
     assert proc.returncode != 0 and "missing.pt: checkpoint not found" in proc.stderr
+
+
+def _write_dicom_series(nifti: Path, out_dir: Path) -> None:
+    """The NIfTI volume as an int16 CT-style DICOM series written with SimpleITK."""
+    import SimpleITK as sitk
+
+    img = sitk.Cast(sitk.ReadImage(str(nifti)) * 10, sitk.sitkInt16)
+    out_dir.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = img.GetDirection()
+    uid = "1.2.826.0.1.3680043.2.1125.1.42"
+    for k in range(img.GetDepth()):
+        s = img[:, :, k]
+        for tag, value in (("0020|000d", uid + ".1"), ("0020|000e", uid), ("0008|0060", "MR"),
+                           ("0020|0037", "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))),
+                           ("0018|0050", str(img.GetSpacing()[2])), ("0020|0013", str(k + 1)),
+                           ("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))):
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(out_dir / f"im{k:03d}.dcm"))
+        writer.Execute(s)
+
+
+def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    from mednet.data.readers import SimpleITKReader
+
+    inputs = tmp_path / "inputs"
+    _write_dicom_series(tiny_cohort / "images" / "sub-004.nii.gz", inputs / "series4")
+    shutil.copy(tiny_cohort / "images" / "sub-003.nii.gz", inputs / "sub-003.nii.gz")
+    out = tmp_path / "out"
+    bundle("inference", "--input", str(inputs), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"))
+    assert sorted(p.name for p in out.iterdir()) == ["series4_seg.nii.gz", "sub-003_seg.nii.gz"]
+    reader = SimpleITKReader()
+    arr, meta = reader.get_data(reader.read(str(inputs / "series4")))
+    seg = nib.load(out / "series4_seg.nii.gz")
+    assert seg.shape == arr.shape and np.allclose(seg.affine, meta["original_affine"], atol=1e-4)
+    truth = np.asarray(nib.load(tiny_cohort / "labels" / "sub-004.nii.gz").dataobj)
+    brain = truth > 0
+    assert (np.asarray(seg.dataobj)[brain] == truth[brain]).mean() > 0.5
+
+    # with a brain mask, everything outside the mask is background, whatever the intensity
+    lab = nib.load(tiny_cohort / "labels" / "sub-003.nii.gz")
+    mask = (np.asarray(lab.dataobj) > 0).astype(np.uint8)
+    mask[: mask.shape[0] // 2] = 0  # only the right half of the brain
+    nib.save(nib.Nifti1Image(mask, lab.affine), tmp_path / "mask.nii.gz")
+    bundle("inference", "--input", str(inputs / "sub-003.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
+           "--output_dir", str(tmp_path / "masked"), "--ckpt_path", str(trained / "model.pt"))
+    seg = np.asarray(nib.load(tmp_path / "masked" / "sub-003_seg.nii.gz").dataobj)
+    assert (seg[mask == 0] == 0).all() and (seg[mask == 1] > 0).all()
+
+
+def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path: Path) -> None:
+    from mednet.app.compare_variants import compare_variants
+
+    out = compare_variants(dataset_dir=str(tiny_cohort), epochs=1, out=str(tmp_path), variants="unpool,skip",
+                           max_patches_per_volume=300)
+    for protocol in ("whole_volume", "grid_patches"):
+        df = pd.read_csv(out / f"variants_{protocol}.csv")
+        assert list(df["model"]) == ["unpool", "unpool", "skip", "skip"]
+        assert list(df["split"]) == ["training", "test"] * 2
+        for col in ("Dice CSF", "Dice GM", "Dice WM", "Dice avg", "Acc CSF", "Acc GM", "Acc WM", "Acc avg"):
+            assert df[col].between(0, 1).all(), col
+        assert (out / f"variants_{protocol}.md").read_text().count("| skip |") == 2
+    with pytest.raises(ValueError, match="unknown variant"):
+        compare_variants(dataset_dir=str(tiny_cohort), variants="vgg", out=str(tmp_path))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,10 +185,13 @@ class PatchDataset(torch.utils.data.Dataset):
 
     Args:
         patches: a :class:`CohortPatches`, or the path of a ``.npz`` written by ``python -m data_prep.patches``.
+        transform: optional (random) dictionary transform applied to each item, e.g. MONAI flips and intensity
+            augmentation.
     """
 
-    def __init__(self, patches: CohortPatches | str | os.PathLike) -> None:
+    def __init__(self, patches: CohortPatches | str | os.PathLike, transform: Callable | None = None) -> None:
         self.patches = patches if isinstance(patches, CohortPatches) else CohortPatches.load(patches)
+        self.transform = transform
         if len(self.patches) == 0:
             raise DataError(None, "no training patches")
         self.images = torch.from_numpy(np.ascontiguousarray(self.patches.images, dtype=np.float32))[:, None]
@@ -203,7 +206,8 @@ class PatchDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[i], "label": self.labels[i]}
+        item = {"image": self.images[i], "label": self.labels[i]}
+        return self.transform(item) if self.transform is not None else item
 
 
 def volume_dataset(
