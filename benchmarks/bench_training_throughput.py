@@ -49,7 +49,7 @@ def main() -> None:
             net.train()
             loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
             opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            loss_fn = torch.nn.CrossEntropyLoss()
+            loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)  # background pixels in patches carry -1
             t0 = time.perf_counter()
             for batch in loader:
                 opt.zero_grad()
