@@ -27,7 +27,8 @@ def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedP
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / f"{config}.json"), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     env.pop("MEDNET_TRACEBACK", None)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          env=env, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=300)
 
 
 def test_demo_cohort_layout_and_labels(tiny_cohort: Path) -> None:
