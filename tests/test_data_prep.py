@@ -108,3 +108,25 @@ def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None
     too_big = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(tmp_path / "x"),
                   "--patch_size", "512")
     assert too_big.returncode == 2 and "512" in too_big.stderr and "sub-000" in too_big.stderr
+
+
+def test_patch_file_feeds_the_training_dataset(tiny_cohort: Path, tmp_path: Path) -> None:
+    """A patches file written once (``data_prep.patches``) is what ``train.json --patches_file`` reads."""
+    import torch
+
+    from mednet.data.datasets import CohortPatches, PatchDataset, extract_cohort_patches
+
+    patches = extract_cohort_patches(tiny_cohort / "datalist.json", max_per_volume=200, progress=False,
+                                     max_background=0.25)
+    path = patches.save(tmp_path / "p.npz")
+    with pytest.raises(DataError, match="already exists"):
+        patches.save(path)
+    ds = PatchDataset(str(path))
+    assert len(ds) == len(patches) and ds.patches.stats["params"]["max_background"] == 0.25
+    item = ds[0]
+    assert item["image"].shape == item["label"].shape == (1, 16, 16)
+    assert item["label"].dtype == torch.int64 and int(item["label"].min()) >= -1 and int(item["label"].max()) <= 2
+    np.testing.assert_array_equal(ds.labels[:, 0].numpy() + 1, patches.labels)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="bad.npz"):
+        CohortPatches.load(tmp_path / "bad.npz")

@@ -20,6 +20,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 
 from mednet.data.labels import LABEL_NAMES, TISSUE_NAMES
+from mednet.data.volumes import describe_volume
 from mednet.metrics.segmentation import scores_from_confusion, tissue_confusion_matrix
 from mednet.reports.plots import plot_confusion_matrix, plot_convergence, plot_slices
 from mednet.reports.tables import write_json, write_table
@@ -153,7 +154,8 @@ class SegmentationReport:
             name = Path(src.rstrip("/")).name.replace(".nii.gz", "").replace(".nii", "")
             rule = item.get("mask_rule", "intensity 0 is background")
             self.mask_rules.add(rule if isinstance(rule, str) else str(rule))
-            self.rows.append({"volume": name, "file": src, **scores_from_confusion(cm)})
+            self.rows.append({"volume": name, "file": src, "grid (RAS)": describe_volume(image),
+                              **scores_from_confusion(cm)})
             if self.qualitative:
                 plot_slices(
                     np.asarray(image.detach().cpu())[0], np.asarray(pred.detach().cpu())[0].astype(np.uint8),
