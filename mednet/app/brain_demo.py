@@ -1,11 +1,12 @@
-"""The main job: demo cohort → train the ``skip`` FCN → evaluate on held-out subjects → print the report.
+"""The main job: demo cohort → balanced patches → train the ``skip`` FCN → evaluate on held-out subjects.
 
     python -m mednet.app.brain_demo [--out demo] [--epochs 6] [--subjects 6] [--variant skip] [--max_patches_per_volume 10000]
 
 Runs, in order, what the README documents one by one: ``python -m data_prep.demo_cohort`` (skipped if
-``<out>/cohort`` already holds a datalist), the brain bundle's ``train.json`` and ``evaluate.json``
-(through MONAI's ``ConfigWorkflow``, like ``python -m monai.bundle run``). Sized to finish in ≤ 15 min on
-2 CPU cores.
+``<out>/cohort`` already holds a datalist), ``python -m data_prep.patches`` (into a new
+``<out>/patches-<time>/``: patches, stats JSON/CSV), the brain bundle's ``train.json`` on those patches and
+``evaluate.json`` (through MONAI's ``ConfigWorkflow``, like ``python -m monai.bundle run``). Sized to finish
+in ≤ 15 min on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -14,33 +15,42 @@ import time
 from pathlib import Path
 
 from data_prep.demo_cohort import build_demo_cohort
+from data_prep.patches import write_patches
 from mednet.app.bundles import run_bundle
+from mednet.runs import new_run_dir
 
 __all__ = ["brain_demo"]
 
 
 def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int = 0, variant: str = "skip",
-               max_patches_per_volume: int = 10000) -> dict:
-    """Build (or reuse) the demo cohort under ``out``, train, evaluate; returns the run and report paths."""
+               max_patches_per_volume: int = 10000, max_background: float = 0.25) -> dict:
+    """Build (or reuse) the demo cohort under ``out``, extract patches, train, evaluate; returns the paths.
+
+    ``max_background`` is the bundle's default (background pixels allowed per patch, ignored by the loss).
+    """
     t0 = time.perf_counter()
     cohort = Path(out).resolve() / "cohort"
     if not (cohort / "datalist.json").is_file():
         build_demo_cohort(out=str(cohort), subjects=subjects, seed=seed)
     else:
         print(f"reusing the demo cohort in {cohort}")
+    patches_dir = new_run_dir(Path(out).resolve(), "patches")
+    patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_per_volume=max_patches_per_volume,
+                            max_background=max_background, seed=seed)
     runs_root = str(Path(out).resolve() / "runs")
     train = run_bundle("brain_tissue_fcn", "train", dataset_dir=str(cohort), variant=variant, epochs=epochs,
-                       runs_root=runs_root, seed=seed, max_patches_per_volume=max_patches_per_volume)
+                       runs_root=runs_root, seed=seed, patches_file=str(patches))
     run_dir = Path(train.parser.get_parsed_content("output_dir"))
     evaluation = run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=str(cohort), variant=variant,
                             ckpt_path=str(run_dir / "model.pt"), runs_root=runs_root)
     eval_dir = Path(evaluation.parser.get_parsed_content("output_dir"))
     minutes = (time.perf_counter() - t0) / 60
     print(f"\nmednet brain demo finished in {minutes:.1f} min")
+    print(f"  patches:      {patches_dir}  (patches_training.npz, stats_training.json/.csv)")
     print(f"  training run: {run_dir}  (model.pt, metrics.csv, convergence.png)")
     print(f"  evaluation:   {eval_dir}  (summary.md, whole_volume/, grid_patches/, predictions/)")
     print((eval_dir / "summary.md").read_text())
-    return {"run_dir": str(run_dir), "eval_dir": str(eval_dir), "minutes": minutes}
+    return {"patches": str(patches), "run_dir": str(run_dir), "eval_dir": str(eval_dir), "minutes": minutes}
 
 
 if __name__ == "__main__":
