@@ -2,12 +2,15 @@
 
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches [--split training]
         [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_per_volume N] [--no-balance] [--seed 0]
-        [--axis -1] [--overwrite]
+        [--axes 0,1,2] [--intensity_normalization histogram|scale|zscore] [--overwrite]
+    python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches --grid --split test [--axis -1]
 
 Training mode (default) keeps overlapping windows with no background pixel (at most ``max_background``, a count
 or fraction, if given) and at least ``min_pixels``
 (a count, or a fraction of the window if < 1) of each of CSF/GM/WM, then balances the class shares.
-Writes ``<out>/patches_<split>.npz`` (images, labels, positions = volume/slice/row/col, volumes, axis),
+Patches are cut from slices along each of ``--axes`` (default all three orthogonal planes; ``--axes 2`` is the
+course exercise's axial-only setup), the per-volume cap shared by the axes.
+Writes ``<out>/patches_<split>.npz`` (images, labels, positions = volume/axis/slice/row/col, volumes, axes),
 ``<out>/stats_<split>.json`` and ``<out>/stats_<split>.csv`` (class pixel distribution before = all brain
 pixels, and after = kept patches), and prints the distribution.
 
@@ -41,11 +44,11 @@ def _refuse(paths: list[Path], overwrite: bool) -> None:
 
 
 def write_grid_patches(datalist: str, out: str, split: str = "validation", patch_size: int = 16, axis: int = -1,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, intensity_normalization: str = "histogram") -> Path:
     """Non-overlapping grid patches of every slice of every volume in ``split``; one ``.npz``."""
     path = Path(out) / f"grid_{split}.npz"
     _refuse([path], overwrite)
-    load = LoadLabelledVolumed()
+    load = LoadLabelledVolumed(normalize=intensity_normalization)
     images, labels, positions, volumes, shapes = [], [], [], [], []
     for v, item in enumerate(load_datalist(datalist, split)):
         d = load(item)
@@ -79,21 +82,27 @@ def write_patches(
     max_per_volume: int | None = None,
     balance: bool = True,
     seed: int = 0,
-    axis: int = -1,
+    axes: int | tuple[int, ...] = (0, 1, 2),
     grid: bool = False,
+    axis: int = -1,
     overwrite: bool = False,
+    intensity_normalization: str = "histogram",
 ) -> Path:
-    """Balanced training patches (or ``grid`` patches) of ``split``; returns the ``.npz`` path."""
+    """Balanced training patches along ``axes`` (or ``grid`` patches along ``axis``) of ``split``; returns the ``.npz`` path.
+
+    ``intensity_normalization`` (``scale``, ``histogram`` or ``zscore``) must match the bundle's
+    ``--intensity_normalization`` when the patches are used for training.
+    """
     if grid:
-        return write_grid_patches(datalist, out, split, patch_size, axis, overwrite)
+        return write_grid_patches(datalist, out, split, patch_size, axis, overwrite, intensity_normalization)
     out_dir = Path(out)
     npz, js, cs = (out_dir / f"{stem}_{split}.{ext}" for stem, ext in (("patches", "npz"), ("stats", "json"), ("stats", "csv")))
     _refuse([npz, js, cs], overwrite)
     patches: CohortPatches = extract_cohort_patches(
-        datalist, split=split, axis=axis, patch_size=patch_size, stride=stride,
+        datalist, split=split, axes=axes, patch_size=patch_size, stride=stride,
         min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
         max_background=max_background if max_background < 1 else int(max_background),
-        max_per_volume=max_per_volume, balance=balance, seed=seed,
+        max_per_volume=max_per_volume, balance=balance, seed=seed, normalize=intensity_normalization,
     )
     patches.save(npz, overwrite=overwrite)
     js.write_text(json.dumps(patches.stats, indent=2) + "\n")
@@ -104,7 +113,7 @@ def write_patches(
             for name in TISSUE_NAMES:
                 w.writerow([stage, name, patches.stats[stage][name]["pixels"], round(patches.stats[stage][name]["share"], 4)])
     fmt = lambda stage: " / ".join(f"{patches.stats[stage][n]['share']:.1%}" for n in TISSUE_NAMES)  # noqa: E731
-    print(f"{len(patches)} patches of {patch_size}x{patch_size} from {len(patches.volumes)} volume(s) -> {npz}")
+    print(f"{len(patches)} patches of {patch_size}x{patch_size} from {len(patches.volumes)} volume(s), axes {patches.axes} -> {npz}")
     print(f"class shares CSF/GM/WM before (all brain pixels): {fmt('before')}")
     print(f"class shares CSF/GM/WM after (kept patches):      {fmt('after')}")
     print(f"stats: {js}, {cs}")

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_prep.demo_cohort import build_demo_cohort, split_subjects
+from data_prep.demo_cohort import _geometry, build_demo_cohort, split_subjects
 from mednet.data.datalist import load_datalist
 from mednet.data.errors import DataError
 
@@ -59,6 +59,28 @@ def test_demo_cohort_is_deterministic_and_refuses_overwrite(tmp_path: Path) -> N
     assert proc.returncode == 2 and "not empty" in proc.stderr and str(tmp_path / "a") in proc.stderr
 
 
+@pytest.mark.parametrize("index", [1, 2])
+def test_demo_cohort_resampling_keeps_labels_on_the_image(index: int) -> None:
+    """Each resampled subject's labels stay where the template's are in world space (no half-voxel shift)."""
+    import torch
+    from monai.data import MetaTensor
+
+    from mednet.data.mni import load_mni152_template
+
+    t = load_mni152_template(zoom=0.5)
+
+    def centroids(label: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        return np.stack([(affine @ np.r_[np.argwhere(label == c).mean(0), 1])[:3] for c in (1, 2, 3)])
+
+    data = {k: MetaTensor(torch.from_numpy(v[None].astype(np.float32)), affine=torch.as_tensor(t.affine))
+            for k, v in (("image", t.t1), ("label", t.label))}
+    out = _geometry(index, zoom=0.5)(data)
+    affine = np.asarray(out["label"].affine, dtype=float)
+    shift = np.abs(centroids(np.rint(out["label"][0].numpy()), affine) - centroids(t.label, t.affine))
+    voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    assert np.all(shift < 0.15 * voxel), f"labels shifted by {shift.round(2)} mm (voxel {voxel.round(2)} mm)"
+
+
 def test_slice_cli(tiny_cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "slices"
     proc = cli("data_prep.slice", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
@@ -90,7 +112,8 @@ def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None
     assert all(0.25 <= s <= 0.42 for s in after), after  # kept patches: balanced
     with np.load(out / "patches_training.npz") as z:
         images, labels, positions = z["images"], z["labels"], z["positions"]
-        assert images.shape[1:] == (16, 16) and labels.shape == images.shape and positions.shape == (len(images), 4)
+        assert images.shape[1:] == (16, 16) and labels.shape == images.shape and positions.shape == (len(images), 5)
+        assert set(np.unique(positions[:, 1])) == {0, 1, 2} and list(z["axes"]) == [0, 1, 2]  # all three planes
         assert labels.min() >= 1  # no background pixel in any patch
         per_class = np.stack([(labels == c).reshape(len(labels), -1).sum(1) for c in (1, 2, 3)], 1)
         assert per_class.min() >= 8
@@ -108,6 +131,32 @@ def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None
     too_big = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(tmp_path / "x"),
                   "--patch_size", "512")
     assert too_big.returncode == 2 and "512" in too_big.stderr and "sub-000" in too_big.stderr
+
+
+def test_patches_of_each_plane_come_from_where_their_positions_say(tiny_cohort: Path) -> None:
+    from mednet.data.datalist import load_datalist
+    from mednet.data.datasets import extract_cohort_patches
+    from mednet.data.transforms import LoadLabelledVolumed
+
+    patches = extract_cohort_patches(tiny_cohort / "datalist.json", axes=(2, 0), max_per_volume=301, progress=False)
+    assert patches.axes == [2, 0] and patches.stats["params"]["axes"] == [2, 0]
+    pos = patches.positions
+    per_volume_axis = np.bincount(pos[:, 0] * 3 + pos[:, 1], minlength=9).reshape(3, 3)
+    assert (per_volume_axis[:, [0, 2]] > 0).all() and (per_volume_axis[:, 1] == 0).all()
+    assert (per_volume_axis.sum(1) <= 302).all()  # the per-volume cap is shared by the axes (151 each)
+    items = load_datalist(tiny_cohort / "datalist.json", "training")
+    vols = [LoadLabelledVolumed(normalize="histogram")(item) for item in items]
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(patches), size=20, replace=False):
+        v, axis, s, r, c = (int(x) for x in pos[i])
+        img = np.moveaxis(vols[v]["image"][0].numpy(), axis, 0)[s]
+        lab = np.moveaxis(vols[v]["label"][0].numpy(), axis, 0)[s]
+        np.testing.assert_allclose(patches.images[i], img[r:r + 16, c:c + 16], atol=1e-6)
+        np.testing.assert_array_equal(patches.labels[i], lab[r:r + 16, c:c + 16])
+    with pytest.raises(ValueError, match="twice"):
+        extract_cohort_patches(tiny_cohort / "datalist.json", axes=(2, -1), progress=False)
+    with pytest.raises(ValueError, match="spatial axes"):
+        extract_cohort_patches(tiny_cohort / "datalist.json", axes=3, progress=False)
 
 
 def test_patch_file_feeds_the_training_dataset(tiny_cohort: Path, tmp_path: Path) -> None:

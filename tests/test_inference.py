@@ -13,7 +13,7 @@ from monai.inferers import SliceInferer
 
 from mednet.data.errors import DataError
 from mednet.data.transforms import TissueLabels, output_name
-from mednet.inference import BrainSliceInferer, foreground_box
+from mednet.inference import BrainSliceInferer, ViewAggregationInferer, foreground_box
 from mednet.networks import TissueFCN
 from mednet.runs import latest_run, new_run_dir, resolve_checkpoint
 
@@ -53,6 +53,29 @@ def test_brain_slice_inferer_matches_slice_inferer_inside_the_brain(axis: int) -
     box = foreground_box(vol, 16)
     outside[box] = False
     assert torch.all(b[0][:, outside] == 0)
+
+
+def test_view_aggregation_averages_the_three_planes() -> None:
+    torch.manual_seed(0)
+    net = TissueFCN("skip", base_channels=8).eval()
+    vol = MetaTensor(_brain_like(), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    agg = ViewAggregationInferer(views=(2, 0, 1), sw_batch_size=8)
+    assert agg.views == [0, 1, 2]
+    with torch.no_grad():
+        out = agg(vol, net)
+        per_view = [torch.softmax(BrainSliceInferer(spatial_dim=v, roi_size=(-1, -1), sw_batch_size=8,
+                                                    progress=False)(vol, net).as_tensor(), 1) for v in (0, 1, 2)]
+        axial = ViewAggregationInferer(views=-1, sw_batch_size=8)(vol, net)
+    assert out.shape == (1, 3, *vol.shape[2:]) and isinstance(out, MetaTensor) and torch.equal(out.affine, vol.affine)
+    torch.testing.assert_close(out.as_tensor(), sum(per_view) / 3)
+    torch.testing.assert_close(out.sum(1), torch.ones_like(out.sum(1)))  # probabilities
+    torch.testing.assert_close(axial.as_tensor(), per_view[2])
+    # the planes disagree somewhere (an untrained network), so the average is not any one of them
+    assert not torch.allclose(out.as_tensor(), per_view[2])
+    with pytest.raises(ValueError, match="slicing axes"):
+        ViewAggregationInferer(views=(0, 3))
+    with pytest.raises(ValueError, match="slicing axes"):
+        ViewAggregationInferer(views=())
 
 
 def test_tissue_labels_masks_background() -> None:

@@ -290,11 +290,31 @@ def test_normalize_brain_intensity():
     assert abs(float(vals.mean())) < 1e-5
     assert abs(float(vals.std(unbiased=False)) - 1.0) < 1e-3
     assert torch.equal(torch.argsort(z[brain]), torch.argsort(img[brain]))  # order preserved
-    s = normalize_brain_intensity(img)  # default "scale": brain mean 1, background 0 stays the darkest value
+    s = normalize_brain_intensity(img, "scale")  # brain mean 1, background 0 stays the darkest value
     assert torch.all(s[bg] == 0) and float(s[brain].min()) > 0
     assert abs(float(s[brain].double().mean()) - 1.0) < 1e-5
     torch.testing.assert_close(s[brain] / img[brain], torch.full_like(img[brain], float(s[brain][0] / img[brain][0])))
     with pytest.raises(ValueError, match="unknown intensity normalisation"):
+        normalize_brain_intensity(img, "minmax")
+
+
+def test_normalize_histogram_removes_contrast_differences():
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(rng.gamma(4.0, 20.0, size=(1, 24, 24, 12)).astype(np.float32)) + 1.0
+    img[:, :5] = 0.0  # background slab
+    bg, brain = img == 0, img != 0
+    h = normalize_brain_intensity(img)  # default: "histogram"
+    assert torch.all(h[bg] == 0) and float(h[brain].min()) >= 0 and float(h[brain].max()) == pytest.approx(1.0)
+    # the value is the intensity's rank within the brain: uniform over [0, 1]
+    assert float(h[brain].double().mean()) == pytest.approx(0.5, abs=0.01)
+    # another subject with other gain and gamma (any monotonic change) maps to the same values
+    other = torch.where(brain, 3.0 * img.clamp(min=1e-3) ** 1.4, torch.zeros_like(img))
+    h2 = normalize_brain_intensity(other, "histogram")
+    assert float((h2 - h).abs().max()) < 0.01
+    # "scale" keeps the contrast difference: that is what "histogram" is for
+    s, s2 = normalize_brain_intensity(img, "scale"), normalize_brain_intensity(other, "scale")
+    assert float((s2 - s).abs().max()) > 0.3
+    with pytest.raises(ValueError, match="histogram, scale, zscore"):
         normalize_brain_intensity(img, "minmax")
 
 

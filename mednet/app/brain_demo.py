@@ -23,11 +23,14 @@ __all__ = ["brain_demo"]
 
 
 def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int = 0, variant: str = "skip",
-               max_patches_per_volume: int = 10000, max_background: float = 0.25) -> dict:
+               max_patches_per_volume: int = 10000, max_background: float = 0.25,
+               intensity_normalization: str = "histogram", views: tuple[int, ...] = (0, 1, 2)) -> dict:
     """Build (or reuse) the demo cohort under ``out``, extract patches, train, evaluate; returns the paths.
 
-    ``max_background`` is the bundle's default (background pixels allowed per patch, ignored by the loss).
+    ``max_background``, ``intensity_normalization`` and ``views`` (planes the patches are cut along and the
+    network is applied along, probabilities averaged) are the bundle's defaults.
     """
+    views = [int(v) for v in ((views,) if isinstance(views, int) else views)]
     t0 = time.perf_counter()
     cohort = Path(out).resolve() / "cohort"
     if not (cohort / "datalist.json").is_file():
@@ -36,13 +39,16 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
         print(f"reusing the demo cohort in {cohort}")
     patches_dir = new_run_dir(Path(out).resolve(), "patches")
     patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_per_volume=max_patches_per_volume,
-                            max_background=max_background, seed=seed)
+                            max_background=max_background, seed=seed,
+                            intensity_normalization=intensity_normalization, axes=views)
     runs_root = str(Path(out).resolve() / "runs")
     train = run_bundle("brain_tissue_fcn", "train", dataset_dir=str(cohort), variant=variant, epochs=epochs,
-                       runs_root=runs_root, seed=seed, patches_file=str(patches))
+                       runs_root=runs_root, seed=seed, patches_file=str(patches),
+                       intensity_normalization=intensity_normalization, views=views)
     run_dir = Path(train.parser.get_parsed_content("output_dir"))
     evaluation = run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=str(cohort), variant=variant,
-                            ckpt_path=str(run_dir / "model.pt"), runs_root=runs_root)
+                            ckpt_path=str(run_dir / "model.pt"), runs_root=runs_root,
+                            intensity_normalization=intensity_normalization, views=views)
     eval_dir = Path(evaluation.parser.get_parsed_content("output_dir"))
     minutes = (time.perf_counter() - t0) / 60
     print(f"\nmednet brain demo finished in {minutes:.1f} min")

@@ -1,8 +1,8 @@
 """Datasets the brain bundle reads: balanced 2D training patches and whole labelled volumes.
 
-* :func:`extract_cohort_patches` runs load → RAS → brain intensity normalisation → slice → balanced patch filter over every
-  volume of a datalist split, keeping provenance ``(volume, slice, row, col)`` and the class distribution
-  before/after. :class:`CohortPatches` is that result; it saves to / loads from one compact ``.npz``.
+* :func:`extract_cohort_patches` runs load → RAS → brain intensity normalisation → slice (along one or several
+  axes) → balanced patch filter over every volume of a datalist split, keeping provenance
+  ``(volume, axis, slice, row, col)`` and the class distribution before/after. :class:`CohortPatches` is that result; it saves to / loads from one compact ``.npz``.
 * :class:`PatchDataset` serves it to a DataLoader as ``{"image": (1, P, P) float32, "label": (1, P, P) int64}``
   with label values 0–2 = CSF/GM/WM and −1 = background (present only when patches were extracted with
   ``max_background > 0``; the loss ignores it).
@@ -40,9 +40,10 @@ class CohortPatches:
     Attributes:
         images: ``(N, P, P)`` float32 (brain-normalised intensities).
         labels: ``(N, P, P)`` uint8, values 1–3 (and 0 where ``max_background`` allowed background).
-        positions: ``(N, 4)`` int32 ``(volume, slice, row, col)``; ``volume`` indexes ``volumes``.
+        positions: ``(N, 5)`` int32 ``(volume, axis, slice, row, col)``; ``volume`` indexes ``volumes``, ``axis``
+            is the slicing axis (0–2) of the RAS-oriented volume the patch was cut from.
         volumes: source image path of each volume.
-        axis: slicing axis (of the RAS-oriented volume).
+        axes: the slicing axes patches were extracted along (the planes the network is trained on).
         stats: ``{"before": {...}, "after": {...}, "per_volume": [...], "params": {...}}``.
     """
 
@@ -50,7 +51,7 @@ class CohortPatches:
     labels: np.ndarray
     positions: np.ndarray
     volumes: list[str]
-    axis: int
+    axes: list[int]
     stats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -68,7 +69,7 @@ class CohortPatches:
             labels=self.labels,
             positions=self.positions,
             volumes=np.asarray(self.volumes),
-            axis=np.asarray(self.axis),
+            axes=np.asarray(self.axes, dtype=np.int32),
             stats=np.asarray(json.dumps(self.stats)),
         )
         return path
@@ -81,7 +82,7 @@ class CohortPatches:
             raise DataError(path, "patch file does not exist")
         try:
             with np.load(path, allow_pickle=False) as z:
-                missing = {"images", "labels", "positions", "volumes", "axis"} - set(z.files)
+                missing = {"images", "labels", "positions", "volumes", "axes"} - set(z.files)
                 if missing:
                     raise DataError(path, f"not a mednet patch file (missing arrays {sorted(missing)})")
                 out = cls(
@@ -89,7 +90,7 @@ class CohortPatches:
                     labels=z["labels"],
                     positions=z["positions"],
                     volumes=[str(v) for v in z["volumes"]],
-                    axis=int(z["axis"]),
+                    axes=[int(a) for a in np.atleast_1d(z["axes"])],
                     stats=json.loads(str(z["stats"])) if "stats" in z.files else {},
                 )
         except DataError:
@@ -98,6 +99,8 @@ class CohortPatches:
             raise DataError(path, f"cannot read patch file ({type(e).__name__}: {e})") from e
         if out.images.shape != out.labels.shape or out.images.ndim != 3:
             raise DataError(path, f"images {out.images.shape} and labels {out.labels.shape} must both be (N, P, P)")
+        if out.positions.shape != (len(out.images), 5):
+            raise DataError(path, f"positions must be (N, 5) (volume, axis, slice, row, col), got {out.positions.shape}")
         return out
 
 
@@ -108,7 +111,7 @@ def _shares_table(dist: Mapping) -> dict:
 def extract_cohort_patches(
     items: Sequence[Mapping[str, str]] | str | os.PathLike,
     split: str = "training",
-    axis: int = -1,
+    axes: int | Sequence[int] = (0, 1, 2),
     patch_size: int = 16,
     stride: int = 1,
     min_pixels: int | float = 8,
@@ -116,53 +119,61 @@ def extract_cohort_patches(
     balance: bool = True,
     seed: int = 0,
     progress: bool = True,
-    normalize: str = "scale",
+    normalize: str = "histogram",
     max_background: int | float = 0,
 ) -> CohortPatches:
     """Balanced patches from every labelled volume of ``items`` (or of ``split`` of a datalist path).
 
     Volumes are loaded with all checks (bad files raise :class:`DataError` naming them), oriented to RAS,
-    normalised over the brain, sliced along ``axis`` and filtered by
+    normalised over the brain, sliced along each of ``axes`` and filtered by
     :func:`mednet.data.patches.extract_balanced_patches` (no background, ≥ ``min_pixels`` of each class).
+
+    Args:
+        axes: slicing axis, or several: patches of all three orthogonal planes (the default) train one 2D
+            network for multi-view inference (:class:`mednet.inference.ViewAggregationInferer`).
+        max_per_volume: cap per volume, shared equally by the axes (so the total does not grow with them).
     """
     if isinstance(items, (str, os.PathLike)):
         items = load_datalist(items, split)
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
+    axes = _check_axes(axes)
+    per_axis_cap = None if max_per_volume is None else -(-int(max_per_volume) // len(axes))
     load = LoadLabelledVolumed(normalize=normalize, allow_missing_label=False)
     images, labels, positions, volumes, per_volume = [], [], [], [], []
     before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
     for v, item in enumerate(tqdm(items, desc=f"patches ({split})", disable=not progress, leave=False)):
         d = load(item)
-        stack = slice_volume(d["image"], d["label"], axis=axis, drop_empty=True, source=item["image"])
-        before = class_distribution(stack.labels)
-        before_counts += np.asarray(before["counts"], dtype=np.int64)
-        ps = extract_balanced_patches(
-            stack.images,
-            stack.labels,
-            patch_size=patch_size,
-            stride=stride,
-            min_pixels=min_pixels,
-            max_patches=max_per_volume,
-            balance=balance,
-            seed=seed + v,
-            source=item["image"],
-            max_background=max_background,
-        )
-        pos = np.asarray(ps.positions, dtype=np.int32).copy()
-        pos[:, 0] = stack.indices[pos[:, 0]]  # slice number in the volume, not in the kept stack
-        images.append(ps.images)
-        labels.append(ps.labels)
-        positions.append(np.concatenate([np.full((len(pos), 1), v, np.int32), pos], axis=1))
         volumes.append(str(item["image"]))
-        after = class_distribution(ps.labels)
-        per_volume.append({"volume": str(item["image"]), "patches": len(ps.images),
-                           "before": _shares_table(before), "after": _shares_table(after)})
+        before_counts += np.asarray(class_distribution(d["label"].numpy())["counts"], dtype=np.int64)
+        for k, axis in enumerate(axes):
+            stack = slice_volume(d["image"], d["label"], axis=axis, drop_empty=True, source=item["image"])
+            ps = extract_balanced_patches(
+                stack.images,
+                stack.labels,
+                patch_size=patch_size,
+                stride=stride,
+                min_pixels=min_pixels,
+                max_patches=per_axis_cap,
+                balance=balance,
+                seed=seed + v + 1000 * k,
+                source=item["image"],
+                max_background=max_background,
+            )
+            pos = np.asarray(ps.positions, dtype=np.int32).copy()
+            pos[:, 0] = stack.indices[pos[:, 0]]  # slice number in the volume, not in the kept stack
+            images.append(ps.images)
+            labels.append(ps.labels)
+            head = np.tile(np.asarray([[v, axis]], np.int32), (len(pos), 1))
+            positions.append(np.concatenate([head, pos], axis=1))
+            per_volume.append({"volume": str(item["image"]), "axis": axis, "patches": len(ps.images),
+                               "before": _shares_table(class_distribution(stack.labels)),
+                               "after": _shares_table(class_distribution(ps.labels))})
     out_labels = np.concatenate(labels)
     after_all = class_distribution(out_labels)
     total_before = before_counts.sum()
     stats = {
-        "params": {"split": split, "axis": axis, "patch_size": patch_size, "stride": stride,
+        "params": {"split": split, "axes": axes, "patch_size": patch_size, "stride": stride,
                    "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed,
                    "normalize": normalize, "max_background": max_background},
         "patches": int(len(out_labels)),
@@ -173,8 +184,23 @@ def extract_cohort_patches(
     }
     return CohortPatches(
         images=np.concatenate(images), labels=out_labels, positions=np.concatenate(positions),
-        volumes=volumes, axis=axis, stats=stats,
+        volumes=volumes, axes=axes, stats=stats,
     )
+
+
+def _check_axes(axes: int | Sequence[int]) -> list[int]:
+    """``-1`` / ``2`` / ``(0, 1, 2)`` → distinct axes in 0–2 (negative axes count from the end)."""
+    seq = [axes] if isinstance(axes, (int, np.integer)) else list(axes)
+    if not seq:
+        raise ValueError("at least one slicing axis is needed")
+    out = []
+    for a in seq:
+        if int(a) not in (-3, -2, -1, 0, 1, 2):
+            raise ValueError(f"slicing axis {a} is not one of the three spatial axes (0, 1, 2 or -3..-1)")
+        if int(a) % 3 in out:
+            raise ValueError(f"slicing axis {a} given twice in {seq}")
+        out.append(int(a) % 3)
+    return out
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -215,7 +241,7 @@ def volume_dataset(
     split: str = "validation",
     cache: bool = False,
     require_label: bool = True,
-    normalize: str = "scale",
+    normalize: str = "histogram",
 ) -> Dataset:
     """MONAI dataset of whole volumes: each item is :class:`LoadLabelledVolumed`'s output.
 

@@ -33,7 +33,7 @@ class LoadLabelledVolumed(MapTransform):
     the given mask file, or ``image != 0`` when there is none (the intensity-0 rule); ``mask_rule`` says which.
     """
 
-    def __init__(self, normalize: str | None = "scale", allow_missing_label: bool = True) -> None:
+    def __init__(self, normalize: str | None = "histogram", allow_missing_label: bool = True) -> None:
         super().__init__(keys=("image",), allow_missing_keys=True)
         self.normalize = normalize
         self.allow_missing_label = allow_missing_label

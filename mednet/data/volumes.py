@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor, NibabelReader
-from monai.transforms import LoadImage, NormalizeIntensity, Orientation
+from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, Orientation
 
 from mednet.data.errors import DataError
 from mednet.data.labels import LABEL_NAMES
@@ -31,6 +31,7 @@ __all__ = [
     "load_labelled_volume",
     "check_label_values",
     "normalize_brain_intensity",
+    "INTENSITY_NORMALIZATIONS",
     "save_label_volume",
     "refuse_existing",
 ]
@@ -154,24 +155,36 @@ def load_labelled_volume(
     return out
 
 
-def normalize_brain_intensity(image: torch.Tensor, mode: str = "scale") -> torch.Tensor:
+#: intensity normalisation modes of :func:`normalize_brain_intensity`
+INTENSITY_NORMALIZATIONS = ("histogram", "scale", "zscore")
+
+
+def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_bins: int = 1024) -> torch.Tensor:
     """Normalise brain (non-zero) intensities; background stays exactly 0 so the intensity-0 rule still works.
 
     Args:
         image: ``(1, X, Y, Z)`` (or any shape) volume with background 0.
-        mode: ``"scale"`` (default) divides by the mean brain intensity: tissue ≈ 0.3–1.3 on T1 and background
+        mode: ``"scale"`` divides by the mean brain intensity: tissue ≈ 0.3–1.3 on T1 and background
             (0) stays the darkest value, as in the scan, so the zero padding around slices and the zeros
-            outside the brain look like background to the network. ``"zscore"`` subtracts the brain mean and
-            divides by the std (MONAI ``NormalizeIntensity(nonzero=True)``): background 0 then equals the mean
-            brain intensity, i.e. looks like tissue to the network.
+            outside the brain look like background to the network. ``"histogram"`` (default) equalises the brain's
+            histogram (MONAI :class:`~monai.transforms.HistogramNormalize` over the brain mask, values in
+            [0, 1]): each voxel becomes its intensity rank within the brain, which removes differences in
+            contrast (gamma), gain and scanner scaling between subjects — any monotonic intensity change —
+            while background stays 0 and CSF, the darkest tissue, stays next to it. ``"zscore"`` subtracts the
+            brain mean and divides by the std (MONAI ``NormalizeIntensity(nonzero=True)``): background 0 then
+            equals the mean brain intensity, i.e. looks like tissue to the network.
+        num_bins: histogram bins of the ``"histogram"`` mode.
     """
+    if mode not in INTENSITY_NORMALIZATIONS:
+        raise ValueError(f"unknown intensity normalisation {mode!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
     if mode == "zscore":
         return NormalizeIntensity(nonzero=True, channel_wise=True)(image.clone())  # MONAI works in place
-    if mode != "scale":
-        raise ValueError(f"unknown intensity normalisation {mode!r}; choose 'scale' or 'zscore'")
     brain = image != 0
     if not bool(brain.any()):
         return image
+    if mode == "histogram":
+        equalised = HistogramNormalize(num_bins=num_bins, min=0, max=1, mask=brain, dtype=None)(image)
+        return equalised * brain  # MONAI maps the background through the CDF too; keep it exactly 0
     return image / image[brain].abs().mean()
 
 

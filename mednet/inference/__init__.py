@@ -1,5 +1,6 @@
-"""Inference helpers: slice-wise whole-volume inference restricted to the brain."""
+"""Inference helpers: slice-wise whole-volume inference restricted to the brain, along one or several planes."""
 
 from mednet.inference.slice_inferer import BrainSliceInferer, foreground_box
+from mednet.inference.view_aggregation import ViewAggregationInferer
 
-__all__ = ["BrainSliceInferer", "foreground_box"]
+__all__ = ["BrainSliceInferer", "ViewAggregationInferer", "foreground_box"]
