@@ -66,10 +66,13 @@ def test_view_aggregation_averages_the_three_planes() -> None:
         per_view = [torch.softmax(BrainSliceInferer(spatial_dim=v, roi_size=(-1, -1), sw_batch_size=8,
                                                     progress=False)(vol, net).as_tensor(), 1) for v in (0, 1, 2)]
         axial = ViewAggregationInferer(views=-1, sw_batch_size=8)(vol, net)
+        plain = ViewAggregationInferer(sw_batch_size=8)(vol.as_tensor(), net)  # a plain tensor works too
     assert out.shape == (1, 3, *vol.shape[2:]) and isinstance(out, MetaTensor) and torch.equal(out.affine, vol.affine)
     torch.testing.assert_close(out.as_tensor(), sum(per_view) / 3)
     torch.testing.assert_close(out.sum(1), torch.ones_like(out.sum(1)))  # probabilities
     torch.testing.assert_close(axial.as_tensor(), per_view[2])
+    assert not isinstance(plain, MetaTensor)
+    torch.testing.assert_close(plain, out.as_tensor())
     # the planes disagree somewhere (an untrained network), so the average is not any one of them
     assert not torch.allclose(out.as_tensor(), per_view[2])
     with pytest.raises(ValueError, match="slicing axes"):

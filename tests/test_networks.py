@@ -127,3 +127,15 @@ def test_parameter_counts() -> None:
     assert counts["unpool"] < counts["transposed"] < counts["skip"] < counts["strided"]
     assert 50_000 < counts["skip"] < 150_000  # default base_channels=8
     assert count_parameters(TissueFCN("skip", base_channels=16)) > 3 * counts["skip"]
+
+
+def test_train_and_eval_still_switch_every_submodule() -> None:
+    """TissueFCN.train() skips the walk when nothing changes; the result must equal nn.Module.train's."""
+    net = TissueFCN("skip")
+    net.eval()
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()  # one submodule in the other mode: train() must still reach it
+    assert net.train() is net and bn.training

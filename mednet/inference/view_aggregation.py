@@ -64,7 +64,9 @@ class ViewAggregationInferer(Inferer):
         total: torch.Tensor | None = None
         for inferer in self.inferers:
             # softmax in float32: under AMP the network's logits may be float16
-            probs = torch.softmax(inferer(inputs, network, *args, **kwargs).as_tensor().float(), dim=1)
+            logits = inferer(inputs, network, *args, **kwargs)
+            logits = logits.as_tensor() if isinstance(logits, MetaTensor) else logits
+            probs = torch.softmax(logits.float(), dim=1)
             total = probs if total is None else total.add_(probs)
         assert total is not None
         out = total.div_(len(self.inferers))
