@@ -124,9 +124,21 @@ def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: 
     assert "mednet error:" in proc.stderr and "validation" in proc.stderr and "datalist.json" in proc.stderr
 
 
-def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path) -> None:
+def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    assert json.loads((trained / "settings.json").read_text()) == {
+        "variant": "skip", "base_channels": 8, "intensity_normalization": "histogram", "views": [0, 1, 2]}
+    # the run's settings.json names what differs and how to fix it
+    proc = bundle("evaluate", "--variant", "unpool", "--intensity_normalization", "scale", "--dataset_dir",
+                  str(tiny_cohort), "--ckpt_path", str(trained / "model.pt"), check=False)
+    assert proc.returncode != 0 and "mednet error:" in proc.stderr and "model.pt" in proc.stderr
+    assert "variant='skip' (this run: 'unpool')" in proc.stderr and "--intensity_normalization histogram" in proc.stderr
+    proc = bundle("inference", "--views", "[2]", "--input", str(tiny_cohort / "images" / "sub-004.nii.gz"),
+                  "--output_dir", str(tmp_path / "p"), "--ckpt_path", str(trained / "model.pt"), check=False)
+    assert proc.returncode != 0 and "--views [0, 1, 2]" in proc.stderr and not (tmp_path / "p").exists()
+    # a checkpoint without its run folder (copied, exported) is checked against the network itself
+    shutil.copy(trained / "model.pt", tmp_path / "model.pt")
     proc = bundle("evaluate", "--variant", "unpool", "--dataset_dir", str(tiny_cohort),
-                  "--ckpt_path", str(trained / "model.pt"), check=False)
+                  "--ckpt_path", str(tmp_path / "model.pt"), check=False)
     assert proc.returncode != 0
     assert "mednet error:" in proc.stderr and "model.pt" in proc.stderr and "does not match" in proc.stderr
     assert "variant=unpool" in proc.stderr

@@ -112,3 +112,18 @@ def test_run_dirs_never_collide_and_latest_is_found(tmp_path: Path) -> None:
     assert resolve_checkpoint(a, tmp_path, "x") == a / "model.pt"
     with pytest.raises(DataError, match="checkpoint not found"):
         resolve_checkpoint(tmp_path / "nope.pt", tmp_path, "x")
+
+
+def test_run_settings_are_checked_against_the_training_run(tmp_path: Path) -> None:
+    from mednet.runs import check_run_settings, write_run_settings
+
+    run = new_run_dir(tmp_path, "train-skip")
+    ckpt = run / "model.pt"
+    ckpt.write_bytes(b"")
+    trained = {"variant": "skip", "views": (0, 1, 2), "intensity_normalization": "histogram"}
+    write_run_settings(run, trained)
+    check_run_settings(ckpt, {"variant": "skip", "views": [0, 1, 2], "intensity_normalization": "histogram"})
+    check_run_settings(ckpt, {"variant": "skip", "not_recorded": 1})  # only keys present in both are compared
+    with pytest.raises(DataError, match=r"views=\[0, 1, 2\] \(this run: \[2\]\).*--views \[0, 1, 2\]"):
+        check_run_settings(ckpt, {**trained, "views": [2]})
+    check_run_settings(tmp_path / "elsewhere" / "model.pt", {"views": [2]})  # no settings.json: nothing to check

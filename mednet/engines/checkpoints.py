@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from mednet.data.errors import DataError
+from mednet.runs import check_run_settings
 
 __all__ = ["load_weights"]
 
@@ -21,8 +22,11 @@ def _state_dict(obj: object, path: Path) -> dict:
 
 
 def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                 hint: str = "") -> torch.nn.Module:
+                 hint: str = "", settings: dict | None = None) -> torch.nn.Module:
     """Load a state dict saved by training into ``network`` (``torch.load(weights_only=True)``).
+
+    ``settings`` (e.g. ``{"variant": ..., "views": ...}``) are checked against the training run's
+    ``settings.json`` first (:func:`mednet.runs.check_run_settings`).
 
     Raises:
         DataError: the file is missing, unreadable, not a state dict, or its tensors do not match the network
@@ -31,6 +35,8 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, map_loc
     path = Path(ckpt_path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
+    if settings:
+        check_run_settings(path, settings)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
