@@ -30,3 +30,21 @@ def brain_parser(config: str = "train", **overrides):
     parser.read_config(str(REPO / "bundles" / "brain_tissue_fcn" / "configs" / f"{config}.json"))
     parser.update(overrides)
     return parser
+
+
+def baseline_loader(n4: bool = False):
+    """``LoadLabelledVolumed`` for the intensity baselines: the scan's own intensities ÷ brain mean (``scale``),
+    without bias-field correction (the loader's default is N4) or, with ``n4``, after the product's N4.
+
+    Raises ``RuntimeError`` for ``n4`` when this mednet's loader has no ``bias_correction`` option.
+    """
+    import inspect
+
+    from mednet.data.transforms import LoadLabelledVolumed
+
+    if "bias_correction" not in inspect.signature(LoadLabelledVolumed).parameters:
+        if n4:
+            raise RuntimeError("LoadLabelledVolumed has no bias_correction option in this mednet")
+        return LoadLabelledVolumed(normalize="scale")
+    return LoadLabelledVolumed(normalize="scale", bias_correction="n4" if n4 else "none")
+

@@ -6,7 +6,7 @@
 Trains with the bundle's ``train.json`` (its defaults: three views, histogram-equalised intensities, the main
 job's 10 k patches per volume) and evaluates with ``evaluate.json`` on the test split (both through
 MONAI's ``ConfigWorkflow``), then compares with a naive baseline computed in the same run: a 3-class Gaussian
-mixture on the brain intensities of each test volume (classes ordered by mean intensity: CSF < GM < WM).
+mixture on the raw brain intensities (no bias-field correction) of each test volume (classes ordered by mean intensity: CSF < GM < WM).
 Prints the per-class Dice of both and the ratio.
 """
 
@@ -17,29 +17,20 @@ import json
 import time
 from pathlib import Path
 
-from _common import REPO, ensure_cohort
+from _common import REPO, baseline_loader, ensure_cohort
 
 
 def gmm_baseline(items: list[dict]) -> dict[str, float]:
-    """Pooled Dice of a per-volume 3-class GaussianMixture on brain intensities."""
-    import numpy as np
-    from sklearn.mixture import GaussianMixture
+    """Pooled Dice of a per-volume 3-class Gaussian mixture on brain intensities
+    (:func:`mednet.metrics.gmm_tissue_segmentation`)."""
+    from mednet.metrics import gmm_tissue_segmentation, scores_from_confusion, tissue_confusion_matrix
 
-    from mednet.data.transforms import LoadLabelledVolumed
-    from mednet.metrics import scores_from_confusion, tissue_confusion_matrix
-
+    load = baseline_loader()  # the scan's own intensities (÷ brain mean), no bias-field correction
     cm = 0
     for item in items:
-        d = LoadLabelledVolumed(normalize="scale")(item)  # the scan's own intensities (÷ brain mean)
+        d = load(item)
         img, lab = d["image"][0].numpy(), d["label"][0].numpy()
-        brain = img != 0
-        x = img[brain].reshape(-1, 1)
-        gmm = GaussianMixture(3, random_state=0).fit(x[:: max(1, len(x) // 200000)])
-        order = np.argsort(gmm.means_[:, 0])  # darkest = CSF, brightest = WM on T1
-        rank = np.empty(3, int)
-        rank[order] = np.arange(3)
-        pred = np.zeros_like(lab)
-        pred[brain] = rank[gmm.predict(x)] + 1
+        pred = gmm_tissue_segmentation(img, d["mask"][0].numpy())
         cm = cm + tissue_confusion_matrix(pred, lab)
     return scores_from_confusion(cm)
 

@@ -3,19 +3,29 @@
     python -m data_prep.demo_cohort --out demo/cohort --subjects 6 --seed 0 [--zoom 0.5] [--overwrite]
 
 Each subject is the template T1 and its tissue labels (see :mod:`mednet.data.mni`) under seeded random
-variation applied with MONAI transforms:
+variation, drawn per subject, applied with MONAI transforms. The ranges are those real scanners produce, so a
+model trained on the cohort has to cope with them (``VARIATION`` holds them; ``cohort.csv`` records each
+subject's draws):
 
 * spatial, to image and label together: one resampling combining an affine (rotation ±8°, scale ±8 %,
-  translation ±5 voxels) and an elastic deformation (:class:`~monai.transforms.Rand3DElasticd`);
-* intensity, to the image only: bias field, gamma contrast, Gaussian noise; the image is then re-masked so
-  that background stays exactly 0 (a skull-stripped scan);
-* geometry, so every later step runs off the template grid: subject ``i % 3 == 1`` is resampled to
-  anisotropic 1.2×1.2×1.5 mm voxels, subject ``i % 3 == 2`` to a 256×128×256 grid stored in LPS orientation
-  (the course exercise's shape).
+  translation ±5 voxels) and an elastic deformation (:class:`~monai.transforms.Rand3DElasticd`, magnitude
+  80–160, sigma 8–10 voxels);
+* intensity, to the image only, in acquisition order: a bias field (:class:`~monai.transforms.RandBiasFieldd`,
+  degree 3, coefficients up to 0.4 — the brain's brightest part up to ≈ 2× its darkest), a gamma contrast change
+  (0.6–1.6) and Rician noise of up to 5 % of the brain's median intensity
+  (:class:`~monai.transforms.RandRicianNoised`); the image is then re-masked so that background stays exactly 0
+  (a skull-stripped scan);
+* geometry, so every later step runs off the template grid: subject ``i % 3 == 1`` is resampled to anisotropic
+  voxels, 1.3–2.0 mm along one random axis and 0.9–1.2 mm along the others; subject ``i % 3 == 2`` to a
+  256×128×256 grid stored in LPS orientation (0.77 × 1.82 × 0.74 mm, the course exercise's shape).
+
+Test subjects are **harder** than the training subjects: bias coefficients 0.4–0.5, gamma at the ends of the
+range (0.6–0.7 or 1.45–1.6) and 5–6 % noise — at or beyond the edge of what training saw.
 
 Writes ``images/sub-XXX.nii.gz`` (float32), ``labels/sub-XXX.nii.gz`` (uint8), ``datalist.json``
 (training / validation / test, by subject) and ``cohort.csv`` (one row per subject: split, shape, spacing,
-orientation, seed). The same seed gives the same volumes.
+orientation, seed, drawn bias coefficient bound and realised field range, gamma, noise). The same seed gives the
+same volumes.
 """
 
 from __future__ import annotations
@@ -30,12 +40,12 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
+    AdjustContrast,
     Compose,
     Orientationd,
     Rand3DElasticd,
-    RandAdjustContrastd,
-    RandBiasFieldd,
-    RandGaussianNoised,
+    RandBiasField,
+    RandRicianNoise,
     Resized,
     Spacingd,
 )
@@ -45,7 +55,7 @@ from mednet.data.datalist import write_datalist
 from mednet.data.errors import DataError
 from mednet.data.mni import load_mni152_template
 
-__all__ = ["build_demo_cohort", "split_subjects"]
+__all__ = ["build_demo_cohort", "split_subjects", "VARIATION"]
 
 _KEYS = ("image", "label")
 
@@ -62,8 +72,15 @@ def split_subjects(n: int) -> dict[str, list[int]]:
     }
 
 
-def _variation(seed: int) -> Compose:
-    spatial = Rand3DElasticd(
+#: per-subject intensity variation of training/validation subjects and of the (harder) test subjects
+VARIATION = {
+    "training": {"bias_coeff": (0.0, 0.4), "gamma": ((0.6, 1.6),), "noise": (0.0, 0.05)},
+    "test": {"bias_coeff": (0.4, 0.5), "gamma": ((0.6, 0.7), (1.45, 1.6)), "noise": (0.05, 0.06)},
+}
+
+
+def _spatial(seed: int) -> Rand3DElasticd:
+    t = Rand3DElasticd(
         keys=_KEYS,
         sigma_range=(8, 10),
         magnitude_range=(80, 160),
@@ -74,19 +91,40 @@ def _variation(seed: int) -> Compose:
         mode=("bilinear", "nearest"),
         padding_mode="zeros",
     )
-    intensity = [
-        RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.0, 0.1)),
-        RandAdjustContrastd(keys="image", prob=1.0, gamma=(0.8, 1.25)),
-        RandGaussianNoised(keys="image", prob=1.0, std=4.0),
-    ]
-    t = Compose([spatial, *intensity])
     t.set_random_state(seed=seed)
     return t
 
 
-def _geometry(index: int, zoom: float) -> Compose | None:
+def _draw_intensity(rng: np.random.Generator, split: str) -> dict[str, float]:
+    """This subject's bias coefficient bound, gamma and noise level (fraction of the brain's median)."""
+    v = VARIATION["test" if split == "test" else "training"]
+    gamma_range = v["gamma"][int(rng.integers(len(v["gamma"])))]
+    return {"bias_coeff": float(rng.uniform(*v["bias_coeff"])), "gamma": float(rng.uniform(*gamma_range)),
+            "noise": float(rng.uniform(*v["noise"]))}
+
+
+def _vary_intensity(image: MetaTensor, brain: np.ndarray, draw: dict[str, float], seed: int) -> tuple[MetaTensor, float]:
+    """Bias field, gamma, then Rician noise (MONAI transforms); returns the image and the realised field range."""
+    bias = RandBiasField(degree=3, coeff_range=(0.0, draw["bias_coeff"]), prob=1.0)
+    bias.set_random_state(seed=seed)
+    before = image
+    image = bias(image)
+    ratio = (image.array[0][brain] / np.maximum(before.array[0][brain], 1e-6))
+    field_range = float(np.percentile(ratio, 99.5) / max(np.percentile(ratio, 0.5), 1e-6))
+    image = AdjustContrast(gamma=draw["gamma"])(image)
+    sigma = draw["noise"] * float(np.median(image.array[0][brain]))
+    noise = RandRicianNoise(prob=1.0, std=sigma, relative=False, sample_std=False)
+    noise.set_random_state(seed=seed + 1)
+    return noise(image), field_range
+
+
+def _geometry(index: int, zoom: float, rng: np.random.Generator | None = None) -> Compose | None:
+    """Resampling of subject ``index`` (``None``: stays on the template grid); ``rng`` draws the spacing."""
     if index % 3 == 1:
-        return Compose([Spacingd(keys=_KEYS, pixdim=(1.2 / zoom, 1.2 / zoom, 1.5 / zoom), mode=("bilinear", "nearest"))])
+        rng = rng if rng is not None else np.random.default_rng(index)
+        pixdim = rng.uniform(0.9, 1.2, size=3)
+        pixdim[int(rng.integers(3))] = rng.uniform(1.3, 2.0)
+        return Compose([Spacingd(keys=_KEYS, pixdim=tuple(float(p / zoom) for p in pixdim), mode=("bilinear", "nearest"))])
     if index % 3 == 2:
         size = tuple(max(8, int(round(s * zoom))) for s in (256, 128, 256))
         return Compose(
@@ -134,14 +172,17 @@ def build_demo_cohort(
             "image": MetaTensor(torch.from_numpy(template.t1[None].copy()), affine=torch.as_tensor(template.affine)),
             "label": MetaTensor(torch.from_numpy(template.label[None].astype(np.float32)), affine=torch.as_tensor(template.affine)),
         }
-        data = _variation(sub_seed)(data)
-        geometry = _geometry(i, zoom)
+        rng = np.random.default_rng(sub_seed)
+        data = _spatial(sub_seed)(data)
+        geometry = _geometry(i, zoom, rng)
         if geometry is not None:
             data = geometry(data)
         label = np.rint(data["label"].array[0]).astype(np.uint8)
         brain = label > 0
+        draw = _draw_intensity(rng, split_of[i])
+        varied, field_range = _vary_intensity(data["image"], brain, draw, sub_seed)
         # re-mask after the intensity changes: a skull-stripped scan has background exactly 0
-        image = np.where(brain, np.maximum(data["image"].array[0], 1.0), 0.0).astype(np.float32)
+        image = np.where(brain, np.maximum(varied.array[0], 1.0), 0.0).astype(np.float32)
         affine = np.asarray(data["image"].affine, dtype=np.float64)
         name = f"sub-{i:03d}"
         img_path, lab_path = out_dir / "images" / f"{name}.nii.gz", out_dir / "labels" / f"{name}.nii.gz"
@@ -158,13 +199,18 @@ def build_demo_cohort(
                 "spacing_mm": "x".join(f"{s:.3g}" for s in spacing),
                 "orientation": "".join(nib.aff2axcodes(affine)),
                 "seed": sub_seed,
+                "bias_coeff_max": round(draw["bias_coeff"], 3),
+                "bias_field_range": round(field_range, 3),
+                "gamma": round(draw["gamma"], 3),
+                "noise_pct_of_median": round(100 * draw["noise"], 2),
                 "csf_share": round(float(counts[0] / counts.sum()), 4),
                 "gm_share": round(float(counts[1] / counts.sum()), 4),
                 "wm_share": round(float(counts[2] / counts.sum()), 4),
             }
         )
-        print(f"{name} [{split_of[i]}] {rows[-1]['shape']} {rows[-1]['spacing_mm']} mm "
-              f"{rows[-1]['orientation']} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(f"{name} [{split_of[i]}] {rows[-1]['shape']} {rows[-1]['spacing_mm']} mm {rows[-1]['orientation']}, "
+              f"bias field x{field_range:.2f}, gamma {draw['gamma']:.2f}, noise {100 * draw['noise']:.1f} % "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
     with open(out_dir / "cohort.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -2,7 +2,7 @@
 
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches [--split training]
         [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_per_volume N] [--no-balance] [--seed 0]
-        [--axes 0,1,2] [--intensity_normalization histogram|scale|zscore] [--overwrite]
+        [--axes 0,1,2] [--intensity_normalization histogram|scale|zscore] [--bias_correction n4|none] [--overwrite]
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches --grid --split test [--axis -1]
 
 Training mode (default) keeps overlapping windows with no background pixel (at most ``max_background``, a count
@@ -44,11 +44,12 @@ def _refuse(paths: list[Path], overwrite: bool) -> None:
 
 
 def write_grid_patches(datalist: str, out: str, split: str = "validation", patch_size: int = 16, axis: int = -1,
-                       overwrite: bool = False, intensity_normalization: str = "histogram") -> Path:
+                       overwrite: bool = False, intensity_normalization: str = "histogram",
+                       bias_correction: str = "n4") -> Path:
     """Non-overlapping grid patches of every slice of every volume in ``split``; one ``.npz``."""
     path = Path(out) / f"grid_{split}.npz"
     _refuse([path], overwrite)
-    load = LoadLabelledVolumed(normalize=intensity_normalization)
+    load = LoadLabelledVolumed(normalize=intensity_normalization, bias_correction=bias_correction)
     images, labels, positions, volumes, shapes = [], [], [], [], []
     for v, item in enumerate(load_datalist(datalist, split)):
         d = load(item)
@@ -87,14 +88,17 @@ def write_patches(
     axis: int = -1,
     overwrite: bool = False,
     intensity_normalization: str = "histogram",
+    bias_correction: str = "n4",
 ) -> Path:
     """Balanced training patches along ``axes`` (or ``grid`` patches along ``axis``) of ``split``; returns the ``.npz`` path.
 
-    ``intensity_normalization`` (``scale``, ``histogram`` or ``zscore``) must match the bundle's
-    ``--intensity_normalization`` when the patches are used for training.
+    ``intensity_normalization`` (``scale``, ``histogram`` or ``zscore``) and ``bias_correction`` (``n4`` or
+    ``none``) must match the bundle's ``--intensity_normalization`` / ``--bias_correction`` when the patches are
+    used for training.
     """
     if grid:
-        return write_grid_patches(datalist, out, split, patch_size, axis, overwrite, intensity_normalization)
+        return write_grid_patches(datalist, out, split, patch_size, axis, overwrite, intensity_normalization,
+                                  bias_correction)
     out_dir = Path(out)
     npz, js, cs = (out_dir / f"{stem}_{split}.{ext}" for stem, ext in (("patches", "npz"), ("stats", "json"), ("stats", "csv")))
     _refuse([npz, js, cs], overwrite)
@@ -103,6 +107,7 @@ def write_patches(
         min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
         max_background=max_background if max_background < 1 else int(max_background),
         max_per_volume=max_per_volume, balance=balance, seed=seed, normalize=intensity_normalization,
+        bias_correction=bias_correction,
     )
     patches.save(npz, overwrite=overwrite)
     js.write_text(json.dumps(patches.stats, indent=2) + "\n")

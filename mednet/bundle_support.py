@@ -1,57 +1,101 @@
 """Glue that MONAI bundle configs call: clear errors, run banners, metric selection, input listing.
 
-MONAI wraps any exception raised while a config is instantiated in ``RuntimeError("Failed to instantiate
-…")`` chains printed as long tracebacks. :func:`install_error_hook` (called first in every mednet bundle's
-``initialize``) prints the root cause instead when it is a user-facing input problem (:class:`DataError`,
-an unknown option ``ValueError``, a missing file): one line naming the file and the problem. Set
-``MEDNET_TRACEBACK=1`` to get the full traceback.
+MONAI wraps any exception raised while a config is instantiated in ``RuntimeError("Failed to evaluate …")``
+chains, printed as 80–160-line tracebacks in which the useful line is buried. :func:`install_error_hook`
+(called first in every mednet bundle's ``initialize``) prints one line instead, ``mednet error: <path>:
+<problem>``, for the user-facing errors of :func:`user_error`. Set ``MEDNET_TRACEBACK=1`` to get the full
+traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from mednet.data.errors import DataError
+from mednet.overrides import OptionError
 
-__all__ = ["install_error_hook", "root_cause", "select_metrics", "list_inputs", "report_paths"]
+__all__ = ["install_error_hook", "user_error", "error_line", "root_cause", "select_metrics", "list_inputs",
+           "report_paths"]
 
 logger = logging.getLogger("mednet")
 
-_USER_ERRORS = (DataError, ValueError, FileNotFoundError, KeyError)
+_USER_ERRORS = (DataError, OptionError)
+_FALLBACK_ERRORS = (ValueError, FileNotFoundError)
+_TRACEBACK_HINT = "(MEDNET_TRACEBACK=1 shows the traceback)"
+_WORKER_ERROR = re.compile(  # a user error's last traceback line, as torch copies a DataLoader worker's traceback
+    "^(?:" + "|".join(re.escape(f"{t.__module__}.{t.__qualname__}") for t in _USER_ERRORS) + r"): (.+)$", re.M)
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or during (``__cause__`` / ``__context__``), innermost last."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def root_cause(exc: BaseException) -> BaseException:
     """Follow ``__cause__`` / ``__context__`` to the first exception raised."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
+    *_, first = _chain(exc)
+    return first
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The exception of ``exc``'s chain to show the user as one line, or None for a bug (full traceback).
+
+    The **outermost** :class:`DataError` / :class:`OptionError`: mednet raises those *from* the low-level error
+    (``EOFError``, ``UnpicklingError``, ``JSONDecodeError``…) to say which file or option is wrong and how, so
+    the deepest exception would lose the path, and MONAI's wrappers above it say nothing useful. Without one,
+    the deepest ``ValueError`` / ``FileNotFoundError`` (e.g. MONAI's "Cannot find the config file") still
+    makes a clearer line than a traceback; anything else is a bug and keeps its traceback.
+
+    With ``--num_workers`` > 0 the error happens in a DataLoader worker, and torch re-raises it in the main
+    process as a ``RuntimeError`` holding the worker's traceback as text (a ``DataError`` cannot be rebuilt from
+    one string): the user error's line is then read from that text.
+    """
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, _USER_ERRORS):
+            return e
+        in_worker = _WORKER_ERROR.findall(str(e)) if "Original Traceback" in str(e) else []
+        if in_worker:  # last printed = outermost of the worker's chain
+            return DataError(None, in_worker[-1])
+    return chain[-1] if isinstance(chain[-1], _FALLBACK_ERRORS) else None
+
+
+def error_line(exc: BaseException) -> str:
+    """``mednet error: <message>`` on one line (newlines and indentation inside the message collapsed)."""
+    message = re.sub(r"\s*\n\s*", " ", str(exc)).strip() or type(exc).__name__
+    return f"mednet error: {message} {_TRACEBACK_HINT}"
 
 
 def install_error_hook() -> None:
-    """Print user-facing input errors as one clear line instead of a MONAI/Ignite traceback."""
-    if os.environ.get("MEDNET_TRACEBACK"):
+    """Print user-facing errors (:func:`user_error`) as one line on stderr instead of a MONAI/Ignite traceback.
+
+    Installed as ``sys.excepthook`` — the process still exits with status 1 — rather than by catching in the
+    configs, because MONAI's ``run`` offers no place to catch errors raised by ``run``/``finalize``. Installing
+    twice is a no-op; with ``MEDNET_TRACEBACK`` set (not ``0``) nothing is installed.
+    """
+    if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0") or getattr(sys.excepthook, "mednet", False):
         return
     previous = sys.excepthook
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        cause = root_cause(exc)
-        if isinstance(cause, _USER_ERRORS):
-            print(f"mednet error: {cause}", file=sys.stderr)
-            print("(set MEDNET_TRACEBACK=1 for the full traceback)", file=sys.stderr)
+        shown = user_error(exc)
+        if shown is None:
+            previous(exc_type, exc, tb)
             return
-        previous(exc_type, exc, tb)
+        print(error_line(shown), file=sys.stderr, flush=True)
 
+    hook.mednet = True  # type: ignore[attr-defined]
     sys.excepthook = hook
 
 
@@ -65,17 +109,21 @@ def select_metrics(metrics: Mapping, include: Iterable[str] | None = None, exclu
 def list_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test") -> list[dict]:
     """Volumes to segment: a file, a DICOM series folder, a folder of volumes, or a datalist JSON.
 
-    Returns ``[{"image": path[, "mask": path]}, …]``. A folder holding ``.dcm`` files is one DICOM series; a
-    folder of image files gives one item per file (and per DICOM sub-folder). For a datalist, ``split`` is
-    read (labels, if present, are ignored by inference).
+    Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding ``.dcm`` files is one
+    DICOM series; a folder of image files gives one item per file (and per DICOM sub-folder). For a datalist,
+    ``split`` is read (labels, if present, are ignored by inference). ``name`` is the shortest name telling the
+    inputs apart (:func:`mednet.data.naming.unique_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), the
+    stem of every output written for that input.
     """
     from mednet.data.datalist import load_datalist
+    from mednet.data.naming import with_names
 
     path = Path(input)
     if not path.exists():
         raise DataError(path, "input does not exist")
     if path.suffix == ".json":
-        return [{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})} for it in load_datalist(path, split)]
+        return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
+                           for it in load_datalist(path, split)])
     if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
         items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(_IMAGE_SUFFIXES) or
                        (p.is_dir() and any(q.suffix.lower() == ".dcm" for q in p.iterdir())))
@@ -83,8 +131,8 @@ def list_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None,
             raise DataError(path, f"no volumes ({', '.join(_IMAGE_SUFFIXES)} or DICOM folders) found")
         if mask is not None:
             raise DataError(mask, "--mask applies to a single input volume, not a folder (use a datalist with 'mask' entries)")
-        return [{"image": p} for p in items]
-    return [{"image": str(path), **({"mask": str(mask)} if mask else {})}]
+        return with_names([{"image": p} for p in items])
+    return with_names([{"image": str(path), **({"mask": str(mask)} if mask else {})}])
 
 
 def report_paths(output_dir: str | os.PathLike, what: str = "report") -> str:

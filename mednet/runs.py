@@ -3,24 +3,54 @@
 Layout (shared by every bundle)::
 
     runs/<bundle>/<job>-<variant>-<YYYYmmdd-HHMMSS>/     e.g. runs/brain_tissue_fcn/train-skip-20261123-120501/
-        model.pt, metrics.csv, convergence.png, tensorboard/, ...
-        eval-<YYYYmmdd-HHMMSS>/                           evaluations of that run's model
+        settings.json                                     what evaluation/inference must repeat (variant, views, …)
+        model.pt, model_final.pt, metrics.csv, ...        replaced atomically during the run (mednet.io)
+        finished.json                                     written last, when training completed
+        eval-<split>-<YYYYmmdd-HHMMSS>/                   evaluations of that run's model (+ provenance.json)
+
+Which model a job uses is explicit: the default checkpoint (:func:`resolve_checkpoint` without a path) is the
+newest **finished** run whose ``settings.json`` agrees with the job's settings, and evaluation and inference
+record the checkpoint, its sha256 and both runs' settings (:func:`checkpoint_provenance`) in
+``provenance.json`` / per-output sidecars (:func:`write_sidecar`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
 import os
+import platform
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 from mednet.data.errors import DataError
+from mednet.io import write_json_atomic
 
-__all__ = ["new_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "check_run_settings", "SETTINGS_FILE"]
+__all__ = [
+    "new_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "check_run_settings",
+    "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
+    "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE",
+]
+
+logger = logging.getLogger(__name__)
 
 #: written into every training run: the settings evaluation and inference must repeat
 SETTINGS_FILE = "settings.json"
+#: written into a training run when training completed (end time, epochs, best metric)
+FINISHED_FILE = "finished.json"
+#: written into every evaluation folder: which checkpoint, with which settings
+PROVENANCE_FILE = "provenance.json"
+
+_MAX_LISTED = 8  # runs named in the "no run qualifies" message
+
+
+def now_iso() -> str:
+    """Local time with its UTC offset, to the second (``2026-11-23T12:05:01+01:00``)."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def new_run_dir(root: str | os.PathLike, name: str) -> Path:
@@ -38,39 +68,126 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
     raise DataError(root, f"could not create a new run directory for {name}")
 
 
-def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model.pt") -> Path:
-    """The most recently modified ``root/<prefix>*`` directory holding ``required_file``."""
-    root = Path(root)
-    runs = [p for p in root.glob(f"{prefix}*") if (p / required_file).is_file()] if root.is_dir() else []
-    if not runs:
-        raise DataError(root, f"no run '{prefix}*' with a {required_file} found; train first or pass --ckpt_path")
-    return max(runs, key=lambda p: (p / required_file).stat().st_mtime)
-
-
-def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.PathLike, prefix: str) -> Path:
-    """``ckpt_path`` if given (must exist), else ``model.pt`` of the latest ``prefix`` run under ``runs_root``."""
-    if ckpt_path:
-        path = Path(ckpt_path)
-        if path.is_dir():
-            path = path / "model.pt"
-        if not path.is_file():
-            raise DataError(path, "checkpoint not found")
-        return path
-    return latest_run(runs_root, prefix) / "model.pt"
-
-
 def _jsonable(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
 
 
+def _read_json(path: Path) -> dict | None:
+    """``path``'s JSON object, or None if the file is missing; DataError if it is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read ({e})") from e
+    if not isinstance(obj, dict):
+        raise DataError(path, "not a JSON object")
+    return obj
+
+
+def settings_differences(trained: Mapping[str, object], requested: Mapping[str, object]) -> dict[str, tuple]:
+    """``{key: (trained value, requested value)}`` for every key present in both that differs.
+
+    Keys present in only one of them are not compared: a setting added after a run was trained (e.g. a new
+    preprocessing option) does not make older runs unusable, and a run may record more than a job checks.
+    """
+    return {k: (trained[k], _jsonable(v)) for k, v in requested.items() if k in trained and trained[k] != _jsonable(v)}
+
+
+def _overrides(differ: Mapping[str, tuple]) -> str:
+    """``--views [0, 1, 2] --variant skip``: the command-line overrides giving the trained values."""
+    return " ".join(f"--{k} {a if isinstance(a, str) else json.dumps(a)}" for k, (a, _) in differ.items())
+
+
+def mark_finished(run_dir: str | os.PathLike, **info: object) -> Path:
+    """Write ``run_dir/finished.json`` (``finished`` = now, plus ``info``: epochs, best metric, …), atomically.
+
+    Written as the last step of a completed training run: a run without it is still running, crashed or was
+    stopped, and :func:`latest_run` does not pick it.
+    """
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else _jsonable(v) for k, v in info.items()}
+    return write_json_atomic({"finished": now_iso(), **clean}, Path(run_dir) / FINISHED_FILE)
+
+
+def read_finished(run_dir: str | os.PathLike) -> dict | None:
+    """``run_dir/finished.json`` as a dict, or None when the run did not finish."""
+    return _read_json(Path(run_dir) / FINISHED_FILE)
+
+
+def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model.pt",
+               settings: Mapping[str, object] | None = None) -> Path:
+    """The most recently finished ``root/<prefix>*`` run holding ``required_file`` and compatible with ``settings``.
+
+    A run qualifies when it has ``required_file``, a ``finished.json`` (:func:`mark_finished`), and a
+    ``settings.json`` that agrees with ``settings`` on every key present in both (:func:`settings_differences`;
+    a run without ``settings.json`` is not checked). "Most recent" is by the time ``finished.json`` was written.
+
+    Raises:
+        DataError: no run qualifies — the message lists the runs found (newest first) with the reason each was
+            skipped (no model, unfinished, other settings), and the fix: ``--ckpt_path``, or the overrides that
+            match a finished run.
+    """
+    root = Path(root)
+    runs = [p for p in root.glob(f"{prefix}*") if p.is_dir()] if root.is_dir() else []
+    if not runs:
+        raise DataError(root, f"no run '{prefix}*' found; train first or pass --ckpt_path")
+    finished: list[tuple[float, Path]] = []
+    skipped: list[tuple[Path, str]] = []
+    fix = ""
+    for run in sorted(runs, key=lambda p: p.name, reverse=True):
+        marker = run / FINISHED_FILE
+        if not (run / required_file).is_file():
+            skipped.append((run, f"no {required_file}"))
+            continue
+        if not marker.is_file():
+            skipped.append((run, f"unfinished (no {FINISHED_FILE}: still training, crashed or stopped)"))
+            continue
+        try:
+            trained = _read_json(run / SETTINGS_FILE)
+        except DataError as e:
+            skipped.append((run, f"unreadable {SETTINGS_FILE} ({e.problem})"))
+            continue
+        differ = settings_differences(trained, settings) if (trained is not None and settings) else {}
+        if differ:
+            said = ", ".join(f"{k}={a!r} (requested {b!r})" for k, (a, b) in differ.items())
+            skipped.append((run, f"other settings: {said}"))
+            fix = fix or f"; or pass {_overrides(differ)} to use {run.name}"
+            continue
+        finished.append((marker.stat().st_mtime, run))
+    if finished:
+        return max(finished, key=lambda t: (t[0], t[1].name))[1]
+    listed = "; ".join(f"{run.name}: {why}" for run, why in skipped[:_MAX_LISTED])
+    more = f"; and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
+    wanted = f" with settings {json.dumps({k: _jsonable(v) for k, v in settings.items()})}" if settings else ""
+    raise DataError(root, f"no finished run '{prefix}*'{wanted} found — {listed}{more}. "
+                          f"Pass --ckpt_path RUN/{required_file} to choose one{fix}")
+
+
+def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.PathLike, prefix: str,
+                       settings: Mapping[str, object] | None = None) -> Path:
+    """``ckpt_path`` if given (must exist; a run folder means its ``model.pt``), else ``model.pt`` of the
+    latest finished run compatible with ``settings`` (:func:`latest_run`).
+
+    An explicit checkpoint of a run that did not finish is used (the user chose it) with a warning.
+    """
+    if ckpt_path:
+        path = Path(ckpt_path)
+        if path.is_dir():
+            path = path / "model.pt"
+        if not path.is_file():
+            raise DataError(path, "checkpoint not found")
+        if (path.parent / SETTINGS_FILE).is_file() and not (path.parent / FINISHED_FILE).is_file():
+            logger.warning("%s: its training run has no %s (still training, crashed or stopped); using it as asked",
+                           path, FINISHED_FILE)
+        return path
+    return latest_run(runs_root, prefix, "model.pt", settings) / "model.pt"
+
+
 def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object]) -> Path:
     """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``."""
-    path = Path(run_dir) / SETTINGS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: _jsonable(v) for k, v in settings.items()}, indent=2) + "\n")
-    return path
+    return write_json_atomic({k: _jsonable(v) for k, v in settings.items()}, Path(run_dir) / SETTINGS_FILE)
 
 
 def check_run_settings(checkpoint: str | os.PathLike, settings: Mapping[str, object]) -> None:
@@ -84,14 +201,97 @@ def check_run_settings(checkpoint: str | os.PathLike, settings: Mapping[str, obj
         DataError: naming the checkpoint, each differing setting and the override that fixes it.
     """
     path = Path(checkpoint).parent / SETTINGS_FILE
-    if not path.is_file():
+    trained = _read_json(path)
+    if trained is None:
         return
-    try:
-        trained = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read the run settings ({e})") from e
-    differ = {k: (trained[k], _jsonable(v)) for k, v in settings.items() if k in trained and trained[k] != _jsonable(v)}
+    differ = settings_differences(trained, settings)
     if differ:
         said = ", ".join(f"{k}={a!r} (this run: {b!r})" for k, (a, b) in differ.items())
-        fix = " ".join(f"--{k} {json.dumps(a) if not isinstance(a, str) else a}" for k, (a, _) in differ.items())
-        raise DataError(checkpoint, f"trained with {said}; pass {fix} to use it (settings: {path})")
+        raise DataError(checkpoint, f"trained with {said}; pass {_overrides(differ)} to use it (settings: {path})")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB chunks: checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import monai
+    import torch
+
+    import mednet
+
+    return {"mednet": mednet.__version__, "monai": monai.__version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def checkpoint_provenance(checkpoint: str | os.PathLike, settings: Mapping[str, object] | None = None,
+                          **extra: object) -> dict:
+    """What a job used, for ``provenance.json`` and inference sidecars; also logged.
+
+    Returns::
+
+        {"time": ISO time, **extra (job, split, datalist, …),
+         "checkpoint": {"path", "sha256", "run_dir", "training_settings" (the run's settings.json or None),
+                        "training_finished" (its finished.json or None)},
+         "settings": this job's settings, "versions": {"mednet", "monai", "torch", "python"}}
+
+    The sha256 identifies the weights even after the run folder is moved or renamed. ``settings`` are first
+    checked against the training run's (:func:`check_run_settings`): provenance is only ever recorded for a
+    checkpoint the job may use.
+    """
+    if settings:
+        check_run_settings(checkpoint, settings)
+    path = Path(checkpoint).resolve()
+    trained = _read_json(path.parent / SETTINGS_FILE)
+    finished = _read_json(path.parent / FINISHED_FILE)
+    digest = file_sha256(path)
+    info = {
+        "time": now_iso(),
+        **{k: _jsonable(str(v) if isinstance(v, os.PathLike) else v) for k, v in extra.items()},
+        "checkpoint": {"path": str(path), "sha256": digest, "run_dir": str(path.parent),
+                       "training_settings": trained, "training_finished": finished},
+        "settings": {k: _jsonable(v) for k, v in (settings or {}).items()},
+        "versions": _versions(),
+    }
+    logger.info("checkpoint %s (sha256 %s…), trained with %s%s", path, digest[:12],
+                json.dumps(trained) if trained is not None else f"unknown settings (no {SETTINGS_FILE})",
+                "" if finished is not None or trained is None else f"; WARNING: that run has no {FINISHED_FILE}")
+    return info
+
+
+def write_provenance(provenance: Mapping[str, object], output_dir: str | os.PathLike,
+                     overwrite: bool = False) -> Path:
+    """``output_dir/provenance.json`` (atomically; an existing one is refused unless ``overwrite``).
+
+    ``provenance`` comes first so that a bundle expression ``write_provenance(@provenance, @output_dir)``
+    resolves (and checks) the checkpoint before it creates the output folder.
+    """
+    return write_json_atomic(dict(provenance), Path(output_dir) / PROVENANCE_FILE, overwrite=overwrite)
+
+
+def sidecar_path(output: str | os.PathLike) -> Path:
+    """``out/sub-01_seg.nii.gz`` → ``out/sub-01_seg.json`` (BIDS derivatives: the data file's name, ``.json``)."""
+    output = Path(output)
+    name = output.name
+    for suffix in (".nii.gz", ".nii", ".csv.gz", ".tsv.gz"):
+        if name.lower().endswith(suffix):
+            return output.with_name(name[: -len(suffix)] + ".json")
+    return output.with_suffix(".json")
+
+
+def write_sidecar(output: str | os.PathLike, provenance: Mapping[str, object], input: str | os.PathLike | None = None,
+                  overwrite: bool = False) -> Path:
+    """JSON sidecar of one output file: ``{"input", "output", **provenance, "time": now}``, written atomically.
+
+    ``input`` and ``output`` are this file's own (a key of the same name in ``provenance`` does not replace them).
+
+    An existing sidecar is refused unless ``overwrite`` (like the output it describes).
+    """
+    own = {"input": None if input is None else str(Path(input).resolve()), "output": str(Path(output).resolve())}
+    record = {**own, **{k: v for k, v in provenance.items() if k not in own and k != "time"}, "time": now_iso()}
+    return write_json_atomic(record, sidecar_path(output), overwrite=overwrite)

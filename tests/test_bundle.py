@@ -44,11 +44,16 @@ def trained(tiny_cohort: Path, tmp_path_factory) -> Path:
 
 
 def test_train_writes_run(trained: Path) -> None:
-    for name in ("model.pt", "model_final.pt", "metrics.csv", "convergence.png"):
+    for name in ("model.pt", "model_final.pt", "metrics.csv", "convergence.png", "settings.json", "finished.json"):
         assert (trained / name).is_file(), name
+    assert not [p for p in trained.iterdir() if ".tmp-" in p.name]  # atomic writes leave no temporary file
     assert any((trained / "tensorboard").iterdir())
     df = pd.read_csv(trained / "metrics.csv")
     assert list(df["epoch"]) == [1, 2]
+    done = json.loads((trained / "finished.json").read_text())
+    assert done["epochs"] == 2 and done["key_metric"] == "val_mean_dice"
+    assert done["best_metric"] == pytest.approx(df["val_mean_dice"].max(), abs=1e-6)
+    assert done["best_epoch"] == int(df.loc[df["val_mean_dice"].idxmax(), "epoch"])
     for col in ("train_loss", "train_accuracy", "val_mean_dice", "val_dice_CSF", "val_dice_GM", "val_dice_WM",
                 "val_acc_CSF", "val_pixel_accuracy"):
         assert col in df and df[col].notna().all(), col
@@ -61,7 +66,13 @@ def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) ->
     proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "model.pt"))
     (eval_dir,) = list(trained.glob("eval-test-*"))
     assert str(eval_dir) in proc.stdout
+    provenance = json.loads((eval_dir / "provenance.json").read_text())
+    assert provenance["checkpoint"]["path"] == str((trained / "model.pt").resolve())
+    assert provenance["checkpoint"]["training_settings"] == json.loads((trained / "settings.json").read_text())
+    assert provenance["checkpoint"]["training_finished"]["epochs"] == 2 and provenance["split"] == "test"
+    assert f"checkpoint {(trained / 'model.pt').resolve()}" in proc.stdout + proc.stderr  # logged too
     summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["info"]["checkpoint_sha256"] == provenance["checkpoint"]["sha256"]
     assert set(summary["protocols"]) == {"whole volume", "grid patches"}
     for scores in summary["protocols"].values():
         assert 0.4 < scores["mean_dice"] <= 1
@@ -86,6 +97,10 @@ def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) ->
     out = tmp_path / "pred"
     bundle("inference", "--input", str(lps), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"))
     seg = nib.load(out / "sub-002_seg.nii.gz")
+    sidecar = json.loads((out / "sub-002_seg.json").read_text())  # BIDS-derivatives-style provenance
+    assert sidecar["input"] == str(lps.resolve()) and sidecar["output"] == str((out / "sub-002_seg.nii.gz").resolve())
+    assert sidecar["checkpoint"]["sha256"] == provenance["checkpoint"]["sha256"]
+    assert sidecar["settings"]["views"] == [0, 1, 2] and {"mednet", "monai", "torch"} <= set(sidecar["versions"])
     src = nib.load(lps)
     assert seg.shape == src.shape and np.allclose(seg.affine, src.affine)
     labels = np.asarray(seg.dataobj)
@@ -126,7 +141,8 @@ def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: 
 
 def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
     assert json.loads((trained / "settings.json").read_text()) == {
-        "variant": "skip", "base_channels": 8, "intensity_normalization": "histogram", "views": [0, 1, 2]}
+        "variant": "skip", "base_channels": 8, "intensity_normalization": "histogram", "bias_correction": "n4",
+        "views": [0, 1, 2], "augmentation": True}
     # the run's settings.json names what differs and how to fix it
     proc = bundle("evaluate", "--variant", "unpool", "--intensity_normalization", "scale", "--dataset_dir",
                   str(tiny_cohort), "--ckpt_path", str(trained / "model.pt"), check=False)
@@ -144,6 +160,46 @@ def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path
     assert "variant=unpool" in proc.stderr
     proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "missing.pt"), check=False)
     assert proc.returncode != 0 and "missing.pt: checkpoint not found" in proc.stderr
+
+
+def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    """BIDS-like tree: subA/anat/T1.nii.gz and subB/anat/T1.nii.gz; the latest finished run is the default model."""
+    root = tmp_path / "bids"
+    entries = []
+    for sub, src in (("subA", "sub-004"), ("subB", "sub-001")):
+        (root / sub / "anat").mkdir(parents=True)
+        shutil.copy(tiny_cohort / "images" / f"{src}.nii.gz", root / sub / "anat" / "T1.nii.gz")
+        shutil.copy(tiny_cohort / "labels" / f"{src}.nii.gz", root / sub / "anat" / "T1_dseg.nii.gz")
+        entries.append({"image": f"{sub}/anat/T1.nii.gz", "label": f"{sub}/anat/T1_dseg.nii.gz"})
+    (root / "datalist.json").write_text(json.dumps({"validation": entries}))
+    names = ["subA_anat_T1", "subB_anat_T1"]
+
+    # without --ckpt_path only finished runs with these settings qualify; the error says why each was skipped
+    proc = bundle("inference", "--views", "[2]", "--input", str(tiny_cohort / "images" / "sub-004.nii.gz"),
+                  "--output_dir", str(tmp_path / "q"), "--runs_root", str(trained.parent), check=False)
+    assert proc.returncode != 0 and "mednet error:" in proc.stderr and "no finished run 'train-skip-*'" in proc.stderr
+    assert f"{trained.name}: other settings: views=[0, 1, 2] (requested [2])" in proc.stderr
+    assert "--ckpt_path" in proc.stderr and "--views [0, 1, 2]" in proc.stderr
+    assert not (tmp_path / "q").exists()
+
+    bundle("evaluate", "--dataset_dir", str(root), "--split", "validation", "--runs_root", str(trained.parent))
+    (eval_dir,) = list(trained.glob("eval-validation-*"))  # no --ckpt_path: the finished, compatible run
+    assert json.loads((eval_dir / "provenance.json").read_text())["checkpoint"]["path"] == str((trained / "model.pt").resolve())
+    assert sorted(p.name for p in (eval_dir / "predictions").iterdir()) == [f"{n}_seg.nii.gz" for n in names]
+    for sub in ("whole_volume", "grid_patches"):
+        assert list(pd.read_csv(eval_dir / sub / "per_volume.csv")["volume"]) == names
+    assert sorted(p.name for p in (eval_dir / "whole_volume").glob("slices_*.png")) == [f"slices_{n}.png" for n in names]
+    for n, src in zip(names, ("sub-004", "sub-001")):  # each prediction is of its own input
+        assert nib.load(eval_dir / "predictions" / f"{n}_seg.nii.gz").shape == nib.load(tiny_cohort / "images" / f"{src}.nii.gz").shape
+
+    out = tmp_path / "pred"
+    bundle("inference", "--input", str(root / "datalist.json"), "--split", "validation", "--output_dir", str(out),
+           "--runs_root", str(trained.parent))
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}_seg.nii.gz" for n in names] + [f"{n}_seg.json" for n in names])
+    for n, sub in zip(names, ("subA", "subB")):
+        sidecar = json.loads((out / f"{n}_seg.json").read_text())
+        assert sidecar["input"] == str((root / sub / "anat" / "T1.nii.gz").resolve())
+        assert sidecar["checkpoint"]["path"] == str((trained / "model.pt").resolve())
 
 
 def _write_dicom_series(nifti: Path, out_dir: Path) -> None:
@@ -168,31 +224,55 @@ def _write_dicom_series(nifti: Path, out_dir: Path) -> None:
 
 
 def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    from conftest import make_head
     from mednet.data.readers import SimpleITKReader
 
     inputs = tmp_path / "inputs"
-    _write_dicom_series(tiny_cohort / "images" / "sub-004.nii.gz", inputs / "series4")
-    shutil.copy(tiny_cohort / "images" / "sub-003.nii.gz", inputs / "sub-003.nii.gz")
+    _write_dicom_series(tiny_cohort / "images" / "sub-003.nii.gz", inputs / "series3")
+    shutil.copy(tiny_cohort / "images" / "sub-004.nii.gz", inputs / "sub-004.nii.gz")
     out = tmp_path / "out"
     bundle("inference", "--input", str(inputs), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"))
-    assert sorted(p.name for p in out.iterdir()) == ["series4_seg.nii.gz", "sub-003_seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["series3_seg.json", "series3_seg.nii.gz", "sub-004_seg.json",
+                                                     "sub-004_seg.nii.gz"]
     reader = SimpleITKReader()
-    arr, meta = reader.get_data(reader.read(str(inputs / "series4")))
-    seg = nib.load(out / "series4_seg.nii.gz")
+    arr, meta = reader.get_data(reader.read(str(inputs / "series3")))
+    seg = nib.load(out / "series3_seg.nii.gz")
     assert seg.shape == arr.shape and np.allclose(seg.affine, meta["original_affine"], atol=1e-4)
-    truth = np.asarray(nib.load(tiny_cohort / "labels" / "sub-004.nii.gz").dataobj)
+    truth = np.asarray(nib.load(tiny_cohort / "labels" / "sub-003.nii.gz").dataobj)
     brain = truth > 0
     assert (np.asarray(seg.dataobj)[brain] == truth[brain]).mean() > 0.5
 
-    # with a brain mask, everything outside the mask is background, whatever the intensity
-    lab = nib.load(tiny_cohort / "labels" / "sub-003.nii.gz")
-    mask = (np.asarray(lab.dataobj) > 0).astype(np.uint8)
-    mask[: mask.shape[0] // 2] = 0  # only the right half of the brain
-    nib.save(nib.Nifti1Image(mask, lab.affine), tmp_path / "mask.nii.gz")
-    bundle("inference", "--input", str(inputs / "sub-003.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
-           "--output_dir", str(tmp_path / "masked"), "--ckpt_path", str(trained / "model.pt"))
-    seg = np.asarray(nib.load(tmp_path / "masked" / "sub-003_seg.nii.gz").dataobj)
-    assert (seg[mask == 0] == 0).all() and (seg[mask == 1] > 0).all()
+    # the same subject (sub-004, the harder test subject) as a scan that is not skull-stripped: skull, scalp, noisy air
+    img = nib.load(tiny_cohort / "images" / "sub-004.nii.gz")
+    lab = nib.load(tiny_cohort / "labels" / "sub-004.nii.gz")
+    stripped, brain = img.get_fdata(dtype=np.float32), np.asarray(lab.dataobj) > 0
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    nib.save(nib.Nifti1Image(make_head(stripped, brain, float(min(img.header.get_zooms()))), img.affine), heads / "head.nii.gz")
+    # without a mask it is refused with one line naming the file, what was detected and what to do; nothing written
+    proc = bundle("inference", "--input", str(heads / "head.nii.gz"), "--output_dir", str(tmp_path / "refused"),
+                  "--ckpt_path", str(trained / "model.pt"), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("mednet error:")]
+    assert "head.nii.gz: background is not zero" in line and "--mask" in line and "skull-strip" in line
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+
+    # with its brain mask, every step uses the mask: labels identical to those of the skull-stripped scan
+    half = brain.copy()
+    half[: half.shape[0] // 2] = False  # a mask of the right half of the brain only
+    for name, mask in (("full", brain), ("half", half)):
+        shutil.copy(heads / "head.nii.gz", heads / f"head_{name}.nii.gz")
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), lab.affine), heads / f"mask_{name}.nii.gz")
+    (heads / "datalist.json").write_text(json.dumps({"test": [
+        {"image": f"head_{n}.nii.gz", "mask": f"mask_{n}.nii.gz"} for n in ("full", "half")]}))
+    bundle("inference", "--input", str(heads / "datalist.json"), "--output_dir", str(tmp_path / "masked"),
+           "--ckpt_path", str(trained / "model.pt"))
+    reference = np.asarray(nib.load(out / "sub-004_seg.nii.gz").dataobj)
+    full = np.asarray(nib.load(tmp_path / "masked" / "head_full_seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(full, reference)
+    assert (full[brain] == np.asarray(lab.dataobj)[brain]).mean() > 0.5
+    seg = np.asarray(nib.load(tmp_path / "masked" / "head_half_seg.nii.gz").dataobj)
+    assert (seg[~half] == 0).all() and (seg[half] > 0).all()  # outside the mask is background, whatever the intensity
 
 
 def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def test_demo_cohort_layout_and_labels(tiny_cohort: Path) -> None:
     assert [r["subject"] for r in rows] == [f"sub-{i:03d}" for i in range(5)]
     # every geometry the pipeline must handle is present: template grid, anisotropic, LPS other-shape
     assert {r["orientation"] for r in rows} == {"RAS", "LPS"}
-    assert len({r["shape"] for r in rows}) == 3
+    assert len({r["shape"] for r in rows}) >= 3
     for r in rows:
         img = nib.load(tiny_cohort / "images" / f"{r['subject']}.nii.gz")
         lab = nib.load(tiny_cohort / "labels" / f"{r['subject']}.nii.gz")

@@ -15,7 +15,7 @@ from mednet.data.errors import DataError
 from mednet.data.transforms import TissueLabels, output_name
 from mednet.inference import BrainSliceInferer, ViewAggregationInferer, foreground_box
 from mednet.networks import TissueFCN
-from mednet.runs import latest_run, new_run_dir, resolve_checkpoint
+from mednet.runs import latest_run, mark_finished, new_run_dir, resolve_checkpoint
 
 
 def _brain_like(shape=(40, 48, 30)) -> torch.Tensor:
@@ -102,11 +102,15 @@ def test_output_name() -> None:
 def test_run_dirs_never_collide_and_latest_is_found(tmp_path: Path) -> None:
     a, b = new_run_dir(tmp_path, "train-skip"), new_run_dir(tmp_path, "train-skip")
     assert a != b and a.is_dir() and b.is_dir()
-    with pytest.raises(DataError, match="no run"):
+    with pytest.raises(DataError, match="no finished run .*: no model.pt"):
         latest_run(tmp_path, "train-skip-")
     (a / "model.pt").write_bytes(b"x")
-    time.sleep(0.01)
     (b / "model.pt").write_bytes(b"y")
+    with pytest.raises(DataError, match="unfinished"):  # runs count once training completed (finished.json)
+        latest_run(tmp_path, "train-skip-")
+    mark_finished(a)
+    time.sleep(0.01)
+    mark_finished(b)
     assert latest_run(tmp_path, "train-skip-") == b
     assert resolve_checkpoint(None, tmp_path, "train-skip-") == b / "model.pt"
     assert resolve_checkpoint(a, tmp_path, "x") == a / "model.pt"

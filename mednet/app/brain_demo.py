@@ -17,6 +17,7 @@ from pathlib import Path
 from data_prep.demo_cohort import build_demo_cohort
 from data_prep.patches import write_patches
 from mednet.app.bundles import run_bundle
+from mednet.data.transforms import describe_preprocessing
 from mednet.runs import new_run_dir
 
 __all__ = ["brain_demo"]
@@ -24,11 +25,12 @@ __all__ = ["brain_demo"]
 
 def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int = 0, variant: str = "skip",
                max_patches_per_volume: int = 10000, max_background: float = 0.25,
-               intensity_normalization: str = "histogram", views: tuple[int, ...] = (0, 1, 2)) -> dict:
+               intensity_normalization: str = "histogram", views: tuple[int, ...] = (0, 1, 2),
+               bias_correction: str = "n4", augmentation: bool = True) -> dict:
     """Build (or reuse) the demo cohort under ``out``, extract patches, train, evaluate; returns the paths.
 
-    ``max_background``, ``intensity_normalization`` and ``views`` (planes the patches are cut along and the
-    network is applied along, probabilities averaged) are the bundle's defaults.
+    ``max_background``, ``intensity_normalization``, ``bias_correction``, ``augmentation`` and ``views`` (planes
+    the patches are cut along and the network is applied along, probabilities averaged) are the bundle's defaults.
     """
     views = [int(v) for v in ((views,) if isinstance(views, int) else views)]
     t0 = time.perf_counter()
@@ -40,21 +42,26 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
     patches_dir = new_run_dir(Path(out).resolve(), "patches")
     patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_per_volume=max_patches_per_volume,
                             max_background=max_background, seed=seed,
-                            intensity_normalization=intensity_normalization, axes=views)
+                            intensity_normalization=intensity_normalization, axes=views,
+                            bias_correction=bias_correction)
     runs_root = str(Path(out).resolve() / "runs")
     train = run_bundle("brain_tissue_fcn", "train", dataset_dir=str(cohort), variant=variant, epochs=epochs,
                        runs_root=runs_root, seed=seed, patches_file=str(patches),
-                       intensity_normalization=intensity_normalization, views=views)
+                       intensity_normalization=intensity_normalization, views=views,
+                       bias_correction=bias_correction, augmentation=augmentation)
     run_dir = Path(train.parser.get_parsed_content("output_dir"))
     evaluation = run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=str(cohort), variant=variant,
                             ckpt_path=str(run_dir / "model.pt"), runs_root=runs_root,
-                            intensity_normalization=intensity_normalization, views=views)
+                            intensity_normalization=intensity_normalization, views=views,
+                            bias_correction=bias_correction)
     eval_dir = Path(evaluation.parser.get_parsed_content("output_dir"))
     minutes = (time.perf_counter() - t0) / 60
     print(f"\nmednet brain demo finished in {minutes:.1f} min")
     print(f"  patches:      {patches_dir}  (patches_training.npz, stats_training.json/.csv)")
     print(f"  training run: {run_dir}  (model.pt, metrics.csv, convergence.png)")
     print(f"  evaluation:   {eval_dir}  (summary.md, whole_volume/, grid_patches/, predictions/)")
+    print(f"  preprocessing: {describe_preprocessing(bias_correction, intensity_normalization, views)}; "
+          f"training augmentation {'on' if augmentation else 'off'}")
     print((eval_dir / "summary.md").read_text())
     return {"patches": str(patches), "run_dir": str(run_dir), "eval_dir": str(eval_dir), "minutes": minutes}
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
+from mednet.bundle_support import install_error_hook
+from mednet.overrides import check_overrides
+
 __all__ = ["repo_root", "bundle_config", "run_bundle"]
 
 
@@ -37,16 +40,21 @@ def _cwd(path: Path):
 def run_bundle(bundle: str, config: str, **overrides: object) -> ConfigWorkflow:
     """Run ``config`` of ``bundle`` (initialize → run → finalize) with ``--key value`` overrides.
 
-    Paths in ``overrides`` are made absolute first, since the bundle runs from the checkout root.
-    Returns the finished workflow (its parsed content holds e.g. ``output_dir``).
+    The overrides are checked first (:func:`mednet.overrides.check_overrides`, the check ``python -m monai.bundle
+    run`` gets from the bundle's ``initialize``, which cannot see them here): an unknown name or a bad value
+    raises :class:`mednet.overrides.OptionError` before anything is read. The bundle runs from the checkout root,
+    so relative paths in ``overrides`` are relative to it: pass absolute paths. Returns the finished workflow
+    (its parsed content holds e.g. ``output_dir``).
     """
     root = repo_root()
     meta = root / "bundles" / bundle / "configs" / "metadata.json"
     logging_conf = root / "bundles" / bundle / "configs" / "logging.conf"
+    config_file = bundle_config(bundle, config)
+    install_error_hook()  # what the bundle's initialize would do: an OptionError below reads as one line too
     with _cwd(root):
-        wf = ConfigWorkflow(config_file=str(bundle_config(bundle, config)), meta_file=str(meta),
-                            logging_file=str(logging_conf), workflow_type="train" if config == "train" else "infer",
-                            **overrides)
+        check_overrides(config_file, overrides)
+        wf = ConfigWorkflow(config_file=str(config_file), meta_file=str(meta), logging_file=str(logging_conf),
+                            workflow_type="train" if config == "train" else "infer", **overrides)
         wf.initialize()
         wf.run()
         wf.finalize()

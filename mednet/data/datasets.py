@@ -26,11 +26,12 @@ from tqdm.auto import tqdm
 from mednet.data.datalist import load_datalist
 from mednet.data.errors import DataError
 from mednet.data.labels import TISSUE_LABELS, TISSUE_NAMES
+from mednet.data.naming import with_names
 from mednet.data.patches import class_distribution, extract_balanced_patches
 from mednet.data.slicing import slice_volume
 from mednet.data.transforms import LoadLabelledVolumed
 
-__all__ = ["CohortPatches", "extract_cohort_patches", "PatchDataset", "volume_dataset"]
+__all__ = ["CohortPatches", "check_patch_params", "extract_cohort_patches", "PatchDataset", "volume_dataset"]
 
 
 @dataclass
@@ -104,6 +105,27 @@ class CohortPatches:
         return out
 
 
+def check_patch_params(patches: CohortPatches, source: str | os.PathLike | None = None, **expected: object) -> CohortPatches:
+    """Return ``patches`` if they were extracted with ``expected`` parameters (e.g. ``normalize``, ``axes``).
+
+    Patches prepared with ``python -m data_prep.patches`` under another preprocessing than the training run's
+    would train a network on intensities it never sees at inference. Parameters absent from the file's stats
+    (older files) are not checked.
+
+    Raises:
+        DataError: naming the patch file, each differing parameter and both values.
+    """
+    params = patches.stats.get("params", {})
+    differ = {k: (params[k], v) for k, v in expected.items()
+              if k in params and (list(params[k]) if isinstance(params[k], (list, tuple)) else params[k])
+              != (list(v) if isinstance(v, (list, tuple)) else v)}
+    if differ:
+        said = ", ".join(f"{k}={a!r} (this run: {b!r})" for k, (a, b) in differ.items())
+        raise DataError(source, f"patches were extracted with {said}; extract them again with the run's settings "
+                                "or change the run's options to match")
+    return patches
+
+
 def _shares_table(dist: Mapping) -> dict:
     return {name: {"pixels": int(dist["counts"][i]), "share": float(dist["shares"][i])} for i, name in enumerate(TISSUE_NAMES)}
 
@@ -121,6 +143,7 @@ def extract_cohort_patches(
     progress: bool = True,
     normalize: str = "histogram",
     max_background: int | float = 0,
+    bias_correction: str = "n4",
 ) -> CohortPatches:
     """Balanced patches from every labelled volume of ``items`` (or of ``split`` of a datalist path).
 
@@ -132,6 +155,8 @@ def extract_cohort_patches(
         axes: slicing axis, or several: patches of all three orthogonal planes (the default) train one 2D
             network for multi-view inference (:class:`mednet.inference.ViewAggregationInferer`).
         max_per_volume: cap per volume, shared equally by the axes (so the total does not grow with them).
+        normalize, bias_correction: preprocessing of :class:`~mednet.data.transforms.LoadLabelledVolumed`
+            (must be the one evaluation and inference use).
     """
     if isinstance(items, (str, os.PathLike)):
         items = load_datalist(items, split)
@@ -139,7 +164,7 @@ def extract_cohort_patches(
         raise DataError(None, f"no volumes in split '{split}'")
     axes = _check_axes(axes)
     per_axis_cap = None if max_per_volume is None else -(-int(max_per_volume) // len(axes))
-    load = LoadLabelledVolumed(normalize=normalize, allow_missing_label=False)
+    load = LoadLabelledVolumed(normalize=normalize, allow_missing_label=False, bias_correction=bias_correction)
     images, labels, positions, volumes, per_volume = [], [], [], [], []
     before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
     for v, item in enumerate(tqdm(items, desc=f"patches ({split})", disable=not progress, leave=False)):
@@ -175,7 +200,7 @@ def extract_cohort_patches(
     stats = {
         "params": {"split": split, "axes": axes, "patch_size": patch_size, "stride": stride,
                    "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed,
-                   "normalize": normalize, "max_background": max_background},
+                   "normalize": normalize, "max_background": max_background, "bias_correction": bias_correction},
         "patches": int(len(out_labels)),
         "before": {n: {"pixels": int(before_counts[i]), "share": float(before_counts[i] / max(total_before, 1))}
                    for i, n in enumerate(TISSUE_NAMES)},
@@ -242,8 +267,13 @@ def volume_dataset(
     cache: bool = False,
     require_label: bool = True,
     normalize: str = "histogram",
+    bias_correction: str = "n4",
 ) -> Dataset:
     """MONAI dataset of whole volumes: each item is :class:`LoadLabelledVolumed`'s output.
+
+    Every item carries ``"name"``, its output name (:func:`mednet.data.naming.with_names`, set once for the
+    whole list: ``subA_T1`` / ``subB_T1`` when two inputs are called ``T1.nii.gz``), which the writers of
+    predictions, figures and per-volume rows use instead of the file name.
 
     Args:
         items: datalist entries, or a datalist path (then ``split`` is read; an empty split is an error).
@@ -251,12 +281,15 @@ def volume_dataset(
         require_label: every volume must have a label (validation/evaluation); False for inference.
         normalize: intensity normalisation mode (see :func:`mednet.data.volumes.normalize_brain_intensity`);
             must be the one the network was trained with.
+        bias_correction: ``"n4"`` or ``"none"`` (:mod:`mednet.data.bias_field`); as in training.
     """
     if isinstance(items, (str, os.PathLike)):
         items = load_datalist(items, split)
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
-    transform = LoadLabelledVolumed(normalize=normalize, allow_missing_label=not require_label)
+    items = with_names(items)
+    transform = LoadLabelledVolumed(normalize=normalize, allow_missing_label=not require_label,
+                                    bias_correction=bias_correction)
     if cache:
         return CacheDataset(list(items), transform=transform, num_workers=0, progress=False)
     return Dataset(list(items), transform=transform)

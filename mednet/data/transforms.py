@@ -1,7 +1,8 @@
 """MONAI transforms for brain tissue volumes (array and dictionary variants).
 
 * :class:`LoadLabelledVolumed` — load image (+ label, + brain mask) with every check of
-  :func:`mednet.data.volumes.load_labelled_volume`, RAS orientation, mask-aware intensity normalisation.
+  :func:`mednet.data.volumes.load_labelled_volume`, RAS orientation, and the mask-aware preprocessing (refusal of
+  scans that are not skull-stripped, outlier clipping, N4 bias-field correction, intensity normalisation).
 * :class:`TissueLabels` / :class:`TissueLabelsd` — network logits ``(3, ...)`` → label map ``(1, ...)``
   with values 0–3, background wherever the brain mask is off.
 * :class:`SaveLabelVolumed` — write a label map back in the input file's own space.
@@ -18,40 +19,99 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from mednet.data.bias_field import BIAS_CORRECTIONS, correct_bias_field, voxel_spacing
+from mednet.data.errors import DataError
 from mednet.data.labels import NUM_TISSUES
-from mednet.data.volumes import load_labelled_volume, normalize_brain_intensity, save_label_volume
+from mednet.data.naming import volume_stem
+from mednet.data.scan_checks import check_skull_stripped
+from mednet.data.volumes import (
+    INTENSITY_NORMALIZATIONS,
+    clip_brain_intensity,
+    load_labelled_volume,
+    normalize_brain_intensity,
+    refuse_existing,
+    save_label_volume,
+)
 
-__all__ = ["LoadLabelledVolumed", "TissueLabels", "TissueLabelsd", "SaveLabelVolumed", "output_name"]
+__all__ = ["LoadLabelledVolumed", "describe_preprocessing", "TissueLabels", "TissueLabelsd", "SaveLabelVolumed", "output_name"]
 
 
 class LoadLabelledVolumed(MapTransform):
-    """Load ``d["image"]`` (+ ``d["label"]``, + ``d["mask"]``) file paths into checked RAS volumes.
+    """Load ``d["image"]`` (+ ``d["label"]``, + ``d["mask"]``) file paths into checked, preprocessed RAS volumes.
 
-    Output keys: ``image`` ``(1, X, Y, Z)`` float32 normalised over the brain with
-    :func:`~mednet.data.volumes.normalize_brain_intensity` (``normalize`` = its mode, or None; background stays 0), ``label``
-    ``(1, X, Y, Z)`` float32 with values 0–3 (if a label was given), ``mask`` ``(1, X, Y, Z)`` bool brain mask —
-    the given mask file, or ``image != 0`` when there is none (the intensity-0 rule); ``mask_rule`` says which.
+    Preprocessing, in order (each step uses the brain mask: the given mask file, else the non-zero voxels):
+
+    1. without a mask file, scans that are not skull-stripped or look like CT are refused
+       (:func:`mednet.data.scan_checks.check_skull_stripped`, ``check_skull_stripped=False`` to skip);
+    2. every voxel outside the mask is set to 0 (the network was trained on skull-stripped slices);
+    3. brain intensities are clipped to their ``clip_percentiles`` (robust to outlier voxels);
+    4. bias-field correction inside the mask (``bias_correction="n4"``, :mod:`mednet.data.bias_field`);
+    5. intensity normalisation over the mask (:func:`~mednet.data.volumes.normalize_brain_intensity`,
+       ``normalize`` = its mode, or None); background stays 0.
+
+    Output keys: ``image`` ``(1, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` float32 with values 0–3 (if a
+    label was given), ``mask`` ``(1, X, Y, Z)`` bool brain mask, ``mask_rule`` (which background rule applies)
+    and ``preprocessing`` (what was done, with the clip range and the bias field's range and time).
     """
 
-    def __init__(self, normalize: str | None = "histogram", allow_missing_label: bool = True) -> None:
+    def __init__(
+        self,
+        normalize: str | None = "histogram",
+        allow_missing_label: bool = True,
+        bias_correction: str = "n4",
+        clip_percentiles: tuple[float, float] | None = (0.5, 99.5),
+        check_skull_stripped: bool = True,
+    ) -> None:
         super().__init__(keys=("image",), allow_missing_keys=True)
+        if bias_correction not in BIAS_CORRECTIONS:
+            raise ValueError(f"unknown bias correction {bias_correction!r}; choose one of {', '.join(BIAS_CORRECTIONS)}")
+        if normalize is not None and normalize not in INTENSITY_NORMALIZATIONS:
+            raise ValueError(f"unknown intensity normalisation {normalize!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
         self.normalize = normalize
         self.allow_missing_label = allow_missing_label
+        self.bias_correction = bias_correction
+        self.clip_percentiles = clip_percentiles
+        self.check_skull_stripped = check_skull_stripped
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         if not self.allow_missing_label and not d.get("label"):
-            from mednet.data.errors import DataError
-
             raise DataError(d.get("image"), "no 'label' given for a volume that needs one")
         vols = load_labelled_volume(d["image"], d.get("label") or None, d.get("mask") or None)
         image = vols["image"]
-        d["mask_rule"] = "brain mask file" if "mask" in vols else "intensity 0 is background"
-        d["mask"] = vols.get("mask", image != 0)
-        d["image"] = normalize_brain_intensity(image, self.normalize) if self.normalize else image
+        spacing = voxel_spacing(image.affine)
+        info: dict[str, object] = {}
+        if "mask" in vols:
+            d["mask_rule"] = "brain mask file"
+            mask = vols["mask"]
+            image = image * mask  # honour the mask: nothing outside it is brain
+        else:
+            d["mask_rule"] = "intensity 0 is background"
+            if self.check_skull_stripped:
+                info["scan_check"] = check_skull_stripped(image, d["image"], spacing)
+            mask = image != 0
+        if self.clip_percentiles is not None:
+            image, (lo, hi) = clip_brain_intensity(image, mask, *self.clip_percentiles)
+            info["clip"] = {"percentiles": list(self.clip_percentiles), "range": [round(lo, 4), round(hi, 4)]}
+        image, info["bias_correction"] = correct_bias_field(image, mask, spacing, self.bias_correction)
+        d["mask"] = mask
+        d["image"] = normalize_brain_intensity(image, self.normalize, mask=mask) if self.normalize else image * mask
+        info["normalization"] = self.normalize or "none"
+        d["preprocessing"] = info
         if "label" in vols:
             d["label"] = vols["label"]
         return d
+
+
+def describe_preprocessing(bias_correction: str, normalize: str | None, views: object = None) -> str:
+    """One line for reports: the preprocessing :class:`LoadLabelledVolumed` applied with these settings."""
+    steps = ["brain mask (mask file, else non-zero voxels; scans that are not skull-stripped refused)",
+             "clipped to the brain's 0.5-99.5th percentiles",
+             "N4 bias-field correction inside the mask" if bias_correction == "n4" else "no bias-field correction",
+             f"{normalize} intensity normalisation over the mask" if normalize else "no intensity normalisation"]
+    if views is not None:
+        steps.append(f"slice-wise inference along axes {list(views)} (probabilities averaged)")
+    return "; ".join(steps)
 
 
 class TissueLabels(Transform):
@@ -87,21 +147,28 @@ class TissueLabelsd(MapTransform):
         return d
 
 
-def output_name(image_path: str | os.PathLike, postfix: str = "seg") -> str:
-    """``/x/sub-001.nii.gz`` → ``sub-001_seg.nii.gz``; a DICOM folder ``/x/series7`` → ``series7_seg.nii.gz``."""
-    name = Path(str(image_path).rstrip("/")).name
-    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return f"{name}_{postfix}.nii.gz"
+def output_name(image_path: str | os.PathLike, postfix: str = "seg", name: str | None = None) -> str:
+    """``/x/sub-001.nii.gz`` → ``sub-001_seg.nii.gz``; a DICOM folder ``/x/series7`` → ``series7_seg.nii.gz``.
+
+    ``name`` (the item's ``"name"`` from :func:`mednet.data.naming.with_names`, e.g. ``subA_T1`` when several
+    inputs are called ``T1``) replaces the file's own stem.
+    """
+    return f"{name or volume_stem(image_path)}_{postfix}.nii.gz"
 
 
 class SaveLabelVolumed(MapTransform):
     """Write ``d[key]`` (labels on the RAS grid of ``d[reference_key]``) as NIfTI in the input file's space.
 
-    The file is ``output_dir / <input name>_<postfix>.nii.gz`` with the input's original shape and affine;
-    an existing file is refused unless ``overwrite``. The written path is stored in ``d[f"{key}_path"]``.
+    The file is ``output_dir / <name>_<postfix>.nii.gz`` with the input's original shape and affine, where
+    ``<name>`` is ``d[name_key]`` (set per list of items by :func:`mednet.data.naming.with_names`, so inputs
+    with the same file name in different folders get different outputs), or the input's file stem when the
+    item has none. An existing file is refused unless ``overwrite``; the file is written atomically
+    (:func:`mednet.io.atomic_path`). The written path is stored in ``d[f"{key}_path"]``.
+
+    With ``provenance`` (see :func:`mednet.runs.checkpoint_provenance`) a BIDS-derivatives-style sidecar
+    ``<name>_<postfix>.json`` is written next to each file (:func:`mednet.runs.write_sidecar`: input and output
+    paths, the checkpoint and its sha256, the training and this run's settings, versions, time); it is checked
+    for existence before the volume is written, so a refused run writes neither.
     """
 
     def __init__(
@@ -111,19 +178,32 @@ class SaveLabelVolumed(MapTransform):
         output_dir: str | os.PathLike = "predictions",
         postfix: str = "seg",
         overwrite: bool = False,
+        name_key: str = "name",
+        provenance: Mapping | None = None,
     ) -> None:
         super().__init__(keys)
         self.reference_key = reference_key
         self.output_dir = Path(output_dir)
         self.postfix = postfix
         self.overwrite = overwrite
+        self.name_key = name_key
+        self.provenance = provenance
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         ref = d[self.reference_key]
         if not isinstance(ref, MetaTensor):
             raise TypeError(f"'{self.reference_key}' must be a MetaTensor loaded by LoadLabelledVolumed")
+        name = d.get(self.name_key)
         for key in self.key_iterator(d):
-            out = self.output_dir / output_name(ref.meta["filename_or_obj"], self.postfix)
+            src = ref.meta["filename_or_obj"]
+            out = self.output_dir / output_name(src, self.postfix, name if isinstance(name, str) else None)
+            if self.provenance is not None:
+                from mednet.runs import sidecar_path, write_sidecar  # not at the top: mednet.runs imports mednet.data
+
+                refuse_existing(out, self.overwrite)  # the volume is named first when both exist
+                refuse_existing(sidecar_path(out), self.overwrite)
             d[f"{key}_path"] = str(save_label_volume(d[key], ref, out, overwrite=self.overwrite))
+            if self.provenance is not None:
+                write_sidecar(out, self.provenance, input=src, overwrite=self.overwrite)
         return d

@@ -25,12 +25,14 @@ from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, 
 from mednet.data.errors import DataError
 from mednet.data.labels import LABEL_NAMES
 from mednet.data.readers import SimpleITKReader
+from mednet.io import atomic_path
 
 __all__ = [
     "load_volume",
     "load_labelled_volume",
     "check_label_values",
     "normalize_brain_intensity",
+    "clip_brain_intensity",
     "INTENSITY_NORMALIZATIONS",
     "save_label_volume",
     "refuse_existing",
@@ -159,7 +161,8 @@ def load_labelled_volume(
 INTENSITY_NORMALIZATIONS = ("histogram", "scale", "zscore")
 
 
-def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_bins: int = 1024) -> torch.Tensor:
+def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_bins: int = 1024,
+                              mask: torch.Tensor | None = None) -> torch.Tensor:
     """Normalise brain (non-zero) intensities; background stays exactly 0 so the intensity-0 rule still works.
 
     Args:
@@ -174,18 +177,46 @@ def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_
             brain mean and divides by the std (MONAI ``NormalizeIntensity(nonzero=True)``): background 0 then
             equals the mean brain intensity, i.e. looks like tissue to the network.
         num_bins: histogram bins of the ``"histogram"`` mode.
+        mask: ``image``-shaped bool brain mask; by default the non-zero voxels. Every voxel outside it becomes 0.
     """
     if mode not in INTENSITY_NORMALIZATIONS:
         raise ValueError(f"unknown intensity normalisation {mode!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
+    brain = (image != 0) if mask is None else torch.as_tensor(mask, device=image.device).bool()
     if mode == "zscore":
-        return NormalizeIntensity(nonzero=True, channel_wise=True)(image.clone())  # MONAI works in place
-    brain = image != 0
+        # MONAI works in place (clone); with a mask, statistics over the mask only, background then set to 0
+        if mask is None:
+            return NormalizeIntensity(nonzero=True, channel_wise=True)(image.clone())
+        inside = image[brain]
+        return ((image - inside.mean()) / inside.std().clamp_min(1e-8)) * brain
     if not bool(brain.any()):
-        return image
+        return image * brain
     if mode == "histogram":
         equalised = HistogramNormalize(num_bins=num_bins, min=0, max=1, mask=brain, dtype=None)(image)
         return equalised * brain  # MONAI maps the background through the CDF too; keep it exactly 0
-    return image / image[brain].abs().mean()
+    return image * brain / image[brain].abs().mean()
+
+
+def clip_brain_intensity(image: torch.Tensor, mask: torch.Tensor, lower: float = 0.5, upper: float = 99.5
+                         ) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Clip intensities inside ``mask`` to their ``lower``–``upper`` percentiles (robust to outlier voxels).
+
+    One corrupt voxel at 10⁴× the brain's maximum otherwise squeezes every brain voxel into the first of the
+    histogram's bins (the whole brain became "CSF"), and drags the ``scale`` mode's mean. MONAI's
+    ``ClipIntensityPercentiles`` takes its percentiles over the whole image, background included; here they are
+    taken over the brain only. Voxels outside the mask are unchanged.
+
+    Returns:
+        ``(clipped image, (low, high))``.
+    """
+    brain = torch.as_tensor(mask, device=image.device).bool()
+    inside = image[brain].float()
+    if inside.numel() == 0:
+        return image, (0.0, 0.0)
+    if inside.numel() > 4_000_000:  # torch.quantile's input limit; a regular subsample gives the same percentiles
+        inside = inside[:: -(-inside.numel() // 4_000_000)]
+    q = torch.quantile(inside, torch.tensor([lower / 100.0, upper / 100.0], dtype=inside.dtype, device=inside.device))
+    lo, hi = float(q[0]), float(q[1])
+    return torch.where(brain, image.clamp(lo, hi), image), (lo, hi)
 
 
 def save_label_volume(
@@ -225,8 +256,8 @@ def save_label_volume(
     expected = tuple(int(s) for s in np.asarray(reference.meta["spatial_shape"]).tolist())
     if arr.shape != expected:  # defensive: MONAI's inverse must give back the file's grid
         raise DataError(out_path, f"restored shape {arr.shape} differs from the input's {expected}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(arr, affine), str(out_path))
+    with atomic_path(out_path, overwrite=overwrite) as tmp:  # never a half-written NIfTI; tmp ends in .nii.gz
+        nib.save(nib.Nifti1Image(arr, affine), str(tmp))
     return out_path
 
 

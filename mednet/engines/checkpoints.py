@@ -1,16 +1,189 @@
-"""Loading trained weights with a clear message when the checkpoint is missing or does not fit the network."""
+"""Checkpoints: saving them so that a crash never costs the model, and loading them with clear messages.
+
+* :class:`AtomicCheckpointSaver` — Ignite handler: best model by the validation key metric (``model.pt``),
+  final model (``model_final.pt``) and the run's completion marker (``finished.json``), every file written
+  atomically (:func:`mednet.io.atomic_path`).
+* :func:`load_weights` — load a state dict with a clear message when the checkpoint is missing or does not
+  fit the network.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import pickle
+import re
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from ignite.engine import Engine, Events
 
 from mednet.data.errors import DataError
-from mednet.runs import check_run_settings
+from mednet.io import atomic_path
+from mednet.runs import check_run_settings, mark_finished as _mark_finished
 
-__all__ = ["load_weights"]
+__all__ = ["AtomicCheckpointSaver", "load_weights", "state_to_save"]
+
+logger = logging.getLogger(__name__)
+
+
+def state_to_save(save_dict: Mapping[str, object]) -> dict:
+    """``{"network": net}`` → ``net.state_dict()``; several objects → ``{name: state_dict}``.
+
+    The single-object layout is ignite's ``Checkpoint`` layout (what MONAI's ``CheckpointSaver`` wrote before),
+    so :func:`load_weights` and ``monai.bundle ckpt_export`` read both old and new checkpoints. ``DataParallel``
+    / ``DistributedDataParallel`` wrappers are removed (``.module``) so the weights load into a plain network.
+    """
+    out = {}
+    for name, obj in save_dict.items():
+        if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            obj = obj.module
+        out[name] = obj.state_dict()
+    return next(iter(out.values())) if len(out) == 1 else out
+
+
+class AtomicCheckpointSaver:
+    """Save the best and the final model of a training run, atomically, and mark the run finished.
+
+    * after each validation (``evaluator``'s ``EPOCH_COMPLETED``): if the evaluator's key metric improved,
+      ``save_dir/key_metric_filename`` (``model.pt``) is replaced by the current weights;
+    * when training completes (the trainer's ``COMPLETED``): ``final_filename`` (``model_final.pt``), then
+      ``finished.json`` (``mark_finished``: end time, epochs, key metric, best metric and epoch — see
+      :func:`mednet.runs.mark_finished`) as the very last file, so its presence means every model is complete.
+
+    Every file is written to a temporary file in ``save_dir`` and renamed over the old one
+    (:func:`mednet.io.atomic_path`): a crash while saving leaves the previous ``model.pt`` intact.
+
+    Why not MONAI's ``CheckpointSaver`` (ignite's ``Checkpoint``): with a fixed file name
+    (``key_metric_filename="model.pt"``) ``Checkpoint.__call__`` first *removes* the previous best file and then
+    writes the new one (ignite 0.5.5), so a crash, a full disk or a kill between the two leaves no model at all;
+    ignite's ``DiskSaver(atomic=True)`` only protects the write itself. Subclassing would mean replacing
+    ``Checkpoint.__call__`` (its whole logic: priority queue, file-name patterns, removal) while keeping its
+    ``n_saved`` machinery unused, so this is a small handler of its own (~50 lines). It is generic: the objects
+    to save, the key metric and the file names are parameters; the key metric defaults to the evaluator's
+    (MONAI workflows set ``state.key_metric_name``).
+
+    Args:
+        save_dir: the run directory.
+        save_dict: objects with ``state_dict()`` to save, e.g. ``{"network": net}`` (one object → its state
+            dict is the file's content, see :func:`state_to_save`).
+        evaluator: the validation engine whose key metric selects the best model (None: no best model).
+        key_metric_name: metric in ``evaluator.state.metrics`` (default: ``evaluator.state.key_metric_name``).
+        key_metric_filename: file of the best model.
+        final_filename: file of the final model (None: not saved).
+        mark_finished: write the completion marker ``finished.json`` that :func:`mednet.runs.latest_run` requires.
+        mode: ``"max"`` (higher is better, e.g. Dice) or ``"min"`` (e.g. a loss).
+
+    Attributes:
+        best_metric: best key-metric value so far (None before the first validation).
+        best_epoch: trainer epoch of ``best_metric``.
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, save_dict: Mapping[str, object], evaluator: Engine | None = None,
+                 key_metric_name: str | None = None, key_metric_filename: str = "model.pt",
+                 final_filename: str | None = "model_final.pt", mark_finished: bool = True,
+                 mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.save_dir = Path(save_dir)
+        self.save_dict = dict(save_dict)
+        self.evaluator = evaluator
+        self.key_metric_name = key_metric_name
+        self.key_metric_filename = key_metric_filename
+        self.final_filename = final_filename
+        self.mark_finished = mark_finished
+        self.mode = mode
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self._trainer: Engine | None = None
+        self._start = time.time()
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to the trainer (and, through it, to ``evaluator``)."""
+        self._trainer = engine
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.validated)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = time.time()
+
+    def save(self, filename: str) -> Path:
+        """Write the current state of ``save_dict`` to ``save_dir/filename`` atomically (rank 0 only)."""
+        import ignite.distributed as idist
+
+        path = self.save_dir / filename
+        if idist.get_rank() == 0:
+            with atomic_path(path) as tmp:
+                torch.save(state_to_save(self.save_dict), tmp)
+        return path
+
+    def _metric_name(self, evaluator: Engine) -> str:
+        name = self.key_metric_name or getattr(evaluator.state, "key_metric_name", None)
+        if not name or name not in evaluator.state.metrics:
+            raise KeyError(f"key metric {name!r} not among the evaluator's metrics {sorted(evaluator.state.metrics)}")
+        return name
+
+    def _better(self, value: float) -> bool:
+        if self.best_metric is None or math.isnan(self.best_metric):
+            return True  # the first validation always gives a model.pt, even a NaN one
+        if math.isnan(value):
+            return False
+        return value > self.best_metric if self.mode == "max" else value < self.best_metric
+
+    def validated(self, evaluator: Engine) -> None:
+        """After a validation: save the best model if the key metric improved (strictly)."""
+        name = self._metric_name(evaluator)
+        value = float(evaluator.state.metrics[name])
+        if not self._better(value):
+            return
+        epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
+        path = self.save(self.key_metric_filename)
+        self.best_metric, self.best_epoch = value, int(epoch)
+        logger.info("best %s %.4f at epoch %d -> %s", name, value, epoch, path)
+
+    def completed(self, engine: Engine) -> None:
+        """Training completed: save the final model, then write the completion marker."""
+        if self.final_filename:
+            self.save(self.final_filename)
+        if self.mark_finished:
+            import ignite.distributed as idist
+
+            if idist.get_rank() == 0:
+                name = self.key_metric_name or (getattr(self.evaluator.state, "key_metric_name", None)
+                                                if self.evaluator is not None else None)
+                _mark_finished(self.save_dir, epochs=engine.state.epoch, max_epochs=engine.state.max_epochs,
+                              key_metric=name, best_metric=self.best_metric, best_epoch=self.best_epoch,
+                              best_model=self.key_metric_filename if self.best_epoch is not None else None,
+                              final_model=self.final_filename, elapsed_s=round(time.time() - self._start, 1))
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+
+
+def _unreadable(e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line.
+
+    torch's messages run to 10–40 lines. For a file holding more than tensors (a pickle that imports e.g.
+    ``os.system``: possibly malicious) its first lines advise retrying with ``weights_only=False``, which would
+    run that code; so keep the first sentence, add torch's line naming the refused object, and say why it is
+    refused. Otherwise (truncated or corrupt file, not a PyTorch file) torch's first sentence says enough.
+    """
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    first = _first_sentence(lines[0]) if lines else type(e).__name__
+    if isinstance(e, pickle.UnpicklingError) and first.lower().startswith("weights only load failed"):
+        what = next((line for line in lines[1:] if re.search(r"GLOBAL|WeightsUnpickler|unsupported", line)), "")
+        what = _first_sentence(re.sub(r"^WeightsUnpickler error:\s*", "", what)).rstrip(".")
+        return (f"refused to load the checkpoint: {first.rstrip('.')}{f' ({what})' if what else ''} — it holds "
+                "Python objects besides tensors, which could run code when loaded; use a model.pt written by "
+                "mednet training or one from a source you trust")
+    return f"cannot read checkpoint (truncated, corrupt or not a PyTorch file? {type(e).__name__}: {first})"
 
 
 def _state_dict(obj: object, path: Path) -> dict:
@@ -40,7 +213,7 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, map_loc
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise DataError(path, f"cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        raise DataError(path, _unreadable(e)) from e
     sd = _state_dict(obj, path)
     expected = network.state_dict()
     missing = sorted(set(expected) - set(sd))

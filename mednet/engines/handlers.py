@@ -1,12 +1,12 @@
 """Ignite handlers shared by the bundles: per-epoch metrics CSV + convergence plot, evaluation reports.
 
 Both are plain Ignite handlers with an ``attach(engine)`` method, so MONAI workflows take them in their
-``train_handlers`` / ``val_handlers`` lists like MONAI's own.
+``train_handlers`` / ``val_handlers`` lists like MONAI's own. Every file they write goes through
+:func:`mednet.io.atomic_path` (complete old or complete new version, never half-written).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -20,10 +20,11 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 
 from mednet.data.labels import LABEL_NAMES, TISSUE_NAMES
+from mednet.data.naming import NAME_KEY, volume_stem
 from mednet.data.volumes import describe_volume
 from mednet.metrics.segmentation import scores_from_confusion, tissue_confusion_matrix
 from mednet.reports.plots import plot_confusion_matrix, plot_convergence, plot_slices
-from mednet.reports.tables import write_json, write_table
+from mednet.reports.tables import write_csv, write_json, write_table
 
 __all__ = ["EpochMetricsWriter", "ProgressBar", "SegmentationReport", "write_evaluation_summary"]
 
@@ -58,10 +59,12 @@ class ProgressBar(_IgniteProgressBar):
 
 
 class EpochMetricsWriter:
-    """After every epoch append the trainer's and evaluator's scalar metrics to ``metrics.csv`` and redraw
+    """After every epoch add the trainer's and evaluator's scalar metrics to ``metrics.csv`` and redraw
     ``convergence.png`` (loss, training accuracy, validation accuracy and Dice per epoch).
 
-    Attach it *after* MONAI's ``ValidationHandler`` so the row holds this epoch's validation metrics.
+    Attach it *after* MONAI's ``ValidationHandler`` so the row holds this epoch's validation metrics. The CSV
+    is rewritten whole from the rows kept in memory (a few hundred bytes per epoch) and atomically, rather
+    than appended to: an append interrupted by a crash would leave a truncated last row.
 
     Args:
         output_dir: the run directory.
@@ -76,6 +79,7 @@ class EpochMetricsWriter:
         self.png_path = self.output_dir / "convergence.png"
         self._start = time.perf_counter()
         self._columns: list[str] | None = None
+        self.rows: list[dict[str, float | int]] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -83,6 +87,7 @@ class EpochMetricsWriter:
 
     def _started(self, engine: Engine) -> None:
         self._start = time.perf_counter()
+        self.rows, self._columns = [], None
 
     def __call__(self, engine: Engine) -> None:
         row: dict[str, float | int] = {"epoch": engine.state.epoch}
@@ -94,15 +99,10 @@ class EpochMetricsWriter:
                 if s is not None:
                     row[k] = s
         row["elapsed_s"] = round(time.perf_counter() - self._start, 2)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        new = self._columns is None
-        if new:
+        if self._columns is None:  # the first epoch fixes the columns (metrics are the same every epoch)
             self._columns = list(row)
-        with open(self.csv_path, "a" if not new else "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        self.rows.append(row)
+        write_csv(pd.DataFrame(self.rows).reindex(columns=self._columns), self.csv_path)
         if self.plot:
             plot_convergence(self.csv_path, self.png_path)
 
@@ -114,6 +114,11 @@ class SegmentationReport:
     ``label`` and draws input / prediction / ground truth for a top, middle and bottom slice. At the end it
     writes to ``output_dir``: ``metrics.json`` (overall and per-volume scores, protocol, background rule),
     ``per_volume.csv``, ``confusion.csv`` and ``confusion.png``, and ``slices_<volume>.png``.
+
+    ``<volume>`` (figure names, the ``volume`` column) is the item's ``"name"`` (set per list of items by
+    :func:`mednet.data.naming.with_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), looked up in the
+    engine's output and then in its batch (MONAI keeps input keys there). Items without one use the file stem,
+    numbered ``-2``, ``-3``… if it repeats, so two volumes never share a figure or a row name.
 
     Args:
         output_dir: where to write (created).
@@ -142,17 +147,34 @@ class SegmentationReport:
         self.cm.zero_()
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
+    def _name(self, value: object, src: str) -> str:
+        """The item's name, or its file stem made unique among the names used so far."""
+        if isinstance(value, str) and value:
+            return value
+        used = {r["volume"].casefold() for r in self.rows}
+        base = volume_stem(src)
+        name, k = base, 2
+        while name.casefold() in used:
+            name, k = f"{base}-{k}", k + 1
+        return name
+
     def _update(self, engine: Engine) -> None:
-        output = engine.state.output
+        output, batch = engine.state.output, engine.state.batch
         items = output if isinstance(output, list) else [output]
-        for item in items:
+        batches = batch if isinstance(batch, list) else [batch] * len(items)
+        for item, extra in zip(items, batches):
+            extra = extra if isinstance(extra, dict) else {}
+
+            def get(key: str, default: object = None) -> object:
+                return item.get(key, extra.get(key, default))
+
             pred, label = item["pred"], item["label"]
             cm = tissue_confusion_matrix(pred, label)
             self.cm += cm
             image = item["image"]
             src = str(getattr(image, "meta", {}).get("filename_or_obj", f"volume{len(self.rows)}"))
-            name = Path(src.rstrip("/")).name.replace(".nii.gz", "").replace(".nii", "")
-            rule = item.get("mask_rule", "intensity 0 is background")
+            name = self._name(get(NAME_KEY), src)
+            rule = get("mask_rule", "intensity 0 is background")
             self.mask_rules.add(rule if isinstance(rule, str) else str(rule))
             self.rows.append({"volume": name, "file": src, "grid (RAS)": describe_volume(image),
                               **scores_from_confusion(cm)})
@@ -166,11 +188,10 @@ class SegmentationReport:
     def _write(self, engine: Engine) -> None:
         overall = scores_from_confusion(self.cm)
         names = [LABEL_NAMES[i] for i in range(len(LABEL_NAMES))]
-        pd.DataFrame(self.cm.numpy(), index=names, columns=names).rename_axis("true \\ predicted").to_csv(
-            self.output_dir / "confusion.csv")
+        write_csv(pd.DataFrame(self.cm.numpy(), index=names, columns=names).rename_axis("true \\ predicted"),
+                  self.output_dir / "confusion.csv", index=True)
         plot_confusion_matrix(self.cm.numpy(), names, self.output_dir / "confusion.png", title=f"{self.protocol} (rows: truth)")
-        per_volume = pd.DataFrame(self.rows)
-        per_volume.to_csv(self.output_dir / "per_volume.csv", index=False)
+        write_csv(pd.DataFrame(self.rows), self.output_dir / "per_volume.csv")
         write_json(
             {
                 "protocol": self.protocol,
@@ -208,9 +229,9 @@ def write_evaluation_summary(output_dir: str | os.PathLike, reports: dict[str, d
                      **{f"Acc {n}": o[f"acc_{n}"] for n in TISSUE_NAMES}, "Acc avg": o["mean_acc"],
                      "pixel accuracy": o["pixel_accuracy"]})
     df = pd.DataFrame(rows)
-    csv_path, md_path = write_table(df, output_dir / "summary", title="Evaluation")
     header = "\n".join(f"- {k}: {v}" for k, v in info.items())
-    md_path.write_text(md_path.read_text() + "\n" + header + "\n\nAccuracy = per-class pixel accuracy (true-class "
-                       "recall); pixel accuracy over all tissue pixels. Details per protocol in its sub-folder.\n")
+    csv_path, md_path = write_table(df, output_dir / "summary", title="Evaluation", footer=(
+        "\n" + header + "\n\nAccuracy = per-class pixel accuracy (true-class recall); pixel accuracy over all "
+        "tissue pixels. Details per protocol in its sub-folder.\n"))
     write_json({"info": info, "protocols": {p: r["overall"] for p, r in reports.items()}}, output_dir / "summary.json")
     return md_path

@@ -1,6 +1,8 @@
 """PNG figures a person would rather see than read: convergence curves, confusion matrices, slices.
 
-Matplotlib with the non-interactive ``Agg`` backend (works on headless workstations and CI).
+Matplotlib with the non-interactive ``Agg`` backend (works on headless workstations and CI). Figures are saved
+atomically (:func:`mednet.io.atomic_path`; the temporary name keeps ``.png``, from which matplotlib picks the
+format): ``convergence.png``, redrawn every epoch, is never seen half-written.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
+
+from mednet.io import atomic_path  # noqa: E402
 
 __all__ = ["plot_convergence", "plot_confusion_matrix", "plot_slices", "LABEL_CMAP"]
 
@@ -48,8 +52,15 @@ def plot_convergence(metrics_csv: str | os.PathLike, png: str | os.PathLike, gro
         if len(cols) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    return _save(fig, png, dpi=110)
+
+
+def _save(fig: plt.Figure, png: str | os.PathLike, dpi: int) -> Path:
+    try:
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
     return Path(png)
 
 
@@ -69,9 +80,7 @@ def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], png: str | os.Pa
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (row-normalised)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return Path(png)
+    return _save(fig, png, dpi=110)
 
 
 def plot_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None, png: str | os.PathLike,
@@ -105,6 +114,4 @@ def plot_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None, p
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return Path(png)
+    return _save(fig, png, dpi=90)

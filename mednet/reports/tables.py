@@ -1,4 +1,8 @@
-"""Small, dependency-free table writers (CSV via pandas, GitHub Markdown by hand: no `tabulate` needed)."""
+"""Small, dependency-free table writers (CSV via pandas, GitHub Markdown by hand: no `tabulate` needed).
+
+Every file is written atomically (:func:`mednet.io.atomic_path`): a report rewritten during a run is never
+seen half-written.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["markdown_table", "write_table", "write_json"]
+from mednet.io import atomic_path, write_text_atomic
+
+__all__ = ["markdown_table", "write_table", "write_csv", "write_json"]
 
 
 def _fmt(v: object, digits: int) -> str:
@@ -26,18 +32,28 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
-def write_table(df: pd.DataFrame, stem: str | os.PathLike, digits: int = 3, title: str = "") -> tuple[Path, Path]:
-    """Write ``stem.csv`` and ``stem.md``; returns both paths."""
+def write_table(df: pd.DataFrame, stem: str | os.PathLike, digits: int = 3, title: str = "",
+                footer: str = "") -> tuple[Path, Path]:
+    """Write ``stem.csv`` and ``stem.md`` (``title`` heading, the table, then ``footer``); returns both paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    df.to_csv(csv_path, index=False)
-    md_path.write_text((f"## {title}\n\n" if title else "") + markdown_table(df, digits))
+    csv_path, md_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
+    write_csv(df, csv_path)
+    write_text_atomic((f"## {title}\n\n" if title else "") + markdown_table(df, digits) + footer, md_path)
     return csv_path, md_path
 
 
-def write_json(obj: object, path: str | os.PathLike) -> Path:
-    """Pretty JSON; NaN written as null so every JSON reader accepts it."""
+def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
+    """``df.to_csv(path)`` written atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=index)
+    return Path(path)
+
+
+def write_json(obj: object, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Pretty JSON, written atomically; NaN written as null so every JSON reader accepts it.
+
+    ``overwrite=False`` refuses an existing file (:class:`~mednet.data.errors.DataError`).
+    """
     def clean(o):
         if isinstance(o, float) and math.isnan(o):
             return None
@@ -47,6 +63,4 @@ def write_json(obj: object, path: str | os.PathLike) -> Path:
             return [clean(v) for v in o]
         return o
 
-    path = Path(path)
-    path.write_text(json.dumps(clean(obj), indent=2) + "\n")
-    return path
+    return write_text_atomic(json.dumps(clean(obj), indent=2) + "\n", path, overwrite=overwrite)

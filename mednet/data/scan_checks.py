@@ -1,0 +1,77 @@
+"""Refuse scans the brain model cannot segment when no brain mask is given.
+
+Without a mask, "background" is every voxel of intensity 0 (a skull-stripped scan). A scan that still has its
+skull, scalp and neck, or noisy air around the head, or a CT volume, passes every file check but would have
+every non-zero voxel labelled as tissue — a silent, plausible-looking wrong answer. These checks detect such
+scans from simple, documented signs and raise :class:`~mednet.data.errors.DataError` naming the file, what was
+detected and what to do.
+
+Signs (each measured on the volume as loaded, before any normalisation):
+
+* **CT-like intensities**: at least 1 % of voxels below −200 and a minimum ≤ −500 (Hounsfield units: air is
+  −1000). Magnitude MR images are non-negative apart from small interpolation undershoot.
+* **Background not zero**: more than 5 % of the voxels on the volume's six outer faces are non-zero. A
+  skull-stripped brain does not reach the edge of the field of view (MNI template: 0.02 %); raw MR has noise in
+  the air everywhere, and a head that is masked but not skull-stripped reaches the edge at the neck.
+* **Too large for a brain**: the non-zero region measures more than ``max_brain_ml`` (3,000 ml by default). An
+  adult intracranial volume is 1.2–1.9 l (the MNI152 2009a brain mask: 1.93 l); a whole head is 3.5–5 l.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from mednet.data.errors import DataError
+
+__all__ = ["check_skull_stripped", "SKULL_STRIPPING_TOOLS"]
+
+#: named in the error message: tools that produce the brain mask / skull-stripped scan the model needs
+SKULL_STRIPPING_TOOLS = "SynthStrip (FreeSurfer mri_synthstrip), HD-BET, FSL BET or ANTs antsBrainExtraction"
+
+
+def _faces(arr: np.ndarray) -> np.ndarray:
+    return np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel(),
+                           arr[:, :, 0].ravel(), arr[:, :, -1].ravel()])
+
+
+def check_skull_stripped(
+    image: torch.Tensor | np.ndarray,
+    path: str | os.PathLike | None,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    max_brain_ml: float = 3000.0,
+    max_face_fraction: float = 0.05,
+) -> dict[str, float]:
+    """Raise :class:`DataError` unless ``image`` looks like a skull-stripped MRI (background exactly 0).
+
+    Args:
+        image: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` intensities as loaded.
+        path: the file, for the message.
+        spacing: voxel size in mm (for the volume of the non-zero region).
+        max_brain_ml: largest non-zero volume accepted as a brain.
+        max_face_fraction: largest fraction of non-zero voxels on the outer faces.
+
+    Returns:
+        The measured signs ``{"nonzero_ml", "face_nonzero_fraction", "negative_fraction", "min"}``.
+    """
+    arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
+    arr = arr.reshape(arr.shape[-3:])
+    fix = f"pass its brain mask with --mask, or skull-strip it first ({SKULL_STRIPPING_TOOLS})"
+    lo = float(arr.min())
+    negative = float((arr < -200).mean())
+    if lo <= -500 and negative >= 0.01:
+        raise DataError(path, f"intensities from {lo:g} to {float(arr.max()):g} with {negative:.0%} of voxels below -200 "
+                              "look like CT (Hounsfield units); this model segments skull-stripped T1-weighted MRI")
+    nonzero = arr != 0
+    face = float(_faces(nonzero).mean())
+    ml = float(nonzero.sum()) * float(np.prod(spacing)) / 1000.0
+    if face > max_face_fraction:
+        raise DataError(path, f"background is not zero: {face:.0%} of the voxels at the edge of the field of view are "
+                              f"non-zero (noise, skull, scalp or neck), so the scan is not skull-stripped; {fix}")
+    if ml > max_brain_ml:
+        raise DataError(path, f"the non-zero region measures {ml:,.0f} ml, more than a brain (about 1,200-1,900 ml): "
+                              f"skull, scalp or neck are still there; {fix}")
+    return {"nonzero_ml": round(ml, 1), "face_nonzero_fraction": round(face, 5), "negative_fraction": negative,
+            "min": lo}

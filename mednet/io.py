@@ -1,0 +1,127 @@
+"""Atomic file writes: a file a run writes is either its previous complete version or its new complete one.
+
+Every writer in mednet (``torch.save`` of models, CSV tables, matplotlib PNGs, JSON, NIfTI via nibabel, NumPy
+``.npz``) writes through :func:`atomic_path`: the writer gets a temporary path **in the target's folder**
+(same file system, so the final ``os.replace`` is atomic on POSIX and Windows) that **keeps the target's
+suffix** (``.pt``, ``.png``, ``.nii.gz``, ``.npz``: nibabel, matplotlib, pandas and NumPy choose the format —
+or append a suffix — from the name), and the temporary file is renamed over the target only when the writer
+returned. A crash, a full disk or Ctrl-C while writing leaves the previous file untouched and no temporary file
+behind (the temporary file is removed on any exception).
+
+Why not ``tempfile.NamedTemporaryFile`` / ignite's ``DiskSaver(atomic=True)``: they create the file with mode
+0600, so a model or report replaced that way becomes unreadable to the group; here the writer creates the
+file itself and it gets the usual permissions (umask). Why not MONAI: it has no atomic-write helper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "temp_name", "write_text_atomic", "write_json_atomic", "TEMP_MARKER"]
+
+#: part of every temporary file name (``.model.tmp-1a2b3c4d.pt``): lets tools and tests recognise leftovers
+TEMP_MARKER = ".tmp-"
+
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def _suffix(name: str) -> str:
+    """The suffix a writer looks at: ``.pt``, ``.png``; two parts for compressed files (``.nii.gz``, ``.csv.gz``)."""
+    path = Path(name)
+    suffix = path.suffix
+    if suffix.lower() in _COMPRESSION and Path(path.stem).suffix:
+        suffix = Path(path.stem).suffix + suffix
+    return suffix
+
+
+def temp_name(target: str | os.PathLike) -> Path:
+    """``dir/model.pt`` → ``dir/.model.tmp-<8 hex>.pt``: hidden, unique, in the same folder, same suffix."""
+    target = Path(target)
+    suffix = _suffix(target.name)
+    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
+    return target.with_name(f".{stem}{TEMP_MARKER}{secrets.token_hex(4)}{suffix}")
+
+
+def _exists(target: Path) -> Exception:
+    # imported here: mednet.data (whose volumes module writes through this one) must stay importable first
+    from mednet.data.errors import DataError
+
+    return DataError(target, "output already exists; choose another path or pass --overwrite")
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` to disk before it is renamed (so a power cut cannot leave a renamed but empty file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (e.g. certain network mounts) refuse fsync on a read-only descriptor
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success it replaces ``target`` in one rename.
+
+    ::
+
+        with atomic_path(run_dir / "model.pt") as tmp:
+            torch.save(state_dict, tmp)
+
+    Args:
+        target: the file to (re)write; its folder is created.
+        overwrite: replace an existing ``target`` (files a run rewrites: ``model.pt``, ``metrics.csv``, …).
+            With False an existing ``target`` is an error — checked again at the rename with ``os.link``, which
+            fails if the name exists, so a concurrent run cannot be overwritten either (falls back to a check
+            plus ``os.replace`` on file systems without hard links).
+
+    Raises:
+        DataError: ``target`` exists and ``overwrite`` is False.
+        FileNotFoundError: the writer wrote nothing.
+        Exception: whatever the writer raised; the temporary file is removed and ``target`` left as it was.
+    """
+    target = Path(target)
+    if not overwrite and target.exists():
+        raise _exists(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{target}: the writer wrote nothing to the temporary file {tmp.name}")
+        _fsync(tmp)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise _exists(target) from None
+            except OSError:  # no hard links on this file system
+                if target.exists():
+                    raise _exists(target) from None
+                os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`; returns ``Path(path)``."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(obj: object, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """``json.dumps(obj, indent=2)`` to ``path`` through :func:`atomic_path` (no NaN cleaning: see
+    :func:`mednet.reports.write_json` for reports)."""
+    return write_text_atomic(json.dumps(obj, indent=2) + "\n", path, overwrite=overwrite)

@@ -1,0 +1,291 @@
+"""Checking a bundle run's ``--key value`` overrides against its config files, before any work is done.
+
+``python -m monai.bundle run`` accepts any ``--key value``: MONAI's ``ConfigParser.update`` adds an unknown id
+to the config, so a misspelt option (``--epoch 2``) is silently ignored and the run trains with the defaults,
+and a wrong type or value (``--epochs two``, ``--batch_size 0``) fails, if at all, after minutes of patch
+extraction and deep inside a MONAI traceback. :func:`check_overrides` refuses them up front with one
+:class:`OptionError` naming each option, e.g. ``--epoch: unknown option for train.json (did you mean --epochs?)``.
+
+Everything it knows comes from the config files themselves, so every bundle gets the check without code of its
+own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrides`):
+
+* **known options** — every id of the parsed config files (MONAI's ``ConfigParser`` reads and merges them and
+  resolves ``%`` macros without instantiating anything), top-level and nested (``train#trainer#max_epochs``).
+  A new key inside a ``_target_`` component is accepted when the component's callable takes that argument
+  (``--optimizer#weight_decay 1e-4``), since MONAI passes it on as a keyword argument.
+* **types** — inferred from the config's default values (bool, int, float, str, list, dict; an int is accepted
+  for a float). ``$`` expressions, ``@`` references, ``%`` macros and null defaults are not typed, and override
+  values written as such are passed through unchecked (they are resolved only when the workflow runs).
+* **values** — rules declared per bundle in the config's ``option_rules`` dict, keyed by id:
+  ``min``, ``max``, ``greater_than``, ``multiple_of``, ``choices``, ``min_items``, ``items`` (a rule for each
+  element of a list) and ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
+  count-or-fraction). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
+  into a bundle's train, evaluate and inference configs alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import numbers
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from pydoc import locate
+from typing import Any
+
+from monai.bundle import ConfigParser
+from monai.bundle.config_item import ComponentLocator, ConfigComponent
+from monai.bundle.reference_resolver import ReferenceResolver
+from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
+
+__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "check_overrides", "cli_overrides",
+           "check_cli_overrides"]
+
+RULES_KEY = "option_rules"
+_UNRESOLVED = (EXPR_KEY, ID_REF_KEY, MACRO_KEY)
+_TYPE_WORDS = {"bool": "True or False", "int": "an integer", "float": "a number", "str": "text",
+               "list": "a list such as [0, 1]", "dict": "a mapping"}
+_MONAI_MAIN = ("monai", "bundle", "__main__.py")
+_CLI_COMMANDS = ("run", "run_workflow")
+_MISSING = object()
+
+
+class OptionError(ValueError):
+    """Unknown options, or options of the wrong type or value, for a bundle run.
+
+    Like :class:`mednet.data.errors.DataError` the message starts with what to fix:
+    ``"--epoch: unknown option for train.json (did you mean --epochs?)"``; several problems are joined by ``"; "``
+    so that one run reports all of them at once.
+
+    Args:
+        problems: ``{"--option": "what is wrong with it"}``.
+    """
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        super().__init__("; ".join(f"{option}: {problem}" for option, problem in self.problems.items()))
+
+
+def _config_files(config_file: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The files of a ``config_file`` argument: one path, a list, or MONAI's comma-separated string."""
+    if isinstance(config_file, (str, os.PathLike)):
+        text = os.fspath(config_file)
+        return text.split(",") if "," in text and not Path(text).is_file() else [text]
+    return [os.fspath(f) for f in config_file]
+
+
+def load_config(config_file: str | os.PathLike | Sequence[str | os.PathLike]) -> dict:
+    """The config files merged in order, with ``%`` macros resolved and nothing instantiated or evaluated."""
+    parser = ConfigParser()
+    parser.read_config(f=_config_files(config_file))
+    parser.resolve_macro_and_relative_ids()
+    return parser.get()
+
+
+def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every id of ``config`` (MONAI's ``a::b::0`` form, dict keys and list indices) mapped to its value."""
+    items: Iterator = iter(config.items()) if isinstance(config, Mapping) else (
+        iter(enumerate(config)) if isinstance(config, list) else iter(()))
+    ids: dict[str, Any] = {}
+    for key, value in items:
+        id_ = f"{prefix}{ID_SEP_KEY}{key}" if prefix else str(key)
+        ids[id_] = value
+        ids.update(config_ids(value, id_))
+    return ids
+
+
+def _unresolved(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_UNRESOLVED)
+
+
+def _inferred_type(default: Any) -> str | None:
+    if default is None or _unresolved(default):
+        return None
+    for name, types in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", (list, tuple)),
+                        ("dict", Mapping)):
+        if isinstance(default, types):
+            return name
+    return None
+
+
+def _has_type(value: Any, type_name: str) -> bool:
+    if type_name in ("int", "float") and isinstance(value, bool):
+        return False
+    types = {"bool": bool, "int": numbers.Integral, "float": numbers.Real, "str": (str, os.PathLike),
+             "list": (list, tuple), "dict": Mapping}
+    if type_name not in types:
+        raise ValueError(f"{RULES_KEY}: unknown type {type_name!r}; use one of {', '.join(types)}")
+    return isinstance(value, types[type_name])
+
+
+def _unmet_rule(value: Any, rule: Mapping[str, Any]) -> str | None:
+    """The requirement of ``rule`` (see the module docstring) that ``value`` fails, e.g. ``"must be ≥ 1"``."""
+    if "type" in rule and not _has_type(value, rule["type"]):
+        return f"must be {_TYPE_WORDS[rule['type']]}"
+    if "choices" in rule and value not in rule["choices"]:
+        return f"must be one of {', '.join(map(repr, rule['choices']))}"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        for key, text, fails in (("min", "≥", value < rule.get("min", value)),
+                                 ("greater_than", ">", "greater_than" in rule and value <= rule["greater_than"]),
+                                 ("max", "≤", value > rule.get("max", value))):
+            if fails:
+                return f"must be {text} {rule[key]}"
+        if "multiple_of" in rule and value % rule["multiple_of"]:
+            return f"must be a multiple of {rule['multiple_of']}"
+    if isinstance(value, (list, tuple)):
+        if len(value) < rule.get("min_items", 0):
+            return f"needs at least {rule['min_items']} item(s)"
+        unmet = [_unmet_rule(item, rule["items"]) for item in value] if "items" in rule else []
+        if any(unmet):
+            return "every item " + next(u for u in unmet if u)
+    return None
+
+
+def _component_arguments(component: Mapping) -> set[str] | None:
+    """Argument names of a ``_target_`` component's callable; None when any name goes (``**kwargs``) or unknown."""
+    try:
+        target = ConfigComponent(config=dict(component), locator=ComponentLocator()).resolve_module_name()
+        params = inspect.signature(locate(target) if isinstance(target, str) else target).parameters
+    except Exception:  # an unresolvable target fails at instantiation with MONAI's own message
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) | set(ConfigComponent.non_arg_keys)
+
+
+def _display(id_: str) -> str:
+    """An id as users type it on the command line (``#``, MONAI's historical separator, which it still accepts)."""
+    return "--" + id_.replace(ID_SEP_KEY, "#")
+
+
+def _unknown_problem(id_: str, ids: Mapping[str, Any], config_name: str) -> str | None:
+    """None if ``id_`` is an argument the enclosing component takes, else "unknown option" with the nearest id."""
+    ids = {k: v for k, v in ids.items() if not k.startswith(RULES_KEY + ID_SEP_KEY)}  # never suggest a rule
+    parent, _, last = id_.rpartition(ID_SEP_KEY)
+    if parent in ids and isinstance(ids[parent], Mapping):
+        candidates = set(ids[parent])
+        if "_target_" in ids[parent]:
+            arguments = _component_arguments(ids[parent])
+            if arguments is None or last in arguments:
+                return None
+            candidates |= arguments
+        match = difflib.get_close_matches(last, sorted(candidates), n=1)
+        suggestion = f"{parent}{ID_SEP_KEY}{match[0]}" if match and parent else (match[0] if match else None)
+    else:
+        match = difflib.get_close_matches(id_, sorted(ids), n=1)
+        suggestion = match[0] if match else None
+    if suggestion is None:  # e.g. --max_epochs given at the top level: the nearest nested id by its last part
+        by_last: dict[str, str] = {}
+        for known in ids:
+            by_last.setdefault(known.rpartition(ID_SEP_KEY)[2], known)
+        match = difflib.get_close_matches(last, sorted(by_last), n=1)
+        suggestion = by_last[match[0]] if match else None
+    hint = f" (did you mean {_display(suggestion)}?)" if suggestion else ""
+    return f"unknown option for {config_name}{hint}"
+
+
+def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping[str, Any],
+                    config_name: str) -> str | None:
+    id_ = ReferenceResolver.normalize_id(key)
+    if id_.split(ID_SEP_KEY)[0] == "_meta_":  # metadata (meta_file) ids: not part of the configs read here
+        return None
+    default = ids.get(id_, _MISSING)
+    if default is _MISSING:
+        return _unknown_problem(id_, ids, config_name)
+    if _unresolved(value):
+        return None
+    rule = rules.get(id_, {})
+    type_name = rule.get("type") or _inferred_type(default)
+    if value is None and default is None:
+        return None
+    if type_name and not _has_type(value, type_name):
+        shown = "" if default is None or _unresolved(default) else f" (default {default!r})"
+        return f"expects {_TYPE_WORDS[type_name]}{shown}, got {value!r}"
+    unmet = _unmet_rule(value, {k: v for k, v in rule.items() if k != "type"})
+    return f"{unmet}, got {value!r}" if unmet else None
+
+
+def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike],
+                    overrides: Mapping[str, Any]) -> None:
+    """Refuse unknown overrides and overrides of the wrong type or value for ``config_file``.
+
+    Args:
+        config_file: the bundle config (or configs, merged in order) the overrides are for.
+        overrides: ``{"epochs": 2, "train#trainer#max_epochs": 3, ...}`` as MONAI receives them (values already
+            parsed, as python-fire does on the command line).
+
+    Raises:
+        OptionError: naming every bad option, what is wrong and, for unknown ones, the nearest valid name.
+    """
+    if not overrides:
+        return
+    config = load_config(config_file)
+    ids = config_ids(config)
+    rules = {ReferenceResolver.normalize_id(k): v for k, v in (config.get(RULES_KEY) or {}).items()
+             if isinstance(v, Mapping)}  # not its "_comment"
+    config_name = " + ".join(Path(f).name for f in _config_files(config_file))
+    problems = {}
+    for key, value in overrides.items():
+        problem = _option_problem(str(key), value, ids, rules, config_name)
+        if problem:
+            problems[f"--{key}"] = problem
+    if problems:
+        raise OptionError(problems)
+
+
+def _run_arguments() -> set[str]:
+    """Names that ``monai.bundle run`` / ``run_workflow`` consume themselves (not config overrides).
+
+    Read from the signatures that receive them (the CLI functions, ``create_workflow``, ``ConfigWorkflow``) so
+    that a MONAI release adding an argument does not turn it into an "unknown option".
+    """
+    from monai.bundle import ConfigWorkflow, scripts
+
+    names: set[str] = set()
+    for fn in (scripts.run, scripts.run_workflow, scripts.create_workflow, ConfigWorkflow.__init__):
+        names |= {n for n, p in inspect.signature(fn).parameters.items()
+                  if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names
+
+
+def cli_overrides(argv: Sequence[str]) -> tuple[Any, dict[str, Any]] | None:
+    """``(config_file, overrides)`` of a ``python -m monai.bundle run …`` command line, else None.
+
+    The arguments are split and parsed by python-fire's own functions — the ones ``python -m monai.bundle``
+    runs — so ``--key value``, ``--key=value``, bare boolean flags, negative numbers and value types
+    (``2`` → int, ``2.5`` → float, ``[0, 1]`` → list) are read exactly as MONAI receives them. Defaults from
+    ``--args_file`` (JSON/YAML) come first, command-line values override them, as in MONAI's ``update_kwargs``.
+    """
+    if len(argv) < 2 or Path(argv[0]).parts[-3:] != _MONAI_MAIN or argv[1] not in _CLI_COMMANDS:
+        return None
+    import fire.core
+    import fire.inspectutils
+    import fire.parser
+    from monai.bundle import scripts
+
+    args, _ = fire.parser.SeparateFlagArgs(list(argv[2:]))
+    if "-" in args:  # fire's separator: what follows is for the command's result, not for `run`
+        args = args[: args.index("-")]
+    spec = fire.inspectutils.GetFullArgSpec(getattr(scripts, argv[1]))
+    raw, _, _ = fire.core._ParseKeywordArgs(args, spec)
+    values = {k: fire.parser.DefaultParseValue(v) for k, v in raw.items()}
+    if values.get("args_file"):
+        values = {**ConfigParser.load_config_file(values["args_file"]), **values}
+    if values.get("config_file") is None:
+        return None  # MONAI itself reports the missing config
+    names = _run_arguments()
+    return values["config_file"], {k: v for k, v in values.items() if k not in names}
+
+
+def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
+    """Run :func:`check_overrides` on the command line when this is ``python -m monai.bundle run``; else nothing.
+
+    Called as the first step of a bundle's ``initialize`` (after the error hook): MONAI offers no hook between
+    parsing its arguments and running the config, and at that point nothing has been read or instantiated.
+    Python callers (:func:`mednet.app.bundles.run_bundle`) call :func:`check_overrides` themselves.
+    """
+    parsed = cli_overrides(sys.argv if argv is None else argv)
+    if parsed is not None:
+        check_overrides(*parsed)

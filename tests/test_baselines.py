@@ -1,0 +1,93 @@
+"""Naive baselines (mednet.metrics.baselines) and the robustness benchmark's corruption generator."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mednet.metrics import gmm_tissue_segmentation, scores_from_confusion, tissue_confusion_matrix
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _three_tissue_volume(seed: int = 0, noise: float = 4.0):
+    """A 40³ volume: background 0 outside a ball; inside it shells of CSF (dark), GM, WM (bright) + noise."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.arange(40) - 19.5,) * 3, indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2)
+    label = np.zeros(r.shape, np.uint8)
+    label[r < 18] = 1
+    label[r < 15] = 2
+    label[r < 9] = 3
+    mean = np.array([0.0, 40.0, 90.0, 140.0])
+    image = np.where(label > 0, mean[label] + rng.normal(0, noise, r.shape), 0.0).astype(np.float32)
+    return image, label
+
+
+def test_gmm_recovers_three_intensity_classes():
+    image, label = _three_tissue_volume()
+    pred = gmm_tissue_segmentation(image)
+    assert pred.dtype == np.uint8 and pred.shape == label.shape
+    assert (pred[label == 0] == 0).all()  # intensity 0 = background
+    scores = scores_from_confusion(tissue_confusion_matrix(pred, label))
+    assert scores["mean_dice"] > 0.99
+    # classes are ordered by intensity, whatever order the mixture found them in; scaling does not matter
+    np.testing.assert_array_equal(gmm_tissue_segmentation(torch.from_numpy(image * 0.01)[None]), pred[None])
+
+
+def test_gmm_uses_the_given_mask_and_subsamples_the_fit():
+    image, label = _three_tissue_volume(seed=1)
+    mask = label > 0
+    mask[:20] = False  # only half the brain is labelled
+    pred = gmm_tissue_segmentation(image, mask, max_fit_voxels=500)
+    assert (pred[~mask] == 0).all() and (pred[mask] > 0).all()
+    assert (pred[mask] == label[mask]).mean() > 0.99
+    with pytest.raises(ValueError, match="at least 3 brain voxels"):
+        gmm_tissue_segmentation(np.zeros((4, 4, 4), np.float32))
+
+
+@pytest.fixture(scope="module")
+def corruptions():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _corruptions
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return _corruptions
+
+
+def test_corruptions_level_zero_is_identity_and_background_stays_zero(corruptions):
+    image, label = _three_tissue_volume(noise=0.0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    rng = np.random.default_rng(0)
+    img0, lab0, aff0 = corruptions.corrupt(image, label, affine, corruptions.Severity(), rng)
+    np.testing.assert_allclose(img0, image, rtol=1e-6)
+    np.testing.assert_array_equal(lab0, label)
+    np.testing.assert_array_equal(aff0, affine)
+
+    sev = corruptions.Severity(bias=0.6, gamma=1.5, noise=0.08, spacing_mm=5.0, elastic_mm=4.0)
+    img, lab, aff = corruptions.corrupt(image, label, affine, sev, np.random.default_rng(1))
+    assert img.shape == lab.shape and set(np.unique(lab)) <= {0, 1, 2, 3}
+    assert (img[lab == 0] == 0).all() and (img[lab > 0] > 0).all()  # skull-stripped
+    assert sorted(np.sqrt((aff[:3, :3] ** 2).sum(0)).round(3).tolist()) == [2.0, 2.0, 5.0]
+    assert abs(np.prod(img.shape) * 5.0 / 2.0 - image.size) / image.size < 0.1  # one axis coarser
+
+
+def test_corruption_magnitudes(corruptions):
+    shape, spacing = (40, 40, 40), np.array([2.0, 2.0, 2.0])
+    brain = np.ones(shape, bool)
+    log_field = corruptions.smooth_log_field(shape, spacing, 0.4, np.random.default_rng(2), brain)
+    assert np.abs(log_field).max() == pytest.approx(0.4) and abs(log_field.mean()) < 1e-6
+    disp = corruptions.displacement_field(shape, spacing, 3.0, np.random.default_rng(3), brain)
+    assert np.sqrt((disp**2).sum(0)).max() == pytest.approx(3.0)  # in mm
+
+    x = np.full(shape, 100.0, np.float32)
+    noisy = corruptions.rician_noise(x, brain, 0.05, np.random.default_rng(4))
+    assert (noisy >= 0).all() and noisy.std() == pytest.approx(5.0, rel=0.05)
+    g = corruptions.gamma_contrast(np.linspace(0, 200, 1000).reshape(10, 10, 10).astype(np.float32), brain[:10, :10, :10], 2.0)
+    assert g.max() == pytest.approx(200.0) and g.min() == pytest.approx(0.0, abs=1e-4)
+    assert g.reshape(-1)[500] == pytest.approx(200.0 * (100.1 / 200.0) ** 2, rel=1e-3)

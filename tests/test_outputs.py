@@ -1,0 +1,367 @@
+"""Outputs: distinct names for inputs with the same file name, atomic writes, checkpoints, finished runs,
+the latest-run rule and provenance records.
+
+Fast (tiny 24×24×12 volumes written with nibabel, Ignite engines driven by hand); the bundle-level runs of the
+same behaviour are in ``test_bundle.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from mednet.data.errors import DataError
+from mednet.data.naming import unique_names, volume_stem, with_names
+from mednet.io import TEMP_MARKER, atomic_path, temp_name
+
+SHAPE = (24, 24, 12)  # N4 bias correction (the default preprocessing) needs more than 16×16×8
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TEMP_MARKER in p.name]
+
+
+# --- naming -----------------------------------------------------------------------------------------------
+
+
+def test_unique_names_add_parents_only_where_names_collide() -> None:
+    paths = ["/d/subA/anat/T1.nii.gz", "/d/subB/anat/T1.nii.gz", "/d/subA/anat/flair.nii.gz", "/e/series7/"]
+    assert unique_names(paths) == ["subA_anat_T1", "subB_anat_T1", "flair", "series7"]
+    assert unique_names(["/d/subA/T1.nii.gz", "/d/subB/T1.nii.gz"]) == ["subA_T1", "subB_T1"]
+    # only the colliding members of a group grow: d/subA and e/subA need two folders, subB one
+    assert unique_names(["/d/subA/T1.nii", "/d/subB/T1.nii", "/e/subA/T1.nii"]) == ["d_subA_T1", "subB_T1", "e_subA_T1"]
+    # a prefixed name that meets another file's own name is extended too
+    names = unique_names(["/x/subA/T1.nii.gz", "/x/subB/T1.nii.gz", "/y/subA_T1.nii.gz"])
+    assert len(set(names)) == 3 and names[1] == "subB_T1" and names[2] == "y_subA_T1"
+    # case-insensitive file systems: T1 and t1 are one file
+    assert unique_names(["/d/a/T1.nii", "/d/b/t1.nii"]) == ["a_T1", "b_t1"]
+    # nothing tells them apart: numbered in list order; deterministic
+    paths = ["/d/a/T1.nii", "/d/a/T1.nii.gz", "/d/a/T1.nii"]
+    assert unique_names(paths) == ["T1", "T1-2", "T1-3"] == unique_names(list(paths))
+    # relative and absolute spellings of the same tree give the same names
+    assert unique_names(["subA/T1.nii.gz", "subB/T1.nii.gz"]) == ["subA_T1", "subB_T1"]
+    assert volume_stem("/x/scan.MHA") == "scan" and volume_stem("/x/series7/") == "series7"
+
+
+def test_with_names_sets_names_once_per_list() -> None:
+    items = [{"image": "/d/subA/T1.nii.gz", "label": "l1"}, {"image": "/d/subB/T1.nii.gz"}]
+    named = with_names(items)
+    assert [it["name"] for it in named] == ["subA_T1", "subB_T1"] and "name" not in items[0]
+    assert named[0]["label"] == "l1"
+    given = [{"image": "/a/T1.nii", "name": "first"}, {"image": "/b/T1.nii", "name": "second"}]
+    assert [it["name"] for it in with_names(given)] == ["first", "second"]
+    clash = [{"image": "/a/T1.nii", "name": "x"}, {"image": "/b/T1.nii", "name": "X"}]
+    assert [it["name"] for it in with_names(clash)] == ["a_T1", "b_T1"]  # given names collide: recomputed
+
+
+def _volume(path: Path, seed: int) -> Path:
+    """A tiny skull-stripped volume and its labels (all four values; intensity 0 exactly on background)."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(SHAPE, np.uint8)
+    label[2:-2, 2:-2, 1:-1] = rng.integers(1, 4, (SHAPE[0] - 4, SHAPE[1] - 4, SHAPE[2] - 2))
+    image = (label * 100.0 + rng.uniform(1, 20, SHAPE)) * (label > 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(path))
+    lab = path.with_name(path.name.replace(".nii.gz", "_label.nii.gz"))
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(lab))
+    return lab
+
+
+@pytest.fixture
+def colliding(tmp_path: Path) -> Path:
+    """A datalist whose two test (and two training) volumes are both called ``T1.nii.gz``."""
+    root = tmp_path / "bids"
+    splits = {}
+    for split, subjects in (("training", ("sub-01", "sub-02")), ("test", ("subA", "subB"))):
+        splits[split] = []
+        for k, sub in enumerate(subjects):
+            img = root / sub / "anat" / "T1.nii.gz"
+            lab = _volume(img, seed=len(splits) * 10 + k)
+            splits[split].append({"image": str(img.relative_to(root)), "label": str(lab.relative_to(root))})
+    (root / "datalist.json").write_text(json.dumps(splits))
+    return root / "datalist.json"
+
+
+def test_list_inputs_and_volume_dataset_name_colliding_inputs(colliding: Path) -> None:
+    from mednet.bundle_support import list_inputs
+    from mednet.data.datasets import volume_dataset
+
+    assert [it["name"] for it in list_inputs(colliding, split="test")] == ["subA_anat_T1", "subB_anat_T1"]
+    ds = volume_dataset(colliding, split="test")
+    assert [ds[i]["name"] for i in range(len(ds))] == ["subA_anat_T1", "subB_anat_T1"]
+
+
+def test_slicing_colliding_inputs_keeps_every_volume(colliding: Path, tmp_path: Path) -> None:
+    from data_prep.slice import slice_datalist
+
+    index = slice_datalist(str(colliding), str(tmp_path / "slices"), axis=-1)
+    assert sorted(p.name for p in (tmp_path / "slices" / "test").iterdir()) == [
+        "subA_anat_T1_axis2.npz", "subB_anat_T1_axis2.npz"]
+    rows = list(csv.DictReader(open(index)))
+    assert {(r["split"], r["name"]) for r in rows} == {("training", "sub-01_anat_T1"), ("training", "sub-02_anat_T1"),
+                                                      ("test", "subA_anat_T1"), ("test", "subB_anat_T1")}
+    with np.load(tmp_path / "slices" / "test" / "subB_anat_T1_axis2.npz") as z:
+        assert str(z["source"]).endswith(os.path.join("subB", "anat", "T1.nii.gz"))
+    assert not _leftovers(tmp_path / "slices")
+
+
+def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, tmp_path: Path) -> None:
+    """A real MONAI SupervisedEvaluator with the bundle's transforms and report handler."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+    from monai.inferers import SimpleInferer
+    from monai.transforms import Compose
+
+    from mednet.data.datasets import volume_dataset
+    from mednet.data.transforms import SaveLabelVolumed, TissueLabelsd
+    from mednet.engines.handlers import SegmentationReport
+
+    net = torch.nn.Conv3d(1, 3, 1)
+    report = SegmentationReport(tmp_path / "whole_volume", protocol="test")
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=DataLoader(volume_dataset(colliding, split="test"), batch_size=1),
+        network=net, inferer=SimpleInferer(), val_handlers=[report],
+        postprocessing=Compose([TissueLabelsd("pred", "mask"), SaveLabelVolumed("pred", output_dir=tmp_path / "predictions")]))
+    evaluator.run()
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["subA_anat_T1_seg.nii.gz",
+                                                                           "subB_anat_T1_seg.nii.gz"]
+    per_volume = list(csv.DictReader(open(tmp_path / "whole_volume" / "per_volume.csv")))
+    assert [r["volume"] for r in per_volume] == ["subA_anat_T1", "subB_anat_T1"]
+    assert [Path(r["file"]).parts[-3] for r in per_volume] == ["subA", "subB"]
+    assert {p.name for p in (tmp_path / "whole_volume").glob("slices_*.png")} == {
+        "slices_subA_anat_T1.png", "slices_subB_anat_T1.png"}
+    assert not _leftovers(tmp_path)
+
+
+# --- atomic writes ------------------------------------------------------------------------------------------
+
+
+def test_atomic_path_keeps_the_suffix_and_never_leaves_half_files(tmp_path: Path) -> None:
+    assert temp_name(tmp_path / "sub-01_seg.nii.gz").name.endswith(".nii.gz")
+    assert temp_name(tmp_path / "model.pt").name.startswith(".model.tmp-")
+    target = tmp_path / "a" / "table.csv"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".csv"
+        tmp.write_text("old\n")
+    assert target.read_text() == "old\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual permissions, not mkstemp's 0600
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old\n" and not _leftovers(tmp_path)
+    with pytest.raises(DataError, match=r"table\.csv: output already exists"), atomic_path(target, overwrite=False) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "old\n" and not _leftovers(tmp_path)
+    # the no-overwrite check also holds when the file appears while writing (a concurrent run)
+    other = tmp_path / "race.json"
+    with pytest.raises(DataError, match="already exists"), atomic_path(other, overwrite=False) as tmp:
+        tmp.write_text("mine")
+        other.write_text("theirs")
+    assert other.read_text() == "theirs" and not _leftovers(tmp_path)
+
+
+def test_label_volume_and_reports_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
+    """nibabel and matplotlib write to temporary names that keep .nii.gz / .png, then rename."""
+    import matplotlib.figure
+
+    from mednet.data.volumes import load_volume, save_label_volume
+    from mednet.reports import plot_convergence, write_json
+
+    img = tmp_path / "T1.nii.gz"
+    _volume(img, 0)
+    ref = load_volume(img)
+    out = save_label_volume(torch.ones(ref.shape), ref, tmp_path / "T1_seg.nii.gz")
+    assert nib.load(out).shape == SHAPE and not _leftovers(tmp_path)
+    (tmp_path / "m.csv").write_text("epoch,train_loss\n1,0.5\n2,0.4\n")
+    png = plot_convergence(tmp_path / "m.csv", tmp_path / "convergence.png")
+    before = png.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def crash(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError("killed while saving")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", crash)
+    with pytest.raises(OSError):
+        plot_convergence(tmp_path / "m.csv", png)
+    assert png.read_bytes() == before and not _leftovers(tmp_path)
+    write_json({"dice": float("nan")}, tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text()) == {"dice": None}
+
+
+# --- checkpoints and finished runs ------------------------------------------------------------------------
+
+
+def _engines(values: list[float]) -> tuple[Engine, Engine]:
+    """A trainer with one iteration per epoch and an evaluator reporting ``values[epoch - 1]`` as val_dice."""
+    evaluator = Engine(lambda e, b: None)
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _metric(engine: Engine) -> None:
+        engine.state.metrics["val_dice"] = values[trainer.state.epoch - 1]
+
+    trainer = Engine(lambda e, b: None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0], max_epochs=1))
+    return trainer, evaluator
+
+
+def test_checkpoint_saver_keeps_the_best_and_marks_the_run_finished(tmp_path: Path) -> None:
+    from mednet.engines.checkpoints import AtomicCheckpointSaver
+    from mednet.runs import read_finished
+
+    net = torch.nn.Linear(2, 1)
+    trainer, evaluator = _engines([0.5, 0.3, 0.7, 0.6])
+    saved = {}
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _change_weights(engine: Engine) -> None:
+        with torch.no_grad():
+            net.weight.fill_(engine.state.epoch)
+
+    saver = AtomicCheckpointSaver(tmp_path, {"network": net}, evaluator=evaluator, key_metric_name="val_dice")
+    saver.attach(trainer)
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _snapshot(engine: Engine) -> None:  # attached after the saver: model.pt as this validation left it
+        saved[trainer.state.epoch] = float(torch.load(tmp_path / "model.pt")["weight"][0, 0])
+    assert read_finished(tmp_path) is None
+    trainer.run([0], max_epochs=4)
+    assert saved == {1: 1.0, 2: 1.0, 3: 3.0, 4: 3.0}  # epoch 2 and 4 did not improve on the best
+    best = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(best) == {"weight", "bias"} and float(best["weight"][0, 0]) == 3.0  # a plain state_dict
+    assert float(torch.load(tmp_path / "model_final.pt")["weight"][0, 0]) == 4.0
+    done = read_finished(tmp_path)
+    assert done["epochs"] == 4 and done["best_epoch"] == 3 and done["best_metric"] == pytest.approx(0.7)
+    assert done["key_metric"] == "val_dice" and "finished" in done
+    assert (saver.best_epoch, saver.best_metric) == (3, pytest.approx(0.7))
+    assert not _leftovers(tmp_path)
+
+
+def test_a_crash_while_saving_keeps_the_previous_model(tmp_path: Path, monkeypatch) -> None:
+    from mednet.engines.checkpoints import AtomicCheckpointSaver, load_weights
+
+    net = torch.nn.Linear(2, 1)
+    trainer, evaluator = _engines([0.5, 0.9])
+    AtomicCheckpointSaver(tmp_path, {"network": net}, evaluator=evaluator, key_metric_name="val_dice").attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: torch.nn.init.constant_(net.weight, e.state.epoch))
+    real_save = torch.save
+    partial: list[Path] = []
+
+    def crash_after_partial_write(obj, f, *args, **kwargs):
+        if trainer.state.epoch == 2:
+            partial.append(Path(f))
+            real_save(obj, f)
+            with open(f, "r+b") as fh:  # a half-written file, then the process "dies"
+                fh.truncate(os.path.getsize(f) // 2)
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crash_after_partial_write)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.run([0], max_epochs=2)
+    restored = load_weights(torch.nn.Linear(2, 1), tmp_path / "model.pt")
+    assert float(restored.weight.detach()[0, 0]) == 1.0  # epoch 1's model, intact and loadable
+    assert partial[0].parent == tmp_path and partial[0].name.endswith(".pt") and not partial[0].exists()
+    assert not (tmp_path / "finished.json").exists() and not (tmp_path / "model_final.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file behind
+
+
+def test_epoch_metrics_csv_is_rewritten_whole(tmp_path: Path) -> None:
+    from mednet.engines.handlers import EpochMetricsWriter
+
+    trainer, evaluator = _engines([0.5, 0.6, 0.7])
+    EpochMetricsWriter(tmp_path, evaluator, plot=False).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(train_loss=1.0 / e.state.epoch))
+    trainer.run([0], max_epochs=3)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and [r["val_dice"] for r in rows] == ["0.5", "0.6", "0.7"]
+    assert not _leftovers(tmp_path)
+
+
+# --- latest finished run, provenance ---------------------------------------------------------------------
+
+
+def _run(root: Path, name: str, settings: dict | None, finished: bool) -> Path:
+    from mednet.runs import mark_finished, write_run_settings
+
+    run = root / name
+    run.mkdir(parents=True)
+    torch.save(torch.nn.Linear(2, 1).state_dict(), run / "model.pt")
+    if settings is not None:
+        write_run_settings(run, settings)
+    if finished:
+        mark_finished(run, epochs=1)
+        time.sleep(0.02)
+    return run
+
+
+def test_latest_run_is_the_newest_finished_compatible_one(tmp_path: Path) -> None:
+    from mednet.runs import latest_run, resolve_checkpoint
+
+    wanted = {"variant": "skip", "views": [0, 1, 2]}
+    old = _run(tmp_path, "train-skip-20260101-000000", {"variant": "skip", "views": [0, 1, 2]}, True)
+    _run(tmp_path, "train-skip-20260102-000000", {"variant": "skip", "views": [2]}, True)
+    _run(tmp_path, "train-skip-20260103-000000", {"variant": "skip", "views": [0, 1, 2]}, False)  # crashed
+    assert latest_run(tmp_path, "train-skip-", settings=wanted) == old
+    assert resolve_checkpoint(None, tmp_path, "train-skip-", wanted) == old / "model.pt"
+    assert latest_run(tmp_path, "train-skip-", settings={"views": [2]}).name == "train-skip-20260102-000000"
+    # a setting only one side records (added after the run was trained) does not disqualify it
+    assert latest_run(tmp_path, "train-skip-", settings={**wanted, "bias_correction": True}) == old
+    newer = _run(tmp_path, "train-skip-20260104-000000", None, True)  # no settings.json: not checked
+    assert latest_run(tmp_path, "train-skip-", settings=wanted) == newer
+
+
+def test_no_qualifying_run_says_what_was_found_and_the_fix(tmp_path: Path) -> None:
+    from mednet.runs import latest_run
+
+    _run(tmp_path, "train-skip-20260102-000000", {"variant": "skip", "views": [2]}, True)
+    _run(tmp_path, "train-skip-20260103-000000", {"variant": "skip", "views": [0, 1, 2]}, False)
+    with pytest.raises(DataError) as err:
+        latest_run(tmp_path, "train-skip-", settings={"variant": "skip", "views": [0, 1, 2]})
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path}: no finished run 'train-skip-*'")
+    assert "train-skip-20260103-000000: unfinished (no finished.json" in msg
+    assert "train-skip-20260102-000000: other settings: views=[2] (requested [0, 1, 2])" in msg
+    assert "--ckpt_path" in msg and "--views [2]" in msg
+    with pytest.raises(DataError, match="no run 'train-unpool-\\*' found"):
+        latest_run(tmp_path, "train-unpool-")
+
+
+def test_provenance_and_sidecars(tmp_path: Path) -> None:
+    import hashlib
+
+    from mednet.runs import checkpoint_provenance, sidecar_path, write_provenance, write_sidecar
+
+    run = _run(tmp_path, "train-skip-1", {"variant": "skip", "views": [0, 1, 2]}, True)
+    prov = checkpoint_provenance(run / "model.pt", {"variant": "skip", "views": (0, 1, 2)}, job="inference")
+    assert prov["checkpoint"]["sha256"] == hashlib.sha256((run / "model.pt").read_bytes()).hexdigest()
+    assert prov["checkpoint"]["training_settings"] == {"variant": "skip", "views": [0, 1, 2]}
+    assert prov["checkpoint"]["training_finished"]["epochs"] == 1
+    assert prov["settings"] == {"variant": "skip", "views": [0, 1, 2]} and prov["job"] == "inference"
+    assert {"mednet", "monai", "torch"} <= set(prov["versions"])
+    with pytest.raises(DataError, match="--views \\[0, 1, 2\\]"):  # never recorded for a checkpoint it may not use
+        checkpoint_provenance(run / "model.pt", {"views": [2]})
+    path = write_provenance(prov, tmp_path / "eval")
+    assert json.loads(path.read_text())["checkpoint"]["path"] == str((run / "model.pt").resolve())
+    with pytest.raises(DataError, match="provenance.json: output already exists"):
+        write_provenance(prov, tmp_path / "eval")
+    out = tmp_path / "pred" / "subA_T1_seg.nii.gz"
+    assert sidecar_path(out) == tmp_path / "pred" / "subA_T1_seg.json"
+    side = json.loads(write_sidecar(out, {**prov, "input": "datalist.json"}, input="/data/subA/T1.nii.gz").read_text())
+    assert side["input"].endswith("T1.nii.gz") and side["output"] == str(out.resolve())
+    assert side["checkpoint"] == prov["checkpoint"] and side["settings"] == prov["settings"]
+    with pytest.raises(DataError, match="already exists"):
+        write_sidecar(out, prov)
+    write_sidecar(out, {**prov, "job": "again"}, overwrite=True)
+    assert json.loads(sidecar_path(out).read_text())["job"] == "again"

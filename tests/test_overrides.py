@@ -1,0 +1,165 @@
+"""Bundle overrides are checked against the config files before any work (mednet.overrides), in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import monai.bundle
+import pytest
+
+from mednet.overrides import OptionError, check_cli_overrides, check_overrides, cli_overrides, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
+TRAIN, EVALUATE, INFERENCE = (CONFIGS / f"{n}.json" for n in ("train", "evaluate", "inference"))
+MONAI_MAIN = str(Path(monai.bundle.__file__).parent / "__main__.py")
+
+
+@pytest.fixture(autouse=True)
+def _from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the configs' % macros are relative to the checkout root, as for monai.bundle run
+
+
+def refused(config: Path, **overrides: object) -> str:
+    with pytest.raises(OptionError) as info:
+        check_overrides(config, overrides)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("wrong", "right"), [("epoch", "epochs"), ("variannt", "variant"),
+                                              ("learnig_rate", "learning_rate"), ("max_epochs", "epochs"),
+                                              ("train#trainer#max_epochz", "train#trainer#max_epochs"),
+                                              ("optimizer#weight_decayy", "optimizer#weight_decay")])
+def test_unknown_option_names_the_nearest_valid_one(wrong: str, right: str) -> None:
+    assert refused(TRAIN, **{wrong: 2}) == f"--{wrong}: unknown option for train.json (did you mean --{right}?)"
+
+
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    ("epochs", "two", "--epochs: expects an integer (default 20), got 'two'"),
+    ("epochs", 2.5, "--epochs: expects an integer (default 20), got 2.5"),
+    ("epochs", True, "--epochs: expects an integer"),
+    ("batch_size", 0, "--batch_size: must be ≥ 1, got 0"),
+    ("variant", "resnet", "--variant: must be one of 'unpool', 'transposed', 'strided', 'skip', got 'resnet'"),
+    ("learning_rate", -1, "--learning_rate: must be > 0, got -1"),
+    ("learning_rate", 0.0, "--learning_rate: must be > 0, got 0.0"),
+    ("views", 2, "--views: expects a list"),
+    ("views", [0, 3], "--views: every item must be one of 0, 1, 2, got [0, 3]"),
+    ("views", [], "--views: needs at least 1 item(s)"),
+    ("max_patches_per_volume", 0, "--max_patches_per_volume: must be ≥ 1"),
+    ("max_patches_per_volume", "all", "--max_patches_per_volume: expects an integer, got 'all'"),
+    ("dataset_dir", ["a", "b"], "--dataset_dir: expects text"),
+])
+def test_wrong_type_or_value_names_the_option(option: str, value: object, problem: str) -> None:
+    assert refused(TRAIN, **{option: value}).startswith(problem)
+
+
+def test_valid_overrides_pass() -> None:
+    check_overrides(TRAIN, {
+        "epochs": 2, "learning_rate": 1,  # an int where the default is a float
+        "min_pixels": 0.5,  # count or fraction: typed "float" by its rule although the default is 8
+        "max_patches_per_volume": None, "patches_file": "p.npz",  # null defaults
+        "views": [2], "variant": "unpool", "seed": 3,
+        "train#trainer#max_epochs": 3,  # nested id
+        "optimizer#weight_decay": 1e-4,  # not in the config, but an argument torch.optim.Adam takes
+        "dataset_dir": "@runs_root", "batch_size": "$8 * 2",  # references / expressions resolve later
+        "_meta_#version": "9.9",  # metadata ids are not the configs'
+    })
+    check_overrides(INFERENCE, {"input": "x.nii.gz", "mask": "m.nii.gz", "ckpt_path": "a.pt", "overwrite": True})
+    check_overrides(EVALUATE, {"split": "training", "axis": 2, "ckpt_path": "run/model.pt"})
+    check_overrides(TRAIN, {})
+
+
+def test_rules_apply_only_to_options_of_the_config() -> None:
+    # inference has no training options: `epochs` is unknown there, and its rule (common.json) is not suggested
+    assert refused(INFERENCE, epochs=3) == "--epochs: unknown option for inference.json"
+    assert refused(EVALUATE, split="val").startswith("--split: must be one of 'training', 'validation', 'test'")
+    assert refused(INFERENCE, overwrite="true") == "--overwrite: expects True or False (default False), got 'true'"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    message = refused(TRAIN, epoch=2, batch_size=0, variant="resnet")
+    assert message.count("; ") == 2 and "\n" not in message
+    assert message.startswith("--epoch: unknown option") and "--batch_size: must be ≥ 1" in message
+
+
+def test_option_rules_match_the_code_and_the_configs() -> None:
+    """The bundle's declared choices are the ones the code accepts, and every rule names a real option."""
+    from mednet.data.datalist import SPLITS
+    from mednet.data.volumes import INTENSITY_NORMALIZATIONS
+    from mednet.losses.segmentation import SEGMENTATION_LOSSES
+    from mednet.networks import FCN_VARIANTS
+
+    rules = load_config(TRAIN)["option_rules"]
+    assert tuple(rules["variant"]["choices"]) == FCN_VARIANTS
+    assert tuple(rules["loss"]["choices"]) == SEGMENTATION_LOSSES
+    assert tuple(rules["intensity_normalization"]["choices"]) == INTENSITY_NORMALIZATIONS
+    assert tuple(rules["split"]["choices"]) == SPLITS
+    options = set().union(*(load_config(c) for c in (TRAIN, EVALUATE, INFERENCE)))
+    assert set(rules) - {"_comment"} <= options  # a misspelt rule would be silently ignored
+    for config in (TRAIN, EVALUATE, INFERENCE):
+        assert load_config(config)["option_rules"] == rules  # each config copies the same rules
+
+
+def test_the_check_is_generic(tmp_path: Path) -> None:
+    """Another bundle's config gets the same check from its own ids, defaults and rules (no code of its own)."""
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({
+        "backbone": "resnet18", "lr": 0.01, "mixup": False, "image_size": [224, 224],
+        "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@epochs"}, "epochs": 10,
+        "option_rules": {"backbone": {"choices": ["resnet18", "efficientnet_b0"]}, "lr": {"greater_than": 0},
+                         "not_in_this_config": {"min": 1}}}))
+    check_overrides(config, {"backbone": "efficientnet_b0", "mixup": True, "image_size": [256, 256], "epochs": 1,
+                             "trainer#amp": True})  # SupervisedTrainer takes `amp`
+    assert refused(config, backbone="vgg").startswith("--backbone: must be one of 'resnet18', 'efficientnet_b0'")
+    assert refused(config, mixup=1) == "--mixup: expects True or False (default False), got 1"
+    assert refused(config, lr=0) == "--lr: must be > 0, got 0"
+    assert refused(config, zzz=1, backbon="x") == (
+        "--zzz: unknown option for train.json; --backbon: unknown option for train.json (did you mean --backbone?)")
+    assert refused(config, **{"trainer#ampp": True}).endswith("(did you mean --trainer#amp?)")
+
+
+def test_merged_config_files_are_checked_together(tmp_path: Path) -> None:
+    """``--config_file "['train.json','extra.json']"`` (or MONAI's comma form): ids of every file are options."""
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"world_size": 2, "epochs": 7}))
+    for files in ([TRAIN, extra], f"{TRAIN},{extra}"):
+        check_overrides(files, {"world_size": 4, "epochs": 1})
+        assert refused(files, world_sise=4) == ("--world_sise: unknown option for train.json + extra.json "
+                                                "(did you mean --world_size?)")
+    assert refused(TRAIN, world_size=4).startswith("--world_size: unknown option for train.json")
+    check_overrides(TRAIN, {"dataset_dir": tmp_path, "num_workers": 2})  # a Path from Python callers is text
+
+
+def test_command_line_is_read_as_fire_reads_it(tmp_path: Path) -> None:
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"config_file": str(TRAIN), "epochs": 5, "seed": 1}))
+    argv = [MONAI_MAIN, "run", "--args_file", str(args_file), "--meta_file", "m.json", "--logging_file", "l.conf",
+            "--workflow_type", "train", "--epochs", "2", "--learning_rate=-1", "--batch_size", "-3", "--amp",
+            "--views", "[0, 1]", "--variant", "skip", "--train#trainer#max_epochs", "3"]
+    config_file, overrides = cli_overrides(argv)
+    assert config_file == str(TRAIN)
+    assert overrides == {"seed": 1, "epochs": 2, "learning_rate": -1, "batch_size": -3, "amp": True, "views": [0, 1],
+                         "variant": "skip", "train#trainer#max_epochs": 3}
+    assert cli_overrides(["/usr/bin/pytest", "run", "--config_file", str(TRAIN), "--epoch", "2"]) is None
+    assert cli_overrides([MONAI_MAIN, "verify_net_in_out", "--config_file", str(TRAIN)]) is None
+
+
+def test_cli_check_runs_only_under_monai_bundle_run() -> None:
+    check_cli_overrides()  # pytest's own command line: nothing to check
+    check_cli_overrides([MONAI_MAIN, "run", "--config_file", str(TRAIN), "--epochs", "2"])
+    with pytest.raises(OptionError, match=r"^--epoch: unknown option for train.json \(did you mean --epochs\?\)$"):
+        check_cli_overrides([MONAI_MAIN, "run", "--config_file", str(TRAIN), "--epoch", "2"])
+    with pytest.raises(OptionError, match="--epochs: expects an integer"):
+        check_cli_overrides([MONAI_MAIN, "run", "--config_file", str(TRAIN), "--epochs", "2.5"])
+
+
+def test_run_bundle_refuses_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mednet.app.bundles import run_bundle
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_bundle installs mednet's hook: restore it after
+    with pytest.raises(OptionError, match=r"--epoch: unknown option .*did you mean --epochs"):
+        run_bundle("brain_tissue_fcn", "train", epoch=1, dataset_dir=str(tmp_path / "missing"),
+                   runs_root=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

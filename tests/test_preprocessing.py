@@ -1,0 +1,155 @@
+"""Preprocessing that makes the brain model hold on real scans: N4 bias correction, robust clipping, the brain
+mask honoured, scans it cannot segment refused, training-patch augmentation, and the demo cohort's variation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import RandBiasField
+
+from conftest import make_head
+from mednet.data.bias_field import correct_bias_field, n4_bias_field
+from mednet.data.errors import DataError
+from mednet.data.mni import load_mni152_template
+from mednet.data.scan_checks import check_skull_stripped
+from mednet.data.transforms import LoadLabelledVolumed
+
+
+@pytest.fixture(scope="module")
+def template() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = load_mni152_template(zoom=0.5)
+    return t.t1, t.label, t.affine
+
+
+def _wm_variation(image: np.ndarray, label: np.ndarray) -> float:
+    wm = image[label == 3]
+    return float(wm.std() / wm.mean())
+
+
+def _save(path: Path, arr: np.ndarray, affine: np.ndarray) -> str:
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    return str(path)
+
+
+def test_n4_removes_a_strong_bias_field(template) -> None:
+    t1, label, affine = template
+    brain = label > 0
+    bias = RandBiasField(coeff_range=(0.4, 0.4), prob=1.0)
+    bias.set_random_state(3)
+    biased = bias(torch.from_numpy(t1)[None]).numpy()[0] * brain
+    before, clean = _wm_variation(biased, label), _wm_variation(t1, label)
+    assert before > 3 * clean  # the field really spreads white-matter intensities
+    spacing = tuple(np.sqrt((affine[:3, :3] ** 2).sum(0)))
+    corrected, info = correct_bias_field(torch.from_numpy(biased)[None], torch.from_numpy(brain)[None], spacing)
+    after = _wm_variation(corrected[0].numpy(), label)
+    assert after < 0.4 * before, (clean, before, after)
+    assert info["method"] == "n4" and info["field_max"] > info["field_min"] > 0
+    # outside the mask nothing changes; "none" is the identity
+    np.testing.assert_array_equal(corrected[0].numpy()[~brain], biased[~brain])
+    same, info = correct_bias_field(torch.from_numpy(biased)[None], torch.from_numpy(brain)[None], spacing, "none")
+    assert info == {"method": "none"} and torch.equal(same[0], torch.from_numpy(biased))
+    with pytest.raises(ValueError, match="n4, none"):
+        correct_bias_field(torch.from_numpy(biased)[None], torch.from_numpy(brain)[None], spacing, "n3")
+    # the field's mean log is 0 inside the mask: the corrected brain keeps its intensity level
+    field = n4_bias_field(biased, brain, spacing)
+    assert abs(float(np.log(field[brain]).mean())) < 1e-4
+
+
+def test_one_outlier_voxel_does_not_break_normalisation(template, tmp_path: Path) -> None:
+    t1, label, affine = template
+    spiked = t1.copy()
+    spiked[tuple(np.argwhere(label == 3)[0])] = t1.max() * 1e4
+    clean, spike = _save(tmp_path / "clean.nii.gz", t1, affine), _save(tmp_path / "spike.nii.gz", spiked, affine)
+    brain = torch.from_numpy(label > 0)[None]
+    for mode in ("histogram", "scale"):
+        a = LoadLabelledVolumed(normalize=mode, bias_correction="none")({"image": clean})["image"]
+        b = LoadLabelledVolumed(normalize=mode, bias_correction="none")({"image": spike})["image"]
+        diff = (a - b).abs()[brain]
+        assert float(torch.quantile(diff, 0.99)) < 0.02, mode
+        # without the robust clipping the same voxel wrecks the whole brain (this test can fail)
+        c = LoadLabelledVolumed(normalize=mode, bias_correction="none", clip_percentiles=None)({"image": spike})["image"]
+        # (histogram: every brain voxel falls into the first bin; scale: the mean is dragged up by the voxel)
+        assert float(torch.quantile((a - c).abs()[brain], 0.5)) > {"histogram": 0.1, "scale": 0.03}[mode], mode
+
+
+def test_the_brain_mask_is_honoured(template, tmp_path: Path) -> None:
+    t1, label, affine = template
+    brain = label > 0
+    head = make_head(t1, brain, voxel_mm=2.0)
+    mask = _save(tmp_path / "mask.nii.gz", brain.astype(np.uint8), affine)
+    stripped = LoadLabelledVolumed()({"image": _save(tmp_path / "brain.nii.gz", t1, affine)})
+    masked = LoadLabelledVolumed()({"image": _save(tmp_path / "head.nii.gz", head, affine), "mask": mask})
+    assert masked["mask_rule"] == "brain mask file"
+    out = masked["image"][0].numpy()
+    assert (out[~brain] == 0).all()  # nothing outside the mask reaches the network
+    # inside the mask: the same preprocessing as the skull-stripped scan (normalisation, N4, clipping use the mask)
+    np.testing.assert_allclose(out[brain], stripped["image"][0].numpy()[brain], atol=1e-4)
+    assert masked["preprocessing"]["bias_correction"]["method"] == "n4"
+
+
+def test_scans_that_are_not_skull_stripped_are_refused(template, tmp_path: Path) -> None:
+    t1, label, affine = template
+    brain = label > 0
+    spacing = (2.0, 2.0, 2.0)
+    signs = check_skull_stripped(t1, "brain.nii.gz", spacing)
+    assert 1000 < signs["nonzero_ml"] < 3000 and signs["face_nonzero_fraction"] < 0.01
+    head = _save(tmp_path / "head.nii.gz", make_head(t1, brain, 2.0), affine)
+    with pytest.raises(DataError, match="head.nii.gz: background is not zero.*--mask.*SynthStrip"):
+        LoadLabelledVolumed()({"image": head})
+    zero_air = make_head(t1, brain, 2.0, noisy_air=False)
+    with pytest.raises(DataError, match="more than a brain.*--mask"):
+        check_skull_stripped(zero_air, "zero_air.nii.gz", spacing)
+    ct = np.where(brain, 40.0, -1000.0).astype(np.float32)  # brain ~40 HU in air at -1000 HU
+    with pytest.raises(DataError, match="ct.nii.gz: .*look like CT"):
+        LoadLabelledVolumed()({"image": _save(tmp_path / "ct.nii.gz", ct, affine)})
+    # the check can be switched off (e.g. for an unusual but skull-stripped scan)
+    LoadLabelledVolumed(bias_correction="none", check_skull_stripped=False)({"image": head})
+
+
+def test_patch_augmentation_keeps_background_and_is_reproducible() -> None:
+    from mednet.data.augment import AugmentingPrepareBatch, TissuePatchAugmentation
+
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(-1, 3, (64, 1, 16, 16), generator=g)
+    image = torch.rand(64, 1, 16, 16, generator=g) * (label >= 0)
+    aug = TissuePatchAugmentation(noise_prob=1.0, blur_prob=1.0, bias_prob=1.0, seed=5)
+    out = aug(image, label)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    assert (out[label < 0] == 0).all()  # background stays 0
+    changed = (out - image).abs().flatten(1).mean(1)
+    assert (changed > 0).float().mean() > 0.9  # every patch was corrupted
+    assert torch.equal(out, TissuePatchAugmentation(noise_prob=1.0, blur_prob=1.0, bias_prob=1.0, seed=5)(image, label))
+    assert not torch.equal(out, TissuePatchAugmentation(noise_prob=1.0, blur_prob=1.0, bias_prob=1.0, seed=6)(image, label))
+    # blur alone preserves a constant patch; without any corruption the batch is returned unchanged
+    flat = torch.full((4, 1, 16, 16), 0.5)
+    blurred = TissuePatchAugmentation(noise_prob=0, bias_prob=0, blur_prob=1.0)(flat, torch.zeros_like(flat))
+    torch.testing.assert_close(blurred, flat)
+    none = TissuePatchAugmentation(noise_prob=0, blur_prob=0, bias_prob=0)
+    assert torch.equal(none(image, label), image)
+    # as MONAI's prepare_batch: the label is passed through, the image augmented
+    x, y = AugmentingPrepareBatch(aug)({"image": image, "label": label}, torch.device("cpu"))
+    assert torch.equal(y, label) and (x[label < 0] == 0).all()
+    with pytest.raises(ValueError, match=r"\(B, 1, P, P\)"):
+        aug(image[:, 0], label[:, 0])
+
+
+def test_demo_cohort_varies_widely_and_tests_on_a_harder_subject(tiny_cohort: Path) -> None:
+    from data_prep.demo_cohort import VARIATION
+
+    rows = list(csv.DictReader(open(tiny_cohort / "cohort.csv")))
+    train = [r for r in rows if r["split"] != "test"]
+    (test,) = [r for r in rows if r["split"] == "test"]
+    for r in rows:
+        lo, hi = VARIATION["test" if r["split"] == "test" else "training"]["bias_coeff"]
+        assert lo <= float(r["bias_coeff_max"]) <= hi
+        assert 0.6 <= float(r["gamma"]) <= 1.6 and 0 <= float(r["noise_pct_of_median"]) <= 6
+    assert float(test["bias_field_range"]) > max(float(r["bias_field_range"]) for r in train)
+    assert float(test["noise_pct_of_median"]) >= max(float(r["noise_pct_of_median"]) for r in train)
+    assert abs(float(test["gamma"]) - 1) >= 0.45
+    spacings = [max(map(float, r["spacing_mm"].split("x"))) / min(map(float, r["spacing_mm"].split("x"))) for r in rows]
+    assert max(spacings) > 1.3  # some subject is clearly anisotropic
