@@ -1,7 +1,8 @@
 """Slice 3D volumes into 2D slices with provenance.
 
     python -m data_prep.slice --datalist demo/cohort/datalist.json --out demo/slices [--split training]
-        [--axis -1] [--drop_empty] [--overwrite]
+        [--axis -1] [--drop_empty] [--intensity_normalization histogram|scale|zscore] [--bias_correction n4|none]
+        [--overwrite]
 
 For every volume of the split (all splits by default) writes ``<out>/<split>/<name>_axis<A>.npz`` holding
 ``images`` (S, H, W) float32 (RAS-oriented, brain-normalised), ``labels`` (S, H, W) uint8 if labelled,
@@ -32,15 +33,20 @@ __all__ = ["slice_datalist"]
 
 
 def slice_datalist(
-    datalist: str, out: str, split: str | None = None, axis: int = -1, drop_empty: bool = False, overwrite: bool = False
+    datalist: str, out: str, split: str | None = None, axis: int = -1, drop_empty: bool = False, overwrite: bool = False,
+    intensity_normalization: str = "histogram", bias_correction: str = "n4",
 ) -> Path:
-    """Slice every volume of ``split`` (or of all splits) of ``datalist`` into ``out``; returns the CSV path."""
+    """Slice every volume of ``split`` (or of all splits) of ``datalist`` into ``out``; returns the CSV path.
+
+    Volumes get the bundle's preprocessing (:class:`~mednet.data.transforms.LoadLabelledVolumed` with
+    ``intensity_normalization`` and ``bias_correction``).
+    """
     out_dir = Path(out)
     index_csv = out_dir / "slices.csv"
     if index_csv.exists() and not overwrite:
         raise DataError(index_csv, "output already exists; choose another --out or pass --overwrite")
     splits = [split] if split else [s for s in SPLITS if load_datalist(datalist, s, required=False)]
-    load = LoadLabelledVolumed()
+    load = LoadLabelledVolumed(normalize=intensity_normalization, bias_correction=bias_correction)
     rows = []
     for s in splits:
         for item in with_names(load_datalist(datalist, s)):

@@ -55,6 +55,25 @@ def test_brain_slice_inferer_matches_slice_inferer_inside_the_brain(axis: int) -
     assert torch.all(b[0][:, outside] == 0)
 
 
+def test_slice_batches_follow_a_pixel_budget() -> None:
+    """Whole slices are batched by a pixel budget (linear cost in the volume size); the result is unchanged."""
+    torch.manual_seed(0)
+    net = TissueFCN("skip", base_channels=8).eval()
+    vol = _brain_like()
+    calls: list[int] = []
+    counting = lambda x: (calls.append(x.shape[0]), net(x))[1]  # noqa: E731
+    fixed = BrainSliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=16, progress=False, max_batch_pixels=None)
+    budget = BrainSliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=16, progress=False, max_batch_pixels=5000)
+    with torch.no_grad():
+        a = fixed(vol, counting)
+        n_fixed, calls[:] = max(calls), []
+        b = budget(vol, counting)
+    box = foreground_box(vol, 16)
+    pixels = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+    assert n_fixed == 16 and max(calls) == max(1, 5000 // pixels) < 16
+    torch.testing.assert_close(a, b)
+
+
 def test_view_aggregation_averages_the_three_planes() -> None:
     torch.manual_seed(0)
     net = TissueFCN("skip", base_channels=8).eval()

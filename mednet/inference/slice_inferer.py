@@ -49,22 +49,33 @@ class BrainSliceInferer(SliceInferer):
     Args:
         margin: voxels added around the box on every side (in-plane and across slices).
         fill_value: output value outside the box (the voxels there are background).
+        max_batch_pixels: cap on the pixels of one batch of slices: whole slices (``roi_size`` ``(-1, -1)``)
+            are batched ``min(sw_batch_size, max_batch_pixels // slice pixels)`` at a time. A fixed number of
+            slices made the cost per voxel grow with the slice size (measured, 3 views on 2 cores: 16 slices of
+            a 0.7 mm volume cost 1.24× more per voxel than of the 1 mm template — the activations outgrow the
+            caches); a pixel budget keeps it linear. ``None``: always ``sw_batch_size``.
         args, kwargs: passed to :class:`~monai.inferers.SliceInferer` (``spatial_dim``, ``roi_size``,
             ``sw_batch_size``, ...).
 
     Input ``(B, C, X, Y, Z)``; output ``(B, C_out, X, Y, Z)``, a MetaTensor with the input's metadata.
     """
 
-    def __init__(self, *args: Any, margin: int = 16, fill_value: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, margin: int = 16, fill_value: float = 0.0, max_batch_pixels: int | None = 400_000,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.margin = margin
         self.fill_value = fill_value
+        self.max_batch_pixels = max_batch_pixels
+        self.max_slices = self.sw_batch_size
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         box = foreground_box(inputs, self.margin)
         if box is None:
             box = (slice(None),) * 3
         crop = inputs[(..., *box)]
+        if self.max_batch_pixels and all(int(r) < 0 for r in self.roi_size):  # whole slices: a pixel budget
+            in_plane = [n for d, n in enumerate(crop.shape[2:]) if d != self.spatial_dim]
+            self.sw_batch_size = max(1, min(self.max_slices, self.max_batch_pixels // (in_plane[0] * in_plane[1])))
         out_crop = super().__call__(crop.as_tensor() if isinstance(crop, MetaTensor) else crop, network, *args, **kwargs)
         out = torch.full((inputs.shape[0], out_crop.shape[1], *inputs.shape[2:]), self.fill_value,
                          dtype=out_crop.dtype, device=out_crop.device)
