@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 
 def run_cli(fn: Callable) -> None:

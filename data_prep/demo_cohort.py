@@ -52,7 +52,7 @@ from monai.transforms import (
 from monai.utils import set_determinism
 
 from mednet.data.datalist import write_datalist
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.mni import load_mni152_template
 
 __all__ = ["build_demo_cohort", "split_subjects", "VARIATION"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from mednet.data.datalist import load_datalist
 from mednet.data.datasets import CohortPatches, extract_cohort_patches
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.labels import TISSUE_NAMES
 from mednet.data.patches import grid_patches
 from mednet.data.slicing import slice_volume

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mednet.data.datalist import SPLITS, load_datalist
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.naming import with_names
 from mednet.data.slicing import slice_volume
 from mednet.data.transforms import LoadLabelledVolumed

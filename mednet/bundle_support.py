@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.overrides import OptionError
 
 __all__ = ["install_error_hook", "user_error", "error_line", "root_cause", "select_metrics", "list_inputs",

@@ -49,7 +49,7 @@ def temp_name(target: str | os.PathLike) -> Path:
 
 def _exists(target: Path) -> Exception:
     # imported here: mednet.data (whose volumes module writes through this one) must stay importable first
-    from mednet.data.errors import DataError
+    from mednet.errors import DataError
 
     return DataError(target, "output already exists; choose another path or pass --overwrite")
 

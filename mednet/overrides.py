@@ -55,7 +55,7 @@ _MISSING = object()
 class OptionError(ValueError):
     """Unknown options, or options of the wrong type or value, for a bundle run.
 
-    Like :class:`mednet.data.errors.DataError` the message starts with what to fix:
+    Like :class:`mednet.errors.DataError` the message starts with what to fix:
     ``"--epoch: unknown option for train.json (did you mean --epochs?)"``; several problems are joined by ``"; "``
     so that one run reports all of them at once.
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.io import write_json_atomic
 
 __all__ = [

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mednet.bundle_support import error_line, install_error_hook, user_error
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.overrides import OptionError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 
 from data_prep.demo_cohort import _geometry, build_demo_cohort, split_subjects
 from mednet.data.datalist import load_datalist
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 

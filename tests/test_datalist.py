@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mednet.data.datalist import SPLITS, check_disjoint_splits, find_datalist, load_datalist, write_datalist
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 
 @pytest.fixture

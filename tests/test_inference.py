@@ -11,7 +11,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.transforms import TissueLabels, output_name
 from mednet.inference import BrainSliceInferer, ViewAggregationInferer, foreground_box
 from mednet.networks import TissueFCN

@@ -19,7 +19,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.naming import unique_names, volume_stem, with_names
 from mednet.io import TEMP_MARKER, atomic_path, temp_name
 

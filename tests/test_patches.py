@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.patches import (
     GridPatches,
     PatchSet,

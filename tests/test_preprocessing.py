@@ -14,7 +14,7 @@ from monai.transforms import RandBiasField
 
 from conftest import make_head
 from mednet.data.bias_field import correct_bias_field, n4_bias_field
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.mni import load_mni152_template
 from mednet.data.scan_checks import check_skull_stripped
 from mednet.data.transforms import LoadLabelledVolumed

@@ -20,7 +20,7 @@ from monai.data import NibabelReader
 from monai.transforms import LoadImage, LoadImaged, Orientation
 from monai.utils import MetaKeys, SpaceKeys
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.readers import SimpleITKReader
 
 # LoadImage instantiates all of MONAI's default readers; the GPU DICOM one warns on CPU-only machines

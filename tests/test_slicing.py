@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.slicing import SliceStack, slice_volume
 
 SHAPE = (6, 5, 4)

@@ -1,4 +1,4 @@
-"""Tests for :mod:`mednet.data.volumes` and :class:`mednet.data.errors.DataError`.
+"""Tests for :mod:`mednet.data.volumes` and :class:`mednet.errors.DataError`.
 
 Tiny volumes (12 x 10 x 8 voxels) are written with nibabel (and one DICOM series with SimpleITK) into
 ``tmp_path``. Every bad input must raise a :class:`DataError` whose message starts with the offending file's
@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.volumes import (
     check_label_values,
     describe_volume,

@@ -2,7 +2,7 @@
 
 from mednet.data.datalist import SPLITS, check_disjoint_splits, find_datalist, load_datalist, write_datalist
 from mednet.data.datasets import CohortPatches, PatchDataset, extract_cohort_patches, volume_dataset
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
 from mednet.data.patches import (
     GridPatches,

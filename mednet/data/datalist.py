@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 __all__ = ["SPLITS", "load_datalist", "write_datalist", "check_disjoint_splits", "find_datalist"]
 

@@ -24,7 +24,7 @@ from monai.data import CacheDataset, Dataset
 from tqdm.auto import tqdm
 
 from mednet.data.datalist import load_datalist
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.labels import TISSUE_LABELS, TISSUE_NAMES
 from mednet.data.naming import with_names
 from mednet.data.patches import class_distribution, extract_balanced_patches

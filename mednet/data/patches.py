@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.labels import BACKGROUND, LABEL_NAMES, TISSUE_LABELS
 
 __all__ = [

@@ -22,7 +22,7 @@ Conventions (identical to ``ITKReader`` with its defaults and to ``NibabelReader
   (:func:`monai.data.utils.orientation_ras_lps`), exactly like ``ITKReader(affine_lps_to_ras=True)``.
 
 Errors (missing file, empty directory, unreadable/corrupt/truncated file, ambiguous DICOM directory) are raised
-as :class:`mednet.data.errors.DataError` naming the path, never as a bare SimpleITK ``RuntimeError``. Note that
+as :class:`mednet.errors.DataError` naming the path, never as a bare SimpleITK ``RuntimeError``. Note that
 ``LoadImage(reader=SimpleITKReader())`` catches reader exceptions, tries MONAI's other readers and then raises
 its own ``RuntimeError`` (whose message contains the ``DataError`` text); call
 ``LoadImage(...)(path, reader=SimpleITKReader())`` or ``SimpleITKReader().read(path)`` to get the
@@ -47,7 +47,7 @@ from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_i
 from monai.data.utils import is_supported_format, orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 __all__ = ["SimpleITKReader"]
 

@@ -3,7 +3,7 @@
 Without a mask, "background" is every voxel of intensity 0 (a skull-stripped scan). A scan that still has its
 skull, scalp and neck, or noisy air around the head, or a CT volume, passes every file check but would have
 every non-zero voxel labelled as tissue — a silent, plausible-looking wrong answer. These checks detect such
-scans from simple, documented signs and raise :class:`~mednet.data.errors.DataError` naming the file, what was
+scans from simple, documented signs and raise :class:`~mednet.errors.DataError` naming the file, what was
 detected and what to do.
 
 Signs (each measured on the volume as loaded, before any normalisation):
@@ -24,7 +24,7 @@ import os
 import numpy as np
 import torch
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 __all__ = ["check_skull_stripped", "SKULL_STRIPPING_TOOLS"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 
 __all__ = ["SliceStack", "slice_volume"]
 

@@ -20,7 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from mednet.data.bias_field import BIAS_CORRECTIONS, correct_bias_field, voxel_spacing
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.labels import NUM_TISSUES
 from mednet.data.naming import volume_stem
 from mednet.data.scan_checks import check_skull_stripped

@@ -22,7 +22,7 @@ import torch
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, Orientation
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.data.labels import LABEL_NAMES
 from mednet.data.readers import SimpleITKReader
 from mednet.io import atomic_path

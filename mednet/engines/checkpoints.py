@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from mednet.data.errors import DataError
+from mednet.errors import DataError
 from mednet.io import atomic_path
 from mednet.runs import check_run_settings, mark_finished as _mark_finished
 

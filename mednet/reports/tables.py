@@ -52,7 +52,7 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) ->
 def write_json(obj: object, path: str | os.PathLike, overwrite: bool = True) -> Path:
     """Pretty JSON, written atomically; NaN written as null so every JSON reader accepts it.
 
-    ``overwrite=False`` refuses an existing file (:class:`~mednet.data.errors.DataError`).
+    ``overwrite=False`` refuses an existing file (:class:`~mednet.errors.DataError`).
     """
     def clean(o):
         if isinstance(o, float) and math.isnan(o):
