@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mednet.errors import DataError
-from mednet.overrides import OptionError
+from mednet.errors import OptionError
 
 __all__ = ["install_error_hook", "user_error", "error_line", "root_cause", "select_metrics", "list_inputs",
            "report_paths"]

@@ -40,6 +40,8 @@ from monai.bundle.config_item import ComponentLocator, ConfigComponent
 from monai.bundle.reference_resolver import ReferenceResolver
 from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 
+from mednet.errors import OptionError
+
 __all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "check_overrides", "cli_overrides",
            "check_cli_overrides"]
 
@@ -50,22 +52,6 @@ _TYPE_WORDS = {"bool": "True or False", "int": "an integer", "float": "a number"
 _MONAI_MAIN = ("monai", "bundle", "__main__.py")
 _CLI_COMMANDS = ("run", "run_workflow")
 _MISSING = object()
-
-
-class OptionError(ValueError):
-    """Unknown options, or options of the wrong type or value, for a bundle run.
-
-    Like :class:`mednet.errors.DataError` the message starts with what to fix:
-    ``"--epoch: unknown option for train.json (did you mean --epochs?)"``; several problems are joined by ``"; "``
-    so that one run reports all of them at once.
-
-    Args:
-        problems: ``{"--option": "what is wrong with it"}``.
-    """
-
-    def __init__(self, problems: Mapping[str, str]) -> None:
-        self.problems = dict(problems)
-        super().__init__("; ".join(f"{option}: {problem}" for option, problem in self.problems.items()))
 
 
 def _config_files(config_file: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 
 from mednet.bundle_support import error_line, install_error_hook, user_error
 from mednet.errors import DataError
-from mednet.overrides import OptionError
+from mednet.errors import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
