@@ -11,7 +11,7 @@ sys.path.insert(0, str(REPO))
 
 def ensure_cohort(path: str, subjects: int = 6, zoom: float = 1.0, seed: int = 0) -> Path:
     """``path`` if it holds a datalist, else build a demo cohort there."""
-    from data_prep.demo_cohort import build_demo_cohort
+    from mednet.data.brain_demo_cohort import build_demo_cohort
 
     p = Path(path)
     if not (p / "datalist.json").is_file():

@@ -298,7 +298,8 @@ def main() -> None:
 
     import torch
 
-    from mednet.app.bundles import bundle_config
+    from mednet.app.bundles import bundle_config_files
+    from mednet.overrides import load_config
     from mednet.data.mni import load_mni152_template
     from mednet.runs import SETTINGS_FILE, resolve_checkpoint
 
@@ -310,7 +311,7 @@ def main() -> None:
         print(f"warning: no {SETTINGS_FILE} beside {ckpt}: evaluating with the bundle's defaults")
     # the run's settings as evaluate.json overrides (views, intensity_normalization, bias_correction, ...): only
     # the options evaluate.json has, since the bundle refuses unknown ones
-    known = json.loads(bundle_config("brain_tissue_fcn", "evaluate").read_text())
+    known = load_config([str(f) for f in bundle_config_files("brain_tissue_fcn", "evaluate")])
     settings = {k: v for k, v in trained.items() if k in known}
     if set(trained) - set(settings):
         print(f"note: settings not taken by evaluate.json, not passed: {sorted(set(trained) - set(settings))}")

@@ -1,4 +1,6 @@
-"""Extract class-balanced 2D training patches (or grid patches) from a datalist split.
+"""Command-line wrapper: ``python -m data_prep.patches`` runs :func:`mednet.data.patch_files.write_patches` (see its module for details).
+
+Extract class-balanced 2D training patches (or grid patches) from a datalist split.
 
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches [--split training]
         [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_per_volume N] [--no-balance] [--seed 0]
@@ -18,114 +20,10 @@ pixels, and after = kept patches), and prints the distribution.
 (validation/test protocol of the course exercise) with their positions, for reassembly.
 """
 
-from __future__ import annotations
-
-import csv
-import json
-from pathlib import Path
-
-import numpy as np
-
-from mednet.data.datalist import load_datalist
-from mednet.data.datasets import CohortPatches, extract_cohort_patches
-from mednet.errors import DataError
-from mednet.data.labels import TISSUE_NAMES
-from mednet.data.patches import grid_patches
-from mednet.data.slicing import slice_volume
-from mednet.data.transforms import LoadLabelledVolumed
-
-__all__ = ["write_patches", "write_grid_patches"]
-
-
-def _refuse(paths: list[Path], overwrite: bool) -> None:
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise DataError(p, "output already exists; choose another --out or pass --overwrite")
-
-
-def write_grid_patches(datalist: str, out: str, split: str = "validation", patch_size: int = 16, axis: int = -1,
-                       overwrite: bool = False, intensity_normalization: str = "histogram",
-                       bias_correction: str = "n4") -> Path:
-    """Non-overlapping grid patches of every slice of every volume in ``split``; one ``.npz``."""
-    path = Path(out) / f"grid_{split}.npz"
-    _refuse([path], overwrite)
-    load = LoadLabelledVolumed(normalize=intensity_normalization, bias_correction=bias_correction)
-    images, labels, positions, volumes, shapes = [], [], [], [], []
-    for v, item in enumerate(load_datalist(datalist, split)):
-        d = load(item)
-        stack = slice_volume(d["image"], d.get("label"), axis=axis, source=item["image"])
-        grid = grid_patches(stack.images, stack.labels, patch_size=patch_size)
-        images.append(grid.images)
-        if grid.labels is not None:
-            labels.append(grid.labels)
-        positions.append(np.concatenate([np.full((len(grid.positions), 1), v, np.int32),
-                                         np.asarray(grid.positions, np.int32)], axis=1))
-        volumes.append(str(item["image"]))
-        shapes.append(stack.images.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"images": np.concatenate(images), "positions": np.concatenate(positions),
-              "volumes": np.asarray(volumes), "slice_stack_shapes": np.asarray(shapes), "axis": np.asarray(axis)}
-    if labels:
-        arrays["labels"] = np.concatenate(labels)
-    np.savez_compressed(path, **arrays)
-    print(f"wrote {len(arrays['images'])} grid patches of {patch_size}x{patch_size} from {len(volumes)} volume(s) to {path}")
-    return path
-
-
-def write_patches(
-    datalist: str,
-    out: str,
-    split: str = "training",
-    patch_size: int = 16,
-    stride: int = 1,
-    min_pixels: float = 8,
-    max_background: float = 0,
-    max_per_volume: int | None = None,
-    balance: bool = True,
-    seed: int = 0,
-    axes: int | tuple[int, ...] = (0, 1, 2),
-    grid: bool = False,
-    axis: int = -1,
-    overwrite: bool = False,
-    intensity_normalization: str = "histogram",
-    bias_correction: str = "n4",
-) -> Path:
-    """Balanced training patches along ``axes`` (or ``grid`` patches along ``axis``) of ``split``; returns the ``.npz`` path.
-
-    ``intensity_normalization`` (``scale``, ``histogram`` or ``zscore``) and ``bias_correction`` (``n4`` or
-    ``none``) must match the bundle's ``--intensity_normalization`` / ``--bias_correction`` when the patches are
-    used for training.
-    """
-    if grid:
-        return write_grid_patches(datalist, out, split, patch_size, axis, overwrite, intensity_normalization,
-                                  bias_correction)
-    out_dir = Path(out)
-    npz, js, cs = (out_dir / f"{stem}_{split}.{ext}" for stem, ext in (("patches", "npz"), ("stats", "json"), ("stats", "csv")))
-    _refuse([npz, js, cs], overwrite)
-    patches: CohortPatches = extract_cohort_patches(
-        datalist, split=split, axes=axes, patch_size=patch_size, stride=stride,
-        min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
-        max_background=max_background if max_background < 1 else int(max_background),
-        max_per_volume=max_per_volume, balance=balance, seed=seed, normalize=intensity_normalization,
-        bias_correction=bias_correction,
-    )
-    patches.save(npz, overwrite=overwrite)
-    js.write_text(json.dumps(patches.stats, indent=2) + "\n")
-    with open(cs, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["stage", "class", "pixels", "share"])
-        for stage in ("before", "after"):
-            for name in TISSUE_NAMES:
-                w.writerow([stage, name, patches.stats[stage][name]["pixels"], round(patches.stats[stage][name]["share"], 4)])
-    fmt = lambda stage: " / ".join(f"{patches.stats[stage][n]['share']:.1%}" for n in TISSUE_NAMES)  # noqa: E731
-    print(f"{len(patches)} patches of {patch_size}x{patch_size} from {len(patches.volumes)} volume(s), axes {patches.axes} -> {npz}")
-    print(f"class shares CSF/GM/WM before (all brain pixels): {fmt('before')}")
-    print(f"class shares CSF/GM/WM after (kept patches):      {fmt('after')}")
-    print(f"stats: {js}, {cs}")
-    return npz
-
+from mednet.data.patch_files import *  # noqa: F401,F403  (the library function and its helpers, for ``from data_prep.patches import …``)
+from mednet.data.patch_files import write_patches
 
 if __name__ == "__main__":
-    from data_prep._cli import run_cli
+    from mednet.cli import run_cli
 
     run_cli(write_patches)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from mednet.data.naming import VOLUME_SUFFIXES
 from mednet.errors import DataError
 from mednet.errors import OptionError
 
@@ -30,7 +31,6 @@ _FALLBACK_ERRORS = (ValueError, FileNotFoundError)
 _TRACEBACK_HINT = "(MEDNET_TRACEBACK=1 shows the traceback)"
 _WORKER_ERROR = re.compile(  # a user error's last traceback line, as torch copies a DataLoader worker's traceback
     "^(?:" + "|".join(re.escape(f"{t.__module__}.{t.__qualname__}") for t in _USER_ERRORS) + r"): (.+)$", re.M)
-_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -125,10 +125,10 @@ def list_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None,
         return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
                            for it in load_datalist(path, split)])
     if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
-        items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(_IMAGE_SUFFIXES) or
+        items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES) or
                        (p.is_dir() and any(q.suffix.lower() == ".dcm" for q in p.iterdir())))
         if not items:
-            raise DataError(path, f"no volumes ({', '.join(_IMAGE_SUFFIXES)} or DICOM folders) found")
+            raise DataError(path, f"no volumes ({', '.join(VOLUME_SUFFIXES)} or DICOM folders) found")
         if mask is not None:
             raise DataError(mask, "--mask applies to a single input volume, not a folder (use a datalist with 'mask' entries)")
         return with_names([{"image": p} for p in items])

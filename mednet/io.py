@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "temp_name", "write_text_atomic", "write_json_atomic", "TEMP_MARKER"]
+from mednet.errors import DataError
+
+__all__ = ["atomic_path", "refuse_existing", "temp_name", "write_text_atomic", "write_json_atomic", "TEMP_MARKER"]
 
 #: part of every temporary file name (``.model.tmp-1a2b3c4d.pt``): lets tools and tests recognise leftovers
 TEMP_MARKER = ".tmp-"
@@ -47,11 +49,21 @@ def temp_name(target: str | os.PathLike) -> Path:
     return target.with_name(f".{stem}{TEMP_MARKER}{secrets.token_hex(4)}{suffix}")
 
 
-def _exists(target: Path) -> Exception:
-    # imported here: mednet.data (whose volumes module writes through this one) must stay importable first
-    from mednet.errors import DataError
-
+def _exists(target: Path) -> DataError:
     return DataError(target, "output already exists; choose another path or pass --overwrite")
+
+
+def refuse_existing(*paths: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise :class:`~mednet.errors.DataError` for the first of ``paths`` that exists, unless ``overwrite``.
+
+    The one check every writer makes before it starts (so a run never loses earlier outputs, and fails before
+    hours of work rather than at the end); :func:`atomic_path` with ``overwrite=False`` checks again at the rename.
+    """
+    if overwrite:
+        return
+    for path in paths:
+        if Path(path).exists():
+            raise _exists(Path(path))
 
 
 def _fsync(path: Path) -> None:

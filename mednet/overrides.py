@@ -43,7 +43,7 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 from mednet.errors import OptionError
 
 __all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "check_overrides", "cli_overrides",
-           "check_cli_overrides"]
+           "check_cli_overrides", "require_base_config"]
 
 RULES_KEY = "option_rules"
 _UNRESOLVED = (EXPR_KEY, ID_REF_KEY, MACRO_KEY)
@@ -275,3 +275,26 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     parsed = cli_overrides(sys.argv if argv is None else argv)
     if parsed is not None:
         check_overrides(*parsed)
+
+
+def require_base_config(base: str, override: str, argv: Sequence[str] | None = None) -> None:
+    """Refuse ``python -m monai.bundle run`` of an override config (``evaluate.json``) without its base.
+
+    As in the MONAI model zoo, ``evaluate.json`` holds only what evaluation changes in ``inference.json``;
+    the two are merged in order: ``--config_file "['…/inference.json','…/evaluate.json']"``. Given alone, MONAI
+    would fail on the first id the override does not define; this says what to run instead. Python callers
+    (:func:`mednet.app.bundles.run_bundle`) pass the list themselves, and nothing is checked for them.
+
+    Raises:
+        OptionError: the command line's ``--config_file`` lists ``override`` but no file named like ``base``.
+    """
+    parsed = cli_overrides(sys.argv if argv is None else argv)
+    if parsed is None:
+        return
+    names = [Path(f).name for f in _config_files(parsed[0])]
+    if Path(base).name not in names:
+        given = _config_files(parsed[0])[-1]
+        folder = Path(given).parent
+        raise OptionError({"--config_file": (
+            f"{Path(override).name} is an override of {Path(base).name}; run both, merged in order: "
+            f"--config_file \"['{folder / Path(base).name}','{folder / Path(override).name}']\"")})

@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 def tiny_cohort(tmp_path_factory) -> Path:
     """5 subjects (3 training, 1 validation, 1 test) at zoom 0.5 (≈ 98×116×94 voxels): template grid,
     anisotropic and LPS 256×128×256-shaped subjects all present."""
-    from data_prep.demo_cohort import build_demo_cohort
+    from mednet.data.brain_demo_cohort import build_demo_cohort
 
     out = tmp_path_factory.mktemp("cohort")
     build_demo_cohort(out=str(out), subjects=5, seed=1, zoom=0.5, overwrite=True)

@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mednet.app.bundles import config_file_argument
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
 pytestmark = pytest.mark.slow
 
 
 def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / f"{config}.json"), *args]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file_argument("brain_tissue_fcn", config), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     env.pop("MEDNET_TRACEBACK", None)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",

@@ -19,6 +19,7 @@ from monai.utils import BundlePropertyConfig
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_TYPES = {"train": "train", "evaluate": "infer", "inference": "infer"}
 CONFIGS = sorted(p for p in (REPO / "bundles").glob("*/configs/*.json") if p.stem in WORKFLOW_TYPES)
+BASES = {"evaluate": "inference"}  # evaluate.json is an override of inference.json, merged after it
 
 
 def _config_id_only(self: ConfigWorkflow, name: str, property: dict) -> str:
@@ -40,7 +41,9 @@ def test_every_bundle_has_configs_to_check() -> None:
 def test_monai_property_check_passes(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # % macros are relative to the checkout root
     workflow_type = WORKFLOW_TYPES[config.stem]
-    wf = ConfigWorkflow(config_file=str(config), meta_file=str(config.parent / "metadata.json"), logging_file=False,
+    files = [str(config.parent / f"{BASES[config.stem]}.json")] if config.stem in BASES else []
+    files.append(str(config))
+    wf = ConfigWorkflow(config_file=files, meta_file=str(config.parent / "metadata.json"), logging_file=False,
                         workflow_type=workflow_type)
     wf.parser.parse(reset=True)  # what initialize() does before running its expressions: resolve the % macros
     with mock.patch.object(ConfigWorkflow, "_get_property", _config_id_only):

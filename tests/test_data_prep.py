@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_prep.demo_cohort import _geometry, build_demo_cohort, split_subjects
+from mednet.data.brain_demo_cohort import _geometry, build_demo_cohort, split_subjects
 from mednet.data.datalist import load_datalist
 from mednet.errors import DataError
 

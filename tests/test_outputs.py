@@ -101,7 +101,7 @@ def test_list_inputs_and_volume_dataset_name_colliding_inputs(colliding: Path) -
 
 
 def test_slicing_colliding_inputs_keeps_every_volume(colliding: Path, tmp_path: Path) -> None:
-    from data_prep.slice import slice_datalist
+    from mednet.data.slice_files import slice_datalist
 
     index = slice_datalist(str(colliding), str(tmp_path / "slices"), axis=-1)
     assert sorted(p.name for p in (tmp_path / "slices" / "test").iterdir()) == [

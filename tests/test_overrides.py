@@ -13,7 +13,8 @@ from mednet.overrides import OptionError, check_cli_overrides, check_overrides, 
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
-TRAIN, EVALUATE, INFERENCE = (CONFIGS / f"{n}.json" for n in ("train", "evaluate", "inference"))
+TRAIN, INFERENCE = (CONFIGS / f"{n}.json" for n in ("train", "inference"))
+EVALUATE = [INFERENCE, CONFIGS / "evaluate.json"]  # an override of inference.json
 MONAI_MAIN = str(Path(monai.bundle.__file__).parent / "__main__.py")
 
 
@@ -163,3 +164,16 @@ def test_run_bundle_refuses_before_any_work(tmp_path: Path, monkeypatch: pytest.
         run_bundle("brain_tissue_fcn", "train", epoch=1, dataset_dir=str(tmp_path / "missing"),
                    runs_root=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_alone_names_its_base_config() -> None:
+    """evaluate.json is an override of inference.json; run alone it is refused with the command to run."""
+    from mednet.overrides import require_base_config
+
+    argv = [str(Path(*Path("x/monai/bundle/__main__.py").parts)), "run", "--config_file", str(CONFIGS / "evaluate.json")]
+    with pytest.raises(OptionError) as info:
+        require_base_config("inference.json", "evaluate.json", argv)
+    assert str(info.value).startswith("--config_file: evaluate.json is an override of inference.json")
+    assert f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'evaluate.json'}']" in str(info.value)
+    both = [*argv[:3], f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'evaluate.json'}']"]
+    require_base_config("inference.json", "evaluate.json", both)  # no error

@@ -139,7 +139,7 @@ def test_patch_augmentation_keeps_background_and_is_reproducible() -> None:
 
 
 def test_demo_cohort_varies_widely_and_tests_on_a_harder_subject(tiny_cohort: Path) -> None:
-    from data_prep.demo_cohort import VARIATION
+    from mednet.data.brain_demo_cohort import VARIATION
 
     rows = list(csv.DictReader(open(tiny_cohort / "cohort.csv")))
     train = [r for r in rows if r["split"] != "test"]

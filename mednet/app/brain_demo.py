@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from data_prep.demo_cohort import build_demo_cohort
-from data_prep.patches import write_patches
+from mednet.data.brain_demo_cohort import build_demo_cohort
+from mednet.data.patch_files import write_patches
 from mednet.app.bundles import run_bundle
 from mednet.data.transforms import describe_preprocessing
 from mednet.runs import new_run_dir
@@ -67,6 +67,6 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
 
 
 if __name__ == "__main__":
-    from data_prep._cli import run_cli
+    from mednet.cli import run_cli
 
     run_cli(brain_demo)

@@ -11,7 +11,10 @@ from monai.bundle import ConfigWorkflow
 from mednet.bundle_support import install_error_hook
 from mednet.overrides import check_overrides
 
-__all__ = ["repo_root", "bundle_config", "run_bundle"]
+__all__ = ["repo_root", "bundle_config", "bundle_config_files", "config_file_argument", "run_bundle", "CONFIG_BASES"]
+
+#: configs that are overrides of another config of the same bundle (model-zoo style), merged after it
+CONFIG_BASES = {"evaluate": ("inference",)}
 
 
 def repo_root() -> Path:
@@ -25,6 +28,17 @@ def repo_root() -> Path:
 def bundle_config(bundle: str, name: str) -> Path:
     """``bundles/<bundle>/configs/<name>.json`` of the checkout."""
     return repo_root() / "bundles" / bundle / "configs" / f"{name}.json"
+
+
+def bundle_config_files(bundle: str, name: str) -> list[Path]:
+    """The config files that make up job ``name``, in merge order: ``evaluate`` → ``[inference.json, evaluate.json]``."""
+    return [bundle_config(bundle, n) for n in (*CONFIG_BASES.get(name, ()), name)]
+
+
+def config_file_argument(bundle: str, name: str) -> str:
+    """The ``--config_file`` value of job ``name``: one path, or MONAI's list form ``"['a.json','b.json']"``."""
+    files = bundle_config_files(bundle, name)
+    return str(files[0]) if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
 @contextmanager
@@ -49,11 +63,11 @@ def run_bundle(bundle: str, config: str, **overrides: object) -> ConfigWorkflow:
     root = repo_root()
     meta = root / "bundles" / bundle / "configs" / "metadata.json"
     logging_conf = root / "bundles" / bundle / "configs" / "logging.conf"
-    config_file = bundle_config(bundle, config)
+    config_file = [str(f) for f in bundle_config_files(bundle, config)]
     install_error_hook()  # what the bundle's initialize would do: an OptionError below reads as one line too
     with _cwd(root):
         check_overrides(config_file, overrides)
-        wf = ConfigWorkflow(config_file=str(config_file), meta_file=str(meta), logging_file=str(logging_conf),
+        wf = ConfigWorkflow(config_file=config_file, meta_file=str(meta), logging_file=str(logging_conf),
                             workflow_type="train" if config == "train" else "infer", **overrides)
         wf.initialize()
         wf.run()

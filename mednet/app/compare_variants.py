@@ -60,6 +60,6 @@ def compare_variants(dataset_dir: str = "demo/cohort", epochs: int = 3, out: str
 
 
 if __name__ == "__main__":
-    from data_prep._cli import run_cli
+    from mednet.cli import run_cli
 
     run_cli(compare_variants)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mednet.errors import DataError
+from mednet.io import refuse_existing
 
 __all__ = ["SPLITS", "load_datalist", "write_datalist", "check_disjoint_splits", "find_datalist"]
 
@@ -98,8 +99,7 @@ def write_datalist(
         extra: additional top-level fields (e.g. ``name``, ``labels``), written as given.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise DataError(path, "output already exists; choose another path or pass --overwrite")
+    refuse_existing(path, overwrite=overwrite)
     base = path.parent.resolve()
     content: dict = dict(extra)
     for split, items in splits.items():

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mednet.data.datalist import load_datalist
 from mednet.errors import DataError
+from mednet.io import refuse_existing
 from mednet.data.labels import TISSUE_LABELS, TISSUE_NAMES
 from mednet.data.naming import with_names
 from mednet.data.patches import class_distribution, extract_balanced_patches
@@ -61,8 +62,7 @@ class CohortPatches:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write one compressed ``.npz`` (refused if it exists unless ``overwrite``)."""
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise DataError(path, "output already exists; choose another path or pass --overwrite")
+        refuse_existing(path, overwrite=overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path,

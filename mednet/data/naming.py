@@ -18,10 +18,20 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "volume_stem", "unique_names", "with_names", "NAME_KEY"]
+__all__ = ["IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "PHOTO_SUFFIXES", "ARRAY_SUFFIXES",
+           "volume_stem", "unique_names", "with_names", "NAME_KEY"]
 
-#: file suffixes stripped from names (longest first: ``.nii.gz`` before ``.gz``-less ``.nii``)
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".npz", ".npy")
+# The project's one list of known image file suffixes (lower case; longest first where one ends another).
+#: NIfTI files (read with nibabel)
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: 3D volumes: NIfTI, MetaImage, NRRD, DICOM files (a DICOM *series* is a folder)
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
+#: 2D colour photographs (dermoscopy): Pillow formats; DICOM dermoscopy files use ``.dcm``
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+#: NumPy arrays written by mednet (slices, patches) and DermaMNIST
+ARRAY_SUFFIXES = (".npz", ".npy")
+#: every suffix stripped from names
+IMAGE_SUFFIXES = VOLUME_SUFFIXES + PHOTO_SUFFIXES + ARRAY_SUFFIXES
 #: item-dictionary key holding the output name of a volume
 NAME_KEY = "name"
 _SEP = "_"

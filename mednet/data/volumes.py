@@ -22,10 +22,11 @@ import torch
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, Orientation
 
+from mednet.data.naming import NIFTI_SUFFIXES
 from mednet.errors import DataError
 from mednet.data.labels import LABEL_NAMES
 from mednet.data.readers import SimpleITKReader
-from mednet.io import atomic_path
+from mednet.io import atomic_path, refuse_existing
 
 __all__ = [
     "load_volume",
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 #: suffixes handed to nibabel; everything else (DICOM dirs, .dcm, .mha, .mhd, .nrrd, .nhdr) goes to SimpleITK
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # One instance for the forward and the inverse step: MONAI matches an inverse to the instance that traced it.
 _TO_RAS = Orientation(axcodes="RAS", labels=None)
 
@@ -50,7 +50,7 @@ _LOAD = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)
 def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
     # The reader is passed per call, not registered: registered readers' errors are swallowed by LoadImage's
     # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
-    return NibabelReader() if path.name.lower().endswith(_NIFTI_SUFFIXES) else SimpleITKReader()
+    return NibabelReader() if path.name.lower().endswith(NIFTI_SUFFIXES) else SimpleITKReader()
 
 
 def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -59,8 +59,7 @@ def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
     Used before every write so that earlier outputs are never silently lost.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise DataError(path, "output already exists; choose another path or pass --overwrite")
+    refuse_existing(path, overwrite=overwrite)
     return path
 
 
