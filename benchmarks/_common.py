@@ -45,6 +45,6 @@ def baseline_loader(n4: bool = False):
     if "bias_correction" not in inspect.signature(LoadLabelledVolumed).parameters:
         if n4:
             raise RuntimeError("LoadLabelledVolumed has no bias_correction option in this mednet")
-        return LoadLabelledVolumed(normalize="scale")
-    return LoadLabelledVolumed(normalize="scale", bias_correction="n4" if n4 else "none")
+        return LoadLabelledVolumed(intensity_normalization="scale")
+    return LoadLabelledVolumed(intensity_normalization="scale", bias_correction="n4" if n4 else "none")
 

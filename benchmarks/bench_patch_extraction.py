@@ -23,7 +23,7 @@ import tracemalloc
 import numpy as np
 from scipy import ndimage
 
-from mednet.data.labels import TISSUE_NAMES
+from mednet.data.tissue_labels import TISSUE_NAMES
 from mednet.data.mni import load_mni152_template
 from mednet.data.patches import class_distribution, extract_balanced_patches, naive_extract_balanced_patches
 

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from mednet.data.naming import VOLUME_SUFFIXES
 from mednet.errors import DataError
 from mednet.errors import OptionError
 
-__all__ = ["install_error_hook", "user_error", "error_line", "root_cause", "select_metrics", "list_inputs",
+__all__ = ["install_error_hook", "user_error", "error_line", "root_cause", "select_metrics", 
            "report_paths"]
 
 logger = logging.getLogger("mednet")
@@ -104,35 +103,6 @@ def select_metrics(metrics: Mapping, include: Iterable[str] | None = None, exclu
     exclude = set(exclude)
     keys = list(include) if include is not None else [k for k in metrics if k not in exclude]
     return {k: metrics[k] for k in keys}
-
-
-def list_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test") -> list[dict]:
-    """Volumes to segment: a file, a DICOM series folder, a folder of volumes, or a datalist JSON.
-
-    Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding ``.dcm`` files is one
-    DICOM series; a folder of image files gives one item per file (and per DICOM sub-folder). For a datalist,
-    ``split`` is read (labels, if present, are ignored by inference). ``name`` is the shortest name telling the
-    inputs apart (:func:`mednet.data.naming.unique_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), the
-    stem of every output written for that input.
-    """
-    from mednet.data.datalist import load_datalist
-    from mednet.data.naming import with_names
-
-    path = Path(input)
-    if not path.exists():
-        raise DataError(path, "input does not exist")
-    if path.suffix == ".json":
-        return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
-                           for it in load_datalist(path, split)])
-    if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
-        items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES) or
-                       (p.is_dir() and any(q.suffix.lower() == ".dcm" for q in p.iterdir())))
-        if not items:
-            raise DataError(path, f"no volumes ({', '.join(VOLUME_SUFFIXES)} or DICOM folders) found")
-        if mask is not None:
-            raise DataError(mask, "--mask applies to a single input volume, not a folder (use a datalist with 'mask' entries)")
-        return with_names([{"image": p} for p in items])
-    return with_names([{"image": str(path), **({"mask": str(mask)} if mask else {})}])
 
 
 def report_paths(output_dir: str | os.PathLike, what: str = "report") -> str:

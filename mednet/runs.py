@@ -31,6 +31,7 @@ from mednet.errors import DataError
 from mednet.io import write_json_atomic
 
 __all__ = [
+    "run_setting",
     "new_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE",
@@ -208,6 +209,21 @@ def check_run_settings(checkpoint: str | os.PathLike, settings: Mapping[str, obj
     if differ:
         said = ", ".join(f"{k}={a!r} (this run: {b!r})" for k, (a, b) in differ.items())
         raise DataError(checkpoint, f"trained with {said}; pass {_overrides(differ)} to use it (settings: {path})")
+
+
+def run_setting(checkpoint: str | os.PathLike, key: str) -> object:
+    """A setting recorded by training in ``settings.json`` beside ``checkpoint`` that evaluation must repeat
+    (e.g. the training split's normalisation ``mean``/``std``), not a user option.
+
+    Raises:
+        DataError: no ``settings.json`` beside the checkpoint, or it lacks ``key``.
+    """
+    path = Path(checkpoint).parent / SETTINGS_FILE
+    trained = _read_json(path)
+    if trained is None or key not in trained:
+        raise DataError(checkpoint, f"{key!r} is not recorded in {path}; use a checkpoint inside the training run "
+                                    f"folder that wrote it")
+    return trained[key]
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

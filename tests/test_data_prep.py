@@ -145,7 +145,7 @@ def test_patches_of_each_plane_come_from_where_their_positions_say(tiny_cohort: 
     assert (per_volume_axis[:, [0, 2]] > 0).all() and (per_volume_axis[:, 1] == 0).all()
     assert (per_volume_axis.sum(1) <= 302).all()  # the per-volume cap is shared by the axes (151 each)
     items = load_datalist(tiny_cohort / "datalist.json", "training")
-    vols = [LoadLabelledVolumed(normalize="histogram")(item) for item in items]
+    vols = [LoadLabelledVolumed(intensity_normalization="histogram")(item) for item in items]
     rng = np.random.default_rng(0)
     for i in rng.choice(len(patches), size=20, replace=False):
         v, axis, s, r, c = (int(x) for x in pos[i])

@@ -138,7 +138,7 @@ def test_volume_in_two_splits(dataset):
 
 
 def test_volume_twice_in_one_split():
-    with pytest.raises(DataError, match="listed in both 'training' and 'training'"):
+    with pytest.raises(DataError, match="listed twice in 'training'"):
         check_disjoint_splits({"training": [{"image": "x.nii"}, {"image": "x.nii"}]}, "dl.json")
     check_disjoint_splits({"training": [{"image": "x.nii"}], "validation": [{"image": "y.nii"}], "test": None})
 
@@ -232,7 +232,7 @@ def test_write_datalist_refuses_overwrite(dataset, tmp_path):
 def test_write_datalist_refuses_leaky_splits(dataset, tmp_path):
     img = str(dataset / "vols" / "a_img.nii.gz")
     out = tmp_path / "dl.json"
-    with pytest.raises(DataError, match="listed in both 'training' and 'validation'"):
+    with pytest.raises(DataError, match="is in both 'training' and 'validation'"):
         write_datalist(out, {"training": [{"image": img}], "validation": [{"image": img}]})
     assert not out.exists()
 
@@ -240,7 +240,7 @@ def test_write_datalist_refuses_leaky_splits(dataset, tmp_path):
 def test_write_datalist_refuses_same_volume_spelled_differently(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(dataset)
     out = tmp_path / "dl.json"
-    with pytest.raises(DataError, match="listed in both"):
+    with pytest.raises(DataError, match="is in both"):
         write_datalist(
             out,
             {"training": [{"image": "vols/a_img.nii.gz"}], "validation": [{"image": str(dataset / "vols/a_img.nii.gz")}]},

@@ -1,4 +1,4 @@
-"""Whole-volume inference pieces: BrainSliceInferer vs MONAI's SliceInferer, tissue labels, run folders."""
+"""Whole-volume inference pieces: BatchedSliceInferer vs MONAI's SliceInferer, tissue labels, run folders."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from monai.inferers import SliceInferer
 
 from mednet.errors import DataError
 from mednet.data.transforms import TissueLabels, output_name
-from mednet.inference import BrainSliceInferer, ViewAggregationInferer, foreground_box
+from mednet.inference import BatchedSliceInferer, ViewAggregationInferer, foreground_box
 from mednet.networks import TissueFCN
 from mednet.runs import latest_run, mark_finished, new_run_dir, resolve_checkpoint
 
@@ -41,7 +41,7 @@ def test_brain_slice_inferer_matches_slice_inferer_inside_the_brain(axis: int) -
     vol = _brain_like()
     meta_vol = MetaTensor(vol, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
     full = SliceInferer(spatial_dim=axis, roi_size=(-1, -1), sw_batch_size=8, progress=False)
-    cropped = BrainSliceInferer(spatial_dim=axis, roi_size=(-1, -1), sw_batch_size=8, progress=False, margin=16)
+    cropped = BatchedSliceInferer(spatial_dim=axis, roi_size=(-1, -1), sw_batch_size=8, progress=False, margin=16)
     with torch.no_grad():
         a, b = full(vol, net), cropped(meta_vol, net)
     assert b.shape == a.shape == (1, 3, *vol.shape[2:])
@@ -62,8 +62,8 @@ def test_slice_batches_follow_a_pixel_budget() -> None:
     vol = _brain_like()
     calls: list[int] = []
     counting = lambda x: (calls.append(x.shape[0]), net(x))[1]  # noqa: E731
-    fixed = BrainSliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=16, progress=False, max_batch_pixels=None)
-    budget = BrainSliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=16, progress=False, max_batch_pixels=5000)
+    fixed = BatchedSliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=16, progress=False, max_batch_pixels=None)
+    budget = BatchedSliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=16, progress=False, max_batch_pixels=5000)
     with torch.no_grad():
         a = fixed(vol, counting)
         n_fixed, calls[:] = max(calls), []
@@ -82,7 +82,7 @@ def test_view_aggregation_averages_the_three_planes() -> None:
     assert agg.views == [0, 1, 2]
     with torch.no_grad():
         out = agg(vol, net)
-        per_view = [torch.softmax(BrainSliceInferer(spatial_dim=v, roi_size=(-1, -1), sw_batch_size=8,
+        per_view = [torch.softmax(BatchedSliceInferer(spatial_dim=v, roi_size=(-1, -1), sw_batch_size=8,
                                                     progress=False)(vol, net).as_tensor(), 1) for v in (0, 1, 2)]
         axial = ViewAggregationInferer(views=-1, sw_batch_size=8)(vol, net)
         plain = ViewAggregationInferer(sw_batch_size=8)(vol.as_tensor(), net)  # a plain tensor works too

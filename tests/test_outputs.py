@@ -92,7 +92,7 @@ def colliding(tmp_path: Path) -> Path:
 
 
 def test_list_inputs_and_volume_dataset_name_colliding_inputs(colliding: Path) -> None:
-    from mednet.bundle_support import list_inputs
+    from mednet.data.datalist import list_volume_inputs as list_inputs
     from mednet.data.datasets import volume_dataset
 
     assert [it["name"] for it in list_inputs(colliding, split="test")] == ["subA_anat_T1", "subB_anat_T1"]
@@ -123,7 +123,7 @@ def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, 
 
     from mednet.data.datasets import volume_dataset
     from mednet.data.transforms import SaveLabelVolumed, TissueLabelsd
-    from mednet.engines.handlers import SegmentationReport
+    from mednet.engines.segmentation_report import SegmentationReport
 
     net = torch.nn.Conv3d(1, 3, 1)
     report = SegmentationReport(tmp_path / "whole_volume", protocol="test")

@@ -67,12 +67,12 @@ def test_one_outlier_voxel_does_not_break_normalisation(template, tmp_path: Path
     clean, spike = _save(tmp_path / "clean.nii.gz", t1, affine), _save(tmp_path / "spike.nii.gz", spiked, affine)
     brain = torch.from_numpy(label > 0)[None]
     for mode in ("histogram", "scale"):
-        a = LoadLabelledVolumed(normalize=mode, bias_correction="none")({"image": clean})["image"]
-        b = LoadLabelledVolumed(normalize=mode, bias_correction="none")({"image": spike})["image"]
+        a = LoadLabelledVolumed(intensity_normalization=mode, bias_correction="none")({"image": clean})["image"]
+        b = LoadLabelledVolumed(intensity_normalization=mode, bias_correction="none")({"image": spike})["image"]
         diff = (a - b).abs()[brain]
         assert float(torch.quantile(diff, 0.99)) < 0.02, mode
         # without the robust clipping the same voxel wrecks the whole brain (this test can fail)
-        c = LoadLabelledVolumed(normalize=mode, bias_correction="none", clip_percentiles=None)({"image": spike})["image"]
+        c = LoadLabelledVolumed(intensity_normalization=mode, bias_correction="none", clip_percentiles=None)({"image": spike})["image"]
         # (histogram: every brain voxel falls into the first bin; scale: the mean is dragged up by the voxel)
         assert float(torch.quantile((a - c).abs()[brain], 0.5)) > {"histogram": 0.1, "scale": 0.03}[mode], mode
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mednet.app.bundles import run_bundle
-from mednet.data.labels import TISSUE_NAMES
+from mednet.data.tissue_labels import TISSUE_NAMES
 from mednet.networks import FCN_VARIANTS
 from mednet.reports.tables import write_table
 from mednet.runs import new_run_dir

@@ -1,9 +1,10 @@
 """Data: volume readers and checks, datalists, 3D→2D slicing, balanced patches, datasets, transforms."""
 
+from mednet.data import augment, bias_field, dermoscopy, lesion_images, lesion_split, scan_checks, splits  # noqa: F401  (bundle configs use mednet.data.X.Y)
 from mednet.data.datalist import SPLITS, check_disjoint_splits, find_datalist, load_datalist, write_datalist
 from mednet.data.datasets import CohortPatches, PatchDataset, extract_cohort_patches, volume_dataset
 from mednet.errors import DataError
-from mednet.data.labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
+from mednet.data.tissue_labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
 from mednet.data.patches import (
     GridPatches,
     PatchSet,

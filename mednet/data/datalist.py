@@ -14,12 +14,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mednet.data.naming import VOLUME_SUFFIXES, with_names
+from mednet.data.splits import SPLITS, check_disjoint_groups
 from mednet.errors import DataError
 from mednet.io import refuse_existing
 
-__all__ = ["SPLITS", "load_datalist", "write_datalist", "check_disjoint_splits", "find_datalist"]
+__all__ = ["SPLITS", "load_datalist", "write_datalist", "check_disjoint_splits", "find_datalist", "list_volume_inputs"]
 
-SPLITS: tuple[str, ...] = ("training", "validation", "test")
 _PATH_KEYS = ("image", "label", "mask")
 
 
@@ -75,17 +76,23 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
 
 
 def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str | os.PathLike | None = None) -> None:
-    """Raise :class:`DataError` if one image appears in two splits (or twice in one)."""
-    seen: dict[str, str] = {}
+    """Raise :class:`DataError` if one image appears in two splits (or twice in one).
+
+    The group of a datalist item is its volume (:func:`mednet.data.splits.check_disjoint_groups`); a volume listed
+    twice in one split is refused too (its slices would be counted twice).
+    """
+    assignments, seen = [], set()
     for split in SPLITS:
         for i, item in enumerate(content.get(split, []) or []):
             if isinstance(item, Mapping) and "image" not in item:
                 raise DataError(source, f"{split}[{i}] has no 'image' key")
             image = item["image"] if isinstance(item, Mapping) else item
             key = os.path.normpath(str(image))
-            if key in seen:
-                raise DataError(source, f"volume {image} is listed in both '{seen[key]}' and '{split}'")
-            seen[key] = split
+            if (split, key) in seen:
+                raise DataError(source, f"volume {image} is listed twice in '{split}'")
+            seen.add((split, key))
+            assignments.append((split, key))
+    check_disjoint_groups(assignments, source, what="volume")
 
 
 def write_datalist(
@@ -111,3 +118,29 @@ def write_datalist(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content, indent=2) + "\n")
     return path
+
+
+def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test") -> list[dict]:
+    """Volumes to segment: a file, a DICOM series folder, a folder of volumes, or a datalist JSON.
+
+    Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding ``.dcm`` files is one
+    DICOM series; a folder of image files gives one item per file (and per DICOM sub-folder). For a datalist,
+    ``split`` is read (labels, if present, are ignored by inference). ``name`` is the shortest name telling the
+    inputs apart (:func:`mednet.data.naming.unique_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), the
+    stem of every output written for that input.
+    """
+    path = Path(input)
+    if not path.exists():
+        raise DataError(path, "input does not exist")
+    if path.suffix == ".json":
+        return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
+                           for it in load_datalist(path, split)])
+    if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES) or
+                       (p.is_dir() and any(q.suffix.lower() == ".dcm" for q in p.iterdir())))
+        if not items:
+            raise DataError(path, f"no volumes ({', '.join(VOLUME_SUFFIXES)} or DICOM folders) found")
+        if mask is not None:
+            raise DataError(mask, "--mask applies to a single input volume, not a folder (use a datalist with 'mask' entries)")
+        return with_names([{"image": p} for p in items])
+    return with_names([{"image": str(path), **({"mask": str(mask)} if mask else {})}])

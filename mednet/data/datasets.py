@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from mednet.data.datalist import load_datalist
 from mednet.errors import DataError
 from mednet.io import refuse_existing
-from mednet.data.labels import TISSUE_LABELS, TISSUE_NAMES
+from mednet.data.tissue_labels import TISSUE_LABELS, TISSUE_NAMES
 from mednet.data.naming import with_names
 from mednet.data.patches import class_distribution, extract_balanced_patches
 from mednet.data.slicing import slice_volume
@@ -106,7 +106,7 @@ class CohortPatches:
 
 
 def check_patch_params(patches: CohortPatches, source: str | os.PathLike | None = None, **expected: object) -> CohortPatches:
-    """Return ``patches`` if they were extracted with ``expected`` parameters (e.g. ``normalize``, ``axes``).
+    """Return ``patches`` if they were extracted with ``expected`` parameters (e.g. ``intensity_normalization``, ``axes``).
 
     Patches prepared with ``python -m data_prep.patches`` under another preprocessing than the training run's
     would train a network on intensities it never sees at inference. Parameters absent from the file's stats
@@ -141,7 +141,7 @@ def extract_cohort_patches(
     balance: bool = True,
     seed: int = 0,
     progress: bool = True,
-    normalize: str = "histogram",
+    intensity_normalization: str = "histogram",
     max_background: int | float = 0,
     bias_correction: str = "n4",
 ) -> CohortPatches:
@@ -155,7 +155,7 @@ def extract_cohort_patches(
         axes: slicing axis, or several: patches of all three orthogonal planes (the default) train one 2D
             network for multi-view inference (:class:`mednet.inference.ViewAggregationInferer`).
         max_per_volume: cap per volume, shared equally by the axes (so the total does not grow with them).
-        normalize, bias_correction: preprocessing of :class:`~mednet.data.transforms.LoadLabelledVolumed`
+        intensity_normalization, bias_correction: preprocessing of :class:`~mednet.data.transforms.LoadLabelledVolumed`
             (must be the one evaluation and inference use).
     """
     if isinstance(items, (str, os.PathLike)):
@@ -164,7 +164,7 @@ def extract_cohort_patches(
         raise DataError(None, f"no volumes in split '{split}'")
     axes = _check_axes(axes)
     per_axis_cap = None if max_per_volume is None else -(-int(max_per_volume) // len(axes))
-    load = LoadLabelledVolumed(normalize=normalize, allow_missing_label=False, bias_correction=bias_correction)
+    load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, allow_missing_label=False, bias_correction=bias_correction)
     images, labels, positions, volumes, per_volume = [], [], [], [], []
     before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
     for v, item in enumerate(tqdm(items, desc=f"patches ({split})", disable=not progress, leave=False)):
@@ -200,7 +200,7 @@ def extract_cohort_patches(
     stats = {
         "params": {"split": split, "axes": axes, "patch_size": patch_size, "stride": stride,
                    "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed,
-                   "normalize": normalize, "max_background": max_background, "bias_correction": bias_correction},
+                   "intensity_normalization": intensity_normalization, "max_background": max_background, "bias_correction": bias_correction},
         "patches": int(len(out_labels)),
         "before": {n: {"pixels": int(before_counts[i]), "share": float(before_counts[i] / max(total_before, 1))}
                    for i, n in enumerate(TISSUE_NAMES)},
@@ -266,7 +266,7 @@ def volume_dataset(
     split: str = "validation",
     cache: bool = False,
     require_label: bool = True,
-    normalize: str = "histogram",
+    intensity_normalization: str = "histogram",
     bias_correction: str = "n4",
 ) -> Dataset:
     """MONAI dataset of whole volumes: each item is :class:`LoadLabelledVolumed`'s output.
@@ -288,7 +288,7 @@ def volume_dataset(
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
     items = with_names(items)
-    transform = LoadLabelledVolumed(normalize=normalize, allow_missing_label=not require_label,
+    transform = LoadLabelledVolumed(intensity_normalization=intensity_normalization, allow_missing_label=not require_label,
                                     bias_correction=bias_correction)
     if cache:
         return CacheDataset(list(items), transform=transform, num_workers=0, progress=False)

@@ -107,7 +107,7 @@ def with_names(items: Sequence[Mapping], key: str = "image", name_key: str = NAM
     """Copies of ``items`` with ``name_key`` set from :func:`unique_names` of their ``key`` paths.
 
     Names are set once per list (they depend on the whole list). A list whose items all carry a name already
-    (e.g. from :func:`mednet.bundle_support.list_inputs`) keeps it, if those names are distinct; otherwise every
+    (e.g. from :func:`mednet.data.datalist.list_volume_inputs`) keeps it, if those names are distinct; otherwise every
     name is recomputed, so a partly named list cannot produce two equal outputs.
     """
     out = [dict(it) for it in items]

@@ -29,7 +29,7 @@ import numpy as np
 from mednet.data.datalist import load_datalist
 from mednet.data.datasets import CohortPatches, extract_cohort_patches
 from mednet.io import refuse_existing
-from mednet.data.labels import TISSUE_NAMES
+from mednet.data.tissue_labels import TISSUE_NAMES
 from mednet.data.patches import grid_patches
 from mednet.data.slicing import slice_volume
 from mednet.data.transforms import LoadLabelledVolumed
@@ -43,7 +43,7 @@ def write_grid_patches(datalist: str, out: str, split: str = "validation", patch
     """Non-overlapping grid patches of every slice of every volume in ``split``; one ``.npz``."""
     path = Path(out) / f"grid_{split}.npz"
     refuse_existing(path, overwrite=overwrite)
-    load = LoadLabelledVolumed(normalize=intensity_normalization, bias_correction=bias_correction)
+    load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, bias_correction=bias_correction)
     images, labels, positions, volumes, shapes = [], [], [], [], []
     for v, item in enumerate(load_datalist(datalist, split)):
         d = load(item)
@@ -100,7 +100,7 @@ def write_patches(
         datalist, split=split, axes=axes, patch_size=patch_size, stride=stride,
         min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
         max_background=max_background if max_background < 1 else int(max_background),
-        max_per_volume=max_per_volume, balance=balance, seed=seed, normalize=intensity_normalization,
+        max_per_volume=max_per_volume, balance=balance, seed=seed, intensity_normalization=intensity_normalization,
         bias_correction=bias_correction,
     )
     patches.save(npz, overwrite=overwrite)

@@ -2,7 +2,7 @@
 
 Training patches (the course exercise's protocol): every ``P×P`` window, at a given stride, of every slice of a
 ``(S, H, W)`` stack is kept only if it holds **no background pixel** (label 0) and **at least ``min_pixels``
-pixels of each tissue class** (CSF/GM/WM = 1/2/3, see :mod:`mednet.data.labels`). The per-window class counts
+pixels of each tissue class** (CSF/GM/WM = 1/2/3, see :mod:`mednet.data.tissue_labels`). The per-window class counts
 come from integral images (summed-area tables, one ``cumsum`` over H and W for all slices at once), so the
 filter is a handful of array operations whatever the number of windows — about 7 M windows for a
 256×128×256 volume at stride 1 — and memory stays at a few int32 arrays of the stack's size.
@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mednet.errors import DataError
-from mednet.data.labels import BACKGROUND, LABEL_NAMES, TISSUE_LABELS
+from mednet.data.tissue_labels import BACKGROUND, LABEL_NAMES, TISSUE_LABELS
 
 __all__ = [
     "PatchSet",

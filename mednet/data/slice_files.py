@@ -45,7 +45,7 @@ def slice_datalist(
     index_csv = out_dir / "slices.csv"
     refuse_existing(index_csv, overwrite=overwrite)
     splits = [split] if split else [s for s in SPLITS if load_datalist(datalist, s, required=False)]
-    load = LoadLabelledVolumed(normalize=intensity_normalization, bias_correction=bias_correction)
+    load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, bias_correction=bias_correction)
     rows = []
     for s in splits:
         for item in with_names(load_datalist(datalist, s)):

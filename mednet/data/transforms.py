@@ -21,7 +21,7 @@ from monai.transforms import MapTransform, Transform
 
 from mednet.data.bias_field import BIAS_CORRECTIONS, correct_bias_field, voxel_spacing
 from mednet.errors import DataError
-from mednet.data.labels import NUM_TISSUES
+from mednet.data.tissue_labels import NUM_TISSUES
 from mednet.data.naming import volume_stem
 from mednet.data.scan_checks import check_skull_stripped
 from mednet.data.volumes import (
@@ -47,7 +47,7 @@ class LoadLabelledVolumed(MapTransform):
     3. brain intensities are clipped to their ``clip_percentiles`` (robust to outlier voxels);
     4. bias-field correction inside the mask (``bias_correction="n4"``, :mod:`mednet.data.bias_field`);
     5. intensity normalisation over the mask (:func:`~mednet.data.volumes.normalize_brain_intensity`,
-       ``normalize`` = its mode, or None); background stays 0.
+       ``intensity_normalization`` = its mode, or None); background stays 0.
 
     Output keys: ``image`` ``(1, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` float32 with values 0–3 (if a
     label was given), ``mask`` ``(1, X, Y, Z)`` bool brain mask, ``mask_rule`` (which background rule applies)
@@ -56,7 +56,7 @@ class LoadLabelledVolumed(MapTransform):
 
     def __init__(
         self,
-        normalize: str | None = "histogram",
+        intensity_normalization: str | None = "histogram",
         allow_missing_label: bool = True,
         bias_correction: str = "n4",
         clip_percentiles: tuple[float, float] | None = (0.5, 99.5),
@@ -65,9 +65,9 @@ class LoadLabelledVolumed(MapTransform):
         super().__init__(keys=("image",), allow_missing_keys=True)
         if bias_correction not in BIAS_CORRECTIONS:
             raise ValueError(f"unknown bias correction {bias_correction!r}; choose one of {', '.join(BIAS_CORRECTIONS)}")
-        if normalize is not None and normalize not in INTENSITY_NORMALIZATIONS:
-            raise ValueError(f"unknown intensity normalisation {normalize!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
-        self.normalize = normalize
+        if intensity_normalization is not None and intensity_normalization not in INTENSITY_NORMALIZATIONS:
+            raise ValueError(f"unknown intensity normalisation {intensity_normalization!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
+        self.intensity_normalization = intensity_normalization
         self.allow_missing_label = allow_missing_label
         self.bias_correction = bias_correction
         self.clip_percentiles = clip_percentiles
@@ -95,20 +95,20 @@ class LoadLabelledVolumed(MapTransform):
             info["clip"] = {"percentiles": list(self.clip_percentiles), "range": [round(lo, 4), round(hi, 4)]}
         image, info["bias_correction"] = correct_bias_field(image, mask, spacing, self.bias_correction)
         d["mask"] = mask
-        d["image"] = normalize_brain_intensity(image, self.normalize, mask=mask) if self.normalize else image * mask
-        info["normalization"] = self.normalize or "none"
+        d["image"] = normalize_brain_intensity(image, self.intensity_normalization, mask=mask) if self.intensity_normalization else image * mask
+        info["normalization"] = self.intensity_normalization or "none"
         d["preprocessing"] = info
         if "label" in vols:
             d["label"] = vols["label"]
         return d
 
 
-def describe_preprocessing(bias_correction: str, normalize: str | None, views: object = None) -> str:
+def describe_preprocessing(bias_correction: str, intensity_normalization: str | None, views: object = None) -> str:
     """One line for reports: the preprocessing :class:`LoadLabelledVolumed` applied with these settings."""
     steps = ["brain mask (mask file, else non-zero voxels; scans that are not skull-stripped refused)",
              "clipped to the brain's 0.5-99.5th percentiles",
              "N4 bias-field correction inside the mask" if bias_correction == "n4" else "no bias-field correction",
-             f"{normalize} intensity normalisation over the mask" if normalize else "no intensity normalisation"]
+             f"{intensity_normalization} intensity normalisation over the mask" if intensity_normalization else "no intensity normalisation"]
     if views is not None:
         steps.append(f"slice-wise inference along axes {list(views)} (probabilities averaged)")
     return "; ".join(steps)
@@ -201,8 +201,8 @@ class SaveLabelVolumed(MapTransform):
             if self.provenance is not None:
                 from mednet.runs import sidecar_path, write_sidecar  # not at the top: mednet.runs imports mednet.data
 
-                refuse_existing(out, self.overwrite)  # the volume is named first when both exist
-                refuse_existing(sidecar_path(out), self.overwrite)
+                refuse_existing(out, overwrite=self.overwrite)  # the volume is named first when both exist
+                refuse_existing(sidecar_path(out), overwrite=self.overwrite)
             d[f"{key}_path"] = str(save_label_volume(d[key], ref, out, overwrite=self.overwrite))
             if self.provenance is not None:
                 write_sidecar(out, self.provenance, input=src, overwrite=self.overwrite)

@@ -7,7 +7,7 @@ original affine and the orientation step in its ``applied_operations``, so any o
 written back in the input's own space (same shape, same affine) by :func:`save_label_volume`.
 
 Shapes: volumes are channel-first ``(1, X, Y, Z)`` MetaTensors; label volumes hold the integer values of
-:data:`mednet.data.labels.LABEL_NAMES` (0 background, 1 CSF, 2 GM, 3 WM).
+:data:`mednet.data.tissue_labels.LABEL_NAMES` (0 background, 1 CSF, 2 GM, 3 WM).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, 
 
 from mednet.data.naming import NIFTI_SUFFIXES
 from mednet.errors import DataError
-from mednet.data.labels import LABEL_NAMES
+from mednet.data.tissue_labels import LABEL_NAMES
 from mednet.data.readers import SimpleITKReader
 from mednet.io import atomic_path, refuse_existing
 
@@ -36,7 +36,6 @@ __all__ = [
     "clip_brain_intensity",
     "INTENSITY_NORMALIZATIONS",
     "save_label_volume",
-    "refuse_existing",
 ]
 
 #: suffixes handed to nibabel; everything else (DICOM dirs, .dcm, .mha, .mhd, .nrrd, .nhdr) goes to SimpleITK
@@ -51,16 +50,6 @@ def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
     # The reader is passed per call, not registered: registered readers' errors are swallowed by LoadImage's
     # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
     return NibabelReader() if path.name.lower().endswith(NIFTI_SUFFIXES) else SimpleITKReader()
-
-
-def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Return ``Path(path)``, or raise :class:`DataError` if it exists and ``overwrite`` is False.
-
-    Used before every write so that earlier outputs are never silently lost.
-    """
-    path = Path(path)
-    refuse_existing(path, overwrite=overwrite)
-    return path
 
 
 def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
@@ -235,7 +224,8 @@ def save_label_volume(
     Returns:
         The written path. The file has the input's original shape and affine.
     """
-    out_path = refuse_existing(out_path, overwrite)
+    out_path = Path(out_path)
+    refuse_existing(out_path, overwrite=overwrite)
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
     if labels_t.ndim == 3:
         labels_t = labels_t[None]

@@ -1,0 +1,9 @@
+"""Ignite engines' pieces: checkpoints, optimisers/schedules, shared handlers (progress, per-epoch metrics), task reports."""
+
+from mednet.engines import (  # noqa: F401  (bundle configs use mednet.engines.X.Y)
+    checkpoints,
+    classification_report,
+    handlers,
+    optimization,
+    segmentation_report,
+)

@@ -1,6 +1,6 @@
 """Slice-wise inference of a 2D network over a 3D volume, restricted to the brain's bounding box.
 
-:class:`BrainSliceInferer` is MONAI's :class:`~monai.inferers.SliceInferer` applied to the bounding box of the
+:class:`BatchedSliceInferer` is MONAI's :class:`~monai.inferers.SliceInferer` applied to the bounding box of the
 non-zero voxels (plus a margin) instead of the whole field of view. Brain MRI is mostly background — on the MNI
 template the box holds about 40 % of the voxels and excludes the empty slices — so whole-volume inference does
 less than half the work. Outside the box every voxel has intensity 0, i.e. is background under both
@@ -19,7 +19,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
 
-__all__ = ["BrainSliceInferer", "foreground_box"]
+__all__ = ["BatchedSliceInferer", "foreground_box"]
 
 
 def foreground_box(volume: torch.Tensor, margin: int = 16, multiple: int = 8) -> tuple[slice, slice, slice] | None:
@@ -43,7 +43,7 @@ def foreground_box(volume: torch.Tensor, margin: int = 16, multiple: int = 8) ->
     return tuple(box)  # type: ignore[return-value]
 
 
-class BrainSliceInferer(SliceInferer):
+class BatchedSliceInferer(SliceInferer):
     """:class:`~monai.inferers.SliceInferer` over the non-zero bounding box of the input.
 
     Args:

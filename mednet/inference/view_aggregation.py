@@ -9,7 +9,7 @@ other planes.
 
 Measured on the demo cohort's held-out subject (skip FCN, width 8): trained on all three planes, mean Dice
 0.892 from axial slices alone, 0.903 averaged over the three planes; one plane per
-:class:`~mednet.inference.BrainSliceInferer` pass, so the cost grows linearly with the number of views.
+:class:`~mednet.inference.BatchedSliceInferer` pass, so the cost grows linearly with the number of views.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
-from mednet.inference.slice_inferer import BrainSliceInferer
+from mednet.inference.slice_inferer import BatchedSliceInferer
 
 __all__ = ["ViewAggregationInferer"]
 
@@ -32,7 +32,7 @@ class ViewAggregationInferer(Inferer):
     Args:
         views: slicing axes of the ``(X, Y, Z)`` volume (0–2, or negative); ``(2,)`` is plain axial inference.
         margin, sw_batch_size, roi_size, progress, kwargs: passed to one
-            :class:`~mednet.inference.BrainSliceInferer` per view (roi ``(-1, -1)`` = whole slices).
+            :class:`~mednet.inference.BatchedSliceInferer` per view (roi ``(-1, -1)`` = whole slices).
 
     Input ``(B, C, X, Y, Z)``; output ``(B, K, X, Y, Z)`` class probabilities (mean over the views of the
     softmax over the network's ``K`` output channels), a MetaTensor with the input's metadata. Voxels outside
@@ -55,7 +55,7 @@ class ViewAggregationInferer(Inferer):
             raise ValueError(f"views must be slicing axes of a 3D volume (0, 1, 2 or -3..-1), got {views!r}")
         self.views = sorted({int(v) % 3 for v in seq})
         self.inferers = [
-            BrainSliceInferer(spatial_dim=v, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, margin=margin,
+            BatchedSliceInferer(spatial_dim=v, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, margin=margin,
                               progress=progress, **kwargs)
             for v in self.views
         ]

@@ -1,6 +1,8 @@
-"""Metrics: tissue segmentation scores from a confusion matrix (Ignite-compatible); naive baselines."""
+"""Metrics: the confusion matrix of any number of classes; tissue segmentation scores from it (Ignite-compatible); naive baselines."""
 
+from mednet.metrics import classification, confusion, segmentation  # noqa: F401
 from mednet.metrics.baselines import gmm_tissue_segmentation
+from mednet.metrics.confusion import ConfusionMatrix, confusion_matrix
 from mednet.metrics.segmentation import (
     TissueConfusionMatrix,
     label_output,
@@ -11,6 +13,8 @@ from mednet.metrics.segmentation import (
 )
 
 __all__ = [
+    "ConfusionMatrix",
+    "confusion_matrix",
     "TissueConfusionMatrix",
     "gmm_tissue_segmentation",
     "label_output",

@@ -10,9 +10,9 @@ Everything is derived from the ``(4, 4)`` label confusion matrix ``cm[true, pred
 * pixel accuracy: correctly labelled tissue pixels / all true tissue pixels (background pixels excluded, so a
   large empty field of view does not inflate it).
 
-:class:`TissueConfusionMatrix` is an Ignite metric accumulating the matrix from label maps directly. Ignite's
-``ConfusionMatrix`` would need a ``(B, 4, X, Y, Z)`` one-hot of whole volumes (~10× the memory); the
-derived scores below are Ignite ``MetricsLambda``s so they plug into MONAI workflows like any metric.
+:class:`TissueConfusionMatrix` is the generic :class:`mednet.metrics.confusion.ConfusionMatrix` at four labels,
+accumulated from label maps directly; the derived scores below are Ignite ``MetricsLambda``s so they plug into
+MONAI workflows like any metric.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from ignite.metrics import Metric, MetricsLambda
-from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from mednet.data.labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
+from mednet.data.tissue_labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
+from mednet.metrics.confusion import ConfusionMatrix, confusion_matrix
 
 __all__ = [
     "tissue_confusion_matrix",
@@ -33,22 +33,23 @@ __all__ = [
     "tissue_metrics",
     "label_output",
     "patch_accuracy_output",
+    "CONVERGENCE_GROUPS",
 ]
+
+#: panels of the brain training run's ``convergence.png`` (the course exercise's convergence plots)
+CONVERGENCE_GROUPS: dict[str, list[str]] = {
+    "training loss": ["train_loss"],
+    "training pixel accuracy": ["train_accuracy"],
+    "validation accuracy": ["val_pixel_accuracy", "val_acc_CSF", "val_acc_GM", "val_acc_WM"],
+    "validation Dice": ["val_mean_dice", "val_dice_CSF", "val_dice_GM", "val_dice_WM"],
+}
 
 NUM_LABELS = len(LABEL_NAMES)
 
 
 def tissue_confusion_matrix(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``(4, 4)`` int64 confusion matrix ``cm[true, pred]`` of two label maps of the same shape (values 0–3)."""
-    pred_t, true_t = (torch.as_tensor(x).reshape(-1) for x in (pred, label))
-    pred_t, true_t = (t.round().long() if t.is_floating_point() else t.long() for t in (pred_t, true_t))
-    true_t = true_t.to(pred_t.device)
-    if pred_t.shape != true_t.shape:
-        raise ValueError(f"prediction ({pred_t.numel()} px) and label ({true_t.numel()} px) differ in size")
-    for name, t in (("prediction", pred_t), ("label", true_t)):
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= NUM_LABELS):
-            raise ValueError(f"{name} values must be labels 0..{NUM_LABELS - 1}, got range [{int(t.min())}, {int(t.max())}]")
-    return torch.bincount(true_t * NUM_LABELS + pred_t, minlength=NUM_LABELS**2).reshape(NUM_LABELS, NUM_LABELS).cpu()
+    return confusion_matrix(pred, label, NUM_LABELS)
 
 
 def scores_from_confusion(cm: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -94,27 +95,14 @@ def patch_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return pred.movedim(1, -1)[keep], target[keep]
 
 
-class TissueConfusionMatrix(Metric):
+class TissueConfusionMatrix(ConfusionMatrix):
     """Ignite metric: the ``(4, 4)`` label confusion matrix accumulated over an epoch.
 
     ``output_transform`` must return ``(pred labels, true labels)`` (default: :func:`label_output`).
     """
 
     def __init__(self, output_transform: Callable = label_output, device: str | torch.device = "cpu") -> None:
-        super().__init__(output_transform=output_transform, device=device)
-
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._cm = torch.zeros(NUM_LABELS, NUM_LABELS, dtype=torch.int64, device=self._device)
-
-    @reinit__is_reduced
-    def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        pred, true = output
-        self._cm += tissue_confusion_matrix(pred, true).to(self._device)
-
-    @sync_all_reduce("_cm")
-    def compute(self) -> torch.Tensor:
-        return self._cm.clone()
+        super().__init__(NUM_LABELS, output_transform=output_transform, device=device)
 
 
 def tissue_metrics(prefix: str = "val_", output_transform: Callable = label_output) -> dict[str, Metric]:

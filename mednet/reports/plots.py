@@ -1,4 +1,4 @@
-"""PNG figures a person would rather see than read: convergence curves, confusion matrices, slices.
+"""PNG figures of any task: convergence curves and confusion matrices (slice figures: :mod:`mednet.reports.slice_figures`).
 
 Matplotlib with the non-interactive ``Agg`` backend (works on headless workstations and CI). Figures are saved
 atomically (:func:`mednet.io.atomic_path`; the temporary name keeps ``.png``, from which matplotlib picks the
@@ -17,28 +17,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
 
 from mednet.io import atomic_path  # noqa: E402
 
-__all__ = ["plot_convergence", "plot_confusion_matrix", "plot_slices", "LABEL_CMAP"]
-
-#: background black, CSF blue, GM grey-green, WM yellow
-LABEL_CMAP = ListedColormap(["#000000", "#3b82f6", "#22a06b", "#facc15"])
-
+__all__ = ["plot_convergence", "plot_confusion_matrix", "save_figure"]
 
 def plot_convergence(metrics_csv: str | os.PathLike, png: str | os.PathLike, groups: dict[str, Sequence[str]] | None = None) -> Path:
     """One panel per group of per-epoch columns of ``metrics_csv`` (x axis: ``epoch``).
 
-    Default groups: loss, train accuracy, validation accuracy, validation Dice — the course exercise's
-    convergence plots. Missing columns are skipped.
+    ``groups`` (panel title → column names) come from the task (e.g.
+    :data:`mednet.metrics.segmentation.CONVERGENCE_GROUPS`); by default one panel for the training loss, one for
+    the other training metrics and one for the validation metrics. Missing columns are skipped.
     """
     df = pd.read_csv(metrics_csv)
     groups = groups or {
         "training loss": ["train_loss"],
-        "training pixel accuracy": ["train_accuracy"],
-        "validation accuracy": ["val_pixel_accuracy", "val_acc_CSF", "val_acc_GM", "val_acc_WM"],
-        "validation Dice": ["val_mean_dice", "val_dice_CSF", "val_dice_GM", "val_dice_WM"],
+        "training": [c for c in df if c.startswith("train_") and c != "train_loss"],
+        "validation": [c for c in df if c.startswith("val_")],
     }
     groups = {t: [c for c in cols if c in df] for t, cols in groups.items()}
     groups = {t: cols for t, cols in groups.items() if cols}
@@ -52,10 +47,10 @@ def plot_convergence(metrics_csv: str | os.PathLike, png: str | os.PathLike, gro
         if len(cols) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, png, dpi=110)
+    return save_figure(fig, png, dpi=110)
 
 
-def _save(fig: plt.Figure, png: str | os.PathLike, dpi: int) -> Path:
+def save_figure(fig: plt.Figure, png: str | os.PathLike, dpi: int) -> Path:
     try:
         with atomic_path(png) as tmp:
             fig.savefig(tmp, dpi=dpi)
@@ -80,38 +75,4 @@ def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], png: str | os.Pa
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (row-normalised)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, png, dpi=110)
-
-
-def plot_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None, png: str | os.PathLike,
-                axis: int = -1, title: str = "") -> Path:
-    """Input / prediction / ground truth for a top, middle and bottom slice of a volume along ``axis``.
-
-    ``image``, ``pred``, ``label``: ``(X, Y, Z)`` arrays on the same grid. The top/bottom slices are taken at
-    20 % / 80 % of the brain's extent along the axis so they show tissue.
-    """
-    axis = axis % 3
-    fg = np.moveaxis(pred > 0 if label is None else label > 0, axis, 0).reshape(pred.shape[axis], -1).any(1)
-    idx = np.flatnonzero(fg) if fg.any() else np.arange(pred.shape[axis])
-    picks = [int(idx[int(round(q * (len(idx) - 1)))]) for q in (0.8, 0.5, 0.2)]
-    rows = [("input", image, "gray"), ("prediction", pred, LABEL_CMAP)] + ([("ground truth", label, LABEL_CMAP)] if label is not None else [])
-    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
-    for r, (name, vol, cmap) in enumerate(rows):
-        for c, (pos, s) in enumerate(zip(("top", "middle", "bottom"), picks)):
-            sl = np.take(vol, s, axis=axis)
-            ax = axes[r, c]
-            if cmap == "gray":  # background (exactly 0) drawn black, whatever the intensity scale
-                ax.set_facecolor("black")
-                ax.imshow(np.ma.masked_equal(np.rot90(sl), 0), cmap=cmap, interpolation="nearest")
-            else:
-                ax.imshow(np.rot90(sl), cmap=cmap, interpolation="nearest", vmin=0, vmax=3)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"{pos} (slice {s})", fontsize=9)
-            if c == 0:
-                ax.set_ylabel(name)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, png, dpi=90)
+    return save_figure(fig, png, dpi=110)

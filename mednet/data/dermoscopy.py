@@ -1,0 +1,598 @@
+"""Dermoscopy data: readers for the public releases, image decoding (photographs and DICOM) and a resized cache.
+
+Every reader returns one table (:class:`pandas.DataFrame`), one row per image in file order, with the columns
+:data:`TABLE_COLUMNS` = ``image_id, lesion_id, dx, dx_type, path`` (+ ``split`` where the source has one):
+
+* :func:`read_ham10000` — HAM10000 (Tschandl et al. 2018, Sci. Data 5:180161): ``HAM10000_metadata.csv``
+  (``lesion_id,image_id,dx,dx_type,age,sex,localization``) and ``<image_id>.jpg`` in one or more folders
+  (the release ships ``HAM10000_images_part_1`` / ``_part_2``). 10,015 images of 7,470 lesions: images of one
+  lesion must stay in one split (:mod:`mednet.data.lesion_split`).
+* :func:`read_isic2018_groundtruth` — ISIC 2018 Task 3 (Codella et al. 2019): ``image`` + one-hot
+  ``MEL,NV,BCC,AKIEC,BKL,DF,VASC``; lesion ids from an optional HAM10000-style file.
+* :func:`read_path_label_csv` — a generic ``path,label`` CSV (optional ``image_id``, ``lesion_id``,
+  ``dx_type``, ``split``).
+* :func:`read_dermamnist` — MedMNIST v2 DermaMNIST ``.npz`` (Yang et al. 2023) and the corrected DermaMNIST-C /
+  -E files (Abhishek et al. 2025), which keep the same keys; :func:`dermamnist_to_folder` writes them as PNGs
+  plus a split CSV, so every source reaches the bundle through one split-CSV format.
+
+Age, sex and localisation are never copied into a table (outputs stay minimal), and no DICOM attribute other
+than the pixel module is read into one: a DICOM file's image id is its file stem, never PatientName/PatientID.
+
+Bad input raises :class:`~mednet.errors.DataError` naming the file, and for a CSV row ``"<csv>:row <n>"``
+where ``n`` counts the header as row 1 (the row a spreadsheet shows, the line a text editor shows). What a
+reader skips (images listed but not on disk) is counted and logged on the ``"mednet"`` logger.
+
+Images: :func:`load_rgb` decodes any photograph or dermoscopy DICOM to ``(H, W, 3)`` uint8;
+:func:`write_resized_cache` stores each image once at ``size × size`` so training does not decode 600×450
+JPEGs every epoch. Hand-written rather than MONAI's ``LoadImage``/``PILReader``: those return channel-first
+float arrays in (W, H) order, keep grey/RGBA/16-bit images as they are and do not read DICOM photographs
+(``PydicomReader`` targets CT/MR series), while the classifier needs every image as the same 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mednet.errors import DataError
+from mednet.data.naming import PHOTO_SUFFIXES, unique_names
+from mednet.io import atomic_path, refuse_existing
+
+__all__ = [
+    "DERMOSCOPY_CLASSES",
+    "TABLE_COLUMNS",
+    "DICOM_PHOTO_SOP_CLASSES",
+    "DERMAMNIST_SPLITS",
+    "read_ham10000",
+    "read_isic2018_groundtruth",
+    "read_path_label_csv",
+    "read_dermamnist",
+    "dermamnist_table",
+    "dermamnist_to_folder",
+    "load_rgb",
+    "read_dermoscopy_dicom",
+    "resize_center_crop",
+    "write_resized_cache",
+]
+
+logger = logging.getLogger("mednet")
+
+#: the 7 HAM10000 / ISIC 2018 Task 3 diagnoses, in this order everywhere (class index = position)
+DERMOSCOPY_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+#: the columns every reader returns (``split`` is added where the source has one)
+TABLE_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "dx_type", "path")
+#: DICOM SOP classes accepted as dermoscopy photographs
+DICOM_PHOTO_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.7": "Dermoscopic Photography Image Storage",
+}
+#: DermaMNIST key prefix → the project's split name
+DERMAMNIST_SPLITS: dict[str, str] = {"train": "training", "val": "validation", "test": "test"}
+#: files an image folder may hold for one image id (``<image_id><suffix>``)
+_IMAGE_FILE_SUFFIXES = PHOTO_SUFFIXES + (".dcm",)
+_SPLIT_NAMES = ("training", "validation", "test")
+#: dx_type of rows whose source does not say how the diagnosis was made
+UNKNOWN_DX_TYPE = "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _row(csv: str | os.PathLike, index: int) -> str:
+    """``"<csv>:row <n>"`` for the 0-based data row ``index`` (header = row 1)."""
+    return f"{csv}:row {index + 2}"
+
+
+def _read_csv(csv: str | os.PathLike, required: Sequence[str]) -> pd.DataFrame:
+    """The CSV as strings (no NaN guessing, BOM and surrounding spaces removed), checked for ``required`` columns."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise DataError(csv, "file not found")
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(csv, "the CSV file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(csv, f"not a readable CSV file ({str(e).strip()})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(csv, f"missing column(s) {', '.join(missing)} (columns present: {', '.join(df.columns)})")
+    if df.empty:
+        raise DataError(csv, "the CSV file has a header but no rows")
+    return df.apply(lambda col: col.str.strip())
+
+
+def _check_image_id(image_id: str, where: str) -> str:
+    """An image id becomes a file name (the cache): it must be non-empty and name no folder."""
+    if not image_id or image_id in (".", "..") or re.search(r"[/\\\x00]", image_id):
+        raise DataError(where, f"invalid image id {image_id!r} (it must be a non-empty file name without '/' or '\\')")
+    return image_id
+
+
+def _check_unique_ids(ids: Sequence[str], csv: str | os.PathLike, what: str = "image_id") -> None:
+    first: dict[str, int] = {}
+    for i, image_id in enumerate(ids):
+        if image_id in first:
+            raise DataError(_row(csv, i), f"duplicate {what} {image_id!r} (first listed at row {first[image_id] + 2})")
+        first[image_id] = i
+
+
+def _as_dirs(image_dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(image_dirs, (str, os.PathLike)):
+        image_dirs = [image_dirs]
+    dirs = [Path(d) for d in image_dirs]
+    if not dirs:
+        raise DataError(None, "no image folder given")
+    for d in dirs:
+        if not d.is_dir():
+            raise DataError(d, "image folder not found")
+    return dirs
+
+
+def _index_image_files(dirs: Sequence[Path]) -> dict[str, Path]:
+    """``{file stem: path}`` of the images directly inside ``dirs`` (not recursive); the first folder wins."""
+    found: dict[str, Path] = {}
+    duplicates = 0
+    for d in dirs:
+        for entry in sorted(os.scandir(d), key=lambda e: e.name):
+            suffix = Path(entry.name).suffix.lower()
+            if suffix in _IMAGE_FILE_SUFFIXES and entry.is_file():
+                stem = entry.name[: -len(suffix)]
+                if stem in found:
+                    duplicates += 1
+                else:
+                    found[stem] = Path(entry.path)
+    if duplicates:
+        logger.warning("%d image ids have a file in more than one of %s; the first folder's file is used",
+                       duplicates, ", ".join(map(str, dirs)))
+    return found
+
+
+def _attach_paths(df: pd.DataFrame, dirs: Sequence[Path], source: Path) -> pd.DataFrame:
+    """Add ``path`` (found by image id); rows without a file are dropped, counted and logged."""
+    files = _index_image_files(dirs)
+    paths = [files.get(i) for i in df["image_id"]]
+    missing = [i for i, p in zip(df["image_id"], paths) if p is None]
+    if len(missing) == len(df):
+        raise DataError(source, f"none of its {len(df)} images was found as <image_id>.jpg (or "
+                                f"{'/'.join(_IMAGE_FILE_SUFFIXES[1:])}) in {', '.join(map(str, dirs))}")
+    if missing:
+        logger.warning("%s: %d of %d listed images not found in %s and skipped (first: %s)", source, len(missing),
+                       len(df), ", ".join(map(str, dirs)), ", ".join(missing[:3]))
+    df = df.assign(path=[str(p) if p is not None else "" for p in paths])
+    return df[df["path"] != ""].reset_index(drop=True)
+
+
+def _finish(df: pd.DataFrame, source: Path, extra: Sequence[str] = ()) -> pd.DataFrame:
+    out = df[list(TABLE_COLUMNS) + [c for c in extra if c in df.columns]].reset_index(drop=True)
+    out.attrs["source"] = str(source)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- readers
+def read_ham10000(
+    metadata_csv: str | os.PathLike,
+    image_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+) -> pd.DataFrame:
+    """Read the HAM10000 release (Tschandl et al. 2018): metadata CSV + ``<image_id>.jpg`` in ``image_dirs``.
+
+    Args:
+        metadata_csv: ``HAM10000_metadata.csv`` (``lesion_id,image_id,dx,dx_type,…``; extra columns ignored).
+        image_dirs: folder(s) holding the images, searched in order (not recursively).
+        class_names: the accepted ``dx`` values.
+
+    Returns:
+        ``image_id, lesion_id, dx, dx_type, path`` per found image, in file order (``dx_type`` kept so that a
+        synthetic set in this layout, ``dx_type = synthetic``, reports as synthetic).
+
+    Raises:
+        DataError: missing column(s) (all named), empty ``lesion_id``, unknown ``dx`` (row and value),
+            duplicate ``image_id`` (both rows), no image found at all. Listed images without a file are skipped
+            and their number logged.
+    """
+    csv = Path(metadata_csv)
+    df = _read_csv(csv, ["lesion_id", "image_id", "dx", "dx_type"])
+    classes = set(class_names)
+    for i, (image_id, lesion_id, dx) in enumerate(zip(df["image_id"], df["lesion_id"], df["dx"])):
+        _check_image_id(image_id, _row(csv, i))
+        if not lesion_id:
+            raise DataError(_row(csv, i), f"empty lesion_id for image {image_id}")
+        if dx.lower() not in classes:
+            raise DataError(_row(csv, i), f"unknown dx {dx!r} (expected one of {', '.join(class_names)})")
+    _check_unique_ids(list(df["image_id"]), csv)
+    df["dx"] = df["dx"].str.lower()
+    return _finish(_attach_paths(df, _as_dirs(image_dirs), csv), csv)
+
+
+def _read_lesion_groups(groups_csv: Path) -> pd.DataFrame:
+    """``image_id → lesion_id, dx_type`` from HAM10000's metadata or ISIC 2018's ``…_LesionGroupings.csv``
+    (``image,lesion_id,diagnosis_confirm_type``)."""
+    head = _read_csv(groups_csv, ["lesion_id"])
+    image_col = "image_id" if "image_id" in head.columns else "image"
+    if image_col not in head.columns:
+        raise DataError(groups_csv, f"missing column image_id (or image) (columns present: {', '.join(head.columns)})")
+    type_col = next((c for c in ("dx_type", "diagnosis_confirm_type") if c in head.columns), None)
+    _check_unique_ids(list(head[image_col]), groups_csv)
+    return pd.DataFrame({
+        "image_id": head[image_col],
+        "lesion_id": head["lesion_id"],
+        "dx_type": head[type_col] if type_col else UNKNOWN_DX_TYPE,
+    }).set_index("image_id")
+
+
+def read_isic2018_groundtruth(
+    csv: str | os.PathLike,
+    image_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    lesion_groups_csv: str | os.PathLike | None = None,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+) -> pd.DataFrame:
+    """Read an ISIC 2018 Task 3 ground-truth CSV (Codella et al. 2019): ``image`` + one-hot class columns.
+
+    The class columns (``MEL,NV,BCC,AKIEC,BKL,DF,VASC`` in the release) are matched to ``class_names``
+    case-insensitively; ``dx`` is the column holding the single 1 of a row.
+
+    Args:
+        csv: the ground-truth CSV (training, validation or test).
+        image_dirs: folder(s) holding ``<image>.jpg``.
+        lesion_groups_csv: optional ``image_id → lesion_id`` map: HAM10000's metadata CSV or ISIC's
+            ``ISIC2018_Task3_Training_LesionGroupings.csv``; also supplies ``dx_type``. Without it every image is
+            its own lesion (``lesion_id = image_id``, a warning is logged): a split can then not keep the images
+            of one lesion together.
+
+    Returns:
+        ``image_id, lesion_id, dx, dx_type, path`` per found image, in file order.
+
+    Raises:
+        DataError: missing columns, a value other than 0/1, not exactly one 1 in a row, duplicate images, an
+            image absent from ``lesion_groups_csv``, no image found at all.
+    """
+    csv = Path(csv)
+    head = _read_csv(csv, ["image"])
+    lower = {c.lower(): c for c in head.columns}
+    missing = [c.upper() for c in class_names if c not in lower]
+    if missing:
+        raise DataError(csv, f"missing column(s) {', '.join(missing)} (columns present: {', '.join(head.columns)})")
+    columns = [lower[c] for c in class_names]
+    dx = []
+    for i, image_id in enumerate(head["image"]):
+        _check_image_id(image_id, _row(csv, i))
+        try:
+            values = np.array([float(head.at[i, c]) for c in columns])
+        except ValueError:
+            raise DataError(_row(csv, i), f"class values must be numbers 0 or 1, got "
+                                          f"{', '.join(head.loc[i, columns])}") from None
+        if not np.all((values == 0) | (values == 1)) or values.sum() != 1:
+            raise DataError(_row(csv, i), f"expected exactly one 1 among {','.join(columns)} (one-hot), got "
+                                          f"{', '.join(head.loc[i, columns])}")
+        dx.append(class_names[int(values.argmax())])
+    _check_unique_ids(list(head["image"]), csv)
+    df = pd.DataFrame({"image_id": head["image"], "dx": dx})
+    if lesion_groups_csv is None:
+        logger.warning("%s: no lesion grouping given (--lesion_groups); every image is its own lesion, so "
+                       "images of one lesion may fall into different splits", csv)
+        df["lesion_id"], df["dx_type"] = df["image_id"], UNKNOWN_DX_TYPE
+    else:
+        groups = _read_lesion_groups(Path(lesion_groups_csv))
+        absent = [i for i in df["image_id"] if i not in groups.index]
+        if absent:
+            raise DataError(lesion_groups_csv, f"{len(absent)} images of {csv} have no lesion_id here "
+                                               f"(first: {', '.join(absent[:3])})")
+        df["lesion_id"] = groups.loc[df["image_id"], "lesion_id"].to_numpy()
+        df["dx_type"] = groups.loc[df["image_id"], "dx_type"].to_numpy()
+    return _finish(_attach_paths(df, _as_dirs(image_dirs), csv), csv)
+
+
+def _class_index(label: str, class_names: Sequence[str]) -> int | None:
+    """``"mel"``/``"MEL"`` → 4; ``"4"`` → 4; anything else → None."""
+    lowered = [c.lower() for c in class_names]
+    if label.lower() in lowered:
+        return lowered.index(label.lower())
+    if re.fullmatch(r"\d+", label) and int(label) < len(class_names):
+        return int(label)
+    return None
+
+
+def read_path_label_csv(csv: str | os.PathLike, class_names: Sequence[str] = DERMOSCOPY_CLASSES) -> pd.DataFrame:
+    """Read a generic ``path,label`` CSV (any image :func:`load_rgb` reads, DICOM included).
+
+    ``label`` is a class name (case-insensitive) or its index in ``class_names``. Relative paths are resolved
+    against the CSV's folder. Optional columns are honoured: ``image_id`` (else the file stem, made unique with
+    :func:`mednet.data.naming.unique_names`), ``lesion_id`` (else ``image_id``: each image its own lesion),
+    ``dx_type`` (else ``unknown``) and ``split`` (``training``/``validation``/``test``).
+
+    Unlike the release readers, a listed file that does not exist is an error (the list was made by hand).
+
+    Returns:
+        ``image_id, lesion_id, dx, dx_type, path`` (+ ``split``), in file order.
+    """
+    csv = Path(csv)
+    df = _read_csv(csv, ["path", "label"])
+    base = csv.resolve().parent
+    paths = [os.path.normpath(base / p) if p else "" for p in df["path"]]
+    dx = []
+    for i, (path, label) in enumerate(zip(paths, df["label"])):
+        if not path:
+            raise DataError(_row(csv, i), "empty path")
+        if not Path(path).is_file():
+            raise DataError(_row(csv, i), f"image file {path} does not exist")
+        k = _class_index(label, class_names)
+        if k is None:
+            raise DataError(_row(csv, i), f"unknown label {label!r} (expected a class name of "
+                                          f"{', '.join(class_names)} or an index 0–{len(class_names) - 1})")
+        dx.append(class_names[k])
+    image_ids = list(df["image_id"]) if "image_id" in df.columns else unique_names(paths)
+    for i, image_id in enumerate(image_ids):
+        _check_image_id(image_id, _row(csv, i))
+    _check_unique_ids(image_ids, csv)
+    out = pd.DataFrame({"image_id": image_ids, "dx": dx, "path": paths})
+    out["lesion_id"] = df["lesion_id"] if "lesion_id" in df.columns else out["image_id"]
+    for i, lesion_id in enumerate(out["lesion_id"]):
+        if not lesion_id:
+            raise DataError(_row(csv, i), "empty lesion_id")
+    out["dx_type"] = df["dx_type"] if "dx_type" in df.columns else UNKNOWN_DX_TYPE
+    if "split" in df.columns:
+        for i, split in enumerate(df["split"]):
+            if split not in _SPLIT_NAMES:
+                raise DataError(_row(csv, i), f"unknown split {split!r} (expected one of {', '.join(_SPLIT_NAMES)})")
+        out["split"] = df["split"]
+    return _finish(out, csv, extra=("split",))
+
+
+def read_dermamnist(
+    npz_path: str | os.PathLike, num_classes: int = len(DERMOSCOPY_CLASSES)
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read a DermaMNIST ``.npz`` (MedMNIST v2, Yang et al. 2023; or the corrected DermaMNIST-C / -E of
+    Abhishek et al. 2025, same keys) as ``{"training"|"validation"|"test": (images, labels)}``.
+
+    Keys: ``train_images`` ``(N, H, W, 3)`` uint8, ``train_labels`` ``(N, 1)`` (or ``(N,)``), and the same for
+    ``val_`` and ``test_``. Returned labels are ``(N,)`` int64. MedMNIST's label order — 0 actinic keratoses,
+    1 basal cell carcinoma, 2 benign keratosis, 3 dermatofibroma, 4 melanoma, 5 melanocytic nevi, 6 vascular —
+    is exactly :data:`DERMOSCOPY_CLASSES`, so labels are used as they are.
+
+    DermaMNIST carries no lesion ids, and its official split (from HAM10000 by image) leaks lesions between
+    splits; the -C files fix that, the -E files use ISIC 2018's split (Abhishek et al. 2025).
+
+    Raises:
+        DataError: not an ``.npz``, keys missing (listing the missing and the present ones), wrong shapes or
+            dtype, images and labels of different lengths, a label outside ``0..num_classes-1``.
+    """
+    npz_path = Path(npz_path)
+    if not npz_path.is_file():
+        raise DataError(npz_path, "file not found")
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(npz_path, f"not a readable .npz file ({e})") from None
+    expected = [f"{p}_{k}" for p in DERMAMNIST_SPLITS for k in ("images", "labels")]
+    missing = [k for k in expected if k not in arrays]
+    if missing:
+        present = ", ".join(sorted(arrays)) or "none"
+        raise DataError(npz_path, f"missing key(s) {', '.join(missing)} (present: {present})")
+    out = {}
+    for prefix, split in DERMAMNIST_SPLITS.items():
+        images, labels = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"]
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise DataError(npz_path, f"{prefix}_images must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(npz_path, f"{prefix}_labels must be ({len(images)}, 1) integers, got {labels.shape} "
+                                      f"{labels.dtype}")
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if bad.size:
+            raise DataError(npz_path, f"{prefix}_labels[{bad[0]}] = {labels[bad[0]]} is outside 0..{num_classes - 1} "
+                                      f"({bad.size} such labels)")
+        out[split] = (images, labels.astype(np.int64))
+    return out
+
+
+def dermamnist_table(
+    npz_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+) -> pd.DataFrame:
+    """Write every DermaMNIST image as ``out_dir/images/dermamnist_<split>_<i>.png``; return their table.
+
+    ``image_id = lesion_id = dermamnist_<split>_<i>`` (DermaMNIST has no lesion ids), ``dx_type = unknown``,
+    ``split`` = the file's own split, ``path`` absolute. Existing PNGs are refused unless ``overwrite``.
+    """
+    data = read_dermamnist(npz_path, num_classes=len(class_names))
+    from PIL import Image
+
+    image_dir = Path(out_dir) / "images"
+    rows = []
+    for split, (images, labels) in data.items():
+        for i in tqdm(range(len(images)), desc=f"DermaMNIST {split}", unit="image", disable=None, leave=False):
+            image_id = f"dermamnist_{split}_{i}"
+            path = image_dir / f"{image_id}.png"
+            with atomic_path(path, overwrite=overwrite) as tmp:
+                Image.fromarray(images[i]).save(tmp)
+            rows.append({"image_id": image_id, "lesion_id": image_id, "dx": class_names[int(labels[i])],
+                         "dx_type": UNKNOWN_DX_TYPE, "path": str(path.resolve()), "split": split})
+    return _finish(pd.DataFrame(rows), Path(npz_path), extra=("split",))
+
+
+def dermamnist_to_folder(
+    npz_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+) -> Path:
+    """:func:`dermamnist_table` plus ``out_dir/split.csv`` (paths relative to it); returns the CSV path.
+
+    The folder then reads like any prepared dataset (:func:`mednet.data.lesion_split.load_split_table`).
+    """
+    from mednet.data.lesion_split import write_split_table  # lesion_split imports this module
+
+    csv = Path(out_dir) / "split.csv"
+    refuse_existing(csv, overwrite=overwrite)
+    return write_split_table(dermamnist_table(npz_path, out_dir, overwrite, class_names), csv, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------------------------------------------- images
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Integer or float image with more than 8 bits → uint8, scaled by its maximum (all-zero stays zero)."""
+    arr = arr.astype(np.float64)
+    top = arr.max() if arr.size else 0.0
+    if top <= 0:
+        return np.zeros(arr.shape, np.uint8)
+    return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode a dermoscopy image to ``(H, W, 3)`` uint8 RGB.
+
+    JPEG/PNG/BMP/TIFF through Pillow (EXIF orientation applied, as a viewer shows the photo); DICOM (``.dcm``
+    or a ``DICM`` preamble) through :func:`read_dermoscopy_dicom`. Grey, grey+alpha, RGBA (alpha dropped),
+    palette, CMYK and YCbCr images are converted to RGB; 16-bit and 32-bit grey images are scaled to 8 bits by
+    their maximum. Every conversion is logged at debug level.
+
+    Raises:
+        DataError: file missing, not an image, corrupt or truncated (``"cannot decode image: …"``; Pillow's
+            ``load()`` raises on a truncated JPEG unless ``ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on),
+            multi-frame.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found")
+    if _is_dicom(path):
+        return read_dermoscopy_dicom(path)
+    try:
+        with Image.open(path) as img:
+            if getattr(img, "n_frames", 1) > 1:
+                raise DataError(path, f"multi-frame image ({img.n_frames} frames); expected one photograph")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            mode = img.mode
+            if mode == "RGB":
+                return np.asarray(img, dtype=np.uint8).copy()
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                logger.debug("%s: %s image scaled to 8 bits by its maximum and replicated to RGB", path, mode)
+                grey = _to_uint8(np.asarray(img))
+                return np.repeat(grey[..., None], 3, axis=2)
+            logger.debug("%s: %s image converted to RGB", path, mode)
+            if mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")  # Pillow warns when a palette image with transparency goes straight to RGB
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(path, f"cannot decode image: {e}") from None
+
+
+def read_dermoscopy_dicom(path: str | os.PathLike) -> np.ndarray:
+    """Decode a single-frame DICOM dermoscopy photograph to ``(H, W, 3)`` uint8 RGB with pydicom (≥ 3.0).
+
+    Accepted SOP classes: :data:`DICOM_PHOTO_SOP_CLASSES` (VL Photographic Image Storage,
+    1.2.840.10008.5.1.4.1.1.77.1.4; Dermoscopic Photography Image Storage, 1.2.840.10008.5.1.4.1.1.77.1.7).
+    Photometric interpretation RGB; YBR_FULL / YBR_FULL_422 are converted to RGB by
+    :func:`pydicom.pixels.pixel_array` (its ``raw=False`` default applies
+    :func:`pydicom.pixels.convert_color_space`, and knows when a JPEG decoder has already done so);
+    MONOCHROME2 (MONOCHROME1 inverted) is replicated to three channels. More than 8 bits are scaled to 8 by the
+    image maximum. Only the pixel module is read: no patient or study attribute reaches the result or an error.
+
+    Raises:
+        DataError: not DICOM, another SOP class (named), no pixel data, several frames, an unsupported
+            photometric interpretation, pixel data pydicom cannot decode (e.g. a codec plugin not installed).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import pixel_array
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
+        raise DataError(path, f"cannot decode image: not a readable DICOM file ({e})") from None
+    sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop not in DICOM_PHOTO_SOP_CLASSES:
+        name = pydicom.uid.UID(sop).name if sop else "none"
+        raise DataError(path, f"SOP class {sop or '(missing)'} ({name}) is not a dermoscopy photograph; accepted: "
+                              + "; ".join(f"{v} ({k})" for k, v in DICOM_PHOTO_SOP_CLASSES.items()))
+    if "PixelData" not in ds:
+        raise DataError(path, "the DICOM file holds no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DataError(path, f"multi-frame DICOM ({frames} frames); expected one photograph")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in ("RGB", "YBR_FULL", "YBR_FULL_422", "MONOCHROME1", "MONOCHROME2"):
+        raise DataError(path, f"unsupported photometric interpretation {photometric!r} (expected RGB, YBR_FULL, "
+                              "YBR_FULL_422 or MONOCHROME1/2)")
+    try:
+        arr = pixel_array(ds)  # YBR_FULL(_422) → RGB
+    except Exception as e:  # pydicom raises RuntimeError/ValueError/NotImplementedError by codec and plugin
+        raise DataError(path, f"cannot decode image: DICOM pixel data ({type(e).__name__}: {e})") from None
+    if photometric.startswith("MONOCHROME"):
+        if arr.ndim != 2:
+            raise DataError(path, f"{photometric} pixel data of shape {arr.shape}; expected (rows, columns)")
+        grey = arr if arr.dtype == np.uint8 else _to_uint8(arr)
+        if photometric == "MONOCHROME1":  # minimum is white
+            grey = 255 - grey
+        logger.debug("%s: %s DICOM replicated to RGB", path, photometric)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise DataError(path, f"{photometric} pixel data of shape {arr.shape}; expected (rows, columns, 3)")
+    return arr.copy() if arr.dtype == np.uint8 else _to_uint8(arr)
+
+
+# ---------------------------------------------------------------------------------------------------- cache
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 → ``(size, size, 3)`` uint8: centre crop to a square of the shorter side, then resize.
+
+    Cropping keeps the aspect ratio (a plain resize would squash HAM10000's 600×450 images by 4:3); the lesion
+    is centred in dermoscopy photographs, so the crop removes skin at the sides. Bicubic resampling: Pillow
+    widens the filter to the whole source footprint when shrinking, so there is no aliasing. The crop is made
+    first, not with ``ImageOps.fit`` (whose resampling box lets pixels outside the crop bleed into the edges).
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))
+    return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def write_resized_cache(
+    table: pd.DataFrame, out_dir: str | os.PathLike, size: int, progress: bool | None = None
+) -> pd.DataFrame:
+    """Decode every image once (:func:`load_rgb`), :func:`resize_center_crop` it to ``size`` and store it as
+    ``out_dir/cache_<size>/<image_id>.png``; returns a copy of ``table`` with ``cache_path`` (absolute).
+
+    A PNG already in the cache is kept (the folder name fixes its size), so a re-run only decodes new images;
+    delete the folder after changing the source images. Files are written atomically: an interrupted run
+    leaves no half-written PNG. ``progress=None`` shows a tqdm bar on a terminal only.
+    """
+    from PIL import Image
+
+    if int(size) < 1:
+        raise DataError(out_dir, f"cache size must be a positive number of pixels, got {size}")
+    cache_dir = Path(out_dir) / f"cache_{int(size)}"
+    cached, written = [], 0
+    for image_id, path in tqdm(list(zip(table["image_id"], table["path"])), desc=f"cache {size}px", unit="image",
+                               disable=None if progress is None else not progress, leave=False):
+        target = cache_dir / f"{_check_image_id(str(image_id), str(path))}.png"
+        if not target.is_file():
+            with atomic_path(target) as tmp:
+                Image.fromarray(resize_center_crop(load_rgb(path), int(size))).save(tmp)
+            written += 1
+        cached.append(str(target.resolve()))
+    logger.info("%s: %d images resized to %d px, %d already cached", cache_dir, written, size, len(cached) - written)
+    return table.assign(cache_path=cached)

@@ -1,0 +1,390 @@
+"""Lesion-grouped, class-stratified splits of dermoscopy tables, the split CSV, and its preparation.
+
+HAM10000 holds 10,015 images of 7,470 lesions (Tschandl et al. 2018): up to six photographs of one lesion.
+Splitting by image puts photographs of one lesion in training and test, and the test score then measures
+recognition of seen lesions (the leak Abhishek et al. 2025 found in DermaMNIST). Here the unit of a split is
+the lesion (``group``), and the split is stratified by diagnosis (``stratify``) so that rare classes (df, vasc:
+about 1 % of images each) reach every split.
+
+:func:`split_by_lesion` is a seeded greedy assignment written here rather than scikit-learn's
+``StratifiedGroupKFold``: that gives k equal folds (15 %/15 %/70 % needs nested calls and approximate fold
+sizes), balances classes only heuristically and guarantees no class in every fold. Per class, lesions are
+shuffled with the seed, one lesion is reserved for each split (when the class has at least as many lesions as
+there are splits), and the rest, largest lesion first, go to the split furthest below its target image
+count (fraction × the class's images). Each split therefore holds each class's images within one lesion
+(≤ 6 images in HAM10000) of its target, so class proportions per split match the overall ones.
+
+The split CSV (``split.csv``): ``image_id, lesion_id, dx, dx_type, path, split`` [``cache_path``], paths
+relative to the CSV's folder (as in :func:`mednet.data.datalist.write_datalist`). :func:`prepare_dermoscopy_split`
+writes it with ``split_stats.csv``/``.md`` and ``split.json``; :func:`load_split_table` reads it back for the
+bundle's ``--dataset_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mednet.data.datalist import SPLITS
+from mednet.data.dermoscopy import (
+    DERMOSCOPY_CLASSES,
+    TABLE_COLUMNS,
+    dermamnist_table,
+    read_ham10000,
+    read_isic2018_groundtruth,
+    read_path_label_csv,
+    write_resized_cache,
+)
+from mednet.errors import DataError, OptionError
+from mednet.io import atomic_path, refuse_existing
+from mednet.reports import write_json, write_table
+
+__all__ = [
+    "SPLIT_COLUMNS",
+    "SOURCE_FORMATS",
+    "split_by_lesion",
+    "check_group_disjoint",
+    "split_stats",
+    "write_split_table",
+    "load_split_table",
+    "read_dermoscopy_source",
+    "data_provenance",
+    "prepare_dermoscopy_split",
+]
+
+logger = logging.getLogger("mednet")
+
+#: columns of ``split.csv`` (``cache_path`` follows when a resized cache was written)
+SPLIT_COLUMNS: tuple[str, ...] = (*TABLE_COLUMNS, "split")
+#: the ``--format`` values of :func:`prepare_dermoscopy_split`
+SOURCE_FORMATS: tuple[str, ...] = ("ham10000", "isic2018", "path_label", "dermamnist")
+_PATH_COLUMNS = ("path", "cache_path")
+
+
+def _source(table: pd.DataFrame, source: str | os.PathLike | None) -> str | None:
+    return os.fspath(source) if source is not None else table.attrs.get("source")
+
+
+def _check_fractions(val: float, test: float) -> None:
+    problems = {}
+    for option, value in (("--val", val), ("--test", test)):
+        if not 0 <= float(value) < 1:
+            problems[option] = f"must be a fraction in [0, 1), got {value}"
+    if not problems and float(val) + float(test) >= 1:
+        problems["--val"] = f"--val {val} + --test {test} leaves no training images (the sum must be below 1)"
+    if problems:
+        raise OptionError(problems)
+
+
+def _lesion_labels(table: pd.DataFrame, stratify: str | None, group: str, source: str | None) -> pd.Series:
+    """One ``stratify`` value per group; DataError if a group's images disagree."""
+    for column in (group, stratify):
+        if column is not None and column not in table.columns:
+            raise DataError(source, f"the table has no column {column!r} (columns: {', '.join(table.columns)})")
+    if stratify is None:
+        return pd.Series("all", index=pd.Index(table[group].unique(), name=group))
+    labels = table.groupby(group, sort=False)[stratify].unique()
+    mixed = labels[labels.map(len) > 1]
+    if len(mixed):
+        lesion = mixed.index[0]
+        raise DataError(source, f"{group} {lesion} has images with different {stratify}: "
+                                f"{', '.join(map(str, mixed.iloc[0]))} ({len(mixed)} such {group}s); one lesion has "
+                                "one diagnosis — fix the metadata")
+    return labels.map(lambda v: v[0])
+
+
+def split_by_lesion(
+    table: pd.DataFrame,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    stratify: str | None = "dx",
+    group: str = "lesion_id",
+    source: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Assign every row to ``training``/``validation``/``test``, whole groups at a time, stratified.
+
+    Args:
+        table: one row per image, with columns ``group`` and ``stratify``.
+        val, test: fractions of the images of each class for validation and test (0 leaves the split out).
+        seed: the assignment is a function of ``seed`` and the table's content (not its row order).
+        stratify: the class column (None: no stratification).
+        group: rows with one value here always share a split.
+        source: the table's file, for error messages (default ``table.attrs["source"]``).
+
+    Returns:
+        A copy of ``table`` with a ``split`` column. Every class with at least as many groups as there are
+        (non-empty) splits appears in every split; each split holds each class's images within one group of
+        ``fraction × class images``.
+
+    Raises:
+        DataError: a group whose rows have different ``stratify`` values, a missing column, an empty table.
+        OptionError: fractions outside [0, 1) or summing to 1 or more.
+    """
+    _check_fractions(val, test)
+    source = _source(table, source)
+    if table.empty:
+        raise DataError(source, "no images to split")
+    labels = _lesion_labels(table, stratify, group, source)
+    sizes = table.groupby(group, sort=False).size()
+    fractions = {"training": 1.0 - val - test, "validation": float(val), "test": float(test)}
+    active = [s for s in SPLITS if fractions[s] > 0]
+    rng = np.random.default_rng(seed)
+    assignment: dict[object, str] = {}
+    for label in sorted(labels.unique(), key=str):
+        lesions = sorted(labels.index[labels == label], key=str)  # independent of row order
+        lesions = [lesions[i] for i in rng.permutation(len(lesions))]
+        lesions.sort(key=lambda g: -sizes[g])  # stable: shuffled order among equal sizes
+        total = float(sizes[lesions].sum())
+        target = {s: fractions[s] * total for s in active}
+        count = dict.fromkeys(active, 0.0)
+        if len(lesions) >= len(active):
+            # reserve the smallest lesions for the small splits first, so each split gets the class
+            for s in sorted(active, key=lambda s: fractions[s]):
+                g = lesions.pop() if s != "training" else lesions.pop(0)
+                assignment[g], count[s] = s, count[s] + sizes[g]
+        for g in lesions:
+            s = max(active, key=lambda s: target[s] - count[s])  # ties: training, validation, test
+            assignment[g], count[s] = s, count[s] + sizes[g]
+    out = table.copy()
+    out["split"] = table[group].map(assignment)
+    return out
+
+
+def check_group_disjoint(
+    table: pd.DataFrame, group: str = "lesion_id", path: str | os.PathLike | None = None, split_column: str = "split"
+) -> None:
+    """Raise :class:`DataError` if one ``group`` value (lesion, volume, patient) appears in two splits.
+
+    The message names the first such group, the splits it is in and how many groups leak.
+    """
+    source = _source(table, path)
+    for column in (group, split_column):
+        if column not in table.columns:
+            raise DataError(source, f"the table has no column {column!r} (columns: {', '.join(table.columns)})")
+    splits = table.groupby(group, sort=False)[split_column].unique()
+    leaking = splits[splits.map(len) > 1]
+    if len(leaking):
+        order = {s: i for i, s in enumerate(SPLITS)}
+        where = sorted(map(str, leaking.iloc[0]), key=lambda s: order.get(s, len(order)))
+        raise DataError(source, f"{group} {leaking.index[0]} is in several splits: {', '.join(where)} "
+                                f"({len(leaking)} {group}s in more than one split) — images of one {group} must "
+                                "stay in one split")
+
+
+def split_stats(table: pd.DataFrame, class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+                class_column: str = "dx", group: str | None = "lesion_id") -> pd.DataFrame:
+    """Images per class × split: columns ``class, training, validation, test, total``; rows ``class_names``
+    then ``total`` (images) and, with ``group``, ``lesions`` (distinct groups per split)."""
+    counts = pd.crosstab(table[class_column], table["split"]).reindex(index=list(class_names), columns=list(SPLITS),
+                                                                      fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    counts.loc["total"] = counts.sum(axis=0)
+    if group is not None:
+        lesions = table.groupby("split")[group].nunique().reindex(list(SPLITS), fill_value=0)
+        counts.loc["lesions"] = [*lesions.tolist(), int(table[group].nunique())]
+    return counts.astype(int).rename_axis(None, axis=1).reset_index(names="class")
+
+
+def _relative(path: str, base: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), base) if path else path
+
+
+def write_split_table(table: pd.DataFrame, csv: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``table``'s :data:`SPLIT_COLUMNS` (+ ``cache_path``) to ``csv`` atomically, paths relative to its
+    folder; refused if ``csv`` exists unless ``overwrite``."""
+    csv = Path(csv)
+    base = csv.parent.resolve()
+    columns = [*SPLIT_COLUMNS, *(["cache_path"] if "cache_path" in table.columns else [])]
+    out = table[columns].copy()
+    for column in _PATH_COLUMNS:
+        if column in out.columns:
+            out[column] = [_relative(p, base) for p in out[column]]
+    with atomic_path(csv, overwrite=overwrite) as tmp:
+        out.to_csv(tmp, index=False)
+    return csv
+
+
+def load_split_table(
+    dataset_dir_or_csv: str | os.PathLike,
+    split: str | None = None,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """Read ``split.csv`` (a folder holding it, or the CSV) with absolute paths, checked.
+
+    Checks: the columns :data:`SPLIT_COLUMNS`, ``dx`` in ``class_names``, ``split`` in
+    ``training/validation/test``, no duplicate ``image_id``, no lesion in two splits
+    (:func:`check_group_disjoint`) and, with ``check_files``, every ``path`` (and ``cache_path``) exists.
+
+    Args:
+        split: keep only this split's rows (an absent or empty split is an error naming the present ones).
+
+    Returns:
+        The table (``path``/``cache_path`` absolute), ``attrs["source"]`` = the CSV.
+    """
+    from mednet.data.dermoscopy import _check_unique_ids, _read_csv, _row
+
+    csv = Path(dataset_dir_or_csv)
+    if csv.is_dir() or not csv.suffix:
+        csv = csv / "split.csv"
+    if not csv.is_file():
+        raise DataError(csv, "split table not found (prepare one with `python -m data_prep.dermoscopy`)")
+    table = _read_csv(csv, SPLIT_COLUMNS)
+    classes = set(class_names)
+    for i, (dx, s) in enumerate(zip(table["dx"], table["split"])):
+        if dx not in classes:
+            raise DataError(_row(csv, i), f"unknown dx {dx!r} (expected one of {', '.join(class_names)})")
+        if s not in SPLITS:
+            raise DataError(_row(csv, i), f"unknown split {s!r} (expected one of {', '.join(SPLITS)})")
+    _check_unique_ids(list(table["image_id"]), csv)
+    check_group_disjoint(table, path=csv)
+    base = csv.resolve().parent
+    for column in _PATH_COLUMNS:
+        if column not in table.columns:
+            continue
+        table[column] = [os.path.normpath(base / p) if p else p for p in table[column]]
+        if check_files:
+            for i, p in enumerate(table[column]):
+                if not p or not Path(p).is_file():
+                    raise DataError(_row(csv, i), f"{column} {p or '(empty)'} does not exist")
+    lines = [_row(csv, i) for i in range(len(table))]
+    if split is not None:
+        if split not in SPLITS:
+            raise OptionError({"--split": f"unknown split {split!r} (expected one of {', '.join(SPLITS)})"})
+        present = [s for s in SPLITS if (table["split"] == s).any()]
+        keep = (table["split"] == split).to_numpy()
+        lines = [line for line, k in zip(lines, keep) if k]
+        table = table[keep].reset_index(drop=True)
+        if table.empty:
+            raise DataError(csv, f"split '{split}' is empty (present: {', '.join(present)})")
+    table.attrs["source"] = str(csv)
+    table.attrs["rows"] = lines  # each row's place in the CSV, for errors found later (``<csv>:row <n>``)
+    return table
+
+
+def _image_dirs(images: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[str]:
+    """``"a,b"``, ``("a", "b")`` or ``["a"]`` → ``["a", "b"]`` (python-fire turns ``--images a,b`` into a tuple)."""
+    if images is None:
+        return []
+    if isinstance(images, (str, os.PathLike)):
+        images = os.fspath(images).split(",")
+    return [os.fspath(d).strip() if not isinstance(d, (int, float)) else str(d) for d in images if str(d).strip()]
+
+
+def read_dermoscopy_source(
+    metadata: str | os.PathLike,
+    images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    format: str = "ham10000",
+    lesion_groups: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Read one source in ``format`` (:data:`SOURCE_FORMATS`) as a table (``dermamnist`` writes its PNGs
+    under ``out/images``)."""
+    if format not in SOURCE_FORMATS:
+        raise OptionError({"--format": f"unknown format {format!r} (expected one of {', '.join(SOURCE_FORMATS)})"})
+    dirs = _image_dirs(images)
+    if format in ("ham10000", "isic2018") and not dirs:
+        raise OptionError({"--images": f"the {format} format needs the image folder(s): --images DIR or "
+                                       "--images DIR1,DIR2"})
+    if format == "ham10000":
+        return read_ham10000(metadata, dirs)
+    if format == "isic2018":
+        return read_isic2018_groundtruth(metadata, dirs, lesion_groups)
+    if format == "path_label":
+        return read_path_label_csv(metadata)
+    if out is None:
+        raise OptionError({"--out": "the dermamnist format writes its images under --out"})
+    return dermamnist_table(metadata, out, overwrite=overwrite)
+
+
+def data_provenance(table: pd.DataFrame) -> str:
+    """``"synthetic"`` when every ``dx_type`` is ``synthetic``, ``"real"`` when none is, else ``"mixed"``."""
+    synthetic = table["dx_type"].astype(str).str.lower().eq("synthetic")
+    return "synthetic" if synthetic.all() else "real" if not synthetic.any() else "mixed"
+
+
+def prepare_dermoscopy_split(
+    metadata: str | os.PathLike,
+    out: str | os.PathLike,
+    images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    cache_size: int = 0,
+    format: str = "ham10000",
+    lesion_groups: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Read a dermoscopy source, split it by lesion (stratified by dx) and write the dataset folder ``out``.
+
+    Writes (atomically; each refused if it exists unless ``overwrite``):
+
+    * ``out/split.csv`` — ``image_id, lesion_id, dx, dx_type, path, split`` [+ ``cache_path``];
+    * ``out/split_stats.csv`` / ``.md`` — images per class × split, totals and lesions (:func:`split_stats`);
+    * ``out/split.json`` — the settings (source, format, seed, fractions), image/lesion counts per split and
+      ``data_provenance`` (``synthetic`` when ``dx_type`` says so);
+    * with ``cache_size`` > 0, ``out/cache_<size>/<image_id>.png`` (:func:`write_resized_cache`);
+    * for ``format="dermamnist"``, ``out/images/*.png``.
+
+    A source that carries its own split (DermaMNIST; a ``path_label`` CSV with a ``split`` column) keeps it
+    (checked lesion-disjoint); ``val``/``test``/``seed`` are then unused and ``split.json`` says so.
+
+    Args:
+        metadata: HAM10000 metadata CSV, ISIC 2018 ground-truth CSV, ``path,label`` CSV or DermaMNIST ``.npz``.
+        images: image folder(s) for ``ham10000``/``isic2018``: a list, or one string with commas.
+        lesion_groups: ``isic2018`` only: image → lesion_id CSV
+            (see :func:`~mednet.data.dermoscopy.read_isic2018_groundtruth`).
+
+    Returns:
+        The path of ``split.csv``.
+    """
+    out = Path(out)
+    csv, stats_stem, settings = out / "split.csv", out / "split_stats", out / "split.json"
+    refuse_existing(csv, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"), settings, overwrite=overwrite)
+    _check_fractions(val, test)
+    if int(cache_size) < 0:
+        raise OptionError({"--cache_size": f"must be 0 (no cache) or a number of pixels, got {cache_size}"})
+    table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite)
+    source = table.attrs.get("source", os.fspath(metadata))
+    kept = "split" in table.columns
+    if kept:
+        check_group_disjoint(table, path=source)
+        logger.info("%s: the source's own split is kept (--val/--test/--seed unused)", source)
+    else:
+        table = split_by_lesion(table, val=val, test=test, seed=seed, source=source)
+    if cache_size:
+        table = write_resized_cache(table, out, int(cache_size))
+    write_split_table(table, csv, overwrite=overwrite)
+    stats = split_stats(table)
+    provenance = data_provenance(table)
+    write_table(stats, stats_stem, title=f"Images per class and split ({provenance} data, {Path(source).name})",
+                footer="\nLast row: distinct lesions per split. No lesion is in two splits.\n")
+    per_split = table.groupby("split")
+    write_json({
+        "source": os.fspath(Path(metadata).resolve()),
+        "format": format,
+        "image_dirs": [os.fspath(Path(d).resolve()) for d in _image_dirs(images)],
+        "lesion_groups": os.fspath(Path(lesion_groups).resolve()) if lesion_groups else None,
+        "split_from_source": kept,
+        "seed": None if kept else int(seed),
+        "fractions": None if kept else {"validation": float(val), "test": float(test)},
+        "stratify": "dx",
+        "group": "lesion_id",
+        "cache_size": int(cache_size) or None,
+        "class_names": list(DERMOSCOPY_CLASSES),
+        "data_provenance": provenance,
+        "n_images": int(len(table)),
+        "n_lesions": int(table["lesion_id"].nunique()),
+        "n_images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
+        "n_lesions_per_split": {s: int(per_split["lesion_id"].nunique().get(s, 0)) for s in SPLITS},
+    }, settings, overwrite=True)  # refused above unless overwrite
+    print(f"{csv}: {len(table)} images of {table['lesion_id'].nunique()} lesions ({provenance} data), "
+          + ", ".join(f"{s} {int(per_split.size().get(s, 0))}" for s in SPLITS))
+    return csv

@@ -1,0 +1,139 @@
+"""End to end through ``python -m monai.bundle run``: the dermoscopy bundle on a tiny synthetic set.
+
+One 2-epoch training run (MixUp, shared by every test of this module) → evaluation with the full report on the
+test split → inference on a folder and on one file; plus the one-line errors a user meets first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from mednet.app.bundles import config_file_argument
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+pytestmark = pytest.mark.slow
+ARCH = ["--model", "receptive_field_cnn", "--image_size", "32"]
+
+
+def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           config_file_argument("dermoscopy_classification", config), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env.pop("MEDNET_TRACEBACK", None)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory) -> Path:
+    from mednet.data.lesion_split import prepare_dermoscopy_split
+    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
+
+    root = tmp_path_factory.mktemp("dermoscopy")
+    metadata = generate_synthetic_dermoscopy(root / "synthetic", n_images=240, size=32, seed=3)
+    return prepare_dermoscopy_split(metadata, root / "split", images=str(root / "synthetic" / "images"), seed=0).parent
+
+
+@pytest.fixture(scope="module")
+def trained(split_dir: Path, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    bundle("train", "--dataset_dir", str(split_dir), "--runs_root", str(runs), *ARCH, "--epochs", "2",
+           "--augmentation", "mixup", "--augmentation_figure", "True", "--batch_size", "32")
+    (run,) = runs.iterdir()
+    return run
+
+
+def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
+    for name in ("model.pt", "model_final.pt", "settings.json", "metrics.csv", "convergence.png", "augmentations.png",
+                 "finished.json"):
+        assert (trained / name).is_file(), name
+    settings = json.loads((trained / "settings.json").read_text())
+    assert settings["model"] == "receptive_field_cnn" and settings["image_size"] == 32
+    assert settings["augmentation"] == "mixup" and settings["data"] == "synthetic"
+    assert len(settings["normalization"]["mean"]) == 3 and all(0 < s < 1 for s in settings["normalization"]["std"])
+    assert set(settings["class_counts"]) == set(CLASSES) and min(settings["class_counts"].values()) > 0
+    epochs = pd.read_csv(trained / "metrics.csv")
+    assert list(epochs["epoch"]) == [1, 2]
+    for column in ("val_balanced_accuracy", "val_ece", "val_oe", "val_recall_mel", "train_loss"):
+        assert epochs[column].notna().all(), column
+    finished = json.loads((trained / "finished.json").read_text())
+    assert finished["key_metric"] == "val_balanced_accuracy"  # model selection on validation, never test
+    assert finished["best_metric"] == pytest.approx(epochs["val_balanced_accuracy"].max())
+
+
+def test_evaluate_writes_the_full_report(trained: Path, split_dir: Path) -> None:
+    proc = bundle("evaluate", "--dataset_dir", str(split_dir), *ARCH, "--ckpt_path", str(trained / "model.pt"))
+    (eval_dir,) = [p for p in trained.iterdir() if p.name.startswith("eval-test-")]
+    assert str(eval_dir) in proc.stdout
+    for name in ("metrics.json", "metrics.csv", "classification_report.md", "classification_report.csv",
+                 "confusion.csv", "confusion.png", "reliability.png", "predictions.csv", "provenance.json"):
+        assert (eval_dir / name).is_file(), name
+    report = json.loads((eval_dir / "metrics.json").read_text())
+    assert report["info"]["split"] == "test" and report["info"]["data"] == "synthetic"
+    predictions = pd.read_csv(eval_dir / "predictions.csv")
+    test = pd.read_csv(split_dir / "split.csv").query("split == 'test'")
+    assert sorted(predictions["image_id"]) == sorted(test["image_id"])
+    np.testing.assert_allclose(predictions[CLASSES].sum(axis=1), 1.0, atol=1e-4)
+    # the reported balanced accuracy is the one of the written predictions (independent implementation)
+    assert report["metrics"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(predictions["label"], predictions["prediction"]))
+    table = pd.read_csv(eval_dir / "classification_report.csv")
+    assert list(table["class"])[:7] == CLASSES and {"precision", "recall", "specificity", "f1", "support"} <= set(table)
+
+
+def test_inference_folder_and_file(trained: Path, split_dir: Path, tmp_path: Path) -> None:
+    images = split_dir.parent / "synthetic" / "images"
+    out = tmp_path / "pred"
+    bundle("inference", "--input", str(images), "--output_dir", str(out), *ARCH, "--ckpt_path", str(trained / "model.pt"))
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table.columns) == ["image_id", "path", *CLASSES, "prediction", "confidence"]
+    assert len(table) == len(list(images.glob("*.jpg")))
+    assert set(table["prediction"]) <= set(CLASSES)
+    np.testing.assert_allclose(table[CLASSES].sum(axis=1), 1.0, atol=1e-4)
+    before = (out / "predictions.csv").read_bytes()
+    again = bundle("inference", "--input", str(images), "--output_dir", str(out), *ARCH, "--ckpt_path",
+                   str(trained / "model.pt"), check=False)
+    assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].startswith("mednet error: ")
+    assert "predictions.csv: output already exists" in again.stderr
+    assert (out / "predictions.csv").read_bytes() == before  # earlier output kept
+    one = next(images.glob("*.jpg"))
+    bundle("inference", "--input", str(one), "--output_dir", str(tmp_path / "one"), *ARCH, "--ckpt_path",
+           str(trained / "model.pt"))
+    single = pd.read_csv(tmp_path / "one" / "predictions.csv")
+    assert list(single["image_id"]) == [one.stem]
+    # the same image gets the same probabilities alone and in a folder (evaluation transforms are deterministic)
+    np.testing.assert_allclose(single[CLASSES].to_numpy()[0],
+                               table.set_index("image_id").loc[one.stem, CLASSES].to_numpy(dtype=float), atol=1e-5)
+
+
+def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    proc = bundle("inference", "--input", str(folder), "--output_dir", str(tmp_path / "p"), *ARCH, "--ckpt_path",
+                  str(trained / "model.pt"), check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("mednet error: ") and "broken.jpg" in last
+    assert not (tmp_path / "p" / "predictions.csv").exists()
+    # evaluate.json is an override of inference.json: alone it says what to run
+    alone = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                            str(REPO / "bundles/dermoscopy_classification/configs/evaluate.json")],
+                           cwd=REPO, capture_output=True, text=True)
+    assert alone.returncode != 0 and "evaluate.json is an override of inference.json" in alone.stderr
+    # a checkpoint used with another architecture: refused, naming the setting and the override
+    other = bundle("inference", "--input", str(folder), "--output_dir", str(tmp_path / "q"), "--model", "resnet18",
+                   "--image_size", "32", "--ckpt_path", str(trained / "model.pt"), check=False)
+    assert other.returncode != 0 and "model='receptive_field_cnn' (this run: 'resnet18')" in other.stderr

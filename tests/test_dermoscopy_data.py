@@ -1,0 +1,460 @@
+"""Dermoscopy data: readers of every source format, image decoding (photos, DICOM), the lesion-grouped split,
+the resized cache, the split CSV and the ``data_prep.dermoscopy`` command line — on tiny fixtures written here
+in each real format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mednet.data.dermoscopy import (
+    DERMOSCOPY_CLASSES,
+    TABLE_COLUMNS,
+    dermamnist_to_folder,
+    load_rgb,
+    read_dermamnist,
+    read_dermoscopy_dicom,
+    read_ham10000,
+    read_isic2018_groundtruth,
+    read_path_label_csv,
+    resize_center_crop,
+    write_resized_cache,
+)
+from mednet.data.lesion_split import (
+    check_group_disjoint,
+    load_split_table,
+    prepare_dermoscopy_split,
+    split_by_lesion,
+    split_stats,
+)
+from mednet.errors import DataError, OptionError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# colours of the fixture images, by class: a pixel read back tells which file was read
+COLOUR = {"akiec": (200, 60, 30), "bcc": (30, 200, 60), "bkl": (60, 30, 200), "df": (120, 120, 0),
+          "mel": (20, 20, 20), "nv": (150, 100, 80), "vasc": (220, 0, 110)}
+
+
+def write_jpeg(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (8, 8)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, quality=95)
+    return path
+
+
+# HAM10000 layout: (lesion_id, image_id, dx, dx_type, folder); HAM_0003 has two images
+HAM_ROWS = [
+    ("HAM_0001", "ISIC_0001", "bkl", "histo", 1), ("HAM_0002", "ISIC_0002", "nv", "follow_up", 1),
+    ("HAM_0003", "ISIC_0003", "mel", "histo", 2), ("HAM_0003", "ISIC_0004", "mel", "histo", 2),
+    ("HAM_0004", "ISIC_0005", "df", "consensus", 1), ("HAM_0005", "ISIC_0006", "nv", "confocal", 2),
+    ("HAM_0006", "ISIC_0007", "vasc", "histo", 1), ("HAM_0007", "ISIC_0008", "bcc", "histo", 2),
+    ("HAM_0008", "ISIC_0009", "akiec", "histo", 1), ("HAM_0009", "ISIC_0010", "nv", "follow_up", 2),
+]
+
+
+def write_ham(root: Path, rows=HAM_ROWS, missing: tuple[str, ...] = ()) -> tuple[Path, list[Path]]:
+    """HAM10000_metadata.csv (with the age/sex/localization columns of the release) + JPEGs in two folders."""
+    dirs = [root / "HAM10000_images_part_1", root / "HAM10000_images_part_2"]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    lines = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
+    for lesion, image, dx, dx_type, part in rows:
+        lines.append(f"{lesion},{image},{dx},{dx_type},55.0,female,back")
+        if image not in missing:
+            write_jpeg(dirs[part - 1] / f"{image}.jpg", COLOUR[dx])
+    csv = root / "HAM10000_metadata.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv, dirs
+
+
+def write_dicom(path: Path, rgb: np.ndarray, photometric: str = "RGB",
+                sop: str = "1.2.840.10008.5.1.4.1.1.77.1.7", frames: int = 1) -> Path:
+    """A DICOM photograph with a patient name and id that must never reach an output."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "PID-98765", "XC"
+    if photometric.startswith("MONOCHROME"):
+        pixels = rgb[..., 0]
+    elif photometric == "RGB":
+        pixels = rgb
+    else:
+        pixels = convert_color_space(rgb, "RGB", "YBR_FULL")
+    if frames > 1:
+        pixels = np.stack([pixels] * frames)
+    ds.set_pixel_data(pixels, photometric, 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def synthetic_table(n_target: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """HAM10000's class proportions (akiec 327 … nv 6705 of 10,015), 1–3 images per lesion."""
+    counts = np.array([327, 514, 1099, 115, 1113, 6705, 142])
+    rng = np.random.default_rng(seed)
+    rows, lesion = [], 0
+    while len(rows) < n_target:
+        dx = DERMOSCOPY_CLASSES[rng.choice(7, p=counts / counts.sum())]
+        for _ in range(rng.integers(1, 4)):
+            rows.append({"image_id": f"img{len(rows):05d}", "lesion_id": f"les{lesion:05d}", "dx": dx})
+        lesion += 1
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ readers
+def test_read_ham10000_finds_both_folders_and_skips_missing_images(tmp_path: Path, caplog) -> None:
+    csv, dirs = write_ham(tmp_path, missing=("ISIC_0006",))
+    with caplog.at_level(logging.WARNING, logger="mednet"):
+        table = read_ham10000(csv, dirs)
+    assert list(table.columns) == list(TABLE_COLUMNS)  # age/sex/localization not copied
+    expected = [r for r in HAM_ROWS if r[1] != "ISIC_0006"]
+    assert list(table["image_id"]) == [r[1] for r in expected]  # file order
+    assert list(table["lesion_id"]) == [r[0] for r in expected]
+    assert list(table["dx_type"]) == [r[3] for r in expected]
+    assert table.loc[table["image_id"] == "ISIC_0003", "path"].item() == str(dirs[1] / "ISIC_0003.jpg")
+    assert "1 of 10 listed images not found" in caplog.text and "ISIC_0006" in caplog.text
+    for path, dx in zip(table["path"], table["dx"]):
+        assert np.abs(load_rgb(path)[4, 4].astype(int) - COLOUR[dx]).max() <= 3  # JPEG rounding
+
+
+def test_read_ham10000_errors_name_file_row_and_value(tmp_path: Path) -> None:
+    csv, dirs = write_ham(tmp_path)
+    text = csv.read_text()
+    bad = tmp_path / "no_columns.csv"
+    bad.write_text(text.replace("lesion_id,image_id,dx,dx_type", "lesion,image_id,diagnosis,dx_type", 1))
+    with pytest.raises(DataError, match=r"no_columns\.csv: missing column\(s\) lesion_id, dx "):
+        read_ham10000(bad, dirs)
+    bad.write_text(text.replace("ISIC_0005,df", "ISIC_0005,melanoma"))
+    with pytest.raises(DataError, match=r"no_columns\.csv:row 6: unknown dx 'melanoma'"):
+        read_ham10000(bad, dirs)
+    bad.write_text(text.replace("ISIC_0010", "ISIC_0002"))
+    with pytest.raises(DataError, match=r"no_columns\.csv:row 11: duplicate image_id 'ISIC_0002' \(first listed at row 3\)"):
+        read_ham10000(bad, dirs)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"HAM10000_metadata\.csv: none of its 10 images was found"):
+        read_ham10000(csv, [empty])
+    with pytest.raises(DataError, match="image folder not found"):
+        read_ham10000(csv, [tmp_path / "absent"])
+
+
+def test_read_isic2018_groundtruth_one_hot_and_lesion_groups(tmp_path: Path, caplog) -> None:
+    images = tmp_path / "ISIC2018_Task3_Training_Input"
+    gt = tmp_path / "gt.csv"
+    # the release's column order (MEL first), not ours
+    gt.write_text("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+                  "ISIC_0001,0.0,0.0,0.0,0.0,1.0,0.0,0.0\n"
+                  "ISIC_0003,1.0,0.0,0.0,0.0,0.0,0.0,0.0\n"
+                  "ISIC_0004,1.0,0.0,0.0,0.0,0.0,0.0,0.0\n"
+                  "ISIC_0009,0.0,0.0,0.0,1.0,0.0,0.0,0.0\n")
+    for image, dx in (("ISIC_0001", "bkl"), ("ISIC_0003", "mel"), ("ISIC_0004", "mel"), ("ISIC_0009", "akiec")):
+        write_jpeg(images / f"{image}.jpg", COLOUR[dx])
+    groups = tmp_path / "ISIC2018_Task3_Training_LesionGroupings.csv"
+    groups.write_text("image,lesion_id,diagnosis_confirm_type\nISIC_0001,HAM_0001,histopathology\n"
+                      "ISIC_0003,HAM_0003,histopathology\nISIC_0004,HAM_0003,histopathology\n"
+                      "ISIC_0009,HAM_0008,histopathology\n")
+    table = read_isic2018_groundtruth(gt, images, lesion_groups_csv=groups)
+    assert list(table["dx"]) == ["bkl", "mel", "mel", "akiec"]
+    assert list(table["lesion_id"]) == ["HAM_0001", "HAM_0003", "HAM_0003", "HAM_0008"]
+    assert set(table["dx_type"]) == {"histopathology"}
+    ham_csv, _ = write_ham(tmp_path / "ham")  # HAM10000's metadata works as the grouping file too
+    assert list(read_isic2018_groundtruth(gt, images, ham_csv)["lesion_id"]) == list(table["lesion_id"])
+    with caplog.at_level(logging.WARNING, logger="mednet"):
+        alone = read_isic2018_groundtruth(gt, [images])
+    assert list(alone["lesion_id"]) == list(alone["image_id"]) and "no lesion grouping" in caplog.text
+    bad = tmp_path / "bad.csv"
+    bad.write_text(gt.read_text().replace("ISIC_0003,1.0,0.0", "ISIC_0003,1.0,1.0"))
+    with pytest.raises(DataError, match=r"bad\.csv:row 3: expected exactly one 1"):
+        read_isic2018_groundtruth(bad, images)
+    bad.write_text(gt.read_text().replace("ISIC_0009,0.0,0.0,0.0,1.0", "ISIC_0009,0.0,0.0,0.0,0.5"))
+    with pytest.raises(DataError, match=r"bad\.csv:row 5: expected exactly one 1"):
+        read_isic2018_groundtruth(bad, images)
+    bad.write_text(gt.read_text().replace(",VASC", ",VAS"))
+    with pytest.raises(DataError, match=r"missing column\(s\) VASC"):
+        read_isic2018_groundtruth(bad, images)
+
+
+def write_dermamnist(path: Path, n: dict[str, int] | None = None, label_offset: int = 0, drop: str = "") -> Path:
+    n = n or {"train": 7, "val": 3, "test": 4}
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for prefix, k in n.items():
+        arrays[f"{prefix}_images"] = rng.integers(0, 256, (k, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{prefix}_labels"] = (np.arange(k) % 7 + label_offset).reshape(k, 1).astype(np.uint8)
+    arrays.pop(drop, None)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_read_dermamnist_and_folder_through_one_split_csv(tmp_path: Path) -> None:
+    npz = write_dermamnist(tmp_path / "dermamnist.npz")
+    data = read_dermamnist(npz)
+    assert list(data) == ["training", "validation", "test"]
+    images, labels = data["training"]
+    assert images.shape == (7, 28, 28, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6] and labels.dtype == np.int64
+    csv = dermamnist_to_folder(npz, tmp_path / "out")
+    table = load_split_table(tmp_path / "out")
+    assert csv == tmp_path / "out" / "split.csv" and len(table) == 14
+    first = table.iloc[0]
+    assert (first["image_id"], first["lesion_id"], first["dx"], first["split"]) == \
+        ("dermamnist_training_0", "dermamnist_training_0", "akiec", "training")
+    assert table.loc[table["image_id"] == "dermamnist_test_3", "dx"].item() == "df"  # label 3 → df
+    np.testing.assert_array_equal(load_rgb(first["path"]), images[0])  # PNG: lossless
+    with pytest.raises(DataError, match="output already exists"):
+        dermamnist_to_folder(npz, tmp_path / "out")
+
+
+def test_read_dermamnist_errors(tmp_path: Path) -> None:
+    missing = write_dermamnist(tmp_path / "m.npz", drop="val_labels")
+    with pytest.raises(DataError, match=r"m\.npz: missing key\(s\) val_labels \(present: test_images, test_labels, "
+                                        r"train_images, train_labels, val_images\)"):
+        read_dermamnist(missing)
+    with pytest.raises(DataError, match=r"m\.npz: missing key\(s\) val_images, val_labels"):
+        read_dermamnist(write_dermamnist(tmp_path / "m.npz", n={"train": 2, "test": 2}))
+    with pytest.raises(DataError, match=r"train_labels\[6\] = 7 is outside 0\.\.6"):
+        read_dermamnist(write_dermamnist(tmp_path / "o.npz", label_offset=1))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(DataError, match=r"junk\.npz: not a readable \.npz"):
+        read_dermamnist(tmp_path / "junk.npz")
+
+
+def test_read_path_label_csv(tmp_path: Path) -> None:
+    write_jpeg(tmp_path / "imgs" / "a.jpg", COLOUR["mel"])
+    write_jpeg(tmp_path / "imgs" / "b.png", COLOUR["nv"])
+    write_jpeg(tmp_path / "other" / "a.jpg", COLOUR["vasc"])
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,lesion_id\nimgs/a.jpg,MEL,L1\nimgs/b.png,5,L1\nother/a.jpg,vasc,L2\n")
+    table = read_path_label_csv(csv)
+    assert list(table["dx"]) == ["mel", "nv", "vasc"]
+    assert list(table["image_id"]) == ["imgs_a", "b", "other_a"]  # equal stems told apart by their folder
+    assert list(table["lesion_id"]) == ["L1", "L1", "L2"] and set(table["dx_type"]) == {"unknown"}
+    assert table["path"][2] == str(tmp_path / "other" / "a.jpg")  # relative to the CSV's folder
+    csv.write_text("path,label,split\nimgs/a.jpg,mel,test\nimgs/b.png,nv,training\n")
+    table = read_path_label_csv(csv)
+    assert list(table["split"]) == ["test", "training"] and list(table["lesion_id"]) == ["a", "b"]
+    csv.write_text("path,label\nimgs/a.jpg,mel\nimgs/b.png,7\n")
+    with pytest.raises(DataError, match=r"list\.csv:row 3: unknown label '7'"):
+        read_path_label_csv(csv)
+    csv.write_text("path,label\nimgs/a.jpg,mel\nimgs/c.png,nv\n")
+    with pytest.raises(DataError, match=r"list\.csv:row 3: image file .*c\.png does not exist"):
+        read_path_label_csv(csv)
+
+
+# ------------------------------------------------------------------------------------------------ images
+def test_load_rgb_converts_grey_rgba_palette_and_16_bit(tmp_path: Path) -> None:
+    Image.new("L", (5, 4), 77).save(tmp_path / "grey.png")
+    grey = load_rgb(tmp_path / "grey.png")
+    assert grey.shape == (4, 5, 3) and grey.dtype == np.uint8 and (grey == 77).all()
+    Image.new("RGBA", (3, 2), (10, 20, 30, 0)).save(tmp_path / "rgba.png")
+    assert load_rgb(tmp_path / "rgba.png")[0, 0].tolist() == [10, 20, 30]  # alpha dropped, colour kept
+    palette = Image.new("P", (3, 2), 1)
+    palette.putpalette([0, 0, 0, 40, 50, 60])  # index 1 → (40, 50, 60)
+    palette.save(tmp_path / "palette.png")
+    assert load_rgb(tmp_path / "palette.png")[1, 2].tolist() == [40, 50, 60]
+    Image.new("RGB", (6, 6), (1, 2, 3)).save(tmp_path / "x.bmp")
+    assert load_rgb(tmp_path / "x.bmp")[0, 0].tolist() == [1, 2, 3]
+    deep = np.array([[0, 500], [1000, 250]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    out = load_rgb(tmp_path / "deep.png")
+    assert out.shape == (2, 2, 3) and out[..., 1].tolist() == [[0, 128], [255, 64]]  # scaled by the max (1000)
+    Image.fromarray(deep).save(tmp_path / "deep.tif")
+    assert load_rgb(tmp_path / "deep.tif")[..., 0].tolist() == [[0, 128], [255, 64]]
+
+
+def test_load_rgb_refuses_truncated_and_non_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
+    cut = tmp_path / "truncated.jpg"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"truncated\.jpg: cannot decode image: .*truncated"):
+        load_rgb(cut)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match=r"notes\.png: cannot decode image"):
+        load_rgb(tmp_path / "notes.png")
+    with pytest.raises(DataError, match=r"absent\.jpg: image file not found"):
+        load_rgb(tmp_path / "absent.jpg")
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL", "YBR_FULL_422"])
+def test_read_dermoscopy_dicom_colour(tmp_path: Path, photometric: str) -> None:
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[...] = COLOUR["akiec"]
+    rgb[:, 4:] = COLOUR["bcc"]  # two colours on a pixel-pair boundary (YBR_FULL_422 shares chroma per pair)
+    path = write_dicom(tmp_path / f"{photometric}.dcm", rgb, photometric)
+    out = load_rgb(path)
+    assert out.shape == (4, 6, 3) and out.dtype == np.uint8
+    tolerance = 0 if photometric == "RGB" else 2  # YCbCr ↔ RGB rounding
+    assert np.abs(out.astype(int) - rgb).max() <= tolerance
+
+
+def test_read_dermoscopy_dicom_grey_and_errors(tmp_path: Path) -> None:
+    rgb = np.full((3, 3, 3), 90, np.uint8)
+    vl = "1.2.840.10008.5.1.4.1.1.77.1.4"  # VL Photographic Image Storage: accepted too
+    assert (read_dermoscopy_dicom(write_dicom(tmp_path / "g.dcm", rgb, "MONOCHROME2", sop=vl)) == 90).all()
+    with pytest.raises(DataError, match=r"ct\.dcm: SOP class 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2 \(CT Image Storage\) "
+                                        "is not a dermoscopy photograph"):
+        read_dermoscopy_dicom(write_dicom(tmp_path / "ct.dcm", rgb, sop="1.2.840.10008.5.1.4.1.1.2"))
+    with pytest.raises(DataError, match=r"multi\.dcm: multi-frame DICOM \(2 frames\)"):
+        read_dermoscopy_dicom(write_dicom(tmp_path / "multi.dcm", rgb, frames=2))
+    (tmp_path / "fake.dcm").write_bytes(b"\0" * 10)
+    with pytest.raises(DataError, match=r"fake\.dcm: cannot decode image"):
+        load_rgb(tmp_path / "fake.dcm")
+
+
+# ------------------------------------------------------------------------------------------------ split
+def test_split_by_lesion_grouped_stratified_and_seeded() -> None:
+    table = synthetic_table()
+    out = split_by_lesion(table, val=0.15, test=0.15, seed=0)
+    check_group_disjoint(out)  # no lesion in two splits
+    assert out.groupby("lesion_id")["split"].nunique().max() == 1
+    overall = table["dx"].value_counts(normalize=True)
+    sizes = out["split"].value_counts(normalize=True)
+    assert abs(sizes["training"] - 0.70) < 0.01 and abs(sizes["validation"] - 0.15) < 0.01
+    for split in ("training", "validation", "test"):
+        share = out.loc[out["split"] == split, "dx"].value_counts(normalize=True)
+        assert set(share.index) == set(DERMOSCOPY_CLASSES)  # df (≈1 %) and vasc included
+        assert (share - overall).abs().max() < 0.02, split
+    again = split_by_lesion(table.sample(frac=1, random_state=3), seed=0).sort_index()
+    assert again["split"].tolist() == out["split"].tolist()  # seeded, independent of row order
+    assert split_by_lesion(table, seed=1)["split"].tolist() != out["split"].tolist()
+
+
+def test_split_small_class_reaches_every_split_and_errors() -> None:
+    table = pd.DataFrame({"image_id": [f"i{k}" for k in range(8)], "lesion_id": ["a", "b", "c", "d", "d", "e", "f", "g"],
+                          "dx": ["df", "df", "df", "nv", "nv", "nv", "nv", "nv"]})
+    out = split_by_lesion(table, seed=0)
+    assert set(out.loc[out["dx"] == "df", "split"]) == {"training", "validation", "test"}  # 3 lesions, one each
+    mixed = table.assign(dx=["df", "df", "df", "nv", "mel", "nv", "nv", "nv"])
+    mixed.attrs["source"] = "meta.csv"
+    with pytest.raises(DataError, match="meta.csv: lesion_id d has images with different dx: nv, mel"):
+        split_by_lesion(mixed)
+    with pytest.raises(OptionError, match="--val"):
+        split_by_lesion(table, val=0.5, test=0.5)
+    leaking = out.assign(split=["training"] * 4 + ["test"] + ["training"] * 3)
+    with pytest.raises(DataError, match="split.csv: lesion_id d is in several splits: training, test"):
+        check_group_disjoint(leaking, path="split.csv")
+
+
+def test_split_stats_counts() -> None:
+    table = pd.DataFrame({"lesion_id": ["a", "a", "b", "c", "d"], "dx": ["mel", "mel", "nv", "nv", "df"],
+                          "split": ["training", "training", "training", "test", "validation"]})
+    stats = split_stats(table).set_index("class")
+    assert list(stats.columns) == ["training", "validation", "test", "total"]
+    assert stats.loc["mel"].tolist() == [2, 0, 0, 2] and stats.loc["nv"].tolist() == [1, 0, 1, 2]
+    assert stats.loc["akiec"].tolist() == [0, 0, 0, 0]
+    assert stats.loc["total"].tolist() == [3, 1, 1, 5] and stats.loc["lesions"].tolist() == [2, 1, 1, 4]
+
+
+# ------------------------------------------------------------------------------------------------ cache
+def test_resized_cache_centre_crop_and_reuse(tmp_path: Path, monkeypatch) -> None:
+    image = np.zeros((4, 8, 3), np.uint8)
+    image[:, 2:6] = 255  # the centre square is white, the sides black
+    assert (resize_center_crop(image, 2) == 255).all()  # aspect kept: the sides are cropped, not squashed
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    table = pd.DataFrame({"image_id": ["wide"], "path": [str(tmp_path / "wide.png")]})
+    cached = write_resized_cache(table, tmp_path / "out", 2)
+    target = tmp_path / "out" / "cache_2" / "wide.png"
+    assert cached["cache_path"].tolist() == [str(target.resolve())]
+    assert (np.asarray(Image.open(target)) == 255).all() and np.asarray(Image.open(target)).shape == (2, 2, 3)
+
+    def no_decoding(path):
+        raise AssertionError("a cached image was decoded again")
+
+    monkeypatch.setattr("mednet.data.dermoscopy.load_rgb", no_decoding)
+    assert write_resized_cache(table, tmp_path / "out", 2)["cache_path"].tolist() == [str(target.resolve())]
+    with pytest.raises(AssertionError):  # another size is another cache
+        write_resized_cache(table, tmp_path / "out", 3)
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def test_prepare_dermoscopy_split_end_to_end_and_refuses_overwrite(tmp_path: Path) -> None:
+    rows = HAM_ROWS + [(f"HAM_{k:04d}", f"ISIC_{k:04d}", "nv", "synthetic", 1 + k % 2) for k in range(20, 40)]
+    csv, dirs = write_ham(tmp_path / "ham", rows=[r[:3] + ("synthetic",) + r[4:] for r in rows])
+    out = tmp_path / "prepared"
+    split_csv = prepare_dermoscopy_split(csv, out, images=f"{dirs[0]},{dirs[1]}", seed=3, cache_size=4)
+    raw = pd.read_csv(split_csv, dtype=str)
+    assert list(raw.columns) == ["image_id", "lesion_id", "dx", "dx_type", "path", "split", "cache_path"]
+    assert raw["cache_path"][0] == "cache_4/ISIC_0001.png"  # relative to the dataset folder
+    table = load_split_table(out)
+    assert len(table) == 30 and table["lesion_id"].nunique() == 29
+    assert table.loc[table["image_id"] == "ISIC_0003", "split"].item() == table.loc[
+        table["image_id"] == "ISIC_0004", "split"].item()
+    assert Image.open(table["cache_path"][0]).size == (4, 4)
+    settings = json.loads((out / "split.json").read_text())
+    assert settings["data_provenance"] == "synthetic" and settings["seed"] == 3
+    assert settings["n_images"] == 30 and settings["n_lesions"] == 29
+    assert sum(settings["n_images_per_split"].values()) == 30
+    stats = pd.read_csv(out / "split_stats.csv").set_index("class")
+    assert stats.loc["nv", "total"] == 23 and stats.loc["total", "total"] == 30
+    assert "synthetic data" in (out / "split_stats.md").read_text()
+    assert len(load_split_table(out / "split.csv", split="test")) == settings["n_images_per_split"]["test"]
+    with pytest.raises(DataError, match=r"split\.csv: output already exists"):
+        prepare_dermoscopy_split(csv, out, images=dirs, seed=3)
+    prepare_dermoscopy_split(csv, out, images=dirs, seed=4, overwrite=True)
+    assert json.loads((out / "split.json").read_text())["seed"] == 4
+    # the split file is checked when read: a listed image that disappeared, a lesion in two splits
+    Path(table["path"][1]).unlink()
+    with pytest.raises(DataError, match=r"split\.csv:row 3: path .*ISIC_0002\.jpg does not exist"):
+        load_split_table(out)
+    raw = pd.read_csv(split_csv, dtype=str)
+    raw.loc[raw["image_id"] == "ISIC_0004", "split"] = "test" if raw["split"][2] != "test" else "training"
+    raw.to_csv(split_csv, index=False)
+    with pytest.raises(DataError, match="lesion_id HAM_0003 is in several splits"):
+        load_split_table(out, check_files=False)
+
+
+def test_dicom_patient_identifiers_never_reach_an_output(tmp_path: Path) -> None:
+    rgb = np.full((6, 6, 3), COLOUR["mel"], np.uint8)
+    write_dicom(tmp_path / "src" / "lesion_photo.dcm", rgb, "YBR_FULL")
+    for k, dx in enumerate(("nv", "nv", "bkl")):
+        write_jpeg(tmp_path / "src" / f"p{k}.jpg", COLOUR[dx])
+    listing = tmp_path / "src" / "list.csv"
+    listing.write_text("path,label\nlesion_photo.dcm,mel\np0.jpg,nv\np1.jpg,nv\np2.jpg,bkl\n")
+    out = tmp_path / "out"
+    prepare_dermoscopy_split(listing, out, format="path_label", cache_size=4)
+    table = load_split_table(out)
+    assert "lesion_photo" in set(table["image_id"])  # the DICOM's id is its file stem
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) == 4 + 4  # split.csv, split_stats.csv/.md, split.json + 4 cached PNGs
+    for p in written:
+        content = p.read_bytes()
+        assert b"Doe" not in content and b"PID-98765" not in content, p
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and MONAI (several seconds on a busy CPU)
+def test_cli_end_to_end_with_images_as_separate_values(tmp_path: Path) -> None:
+    csv, dirs = write_ham(tmp_path / "ham")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "data_prep.dermoscopy", "--metadata", str(csv), "--images", str(dirs[0]),
+            str(dirs[1]), "--out", str(out), "--val", "0.2", "--test", "0.2", "--seed", "1"]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(load_split_table(out)) == 10  # images from both folders
+    assert json.loads((out / "split.json").read_text())["fractions"] == {"validation": 0.2, "test": 0.2}
+
+
+def test_cli_joins_image_folders_for_fire() -> None:
+    from data_prep.dermoscopy import join_list_flag
+
+    # fire alone would give `b` to the next parameter, and keep only the last of repeated flags
+    assert join_list_flag(["--metadata", "m.csv", "--images", "a", "b", "--out", "o", "--images=c", "--overwrite"]) \
+        == ["--metadata", "m.csv", "--images", "a,b,c", "--out", "o", "--overwrite"]
+    assert join_list_flag(["--images", "a,b", "--out", "o"]) == ["--images", "a,b", "--out", "o"]
+    assert join_list_flag(["m.csv", "o"]) == ["m.csv", "o"]
