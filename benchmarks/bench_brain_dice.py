@@ -56,7 +56,7 @@ def main() -> None:
     t_train = time.perf_counter() - t0
     ev = run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=str(cohort.resolve()), variant=args.variant,
                     ckpt_path=str(run_dir / "model.pt"))
-    summary = json.loads((Path(ev.parser.get_parsed_content("output_dir")) / "summary.json").read_text())
+    summary = json.loads((Path(ev.parser.get_parsed_content("output_dir")) / "summary.json").read_text(encoding="utf-8"))
     net = summary["protocols"]["whole volume"]
     base = gmm_baseline(load_datalist(cohort, "test"))
     print(f"\ntraining: {args.epochs} epochs in {t_train / 60:.1f} min -> {run_dir}")

@@ -157,7 +157,7 @@ def evaluate_fcn(folder: Path, ckpt: Path, settings: dict, out: Path) -> dict[st
     out.mkdir(parents=True)
     run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=str(folder), ckpt_path=str(ckpt),
                runs_root=str(ckpt.parent.parent), output_dir=str(out), **settings)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     if "whole volume" not in summary["protocols"]:
         raise RuntimeError(f"{out / 'summary.json'} has no 'whole volume' protocol: {list(summary['protocols'])}")
     per_volume = pd.read_csv(out / "whole_volume" / "per_volume.csv")
@@ -306,7 +306,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ckpt = resolve_checkpoint(args.ckpt_path, REPO / args.runs_root, f"train-{args.variant}-").resolve()
     settings_path = ckpt.parent / SETTINGS_FILE
-    trained = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    trained = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
     if not trained:
         print(f"warning: no {SETTINGS_FILE} beside {ckpt}: evaluating with the bundle's defaults")
     # the run's settings as evaluate.json overrides (views, intensity_normalization, bias_correction, ...): only

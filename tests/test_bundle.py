@@ -7,10 +7,8 @@ clear-error paths users hit: unknown variant, no validation volumes, mismatched 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mednet.app.bundles import config_file_argument
+from _bundle_cli import run_bundle_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
@@ -26,14 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file_argument("brain_tissue_fcn", config), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    env.pop("MEDNET_TRACEBACK", None)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                          env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    return run_bundle_cli("brain_tissue_fcn", config, *args, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -244,7 +244,7 @@ def test_report_writes_every_file(report_run):
 def test_report_numbers_are_the_classification_report_of_the_tempered_probabilities(report_run):
     out, engine, logits = report_run
     expected = classification_report(_probs(logits, 2.0), LABELS.numpy(), DERMOSCOPY_CLASSES, n_bins=10)
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved["info"] == {"split": "test", "data": "synthetic", "seed": 3, "temperature": 2.0}
     assert set(saved["metrics"]) == set(expected)
     for key, value in expected.items():

@@ -7,7 +7,6 @@ test split → inference on a folder and on one file; plus the one-line errors a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from mednet.app.bundles import config_file_argument
+from _bundle_cli import run_bundle_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -26,15 +25,7 @@ ARCH = ["--model", "receptive_field_cnn", "--image_size", "32"]
 
 
 def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           config_file_argument("dermoscopy_classification", config), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    env.pop("MEDNET_TRACEBACK", None)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                          env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    return run_bundle_cli("dermoscopy_classification", config, *args, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
     for name in ("model.pt", "model_final.pt", "settings.json", "metrics.csv", "convergence.png", "augmentations.png",
                  "finished.json"):
         assert (trained / name).is_file(), name
-    settings = json.loads((trained / "settings.json").read_text())
+    settings = json.loads((trained / "settings.json").read_text(encoding="utf-8"))
     assert settings["model"] == "receptive_field_cnn" and settings["image_size"] == 32
     assert settings["augmentation"] == "mixup" and settings["data"] == "synthetic"
     assert len(settings["normalization"]["mean"]) == 3 and all(0 < s < 1 for s in settings["normalization"]["std"])
@@ -69,7 +60,7 @@ def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
     assert list(epochs["epoch"]) == [1, 2]
     for column in ("val_balanced_accuracy", "val_ece", "val_oe", "val_recall_mel", "train_loss"):
         assert epochs[column].notna().all(), column
-    finished = json.loads((trained / "finished.json").read_text())
+    finished = json.loads((trained / "finished.json").read_text(encoding="utf-8"))
     assert finished["key_metric"] == "val_balanced_accuracy"  # model selection on validation, never test
     assert finished["best_metric"] == pytest.approx(epochs["val_balanced_accuracy"].max())
 
@@ -81,7 +72,7 @@ def test_evaluate_writes_the_full_report(trained: Path, split_dir: Path) -> None
     for name in ("metrics.json", "metrics.csv", "classification_report.md", "classification_report.csv",
                  "confusion.csv", "confusion.png", "reliability.png", "predictions.csv", "provenance.json"):
         assert (eval_dir / name).is_file(), name
-    report = json.loads((eval_dir / "metrics.json").read_text())
+    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     assert report["info"]["split"] == "test" and report["info"]["data"] == "synthetic"
     predictions = pd.read_csv(eval_dir / "predictions.csv")
     test = pd.read_csv(split_dir / "split.csv").query("split == 'test'")
@@ -131,7 +122,7 @@ def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path:
     # evaluate.json is an override of inference.json: alone it says what to run
     alone = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
                             str(REPO / "bundles/dermoscopy_classification/configs/evaluate.json")],
-                           cwd=REPO, capture_output=True, text=True)
+                           cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert alone.returncode != 0 and "evaluate.json is an override of inference.json" in alone.stderr
     # a checkpoint used with another architecture: refused, naming the setting and the override
     other = bundle("inference", "--input", str(folder), "--output_dir", str(tmp_path / "q"), "--model", "resnet18",

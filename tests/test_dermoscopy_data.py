@@ -444,7 +444,7 @@ def test_cli_end_to_end_with_images_as_separate_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [sys.executable, "-m", "data_prep.dermoscopy", "--metadata", str(csv), "--images", str(dirs[0]),
             str(dirs[1]), "--out", str(out), "--val", "0.2", "--test", "0.2", "--seed", "1"]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(load_split_table(out)) == 10  # images from both folders
     assert json.loads((out / "split.json").read_text())["fractions"] == {"validation": 0.2, "test": 0.2}

@@ -60,7 +60,7 @@ def test_layout_columns_and_provenance(synthetic_set: Path) -> None:
     assert {r["sex"] for r in rows} <= {"male", "female", "unknown"}
     ages = [float(r["age"]) for r in rows if r["age"]]
     assert ages and all(5 <= a <= 85 and a % 5 == 0 for a in ages)
-    settings = json.loads((synthetic_set / "synthetic.json").read_text())
+    settings = json.loads((synthetic_set / "synthetic.json").read_text(encoding="utf-8"))
     assert settings["synthetic"] is True and settings["dx_type"] == "synthetic"
     assert (settings["seed"], settings["n_images"], settings["size"]) == (1, 60, 32)
     assert settings["classes"] == list(HAM10000_CLASSES)
@@ -161,7 +161,7 @@ def test_refuses_to_overwrite(synthetic_set: Path, tmp_path: Path) -> None:
     generate_synthetic_dermoscopy(out, n_images=25, size=32, seed=5, overwrite=True)
     rows = read_rows(out)
     assert len(rows) == 25 and len(list((out / "images").iterdir())) == 25
-    assert json.loads((out / "synthetic.json").read_text())["seed"] == 5
+    assert json.loads((out / "synthetic.json").read_text(encoding="utf-8"))["seed"] == 5
 
 
 def test_bad_options_name_the_flag(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_bad_options_name_the_flag(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "data_prep.synthetic_dermoscopy", "--out", str(out), "--images", "40",
-                           "--size", "32", "--seed", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           "--size", "32", "--seed", "1"], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
     assert done.returncode == 0, done.stderr
     rows = read_rows(out)
     assert Counter(r["dx"] for r in rows) == allocate_images(40)

@@ -24,9 +24,9 @@ from mednet.data.volumes import (
     load_labelled_volume,
     load_volume,
     normalize_brain_intensity,
-    refuse_existing,
     save_label_volume,
 )
+from mednet.io import refuse_existing
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader:UserWarning")
 
@@ -391,11 +391,11 @@ def test_save_rejects_wrong_label_shape(pair, tmp_path):
 
 def test_refuse_existing(tmp_path):
     p = tmp_path / "x.txt"
-    assert refuse_existing(p) == p
+    refuse_existing(p)  # nothing there: no error
     p.write_text("x")
     with pytest.raises(DataError, match="already exists"):
         refuse_existing(p)
-    assert refuse_existing(str(p), overwrite=True) == p
+    refuse_existing(str(p), overwrite=True)
 
 
 # ------------------------------------------------------------------ DICOM

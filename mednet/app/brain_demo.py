@@ -62,7 +62,7 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
     print(f"  evaluation:   {eval_dir}  (summary.md, whole_volume/, grid_patches/, predictions/)")
     print(f"  preprocessing: {describe_preprocessing(bias_correction, intensity_normalization, views)}; "
           f"training augmentation {'on' if augmentation else 'off'}")
-    print((eval_dir / "summary.md").read_text())
+    print((eval_dir / "summary.md").read_text(encoding="utf-8"))
     return {"patches": str(patches), "run_dir": str(run_dir), "eval_dir": str(eval_dir), "minutes": minutes}
 
 

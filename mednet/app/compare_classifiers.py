@@ -55,8 +55,8 @@ def compare_classifiers(dataset_dir: str = "demo/dermoscopy/split", models: str 
                 minutes = (time.perf_counter() - t0) / 60
                 ev = run_bundle("dermoscopy_classification", "evaluate", **common, ckpt_path=str(run_dir / "model.pt"),
                                 split="test")
-                m = json.loads((Path(ev.parser.get_parsed_content("output_dir")) / "metrics.json").read_text())["metrics"]
-                finished = json.loads((run_dir / "finished.json").read_text()) if (run_dir / "finished.json").is_file() else {}
+                m = json.loads((Path(ev.parser.get_parsed_content("output_dir")) / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+                finished = json.loads((run_dir / "finished.json").read_text(encoding="utf-8")) if (run_dir / "finished.json").is_file() else {}
                 params = count_parameters(build_classifier(model, 7, image_size, cosine_head=loss == "ldam"))
                 rows.append({"model": model, "augmentation": augmentation, "loss": loss,
                              "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"],
@@ -68,7 +68,7 @@ def compare_classifiers(dataset_dir: str = "demo/dermoscopy/split", models: str 
                 csv_path, md_path = write_table(table, out_dir / "compare", digits=4, title=(
                     f"Test split ({provenance} data), {epochs} epoch(s) at {image_size} px; model selected on validation "
                     f"{selection_metric}; ECE/OE with 15 bins"))
-    print(md_path.read_text())
+    print(md_path.read_text(encoding="utf-8"))
     print(f"comparison table in {out_dir}")
     return out_dir
 

@@ -45,7 +45,7 @@ def compare_variants(dataset_dir: str = "demo/cohort", epochs: int = 3, out: str
         for split in ("training", "test"):
             ev = run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=dataset_dir, variant=variant, ckpt_path=ckpt,
                             split=split, runs_root=runs_root)
-            summary = json.loads((Path(ev.parser.get_parsed_content("output_dir")) / "summary.json").read_text())
+            summary = json.loads((Path(ev.parser.get_parsed_content("output_dir")) / "summary.json").read_text(encoding="utf-8"))
             for protocol, key in _PROTOCOLS.items():
                 o = next(v for k, v in summary["protocols"].items() if k == protocol)
                 rows[protocol].append({"model": variant, "split": split,
@@ -54,7 +54,7 @@ def compare_variants(dataset_dir: str = "demo/cohort", epochs: int = 3, out: str
     for protocol, key in _PROTOCOLS.items():
         csv_path, md_path = write_table(pd.DataFrame(rows[protocol]), out_dir / f"variants_{key}",
                                         title=f"FCN variants, {epochs} epoch(s), {protocol}")
-        print(md_path.read_text())
+        print(md_path.read_text(encoding="utf-8"))
     print(f"comparison tables in {out_dir}")
     return out_dir
 

@@ -49,7 +49,7 @@ def dermoscopy_demo(out: str = "demo", images: int = 2000, size: int = 64, seed:
                             ckpt_path=str(run_dir / "model.pt"), split="test")
     eval_dir = Path(evaluation.parser.get_parsed_content("output_dir"))
     minutes = (time.perf_counter() - t0) / 60
-    metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))["metrics"]
     print(f"\nmednet dermoscopy demo (synthetic data) finished in {minutes:.1f} min")
     print(f"  data:         {synthetic}  (HAM10000 layout, dx_type=synthetic)")
     print(f"  split:        {split}  (split.csv, split_stats.md: lesion-grouped, stratified by dx)")
@@ -58,7 +58,7 @@ def dermoscopy_demo(out: str = "demo", images: int = 2000, size: int = 64, seed:
     print(f"  test: accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
           f"macro F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece']:.4f}, OE {metrics['oe']:.4f}, "
           f"NLL {metrics['nll']:.3f}")
-    print((eval_dir / "classification_report.md").read_text())
+    print((eval_dir / "classification_report.md").read_text(encoding="utf-8"))
     return {"data": str(synthetic), "split": str(split), "run_dir": str(run_dir), "eval_dir": str(eval_dir),
             "minutes": minutes, "metrics": metrics}
 

@@ -211,7 +211,7 @@ def build_demo_cohort(
         print(f"{name} [{split_of[i]}] {rows[-1]['shape']} {rows[-1]['spacing_mm']} mm {rows[-1]['orientation']}, "
               f"bias field x{field_range:.2f}, gamma {draw['gamma']:.2f}, noise {100 * draw['noise']:.1f} % "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    with open(out_dir / "cohort.csv", "w", newline="") as f:
+    with open(out_dir / "cohort.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -105,7 +105,7 @@ def write_patches(
     )
     patches.save(npz, overwrite=overwrite)
     js.write_text(json.dumps(patches.stats, indent=2) + "\n")
-    with open(cs, "w", newline="") as f:
+    with open(cs, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["stage", "class", "pixels", "share"])
         for stage in ("before", "after"):

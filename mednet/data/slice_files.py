@@ -63,7 +63,7 @@ def slice_datalist(
             rows += [{"split": s, "volume": item["image"], "name": item["name"], "axis": stack.axis, "index": int(i),
                       "file": str(path), "foreground_pixels": int(n)} for i, n in zip(stack.indices, fg_pixels)]
             print(f"{path}: {len(stack)} slices of {stack.images.shape[1:]} along axis {stack.axis}")
-    with atomic_path(index_csv, overwrite=overwrite) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(index_csv, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)

@@ -1,0 +1,213 @@
+"""Dermoscopy bundle: data-loader vs training-step throughput, Ignite vs plain PyTorch, peak memory of one epoch.
+
+    python benchmarks/bench_dermoscopy_throughput.py [--images 2000] [--source_size 256] [--image_size 64]
+        [--models receptive_field_cnn,resnet18] [--rounds 3] [--rss_images 10015]
+
+1. **Loader vs training step** (target: the loader delivers ≥ 3× the images/s the training step consumes). The
+   synthetic set is written at ``--source_size`` px (JPEG) so decoding costs what it costs for real photographs;
+   the bundle's training dataset (decode once + resize, then per-image augmentation and normalisation) is read
+   through a ``DataLoader`` (batch 64, ``num_workers`` 0 — the bundle default) for a first epoch (decoding) and a
+   second one (decoded images cached); the naive baseline decodes and resizes every image at every access
+   (``cache=False``). The training step is forward + backward + SGD step of each model on batches already in
+   memory.
+2. **Bundle vs plain PyTorch** (target ≥ 0.9): ``train#trainer`` from ``train.json`` with every handler of a real
+   run (progress bar, stats, TensorBoard, per-epoch CSV + plot, checkpoint) against a plain loop with the same
+   network, initial weights, DataLoader, loss (CE), optimiser (SGD 0.05, momentum 0.9, wd 5e-4) for one epoch;
+   validation off on both sides. Rounds alternate the order; the median of the paired ratios is the headline.
+3. **Peak RSS of one training epoch** at ``--image_size`` (target ≤ 3 GiB): ``train.json`` run for one epoch in a
+   fresh process on a HAM10000-sized synthetic set (``--rss_images``), for each model; ``ru_maxrss`` of that process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO
+
+
+def ensure_set(folder: Path, n: int, size: int) -> Path:
+    """A synthetic set and its split in ``folder`` (built once); returns the split folder."""
+    from mednet.data.lesion_split import prepare_dermoscopy_split
+    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
+
+    split = folder / "split"
+    if not (split / "split.csv").is_file():
+        t0 = time.perf_counter()
+        metadata = generate_synthetic_dermoscopy(folder / "synthetic", n_images=n, size=size, seed=11)
+        prepare_dermoscopy_split(metadata, split, images=str(folder / "synthetic" / "images"), seed=0)
+        print(f"built {n} synthetic images at {size} px in {time.perf_counter() - t0:.0f} s: {split}")
+    return split
+
+
+def parser_for(config: str, **overrides):
+    from monai.bundle import ConfigParser
+
+    os.chdir(REPO)
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "dermoscopy_classification" / "configs" / f"{config}.json"))
+    parser.update(overrides)
+    return parser
+
+
+def loader_rate(dataset, epochs: int = 1, batch_size: int = 64) -> float:
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(epochs):
+        for batch in loader:
+            n += len(batch["label"])
+    return n / (time.perf_counter() - t0)
+
+
+def step_rate(model: str, image_size: int, batches: int = 6, batch_size: int = 64) -> float:
+    import torch
+
+    from mednet.networks import build_classifier
+
+    net = build_classifier(model, 7, image_size)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x, y = torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 7, (batch_size,))
+    for i in range(batches + 1):
+        if i == 1:
+            t0 = time.perf_counter()  # the first step warms up allocators
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return batches * batch_size / (time.perf_counter() - t0)
+
+
+def compare_engines(split: Path, model: str, image_size: int, rounds: int) -> float:
+    import torch
+
+    with tempfile.TemporaryDirectory() as runs:
+        base = parser_for("train", dataset_dir=str(split), model=model, image_size=image_size, epochs=1,
+                          val_interval=10**6, runs_root=runs)
+        dataset = base.get_parsed_content("train#dataset")
+        for i in range(len(dataset)):  # decode once, like the bundle's second epoch
+            dataset.raw_image(i)
+        init = copy.deepcopy(base.get_parsed_content("network_def").state_dict())
+        n = len(dataset) // 64 * 64
+
+        def plain() -> float:
+            torch.manual_seed(0)
+            net = base.get_parsed_content("network_def", lazy=False)
+            net.load_state_dict(init)
+            net.train()
+            loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True, drop_last=True)
+            opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+            t0 = time.perf_counter()
+            for batch in loader:
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(net(batch["image"]), batch["label"]).backward()
+                opt.step()
+            return n / (time.perf_counter() - t0)
+
+        def bundle() -> float:
+            torch.manual_seed(0)
+            parser = parser_for("train", dataset_dir=str(split), model=model, image_size=image_size, epochs=1,
+                                val_interval=10**6, runs_root=runs)
+            parser["train"]["images"] = base.get_parsed_content("train#images")  # same decoded images
+            parser["normalization"] = base.get_parsed_content("normalization")
+            parser.parse()
+            parser.get_parsed_content("network").load_state_dict(init)
+            trainer = parser.get_parsed_content("train#trainer")
+            t0 = time.perf_counter()
+            trainer.run()
+            return n / (time.perf_counter() - t0)
+
+        ratios = []
+        for r in range(rounds):
+            order = ("plain", "bundle") if r % 2 == 0 else ("bundle", "plain")
+            rate = {side: (plain() if side == "plain" else bundle()) for side in order}
+            ratios.append(rate["bundle"] / rate["plain"])
+            print(f"  round {r + 1} ({' then '.join(order)}): plain {rate['plain']:.0f} img/s, bundle "
+                  f"{rate['bundle']:.0f} img/s, ratio {ratios[-1]:.3f}")
+        ratios.sort()
+        return ratios[len(ratios) // 2]
+
+
+RSS_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {repo!r})
+from mednet.app.bundles import run_bundle
+run_bundle("dermoscopy_classification", "train", dataset_dir={split!r}, model={model!r}, image_size={size},
+           epochs=1, runs_root={runs!r})
+print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def peak_rss(split: Path, model: str, image_size: int) -> float:
+    with tempfile.TemporaryDirectory() as runs:
+        code = RSS_CHILD.format(repo=str(REPO), split=str(split), model=model, size=image_size, runs=runs)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--source_size", type=int, default=256, help="size of the synthetic JPEGs (decoding cost)")
+    ap.add_argument("--image_size", type=int, default=64)
+    ap.add_argument("--models", default="receptive_field_cnn,resnet18")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rss_images", type=int, default=10015, help="0 skips the memory measurement")
+    ap.add_argument("--work", default="demo/bench_dermoscopy")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    split = ensure_set(Path(args.work) / f"n{args.images}_s{args.source_size}", args.images, args.source_size)
+    base = parser_for("train", dataset_dir=str(split), image_size=args.image_size, runs_root=tempfile.mkdtemp())
+    cached = base.get_parsed_content("train#dataset")
+    images = base.get_parsed_content("train#images")
+    naive = images.with_transform(cached.transform)
+    naive.cache, naive._images = False, {}
+
+    print(f"\n1. data loader vs training step at {args.image_size} px ({len(cached)} training images from "
+          f"{args.source_size} px JPEGs, batch 64, {torch.get_num_threads()} threads)")
+    first = loader_rate(cached)  # includes decoding (statistics were computed on the raw images already: re-decode)
+    cached_rate = loader_rate(cached)
+    naive_rate = loader_rate(naive)
+    print(f"  loader, decoded-image cache: {cached_rate:.0f} img/s (cold, incl. decoding: {first:.0f} img/s); "
+          f"naive decode+resize every access: {naive_rate:.0f} img/s (cache/naive {cached_rate / naive_rate:.1f}x)")
+    for model in models:
+        consume = step_rate(model, args.image_size)
+        print(f"  {model}: training step consumes {consume:.0f} img/s -> loader/step = {cached_rate / consume:.1f}x "
+              f"(target >= 3: {'MET' if cached_rate >= 3 * consume else 'NOT MET'}); naive loader/step "
+              f"{naive_rate / consume:.1f}x")
+
+    print(f"\n2. bundle (Ignite SupervisedTrainer + handlers) vs plain PyTorch loop, one epoch, {args.rounds} rounds")
+    for model in models:
+        print(f" {model}:")
+        median = compare_engines(split, model, args.image_size, args.rounds)
+        print(f"  throughput ratio bundle/plain, median of {args.rounds} paired rounds = {median:.3f} "
+              f"(target >= 0.9: {'MET' if median >= 0.9 else 'NOT MET'})")
+
+    if args.rss_images:
+        big = ensure_set(Path(args.work) / f"n{args.rss_images}_s{args.image_size}", args.rss_images, args.image_size)
+        print(f"\n3. peak RSS of one training epoch through train.json ({args.rss_images} images, HAM10000-sized, "
+              f"{args.image_size} px)")
+        for model in models:
+            rss = peak_rss(big, model, args.image_size)
+            print(f"  {model}: peak RSS {rss:.0f} MiB ({rss / 1024:.2f} GiB; target <= 3 GiB: "
+                  f"{'MET' if rss <= 3072 else 'NOT MET'})")
+
+
+if __name__ == "__main__":
+    main()
