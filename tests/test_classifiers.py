@@ -179,10 +179,14 @@ def test_cosine_head_replaces_the_last_linear(name, attribute):
     assert logits.shape == (2, 7) and logits.abs().max() <= 1 + 1e-6
 
 
-def test_cosine_head_needs_a_linear_head():
-    with pytest.raises(OptionError, match="--model: receptive_field_cnn has no linear head, and LDAM's cosine head "
-                                          "needs a model with a linear head"):
-        build_classifier("receptive_field_cnn", cosine_head=True)
+def test_cosine_head_of_the_dissertation_cnn_follows_the_pooling():
+    net = build_classifier("receptive_field_cnn", num_classes=7, image_size=32, cosine_head=True).eval()
+    assert isinstance(net.head, NormedLinear) and (net.head.weight.shape[1], net.head.weight.shape[0]) == (64, 7)
+    assert isinstance(net.features.convblock13, torch.nn.Identity)  # the 1x1 class-map block is dropped
+    logits = net(torch.randn(3, 3, 32, 32))
+    assert logits.shape == (3, 7) and logits.abs().max() <= 1 + 1e-5
+    # without it the network is the dissertation's exactly
+    assert isinstance(build_classifier("receptive_field_cnn").head, torch.nn.Identity)
 
 
 # --- weights_path ---------------------------------------------------------------------------------------------

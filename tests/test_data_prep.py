@@ -138,8 +138,8 @@ def test_patches_of_each_plane_come_from_where_their_positions_say(tiny_cohort: 
     from mednet.data.datasets import extract_cohort_patches
     from mednet.data.transforms import LoadLabelledVolumed
 
-    patches = extract_cohort_patches(tiny_cohort / "datalist.json", axes=(2, 0), max_per_volume=301, progress=False)
-    assert patches.axes == [2, 0] and patches.stats["params"]["axes"] == [2, 0]
+    patches = extract_cohort_patches(tiny_cohort / "datalist.json", views=(2, 0), max_per_volume=301, progress=False)
+    assert patches.views == [2, 0] and patches.stats["params"]["views"] == [2, 0]
     pos = patches.positions
     per_volume_axis = np.bincount(pos[:, 0] * 3 + pos[:, 1], minlength=9).reshape(3, 3)
     assert (per_volume_axis[:, [0, 2]] > 0).all() and (per_volume_axis[:, 1] == 0).all()
@@ -154,9 +154,9 @@ def test_patches_of_each_plane_come_from_where_their_positions_say(tiny_cohort: 
         np.testing.assert_allclose(patches.images[i], img[r:r + 16, c:c + 16], atol=1e-6)
         np.testing.assert_array_equal(patches.labels[i], lab[r:r + 16, c:c + 16])
     with pytest.raises(ValueError, match="twice"):
-        extract_cohort_patches(tiny_cohort / "datalist.json", axes=(2, -1), progress=False)
+        extract_cohort_patches(tiny_cohort / "datalist.json", views=(2, -1), progress=False)
     with pytest.raises(ValueError, match="spatial axes"):
-        extract_cohort_patches(tiny_cohort / "datalist.json", axes=3, progress=False)
+        extract_cohort_patches(tiny_cohort / "datalist.json", views=3, progress=False)
 
 
 def test_patch_file_feeds_the_training_dataset(tiny_cohort: Path, tmp_path: Path) -> None:

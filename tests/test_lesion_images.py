@@ -422,3 +422,13 @@ def test_training_accuracy_output_scores_only_the_clean_augmix_view():
     pred = torch.arange(3 * 2 * K, dtype=torch.float32).reshape(3 * 2, K)  # [clean; aug1; aug2], B = 2
     logits, classes = training_accuracy_output({"pred": pred, "label": torch.tensor([3, 1])})
     assert torch.equal(logits, pred[:2]) and classes.tolist() == [3, 1]
+
+
+def test_an_image_far_too_small_for_the_image_size_is_refused_naming_it(split_csv):
+    table = load_split_table(split_csv)  # 40×30 and 8×8 images
+    at_120 = LesionImageDataset(table, 120, transform=None)  # 30 px × 4 = 120: still accepted
+    assert at_120.raw_image(0).shape == (120, 120, 3)
+    with pytest.raises(DataError) as err:
+        LesionImageDataset(table, 121, transform=None).raw_image(0)  # 30 px would be enlarged > 4×
+    assert err.value.path == table["path"][0] and "image is 40×30 px" in str(err.value)
+    assert "far too small for --image_size 121" in str(err.value)

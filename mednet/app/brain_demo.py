@@ -42,7 +42,7 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
     patches_dir = new_run_dir(Path(out).resolve(), "patches")
     patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_per_volume=max_patches_per_volume,
                             max_background=max_background, seed=seed,
-                            intensity_normalization=intensity_normalization, axes=views,
+                            intensity_normalization=intensity_normalization, views=views,
                             bias_correction=bias_correction)
     runs_root = str(Path(out).resolve() / "runs")
     train = run_bundle("brain_tissue_fcn", "train", dataset_dir=str(cohort), variant=variant, epochs=epochs,

@@ -1,14 +1,17 @@
 """The dermoscopy demo: synthetic set → lesion-grouped split → train → evaluate with the full calibration report.
 
     python -m mednet.app.dermoscopy_demo [--out demo] [--images 2000] [--size 64] [--model receptive_field_cnn]
-        [--epochs 8] [--augmentation none] [--loss ce]
+        [--epochs 15] [--augmentation none] [--loss ce] [--optimizer adam] [--learning_rate 0.003]
 
 Runs, in order, what the README documents one by one: ``python -m data_prep.synthetic_dermoscopy`` (skipped if
 ``<out>/dermoscopy/synthetic`` already holds a set), ``python -m data_prep.dermoscopy`` (split by lesion,
 stratified by class; skipped if ``<out>/dermoscopy/split`` exists), the classification bundle's ``train.json``
 and its ``evaluate.json`` on the test split (through MONAI's ``ConfigWorkflow``, like ``python -m monai.bundle
 run``). The data are **synthetic** (procedurally drawn lesions, :mod:`mednet.data.synthetic_dermoscopy`), and
-every report says so. Sized for a few minutes on 2 CPU cores.
+every report says so. Sized for a few minutes on 2 CPU cores: the dissertation's 51 k-parameter CNN, trained with
+Adam (lr 0.003, cosine schedule) — with the calibration study's SGD 0.05 (the bundle's default, tuned for
+ResNets/WRNs over 200 epochs) this small network predicts only the majority class for the first ten epochs;
+ResNet-18 at 64 px costs ≈ 3.3 min an epoch on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ __all__ = ["dermoscopy_demo"]
 
 
 def dermoscopy_demo(out: str = "demo", images: int = 2000, size: int = 64, seed: int = 0,
-                    model: str = "receptive_field_cnn", epochs: int = 8, augmentation: str = "none", loss: str = "ce",
-                    batch_size: int = 64, learning_rate: float = 0.05) -> dict:
+                    model: str = "receptive_field_cnn", epochs: int = 15, augmentation: str = "none", loss: str = "ce",
+                    batch_size: int = 64, optimizer: str = "adam", learning_rate: float = 0.003,
+                    lr_schedule: str = "cosine", weight_decay: float = 1e-4) -> dict:
     """Build (or reuse) the synthetic set and its split under ``<out>/dermoscopy``, train, evaluate; returns paths."""
     t0 = time.perf_counter()
     root = Path(out).resolve() / "dermoscopy"
@@ -43,7 +47,8 @@ def dermoscopy_demo(out: str = "demo", images: int = 2000, size: int = 64, seed:
     runs_root = str(root / "runs")
     common = dict(dataset_dir=str(split), model=model, image_size=size, runs_root=runs_root)
     train = run_bundle("dermoscopy_classification", "train", **common, epochs=epochs, augmentation=augmentation,
-                       loss=loss, seed=seed, batch_size=batch_size, learning_rate=learning_rate)
+                       loss=loss, seed=seed, batch_size=batch_size, optimizer=optimizer,
+                       learning_rate=learning_rate, lr_schedule=lr_schedule, weight_decay=weight_decay)
     run_dir = Path(train.parser.get_parsed_content("output_dir"))
     evaluation = run_bundle("dermoscopy_classification", "evaluate", **common, loss=loss,
                             ckpt_path=str(run_dir / "model.pt"), split="test")

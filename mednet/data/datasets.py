@@ -45,7 +45,8 @@ class CohortPatches:
         positions: ``(N, 5)`` int32 ``(volume, axis, slice, row, col)``; ``volume`` indexes ``volumes``, ``axis``
             is the slicing axis (0–2) of the RAS-oriented volume the patch was cut from.
         volumes: source image path of each volume.
-        axes: the slicing axes patches were extracted along (the planes the network is trained on).
+        views: the slicing axes (planes) patches were extracted along — the planes the network is trained on
+            (stored as ``axes`` in the ``.npz``).
         stats: ``{"before": {...}, "after": {...}, "per_volume": [...], "params": {...}}``.
     """
 
@@ -53,7 +54,7 @@ class CohortPatches:
     labels: np.ndarray
     positions: np.ndarray
     volumes: list[str]
-    axes: list[int]
+    views: list[int]
     stats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -70,7 +71,7 @@ class CohortPatches:
             labels=self.labels,
             positions=self.positions,
             volumes=np.asarray(self.volumes),
-            axes=np.asarray(self.axes, dtype=np.int32),
+            axes=np.asarray(self.views, dtype=np.int32),
             stats=np.asarray(json.dumps(self.stats)),
         )
         return path
@@ -91,7 +92,7 @@ class CohortPatches:
                     labels=z["labels"],
                     positions=z["positions"],
                     volumes=[str(v) for v in z["volumes"]],
-                    axes=[int(a) for a in np.atleast_1d(z["axes"])],
+                    views=[int(a) for a in np.atleast_1d(z["axes"])],
                     stats=json.loads(str(z["stats"])) if "stats" in z.files else {},
                 )
         except DataError:
@@ -106,7 +107,7 @@ class CohortPatches:
 
 
 def check_patch_params(patches: CohortPatches, source: str | os.PathLike | None = None, **expected: object) -> CohortPatches:
-    """Return ``patches`` if they were extracted with ``expected`` parameters (e.g. ``intensity_normalization``, ``axes``).
+    """Return ``patches`` if they were extracted with ``expected`` parameters (e.g. ``intensity_normalization``, ``views``).
 
     Patches prepared with ``python -m data_prep.patches`` under another preprocessing than the training run's
     would train a network on intensities it never sees at inference. Parameters absent from the file's stats
@@ -115,7 +116,10 @@ def check_patch_params(patches: CohortPatches, source: str | os.PathLike | None 
     Raises:
         DataError: naming the patch file, each differing parameter and both values.
     """
-    params = patches.stats.get("params", {})
+    params = dict(patches.stats.get("params", {}))
+    for old, new in (("axes", "views"), ("normalize", "intensity_normalization")):  # names before mednet 0.1 issue 8
+        if old in params and new not in params:
+            params[new] = params[old]
     differ = {k: (params[k], v) for k, v in expected.items()
               if k in params and (list(params[k]) if isinstance(params[k], (list, tuple)) else params[k])
               != (list(v) if isinstance(v, (list, tuple)) else v)}
@@ -133,7 +137,7 @@ def _shares_table(dist: Mapping) -> dict:
 def extract_cohort_patches(
     items: Sequence[Mapping[str, str]] | str | os.PathLike,
     split: str = "training",
-    axes: int | Sequence[int] = (0, 1, 2),
+    views: int | Sequence[int] = (0, 1, 2),
     patch_size: int = 16,
     stride: int = 1,
     min_pixels: int | float = 8,
@@ -148,13 +152,13 @@ def extract_cohort_patches(
     """Balanced patches from every labelled volume of ``items`` (or of ``split`` of a datalist path).
 
     Volumes are loaded with all checks (bad files raise :class:`DataError` naming them), oriented to RAS,
-    normalised over the brain, sliced along each of ``axes`` and filtered by
+    normalised over the brain, sliced along each of ``views`` and filtered by
     :func:`mednet.data.patches.extract_balanced_patches` (no background, ≥ ``min_pixels`` of each class).
 
     Args:
-        axes: slicing axis, or several: patches of all three orthogonal planes (the default) train one 2D
+        views: slicing axis (plane), or several: patches of all three orthogonal planes (the default) train one 2D
             network for multi-view inference (:class:`mednet.inference.ViewAggregationInferer`).
-        max_per_volume: cap per volume, shared equally by the axes (so the total does not grow with them).
+        max_per_volume: cap per volume, shared equally by the views (so the total does not grow with them).
         intensity_normalization, bias_correction: preprocessing of :class:`~mednet.data.transforms.LoadLabelledVolumed`
             (must be the one evaluation and inference use).
     """
@@ -162,8 +166,8 @@ def extract_cohort_patches(
         items = load_datalist(items, split)
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
-    axes = _check_axes(axes)
-    per_axis_cap = None if max_per_volume is None else -(-int(max_per_volume) // len(axes))
+    views = _check_views(views)
+    per_axis_cap = None if max_per_volume is None else -(-int(max_per_volume) // len(views))
     load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, allow_missing_label=False, bias_correction=bias_correction)
     images, labels, positions, volumes, per_volume = [], [], [], [], []
     before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
@@ -171,7 +175,7 @@ def extract_cohort_patches(
         d = load(item)
         volumes.append(str(item["image"]))
         before_counts += np.asarray(class_distribution(d["label"].numpy())["counts"], dtype=np.int64)
-        for k, axis in enumerate(axes):
+        for k, axis in enumerate(views):
             stack = slice_volume(d["image"], d["label"], axis=axis, drop_empty=True, source=item["image"])
             ps = extract_balanced_patches(
                 stack.images,
@@ -198,7 +202,7 @@ def extract_cohort_patches(
     after_all = class_distribution(out_labels)
     total_before = before_counts.sum()
     stats = {
-        "params": {"split": split, "axes": axes, "patch_size": patch_size, "stride": stride,
+        "params": {"split": split, "views": views, "patch_size": patch_size, "stride": stride,
                    "min_pixels": min_pixels, "max_per_volume": max_per_volume, "balance": balance, "seed": seed,
                    "intensity_normalization": intensity_normalization, "max_background": max_background, "bias_correction": bias_correction},
         "patches": int(len(out_labels)),
@@ -209,13 +213,13 @@ def extract_cohort_patches(
     }
     return CohortPatches(
         images=np.concatenate(images), labels=out_labels, positions=np.concatenate(positions),
-        volumes=volumes, axes=axes, stats=stats,
+        volumes=volumes, views=views, stats=stats,
     )
 
 
-def _check_axes(axes: int | Sequence[int]) -> list[int]:
+def _check_views(views: int | Sequence[int]) -> list[int]:
     """``-1`` / ``2`` / ``(0, 1, 2)`` → distinct axes in 0–2 (negative axes count from the end)."""
-    seq = [axes] if isinstance(axes, (int, np.integer)) else list(axes)
+    seq = [views] if isinstance(views, (int, np.integer)) else list(views)
     if not seq:
         raise ValueError("at least one slicing axis is needed")
     out = []

@@ -2,14 +2,14 @@
 
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches [--split training]
         [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_per_volume N] [--no-balance] [--seed 0]
-        [--axes 0,1,2] [--intensity_normalization histogram|scale|zscore] [--bias_correction n4|none] [--overwrite]
+        [--views 0,1,2] [--intensity_normalization histogram|scale|zscore] [--bias_correction n4|none] [--overwrite]
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches --grid --split test [--axis -1]
 
 Training mode (default) keeps overlapping windows with no background pixel (at most ``max_background``, a count
 or fraction, if given) and at least ``min_pixels``
 (a count, or a fraction of the window if < 1) of each of CSF/GM/WM, then balances the class shares.
-Patches are cut from slices along each of ``--axes`` (default all three orthogonal planes; ``--axes 2`` is the
-course exercise's axial-only setup), the per-volume cap shared by the axes.
+Patches are cut from slices along each of ``--views`` (default all three orthogonal planes; ``--views 2`` is the
+course exercise's axial-only setup), the per-volume cap shared by the views.
 Writes ``<out>/patches_<split>.npz`` (images, labels, positions = volume/axis/slice/row/col, volumes, axes),
 ``<out>/stats_<split>.json`` and ``<out>/stats_<split>.csv`` (class pixel distribution before = all brain
 pixels, and after = kept patches), and prints the distribution.
@@ -77,14 +77,14 @@ def write_patches(
     max_per_volume: int | None = None,
     balance: bool = True,
     seed: int = 0,
-    axes: int | tuple[int, ...] = (0, 1, 2),
+    views: int | tuple[int, ...] = (0, 1, 2),
     grid: bool = False,
     axis: int = -1,
     overwrite: bool = False,
     intensity_normalization: str = "histogram",
     bias_correction: str = "n4",
 ) -> Path:
-    """Balanced training patches along ``axes`` (or ``grid`` patches along ``axis``) of ``split``; returns the ``.npz`` path.
+    """Balanced training patches along ``views`` (or ``grid`` patches along ``axis``) of ``split``; returns the ``.npz`` path.
 
     ``intensity_normalization`` (``scale``, ``histogram`` or ``zscore``) and ``bias_correction`` (``n4`` or
     ``none``) must match the bundle's ``--intensity_normalization`` / ``--bias_correction`` when the patches are
@@ -97,7 +97,7 @@ def write_patches(
     npz, js, cs = (out_dir / f"{stem}_{split}.{ext}" for stem, ext in (("patches", "npz"), ("stats", "json"), ("stats", "csv")))
     refuse_existing(npz, js, cs, overwrite=overwrite)
     patches: CohortPatches = extract_cohort_patches(
-        datalist, split=split, axes=axes, patch_size=patch_size, stride=stride,
+        datalist, split=split, views=views, patch_size=patch_size, stride=stride,
         min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
         max_background=max_background if max_background < 1 else int(max_background),
         max_per_volume=max_per_volume, balance=balance, seed=seed, intensity_normalization=intensity_normalization,
@@ -112,7 +112,7 @@ def write_patches(
             for name in TISSUE_NAMES:
                 w.writerow([stage, name, patches.stats[stage][name]["pixels"], round(patches.stats[stage][name]["share"], 4)])
     fmt = lambda stage: " / ".join(f"{patches.stats[stage][n]['share']:.1%}" for n in TISSUE_NAMES)  # noqa: E731
-    print(f"{len(patches)} patches of {patch_size}x{patch_size} from {len(patches.volumes)} volume(s), axes {patches.axes} -> {npz}")
+    print(f"{len(patches)} patches of {patch_size}x{patch_size} from {len(patches.volumes)} volume(s), views {patches.views} -> {npz}")
     print(f"class shares CSF/GM/WM before (all brain pixels): {fmt('before')}")
     print(f"class shares CSF/GM/WM after (kept patches):      {fmt('after')}")
     print(f"stats: {js}, {cs}")

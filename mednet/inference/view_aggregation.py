@@ -4,7 +4,7 @@ A 2D network segments each slice from that slice alone; the neighbouring slices 
 sees. Running the same network slice-wise along each of the three orthogonal planes and averaging the class
 probabilities voxel by voxel ("view aggregation", as in FastSurfer's 2D networks) brings that third dimension
 back without a 3D network. The network must have been trained on patches of every plane it is applied to
-(``extract_cohort_patches(axes=(0, 1, 2))``): a network trained on axial patches only is worse along the
+(``extract_cohort_patches(views=(0, 1, 2))``): a network trained on axial patches only is worse along the
 other planes.
 
 Measured on the demo cohort's held-out subject (skip FCN, width 8): trained on all three planes, mean Dice

@@ -200,10 +200,11 @@ class ReceptiveFieldCNN(nn.Module):
             layers[name] = nn.Sequential(*block)
         self.features = nn.Sequential(layers)
         self.gap = nn.AdaptiveAvgPool2d(1)
+        self.head: nn.Module = nn.Identity()  # the classes come from convblock13; see use_cosine_head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` → ``(B, num_classes)`` logits."""
-        return torch.flatten(self.gap(self.features(x)), 1)
+        return self.head(torch.flatten(self.gap(self.features(x)), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -409,9 +410,19 @@ def use_cosine_head(network: nn.Module, name: str = "") -> nn.Module:
     """Replace the last ``nn.Linear`` of ``network`` (``fc``, ``classifier[-1]``, ``linear``) by a
     :class:`NormedLinear` of the same shape, in place; returns ``network``.
 
+    :class:`ReceptiveFieldCNN` has no linear head (its 1×1 ``convblock13`` makes the class maps, then global
+    pooling): for it the last block is dropped and a :class:`NormedLinear` 64 → classes follows the pooling —
+    a cosine classifier on the same features (LDAM's s = 30 assumes logits in [−1, 1]; the exact dissertation
+    network, whose logits pass through ReLU and BN, is kept for every other loss).
+
     Raises:
-        OptionError: the network has no linear head (:class:`ReceptiveFieldCNN` ends in global pooling).
+        OptionError: the network has no linear head.
     """
+    if isinstance(network, ReceptiveFieldCNN):
+        last = network.features.convblock13[0]
+        network.features.convblock13 = nn.Identity()
+        network.head = NormedLinear(last.in_channels, last.out_channels)
+        return network
     linears = [n for n, m in network.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise OptionError({"--model": f"{name or type(network).__name__} has no linear head, and LDAM's cosine "
