@@ -274,8 +274,13 @@ def test_factory_builds_each_loss():
     assert isinstance(classification_loss("ce", counts, label_smoothing=0.1), CrossEntropy)
     assert classification_loss("focal", counts, focal_gamma=1.0).gamma == 1.0
     ldam = classification_loss("ldam", counts, drw_start_epoch=8)
-    assert isinstance(ldam, LDAMLoss) and ldam.drw_start_epoch == 8 and ldam.scale == 30.0
-    assert ldam.margins.tolist() == pytest.approx([0.430, 0.394, 0.500], abs=5e-4)
+    # s = 30 is applied by the network's cosine head: the loss scales the margins instead (s·cos − s·m)
+    assert isinstance(ldam, LDAMLoss) and ldam.drw_start_epoch == 8 and ldam.scale == 1.0
+    assert ldam.margins.tolist() == pytest.approx([30 * 0.430, 30 * 0.394, 30 * 0.500], abs=30 * 5e-4)
+    cos = torch.tensor([[0.2, -0.1, 0.4], [0.9, 0.0, -0.3]])
+    target = torch.tensor([1, 2])
+    paper = LDAMLoss(counts, max_margin=0.5, scale=30.0)  # the paper's loss on bare cosines
+    assert ldam(30 * cos, target).item() == pytest.approx(paper(cos, target).item(), rel=1e-6)
     assert isinstance(classification_loss("recall", counts), RecallLoss)
     wrapped = classification_loss("ldam", counts, augmix_jsd=True)
     assert isinstance(wrapped, AugMixConsistency) and isinstance(wrapped.base_loss, LDAMLoss)

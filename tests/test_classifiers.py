@@ -11,6 +11,7 @@ from torch import nn
 
 from mednet.errors import DataError, OptionError
 from mednet.networks.classifiers import (
+    LDAM_SCALE,
     CLASSIFIER_NAMES,
     NormedLinear,
     ReceptiveFieldCNN,
@@ -176,7 +177,7 @@ def test_cosine_head_replaces_the_last_linear(name, attribute):
     assert isinstance(net.get_submodule(attribute), NormedLinear)
     assert all(m.out_features != 7 for m in net.modules() if isinstance(m, nn.Linear))  # only the head swapped
     logits = _logits(net, 32)
-    assert logits.shape == (2, 7) and logits.abs().max() <= 1 + 1e-6
+    assert logits.shape == (2, 7) and logits.abs().max() <= LDAM_SCALE * (1 + 1e-6)  # s · cosine
 
 
 def test_cosine_head_of_the_dissertation_cnn_follows_the_pooling():
@@ -184,7 +185,7 @@ def test_cosine_head_of_the_dissertation_cnn_follows_the_pooling():
     assert isinstance(net.head, NormedLinear) and (net.head.weight.shape[1], net.head.weight.shape[0]) == (64, 7)
     assert isinstance(net.features.convblock13, torch.nn.Identity)  # the 1x1 class-map block is dropped
     logits = net(torch.randn(3, 3, 32, 32))
-    assert logits.shape == (3, 7) and logits.abs().max() <= 1 + 1e-5
+    assert logits.shape == (3, 7) and logits.abs().max() <= LDAM_SCALE * (1 + 1e-5)
     # without it the network is the dissertation's exactly
     assert isinstance(build_classifier("receptive_field_cnn").head, torch.nn.Identity)
 

@@ -348,7 +348,7 @@ def test_split_small_class_reaches_every_split_and_errors() -> None:
     with pytest.raises(OptionError, match="--val"):
         split_by_lesion(table, val=0.5, test=0.5)
     leaking = out.assign(split=["training"] * 4 + ["test"] + ["training"] * 3)
-    with pytest.raises(DataError, match="split.csv: lesion_id d is in several splits: training, test"):
+    with pytest.raises(DataError, match="split.csv: lesion_id d is in both 'training' and 'test'"):
         check_group_disjoint(leaking, path="split.csv")
 
 
@@ -416,7 +416,7 @@ def test_prepare_dermoscopy_split_end_to_end_and_refuses_overwrite(tmp_path: Pat
     raw = pd.read_csv(split_csv, dtype=str)
     raw.loc[raw["image_id"] == "ISIC_0004", "split"] = "test" if raw["split"][2] != "test" else "training"
     raw.to_csv(split_csv, index=False)
-    with pytest.raises(DataError, match="lesion_id HAM_0003 is in several splits"):
+    with pytest.raises(DataError, match="lesion_id HAM_0003 is in both"):
         load_split_table(out, check_files=False)
 
 

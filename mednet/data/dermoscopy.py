@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from mednet.errors import DataError
 from mednet.data.naming import PHOTO_SUFFIXES, unique_names
+from mednet.data.splits import SPLITS as _SPLIT_NAMES
 from mednet.io import atomic_path, refuse_existing
 
 __all__ = [
@@ -77,7 +78,6 @@ DICOM_PHOTO_SOP_CLASSES: dict[str, str] = {
 DERMAMNIST_SPLITS: dict[str, str] = {"train": "training", "val": "validation", "test": "test"}
 #: files an image folder may hold for one image id (``<image_id><suffix>``)
 _IMAGE_FILE_SUFFIXES = PHOTO_SUFFIXES + (".dcm",)
-_SPLIT_NAMES = ("training", "validation", "test")
 #: dx_type of rows whose source does not say how the diagnosis was made
 UNKNOWN_DX_TYPE = "unknown"
 

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mednet.data.datalist import SPLITS
 from mednet.data.dermoscopy import (
     DERMOSCOPY_CLASSES,
     TABLE_COLUMNS,
@@ -40,6 +39,7 @@ from mednet.data.dermoscopy import (
     read_path_label_csv,
     write_resized_cache,
 )
+from mednet.data.splits import SPLITS, check_disjoint_groups
 from mednet.errors import DataError, OptionError
 from mednet.io import atomic_path, refuse_existing
 from mednet.reports import write_json, write_table
@@ -161,20 +161,14 @@ def check_group_disjoint(
 ) -> None:
     """Raise :class:`DataError` if one ``group`` value (lesion, volume, patient) appears in two splits.
 
-    The message names the first such group, the splits it is in and how many groups leak.
+    The table's columns are checked here; the check itself is the project's one split checker,
+    :func:`mednet.data.splits.check_disjoint_groups` (the brain datalists use it with the volume as group).
     """
     source = _source(table, path)
     for column in (group, split_column):
         if column not in table.columns:
             raise DataError(source, f"the table has no column {column!r} (columns: {', '.join(table.columns)})")
-    splits = table.groupby(group, sort=False)[split_column].unique()
-    leaking = splits[splits.map(len) > 1]
-    if len(leaking):
-        order = {s: i for i, s in enumerate(SPLITS)}
-        where = sorted(map(str, leaking.iloc[0]), key=lambda s: order.get(s, len(order)))
-        raise DataError(source, f"{group} {leaking.index[0]} is in several splits: {', '.join(where)} "
-                                f"({len(leaking)} {group}s in more than one split) — images of one {group} must "
-                                "stay in one split")
+    check_disjoint_groups(zip(table[split_column], table[group]), source, what=group)
 
 
 def split_stats(table: pd.DataFrame, class_names: Sequence[str] = DERMOSCOPY_CLASSES,

@@ -30,10 +30,17 @@ def check_disjoint_groups(assignments: Iterable[tuple[str, object]], source: str
         what: the group's name in the message (``"volume"``, ``"lesion"``).
 
     Raises:
-        DataError: ``"<source>: lesion HAM_0000118 is in both 'training' and 'test'"``.
+        DataError: ``"<source>: lesion_id HAM_0000118 is in both 'training' and 'test'"`` (and, when several
+            groups leak, how many: a wrong split is then easier to recognise than one stray row).
     """
     seen: dict[object, str] = {}
+    leaks: dict[object, tuple[str, str]] = {}
     for split, group in assignments:
         first = seen.setdefault(group, split)
-        if first != split:
-            raise DataError(source, f"{what} {group} is in both '{first}' and '{split}'")
+        if first != split and group not in leaks:
+            leaks[group] = (first, split)
+    if leaks:
+        group, (first, split) = next(iter(leaks.items()))
+        more = f" ({len(leaks)} {what}s are in more than one split)" if len(leaks) > 1 else ""
+        raise DataError(source, f"{what} {group} is in both '{first}' and '{split}'{more}; all of a {what}'s "
+                                "images must stay in one split")

@@ -388,8 +388,13 @@ def classification_loss(
     focal_gamma: float = 2.0,
     drw_start_epoch: int | None = None,
     augmix_jsd: bool = False,
+    ldam_logit_scale: float = 30.0,
 ) -> torch.nn.Module:
     """The training loss selected by ``--loss`` (:data:`LOSS_NAMES`).
+
+    ``ldam_logit_scale``: LDAM's s, already applied by the network's cosine head
+    (:class:`mednet.networks.classifiers.NormedLinear`); the margins are scaled by it and the loss adds no scale
+    (``s·cos − s·m`` = ``s(cos − m)``, the paper's loss), so evaluation sees the logits training saw.
 
     Args:
         name: ``"ce"`` (:class:`CrossEntropy`), ``"focal"`` (:class:`Focal`), ``"ldam"`` (:class:`LDAMLoss`,
@@ -425,7 +430,8 @@ def classification_loss(
     elif name == "focal":
         loss = Focal(gamma=focal_gamma)
     elif name == "ldam":
-        loss = LDAMLoss(class_counts, drw_start_epoch=drw_start_epoch)
+        # the cosine head already multiplies by s (mednet.networks.classifiers.LDAM_SCALE): s·cos − s·m = s(cos − m)
+        loss = LDAMLoss(class_counts, max_margin=0.5 * ldam_logit_scale, scale=1.0, drw_start_epoch=drw_start_epoch)
     else:
         loss = RecallLoss()
     return AugMixConsistency(loss) if augmix_jsd else loss
