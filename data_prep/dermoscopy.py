@@ -63,10 +63,7 @@ def join_list_flag(argv: Sequence[str], flag: str = "--images") -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run :func:`prepare_dermoscopy_split` on ``argv`` (default ``sys.argv[1:]``)."""
-    try:
-        from mednet.cli import run_cli
-    except ImportError:  # before the runner moved into mednet
-        from data_prep._cli import run_cli
+    from mednet.cli import run_cli
 
     sys.argv[1:] = join_list_flag(sys.argv[1:] if argv is None else argv)
     run_cli(prepare_dermoscopy_split)

@@ -30,9 +30,6 @@ def synthetic_dermoscopy(out: str, images: int = 1000, size: int = 64, seed: int
 
 
 if __name__ == "__main__":
-    try:
-        from mednet.cli import run_cli
-    except ImportError:  # the runner's former home, while it moves into mednet
-        from data_prep._cli import run_cli
+    from mednet.cli import run_cli
 
     run_cli(synthetic_dermoscopy)
