@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
                           encoding="utf-8", errors="replace", timeout=300)
 
 
