@@ -377,7 +377,7 @@ def main() -> None:
           "GMM+N4 = the same after the product's N4 bias correction" + ("" if n4 else " (not available in this mednet)")
           + ". Dice values are means over subjects of per-volume Dice; FCN min = the worst subject.", "",
           table, "", *[f"* {c}" for c in checks], "", "![robustness](robustness.png)", ""]
-    (out / "robustness.md").write_text("\n".join(md))
+    (out / "robustness.md").write_text("\n".join(md), encoding="utf-8")
     print("\n" + table + "\n")
     for c in checks:
         print(c)

@@ -43,7 +43,7 @@ def test_train_writes_run(trained: Path) -> None:
     assert any((trained / "tensorboard").iterdir())
     df = pd.read_csv(trained / "metrics.csv")
     assert list(df["epoch"]) == [1, 2]
-    done = json.loads((trained / "finished.json").read_text())
+    done = json.loads((trained / "finished.json").read_text(encoding="utf-8"))
     assert done["epochs"] == 2 and done["key_metric"] == "val_mean_dice"
     assert done["best_metric"] == pytest.approx(df["val_mean_dice"].max(), abs=1e-6)
     assert done["best_epoch"] == int(df.loc[df["val_mean_dice"].idxmax(), "epoch"])
@@ -59,12 +59,12 @@ def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) ->
     proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "model.pt"))
     (eval_dir,) = list(trained.glob("eval-test-*"))
     assert str(eval_dir) in proc.stdout
-    provenance = json.loads((eval_dir / "provenance.json").read_text())
+    provenance = json.loads((eval_dir / "provenance.json").read_text(encoding="utf-8"))
     assert provenance["checkpoint"]["path"] == str((trained / "model.pt").resolve())
-    assert provenance["checkpoint"]["training_settings"] == json.loads((trained / "settings.json").read_text())
+    assert provenance["checkpoint"]["training_settings"] == json.loads((trained / "settings.json").read_text(encoding="utf-8"))
     assert provenance["checkpoint"]["training_finished"]["epochs"] == 2 and provenance["split"] == "test"
     assert f"checkpoint {(trained / 'model.pt').resolve()}" in proc.stdout + proc.stderr  # logged too
-    summary = json.loads((eval_dir / "summary.json").read_text())
+    summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["info"]["checkpoint_sha256"] == provenance["checkpoint"]["sha256"]
     assert set(summary["protocols"]) == {"whole volume", "grid patches"}
     for scores in summary["protocols"].values():
@@ -72,14 +72,14 @@ def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) ->
     for sub in ("whole_volume", "grid_patches"):
         for name in ("metrics.json", "per_volume.csv", "confusion.csv", "confusion.png", "summary.md"):
             assert (eval_dir / sub / name).is_file(), (sub, name)
-    metrics = json.loads((eval_dir / "whole_volume" / "metrics.json").read_text())
+    metrics = json.loads((eval_dir / "whole_volume" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["background_rule"] == ["intensity 0 is background"]
     cm = np.asarray(metrics["confusion_matrix"]["rows_true_cols_pred"])
     assert cm.shape == (4, 4)
     assert list((eval_dir / "whole_volume").glob("slices_*.png"))
 
     # the evaluation's predictions and the inference output are in the input's geometry
-    test_image = json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["image"]
+    test_image = json.loads((tiny_cohort / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
     src = nib.load(tiny_cohort / test_image)
     pred = nib.load(next((eval_dir / "predictions").glob("*_seg.nii.gz")))
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)
@@ -90,7 +90,7 @@ def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) ->
     out = tmp_path / "pred"
     bundle("inference", "--input", str(lps), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"))
     seg = nib.load(out / "sub-002_seg.nii.gz")
-    sidecar = json.loads((out / "sub-002_seg.json").read_text())  # BIDS-derivatives-style provenance
+    sidecar = json.loads((out / "sub-002_seg.json").read_text(encoding="utf-8"))  # BIDS-derivatives-style provenance
     assert sidecar["input"] == str(lps.resolve()) and sidecar["output"] == str((out / "sub-002_seg.nii.gz").resolve())
     assert sidecar["checkpoint"]["sha256"] == provenance["checkpoint"]["sha256"]
     assert sidecar["settings"]["views"] == [0, 1, 2] and {"mednet", "monai", "torch"} <= set(sidecar["versions"])
@@ -121,7 +121,7 @@ def test_unknown_variant_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> 
 
 
 def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> None:
-    data = json.loads((tiny_cohort / "datalist.json").read_text())
+    data = json.loads((tiny_cohort / "datalist.json").read_text(encoding="utf-8"))
     data.pop("validation")
     shutil.copytree(tiny_cohort / "images", tmp_path / "images")
     shutil.copytree(tiny_cohort / "labels", tmp_path / "labels")
@@ -133,7 +133,7 @@ def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: 
 
 
 def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
-    assert json.loads((trained / "settings.json").read_text()) == {
+    assert json.loads((trained / "settings.json").read_text(encoding="utf-8")) == {
         "variant": "skip", "base_channels": 8, "intensity_normalization": "histogram", "bias_correction": "n4",
         "views": [0, 1, 2], "augmentation": True}
     # the run's settings.json names what differs and how to fix it
@@ -177,7 +177,7 @@ def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny
 
     bundle("evaluate", "--dataset_dir", str(root), "--split", "validation", "--runs_root", str(trained.parent))
     (eval_dir,) = list(trained.glob("eval-validation-*"))  # no --ckpt_path: the finished, compatible run
-    assert json.loads((eval_dir / "provenance.json").read_text())["checkpoint"]["path"] == str((trained / "model.pt").resolve())
+    assert json.loads((eval_dir / "provenance.json").read_text(encoding="utf-8"))["checkpoint"]["path"] == str((trained / "model.pt").resolve())
     assert sorted(p.name for p in (eval_dir / "predictions").iterdir()) == [f"{n}_seg.nii.gz" for n in names]
     for sub in ("whole_volume", "grid_patches"):
         assert list(pd.read_csv(eval_dir / sub / "per_volume.csv")["volume"]) == names
@@ -190,7 +190,7 @@ def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny
            "--runs_root", str(trained.parent))
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}_seg.nii.gz" for n in names] + [f"{n}_seg.json" for n in names])
     for n, sub in zip(names, ("subA", "subB")):
-        sidecar = json.loads((out / f"{n}_seg.json").read_text())
+        sidecar = json.loads((out / f"{n}_seg.json").read_text(encoding="utf-8"))
         assert sidecar["input"] == str((root / sub / "anat" / "T1.nii.gz").resolve())
         assert sidecar["checkpoint"]["path"] == str((trained / "model.pt").resolve())
 
@@ -279,6 +279,6 @@ def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path:
         assert list(df["split"]) == ["training", "test"] * 2
         for col in ("Dice CSF", "Dice GM", "Dice WM", "Dice avg", "Acc CSF", "Acc GM", "Acc WM", "Acc avg"):
             assert df[col].between(0, 1).all(), col
-        assert (out / f"variants_{protocol}.md").read_text().count("| skip |") == 2
+        assert (out / f"variants_{protocol}.md").read_text(encoding="utf-8").count("| skip |") == 2
     with pytest.raises(ValueError, match="unknown variant"):
         compare_variants(dataset_dir=str(tiny_cohort), variants="vgg", out=str(tmp_path))

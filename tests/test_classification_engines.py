@@ -267,7 +267,7 @@ def test_report_tables_and_confusion_matrix(report_run):
     mel = table.set_index("class").loc["mel"]
     assert mel["recall"] == pytest.approx(expected["recall_mel"]) and mel["support"] == 2
     assert table["support"].iloc[-1] == N
-    markdown = (out / "classification_report.md").read_text()
+    markdown = (out / "classification_report.md").read_text(encoding="utf-8")
     assert "test split, synthetic data, 14 images" in markdown and "| macro avg |" in markdown
     cm = pd.read_csv(out / "confusion.csv", index_col="true")
     assert list(cm.index) == list(DERMOSCOPY_CLASSES) and list(cm.columns) == list(DERMOSCOPY_CLASSES)
@@ -341,7 +341,7 @@ def test_prediction_writer_refuses_an_existing_file_before_any_work(tmp_path):
     with pytest.raises(DataError, match="already exists") as err:
         PredictionWriter(csv, DERMOSCOPY_CLASSES)
     assert err.value.path == str(csv)
-    assert csv.read_text() == "earlier results\n"
+    assert csv.read_text(encoding="utf-8") == "earlier results\n"
     engine = _engine(with_label=False)
     PredictionWriter(csv, DERMOSCOPY_CLASSES, overwrite=True).attach(engine)
     engine.run(_batches(_logits()), max_epochs=1)

@@ -105,7 +105,7 @@ def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None
                "--stride", "1", "--min_pixels", "8", "--max_per_volume", "2000")
     assert proc.returncode == 0, proc.stderr
     assert "before" in proc.stdout and "after" in proc.stdout
-    stats = json.loads((out / "stats_training.json").read_text())
+    stats = json.loads((out / "stats_training.json").read_text(encoding="utf-8"))
     before = [stats["before"][n]["share"] for n in ("CSF", "GM", "WM")]
     after = [stats["after"][n]["share"] for n in ("CSF", "GM", "WM")]
     assert before[0] < 0.2 and before[1] > 0.45  # brain pixels: CSF rare, GM dominant

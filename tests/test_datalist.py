@@ -127,7 +127,7 @@ def test_relative_datalist_argument_gives_absolute_paths(dataset, monkeypatch):
 
 
 def test_volume_in_two_splits(dataset):
-    content = json.loads((dataset / "datalist.json").read_text())
+    content = json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))
     content["test"] = [{"image": "vols/./a_img.nii.gz"}]  # same file, spelled differently
     path = _write_json(dataset / "leaky.json", content)
     with pytest.raises(DataError) as err:
@@ -196,7 +196,7 @@ def test_write_datalist_relative_paths_and_round_trip(dataset, tmp_path, monkeyp
     }
     out = tmp_path / "out" / "sub" / "datalist.json"
     assert write_datalist(out, splits, name="toy", labels={"0": "background"}) == out
-    content = json.loads(out.read_text())
+    content = json.loads(out.read_text(encoding="utf-8"))
     assert content["name"] == "toy" and content["labels"] == {"0": "background"}
     assert content["training"] == [
         {"image": "../../data/vols/a_img.nii.gz", "label": "../../data/vols/a_lab.nii.gz", "subject": "a"}
@@ -213,7 +213,7 @@ def test_write_datalist_relative_paths_and_round_trip(dataset, tmp_path, monkeyp
 def test_write_datalist_cwd_relative_input(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(dataset)
     out = write_datalist(tmp_path / "dl.json", {"training": [{"image": "vols/a_img.nii.gz"}]})
-    assert json.loads(out.read_text())["training"] == [{"image": "data/vols/a_img.nii.gz"}]
+    assert json.loads(out.read_text(encoding="utf-8"))["training"] == [{"image": "data/vols/a_img.nii.gz"}]
     assert load_datalist(out, "training") == [{"image": str(dataset / "vols" / "a_img.nii.gz")}]
 
 
@@ -224,9 +224,9 @@ def test_write_datalist_refuses_overwrite(dataset, tmp_path):
     with pytest.raises(DataError) as err:
         write_datalist(out, splits)
     assert str(err.value).startswith(f"{out}: ") and "already exists" in str(err.value)
-    assert out.read_text() == "keep me"
+    assert out.read_text(encoding="utf-8") == "keep me"
     write_datalist(out, splits, overwrite=True)
-    assert json.loads(out.read_text())["training"][0]["image"].endswith("a_img.nii.gz")
+    assert json.loads(out.read_text(encoding="utf-8"))["training"][0]["image"].endswith("a_img.nii.gz")
 
 
 def test_write_datalist_refuses_leaky_splits(dataset, tmp_path):

@@ -134,7 +134,7 @@ def test_read_ham10000_finds_both_folders_and_skips_missing_images(tmp_path: Pat
 
 def test_read_ham10000_errors_name_file_row_and_value(tmp_path: Path) -> None:
     csv, dirs = write_ham(tmp_path)
-    text = csv.read_text()
+    text = csv.read_text(encoding="utf-8")
     bad = tmp_path / "no_columns.csv"
     bad.write_text(text.replace("lesion_id,image_id,dx,dx_type", "lesion,image_id,diagnosis,dx_type", 1))
     with pytest.raises(DataError, match=r"no_columns\.csv: missing column\(s\) lesion_id, dx "):
@@ -178,13 +178,13 @@ def test_read_isic2018_groundtruth_one_hot_and_lesion_groups(tmp_path: Path, cap
         alone = read_isic2018_groundtruth(gt, [images])
     assert list(alone["lesion_id"]) == list(alone["image_id"]) and "no lesion grouping" in caplog.text
     bad = tmp_path / "bad.csv"
-    bad.write_text(gt.read_text().replace("ISIC_0003,1.0,0.0", "ISIC_0003,1.0,1.0"))
+    bad.write_text(gt.read_text(encoding="utf-8").replace("ISIC_0003,1.0,0.0", "ISIC_0003,1.0,1.0"))
     with pytest.raises(DataError, match=r"bad\.csv:row 3: expected exactly one 1"):
         read_isic2018_groundtruth(bad, images)
-    bad.write_text(gt.read_text().replace("ISIC_0009,0.0,0.0,0.0,1.0", "ISIC_0009,0.0,0.0,0.0,0.5"))
+    bad.write_text(gt.read_text(encoding="utf-8").replace("ISIC_0009,0.0,0.0,0.0,1.0", "ISIC_0009,0.0,0.0,0.0,0.5"))
     with pytest.raises(DataError, match=r"bad\.csv:row 5: expected exactly one 1"):
         read_isic2018_groundtruth(bad, images)
-    bad.write_text(gt.read_text().replace(",VASC", ",VAS"))
+    bad.write_text(gt.read_text(encoding="utf-8").replace(",VASC", ",VAS"))
     with pytest.raises(DataError, match=r"missing column\(s\) VASC"):
         read_isic2018_groundtruth(bad, images)
 
@@ -397,18 +397,18 @@ def test_prepare_dermoscopy_split_end_to_end_and_refuses_overwrite(tmp_path: Pat
     assert table.loc[table["image_id"] == "ISIC_0003", "split"].item() == table.loc[
         table["image_id"] == "ISIC_0004", "split"].item()
     assert Image.open(table["cache_path"][0]).size == (4, 4)
-    settings = json.loads((out / "split.json").read_text())
+    settings = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert settings["data_provenance"] == "synthetic" and settings["seed"] == 3
     assert settings["n_images"] == 30 and settings["n_lesions"] == 29
     assert sum(settings["n_images_per_split"].values()) == 30
     stats = pd.read_csv(out / "split_stats.csv").set_index("class")
     assert stats.loc["nv", "total"] == 23 and stats.loc["total", "total"] == 30
-    assert "synthetic data" in (out / "split_stats.md").read_text()
+    assert "synthetic data" in (out / "split_stats.md").read_text(encoding="utf-8")
     assert len(load_split_table(out / "split.csv", split="test")) == settings["n_images_per_split"]["test"]
     with pytest.raises(DataError, match=r"split\.csv: output already exists"):
         prepare_dermoscopy_split(csv, out, images=dirs, seed=3)
     prepare_dermoscopy_split(csv, out, images=dirs, seed=4, overwrite=True)
-    assert json.loads((out / "split.json").read_text())["seed"] == 4
+    assert json.loads((out / "split.json").read_text(encoding="utf-8"))["seed"] == 4
     # the split file is checked when read: a listed image that disappeared, a lesion in two splits
     Path(table["path"][1]).unlink()
     with pytest.raises(DataError, match=r"split\.csv:row 3: path .*ISIC_0002\.jpg does not exist"):
@@ -447,7 +447,7 @@ def test_cli_end_to_end_with_images_as_separate_values(tmp_path: Path) -> None:
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(load_split_table(out)) == 10  # images from both folders
-    assert json.loads((out / "split.json").read_text())["fractions"] == {"validation": 0.2, "test": 0.2}
+    assert json.loads((out / "split.json").read_text(encoding="utf-8"))["fractions"] == {"validation": 0.2, "test": 0.2}
 
 
 def test_cli_joins_image_folders_for_fire() -> None:

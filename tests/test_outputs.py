@@ -152,23 +152,23 @@ def test_atomic_path_keeps_the_suffix_and_never_leaves_half_files(tmp_path: Path
     with atomic_path(target) as tmp:
         assert tmp.parent == target.parent and tmp.suffix == ".csv"
         tmp.write_text("old\n")
-    assert target.read_text() == "old\n"
+    assert target.read_text(encoding="utf-8") == "old\n"
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual permissions, not mkstemp's 0600
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("disk full")
-    assert target.read_text() == "old\n" and not _leftovers(tmp_path)
+    assert target.read_text(encoding="utf-8") == "old\n" and not _leftovers(tmp_path)
     with pytest.raises(DataError, match=r"table\.csv: output already exists"), atomic_path(target, overwrite=False) as tmp:
         tmp.write_text("new")
-    assert target.read_text() == "old\n" and not _leftovers(tmp_path)
+    assert target.read_text(encoding="utf-8") == "old\n" and not _leftovers(tmp_path)
     # the no-overwrite check also holds when the file appears while writing (a concurrent run)
     other = tmp_path / "race.json"
     with pytest.raises(DataError, match="already exists"), atomic_path(other, overwrite=False) as tmp:
         tmp.write_text("mine")
         other.write_text("theirs")
-    assert other.read_text() == "theirs" and not _leftovers(tmp_path)
+    assert other.read_text(encoding="utf-8") == "theirs" and not _leftovers(tmp_path)
 
 
 def test_label_volume_and_reports_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
@@ -197,7 +197,7 @@ def test_label_volume_and_reports_are_written_atomically(tmp_path: Path, monkeyp
         plot_convergence(tmp_path / "m.csv", png)
     assert png.read_bytes() == before and not _leftovers(tmp_path)
     write_json({"dice": float("nan")}, tmp_path / "s.json")
-    assert json.loads((tmp_path / "s.json").read_text()) == {"dice": None}
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8")) == {"dice": None}
 
 
 # --- checkpoints and finished runs ------------------------------------------------------------------------
@@ -353,15 +353,15 @@ def test_provenance_and_sidecars(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="--views \\[0, 1, 2\\]"):  # never recorded for a checkpoint it may not use
         checkpoint_provenance(run / "model.pt", {"views": [2]})
     path = write_provenance(prov, tmp_path / "eval")
-    assert json.loads(path.read_text())["checkpoint"]["path"] == str((run / "model.pt").resolve())
+    assert json.loads(path.read_text(encoding="utf-8"))["checkpoint"]["path"] == str((run / "model.pt").resolve())
     with pytest.raises(DataError, match="provenance.json: output already exists"):
         write_provenance(prov, tmp_path / "eval")
     out = tmp_path / "pred" / "subA_T1_seg.nii.gz"
     assert sidecar_path(out) == tmp_path / "pred" / "subA_T1_seg.json"
-    side = json.loads(write_sidecar(out, {**prov, "input": "datalist.json"}, input="/data/subA/T1.nii.gz").read_text())
+    side = json.loads(write_sidecar(out, {**prov, "input": "datalist.json"}, input="/data/subA/T1.nii.gz").read_text(encoding="utf-8"))
     assert side["input"].endswith("T1.nii.gz") and side["output"] == str(out.resolve())
     assert side["checkpoint"] == prov["checkpoint"] and side["settings"] == prov["settings"]
     with pytest.raises(DataError, match="already exists"):
         write_sidecar(out, prov)
     write_sidecar(out, {**prov, "job": "again"}, overwrite=True)
-    assert json.loads(sidecar_path(out).read_text())["job"] == "again"
+    assert json.loads(sidecar_path(out).read_text(encoding="utf-8"))["job"] == "again"

@@ -47,7 +47,7 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
     """
     path = find_datalist(path).resolve()
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             content = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e})") from e
@@ -116,7 +116,7 @@ def write_datalist(
         ]
     check_disjoint_splits(content, path)  # on the written (normalised) paths: one volume spelled two ways counts
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2) + "\n")
+    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
     return path
 
 

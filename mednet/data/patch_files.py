@@ -104,7 +104,7 @@ def write_patches(
         bias_correction=bias_correction,
     )
     patches.save(npz, overwrite=overwrite)
-    js.write_text(json.dumps(patches.stats, indent=2) + "\n")
+    js.write_text(json.dumps(patches.stats, indent=2) + "\n", encoding="utf-8")
     with open(cs, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["stage", "class", "pixels", "share"])
