@@ -32,7 +32,7 @@ from mednet.io import write_json_atomic
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "check_run_settings",
+    "new_run_dir", "training_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE",
 ]
@@ -67,6 +67,29 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
         except FileExistsError:
             continue
     raise DataError(root, f"could not create a new run directory for {name}")
+
+
+def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.PathLike, name: str) -> Path:
+    """The folder a training run writes to: a new ``runs_root/name-<timestamp>`` (:func:`new_run_dir`), or
+    ``run_dir`` when given (``--run_dir``).
+
+    A given ``run_dir`` is created if missing; if it holds an interrupted run (``checkpoint_last.pt`` without
+    ``finished.json``) training **continues** from its last completed epoch
+    (:class:`mednet.engines.checkpoints.AtomicCheckpointSaver`); a finished run is never trained over.
+
+    Raises:
+        DataError: ``run_dir`` holds a finished run, or is a file.
+    """
+    if run_dir in (None, ""):
+        return new_run_dir(runs_root, name)
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise DataError(path, "--run_dir is a file, not a folder")
+    if (path / FINISHED_FILE).is_file():
+        raise DataError(path, f"holds a finished training run ({FINISHED_FILE}); it is never trained over — "
+                              "choose another --run_dir, or leave it out for a new timestamped run")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _jsonable(value: object) -> object:

@@ -15,7 +15,13 @@ import torch
 from ignite.engine import Engine, Events
 
 from mednet.data.dermoscopy import DERMOSCOPY_CLASSES
-from mednet.engines.classification_report import ClassificationReport, PredictionWriter, prediction_table
+from mednet.calibration import aurc, read_calibration
+from mednet.engines.classification_report import (
+    CalibrationFitter,
+    ClassificationReport,
+    PredictionWriter,
+    prediction_table,
+)
 from mednet.engines.optimization import PlateauOnValidation, make_optimizer, make_scheduler
 from mednet.errors import DataError, OptionError
 from mednet.metrics.classification import classification_report, confusion_matrix
@@ -235,9 +241,10 @@ def report_run(tmp_path_factory) -> tuple[Path, Engine, torch.Tensor]:
 def test_report_writes_every_file(report_run):
     out, _, _ = report_run
     expected = {"metrics.json", "metrics.csv", "classification_report.csv", "classification_report.md",
-                "confusion.csv", "confusion.png", "reliability.png", "predictions.csv"}
+                "confusion.csv", "confusion.png", "reliability.png", "predictions.csv", "risk_coverage.csv",
+                "risk_coverage.png"}
     assert {p.name for p in out.iterdir()} == expected  # and no temporary file left behind
-    for png in ("confusion.png", "reliability.png"):
+    for png in ("confusion.png", "reliability.png", "risk_coverage.png"):
         assert (out / png).read_bytes()[:8] == PNG_SIGNATURE
 
 
@@ -245,8 +252,15 @@ def test_report_numbers_are_the_classification_report_of_the_tempered_probabilit
     out, engine, logits = report_run
     expected = classification_report(_probs(logits, 2.0), LABELS.numpy(), DERMOSCOPY_CLASSES, n_bins=10)
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert saved["info"] == {"split": "test", "data": "synthetic", "seed": 3, "temperature": 2.0}
-    assert set(saved["metrics"]) == set(expected)
+    assert saved["info"] == {"split": "test", "data": "synthetic", "seed": 3, "temperature": 2.0,
+                             "referral_threshold": None}
+    assert set(saved["metrics"]) == set(expected) | {"aurc"}
+    probs = _probs(logits, 2.0)
+    assert saved["metrics"]["aurc"] == pytest.approx(aurc(probs.max(1), probs.argmax(1) == LABELS.numpy()))
+    # before temperature scaling: the same report at T = 1
+    raw = classification_report(_probs(logits, 1.0), LABELS.numpy(), DERMOSCOPY_CLASSES, n_bins=10)
+    for key in ("ece", "oe", "nll", "brier"):
+        assert saved["uncalibrated"][key] == pytest.approx(raw[key], abs=1e-12), key
     for key, value in expected.items():
         assert saved["metrics"][key] == pytest.approx(value, abs=1e-12), key
         assert engine.state.report[key] == pytest.approx(value, abs=1e-12), key
@@ -355,3 +369,65 @@ def test_prediction_table_rounds_and_marks_correct_rows():
     assert table["prediction"].tolist() == ["malignant", "benign"]
     assert table["confidence"].tolist() == [0.876543, 0.6]
     assert table["label"].tolist() == ["malignant", "malignant"] and table["correct"].tolist() == [True, False]
+
+
+# ------------------------------------------------------------------ calibration of a run
+
+
+def _overconfident(n: int = 600, k: int = 7, seed: int = 0, scale: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels drawn from softmax(base); the network's logits are ``scale`` × base: over-confident by design."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, k, generator=g) * 3.0
+    labels = torch.multinomial(base.softmax(1), 1, generator=g).reshape(-1)
+    return base * scale, labels
+
+
+def test_calibration_fitter_writes_the_runs_calibration(tmp_path):
+    logits, labels = _overconfident()
+    engine = Engine(lambda e, b: {"pred": b["logits"], "label": b["label"]})
+    CalibrationFitter(tmp_path, DERMOSCOPY_CLASSES, n_bins=15, target_accuracy=0.8,
+                      info={"split": "validation"}).attach(engine)
+    batches = [{"logits": logits[i:i + 100], "label": labels[i:i + 100]} for i in range(0, len(labels), 100)]
+    engine.run(batches, max_epochs=1)
+    for name in ("calibration.json", "calibration_reliability.png", "calibration_risk_coverage.csv",
+                 "calibration_risk_coverage.png"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "calibration.json").read_text(encoding="utf-8"))
+    assert 3.0 < saved["temperature"] < 5.0  # the over-confidence factor is recovered
+    before, after = saved["validation"]["before"], saved["validation"]["after"]
+    assert after["nll"] <= before["nll"] and after["ece"] < before["ece"]
+    assert after["accuracy"] == before["accuracy"]  # T never changes the argmax
+    referral = saved["referral"]
+    probs = (logits.double() / saved["temperature"]).softmax(1)
+    accepted = probs.max(1).values >= referral["threshold"]
+    assert accepted.float().mean().item() == pytest.approx(referral["coverage"])
+    assert referral["achievable"] and 0 < referral["coverage"] < 1
+    assert (probs.argmax(1) == labels)[accepted].float().mean().item() >= 0.8
+    assert saved["fitted_on"]["split"] == "validation" and saved["fitted_on"]["n_images"] == len(labels)
+    # what evaluation and inference read back
+    got = read_calibration(tmp_path / "model.pt")
+    assert got["temperature"] == pytest.approx(saved["temperature"])
+    assert got["referral_threshold"] == pytest.approx(referral["threshold"])
+
+
+def test_calibration_fitter_never_overwrites_unless_asked(tmp_path):
+    (tmp_path / "calibration.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(DataError, match="calibration.json"):
+        CalibrationFitter(tmp_path, DERMOSCOPY_CLASSES, overwrite=False)
+    with pytest.raises(OptionError, match="--target_accuracy"):
+        CalibrationFitter(tmp_path, DERMOSCOPY_CLASSES, target_accuracy=1.5)
+
+
+def test_read_calibration_without_file_and_with_a_bad_one(tmp_path):
+    assert read_calibration(tmp_path / "model.pt") == {"temperature": 1.0, "referral_threshold": None, "file": None}
+    (tmp_path / "calibration.json").write_text('{"temperature": -1}', encoding="utf-8")
+    with pytest.raises(DataError, match="calibration.json"):
+        read_calibration(tmp_path)
+
+
+def test_predictions_mark_cases_below_the_referral_threshold():
+    probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])
+    table = prediction_table(["a", "b", "c"], ["", "", ""], probs, ["x", "y"], referral_threshold=0.6)
+    assert list(table["refer"]) == [False, True, False]
+    assert list(table["decision"]) == ["x", "refer", "y"]
+    assert "refer" not in prediction_table(["a"], [""], probs[:1], ["x", "y"]).columns

@@ -63,6 +63,12 @@ def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
     finished = json.loads((trained / "finished.json").read_text(encoding="utf-8"))
     assert finished["key_metric"] == "val_balanced_accuracy"  # model selection on validation, never test
     assert finished["best_metric"] == pytest.approx(epochs["val_balanced_accuracy"].max())
+    # training ends by fitting the temperature and the referral threshold on the validation split
+    calibration = json.loads((trained / "calibration.json").read_text(encoding="utf-8"))
+    assert calibration["temperature"] > 0 and calibration["fitted_on"]["split"] == "validation"
+    assert calibration["validation"]["after"]["nll"] <= calibration["validation"]["before"]["nll"] + 1e-9
+    for name in ("calibration_reliability.png", "calibration_risk_coverage.csv", "checkpoint_last.pt"):
+        assert (trained / name).is_file(), name
 
 
 def test_evaluate_writes_the_full_report(trained: Path, split_dir: Path) -> None:
@@ -70,10 +76,17 @@ def test_evaluate_writes_the_full_report(trained: Path, split_dir: Path) -> None
     (eval_dir,) = [p for p in trained.iterdir() if p.name.startswith("eval-test-")]
     assert str(eval_dir) in proc.stdout
     for name in ("metrics.json", "metrics.csv", "classification_report.md", "classification_report.csv",
-                 "confusion.csv", "confusion.png", "reliability.png", "predictions.csv", "provenance.json"):
+                 "confusion.csv", "confusion.png", "reliability.png", "predictions.csv", "provenance.json",
+                 "risk_coverage.csv", "risk_coverage.png"):
         assert (eval_dir / name).is_file(), name
     report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     assert report["info"]["split"] == "test" and report["info"]["data"] == "synthetic"
+    # the run's calibration is applied without being asked, and the scores before it are reported too
+    calibration = json.loads((trained / "calibration.json").read_text(encoding="utf-8"))
+    assert report["info"]["temperature"] == pytest.approx(calibration["temperature"])
+    assert report["info"]["referral_threshold"] == pytest.approx(calibration["referral"]["threshold"])
+    assert {"ece", "oe", "nll", "brier", "aurc"} <= set(report["uncalibrated"])
+    assert 0 <= report["metrics"]["aurc"] <= 1
     predictions = pd.read_csv(eval_dir / "predictions.csv")
     test = pd.read_csv(split_dir / "split.csv").query("split == 'test'")
     assert sorted(predictions["image_id"]) == sorted(test["image_id"])
@@ -90,7 +103,11 @@ def test_inference_folder_and_file(trained: Path, split_dir: Path, tmp_path: Pat
     out = tmp_path / "pred"
     bundle("inference", "--input", str(images), "--output_dir", str(out), *ARCH, "--ckpt_path", str(trained / "model.pt"))
     table = pd.read_csv(out / "predictions.csv")
-    assert list(table.columns) == ["image_id", "path", *CLASSES, "prediction", "confidence"]
+    assert list(table.columns) == ["image_id", "path", *CLASSES, "prediction", "confidence", "refer", "decision"]
+    threshold = json.loads((trained / "calibration.json").read_text(encoding="utf-8"))["referral"]["threshold"]
+    clear = (table["confidence"] - threshold).abs() > 1e-5  # the CSV rounds to 6 digits
+    assert (table["refer"] == (table["confidence"] < threshold))[clear].all()
+    assert set(table.loc[table["refer"], "decision"]) <= {"refer"}
     assert len(table) == len(list(images.glob("*.jpg")))
     assert set(table["prediction"]) <= set(CLASSES)
     np.testing.assert_allclose(table[CLASSES].sum(axis=1), 1.0, atol=1e-4)
@@ -128,3 +145,52 @@ def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path:
     other = bundle("inference", "--input", str(folder), "--output_dir", str(tmp_path / "q"), "--model", "resnet18",
                    "--image_size", "32", "--ckpt_path", str(trained / "model.pt"), check=False)
     assert other.returncode != 0 and "model='receptive_field_cnn' (this run: 'resnet18')" in other.stderr
+
+
+@pytest.fixture(scope="module")
+def student(trained: Path, split_dir: Path, tmp_path_factory) -> Path:
+    """A 1-epoch student distilled from the shared run, through ``python -m monai.bundle run``."""
+    runs = tmp_path_factory.mktemp("students")
+    bundle("distill", "--dataset_dir", str(split_dir), "--runs_root", str(runs), *ARCH, "--epochs", "1",
+           "--batch_size", "32", "--teachers", f"['{trained}']", "--kd_temperature", "50")
+    (run,) = runs.iterdir()
+    return run
+
+
+def test_distillation_run_records_its_teachers_and_is_calibrated(student: Path, trained: Path) -> None:
+    assert student.name.startswith("distill-receptive_field_cnn-none-kd-T50")
+    settings = json.loads((student / "settings.json").read_text(encoding="utf-8"))
+    assert settings["distillation"]["teachers"] == [str(trained)]
+    assert settings["distillation"]["kd_temperature"] == 50 and settings["distillation"]["kd_alpha"] == 0.8
+    teacher = json.loads((trained / "settings.json").read_text(encoding="utf-8"))
+    assert settings["normalization"] == teacher["normalization"]  # teachers and student see the same tensor
+    for name in ("model.pt", "finished.json", "calibration.json"):
+        assert (student / name).is_file(), name
+
+
+def test_distillation_refuses_bad_teachers_before_training(split_dir: Path, tmp_path: Path) -> None:
+    no_teacher = bundle("distill", "--dataset_dir", str(split_dir), "--runs_root", str(tmp_path), *ARCH,
+                        "--epochs", "1", check=False)
+    assert no_teacher.returncode != 0 and "--teachers" in no_teacher.stderr.strip().splitlines()[-1]
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_ensemble_with_searched_weights(trained: Path, student: Path, split_dir: Path, tmp_path: Path) -> None:
+    from mednet.networks.ensemble import EnsembleClassifier
+    from mednet.networks.trained import load_trained_classifier
+
+    bundle("ensemble", "--dataset_dir", str(split_dir), "--runs_root", str(tmp_path), "--members",
+           f"['{trained}','{student}']", "--weights", "search")
+    (run,) = tmp_path.iterdir()
+    settings = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+    assert settings["model"] == "ensemble" and settings["weight_choice"] == "searched"
+    assert sum(settings["weights"]) == pytest.approx(1.0) and len(settings["weights"]) == 2
+    assert (run / "calibration.json").is_file() and (run / "finished.json").is_file()
+    (eval_dir,) = [p for p in run.iterdir() if p.name.startswith("eval-test-")]
+    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert report["info"]["model"] == "ensemble" and "uncalibrated" in report
+    rebuilt = load_trained_classifier(run)  # an ensemble run is loaded like any run (web demo, study table)
+    assert isinstance(rebuilt.network, EnsembleClassifier)
+    bad = bundle("ensemble", "--dataset_dir", str(split_dir), "--runs_root", str(tmp_path / "x"), "--members",
+                 f"['{trained}','{student}']", "--weights", "5:1:x", check=False)
+    assert bad.returncode != 0 and "--weights" in bad.stderr and "'x' is not a number" in bad.stderr

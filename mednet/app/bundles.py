@@ -14,7 +14,7 @@ from mednet.overrides import check_overrides
 __all__ = ["repo_root", "bundle_config", "bundle_config_files", "config_file_argument", "run_bundle", "CONFIG_BASES"]
 
 #: configs that are overrides of another config of the same bundle (model-zoo style), merged after it
-CONFIG_BASES = {"evaluate": ("inference",)}
+CONFIG_BASES = {"evaluate": ("inference",), "calibrate": ("inference",), "distill": ("train",)}
 
 
 def repo_root() -> Path:

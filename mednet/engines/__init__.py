@@ -3,6 +3,7 @@
 from mednet.engines import (  # noqa: F401  (bundle configs use mednet.engines.X.Y)
     checkpoints,
     classification_report,
+    distillation,
     handlers,
     optimization,
     segmentation_report,

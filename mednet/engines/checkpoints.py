@@ -1,8 +1,9 @@
 """Checkpoints: saving them so that a crash never costs the model, and loading them with clear messages.
 
 * :class:`AtomicCheckpointSaver` — Ignite handler: best model by the validation key metric (``model.pt``),
-  final model (``model_final.pt``) and the run's completion marker (``finished.json``), every file written
-  atomically (:func:`mednet.io.atomic_path`).
+  final model (``model_final.pt``), the run's completion marker (``finished.json``) and, for resuming, the
+  state of the last completed epoch (``checkpoint_last.pt``), every file written atomically
+  (:func:`mednet.io.atomic_path`).
 * :func:`load_weights` — load a state dict with a clear message when the checkpoint is missing or does not
   fit the network.
 """
@@ -25,7 +26,10 @@ from mednet.errors import DataError
 from mednet.io import atomic_path
 from mednet.runs import check_run_settings, mark_finished as _mark_finished
 
-__all__ = ["AtomicCheckpointSaver", "load_weights", "state_to_save"]
+__all__ = ["AtomicCheckpointSaver", "RESUME_FILE", "load_weights", "state_to_save"]
+
+#: the state of the last completed epoch (network, optimiser, schedule, trainer, best metric), for resuming
+RESUME_FILE = "checkpoint_last.pt"
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,13 @@ class AtomicCheckpointSaver:
         final_filename: file of the final model (None: not saved).
         mark_finished: write the completion marker ``finished.json`` that :func:`mednet.runs.latest_run` requires.
         mode: ``"max"`` (higher is better, e.g. Dice) or ``"min"`` (e.g. a loss).
+        resume_dict: objects with ``state_dict()`` / ``load_state_dict()`` that a resumed run needs besides the
+            trainer (network, optimiser, LR schedule). When given, the state of every completed epoch is
+            written to ``save_dir/checkpoint_last.pt`` (with the trainer's epoch/iteration and this handler's
+            best metric), and if that file exists when the handler is attached, the run **continues** from it:
+            the objects are loaded, the trainer starts at the next epoch (Ignite resumes a state with epochs
+            left), and the best model so far is kept. Random streams (augmentation, shuffling) are not
+            restored, so a resumed run is equivalent, not bit-identical, to an uninterrupted one.
 
     Attributes:
         best_metric: best key-metric value so far (None before the first validation).
@@ -85,7 +96,7 @@ class AtomicCheckpointSaver:
     def __init__(self, save_dir: str | os.PathLike, save_dict: Mapping[str, object], evaluator: Engine | None = None,
                  key_metric_name: str | None = None, key_metric_filename: str = "model.pt",
                  final_filename: str | None = "model_final.pt", mark_finished: bool = True,
-                 mode: str = "max") -> None:
+                 mode: str = "max", resume_dict: Mapping[str, object] | None = None) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.save_dir = Path(save_dir)
@@ -98,28 +109,85 @@ class AtomicCheckpointSaver:
         self.mode = mode
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
+        self.resume_dict = dict(resume_dict) if resume_dict is not None else None
+        self.resumed_from_epoch: int | None = None
         self._trainer: Engine | None = None
         self._start = time.time()
+        self._elapsed_before = 0.0  # training time of the epochs before a resume
 
     def attach(self, engine: Engine) -> None:
-        """Attach to the trainer (and, through it, to ``evaluator``)."""
+        """Attach to the trainer (and, through it, to ``evaluator``); resume from ``checkpoint_last.pt`` if asked."""
         self._trainer = engine
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.COMPLETED, self.completed)
         if self.evaluator is not None:
             self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.validated)
+        if self.resume_dict is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_last)
+            if (self.save_dir / RESUME_FILE).is_file():
+                self.resume(engine)
 
     def _started(self, engine: Engine) -> None:
         self._start = time.time()
 
-    def save(self, filename: str) -> Path:
-        """Write the current state of ``save_dict`` to ``save_dir/filename`` atomically (rank 0 only)."""
+    def state_dict(self) -> dict:
+        """Best metric and epoch so far, and the training time spent (restored by :meth:`resume`)."""
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                "elapsed_s": self._elapsed_before + time.time() - self._start}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        self.best_metric = state.get("best_metric")  # type: ignore[assignment]
+        self.best_epoch = state.get("best_epoch")  # type: ignore[assignment]
+        self._elapsed_before = float(state.get("elapsed_s") or 0.0)  # type: ignore[arg-type]
+
+    def save_last(self, engine: Engine) -> Path:
+        """After each epoch (and its validation): everything a resumed run needs, in ``checkpoint_last.pt``."""
+        state = {name: obj.state_dict() for name, obj in (self.resume_dict or {}).items()}
+        state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
+                            "max_epochs": engine.state.max_epochs}
+        state["saver"] = self.state_dict()
+        return self.save(RESUME_FILE, state)
+
+    def resume(self, engine: Engine) -> int:
+        """Load ``checkpoint_last.pt`` into the resume objects and the trainer; returns the epoch resumed after.
+
+        Raises:
+            DataError: the file is unreadable or does not fit (another model, optimiser or schedule).
+        """
+        path = self.save_dir / RESUME_FILE
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise DataError(path, _unreadable(e)) from e
+        missing = [k for k in (*(self.resume_dict or {}), "trainer", "saver") if k not in state]
+        if missing:
+            raise DataError(path, f"not a resumable checkpoint of this run (no {', '.join(missing)})")
+        for name, obj in (self.resume_dict or {}).items():
+            try:
+                obj.load_state_dict(state[name])  # type: ignore[attr-defined]
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise DataError(path, f"cannot resume the {name} ({_first_sentence(str(e))}); was the run started "
+                                      "with other settings? Start a new run instead") from e
+        self.load_state_dict(state["saver"])
+        epoch, max_epochs = int(state["trainer"]["epoch"]), engine.state.max_epochs
+        if max_epochs is not None and epoch >= max_epochs:
+            raise DataError(path, f"the run already completed {epoch} of {max_epochs} epochs; nothing to resume "
+                                  "(pass a larger --epochs to train on)")
+        engine.state.epoch, engine.state.iteration = epoch, int(state["trainer"]["iteration"])
+        self.resumed_from_epoch = epoch
+        logger.info("resuming %s after epoch %d of %s (best %s so far: %s at epoch %s)", self.save_dir, epoch,
+                    max_epochs, self.key_metric_name or "metric", self.best_metric, self.best_epoch)
+        return epoch
+
+    def save(self, filename: str, state: Mapping[str, object] | None = None) -> Path:
+        """Write ``state`` (default: the current state of ``save_dict``) to ``save_dir/filename`` atomically
+        (rank 0 only)."""
         import ignite.distributed as idist
 
         path = self.save_dir / filename
         if idist.get_rank() == 0:
             with atomic_path(path) as tmp:
-                torch.save(state_to_save(self.save_dict), tmp)
+                torch.save(state_to_save(self.save_dict) if state is None else state, tmp)
         return path
 
     def _metric_name(self, evaluator: Engine) -> str:
@@ -159,7 +227,9 @@ class AtomicCheckpointSaver:
                 _mark_finished(self.save_dir, epochs=engine.state.epoch, max_epochs=engine.state.max_epochs,
                               key_metric=name, best_metric=self.best_metric, best_epoch=self.best_epoch,
                               best_model=self.key_metric_filename if self.best_epoch is not None else None,
-                              final_model=self.final_filename, elapsed_s=round(time.time() - self._start, 1))
+                              final_model=self.final_filename,
+                              elapsed_s=round(self._elapsed_before + time.time() - self._start, 1),
+                              resumed_after_epoch=self.resumed_from_epoch)
 
 
 def _first_sentence(text: str, limit: int = 200) -> str:

@@ -88,6 +88,12 @@ class EpochMetricsWriter:
     def _started(self, engine: Engine) -> None:
         self._start = time.perf_counter()
         self.rows, self._columns = [], None
+        if engine.state.epoch > 0 and self.csv_path.is_file():  # a resumed run keeps the rows of its earlier epochs
+            earlier = pd.read_csv(self.csv_path, encoding="utf-8")
+            earlier = earlier[earlier["epoch"] <= engine.state.epoch]
+            self.rows, self._columns = earlier.to_dict("records"), list(earlier.columns)
+            if "elapsed_s" in earlier and len(earlier):
+                self._start -= float(earlier["elapsed_s"].iloc[-1])
 
     def __call__(self, engine: Engine) -> None:
         row: dict[str, float | int] = {"epoch": engine.state.epoch}

@@ -4,13 +4,15 @@ Top panel: per-bin accuracy of the top-1 prediction against the diagonal (perfec
 each bin's mean confidence shaded, ECE and OE in the legend. Bottom panel: how many samples fall into each
 confidence bin, with vertical lines at the mean confidence and the accuracy. Bins, ECE and OE come from
 :mod:`mednet.metrics.classification` (equal-width bins ``((m-1)/M, m/M]``, confidence 1.0 in the top bin),
-so the figure and the report agree. Matplotlib ``Agg``; written atomically like every figure
+so the figure and the report agree. :func:`plot_reliability_comparison` draws several such diagrams side by
+side (before/after temperature scaling, or one per model) with the same drawing code. Matplotlib ``Agg``; written atomically like every figure
 (:func:`mednet.reports.plots.save_figure`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -27,15 +29,13 @@ from mednet.metrics.classification import (  # noqa: E402
 )
 from mednet.reports.plots import save_figure  # noqa: E402
 
-__all__ = ["plot_reliability_diagram"]
+__all__ = ["plot_reliability_diagram", "plot_reliability_comparison"]
 
 
-def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, png: str | os.PathLike, n_bins: int = 15,
-                             title: str = "") -> Path:
-    """Write the reliability diagram of ``probs`` ``(N, K)`` (softmax) against ``labels`` ``(N,)`` to ``png``.
-
-    Returns ``Path(png)``. Empty bins draw no bar.
-    """
+def _draw_reliability(top: plt.Axes, bottom: plt.Axes, probs: ArrayLike, labels: ArrayLike, n_bins: int,
+                      title: str) -> None:
+    """Draw one reliability diagram: bars, gaps, diagonal and legend on ``top``, confidence histogram on
+    ``bottom`` (shared by :func:`plot_reliability_diagram` and :func:`plot_reliability_comparison`)."""
     bins = reliability_bins(probs, labels, n_bins)
     ece, oe = expected_calibration_error(probs, labels, n_bins), overconfidence_error(probs, labels, n_bins)
     edges, count = bins["edges"], bins["count"]
@@ -45,7 +45,6 @@ def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, png: str | os.
     mean_conf = float((bins["confidence"][full] * count[full]).sum() / n)
     accuracy = float((bins["accuracy"][full] * count[full]).sum() / n)
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     top.bar(left[full], bins["accuracy"][full], width=width[full], align="edge", color="#3b82f6",
             edgecolor="#1e3a8a", linewidth=0.6, label="accuracy")
     gap_low = np.minimum(bins["accuracy"][full], bins["confidence"][full])
@@ -68,5 +67,46 @@ def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, png: str | os.
     bottom.set_ylabel("samples")
     bottom.legend(loc="upper left", fontsize=7)
     bottom.grid(alpha=0.3)
+
+
+def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, png: str | os.PathLike, n_bins: int = 15,
+                             title: str = "") -> Path:
+    """Write the reliability diagram of ``probs`` ``(N, K)`` (softmax) against ``labels`` ``(N,)`` to ``png``.
+
+    Returns ``Path(png)``. Empty bins draw no bar.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    try:
+        _draw_reliability(top, bottom, probs, labels, n_bins, title)
+    except BaseException:
+        plt.close(fig)
+        raise
+    fig.tight_layout()
+    return save_figure(fig, png, dpi=110)
+
+
+def plot_reliability_comparison(panels: Sequence[tuple[str, ArrayLike]], labels: ArrayLike,
+                                png: str | os.PathLike, n_bins: int = 15, title: str = "") -> Path:
+    """Reliability diagrams side by side, one column per ``(panel title, probs (N, K))`` in ``panels``.
+
+    E.g. ``[("before (T = 1)", p0), ("after (T = 1.84)", p1)]`` for temperature scaling, or one panel per model
+    of an ensemble; every ``probs`` is scored against the same ``labels`` ``(N,)``. Each column is drawn like
+    :func:`plot_reliability_diagram` (bars, gaps, diagonal, ECE and OE in the legend, confidence histogram under
+    it), so the panels are directly comparable; ``title`` goes above all of them. Returns ``Path(png)``.
+    """
+    panels = list(panels)
+    if not panels:
+        raise ValueError("plot_reliability_comparison needs at least one (title, probabilities) panel")
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 6.0 + (0.3 if title else 0.0)),
+                             sharex="col", squeeze=False, gridspec_kw={"height_ratios": [3, 1.3]})
+    n = len(labels)
+    try:
+        for col, (name, probs) in enumerate(panels):
+            _draw_reliability(axes[0, col], axes[1, col], probs, labels, n_bins, f"{name} (n = {n:,})")
+    except BaseException:
+        plt.close(fig)
+        raise
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, png, dpi=110)

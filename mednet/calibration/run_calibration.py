@@ -1,0 +1,181 @@
+"""A run's calibration: temperature and referral threshold fitted on the validation split, stored in the run.
+
+Training ends by fitting them (``train.json``; ``calibrate.json`` refits an existing run), and evaluation,
+inference and the web demo read them back (:func:`read_calibration`) and apply them without being asked:
+
+``calibration.json`` (in the run folder, beside ``model.pt``)::
+
+    {"temperature": 1.84,                          # logits / T before the softmax (Guo et al. 2017)
+     "referral": {"threshold": 0.71, "target_accuracy": 0.95, "coverage": 0.62, "accuracy": 0.951,
+                  "achievable": true, "n": 300},  # refer a case whose calibrated confidence is below it
+     "validation": {"before": {...}, "after": {...}},   # accuracy, ECE, OE, UCE, NLL, Brier, AURC at T = 1 and T
+     "fitted_on": {"split": "validation", "n_images": 300, ...}}
+
+plus ``calibration_reliability.png`` (before / after, side by side) and ``calibration_risk_coverage.csv/.png``.
+Every choice is made on the validation split: the test split is touched once, by evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mednet.calibration.selective import aurc, referral_threshold, risk_coverage_curve
+from mednet.calibration.temperature import check_temperature, fit_temperature, scaled_probabilities
+from mednet.errors import DataError
+from mednet.io import refuse_existing, write_json_atomic
+from mednet.metrics.classification import classification_report
+
+__all__ = ["CALIBRATION_FILE", "CALIBRATION_SCORES", "calibration_scores", "check_calibration_split", "fit_calibration", "write_calibration",
+           "read_calibration"]
+
+logger = logging.getLogger("mednet")
+
+#: written into a run folder (beside model.pt) and read by evaluation, inference and the web demo
+CALIBRATION_FILE = "calibration.json"
+#: the scores compared before and after temperature scaling
+CALIBRATION_SCORES = ("accuracy", "balanced_accuracy", "ece", "oe", "uce", "nll", "brier", "aurc")
+
+
+def calibration_scores(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str], n_bins: int = 15) -> dict:
+    """:data:`CALIBRATION_SCORES` of softmax outputs ``probs`` ``(N, K)`` against ``labels`` ``(N,)``."""
+    report = classification_report(probs, labels, class_names, n_bins)
+    correct = probs.argmax(1) == labels
+    return {**{k: float(report[k]) for k in CALIBRATION_SCORES if k != "aurc"},
+            "aurc": aurc(probs.max(1), correct)}
+
+
+def fit_calibration(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, class_names: Sequence[str],
+                    n_bins: int = 15, target_accuracy: float = 0.95) -> dict:
+    """Fit the temperature and the referral threshold on validation ``logits`` ``(N, K)`` and ``labels`` ``(N,)``.
+
+    ``logits`` are a network's logits, or an ensemble's averaged log-probabilities (their softmax is the
+    ensemble's probabilities). The temperature minimises NLL (:func:`fit_temperature`, never raises it); the
+    threshold is the one with the largest coverage whose accepted cases reach ``target_accuracy``
+    (:func:`referral_threshold`), on the *calibrated* confidence.
+
+    Returns:
+        the content of ``calibration.json`` plus ``"curves"``: the risk–coverage curves before/after
+        (DataFrames, written as CSV by :func:`write_calibration`) and ``"probs"`` before/after.
+    """
+    z = torch.as_tensor(logits).double()
+    y = torch.as_tensor(labels).long()
+    temperature = fit_temperature(z, y)
+    before, after = scaled_probabilities(z, 1.0), scaled_probabilities(z, temperature)
+    y_np = y.numpy()
+    scores = {"before": calibration_scores(before, y_np, class_names, n_bins),
+              "after": calibration_scores(after, y_np, class_names, n_bins)}
+    confidence, correct = after.max(1), after.argmax(1) == y_np
+    referral = referral_threshold(confidence, correct, target_accuracy)
+    curves = {"before": risk_coverage_curve(before.max(1), before.argmax(1) == y_np),
+              "after": risk_coverage_curve(confidence, correct)}
+    logger.info("temperature %.3f fitted on %d validation images: NLL %.4f -> %.4f, ECE %.4f -> %.4f; referral "
+                "threshold %.3f keeps %.0f %% of cases at accuracy %s (target %.2f)", temperature, len(y_np),
+                scores["before"]["nll"], scores["after"]["nll"], scores["before"]["ece"], scores["after"]["ece"],
+                referral["threshold"], 100 * referral["coverage"],
+                "n/a" if referral["accuracy"] is None else f"{referral['accuracy']:.3f}", target_accuracy)
+    return {"temperature": float(temperature), "referral": referral, "validation": scores, "n_bins": int(n_bins),
+            "class_names": list(class_names), "curves": curves, "probs": {"before": before, "after": after},
+            "labels": y_np}
+
+
+def write_calibration(result: Mapping, output_dir: str | os.PathLike, info: Mapping[str, object] | None = None,
+                      overwrite: bool = True) -> Path:
+    """Write :func:`fit_calibration`'s result into a run folder (atomically): ``calibration.json``,
+    ``calibration_reliability.png`` (before / after side by side) and ``calibration_risk_coverage.csv/.png``.
+
+    Args:
+        info: where it was fitted (split, data, number of images, checkpoint…), stored as ``fitted_on``.
+        overwrite: refuse an existing ``calibration.json`` when False (``calibrate.json`` without ``--overwrite``).
+    """
+    from mednet.reports.calibration import plot_reliability_comparison
+    from mednet.reports.selective import plot_risk_coverage
+    from mednet.reports.tables import write_csv
+
+    out = Path(output_dir)
+    path = out / CALIBRATION_FILE
+    refuse_existing(path, overwrite=overwrite)
+    t = result["temperature"]
+    probs, labels, curves = result["probs"], result["labels"], result["curves"]
+    plot_reliability_comparison([("before (T = 1)", probs["before"]), (f"after (T = {t:.2f})", probs["after"])],
+                                labels, out / "calibration_reliability.png", n_bins=result["n_bins"],
+                                title="validation split: temperature scaling")
+    table = pd.concat([c.assign(calibration=k) for k, c in curves.items()], ignore_index=True)
+    write_csv(table, out / "calibration_risk_coverage.csv")
+    referral = result["referral"]
+    point = {}
+    if referral["achievable"]:
+        point = {"after": (referral["coverage"], 1.0 - referral["accuracy"])}
+    plot_risk_coverage({f"before (T = 1)": curves["before"], f"after (T = {t:.2f})": curves["after"]},
+                       out / "calibration_risk_coverage.png",
+                       threshold_points={f"after (T = {t:.2f})": point["after"]} if point else None,
+                       title="validation split: risk–coverage")
+    content = {k: result[k] for k in ("temperature", "referral", "validation", "n_bins", "class_names")}
+    content["fitted_on"] = dict(info or {})
+    return write_json_atomic(_clean(content), path)
+
+
+def _clean(obj: object) -> object:
+    """JSON-safe: NumPy scalars to Python, NaN to None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) else float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def read_calibration(checkpoint: str | os.PathLike | None) -> dict:
+    """The calibration of the run holding ``checkpoint`` (a ``model.pt`` or a run folder).
+
+    Returns ``{"temperature": T, "referral_threshold": t or None, "file": path or None}``: ``T = 1`` and no
+    threshold when the run has no ``calibration.json`` (trained before calibration existed, or an exported
+    model): the output is then the plain softmax, and a warning says how to fit one.
+
+    Raises:
+        DataError: the file exists but is unreadable or holds a temperature that is not a finite number > 0.
+    """
+    if checkpoint is None:
+        return {"temperature": 1.0, "referral_threshold": None, "file": None}
+    run = Path(checkpoint)
+    run = run if run.is_dir() else run.parent
+    path = run / CALIBRATION_FILE
+    if not path.is_file():
+        logger.warning("%s: no %s — probabilities are not temperature-scaled and no case is referred (fit one with "
+                       "calibrate.json)", run, CALIBRATION_FILE)
+        return {"temperature": 1.0, "referral_threshold": None, "file": None}
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        temperature = float(content["temperature"])
+        threshold = (content.get("referral") or {}).get("threshold")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(path, f"cannot read the calibration ({type(e).__name__}: {e})") from e
+    try:
+        check_temperature(temperature)
+    except ValueError as e:
+        raise DataError(path, f"invalid temperature: {e}") from e
+    return {"temperature": temperature, "referral_threshold": None if threshold is None else float(threshold),
+            "file": str(path)}
+
+
+def check_calibration_split(split: str) -> None:
+    """Calibration is fitted on the validation split only: fitting on the test split would make every later
+    test score optimistic (the calibration study's mistake with its epochs and ratios)."""
+    from mednet.errors import OptionError
+
+    if split != "validation":
+        raise OptionError({"--split": f"calibration is fitted on the validation split only, not {split!r}; the test "
+                                      "split is for evaluation"})

@@ -1,0 +1,370 @@
+"""Temperature scaling, selective prediction (risk–coverage, AURC, referral), weighted ensembles and their figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from mednet.calibration import (
+    aurc,
+    aurc_from_curve,
+    check_temperature,
+    ensemble_log_probabilities,
+    fit_temperature,
+    format_ratio,
+    optimal_aurc,
+    parse_ratio,
+    referral_threshold,
+    risk_coverage_curve,
+    scaled_probabilities,
+    search_ensemble_weights,
+    selective_summary,
+    temperature_nll,
+)
+from mednet.errors import OptionError
+from mednet.metrics.classification import expected_calibration_error, negative_log_likelihood
+from mednet.networks.ensemble import EnsembleClassifier
+from mednet.reports.calibration import plot_reliability_comparison
+from mednet.reports.selective import plot_risk_coverage
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def calibrated_logits(seed: int, n: int = 3000, k: int = 5, scale: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Well-calibrated logits ``(n, k)``: labels are drawn from ``softmax(logits)`` itself."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, k)) * scale
+    y = (_softmax(base).cumsum(1) < rng.random(n)[:, None]).sum(1).clip(0, k - 1)
+    return base, y
+
+
+# ---------------------------------------------------------------- temperature scaling
+
+
+def test_overconfident_logits_get_temperature_near_4():
+    base, y = calibrated_logits(0)
+    z = 4.0 * base  # 4x over-confident
+    t = fit_temperature(z, y)
+    assert t > 1 and abs(t - 4.0) / 4.0 < 0.15
+    assert temperature_nll(z, y, t) <= temperature_nll(z, y, 1.0)
+    before, after = scaled_probabilities(z, 1.0), scaled_probabilities(z, t)
+    assert negative_log_likelihood(after, y) < negative_log_likelihood(before, y)
+    assert expected_calibration_error(after, y) < 0.5 * expected_calibration_error(before, y)
+    # the argmax never moves: accuracy is unchanged
+    assert np.array_equal(before.argmax(1), after.argmax(1))
+
+
+def test_underconfident_logits_get_temperature_below_1():
+    base, y = calibrated_logits(1)
+    t = fit_temperature(torch.as_tensor(0.4 * base), torch.as_tensor(y))
+    assert t < 1 and abs(t - 0.4) / 0.4 < 0.15
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("factor", [1.0, 2.5, 0.3])
+def test_fitting_never_raises_nll(seed, factor):
+    base, y = calibrated_logits(seed, n=600, k=3)
+    z = factor * base
+    t = fit_temperature(z, y)
+    assert t > 0
+    assert temperature_nll(z, y, t) <= temperature_nll(z, y, 1.0) + 1e-12
+
+
+def test_fitting_on_probabilities_is_the_known_mistake():
+    """gpleiss/temperature_scaling#29: softmax(p / T) of probabilities cannot undo over-confidence."""
+    base, y = calibrated_logits(2)
+    z = 4.0 * base
+    right = scaled_probabilities(z, fit_temperature(z, y))
+
+    # what NOT to do: treat softmax outputs as logits and fit T on them
+    p = torch.softmax(torch.as_tensor(z), 1).double()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(p / log_t.exp(), torch.as_tensor(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    wrong = torch.softmax(p / log_t.detach().exp(), 1).numpy()
+    assert expected_calibration_error(wrong, y) > expected_calibration_error(right, y) + 0.02
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, float("nan"), float("inf"), "2", None, True])
+def test_bad_temperature_names_the_option(bad):
+    with pytest.raises(OptionError, match="--temperature"):
+        scaled_probabilities(np.zeros((2, 3)), bad)
+    with pytest.raises(OptionError, match="--calibration_temperature: must be a finite number > 0"):
+        check_temperature(bad, option="--calibration_temperature")
+
+
+def test_check_temperature_accepts_numbers():
+    assert check_temperature(np.float32(1.5)) == 1.5
+    assert check_temperature(2) == 2.0
+
+
+@pytest.mark.parametrize("logits, labels, message", [
+    (np.zeros((0, 3)), np.zeros(0, dtype=int), "no logits"),
+    (np.zeros(5), np.zeros(5, dtype=int), r"shape \(N, K\)"),
+    (np.zeros((4, 3)), np.zeros(3, dtype=int), "3 labels for 4 rows"),
+    (np.zeros((2, 3)), np.array([0, 3]), r"classes 0\.\.2"),
+    (np.array([[0.0, np.nan], [1.0, 0.0]]), np.array([0, 1]), "finite"),
+])
+def test_bad_logits_raise_value_error(logits, labels, message):
+    with pytest.raises(ValueError, match=message):
+        fit_temperature(logits, labels)
+
+
+# ---------------------------------------------------------------- selective prediction
+
+# hand example: confidences 0.9, 0.8, 0.8 (tie), 0.6, 0.3 with correctness 1, 1, 0, 1, 0
+CONF = np.array([0.6, 0.8, 0.3, 0.9, 0.8])
+OK = np.array([1, 0, 0, 1, 1])
+
+
+def test_risk_coverage_curve_by_hand():
+    curve = risk_coverage_curve(CONF, OK)
+    assert list(curve.columns) == ["coverage", "risk", "accuracy", "threshold", "accepted"]
+    np.testing.assert_allclose(curve["threshold"], [0.9, 0.8, 0.6, 0.3])
+    assert curve["accepted"].tolist() == [1, 3, 4, 5]  # the tied 0.8s are accepted together
+    np.testing.assert_allclose(curve["coverage"], [0.2, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(curve["risk"], [0.0, 1 / 3, 1 / 4, 2 / 5])
+    np.testing.assert_allclose(curve["accuracy"], [1.0, 2 / 3, 3 / 4, 3 / 5])
+
+
+def test_aurc_by_hand_and_tie_aware():
+    # k = 1..5 risks: 0, then the tie block (k = 2, 3) both get 1/3, then 1/4, 2/5
+    expected = (0 + 1 / 3 + 1 / 3 + 1 / 4 + 2 / 5) / 5  # = 79/300
+    assert aurc(CONF, OK) == pytest.approx(expected, abs=1e-12)
+    assert aurc_from_curve(risk_coverage_curve(CONF, OK)) == pytest.approx(expected, abs=1e-12)
+    # the order of tied cases in the input does not matter
+    swapped = np.array([0, 4, 2, 3, 1])
+    assert aurc(CONF[swapped], OK[swapped]) == pytest.approx(expected, abs=1e-12)
+    # perfect ranking: 3 correct first, then k = 4, 5 have 1/4, 2/5 risk
+    assert optimal_aurc(OK) == pytest.approx((1 / 4 + 2 / 5) / 5, abs=1e-12)
+    assert optimal_aurc(OK) <= aurc(CONF, OK)
+
+
+def test_optimal_aurc_is_a_lower_bound():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        ok = rng.random(50) < 0.7
+        conf = np.round(rng.random(50), 1)  # many ties
+        assert optimal_aurc(ok) <= aurc(conf, ok) + 1e-12
+    ok = rng.random(50) < 0.7
+    assert aurc(ok.astype(float) + 0.01 * rng.random(50), ok) == pytest.approx(optimal_aurc(ok))
+
+
+def test_referral_threshold_by_hand():
+    # accuracies at 0.9, 0.8, 0.6, 0.3: 1, 2/3, 3/4, 3/5 — not monotone: 0.75 is reached again at 0.6
+    r = referral_threshold(CONF, OK, target_accuracy=0.75)
+    assert r == {"threshold": 0.6, "coverage": 0.8, "accuracy": 0.75, "target_accuracy": 0.75, "achievable": True,
+                 "n": 5}
+    r = referral_threshold(CONF, OK, target_accuracy=1.0)
+    assert (r["threshold"], r["coverage"], r["accuracy"]) == (0.9, 0.2, 1.0)
+    r = referral_threshold(CONF, OK, target_accuracy=0.6)
+    assert (r["threshold"], r["coverage"]) == (0.3, 1.0)
+
+
+def test_referral_threshold_unachievable():
+    conf = np.array([0.95, 0.7, 0.4])
+    r = referral_threshold(conf, [0, 1, 1], target_accuracy=1.0)
+    assert r["achievable"] is False and r["coverage"] == 0.0 and r["accuracy"] is None
+    assert r["threshold"] > conf.max()
+    s = selective_summary(conf, [0, 1, 1], r["threshold"])
+    assert s["accepted"] == 0 and s["referred"] == 3 and s["accuracy"] is None
+
+
+def test_selective_summary_applies_a_given_threshold():
+    s = selective_summary(CONF, OK, 0.7)
+    assert s == {"threshold": 0.7, "n": 5, "accepted": 3, "referred": 2, "coverage": 0.6,
+                 "accuracy": pytest.approx(2 / 3), "risk": pytest.approx(1 / 3)}
+
+
+@pytest.mark.parametrize("target", [0, -0.1, 1.01, float("nan"), "0.9"])
+def test_bad_target_accuracy_names_the_option(target):
+    with pytest.raises(OptionError, match="--target_accuracy"):
+        referral_threshold(CONF, OK, target)
+
+
+def test_selective_inputs_are_checked():
+    with pytest.raises(ValueError, match="empty"):
+        risk_coverage_curve([], [])
+    with pytest.raises(ValueError, match="2 correctness flags for 3"):
+        aurc([0.1, 0.2, 0.3], [1, 0])
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+def test_parse_ratio():
+    np.testing.assert_allclose(parse_ratio("5:1:5:1:1", 5), np.array([5, 1, 5, 1, 1]) / 13)
+    np.testing.assert_allclose(parse_ratio("1:1:1", 3), np.full(3, 1 / 3))
+    np.testing.assert_allclose(parse_ratio(None, 4), np.full(4, 0.25))
+    np.testing.assert_allclose(parse_ratio([2, 0, 2], 3), [0.5, 0, 0.5])
+    assert parse_ratio("2:3", 2).dtype == np.float64
+
+
+@pytest.mark.parametrize("ratio, n, fragments", [
+    ("5:1:x", 3, ["--weights", "'5:1:x'", "'x' is not a number"]),
+    ("5:1", 5, ["--weights", "'5:1' has 2 weights for 5 models"]),
+    ("5:-1:2", 3, ["--weights", "'5:-1:2'", "negative"]),
+    ("0:0:0", 3, ["--weights", "'0:0:0'", "all weights are zero"]),
+    ("1:nan", 2, ["--weights", "finite"]),
+    (None, 0, ["--weights", "no models given"]),
+])
+def test_parse_ratio_errors(ratio, n, fragments):
+    with pytest.raises(OptionError) as err:
+        parse_ratio(ratio, n)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_parse_ratio_names_the_given_option():
+    with pytest.raises(OptionError, match="--ensemble_weights: '1:y'"):
+        parse_ratio("1:y", 2, option="--ensemble_weights")
+
+
+def test_format_ratio_round_trip():
+    assert format_ratio(np.array([5, 1, 5, 1, 1]) / 13) == "5:1:5:1:1"
+    assert format_ratio([5.2, 1, 4.75, 0]) == "5.2:1:4.75:0"
+    w = np.array([0.3, 0.1, 0.6])
+    np.testing.assert_allclose(parse_ratio(format_ratio(w), 3), w)
+
+
+def test_ensemble_log_probabilities_is_the_weighted_softmax_average():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(3, 7, 4)) * 3
+    w = np.array([0.5, 0.2, 0.3])
+    expected = np.einsum("m,mnk->nk", w, _softmax(z))
+    out = ensemble_log_probabilities(torch.as_tensor(z), w)
+    assert out.shape == (7, 4)
+    np.testing.assert_allclose(out.exp().numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(out.exp().sum(1).numpy(), 1.0, atol=1e-6)
+    # a zero weight drops that member and keeps everything finite, even with extreme logits
+    z[1] *= 1e4
+    out = ensemble_log_probabilities(torch.as_tensor(z), [1.0, 0.0, 1.0])
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.exp().numpy(), (_softmax(z[0]) + _softmax(z[2])) / 2, atol=1e-6)
+
+
+def ensemble_fixture(seed: int, n: int = 1200, k: int = 4, m: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Member 0 is calibrated and informative, the others are noise unrelated to the labels."""
+    base, y = calibrated_logits(seed, n=n, k=k, scale=2.5)
+    noise = np.random.default_rng(seed + 100).normal(size=(m - 1, n, k)) * 2.0
+    return np.concatenate([base[None], noise]), y
+
+
+def test_nll_search_finds_the_good_member():
+    z, y = ensemble_fixture(0)
+    r = search_ensemble_weights(z, y, objective="nll")
+    assert set(r) == {"weights", "ratio", "objective", "value", "uniform_value"}
+    assert r["weights"].sum() == pytest.approx(1.0) and r["weights"][0] > 0.9
+    assert r["value"] < r["uniform_value"]
+    ens = ensemble_log_probabilities(torch.as_tensor(z), r["weights"]).exp().numpy()
+    assert negative_log_likelihood(ens, y) == pytest.approx(r["value"], abs=1e-9)
+    assert r["ratio"] == format_ratio(r["weights"])
+
+
+def test_ece_search_is_not_worse_than_uniform():
+    z, y = ensemble_fixture(1)
+    r = search_ensemble_weights(z, y, objective="ece", seed=1)
+    uniform = ensemble_log_probabilities(torch.as_tensor(z), None).exp().numpy()
+    assert r["uniform_value"] == pytest.approx(expected_calibration_error(uniform, y))
+    assert r["value"] <= r["uniform_value"]
+    ens = ensemble_log_probabilities(torch.as_tensor(z), r["weights"]).exp().numpy()
+    assert expected_calibration_error(ens, y) == pytest.approx(r["value"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("objective", ["nll", "ece"])
+def test_search_never_worse_than_uniform(seed, objective):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(3, 200, 3)) * rng.uniform(0.5, 4, size=(3, 1, 1))
+    y = rng.integers(0, 3, 200)
+    r = search_ensemble_weights(z, y, objective=objective, seed=seed)
+    assert r["value"] <= r["uniform_value"] + 1e-12
+    assert np.all(r["weights"] >= 0) and r["weights"].sum() == pytest.approx(1.0)
+
+
+def test_unknown_weight_objective():
+    z, y = ensemble_fixture(0, n=20)
+    with pytest.raises(OptionError, match="--weight_objective"):
+        search_ensemble_weights(z, y, objective="brier")
+
+
+class _TinyNet(nn.Module):
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+
+def test_ensemble_classifier():
+    members = [_TinyNet(0), _TinyNet(1)]
+    model = EnsembleClassifier(members, weights=[3, 1])
+    assert torch.allclose(model.weights, torch.tensor([0.75, 0.25]))
+    assert float(model.weights.sum()) == pytest.approx(1.0)
+    assert "weights" in model.state_dict()
+    x = torch.randn(6, 3, 8, 8)
+    model.train()
+    assert model.training and all(not m.training for m in model.members)
+    assert all(not mod.training for m in model.members for mod in m.modules())
+    stats = members[0].bn.running_mean.clone()
+    with torch.no_grad():
+        out = model(x)
+        assert model.member_logits(x).shape == (2, 6, 5)
+        expected = 0.75 * members[0](x).softmax(1) + 0.25 * members[1](x).softmax(1)
+    assert out.shape == (6, 5)
+    assert torch.allclose(out.exp(), expected, atol=1e-6)
+    assert torch.equal(members[0].bn.running_mean, stats)  # BatchNorm statistics did not move
+
+
+def test_ensemble_classifier_checks_weights():
+    with pytest.raises(OptionError, match="has 3 weights for 2 models"):
+        EnsembleClassifier([nn.Linear(2, 2), nn.Linear(2, 2)], weights=[1, 1, 1])
+    with pytest.raises(OptionError, match="negative"):
+        EnsembleClassifier([nn.Linear(2, 2), nn.Linear(2, 2)], weights=[1, -1])
+    uniform = EnsembleClassifier([nn.Linear(2, 2)] * 3)
+    assert torch.allclose(uniform.weights, torch.full((3,), 1 / 3))
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_reliability_comparison_png(tmp_path):
+    base, y = calibrated_logits(5, n=400)
+    z = 4 * base
+    t = fit_temperature(z, y)
+    png = plot_reliability_comparison([("before (T = 1)", scaled_probabilities(z, 1.0)),
+                                       (f"after (T = {t:.2f})", scaled_probabilities(z, t))], y,
+                                      tmp_path / "reliability.png", title="temperature scaling")
+    assert png == tmp_path / "reliability.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000
+
+
+def test_risk_coverage_png(tmp_path):
+    base, y = calibrated_logits(6, n=400)
+    p = scaled_probabilities(4 * base, 1.0)
+    ok = p.argmax(1) == y
+    curves = {"before": risk_coverage_curve(p.max(1), ok), "hand": risk_coverage_curve(CONF, OK)}
+    assert all(isinstance(c, pd.DataFrame) for c in curves.values())
+    r = referral_threshold(p.max(1), ok, 0.8)
+    png = plot_risk_coverage(curves, tmp_path / "rc.png",
+                             threshold_points={"before": (r["coverage"], 1 - r["accuracy"])}, title="risk")
+    assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000

@@ -1,0 +1,353 @@
+"""Tests for knowledge distillation: :mod:`mednet.losses.distillation` (hand-computed values, the three ways to
+combine teachers, option errors) and :mod:`mednet.engines.distillation` (a real epoch of the student trainer with
+frozen BatchNorm teachers, MixUp labels, teachers loaded back from run folders)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+
+import pytest
+import torch
+from ignite.engine import Events
+from ignite.metrics import Accuracy, Average
+from monai.engines.utils import IterationEvents
+
+from mednet.engines.distillation import (
+    DistillationTrainer,
+    check_distillation,
+    load_teacher_models,
+    load_teachers,
+    teacher_normalization,
+)
+from mednet.errors import DataError, OptionError
+from mednet.losses.distillation import KD_MODES, DistillationLoss
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+# B = 2, K = 3 logits of the hand-computed example (T = 2, α = 0.8, γ = 0.2)
+STUDENT = [[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]
+TEACHER = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+LABELS = [0, 1]
+SOFT_LABELS = [[0.7, 0.3, 0.0], [0.0, 0.4, 0.6]]
+
+
+def _softmax(z: list[float], t: float = 1.0) -> list[float]:
+    e = [math.exp(v / t) for v in z]
+    return [x / sum(e) for x in e]
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    """Σ_j p_j log(p_j / q_j), written out."""
+    return sum(pj * math.log(pj / qj) for pj, qj in zip(p, q) if pj > 0)
+
+
+def _hand_kd(student, teacher, labels, t=2.0, alpha=0.8, gamma=0.2) -> float:
+    kl = sum(_kl(_softmax(tt, t), _softmax(s, t)) for s, tt in zip(student, teacher)) / len(student)
+    ce = 0.0
+    for s, y in zip(student, labels):
+        y = [1.0 if j == y else 0.0 for j in range(len(s))] if isinstance(y, int) else y
+        ce -= sum(yj * math.log(qj) for yj, qj in zip(y, _softmax(s)))
+    return gamma * ce / len(student) + alpha * t * t * kl
+
+
+def _t(x) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float32)
+
+
+# --- the loss ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels, expected", [(LABELS, 0.20847525456), (SOFT_LABELS, 0.26847525456)])
+def test_kd_loss_hand_computed(labels, expected):
+    assert _hand_kd(STUDENT, TEACHER, labels) == pytest.approx(expected, abs=1e-9)
+    target = torch.tensor(labels) if isinstance(labels[0], int) else _t(labels)
+    for mode in KD_MODES:
+        loss = DistillationLoss(temperature=2.0, alpha=0.8, gamma=0.2, mode=mode)
+        value = loss(_t(STUDENT), _t(TEACHER)[None], target)
+        assert value.item() == pytest.approx(expected, rel=1e-5)
+        assert sum(loss.last_parts.values()) == pytest.approx(value.item(), rel=1e-6)
+        # a list of (B, K) and a lone (B, K) are one teacher too
+        assert loss(_t(STUDENT), [_t(TEACHER)], target).item() == pytest.approx(expected, rel=1e-5)
+        assert loss(_t(STUDENT), _t(TEACHER), target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kd_gradient_reaches_student_only():
+    student = _t(STUDENT).requires_grad_(True)
+    teacher = _t(TEACHER).requires_grad_(True)
+    DistillationLoss(temperature=2.0)(student, teacher[None], torch.tensor(LABELS)).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None
+
+
+def test_avg_softmax_target_is_weighted_mean_summing_to_one():
+    g = torch.Generator().manual_seed(0)
+    teachers = torch.randn(3, 5, 7, generator=g) * 3
+    loss = DistillationLoss(temperature=4.0, mode="avg_softmax", teacher_weights=[5, 1, 5])
+    target = loss.teacher_target(teachers)
+    assert target.shape == (5, 7)
+    torch.testing.assert_close(target.sum(1), torch.ones(5))
+    expected = (5 * torch.softmax(teachers[0] / 4, 1) + torch.softmax(teachers[1] / 4, 1)
+                + 5 * torch.softmax(teachers[2] / 4, 1)) / 11
+    torch.testing.assert_close(target, expected)
+    # and the loss's KD part is the KL to that target, written out
+    student = torch.randn(5, 7, generator=g)
+    loss(student, teachers, torch.randint(0, 7, (5,), generator=g))
+    q = torch.softmax(student / 4, 1)
+    kl = sum(_kl(p.tolist(), qq.tolist()) for p, qq in zip(expected, q)) / 5
+    assert loss.last_parts["kd"] == pytest.approx(0.8 * 16 * kl, rel=1e-4)
+
+
+def test_add_loss_is_m_times_avg_loss():
+    g = torch.Generator().manual_seed(1)
+    student, teachers, labels = torch.randn(6, 7, generator=g), torch.randn(5, 6, 7, generator=g) * 2, torch.randint(0, 7, (6,), generator=g)
+    add, avg = DistillationLoss(mode="add_loss"), DistillationLoss(mode="avg_loss")
+    add(student, teachers, labels)
+    avg(student, teachers, labels)
+    assert add.last_parts["kd"] == pytest.approx(5 * avg.last_parts["kd"], rel=1e-5)
+    assert add.last_parts["ce"] == pytest.approx(avg.last_parts["ce"], rel=1e-6)
+    # identical teachers: avg_loss = one teacher's KD, add_loss = 5 × it
+    same = teachers[:1].expand(5, -1, -1)
+    one = DistillationLoss(mode="avg_loss")
+    one(student, teachers[:1], labels)
+    avg(student, same, labels)
+    add(student, same, labels)
+    assert avg.last_parts["kd"] == pytest.approx(one.last_parts["kd"], rel=1e-5)
+    assert add.last_parts["kd"] == pytest.approx(5 * one.last_parts["kd"], rel=1e-5)
+    # weighted: add_loss weights sum to M, avg_loss weights to 1
+    w_add = DistillationLoss(mode="add_loss", teacher_weights=[5, 1, 5, 1, 1])
+    w_avg = DistillationLoss(mode="avg_loss", teacher_weights=[5, 1, 5, 1, 1])
+    w_add(student, teachers, labels)
+    w_avg(student, teachers, labels)
+    assert w_add.last_parts["kd"] == pytest.approx(5 * w_avg.last_parts["kd"], rel=1e-5)
+    assert sum(w_avg.weights_for(5)) == pytest.approx(1.0)
+
+
+def test_one_teacher_all_modes_equal():
+    g = torch.Generator().manual_seed(2)
+    student, teacher, soft = torch.randn(4, 7, generator=g), torch.randn(1, 4, 7, generator=g), torch.softmax(torch.randn(4, 7, generator=g), 1)
+    values = [DistillationLoss(mode=mode)(student, teacher, soft).item() for mode in KD_MODES]
+    assert values == pytest.approx([values[0]] * 3, rel=1e-6)
+
+
+def test_effective_weights_and_log(caplog):
+    loss = DistillationLoss(mode="add_loss")
+    assert loss.effective_weights(5) == {"ce": 0.2, "kd_per_teacher": pytest.approx([0.8] * 5), "kd_total": pytest.approx(4.0)}
+    assert DistillationLoss(mode="avg_loss").effective_weights(4)["kd_total"] == pytest.approx(0.8)
+    with caplog.at_level(logging.INFO, logger="mednet"):
+        g = torch.Generator().manual_seed(3)
+        student, teachers, labels = torch.randn(2, 7, generator=g), torch.randn(5, 2, 7, generator=g), torch.tensor([0, 1])
+        loss(student, teachers, labels)
+        loss(student, teachers, labels)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("KD ")]
+    assert lines == ["KD add_loss with 5 teachers: CE weight 0.2, KD weight 0.8 per teacher, 4.0 in total (T=4)"]
+
+
+@pytest.mark.parametrize("kwargs, option", [
+    ({"temperature": 0.0}, "--kd_temperature"),
+    ({"temperature": -1.0}, "--kd_temperature"),
+    ({"temperature": float("inf")}, "--kd_temperature"),
+    ({"alpha": -0.1}, "--kd_alpha"),
+    ({"gamma": -0.1}, "--kd_gamma"),
+    ({"alpha": 0.0, "gamma": 0.0}, "--kd_alpha"),
+    ({"mode": "sum"}, "--kd_mode"),
+    ({"teacher_weights": [1.0, -1.0]}, "--teacher_weights"),
+    ({"teacher_weights": [0.0, 0.0]}, "--teacher_weights"),
+])
+def test_option_errors(kwargs, option):
+    with pytest.raises(OptionError, match=option) as info:
+        DistillationLoss(**kwargs)
+    assert option in info.value.problems
+    if option == "--kd_mode":
+        assert "add_loss, avg_loss or avg_softmax" in str(info.value)
+
+
+def test_teacher_weight_count_and_shape_errors():
+    loss = DistillationLoss(teacher_weights=[1.0, 2.0])
+    with pytest.raises(OptionError, match="--teacher_weights.*2 weights.*3 teachers"):
+        loss(torch.zeros(2, 7), torch.zeros(3, 2, 7), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"\(2, 2, 5\).*\(2, 7\)"):
+        DistillationLoss()(torch.zeros(2, 7), torch.zeros(2, 2, 5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"\(3, 7\).*\(2, 7\)"):
+        DistillationLoss()(torch.zeros(2, 7), [torch.zeros(2, 7), torch.zeros(3, 7)], torch.tensor([0, 1]))
+
+
+def test_teacher_weights_ratio_string():
+    pytest.importorskip("mednet.calibration.ensemble")
+    loss = DistillationLoss(mode="avg_softmax", teacher_weights="5:1:5")
+    assert loss.weights_for(3) == pytest.approx([5 / 11, 1 / 11, 5 / 11])
+    with pytest.raises(OptionError, match="--teacher_weights"):
+        DistillationLoss(teacher_weights="5:1").weights_for(3)
+
+
+# --- the trainer ------------------------------------------------------------------------------------------------
+
+
+def _student() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 7))
+
+
+def _teacher(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.BatchNorm1d(8),
+                              torch.nn.Linear(8, 7))
+    with torch.no_grad():  # running statistics a train-mode forward would visibly move
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def _data(n: int = 32, size: int = 16, views: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    shape = (views, 3, size, size) if views else (3, size, size)
+    return [{"image": torch.randn(*shape, generator=g), "label": torch.tensor(i % 7)} for i in range(n)]
+
+
+def _trainer(student, teachers, prepare_batch=None, data=None, **loss_kwargs) -> DistillationTrainer:
+    from mednet.data.lesion_images import training_accuracy_output
+
+    loader = torch.utils.data.DataLoader(data or _data(), batch_size=8, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    extra = {"prepare_batch": prepare_batch} if prepare_batch is not None else {}
+    return DistillationTrainer(
+        teachers=teachers, device="cpu", max_epochs=1, train_data_loader=loader, network=student,
+        optimizer=torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9),
+        loss_function=DistillationLoss(**loss_kwargs),
+        key_train_metric={"train_accuracy": Accuracy(output_transform=training_accuracy_output)},
+        additional_metrics={"train_loss": Average(output_transform=lambda out: out["loss"])},
+        decollate=False, optim_set_to_none=True, **extra)
+
+
+def test_trainer_epoch_keeps_teachers_frozen():
+    torch.manual_seed(0)
+    student, teachers = _student(), [_teacher(1), _teacher(2)]
+    before_teachers = [copy.deepcopy(t.state_dict()) for t in teachers]
+    before_student = copy.deepcopy(student.state_dict())
+    trainer = _trainer(student, teachers, mode="avg_softmax")
+    seen = []
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def _meddle(engine):  # something calling .train() on a teacher must not make it update its BatchNorm stats
+        teachers[0].train()
+
+    @trainer.on(IterationEvents.LOSS_COMPLETED)
+    def _modes(engine):
+        seen.append([t.training for t in teachers])
+
+    trainer.run()
+    assert seen == [[False, False]] * 4
+    for teacher, before in zip(teachers, before_teachers):
+        after = teacher.state_dict()
+        assert after.keys() == before.keys()
+        assert all(torch.equal(after[k], before[k]) for k in before), "teacher weights or BatchNorm stats changed"
+        assert teacher.training is False
+        assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert any(not torch.equal(student.state_dict()[k], v) for k, v in before_student.items())
+    out = trainer.state.output
+    assert {"image", "label", "pred", "loss", "ce_loss", "kd_loss"} <= set(out)
+    assert "teacher_pred" not in out
+    assert out["ce_loss"] + out["kd_loss"] == pytest.approx(out["loss"].item(), rel=1e-5)
+    assert {"train_loss", "train_accuracy"} <= set(trainer.state.metrics)
+
+
+def test_trainer_with_mixup_soft_labels():
+    from mednet.data.lesion_images import MixingPrepareBatch
+
+    student, teachers = _student(), [_teacher(3), _teacher(4)]
+    before = [copy.deepcopy(t.state_dict()) for t in teachers]
+    trainer = _trainer(student, teachers, MixingPrepareBatch("mixup", 7), mode="add_loss")
+    trainer.run()
+    label = trainer.state.output["label"]
+    assert label.shape == (8, 7) and label.is_floating_point()
+    assert math.isfinite(trainer.state.output["loss"].item())
+    for teacher, b in zip(teachers, before):
+        assert all(torch.equal(teacher.state_dict()[k], v) for k, v in b.items())
+
+
+def test_trainer_refuses_augmix_views_and_bad_setup():
+    from mednet.data.lesion_images import MixingPrepareBatch
+
+    trainer = _trainer(_student(), [_teacher(5)], MixingPrepareBatch(None, 7), data=_data(16, views=3))
+    with pytest.raises(OptionError, match="--augmix_jsd.*not supported with distillation"):
+        trainer.run()
+    with pytest.raises(OptionError, match="--teachers"):
+        _trainer(_student(), [])
+    with pytest.raises(OptionError, match="--teacher_weights"):
+        _trainer(_student(), [_teacher(5)], teacher_weights=[1.0, 1.0])
+    teacher = _teacher(6)
+    with pytest.raises(ValueError, match="optimiser"):
+        DistillationTrainer(teachers=[teacher], device="cpu", max_epochs=1, train_data_loader=[], network=_student(),
+                            optimizer=torch.optim.SGD(teacher.parameters(), lr=0.1), loss_function=DistillationLoss())
+    with pytest.raises(TypeError, match="DistillationLoss"):
+        DistillationTrainer(teachers=[teacher], device="cpu", max_epochs=1, train_data_loader=[], network=_student(),
+                            optimizer=torch.optim.SGD(_student().parameters(), lr=0.1),
+                            loss_function=torch.nn.CrossEntropyLoss())
+
+
+def test_check_distillation():
+    teachers = [_teacher(7), _teacher(8)]
+    check_distillation(DistillationLoss(teacher_weights=[2, 1]), teachers, False)
+    check_distillation(DistillationLoss(), teachers, True, augmentation="mixup")  # no AugMix views without augmix
+    with pytest.raises(OptionError, match="--augmix_jsd"):
+        check_distillation(DistillationLoss(), teachers, True)
+    with pytest.raises(OptionError, match="--teacher_weights"):
+        check_distillation(DistillationLoss(teacher_weights=[1, 1, 1]), teachers)
+    with pytest.raises(OptionError, match="--teachers"):
+        check_distillation(DistillationLoss(), [])
+
+
+# --- teachers from run folders ----------------------------------------------------------------------------------
+
+
+def _teacher_run(folder, model="receptive_field_cnn", weights="receptive_field_cnn", classes=CLASSES,
+                 image_size=32, seed=0):
+    from mednet.networks import build_classifier
+
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    net = build_classifier(weights, len(classes), image_size)
+    torch.save(net.state_dict(), folder / "model.pt")
+    settings = {"model": model, "image_size": image_size, "cifar_stem": None, "cosine_head": False,
+                "batch_norm": True, "class_names": list(classes),
+                "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}, "augmentation": "none"}
+    (folder / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    return folder, net
+
+
+def test_load_teachers(tmp_path, caplog):
+    (a, net_a), (b, _) = _teacher_run(tmp_path / "a", seed=1), _teacher_run(tmp_path / "b", seed=2)
+    with caplog.at_level(logging.INFO, logger="mednet"):
+        teachers = load_teachers([a, str(b)], CLASSES, student_image_size=32)
+    assert len(teachers) == 2
+    assert all(not t.training and not any(p.requires_grad for p in t.parameters()) for t in teachers)
+    assert all(torch.equal(v, teachers[0].state_dict()[k]) for k, v in net_a.state_dict().items())
+    assert sum("teacher receptive_field_cnn-none" in r.getMessage() for r in caplog.records) == 2
+    models = load_teacher_models([a, b], CLASSES)
+    assert [m.run_dir for m in models] == [a, b]
+    assert teacher_normalization([a, b], CLASSES) == {"mean": [0.5] * 3, "std": [0.2] * 3}
+    assert teacher_normalization(models) == {"mean": [0.5] * 3, "std": [0.2] * 3}
+
+
+def test_load_teachers_errors(tmp_path):
+    good, _ = _teacher_run(tmp_path / "good")
+    for empty in ([], None):
+        with pytest.raises(OptionError, match="--teachers") as info:
+            load_teachers(empty, CLASSES)
+        assert "--teachers" in info.value.problems
+    other, _ = _teacher_run(tmp_path / "other_classes", classes=["a", "b", "c"])
+    with pytest.raises(DataError) as info:
+        load_teachers([good, other], CLASSES)
+    assert info.value.path == str(other / "model.pt")
+    arch, _ = _teacher_run(tmp_path / "arch", model="shufflenet_v2_x0_5")
+    with pytest.raises(DataError, match="does not match") as info:
+        load_teachers([arch], CLASSES)
+    assert info.value.path == str(arch / "model.pt")
+    with pytest.raises(DataError, match="image_size 32, the student at 64") as info:
+        load_teachers([good], CLASSES, student_image_size=64)
+    assert "good" in str(info.value)
