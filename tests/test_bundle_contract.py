@@ -17,9 +17,11 @@ from monai.bundle.properties import InferProperties, TrainProperties
 from monai.utils import BundlePropertyConfig
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_TYPES = {"train": "train", "evaluate": "infer", "inference": "infer"}
+WORKFLOW_TYPES = {"train": "train", "distill": "train", "evaluate": "infer", "calibrate": "infer", "inference": "infer",
+                  "ensemble": "infer"}
 CONFIGS = sorted(p for p in (REPO / "bundles").glob("*/configs/*.json") if p.stem in WORKFLOW_TYPES)
-BASES = {"evaluate": "inference"}  # evaluate.json is an override of inference.json, merged after it
+# overrides (model-zoo style), merged after their base: evaluate/calibrate override inference, distill overrides train
+BASES = {"evaluate": "inference", "calibrate": "inference", "distill": "train"}
 
 
 def _config_id_only(self: ConfigWorkflow, name: str, property: dict) -> str:

@@ -73,6 +73,13 @@ def test_receptive_field_cnn_sees_168_pixels_not_232():
     assert total_stride(net) == 32
 
 
+def test_double_width_teacher_has_four_times_the_parameters_and_the_same_field():
+    wide = build_classifier("receptive_field_cnn_x2", num_classes=7, image_size=32)
+    assert count_parameters(wide) == 201_621  # ≈ 4× the 51,221 of the dissertation network
+    assert receptive_field(wide) == 168 and total_stride(wide) == 32
+    assert wide(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
 # --- ResNets --------------------------------------------------------------------------------------------------
 def test_resnet18_cifar_stem_matches_the_seeds_11172423_parameters():
     net = build_classifier("resnet18", num_classes=7, image_size=64)  # automatic: CIFAR stem below 128 px
@@ -154,7 +161,7 @@ def test_image_too_small_is_an_option_error():
 
 def test_unknown_model_and_bad_options():
     with pytest.raises(OptionError, match="--model: unknown model 'resnet19'; choose one of: receptive_field_cnn, "
-                                          "resnet18.*mobilenet_v3_small"):
+                                          "receptive_field_cnn_x2, resnet18.*mobilenet_v3_small"):
         build_classifier("resnet19")
     with pytest.raises(OptionError, match="--batch_norm"):
         build_classifier("resnet18", batch_norm=False)

@@ -90,11 +90,11 @@ class StudyPreset:
 PRESETS: dict[str, StudyPreset] = {
     # 2 CPU cores, ≤ 30 min on the 2000-image synthetic set at 32 px. Small networks and Adam + cosine: with the
     # study's SGD 0.05 these small networks predict only the majority class for many epochs (measured).
-    "cpu": StudyPreset(image_size=32, teacher_model="shufflenet_v2_x0_5", student_model="receptive_field_cnn",
+    "cpu": StudyPreset(image_size=32, teacher_model="receptive_field_cnn_x2", student_model="receptive_field_cnn",
                        epochs=12, student_epochs=12, batch_size=64, student_batch_size=64, optimizer="adam",
                        learning_rate=0.003, student_learning_rate=0.003, lr_schedule="cosine",
                        milestones=(0.5, 0.75), momentum=0.9, weight_decay=1e-4, n_bins=15, kd_temperature=4.0,
-                       note="CPU preset: small teachers and student, 32 px, few epochs, Adam + cosine"),
+                       note="CPU preset: the dissertation CNN at double width (202 k parameters) teaching the dissertation CNN itself (51 k), 32 px, 12 epochs, Adam + cosine"),
     # The study's settings (report 000): WRN-40-2 teachers, ShuffleNetV1 student, SGD lr 0.05 / 0.01, momentum
     # 0.9, weight decay 5e-4, MultiStep x0.1, batch 128 / 64, 100 ECE bins. Its milestones 150/180/210 are those
     # of RepDistiller's 240-epoch schedule, used here as fractions of 240 epochs. For a GPU.
@@ -259,7 +259,11 @@ def _markdown(table: pd.DataFrame, title: str, notes: Sequence[str]) -> str:
     from mednet.reports.tables import markdown_table
 
     parts = [f"# {title}", "", *notes, ""]
-    for section, rows in table.groupby("section", sort=False):
+    shown = table.copy()
+    shown["temperature"] = shown["temperature"].map(lambda t: f"{t:.3g}")
+    shown["parameters"] = shown["parameters"].map(lambda n: f"{int(n):,}")
+    shown["images_per_s"] = shown["images_per_s"].map(lambda v: f"{v:,.0f}")
+    for section, rows in shown.groupby("section", sort=False):
         parts += [f"## {section}", "", markdown_table(rows[list(_MD_COLUMNS)].rename(columns=_MD_COLUMNS), digits=4), ""]
     return "\n".join(parts)
 

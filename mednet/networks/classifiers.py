@@ -61,6 +61,7 @@ __all__ = [
 RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "wide_resnet50_2")
 CLASSIFIER_NAMES = (
     "receptive_field_cnn",
+    "receptive_field_cnn_x2",
     *RESNET_NAMES,
     "wrn_40_2",
     "shufflenet_v1",
@@ -78,6 +79,7 @@ CIFAR_STEM_BELOW = 128
 # wide_resnet50_2 (67 M parameters) only to read its strides would be wasteful.
 _TOTAL_STRIDE = {
     "receptive_field_cnn": 32,  # five 2x2 max-pools without padding: smaller inputs fail
+    "receptive_field_cnn_x2": 32,
     "wrn_40_2": 4,
     "shufflenet_v1": 8,
     "shufflenet_v2_x0_5": 32,
@@ -168,6 +170,9 @@ class ReceptiveFieldCNN(nn.Module):
         in_channels: image channels.
         batch_norm: ``False`` drops the BN layers (the dissertation's "base model").
         dropout: dropout rate of every block.
+        width: channel multiplier of every block but the last (``receptive_field_cnn_x2``: 2, ≈ 4× the
+            parameters and FLOPs, same receptive field) — a wider teacher for the dissertation network as a
+            student in the calibration study's CPU preset.
     """
 
     # (name, in, out, kernel) per block; "pool" for a 2x2 max-pool. Names follow the dissertation's code
@@ -184,7 +189,7 @@ class ReceptiveFieldCNN(nn.Module):
     )
 
     def __init__(self, num_classes: int = 7, in_channels: int = 3, batch_norm: bool = True,
-                 dropout: float = 0.01) -> None:
+                 dropout: float = 0.01, width: int = 1) -> None:
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for entry in self._LAYOUT:
@@ -192,8 +197,8 @@ class ReceptiveFieldCNN(nn.Module):
                 layers[entry] = nn.MaxPool2d(2, 2)
                 continue
             name, cin, cout, kernel = entry
-            cin = in_channels if cin == 0 else cin
-            cout = num_classes if cout == -1 else cout
+            cin = in_channels if cin == 0 else cin * width
+            cout = num_classes if cout == -1 else cout * width
             block: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, padding="same"), nn.ReLU(inplace=True)]
             if batch_norm:
                 block.append(nn.BatchNorm2d(cout))
@@ -514,10 +519,11 @@ def build_classifier(name: str, num_classes: int = 7, image_size: int = 64, cifa
     """
     stem = resolve_cifar_stem(name, image_size, cifar_stem)
     check_image_size(name, image_size, stem)
-    if not batch_norm and name != "receptive_field_cnn":
+    if not batch_norm and not name.startswith("receptive_field_cnn"):
         raise OptionError({"--batch_norm": f"only receptive_field_cnn can be built without batch norm, not {name}"})
-    if name == "receptive_field_cnn":
-        net: nn.Module = ReceptiveFieldCNN(num_classes=num_classes, batch_norm=batch_norm)
+    if name.startswith("receptive_field_cnn"):
+        net: nn.Module = ReceptiveFieldCNN(num_classes=num_classes, batch_norm=batch_norm,
+                                           width=2 if name.endswith("_x2") else 1)
     elif name in RESNET_NAMES:
         net = getattr(tvm, name)(weights=None, num_classes=num_classes)
         if stem:

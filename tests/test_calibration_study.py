@@ -1,0 +1,89 @@
+"""The calibration study command end to end on a tiny synthetic set: killed mid-run, then resumed.
+
+A real subprocess (``python -m mednet.app.calibration_study``) is killed while a teacher is training (after its
+first epoch's ``checkpoint_last.pt``, before its fourth); the same command then skips the finished runs, continues the interrupted
+one from its last epoch, and writes the table and the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _study(dataset: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "mednet.app.calibration_study", "--dataset_dir", str(dataset), "--out", str(out),
+            "--epochs", "4", "--student_epochs", "1", "--image_size", "32"]
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory) -> Path:
+    from mednet.data.lesion_split import prepare_dermoscopy_split
+    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
+
+    root = tmp_path_factory.mktemp("study_data")
+    metadata = generate_synthetic_dermoscopy(root / "synthetic", n_images=210, size=32, seed=5)
+    return prepare_dermoscopy_split(metadata, root / "split", images=str(root / "synthetic" / "images"),
+                                    seed=0).parent
+
+
+def test_study_resumes_after_a_kill_and_writes_its_table(tiny_split: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    log = open(tmp_path / "first.log", "w", encoding="utf-8")
+    first = subprocess.Popen(_study(tiny_split, out), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True)
+    victim = out / "runs" / "teacher-mixup"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (victim / "checkpoint_last.pt").is_file():
+        assert first.poll() is None, (tmp_path / "first.log").read_text(encoding="utf-8")[-3000:]
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # mid-run: at least one epoch of four done
+    first.wait()
+    log.close()
+    assert (victim / "checkpoint_last.pt").is_file() and not (victim / "finished.json").is_file()
+    done_before = (out / "runs" / "teacher-none" / "finished.json").stat().st_mtime_ns
+
+    second = subprocess.run(_study(tiny_split, out), cwd=REPO, capture_output=True, text=True, encoding="utf-8",
+                            errors="replace", env=env, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert (out / "runs" / "teacher-none" / "finished.json").stat().st_mtime_ns == done_before  # skipped
+    resumed = json.loads((victim / "finished.json").read_text(encoding="utf-8"))
+    assert 1 <= resumed["resumed_after_epoch"] < 4 and resumed["epochs"] == 4
+    assert list(pd.read_csv(victim / "metrics.csv")["epoch"]) == [1, 2, 3, 4]  # the earlier epochs' rows kept
+
+    table = pd.read_csv(out / "study_table.csv")
+    assert len(table) == 20 and table["run"].is_unique
+    assert set(table["section"]) == {"Calibration (teachers)", "Student", "Individual KD", "KD ensemble",
+                                     "Ensemble of KD students"}
+    teachers = table[table["run"].str.startswith("teacher-")]
+    assert (teachers["parameters"] == 201_621).all()
+    students = table[table["run"].str.startswith("student-")]
+    assert (students["parameters"] == 51_221).all()
+    for column in ("accuracy", "balanced_accuracy", "macro_f1", "mel_sensitivity", "ece_T1", "ece_T", "oe_T",
+                   "nll_T1", "nll_T", "brier_T", "aurc_T", "temperature", "images_per_s"):
+        assert table[column].notna().all(), column
+    assert ((table["accuracy"] >= 0) & (table["accuracy"] <= 1)).all()
+    assert (out / "study_table.md").read_text(encoding="utf-8").count("## ") == 5
+    assert (out / "study_reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    assert record["complete"] and record["preset"] == "cpu" and record["elapsed_s"] > 0
+    # the searched ensemble is chosen on validation and recorded in its run
+    searched = json.loads((out / "runs" / "ensemble-teachers-searched" / "settings.json").read_text(encoding="utf-8"))
+    assert searched["weight_choice"] == "searched" and abs(sum(searched["weights"]) - 1) < 1e-9
+
+    # the same folder with other settings is refused, not mixed
+    other = subprocess.run([*_study(tiny_split, out)[:-2], "--image_size", "48"], cwd=REPO, capture_output=True,
+                           text=True, encoding="utf-8", errors="replace", env=env, timeout=300)
+    assert other.returncode == 2 and "mednet error:" in other.stderr and "other settings" in other.stderr
