@@ -18,7 +18,7 @@ from monai.utils import BundlePropertyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_TYPES = {"train": "train", "distill": "train", "evaluate": "infer", "calibrate": "infer", "inference": "infer",
-                  "ensemble": "infer"}
+                  "ensemble": "infer", "explain": "infer"}
 CONFIGS = sorted(p for p in (REPO / "bundles").glob("*/configs/*.json") if p.stem in WORKFLOW_TYPES)
 # overrides (model-zoo style), merged after their base: evaluate/calibrate override inference, distill overrides train
 BASES = {"evaluate": "inference", "calibrate": "inference", "distill": "train"}

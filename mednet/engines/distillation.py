@@ -117,9 +117,11 @@ class DistillationTrainer(SupervisedTrainer):
         loss_function: DistillationLoss = engine.loss_function  # type: ignore[assignment]
 
         def _compute_pred_loss() -> None:
+            # teachers first: run after the student's forward (its activations held for backward), the teachers'
+            # forward was up to 25 % slower on CPU (measured: 5 teachers, bench_distillation_throughput.py)
+            teacher_logits = engine.teacher_logits(inputs)
             engine.state.output[Keys.PRED] = engine.inferer(inputs, engine.network, *args, **kwargs)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            teacher_logits = engine.teacher_logits(inputs)
             engine.state.output[Keys.LOSS] = loss_function(engine.state.output[Keys.PRED], teacher_logits, targets)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 

@@ -1,0 +1,410 @@
+"""Gated retraining: retrain a run on a split with clinicians' feedback, and promote the new model only if it
+is not worse.
+
+    python -m mednet.app.retrain --run RUN --dataset_dir MERGED_SPLIT --out DIR [--epochs N]
+        [--serving FILE] [--tolerance 0.0] [--<train.json option> VALUE ...]
+
+1. ``--run`` is a training run folder (or a serving file, :func:`resolve_serving`). Its ``settings.json`` gives
+   the training settings repeated here — model, image size, cifar stem, batch norm, augmentation, loss,
+   optimiser, learning rate, epochs, batch size, selection metric, seed, and (runs trained since the bundle's
+   0.2.0) the learning-rate schedule, milestones, momentum, weight decay and the augmentation/loss parameters.
+   Older runs do not record those: they take the bundle's defaults unless given here as ``--lr_schedule cosine
+   --weight_decay 1e-4`` …; ``--epochs`` and any other option given here override the run's.
+2. ``--dataset_dir`` is the split with the feedback (``python -m data_prep.feedback merge``). Its validation and
+   test rows must be exactly those of the split the run was trained on (same images, lesions, labels and files),
+   else nothing is trained: the comparison is only fair on unchanged held-out data.
+3. The candidate is trained in ``DIR/candidate`` (``train.json``, ``--run_dir``), then both models are evaluated
+   on the validation and the test split (``evaluate.json``; each applies its own run's ``calibration.json``,
+   i.e. its temperature fitted on validation) into ``DIR/evaluations/``.
+4. The gate (:func:`promotion_decision`): on **both** splits the candidate's balanced accuracy ≥ old − tolerance,
+   melanoma sensitivity (``recall_mel``) ≥ old − tolerance and ECE ≤ old + tolerance.
+5. ``DIR/comparison.md`` and ``DIR/comparison.json`` are written either way (old and new per split and
+   criterion, pass/fail, the decision and its reasons). Only when the candidate is promoted and ``--serving FILE``
+   is given, ``FILE`` is (atomically) replaced by ``{"run": candidate, "promoted_at", "previous": old run,
+   "comparison": DIR/comparison.json}``; the web demo accepts this file as its ``--run``. Otherwise ``FILE`` is
+   not touched.
+
+Resumable: run the same command again — a finished candidate (``DIR/candidate/finished.json``) is not trained
+again, an interrupted one continues from its last epoch, and finished evaluations are reused. ``DIR/retrain.json``
+records the run, split and training options; once ``DIR`` holds a (partly) trained candidate or an
+evaluation, a command with another run, split or training options is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from mednet.app.bundles import repo_root, run_bundle
+from mednet.data.feedback import held_out_rows
+from mednet.errors import DataError, OptionError
+from mednet.io import write_json_atomic, write_text_atomic
+from mednet.runs import FINISHED_FILE, SETTINGS_FILE, new_run_dir, now_iso
+
+__all__ = ["CRITERIA", "GATE_SPLITS", "promotion_decision", "resolve_serving", "retrain"]
+
+logger = logging.getLogger("mednet")
+
+BUNDLE = "dermoscopy_classification"
+#: the splits the gate looks at (the merge leaves them unchanged)
+GATE_SPLITS: tuple[str, ...] = ("validation", "test")
+#: ``(metric key in metrics.json, "higher"/"lower" is better, label)``
+CRITERIA: tuple[tuple[str, str, str], ...] = (
+    ("balanced_accuracy", "higher", "balanced accuracy"),
+    ("recall_mel", "higher", "mel sensitivity"),
+    ("ece", "lower", "ECE"),
+)
+#: settings of the old run repeated by the retraining (those ``settings.json`` records and train.json takes)
+CARRIED_SETTINGS: tuple[str, ...] = ("model", "image_size", "cifar_stem", "batch_norm", "augmentation", "loss",
+                                     "optimizer", "learning_rate", "epochs", "batch_size", "selection_metric", "seed",
+                                     # recorded by runs trained since the bundle's 0.2.0:
+                                     "lr_schedule", "milestones", "lr_gamma", "momentum", "weight_decay",
+                                     "mixup_alpha", "augmix_jsd", "label_smoothing", "focal_gamma", "drw_start",
+                                     "balanced_sampler")
+#: what evaluation must repeat to rebuild a run's network (``cosine_head`` follows from ``loss``)
+_MODEL_SETTINGS = ("model", "image_size", "cifar_stem", "batch_norm", "loss")
+_EPS = 1e-12  # values equal up to float round-off are equal
+
+
+# ---------------------------------------------------------------------------------------------------- serving
+def resolve_serving(path: str | os.PathLike) -> Path:
+    """The run folder ``path`` stands for: a run folder is itself, a ``model.pt`` its folder, a serving file
+    (JSON written by a promotion) the ``"run"`` it names (relative to the file's folder if relative).
+
+    Raises:
+        DataError: ``path`` missing, neither a folder nor a serving file, or naming a run that is not there.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if not p.is_file():
+        raise DataError(p, "not found (expected a run folder or a serving file)")
+    if p.suffix == ".pt":
+        return p.parent
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(p, f"not a run folder or a serving file (JSON with \"run\"): {e}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("run"), str) or not record["run"]:
+        raise DataError(p, "not a serving file: expected a JSON object with \"run\" (a run folder)")
+    run = Path(record["run"])
+    if not run.is_absolute():
+        run = p.parent / run
+    if not run.is_dir():
+        raise DataError(p, f"names run {run}, which does not exist")
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------- the gate
+def _number(metrics: Mapping, split: str, key: str) -> float | None:
+    """The value, NaN when recorded as null/NaN, None when absent."""
+    values = metrics.get(split)
+    if not isinstance(values, Mapping) or key not in values:
+        return None
+    value = values[key]
+    return math.nan if value is None else float(value)
+
+
+def promotion_decision(old: Mapping, new: Mapping, tolerance: float = 0.0) -> dict:
+    """Whether the candidate (``new``) may replace ``old``: not worse on every criterion of :data:`CRITERIA` on
+    every split of :data:`GATE_SPLITS`.
+
+    Args:
+        old, new: ``{split: {"balanced_accuracy": …, "recall_mel": …, "ece": …}}`` (evaluation ``metrics``).
+        tolerance: how much worse still counts as not worse (same units as the metrics; ≥ 0).
+
+    A criterion passes when ``new ≥ old − tolerance`` (balanced accuracy, mel sensitivity) or ``new ≤ old +
+    tolerance`` (ECE). A value recorded as NaN for **both** models (e.g. sensitivity on a split without
+    melanoma) passes — it says nothing about either model; NaN for the candidate only, or a value missing from
+    either dict, fails.
+
+    Returns:
+        ``{"promote": bool, "tolerance": float, "criteria": [{"split", "metric", "label", "better", "old", "new",
+        "limit", "passed", "note"}, …], "reasons": [str, …]}`` — the reasons name every failed criterion, or say
+        that none failed.
+    """
+    try:
+        tol = float(tolerance)
+    except (TypeError, ValueError):
+        raise OptionError({"--tolerance": f"must be a number ≥ 0, got {tolerance!r}"}) from None
+    if not tol >= 0 or math.isinf(tol):
+        raise OptionError({"--tolerance": f"must be a finite number ≥ 0, got {tolerance!r}"})
+    criteria, reasons = [], []
+    for split in GATE_SPLITS:
+        for key, better, label in CRITERIA:
+            o, n = _number(old, split, key), _number(new, split, key)
+            limit = None if o is None or math.isnan(o) else (o - tol if better == "higher" else o + tol)
+            note = ""
+            if o is None or n is None:
+                passed, note = False, f"missing for the {'old model' if o is None else 'candidate'}"
+            elif math.isnan(o) and math.isnan(n):
+                passed, note = True, "not measurable for either model on this split"
+            elif math.isnan(n):
+                passed, note = False, "not measurable for the candidate"
+            elif math.isnan(o):
+                passed, note = True, "not measurable for the old model"
+            else:
+                passed = n >= limit - _EPS if better == "higher" else n <= limit + _EPS
+            criteria.append({"split": split, "metric": key, "label": label, "better": better,
+                             "old": None if o is None or math.isnan(o) else o,
+                             "new": None if n is None or math.isnan(n) else n,
+                             "limit": limit, "passed": bool(passed), "note": note})
+            if not passed:
+                if note:
+                    reasons.append(f"{split} {label}: {note}")
+                else:
+                    sign = "<" if better == "higher" else ">"
+                    reasons.append(f"{split} {label}: candidate {n:.4f} {sign} limit {limit:.4f} "
+                                   f"(old {o:.4f} {'−' if better == 'higher' else '+'} tolerance {tol:g})")
+    promote = all(c["passed"] for c in criteria)
+    if promote:
+        reasons = [f"not worse than the old model on every criterion on {' and '.join(GATE_SPLITS)} "
+                   f"(tolerance {tol:g})"]
+    return {"promote": promote, "tolerance": tol, "criteria": criteria, "reasons": reasons}
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise DataError(path, f"not found ({what})")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read ({e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(path, "not a JSON object")
+    return obj
+
+
+def _split_dir(dataset_dir: str | os.PathLike) -> Path:
+    path = Path(dataset_dir).resolve()
+    if path.suffix.lower() == ".csv":
+        path = path.parent
+    if not (path / "split.csv").is_file():
+        raise DataError(path, "no split.csv (merge the feedback first: python -m data_prep.feedback merge)")
+    return path
+
+
+def _trained_split(run: Path, settings: Mapping) -> Path:
+    """The split folder the run was trained on (``settings.json``'s ``dataset_dir``; relative to the checkout)."""
+    recorded = settings.get("dataset_dir")
+    if not recorded:
+        raise DataError(run / SETTINGS_FILE, "records no dataset_dir: cannot check that the held-out splits are "
+                                             "unchanged")
+    path = Path(str(recorded))
+    if not path.is_absolute():
+        path = repo_root() / path
+    if not (path / "split.csv").is_file() and not path.is_file():
+        raise DataError(run / SETTINGS_FILE, f"the run was trained on {path}, which is not there any more: cannot "
+                                             "check that the new split keeps its validation and test images")
+    return path
+
+
+def _check_held_out(run: Path, settings: Mapping, dataset: Path) -> Path:
+    """Refuse ``dataset`` unless its validation and test rows equal those of the run's own split."""
+    trained_on = _trained_split(run, settings)
+    old, new = held_out_rows(trained_on), held_out_rows(dataset)
+    if old.equals(new):
+        return trained_on
+    old_rows = set(map(tuple, old.to_numpy().tolist()))
+    new_rows = set(map(tuple, new.to_numpy().tolist()))
+    gone, extra = sorted(old_rows - new_rows), sorted(new_rows - old_rows)
+    example = (f"e.g. {gone[0][0]} row {gone[0][1]} is missing or changed" if gone
+               else f"e.g. {extra[0][0]} row {extra[0][1]} is new" if extra else "the rows differ")
+    raise DataError(dataset, f"its validation/test rows differ from those of {trained_on}, the split {run.name} was "
+                             f"trained on ({len(gone)} missing or changed, {len(extra)} new; {example}); the gate "
+                             "compares models on unchanged held-out splits — merge feedback into the run's own split "
+                             f"(python -m data_prep.feedback merge --dataset_dir {trained_on} …)")
+
+
+def _run_settings(run: Path) -> dict:
+    settings = _read_json(run / SETTINGS_FILE, "the run's settings")
+    if settings.get("model") == "ensemble" or settings.get("distillation"):
+        kind = "an ensemble" if settings.get("model") == "ensemble" else "a distilled student"
+        raise DataError(run, f"is {kind}; gated retraining repeats a train.json run (retrain its members or "
+                             "teacher runs instead)")
+    if not (run / "model.pt").is_file():
+        raise DataError(run, "no model.pt (not a finished training run)")
+    return settings
+
+
+def _check_train_options(overrides: Mapping) -> None:
+    """Check the training options against ``train.json`` now (OptionError naming each bad one), not after the
+    evaluation of the old run; bundle configs resolve their macros from the checkout root."""
+    from mednet.app.bundles import _cwd, bundle_config_files
+    from mednet.overrides import check_overrides
+
+    with _cwd(repo_root()):
+        check_overrides([str(f) for f in bundle_config_files(BUNDLE, "train")], overrides)
+
+
+def _started(root: Path) -> bool:
+    """Whether an earlier command in ``root`` already trained or evaluated something."""
+    candidate, evaluations = root / "candidate", root / "evaluations"
+    return any(candidate.iterdir()) if candidate.is_dir() else evaluations.is_dir() and any(evaluations.iterdir())
+
+
+def _train(candidate: Path, dataset: Path, overrides: Mapping) -> None:
+    """Train the candidate unless it finished; complete a missing calibration."""
+    if (candidate / FINISHED_FILE).is_file():
+        if (candidate / "calibration.json").is_file():
+            logger.info("retrain: %s already trained — skipped", candidate)
+            print(f"candidate already trained: {candidate}")
+            return
+        # finished, but stopped before calibration.json was written
+        run_bundle(BUNDLE, "calibrate", ckpt_path=str(candidate / "model.pt"), dataset_dir=str(dataset),
+                   **{k: overrides[k] for k in _MODEL_SETTINGS if k in overrides}, overwrite=True)
+        return
+    logger.info("retrain: %s %s", "resuming" if (candidate / "checkpoint_last.pt").is_file() else "training",
+                candidate)
+    run_bundle(BUNDLE, "train", run_dir=str(candidate), dataset_dir=str(dataset), **overrides)
+
+
+def _evaluate(who: str, run: Path, settings: Mapping, split: str, dataset: Path, folder: Path) -> Path:
+    """``folder/<who>-<split>-<time>``: the run evaluated on ``split`` (reused if a finished one exists)."""
+    done = sorted(p for p in folder.glob(f"{who}-{split}-*") if (p / "metrics.json").is_file())
+    if done:
+        return done[-1]
+    out = new_run_dir(folder, f"{who}-{split}")
+    run_bundle(BUNDLE, "evaluate", ckpt_path=str(run / "model.pt"), split=split, dataset_dir=str(dataset),
+               output_dir=str(out), **{k: settings[k] for k in _MODEL_SETTINGS if k in settings})
+    return out
+
+
+def _gate_metrics(evaluation: Path) -> dict:
+    content = _read_json(evaluation / "metrics.json", "an evaluation")
+    metrics = content.get("metrics") or {}
+    return {key: metrics.get(key) for key, _, _ in CRITERIA}
+
+
+def _fmt(value: object) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _markdown(report: Mapping) -> str:
+    from mednet.reports.tables import markdown_table
+
+    decision = report["decision"]
+    rows = pd.DataFrame([{"split": c["split"], "criterion": c["label"] + (" ↑" if c["better"] == "higher" else " ↓"),
+                          "old": _fmt(c["old"]), "candidate": _fmt(c["new"]), "limit": _fmt(c["limit"]),
+                          "result": ("pass" if c["passed"] else "FAIL") + (f" ({c['note']})" if c["note"] else "")}
+                         for c in decision["criteria"]])
+    merge = report.get("merge") or {}
+    lines = [
+        f"# Gated retraining: {'PROMOTED' if decision['promote'] else 'NOT PROMOTED'}",
+        "",
+        f"- old run: `{report['old_run']}`",
+        f"- candidate: `{report['candidate_run']}`, trained on `{report['dataset_dir']}`"
+        + (f" ({merge['added']} feedback training rows added by the merge)" if "added" in merge else ""),
+        f"- held-out splits: validation and test rows identical to those of `{report['old_dataset_dir']}`",
+        f"- rule: on validation and test, balanced accuracy ≥ old − t, mel sensitivity ≥ old − t, ECE ≤ old + t "
+        f"(t = {decision['tolerance']:g}); metrics after each run's own temperature scaling",
+        "",
+        markdown_table(rows),
+        f"**Decision: {'promoted' if decision['promote'] else 'not promoted'}.**",
+        "",
+        *[f"- {r}" for r in decision["reasons"]],
+        "",
+    ]
+    if decision["promote"]:
+        lines.append(f"Serving file updated: `{report['serving']}`." if report.get("serving")
+                     else "No --serving file was given: nothing was switched.")
+    elif report.get("serving_file"):
+        lines.append(f"Serving file `{report['serving_file']}` left unchanged.")
+    return "\n".join(lines) + "\n"
+
+
+def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, serving: str | None = None,
+            tolerance: float = 0.0, **train_options: object) -> dict:
+    """Retrain ``run``'s settings on ``dataset_dir``, compare, promote only if not worse (module docstring).
+
+    Args:
+        run: the current model: a training run folder, or a serving file (:func:`resolve_serving`).
+        dataset_dir: the split with the feedback (``python -m data_prep.feedback merge``); its validation and test
+            rows must equal those of the split ``run`` was trained on.
+        out: the folder of this retraining (``candidate/``, ``evaluations/``, ``comparison.md``/``.json``,
+            ``retrain.json``); give the same folder to resume.
+        epochs: training epochs (default: the old run's).
+        serving: a serving file to point at the candidate if, and only if, it is promoted.
+        tolerance: allowed worsening per criterion (≥ 0; default 0: not worse at all).
+        train_options: further ``train.json`` options (``lr_schedule``, ``weight_decay``, …), checked by the
+            bundle.
+
+    Returns:
+        ``{"promote", "comparison" (comparison.json), "markdown", "candidate", "serving" (path or None)}``.
+    """
+    promotion_decision({}, {}, tolerance)  # checks --tolerance before hours of training
+    old_run = resolve_serving(run).resolve()
+    settings = _run_settings(old_run)
+    dataset = _split_dir(dataset_dir)
+    old_dataset = _check_held_out(old_run, settings, dataset)
+    overrides = {k: settings[k] for k in CARRIED_SETTINGS if k in settings}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    blocked = {f"--{k}": "set by this command" for k in ("run_dir", "dataset_dir") if k in train_options}
+    if blocked:
+        raise OptionError(blocked)
+    overrides.update(train_options)
+    _check_train_options(overrides)
+    root = Path(out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    record = root / "retrain.json"
+    wanted = json.loads(json.dumps({"run": str(old_run), "dataset_dir": str(dataset), "train": overrides}))
+    if record.is_file() and _started(root):
+        previous = _read_json(record, "this retraining's record")
+        if {k: previous.get(k) for k in wanted} != wanted:
+            raise DataError(record, "this folder holds a retraining with another run, split or training options; "
+                                    "resume it with the same options, or choose another --out")
+    write_json_atomic({**wanted, "old_dataset_dir": str(old_dataset), "started": now_iso()}, record)
+
+    candidate = root / "candidate"
+    _train(candidate, dataset, overrides)
+    candidate_settings = _run_settings(candidate)
+    folder = root / "evaluations"
+    evaluations = {who: {split: _evaluate(who, run_dir, s, split, dataset, folder) for split in GATE_SPLITS}
+                   for who, run_dir, s in (("old", old_run, settings), ("candidate", candidate, candidate_settings))}
+    metrics = {who: {split: _gate_metrics(path) for split, path in by_split.items()}
+               for who, by_split in evaluations.items()}
+    decision = promotion_decision(metrics["old"], metrics["candidate"], tolerance)
+    serving_path = Path(serving).resolve() if serving else None
+    promoted_to = serving_path if decision["promote"] and serving_path is not None else None
+    merge_file = dataset / "merge.json"
+    merge = _read_json(merge_file, "merge summary") if merge_file.is_file() else None
+    report = {
+        "time": now_iso(),
+        "promote": decision["promote"],
+        "old_run": str(old_run),
+        "candidate_run": str(candidate),
+        "dataset_dir": str(dataset),
+        "old_dataset_dir": str(old_dataset),
+        "train_settings": overrides,
+        "metrics": metrics,
+        "evaluations": {who: {s: str(p) for s, p in by.items()} for who, by in evaluations.items()},
+        "decision": decision,
+        "merge": None if merge is None else {k: merge.get(k) for k in ("feedback_rows", "added", "added_per_class",
+                                                                       "duplicates_skipped", "duplicates_per_split")},
+        "serving_file": None if serving_path is None else str(serving_path),
+        "serving": None if promoted_to is None else str(promoted_to),
+    }
+    comparison = write_json_atomic(report, root / "comparison.json")
+    markdown = write_text_atomic(_markdown(report), root / "comparison.md")
+    if promoted_to is not None:
+        write_json_atomic({"run": str(candidate), "promoted_at": now_iso(), "previous": str(old_run),
+                           "comparison": str(comparison)}, promoted_to)
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"gated retraining: {'PROMOTED' if decision['promote'] else 'not promoted'} — {comparison}, {markdown}"
+          + (f"; serving file {promoted_to} now points to {candidate}" if promoted_to else ""))
+    return {"promote": decision["promote"], "comparison": str(comparison), "markdown": str(markdown),
+            "candidate": str(candidate), "serving": None if promoted_to is None else str(promoted_to)}
+
+
+if __name__ == "__main__":
+    from mednet.cli import run_cli
+
+    run_cli(retrain)

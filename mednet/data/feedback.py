@@ -1,0 +1,559 @@
+"""Clinician feedback on predictions ("flag as wrong") and its merge into a new training split.
+
+Recording (:func:`append_feedback`, called by the web demo): the flagged image is stored once, as a PNG named by
+its hash, in ``<feedback>/images/<sha256>.png``, and one row is appended to ``<feedback>/feedback.csv`` with
+the columns :data:`FEEDBACK_COLUMNS`::
+
+    timestamp, image_sha256, image_file, model_run, predicted, probability, corrected, comment, source_name
+
+The append holds a :class:`filelock.FileLock` (``feedback.csv.lock``, 30 s timeout) and is flushed and fsynced
+before the lock is released, so flags sent at the same moment from two browser tabs, two threads of one server
+or two server processes all arrive, each as one whole line, under one header.
+
+**The image hash** (:func:`image_sha256`) is the SHA-256 of the *decoded* RGB pixels (``"<H>x<W>x3:"`` then the
+``uint8`` bytes, row-major), not of the uploaded file. The same picture uploaded twice therefore has one hash
+whatever the upload's container (a JPEG and a DICOM holding the same pixels, or one file sent again), and
+:func:`merge_feedback` can recognise a flagged image that is already in the dataset by decoding the split's
+images with the same decoder (:func:`mednet.data.dermoscopy.load_rgb`). Hashing the uploaded bytes could do
+neither — and would hash a DICOM file's header, patient attributes included. The PNG stored is lossless, so
+decoding it gives back the hashed pixels exactly (the merge checks this). Only identical pixels match: a
+re-compressed or resized copy of an image is a different image here.
+
+**Privacy.** Only decoded pixels reach this module: a DICOM upload is never stored — its pixels are written as
+a PNG without metadata chunks — and no DICOM attribute is read here. ``source_name`` keeps the base name of an
+uploaded photograph (no folders) and for a DICOM upload is always ``"dicom"``: DICOM file names are often built
+from patient names or ids. Identifiers burned into the pixels themselves cannot be detected here. Comments are
+free text written by the clinician: they are kept in ``feedback.csv`` but never copied into a split.
+
+**Merge** (:func:`merge_feedback`, ``python -m data_prep.feedback merge``): a *new* split folder holding every
+row of the original split unchanged plus one training row per flagged image that is not already in any split;
+the original folder is only read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, load_rgb
+from mednet.data.splits import SPLITS
+from mednet.errors import DataError, OptionError
+from mednet.io import atomic_path, refuse_existing, write_json_atomic
+
+__all__ = [
+    "FEEDBACK_COLUMNS",
+    "FEEDBACK_CSV",
+    "FEEDBACK_IMAGES",
+    "MAX_COMMENT_CHARS",
+    "DICOM_SOURCE_NAME",
+    "FEEDBACK_DX_TYPE",
+    "HASH_CACHE",
+    "HELD_OUT_COLUMNS",
+    "image_sha256",
+    "store_feedback_image",
+    "append_feedback",
+    "read_feedback",
+    "held_out_rows",
+    "merge_feedback",
+]
+
+logger = logging.getLogger("mednet")
+
+#: the columns of ``feedback.csv``, in order
+FEEDBACK_COLUMNS: tuple[str, ...] = ("timestamp", "image_sha256", "image_file", "model_run", "predicted",
+                                     "probability", "corrected", "comment", "source_name")
+#: the feedback table inside a feedback folder
+FEEDBACK_CSV = "feedback.csv"
+#: the folder (inside a feedback folder) of the flagged images, ``<sha256>.png``
+FEEDBACK_IMAGES = "images"
+#: longest comment accepted (characters, after folding it onto one line)
+MAX_COMMENT_CHARS = 500
+#: ``source_name`` of every DICOM upload (its file name may carry patient identifiers)
+DICOM_SOURCE_NAME = "dicom"
+#: ``dx_type`` of the training rows a merge adds (the diagnosis is the clinician's correction)
+FEEDBACK_DX_TYPE = "feedback"
+#: the per-image hash cache a merge writes into its split folder (and reads from the source split, if there)
+HASH_CACHE = "image_hashes.csv"
+
+_LOCK_TIMEOUT_S = 30
+_MAX_NAME_CHARS = 255
+_MAX_RUN_CHARS = 1000
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# ---------------------------------------------------------------------------------------------------- recording
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise DataError(None, f"a feedback image must be a (height, width, 3) uint8 RGB array, got {dtype} of shape "
+                              f"{shape} (decode uploads with mednet.data.dermoscopy.load_rgb)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DataError(None, f"a feedback image must not be empty, got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def image_sha256(image: np.ndarray) -> str:
+    """Hex SHA-256 of decoded ``(H, W, 3)`` uint8 RGB pixels: of ``"<H>x<W>x3:"`` followed by the pixel bytes
+    (row-major), so two images with the same bytes but other shapes differ."""
+    image = _check_image(image)
+    h = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}x3:".encode("ascii"))
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def store_feedback_image(feedback_dir: str | os.PathLike, image: np.ndarray) -> tuple[str, Path]:
+    """Store ``image`` as ``feedback_dir/images/<sha256>.png`` unless it is there; returns ``(sha256, path)``.
+
+    The PNG holds the pixels only (no text chunks, so nothing of an upload's metadata) and is written atomically
+    (:func:`mednet.io.atomic_path`): two writers of the same image replace one complete file by an identical one.
+    """
+    from PIL import Image
+
+    image = _check_image(image)
+    digest = image_sha256(image)
+    path = Path(feedback_dir) / FEEDBACK_IMAGES / f"{digest}.png"
+    if not path.is_file():
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="RGB").save(buffer, format="PNG")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+    return digest, path
+
+
+def _one_line(text: object, what: str, limit: int) -> str:
+    """``text`` on one line (control characters and line breaks → one space), stripped, at most ``limit`` chars."""
+    line = _CONTROL.sub(" ", "" if text is None else str(text)).strip()
+    if len(line) > limit:
+        raise OptionError({what: f"too long ({len(line)} characters; at most {limit})"})
+    return line
+
+
+def _class_name(value: object, what: str, class_names: Sequence[str]) -> str:
+    name = str(value).strip()
+    if name not in class_names:
+        raise OptionError({what: f"unknown class {name!r} (expected one of {', '.join(class_names)})"})
+    return name
+
+
+def _source_name(source_name: str | os.PathLike | None, is_dicom: bool) -> str:
+    """The upload's base name (never a folder), or :data:`DICOM_SOURCE_NAME` for a DICOM upload."""
+    name = Path(os.fspath(source_name or "").replace("\\", "/")).name
+    if is_dicom or name.lower().endswith(_DICOM_SUFFIXES):
+        return DICOM_SOURCE_NAME
+    return _one_line(name, "source_name", _MAX_NAME_CHARS)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _lock(feedback_dir: Path):
+    from filelock import FileLock
+
+    # a new lock object per call: the OS lock (flock / LockFileEx) then also excludes the other threads of this
+    # process, which one FileLock object shared between threads would not (its lock is reentrant)
+    return FileLock(str(feedback_dir / f"{FEEDBACK_CSV}.lock"), timeout=_LOCK_TIMEOUT_S)
+
+
+def _check_header(csv_path: Path) -> None:
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f), [])
+    if [c.strip().lstrip("\ufeff") for c in header] != list(FEEDBACK_COLUMNS):
+        raise DataError(csv_path, f"not a feedback table: its header is {', '.join(header) or '(empty)'}; expected "
+                                  f"{', '.join(FEEDBACK_COLUMNS)}")
+
+
+def append_feedback(
+    feedback_dir: str | os.PathLike,
+    image: np.ndarray,
+    *,
+    model_run: str,
+    predicted: str,
+    probability: float,
+    corrected: str,
+    comment: str = "",
+    source_name: str = "",
+    is_dicom: bool = False,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+) -> dict:
+    """Record one "flag as wrong": store the image (:func:`store_feedback_image`), then append its row.
+
+    Args:
+        feedback_dir: the feedback folder (created).
+        image: the decoded upload, ``(H, W, 3)`` uint8 RGB (:func:`mednet.data.dermoscopy.load_rgb`).
+        model_run: the run that made the prediction (its folder).
+        predicted, probability: the model's class and its (calibrated) probability in [0, 1].
+        corrected: the class the clinician says is right.
+        comment: optional free text; line breaks become spaces; at most :data:`MAX_COMMENT_CHARS` characters.
+        source_name: the uploaded file's name; only its base name is kept.
+        is_dicom: the upload was a DICOM file: ``source_name`` is then recorded as ``"dicom"`` whatever it was
+            (also when the name ends in ``.dcm``/``.dicom``).
+
+    Returns:
+        The row written, ``{column: value}`` for :data:`FEEDBACK_COLUMNS` (``probability`` as a float).
+
+    Raises:
+        OptionError: ``predicted``/``corrected`` not in ``class_names``, a probability outside [0, 1], a comment
+            too long.
+        DataError: ``image`` not an RGB uint8 array; ``feedback.csv`` exists with another header.
+        filelock.Timeout: the lock was not obtained in 30 s.
+    """
+    predicted = _class_name(predicted, "predicted", class_names)
+    corrected = _class_name(corrected, "corrected", class_names)
+    try:
+        probability = float(probability)
+    except (TypeError, ValueError):
+        raise OptionError({"probability": f"must be a number in [0, 1], got {probability!r}"}) from None
+    if not 0.0 <= probability <= 1.0:
+        raise OptionError({"probability": f"must be in [0, 1], got {probability!r}"})
+    comment = _one_line(comment, "comment", MAX_COMMENT_CHARS)
+    model_run = _one_line(model_run, "model_run", _MAX_RUN_CHARS)
+    source = _source_name(source_name, is_dicom)
+    folder = Path(feedback_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest, path = store_feedback_image(folder, image)
+    csv_path = folder / FEEDBACK_CSV
+    with _lock(folder):
+        row = {"timestamp": _now(), "image_sha256": digest, "image_file": f"{FEEDBACK_IMAGES}/{path.name}",
+               "model_run": model_run, "predicted": predicted, "probability": f"{probability:.6f}",
+               "corrected": corrected, "comment": comment, "source_name": source}
+        new = not csv_path.is_file() or csv_path.stat().st_size == 0
+        if not new:
+            _check_header(csv_path)
+        with open(csv_path, "a+b") as f:
+            prefix = b""
+            if not new:  # a line cut short (a crash mid-write) must not swallow this row
+                f.seek(-1, os.SEEK_END)
+                prefix = b"" if f.read(1) == b"\n" else b"\n"
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            if new:
+                writer.writerow(FEEDBACK_COLUMNS)
+            writer.writerow([row[c] for c in FEEDBACK_COLUMNS])
+            f.seek(0, os.SEEK_END)
+            f.write(prefix + text.getvalue().encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+    logger.info("feedback: image %s… flagged (%s → %s)", digest[:12], predicted, corrected)
+    return {**row, "probability": probability}
+
+
+def read_feedback(feedback_dir: str | os.PathLike) -> pd.DataFrame:
+    """``feedback_dir/feedback.csv`` as strings (``probability`` as float), in the order the flags arrived.
+
+    Read under the append lock, so a row being written is never read half-way.
+
+    Raises:
+        DataError: no ``feedback.csv``, an unreadable file, or a missing column (naming the file and column).
+    """
+    folder = Path(feedback_dir)
+    csv_path = folder / FEEDBACK_CSV
+    if not csv_path.is_file():
+        raise DataError(csv_path, "no feedback recorded here (flag a prediction in the web demo first)")
+    with _lock(folder):
+        try:
+            table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except pd.errors.EmptyDataError:
+            raise DataError(csv_path, "the feedback file is empty") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise DataError(csv_path, f"not a readable CSV file ({str(e).strip()})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in FEEDBACK_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(csv_path, f"missing column(s) {', '.join(missing)} (columns present: "
+                                  f"{', '.join(table.columns)})")
+    table = table[list(FEEDBACK_COLUMNS)].copy()
+    try:
+        table["probability"] = pd.to_numeric(table["probability"]).astype(float)
+    except (TypeError, ValueError) as e:
+        raise DataError(csv_path, f"column probability holds a value that is not a number ({e})") from None
+    table.attrs["source"] = str(csv_path)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------- merge
+#: what identifies a held-out row: a merge must keep these, and a gated retraining compares them
+HELD_OUT_COLUMNS: tuple[str, ...] = ("split", "image_id", "lesion_id", "dx", "path")
+
+
+def held_out_rows(table_or_dataset: pd.DataFrame | str | os.PathLike,
+                  class_names: Sequence[str] = DERMOSCOPY_CLASSES) -> pd.DataFrame:
+    """The validation and test rows of a split (a table from :func:`load_split_table`, or a split folder/CSV):
+    :data:`HELD_OUT_COLUMNS`, paths resolved (:func:`os.path.realpath`), sorted by split then image id — two
+    splits evaluate on the same images with the same labels exactly when these tables are equal."""
+    if isinstance(table_or_dataset, pd.DataFrame):
+        table = table_or_dataset
+    else:
+        from mednet.data.lesion_split import load_split_table
+
+        table = load_split_table(table_or_dataset, None, class_names, check_files=False)
+    rows = table.loc[table["split"].isin(("validation", "test")), list(HELD_OUT_COLUMNS)].astype(str)
+    rows["path"] = [os.path.realpath(p) for p in rows["path"]]
+    return rows.sort_values(["split", "image_id"]).reset_index(drop=True)
+
+
+def _row_ref(csv_path: Path, index: int) -> str:
+    return f"{csv_path}:row {index + 2}"
+
+
+def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """The latest flag of each image (file order = arrival order), checked; and the number of flags dropped."""
+    table = read_feedback(feedback_dir)
+    csv_path = Path(table.attrs["source"])
+    if table.empty:
+        raise DataError(csv_path, "the feedback file has a header but no rows: nothing to merge")
+    for i, row in enumerate(table.itertuples(index=False)):
+        where = _row_ref(csv_path, i)
+        if not _SHA256.fullmatch(row.image_sha256):
+            raise DataError(where, f"image_sha256 {row.image_sha256!r} is not a SHA-256 hex digest")
+        if row.corrected not in class_names:
+            raise DataError(where, f"unknown corrected class {row.corrected!r} (expected one of "
+                                   f"{', '.join(class_names)})")
+    latest = table.drop_duplicates("image_sha256", keep="last").reset_index(drop=True)
+    latest.attrs = dict(table.attrs)
+    return latest, len(table) - len(latest)
+
+
+def _feedback_image(feedback_dir: Path, row, where: str) -> Path:
+    """The stored PNG of a feedback row, checked to hold the pixels its hash names."""
+    path = (feedback_dir / row.image_file).resolve()
+    if not path.is_file():
+        raise DataError(where, f"image_file {row.image_file} does not exist in {feedback_dir}")
+    if image_sha256(load_rgb(path)) != row.image_sha256:
+        raise DataError(path, f"its pixels do not match image_sha256 {row.image_sha256[:12]}… of {where} "
+                              "(the file was changed after it was recorded)")
+    return path
+
+
+def _read_hash_cache(path: Path) -> dict[str, tuple[int, int, str]]:
+    if not path.is_file():
+        return {}
+    try:
+        cached = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return {p: (int(s), int(m), h) for p, s, m, h in
+                zip(cached["path"], cached["size"], cached["mtime_ns"], cached["sha256"])}
+    except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        logger.warning("%s: unreadable hash cache ignored", path)
+        return {}
+
+
+def _hash_row(path: str, digest: str) -> dict:
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return {"path": real, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+
+
+def _write_hash_cache(rows: Sequence[dict], out: Path) -> None:
+    with atomic_path(out / HASH_CACHE) as tmp:
+        pd.DataFrame(list(rows), columns=["path", "size", "mtime_ns", "sha256"]).to_csv(tmp, index=False)
+
+
+def _image_hashes(paths: Sequence[str], caches: Sequence[Path], out: Path) -> tuple[list[str], list[dict]]:
+    """Pixel hashes of ``paths`` (decoded with :func:`load_rgb`) and their cache rows, written to
+    ``out/image_hashes.csv`` at once (a merge stopped later keeps them). A cached hash is reused when the file's
+    real path, size and modification time match; ``caches`` are only read."""
+    from tqdm.auto import tqdm
+
+    known: dict[str, tuple[int, int, str]] = {}
+    for cache in caches:
+        known.update(_read_hash_cache(cache))
+    rows, computed = [], 0
+    for p in tqdm(paths, desc="hashing split images", unit="image", disable=None, leave=False):
+        real = os.path.realpath(p)
+        stat = os.stat(real)
+        hit = known.get(real)
+        if hit is not None and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
+            rows.append({"path": real, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hit[2]})
+        else:
+            rows.append(_hash_row(real, image_sha256(load_rgb(real))))
+            computed += 1
+    _write_hash_cache(rows, out)
+    logger.info("merge: %d split images hashed, %d taken from a cache", computed, len(paths) - computed)
+    return [r["sha256"] for r in rows], rows
+
+
+def _cache_size(dataset_dir: Path, table: pd.DataFrame) -> int:
+    """The resized cache's side in pixels: ``split.json``'s ``cache_size``, else the first cached PNG's width."""
+    settings = dataset_dir / "split.json"
+    if settings.is_file():
+        size = json.loads(settings.read_text(encoding="utf-8")).get("cache_size")
+        if size:
+            return int(size)
+    from PIL import Image
+
+    with Image.open(table["cache_path"].iloc[0]) as img:
+        return int(img.size[0])
+
+
+def merge_feedback(
+    feedback_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+) -> Path:
+    """Write a new split folder ``out_dir``: the split of ``dataset_dir`` plus the flagged images as training rows.
+
+    ``out_dir/split.csv`` holds every row of ``dataset_dir/split.csv`` (same values, same order, the validation and
+    test rows included; paths re-written relative to ``out_dir`` as :func:`write_split_table` does), then one row
+    per flagged image that is in no split yet:
+
+    * the latest flag of an image wins (``feedback.csv`` order); earlier flags of it are counted as superseded;
+    * an image whose pixel hash (:func:`image_sha256`) equals that of any image of any split is skipped and counted
+      per split — also when the correction disagrees with the split's label (a *label conflict*, listed in
+      ``merge.json``: the original metadata is never changed);
+    * an added row: ``image_id`` = ``lesion_id`` = ``feedback_<first 12 hex digits of the hash>`` (its own lesion
+      group), ``dx`` = the correction, ``dx_type`` = ``feedback``, ``path`` = the stored PNG in the feedback folder,
+      ``split`` = ``training``; with a resized cache in the source split, its ``cache_path`` is written to
+      ``out_dir/cache_<size>/``.
+
+    A ``provenance`` column says where each row came from: ``original`` (or the value it had, when
+    ``dataset_dir`` is itself a merged split) and ``feedback:<timestamp>:<model_run>`` for added rows.
+
+    Also written: ``split_stats.csv``/``.md``, ``split.json`` (the source's, updated: counts, ``data_provenance``,
+    ``merged_from``), ``merge.json`` (flags, added per class, duplicates per split, superseded flags, label
+    conflicts) and ``image_hashes.csv`` (the pixel hash of every image; a later merge from ``out_dir`` reuses it).
+    Comments and upload names are not copied. ``dataset_dir`` is only read.
+
+    Returns:
+        The path of ``out_dir/split.csv``.
+
+    Raises:
+        DataError: ``out_dir`` already holds a split (or is ``dataset_dir``), no or bad feedback (a missing image,
+            an unknown class, an image changed since it was flagged), a bad source split.
+    """
+    from mednet.data.lesion_split import (
+        _PATH_COLUMNS,
+        _relative,
+        data_provenance,
+        load_split_table,
+        split_stats,
+    )
+    from mednet.reports import write_table
+
+    feedback_dir, dataset_dir, out = Path(feedback_dir).resolve(), Path(dataset_dir).resolve(), Path(out_dir)
+    if dataset_dir.suffix.lower() == ".csv":
+        dataset_dir = dataset_dir.parent
+    csv_out, stats_stem, settings_out, merge_out = (out / "split.csv", out / "split_stats", out / "split.json",
+                                                    out / "merge.json")
+    if out.resolve() == dataset_dir:
+        raise OptionError({"--out": f"must be a new folder, not the source split {dataset_dir} (never overwritten)"})
+    refuse_existing(csv_out, settings_out, merge_out, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"))
+    table = load_split_table(dataset_dir, None, class_names)
+    source_csv = Path(table.attrs["source"])
+    feedback, superseded = _checked_feedback(feedback_dir, class_names)
+    feedback_csv = Path(feedback.attrs["source"])
+    images = [_feedback_image(feedback_dir, row, _row_ref(feedback_csv, i))
+              for i, row in enumerate(feedback.itertuples(index=False))]
+
+    out.mkdir(parents=True, exist_ok=True)
+    hashes, hash_rows = _image_hashes(list(table["path"]), [dataset_dir / HASH_CACHE, out / HASH_CACHE], out)
+    first: dict[str, int] = {}
+    for i, digest in enumerate(hashes):
+        first.setdefault(digest, i)
+
+    added, duplicates = [], []
+    for row, png in zip(feedback.itertuples(index=False), images):
+        hit = first.get(row.image_sha256)
+        if hit is not None:
+            original = table.iloc[hit]
+            duplicates.append({"image_sha256": row.image_sha256, "split": original["split"],
+                               "image_id": original["image_id"], "dx": original["dx"], "corrected": row.corrected,
+                               "label_conflict": bool(original["dx"] != row.corrected)})
+            continue
+        name = f"feedback_{row.image_sha256[:12]}"
+        if (table["image_id"] == name).any() or any(a["image_id"] == name for a in added):
+            raise DataError(feedback_csv, f"image id {name} is taken already (a 48-bit hash prefix collision); "
+                                          "rename that row of the source split")
+        added.append({"image_id": name, "lesion_id": name, "dx": row.corrected, "dx_type": FEEDBACK_DX_TYPE,
+                      "path": str(png), "split": "training",
+                      "provenance": f"feedback:{row.timestamp}:{row.model_run}", "_sha256": row.image_sha256})
+
+    merged = table.copy()
+    if "provenance" in merged.columns:
+        merged["provenance"] = merged["provenance"].replace("", "original")
+    else:
+        merged["provenance"] = "original"
+    new = pd.DataFrame(added, columns=["image_id", "lesion_id", "dx", "dx_type", "path", "split", "provenance",
+                                       "_sha256"])
+    if len(new):
+        if "cache_path" in merged.columns:
+            from mednet.data.dermoscopy import write_resized_cache
+
+            new = write_resized_cache(new, out, _cache_size(dataset_dir, table), progress=False)
+        for column in merged.columns:
+            if column not in new.columns:
+                new[column] = ""
+        merged = pd.concat([merged, new[list(merged.columns)]], ignore_index=True)
+        # the added images' hashes too, for a later merge from out_dir
+        _write_hash_cache([*hash_rows, *(_hash_row(p, h) for p, h in zip(new["path"], new["_sha256"]))], out)
+
+    written = merged.copy()
+    base = out.resolve()
+    for column in _PATH_COLUMNS:
+        if column in written.columns:
+            written[column] = [_relative(p, base) for p in written[column]]
+    with atomic_path(csv_out, overwrite=False) as tmp:
+        written.to_csv(tmp, index=False, encoding="utf-8")
+    check = load_split_table(out, None, class_names)  # the bundle's reader accepts it (lesions disjoint, files)
+    if not held_out_rows(check).equals(held_out_rows(table)):  # guards this function, not the user's data
+        raise DataError(csv_out, "internal error: the validation/test rows differ from the source split's")
+
+    provenance = data_provenance(check)
+    per_split = check.groupby("split")
+    previous = json.loads((dataset_dir / "split.json").read_text(encoding="utf-8")) \
+        if (dataset_dir / "split.json").is_file() else {}
+    write_table(split_stats(check, class_names), stats_stem,
+                title=f"Images per class and split ({provenance} data, {source_csv} + feedback)",
+                footer="\nLast row: distinct lesions per split. No lesion is in two splits. Each flagged image "
+                       "added is its own lesion, in training.\n")
+    duplicates_per_split = {s: sum(d["split"] == s for d in duplicates) for s in SPLITS}
+    summary = {
+        "time": _now(),
+        "dataset_dir": str(dataset_dir),
+        "feedback_dir": str(feedback_dir),
+        "split_csv": str(csv_out.resolve()),
+        "feedback_rows": int(len(feedback) + superseded),
+        "flagged_images": int(len(feedback)),
+        "superseded_flags": int(superseded),
+        "added": int(len(new)),
+        "added_per_class": {c: int((new["dx"] == c).sum()) for c in class_names},
+        "duplicates_skipped": int(len(duplicates)),
+        "duplicates_per_split": duplicates_per_split,
+        "label_conflicts": int(sum(d["label_conflict"] for d in duplicates)),
+        "duplicates": duplicates,
+        "validation_and_test_unchanged": True,
+    }
+    write_json_atomic(summary, merge_out, overwrite=False)
+    write_json_atomic({
+        **previous,
+        "merged_from": str(dataset_dir),
+        "feedback_dir": str(feedback_dir),
+        "merge": str(merge_out.resolve()),
+        "class_names": list(class_names),
+        "data_provenance": provenance,
+        "n_images": int(len(check)),
+        "n_lesions": int(check["lesion_id"].nunique()),
+        "n_images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
+        "n_lesions_per_split": {s: int(per_split["lesion_id"].nunique().get(s, 0)) for s in SPLITS},
+    }, settings_out, overwrite=False)
+    if summary["label_conflicts"]:
+        logger.warning("merge: %d flagged image(s) are already in the split with another label; the split's label "
+                       "is kept (listed in %s)", summary["label_conflicts"], merge_out)
+    print(f"{csv_out}: {len(table)} original rows + {len(new)} feedback training rows "
+          f"({len(duplicates)} flagged images already in a split: "
+          + ", ".join(f"{s} {n}" for s, n in duplicates_per_split.items()) + f"; {superseded} superseded flags)")
+    return csv_out

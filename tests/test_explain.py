@@ -1,0 +1,324 @@
+"""Attribution maps (mednet.explain), their sanity checks, figures, the evaluator handler and explain.json.
+
+The sanity tests use a real trained classifier: the dissertation CNN (``receptive_field_cnn``) trained for a few
+seconds on a task whose evidence is localised (the class is the colour of one disc at a random position on colour
+noise, :func:`mednet.explain.sanity.blob_task`), so a useful map has something to find. Its images are 32 px, where the
+network's default Grad-CAM layer (``convblock10``) gives a 4×4 map; the sanity tests name it explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mednet.errors import OptionError
+from mednet.explain import (
+    EXPLAIN_METHODS,
+    attribution_maps,
+    attribution_maps_timed,
+    blurred_baseline,
+    default_target_layer,
+    earlier_target_layer,
+    feature_map_size,
+    grad_cam_map,
+)
+from mednet.explain.sanity import (
+    BLOB_NORMALIZATION,
+    RANDOMISATION_THRESHOLD,
+    blob_task,
+    deletion_insertion,
+    model_randomisation_test,
+    randomised_copy,
+    rank_correlation,
+    train_blob_classifier,
+)
+from mednet.networks.classifiers import build_classifier
+
+S = 32
+CLASSES7 = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+FAST = {"n_steps": 16, "n_samples": 8}  # IG / GradientSHAP settings for speed where the defaults are not tested
+N_TEST = 24  # held-out images of the sanity tests
+CAM_LAYER = {"layer": "features.convblock10"}  # 4×4 at 32 px (see the module docstring)
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(BLOB_NORMALIZATION["mean"]).reshape(1, 3, 1, 1)
+    std = torch.tensor(BLOB_NORMALIZATION["std"]).reshape(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+@pytest.fixture(scope="module")
+def trained() -> SimpleNamespace:
+    """receptive_field_cnn trained on the 4-class disc task at 32 px (a few seconds on one core)."""
+    torch.manual_seed(0)
+    images, labels, _ = blob_task(448, S, num_classes=4, seed=0)
+    # 20 epochs at lr 1e-3: 6 epochs at 3e-3 reached 0.92 with one thread but 0.75 with two (measured)
+    net = train_blob_classifier(build_classifier("receptive_field_cnn", 4, S), images, labels, epochs=20, seed=0,
+                                learning_rate=1e-3)
+    test_images, test_labels, masks = blob_task(N_TEST, S, num_classes=4, seed=1)
+    x = _normalise(test_images)
+    with torch.no_grad():
+        accuracy = float((net(x).argmax(1) == test_labels).float().mean())
+    assert accuracy >= 0.9, f"the fixture classifier did not learn the task (accuracy {accuracy:.2f})"
+    return SimpleNamespace(net=net, x=x, labels=test_labels, masks=masks, accuracy=accuracy)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# maps
+# ---------------------------------------------------------------------------------------------------------------
+def test_every_method_gives_input_sized_maps_in_unit_range(trained: SimpleNamespace) -> None:
+    x = trained.x[:4]
+    maps, seconds = attribution_maps_timed(trained.net, x, normalization=BLOB_NORMALIZATION)  # default settings
+    assert tuple(maps) == EXPLAIN_METHODS and set(seconds) == set(EXPLAIN_METHODS)
+    for method, m in maps.items():
+        assert m.shape == (4, S, S) and m.dtype == torch.float32, method
+        assert torch.isfinite(m).all() and m.min() >= 0 and m.max() <= 1, method
+        peaks = m.flatten(1).max(1).values  # min-max per image: 1, or 0 for a constant map (no positive evidence)
+        assert ((peaks == 1) | (m.flatten(1).amin(1) == peaks)).all() and (peaks == 1).any(), method
+        assert seconds[method] > 0
+    # one image as (3, S, S) works too, and the web demo's call gives the same Grad-CAM
+    single = grad_cam_map(trained.net, x[1])
+    assert single.shape == (S, S) and single.dtype == np.float32
+    np.testing.assert_allclose(single, maps["gradcam"][1].numpy(), atol=1e-5)
+    # blurred baseline: same shape, less detail
+    blurred = blurred_baseline(x)
+    assert blurred.shape == x.shape and blurred.std() < x.std()
+    ig_blur = attribution_maps(trained.net, x, ("integrated_gradients",), ig_baseline="blur", n_steps=16)
+    assert ig_blur["integrated_gradients"].shape == (4, S, S)
+
+
+def test_maps_are_not_inverted(trained: SimpleNamespace) -> None:
+    """MONAI's default CAM post-processing maps max → 0; ours keeps high = important: the disc is hot."""
+    maps = attribution_maps(trained.net, trained.x, ("gradcam", "integrated_gradients"), **CAM_LAYER, **FAST)
+    for method, m in maps.items():
+        inside = np.mean([float(m[i][trained.masks[i]].mean()) for i in range(len(m))])
+        outside = np.mean([float(m[i][~trained.masks[i]].mean()) for i in range(len(m))])
+        assert inside > outside, (method, inside, outside)
+
+
+@pytest.mark.parametrize("name, size, layer, resolution, earlier, earlier_resolution", [
+    ("receptive_field_cnn", 32, "features.convblock10", (4, 4), "features.convblock8", (8, 8)),
+    ("receptive_field_cnn", 64, "features.convblock10", (8, 8), "features.convblock8", (16, 16)),  # 1x1 blocks skipped
+    ("resnet18", 64, "layer4", (8, 8), "layer3", (16, 16)),  # CIFAR stem below 128 px
+    ("wrn_40_2", 64, "block3", (16, 16), "block2", (32, 32)),
+    ("shufflenet_v2_x0_5", 64, "conv5", (2, 2), "stage3", (4, 4)),
+    ("mobilenet_v3_small", 64, "features.12", (2, 2), "features.8", (4, 4)),
+])
+def test_default_layers_exist_and_give_the_documented_resolution(name: str, size: int, layer: str, resolution: tuple,
+                                                                 earlier: str, earlier_resolution: tuple) -> None:
+    torch.manual_seed(0)
+    net = build_classifier(name, 7, size).eval()
+    assert default_target_layer(net) == layer and layer in dict(net.named_modules())
+    assert feature_map_size(net, None, size) == resolution
+    assert earlier_target_layer(net, size) == earlier and feature_map_size(net, earlier, size) == earlier_resolution
+    heat = grad_cam_map(net, torch.randn(3, size, size))
+    assert heat.shape == (size, size) and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_imagenet_stem_resnet_map_is_2x2_at_64px() -> None:
+    net = build_classifier("resnet18", 7, 64, cifar_stem=False).eval()
+    assert feature_map_size(net, None, 64) == (2, 2)
+
+
+def test_target_class_on_request_changes_the_map(trained: SimpleNamespace) -> None:
+    x = trained.x[:1]
+    with torch.no_grad():
+        pred = int(trained.net(x).argmax(1))
+    other = (pred + 1) % 4
+    default = grad_cam_map(trained.net, x)
+    np.testing.assert_allclose(default, grad_cam_map(trained.net, x, target=pred), atol=1e-6)
+    for method in ("gradcam", "integrated_gradients"):
+        a = attribution_maps(trained.net, x, (method,), targets=[pred], **FAST)[method]
+        b = attribution_maps(trained.net, x, (method,), targets=[other], **FAST)[method]
+        assert (a - b).abs().max() > 0.05, method
+
+
+def test_explaining_leaves_the_network_unchanged(trained: SimpleNamespace) -> None:
+    net = trained.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    net.features.convblock1[0].weight.grad = torch.ones_like(net.features.convblock1[0].weight)
+    modes = [m.training for m in net.modules()]
+    inplace = [m.inplace for m in net.modules() if isinstance(m, torch.nn.ReLU)]
+    try:
+        attribution_maps(net, trained.x[:3], **FAST)
+        grad_cam_map(net, trained.x[0], layer="features.convblock12.1")  # an in-place ReLU as the target layer
+        assert [m.training for m in net.modules()] == modes
+        assert [m.inplace for m in net.modules() if isinstance(m, torch.nn.ReLU)] == inplace
+        assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+        assert torch.equal(net.features.convblock1[0].weight.grad, torch.ones_like(net.features.convblock1[0].weight))
+        assert all(p.requires_grad for p in net.parameters())
+        assert not any(m._forward_hooks or m._backward_hooks for m in net.modules())  # MONAI's hooks removed
+    finally:
+        net.features.convblock1[0].weight.grad = None
+        net.eval()
+
+
+def test_bad_options_and_ensembles() -> None:
+    from mednet.networks.ensemble import EnsembleClassifier
+
+    torch.manual_seed(0)
+    a, b = (build_classifier("receptive_field_cnn", 7, S).eval() for _ in range(2))
+    x = torch.randn(2, 3, S, S)
+    with pytest.raises(OptionError, match="--layer.*no module 'nope'"):
+        attribution_maps(a, x, ("gradcam",), layer="nope")
+    with pytest.raises(OptionError, match="--methods.*'lime'"):
+        attribution_maps(a, x, ("gradcam", "lime"))
+    with pytest.raises(OptionError, match="--layer.*not a \\(B, C, h, w\\)"):
+        feature_map_size(a, "head", S)  # Identity after the flatten: (B, K)
+    ensemble = EnsembleClassifier([a, b])
+    with pytest.raises(OptionError, match="--layer.*member run"):
+        default_target_layer(ensemble)
+    with pytest.raises(OptionError, match="--layer.*member run"):
+        attribution_maps(ensemble, x, ("gradcam",))
+    maps = attribution_maps(ensemble, x, ("integrated_gradients", "gradient_shap"), **FAST)  # input gradients only
+    assert all(m.shape == (2, S, S) for m in maps.values())
+    # explain.json checks every option in its initialize, before the output folder exists
+    from mednet.engines.explanation_writer import check_explain_options
+
+    assert check_explain_options(a, CLASSES7, ["gradcam"], "mel") == (("gradcam",), 4, "features.convblock10")
+    with pytest.raises(OptionError, match="--layer.*member run"):
+        check_explain_options(ensemble, CLASSES7)
+    with pytest.raises(OptionError, match="--ig_baseline.*--n_steps|--n_steps.*--ig_baseline"):
+        check_explain_options(a, CLASSES7, ig_baseline="white", n_steps=0)
+    # a caller inside torch.inference_mode (e.g. a web demo) still gets gradients
+    with torch.inference_mode():
+        heat = grad_cam_map(a, torch.randn(3, S, S))
+    assert heat.shape == (S, S)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sanity checks on the trained classifier
+# ---------------------------------------------------------------------------------------------------------------
+def test_randomised_copy_and_rank_correlation(trained: SimpleNamespace) -> None:
+    copy = randomised_copy(trained.net, seed=1)
+    assert not torch.equal(copy.features.convblock1[0].weight, trained.net.features.convblock1[0].weight)
+    cascading = randomised_copy(trained.net, seed=1, mode="cascading", n_layers=1)
+    changed = [n for n, p in cascading.state_dict().items() if not torch.equal(p, trained.net.state_dict()[n])]
+    assert changed and all(n.startswith("features.convblock13.2") for n in changed)  # the top layer: its BN
+    m = torch.rand(S, S)
+    assert rank_correlation(m, m) == pytest.approx(1.0)
+    assert rank_correlation(m, -m) == pytest.approx(-1.0)
+    assert rank_correlation(m, torch.zeros(S, S)) == 0.0
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_maps_fail_to_survive_model_randomisation(trained: SimpleNamespace, method: str) -> None:
+    """Adebayo et al. 2018: maps of the trained and the fully randomised network share little rank order."""
+    result = model_randomisation_test(trained.net, trained.x, method, seed=0, normalization=BLOB_NORMALIZATION,
+                                      n_steps=16, **CAM_LAYER)
+    assert result["correlations"].shape == (N_TEST,) and result["mode"] == "full"
+    assert N_TEST - result["n_constant"] >= 6, result  # enough images whose randomised map is not empty
+    assert result["mean"] < RANDOMISATION_THRESHOLD and result["passed"], result["mean"]
+    # the same test on a network that is *not* randomised fails, as it must
+    same = model_randomisation_test(trained.net, trained.x, method, mode="cascading", n_layers=0,
+                                    normalization=BLOB_NORMALIZATION, n_steps=16, **CAM_LAYER)
+    assert same["mean"] > 0.99 and not same["passed"]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_deleting_top_attributed_pixels_lowers_the_class_probability_faster_than_random(
+        trained: SimpleNamespace, method: str) -> None:
+    maps = attribution_maps(trained.net, trained.x, (method,), normalization=BLOB_NORMALIZATION, n_steps=16,
+                            **CAM_LAYER)[method]
+    result = deletion_insertion(trained.net, trained.x, maps, steps=20, baseline=0.0, seed=0)
+    assert result["deletion"].shape == (N_TEST, 21) and result["fractions"][-1] == 1.0
+    np.testing.assert_allclose(result["deletion"][:, 0], result["insertion"][:, -1], atol=1e-5)  # both = full image
+    assert result["deletion_auc"] < result["deletion_auc_random"], result
+    assert result["insertion_auc"] > result["insertion_auc_random"], result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# figures and the evaluator handler
+# ---------------------------------------------------------------------------------------------------------------
+def test_overlay_and_explanation_figure(tmp_path: Path) -> None:
+    from mednet.reports.explanation_figure import overlay_heatmap, plot_explanation
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    heat = np.random.default_rng(1).random((4, 4))
+    out = overlay_heatmap(image, heat, alpha=0.45)
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(overlay_heatmap(image, heat, alpha=0.0), image)
+    png = plot_explanation(image, {"gradcam": heat, "integrated_gradients": np.random.rand(48, 48)},
+                           tmp_path / "x.png", "pred mel p=0.83, true nv")
+    assert png.is_file() and png.stat().st_size > 1000
+
+
+def test_explanation_writer_on_an_evaluator(trained: SimpleNamespace, tmp_path: Path) -> None:
+    from monai.engines import SupervisedEvaluator
+
+    from mednet.data.lesion_images import MixingPrepareBatch
+    from mednet.engines.explanation_writer import ExplanationWriter
+
+    classes = ["red", "green", "blue", "yellow"]
+    items = [{"image": trained.x[i], "label": trained.labels[i] if i % 2 else torch.tensor(-1),
+              "image_id": f"img{i}", "path": f"/data/img{i}.png"} for i in range(7)]
+    loader = torch.utils.data.DataLoader(items, batch_size=3, shuffle=False)
+    writer = ExplanationWriter(tmp_path / "explain", classes, methods=["gradcam", "integrated_gradients"],
+                               max_images=5, temperature=1.5, normalization=BLOB_NORMALIZATION, n_steps=8)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=trained.net,
+                                    decollate=False, prepare_batch=MixingPrepareBatch(), val_handlers=[writer])
+    evaluator.run()
+    out = tmp_path / "explain"
+    assert sorted(p.name for p in out.glob("*.png")) == [f"img{i}.png" for i in range(5)]  # stopped at max_images
+    table = pd.read_csv(out / "explanations.csv", keep_default_na=False)
+    assert list(table["image_id"]) == [f"img{i}" for i in range(5)]
+    assert set(table["prediction"]) <= set(classes) and (table["target"] == table["prediction"]).all()
+    assert ((table["probability"] > 0) & (table["probability"] <= 1)).all()
+    assert table.loc[0, "label"] == "" and table.loc[1, "label"] == classes[int(trained.labels[1])]
+    assert set(table["resolution_gradcam"]) == {"4x4"} and set(table["resolution_integrated_gradients"]) == {"32x32"}
+    with torch.no_grad():  # calibrated: softmax(logits / T)
+        p = (trained.net(trained.x[:1]) / 1.5).softmax(1).max().item()
+    assert table.loc[0, "probability"] == pytest.approx(p, abs=1e-5)
+    timing = pd.read_csv(out / "timing.csv")
+    assert list(timing["method"]) == ["gradcam", "integrated_gradients"] and (timing["n_images"] == 5).all()
+    assert (timing["seconds_per_image"] > 0).all()
+    with pytest.raises(Exception, match="already exists"):  # never overwritten
+        ExplanationWriter(out, classes)
+    with pytest.raises(OptionError, match="--target_class.*'purple'"):
+        ExplanationWriter(tmp_path / "other", classes, target_class="purple")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# explain.json through python -m monai.bundle run
+# ---------------------------------------------------------------------------------------------------------------
+def test_explain_bundle_on_a_run_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from _bundle_cli import run_bundle_cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    torch.save(build_classifier("receptive_field_cnn", 7, S).state_dict(), run / "model.pt")
+    settings = {"model": "receptive_field_cnn", "image_size": S, "cifar_stem": None, "cosine_head": False,
+                "batch_norm": True, "class_names": CLASSES7,
+                "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, "augmentation": "none"}
+    (run / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    (run / "calibration.json").write_text(json.dumps({"temperature": 1.5, "referral": {"threshold": 0.5}}),
+                                          encoding="utf-8")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(images / f"lesion_{i}.jpg")
+    proc = run_bundle_cli("dermoscopy_classification", "explain", "--ckpt_path", str(run), "--input", str(images),
+                          "--n_steps", "8", "--n_samples", "4")
+    (out,) = [p for p in run.iterdir() if p.name.startswith("explain-")]
+    assert str(out) in proc.stdout
+    assert sorted(p.name for p in out.glob("*.png")) == [f"lesion_{i}.png" for i in range(3)]
+    table = pd.read_csv(out / "explanations.csv")
+    assert len(table) == 3 and set(table["prediction"]) <= set(CLASSES7) and (table["temperature"] == 1.5).all()
+    assert list(pd.read_csv(out / "timing.csv")["method"]) == list(EXPLAIN_METHODS)
+    bad = run_bundle_cli("dermoscopy_classification", "explain", "--ckpt_path", str(run), "--input", str(images),
+                         "--methods", "['gradcam','lime']", check=False)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("mednet error:")]
+    assert bad.returncode != 0 and len(errors) == 1 and "--methods" in errors[0], bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
+    assert len([p for p in run.iterdir() if p.name.startswith("explain-")]) == 1  # refused before any output

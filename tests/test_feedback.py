@@ -1,0 +1,342 @@
+"""Clinician feedback → merged training split → gated retraining.
+
+Recording (atomic, file-locked appends from processes and threads at once; images stored once by pixel hash;
+no DICOM names), the merge into a new split (deduplicated against every split, provenance, held-out rows
+unchanged, the source never written), the promotion rule, and one retraining end to end on a tiny synthetic set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mednet.data.dermoscopy import load_rgb
+from mednet.data.feedback import (
+    FEEDBACK_COLUMNS,
+    append_feedback,
+    held_out_rows,
+    image_sha256,
+    merge_feedback,
+    read_feedback,
+)
+from mednet.errors import DataError, OptionError
+
+ROWS_PER_WORKER = 25
+
+
+def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _worker_image(worker: int, i: int) -> np.ndarray:
+    """Every third row of every worker flags the same image; the others one of two images of the worker."""
+    return _image(0) if i % 3 == 0 else _image(100 * worker + i % 3)
+
+
+def _append_many(folder: str, worker: int, barrier=None) -> None:
+    """Append ROWS_PER_WORKER flags (module level: a spawned process imports it)."""
+    if barrier is not None:
+        barrier.wait(timeout=120)
+    for i in range(ROWS_PER_WORKER):
+        append_feedback(folder, _worker_image(worker, i), model_run=f"run-{worker}", predicted="nv",
+                        probability=0.5, corrected="mel", comment=f'worker {worker}, "flag" {i}\nsecond line',
+                        source_name=f"w{worker}_{i}.jpg")
+
+
+# ---------------------------------------------------------------------------------------------------- recording
+def test_append_read_round_trip_stores_each_image_once_and_no_dicom_name(tmp_path: Path) -> None:
+    folder = tmp_path / "feedback"
+    photo, scan = _image(1), _image(2, 36, 36)
+    row = append_feedback(folder, photo, model_run="runs/train-x", predicted="nv", probability=0.73,
+                          corrected="mel", comment="  looks like\r\nmelanoma ", source_name="C:\\Users\\dr\\lesion 1.jpg")
+    append_feedback(folder, photo, model_run="runs/train-x", predicted="nv", probability=0.73, corrected="bkl")
+    append_feedback(folder, scan, model_run="runs/train-x", predicted="bcc", probability=0.41, corrected="akiec",
+                    source_name="/pacs/DOE^JOHN_1234567.dcm")
+    append_feedback(folder, scan, model_run="runs/train-x", predicted="bcc", probability=0.41, corrected="akiec",
+                    source_name="IMG0001_SMITH", is_dicom=True)
+    assert row["image_sha256"] == image_sha256(photo) and row["probability"] == 0.73
+
+    table = read_feedback(folder)
+    assert list(table.columns) == list(FEEDBACK_COLUMNS) and len(table) == 4
+    assert table.loc[0, "source_name"] == "lesion 1.jpg"  # base name only
+    assert table.loc[0, "comment"] == "looks like melanoma"
+    assert list(table["corrected"]) == ["mel", "bkl", "akiec", "akiec"]
+    assert table["probability"].tolist() == pytest.approx([0.73, 0.73, 0.41, 0.41])
+    assert list(table["source_name"][2:]) == ["dicom", "dicom"]
+    text = (folder / "feedback.csv").read_text(encoding="utf-8")
+    assert "DOE" not in text and "SMITH" not in text and "Users" not in text
+
+    pngs = sorted((folder / "images").iterdir())
+    assert [p.name for p in pngs] == sorted(f"{image_sha256(a)}.png" for a in (photo, scan))  # once per image
+    assert all(table["image_file"].map(lambda f: (folder / f).is_file()))
+    stored = load_rgb(folder / table.loc[0, "image_file"])
+    assert np.array_equal(stored, photo) and image_sha256(stored) == table.loc[0, "image_sha256"]
+
+
+def test_concurrent_appends_from_two_processes_and_threads_lose_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "feedback"
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)  # two processes + this one: start together once the children have imported
+    processes = [ctx.Process(target=_append_many, args=(str(folder), w, barrier)) for w in (1, 2)]
+    for p in processes:
+        p.start()
+    errors: list[BaseException] = []
+
+    def thread_worker(w: int) -> None:
+        try:
+            _append_many(str(folder), w)
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=thread_worker, args=(w,)) for w in (3, 4, 5)]
+    barrier.wait(timeout=120)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for p in processes:
+        p.join(timeout=120)
+    assert not errors, errors
+    assert [p.exitcode for p in processes] == [0, 0]
+
+    text = (folder / "feedback.csv").read_text(encoding="utf-8")
+    assert text.count("timestamp,image_sha256") == 1 and text.startswith("timestamp,image_sha256")
+    assert len(text.splitlines()) == 1 + 5 * ROWS_PER_WORKER  # whole lines: the comments were folded
+    table = read_feedback(folder)
+    assert len(table) == 5 * ROWS_PER_WORKER
+    assert table["model_run"].value_counts().to_dict() == {f"run-{w}": ROWS_PER_WORKER for w in range(1, 6)}
+    expected = {f'worker {w}, "flag" {i} second line' for w in range(1, 6) for i in range(ROWS_PER_WORKER)}
+    assert set(table["comment"]) == expected
+    for w in range(1, 6):
+        mine = table[table["model_run"] == f"run-{w}"]
+        assert list(mine["source_name"]) == [f"w{w}_{i}.jpg" for i in range(ROWS_PER_WORKER)]  # in order per worker
+    hashes = {image_sha256(_worker_image(w, i)) for w in range(1, 6) for i in range(ROWS_PER_WORKER)}
+    assert set(table["image_sha256"]) == hashes
+    assert sorted(p.name for p in (folder / "images").iterdir()) == sorted(f"{h}.png" for h in hashes)
+
+
+def test_bad_input_is_refused_with_what_to_fix(tmp_path: Path) -> None:
+    folder = tmp_path / "feedback"
+    common = dict(model_run="r", predicted="nv", probability=0.5)
+    with pytest.raises(OptionError, match="melanoma"):
+        append_feedback(folder, _image(1), **common, corrected="melanoma")
+    with pytest.raises(OptionError, match="probability"):
+        append_feedback(folder, _image(1), **{**common, "probability": 1.5}, corrected="mel")
+    with pytest.raises(OptionError, match="comment: too long"):
+        append_feedback(folder, _image(1), **common, corrected="mel", comment="x" * 501)
+    with pytest.raises(DataError, match="uint8"):
+        append_feedback(folder, _image(1).astype(np.float32), **common, corrected="mel")
+    assert not (folder / "feedback.csv").exists()
+
+    folder.mkdir(exist_ok=True)
+    bad = folder / "feedback.csv"
+    bad.write_text(",".join(c for c in FEEDBACK_COLUMNS if c != "corrected") + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="missing column") as info:
+        read_feedback(folder)
+    assert str(bad) in str(info.value) and "corrected" in str(info.value)
+    with pytest.raises(DataError, match="not a feedback table"):  # never appended to a foreign table
+        append_feedback(folder, _image(1), **common, corrected="mel")
+    with pytest.raises(DataError, match="no feedback recorded"):
+        read_feedback(tmp_path / "elsewhere")
+
+
+# ---------------------------------------------------------------------------------------------------- merge
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory) -> Path:
+    from mednet.data.lesion_split import prepare_dermoscopy_split
+    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
+
+    root = tmp_path_factory.mktemp("feedback_data")
+    metadata = generate_synthetic_dermoscopy(root / "synthetic", n_images=60, size=32, seed=1)
+    return prepare_dermoscopy_split(metadata, root / "split", images=str(root / "synthetic" / "images"),
+                                    seed=0).parent
+
+
+def test_merge_adds_new_images_as_training_and_skips_duplicates(tiny_split: Path, tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    from data_prep.feedback import main
+    from mednet.data.lesion_split import load_split_table
+
+    original = load_split_table(tiny_split)
+    before = {p.name: p.read_bytes() for p in tiny_split.iterdir() if p.is_file()}
+    test_row = original[original["split"] == "test"].iloc[0]
+    other = next(c for c in ("mel", "nv") if c != test_row["dx"])
+    feedback, new_image = tmp_path / "feedback", _image(7)
+    common = dict(predicted="nv", probability=0.6)
+    append_feedback(feedback, load_rgb(test_row["path"]), model_run="run-a", corrected=other, **common)
+    append_feedback(feedback, new_image, model_run="run-a", corrected="bcc", **common)
+    append_feedback(feedback, new_image, model_run="run-b", corrected="mel", **common)  # the latest flag wins
+
+    out = tmp_path / "merged"
+    csv = merge_feedback(feedback, tiny_split, out)
+    assert csv == out / "split.csv"
+    assert {p.name: p.read_bytes() for p in tiny_split.iterdir() if p.is_file()} == before  # source untouched
+    info = json.loads((out / "merge.json").read_text(encoding="utf-8"))
+    assert (info["feedback_rows"], info["flagged_images"], info["superseded_flags"]) == (3, 2, 1)
+    assert (info["added"], info["duplicates_skipped"], info["label_conflicts"]) == (1, 1, 1)
+    assert info["duplicates_per_split"] == {"training": 0, "validation": 0, "test": 1}
+    assert info["duplicates"][0]["image_id"] == test_row["image_id"]
+    assert info["added_per_class"]["mel"] == 1 and sum(info["added_per_class"].values()) == 1
+
+    merged = load_split_table(out)
+    assert len(merged) == len(original) + 1
+    assert held_out_rows(merged).equals(held_out_rows(original))
+    head = merged.iloc[: len(original)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(head[list(original.columns)], original.reset_index(drop=True), check_like=False)
+    assert set(head["provenance"]) == {"original"}
+    training = load_split_table(out, "training")
+    added = training[training["image_id"].str.startswith("feedback_")]
+    assert len(added) == 1
+    row = added.iloc[0]
+    digest = image_sha256(new_image)
+    assert row["image_id"] == row["lesion_id"] == f"feedback_{digest[:12]}"
+    assert (row["dx"], row["split"], row["dx_type"]) == ("mel", "training", "feedback")
+    assert Path(row["path"]) == (feedback / "images" / f"{digest}.png").resolve()
+    assert row["provenance"].startswith("feedback:") and row["provenance"].endswith(":run-b")
+    assert len(pd.read_csv(out / "image_hashes.csv")) == len(merged)
+    assert json.loads((out / "split.json").read_text(encoding="utf-8"))["n_images"] == len(merged)
+
+    with pytest.raises(DataError, match="already exists"):
+        merge_feedback(feedback, tiny_split, out)
+
+    # the command line; a merge from a merged split: the added image is now a training duplicate
+    monkeypatch.setattr(sys, "argv", ["data_prep.feedback"])
+    main(["merge", "--feedback", str(feedback), "--dataset_dir", str(out), "--out", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "merge.json").read_text(encoding="utf-8"))
+    assert again["added"] == 0 and again["duplicates_per_split"] == {"training": 1, "validation": 0, "test": 1}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["merge", "--feedback", str(tmp_path / "none"), "--dataset_dir", str(out), "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("mednet error:")
+
+
+# ---------------------------------------------------------------------------------------------------- the gate
+def _metrics(bacc: float = 0.6, mel: float = 0.5, ece: float = 0.1) -> dict:
+    return {"balanced_accuracy": bacc, "recall_mel": mel, "ece": ece}
+
+
+def test_promotion_decision_rule() -> None:
+    from mednet.app.retrain import promotion_decision
+
+    old = {"validation": _metrics(), "test": _metrics()}
+    same = promotion_decision(old, old)
+    assert same["promote"] and len(same["criteria"]) == 6 and all(c["passed"] for c in same["criteria"])
+    better = promotion_decision(old, {"validation": _metrics(0.7, 0.6, 0.05), "test": _metrics(0.61, 0.5, 0.1)})
+    assert better["promote"]
+
+    for split in ("validation", "test"):
+        for key, worse in (("balanced_accuracy", 0.59), ("recall_mel", 0.45), ("ece", 0.12)):
+            new = {s: dict(old[s]) for s in old}
+            new[split][key] = worse
+            decision = promotion_decision(old, new)
+            failed = [(c["split"], c["metric"]) for c in decision["criteria"] if not c["passed"]]
+            assert not decision["promote"] and failed == [(split, key)]
+            assert len(decision["reasons"]) == 1 and decision["reasons"][0].startswith(split)
+            assert promotion_decision(old, new, tolerance=0.051)["promote"]  # within the tolerance
+            assert not promotion_decision(old, new, tolerance=0.005)["promote"]
+
+    nan_both = {s: _metrics(mel=math.nan) for s in ("validation", "test")}
+    assert promotion_decision(nan_both, nan_both)["promote"]  # not measurable for either model
+    assert not promotion_decision(old, nan_both)["promote"]  # measurable before, not now
+    assert not promotion_decision(old, {"validation": _metrics()})["promote"]  # test missing
+    with pytest.raises(OptionError, match="--tolerance"):
+        promotion_decision(old, old, tolerance=-0.1)
+
+
+def test_resolve_serving(tmp_path: Path) -> None:
+    from mednet.app.retrain import resolve_serving
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert resolve_serving(run) == run
+    serving = tmp_path / "serving.json"
+    serving.write_text(json.dumps({"run": "run", "promoted_at": "now"}), encoding="utf-8")
+    assert resolve_serving(serving) == run  # relative to the file's folder
+    serving.write_text(json.dumps({"run": str(tmp_path / "gone")}), encoding="utf-8")
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_serving(serving)
+    serving.write_text("not json", encoding="utf-8")
+    with pytest.raises(DataError, match="serving file"):
+        resolve_serving(serving)
+    with pytest.raises(DataError, match="not found"):
+        resolve_serving(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+def test_gated_retraining_end_to_end(tiny_split: Path, tmp_path: Path, monkeypatch) -> None:
+    import mednet.app.retrain as retrain_module
+    from mednet.app.bundles import run_bundle
+    from mednet.app.retrain import resolve_serving, retrain
+    from mednet.data.lesion_split import prepare_dermoscopy_split
+
+    old_run = tmp_path / "old"
+    run_bundle("dermoscopy_classification", "train", run_dir=str(old_run), dataset_dir=str(tiny_split),
+               model="receptive_field_cnn", image_size=32, epochs=1, batch_size=16)
+    feedback = tmp_path / "feedback"
+    for seed, corrected in ((11, "mel"), (12, "bcc")):
+        append_feedback(feedback, _image(seed), model_run=str(old_run), predicted="nv", probability=0.5,
+                        corrected=corrected)
+    merged = merge_feedback(feedback, tiny_split, tmp_path / "merged").parent
+
+    # held-out rows other than the run's: refused before any training
+    other = prepare_dermoscopy_split(tiny_split.parent / "synthetic" / "HAM10000_metadata.csv", tmp_path / "other",
+                                     images=str(tiny_split.parent / "synthetic" / "images"), seed=3).parent
+    with pytest.raises(DataError, match="validation/test rows differ"):
+        retrain(str(old_run), str(other), str(tmp_path / "refused"))
+    assert not (tmp_path / "refused" / "candidate").exists()
+    with pytest.raises(OptionError, match="did you mean --lr_schedule"):  # checked before any work
+        retrain(str(old_run), str(merged), str(tmp_path / "typo"), lr_shedule="cosine")
+    assert not (tmp_path / "typo").exists()
+
+    serving = tmp_path / "serving.json"
+    serving.write_text(json.dumps({"run": str(old_run)}), encoding="utf-8")
+    before = serving.read_bytes()
+    out = tmp_path / "retrain"
+    result = retrain(str(serving), str(merged), str(out), epochs=1, serving=str(serving))
+    comparison = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    assert comparison["promote"] == result["promote"] == comparison["decision"]["promote"]
+    assert comparison["old_run"] == str(old_run.resolve()) and len(comparison["decision"]["criteria"]) == 6
+    assert set(comparison["metrics"]["old"]) == {"validation", "test"}
+    for who in ("old", "candidate"):
+        for split in ("validation", "test"):
+            assert comparison["metrics"][who][split]["balanced_accuracy"] is not None
+    markdown = (out / "comparison.md").read_text(encoding="utf-8")
+    assert "Gated retraining" in markdown and "mel sensitivity" in markdown
+    candidate = out / "candidate"
+    assert (candidate / "finished.json").is_file() and (candidate / "calibration.json").is_file()
+    if result["promote"]:
+        record = json.loads(serving.read_text(encoding="utf-8"))
+        assert Path(record["run"]).resolve() == candidate.resolve() and record["previous"] == str(old_run.resolve())
+        assert Path(record["comparison"]) == (out / "comparison.json").resolve()
+        assert resolve_serving(serving).resolve() == candidate.resolve()
+    else:
+        assert serving.read_bytes() == before
+
+    # resumed: nothing trained or evaluated again; the serving file follows the decision only
+    finished = (candidate / "finished.json").stat().st_mtime_ns
+    evaluations = sorted((out / "evaluations").iterdir())
+    real = retrain_module.promotion_decision
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps({"run": str(old_run)}), encoding="utf-8")
+    kept_bytes = kept.read_bytes()
+    monkeypatch.setattr(retrain_module, "promotion_decision", lambda o, n, t=0.0: {**real(o, n, t), "promote": False})
+    assert not retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(kept))["promote"]
+    assert kept.read_bytes() == kept_bytes
+    assert json.loads((out / "comparison.json").read_text(encoding="utf-8"))["promote"] is False
+    fresh = tmp_path / "fresh.json"
+    monkeypatch.setattr(retrain_module, "promotion_decision", lambda o, n, t=0.0: {**real(o, n, t), "promote": True})
+    assert retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(fresh))["promote"]
+    assert resolve_serving(fresh).resolve() == candidate.resolve()
+    assert (candidate / "finished.json").stat().st_mtime_ns == finished
+    assert sorted((out / "evaluations").iterdir()) == evaluations
+    with pytest.raises(DataError, match="another run, split or training options"):
+        retrain(str(old_run), str(merged), str(out), epochs=2)

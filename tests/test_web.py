@@ -1,0 +1,496 @@
+"""The dermoscopy web demo (``python -m mednet.app.web``).
+
+Without a browser: the prediction equals ``softmax(logits / T)`` computed independently of the app, the referral
+flag follows the run's threshold, every explanation method draws an overlay, a DICOM upload is predicted and its
+patient attributes and file name reach neither the feedback, nor the log, nor the disk, bad uploads get a message,
+and a missing or mismatched run stops the start with one ``mednet error:`` line.
+
+In a real browser (Debian's Chromium through Playwright, never a downloaded browser): the app is started as a
+subprocess, a JPEG is uploaded, the top-3 and the overlay appear, another explanation is chosen, the prediction is
+flagged with a corrected class (the feedback row is checked), a DICOM, a corrupt and an oversized file get their
+answers, and **no request of the page leaves 127.0.0.1**. A screenshot is written to ``tmp_path`` (the test artefact) and, with
+``MEDNET_UPDATE_SCREENSHOT=1``, to the README's ``docs/web_demo.png``. Without ``/usr/bin/chromium`` the browser test fails (CI installs it) unless
+``MEDNET_SKIP_BROWSER=1``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+TEMPERATURE, THRESHOLD = 1.5, 0.3
+SIZE = 32
+PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PID-98765"
+DICOM_FILE_NAME = "Doe_Jane_PID-98765.dcm"
+SECRETS = ("Doe", "Jane", PATIENT_ID, DICOM_FILE_NAME)
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+def make_run(root: Path, threshold: float | None = THRESHOLD, temperature: float = TEMPERATURE,
+             seed: int = 0, classes: list[str] = CLASSES) -> Path:
+    """A classification run folder as training leaves it: model.pt, settings.json, calibration.json, finished.json."""
+    from mednet.networks import build_classifier
+
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    network = build_classifier("receptive_field_cnn", 7, SIZE)
+    with torch.no_grad():  # BatchNorm statistics away from (0, 1): the eval-mode network is not the identity
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    torch.save(network.state_dict(), root / "model.pt")
+    settings = {"model": "receptive_field_cnn", "image_size": SIZE, "cifar_stem": None, "cosine_head": False,
+                "batch_norm": True, "class_names": classes, "normalization": {"mean": MEAN, "std": STD},
+                "augmentation": "none"}
+    (root / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    if threshold is not None:
+        (root / "calibration.json").write_text(json.dumps({"temperature": temperature,
+                                                           "referral": {"threshold": threshold}}), encoding="utf-8")
+    (root / "finished.json").write_text("{}", encoding="utf-8")
+    return root
+
+
+def lesion_image(seed: int = 0, h: int = 60, w: int = 80) -> np.ndarray:
+    """A skin-coloured photo with a dark, irregular blob (uint8 RGB, not square: the crop is exercised)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((yy - h / 2) / (h / 3), (xx - w / 2) / (w / 4)) + 0.15 * rng.standard_normal((h, w))
+    skin = np.array([224, 172, 150], float)
+    lesion = np.array([90, 50, 40], float)
+    mix = np.clip(1.3 - r, 0, 1)[..., None]
+    img = skin * (1 - mix) + lesion * mix + rng.normal(0, 6, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_jpeg(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, quality=95)
+    return path
+
+
+def write_dicom(path: Path, rgb: np.ndarray) -> Path:
+    """A Dermoscopic Photography DICOM with a patient name and id that must never reach an output."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop = "1.2.840.10008.5.1.4.1.1.77.1.7"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = PATIENT_NAME, PATIENT_ID, "XC"
+    ds.set_pixel_data(rgb, "RGB", 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def web_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("web_run") / "run")
+
+
+@pytest.fixture(scope="module")
+def web_model(web_run):
+    from mednet.app.web import load_web_model
+
+    return load_web_model(web_run)
+
+
+@pytest.fixture(scope="module")
+def jpeg(tmp_path_factory) -> Path:
+    return write_jpeg(tmp_path_factory.mktemp("images") / "lesion_0001.jpg", lesion_image())
+
+
+def independent_probabilities(run: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, softmax(logits / T))`` without the app's code: PIL decode, centre crop, bicubic resize,
+    ``(x / 255 − mean) / std``, the network rebuilt from the saved state dict."""
+    from mednet.networks import build_classifier
+
+    with Image.open(image_path) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+        x = np.asarray(img, dtype=np.float32) / 255.0
+    x = (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+    network = build_classifier("receptive_field_cnn", 7, SIZE)
+    network.load_state_dict(torch.load(run / "model.pt", weights_only=True))
+    network.eval()
+    with torch.no_grad():
+        logits = network(torch.from_numpy(x).permute(2, 0, 1)[None]).double()[0]
+    return logits.numpy(), torch.softmax(logits / TEMPERATURE, 0).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------- no browser
+def test_predict_matches_independent_calibrated_softmax(web_run, web_model, jpeg):
+    result = web_model.predict(jpeg)
+    logits, probs = independent_probabilities(web_run, jpeg)
+    order = np.argsort(-probs)[:3]
+    assert result["classes"] == [CLASSES[i] for i in order]
+    assert len(result["probabilities"]) == 3
+    np.testing.assert_allclose(result["probabilities"], probs[order], atol=1e-5)
+    np.testing.assert_allclose(result["logits"], logits, atol=1e-4)
+    assert sum(result["probabilities"]) <= 1.0 + 1e-9
+    assert result["probabilities"] == sorted(result["probabilities"], reverse=True)
+    assert result["temperature"] == TEMPERATURE and result["referral_threshold"] == THRESHOLD
+    assert result["predicted"] == result["classes"][0]
+    assert result["refer"] == (result["confidence"] < THRESHOLD)
+    overlay = result["overlay"]
+    assert overlay.dtype == np.uint8 and overlay.ndim == 3 and overlay.shape[2] == 3
+    assert web_model.predict(jpeg, method=None)["overlay"] is None
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.999, THRESHOLD])
+def test_refer_flag_and_message_follow_the_threshold(tmp_path, jpeg, threshold):
+    from mednet.app.web import REFER_MESSAGE, WebDemo, load_web_model
+
+    model = load_web_model(make_run(tmp_path / "run", threshold=threshold))
+    result = model.predict(jpeg, method=None)
+    assert result["refer"] == (result["confidence"] < threshold)
+    if threshold == 0.0:
+        assert not result["refer"]
+    if threshold == 0.999:
+        assert result["refer"]
+    markdown, overlay, state, _ = WebDemo(model, tmp_path / "fb").on_upload(str(jpeg))
+    assert (REFER_MESSAGE.lower() in markdown.lower()) == result["refer"]
+    assert "Top-3" in markdown and all(name in markdown for name in result["classes"])
+    assert overlay is not None and state["predicted"] == result["predicted"]
+    assert jpeg.is_file()  # a file outside the upload cache is never deleted
+
+
+def test_without_calibration_the_plain_softmax_and_no_referral(tmp_path, jpeg):
+    from mednet.app.web import WebDemo, load_web_model
+
+    run = make_run(tmp_path / "run", threshold=None)
+    model = load_web_model(run)
+    result = model.predict(jpeg, method=None)
+    _, probs = independent_probabilities(run, jpeg)
+    probs = torch.softmax(torch.log(torch.as_tensor(probs)) * TEMPERATURE, 0).numpy()  # back to T = 1
+    np.testing.assert_allclose(result["probabilities"], np.sort(probs)[::-1][:3], atol=1e-5)
+    assert result["temperature"] == 1.0 and result["referral_threshold"] is None and not result["refer"]
+    assert "no calibration" in WebDemo(model).on_upload(str(jpeg))[0]
+
+
+def test_every_explanation_method_draws_an_overlay(web_model, tmp_path, jpeg):
+    from mednet.app.web import EXPLANATIONS, WebDemo
+
+    demo = WebDemo(web_model, tmp_path / "fb")
+    _, first, state, _ = demo.on_upload(str(jpeg), "Grad-CAM")
+    for label in EXPLANATIONS:
+        markdown, overlay, new_state, _ = demo.on_method(state, label)
+        assert "Top-3" in markdown
+        assert overlay.dtype == np.uint8 and overlay.shape == first.shape
+        assert new_state["predicted"] == state["predicted"]
+
+
+def test_dicom_upload_is_predicted_and_keeps_no_identifier(web_model, tmp_path, caplog):
+    from mednet.app.web import WebDemo
+    from mednet.data.feedback import FEEDBACK_CSV
+
+    rgb = lesion_image(seed=3)
+    cache = tmp_path / "web_cache"
+    upload = write_dicom(cache / "0a1b2c" / DICOM_FILE_NAME, rgb)
+    feedback = tmp_path / "feedback"
+    demo = WebDemo(web_model, feedback, upload_dir=cache)
+    caplog.set_level(logging.DEBUG)
+    markdown, overlay, state, _ = demo.on_upload(str(upload), "Grad-CAM")
+    assert "Top-3" in markdown and overlay is not None
+    np.testing.assert_array_equal(state["image"], rgb)
+    assert not upload.exists() and not any(cache.rglob("*")), "the DICOM upload must be deleted from the cache"
+    assert all(name in markdown for name in web_model.predict_array(rgb, None)["classes"])
+    status = demo.on_flag(state, "mel", "dermatofibroma?")
+    assert "recorded" in status
+    table_text = (feedback / FEEDBACK_CSV).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(table_text.splitlines()))
+    assert len(rows) == 1 and rows[0]["source_name"] == "dicom" and rows[0]["corrected"] == "mel"
+    outputs = table_text + caplog.text + markdown + status + json.dumps(
+        {k: v for k, v in state.items() if k != "image"})
+    for secret in SECRETS:
+        assert secret not in outputs
+    for stored in feedback.rglob("*"):
+        assert not any(secret in stored.name for secret in SECRETS)
+        if stored.is_file():
+            assert b"Doe" not in stored.read_bytes() and PATIENT_ID.encode() not in stored.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated_jpeg", "empty", "tiny", "bad_dicom"])
+def test_bad_uploads_get_a_message_not_an_exception(web_model, tmp_path, jpeg, kind):
+    from mednet.app.web import WebDemo
+
+    cache = tmp_path / "cache"
+    name = {"text": "notes_Doe.txt", "truncated_jpeg": "cut_Doe.jpg", "empty": "empty_Doe.png",
+            "tiny": "tiny_Doe.png", "bad_dicom": "Doe_Jane.dcm"}[kind]
+    path = cache / "f00" / name
+    path.parent.mkdir(parents=True)
+    if kind == "text":
+        path.write_text("not an image\n", encoding="utf-8")
+    elif kind == "truncated_jpeg":
+        path.write_bytes(jpeg.read_bytes()[:300])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "tiny":
+        Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(path)
+    else:
+        path.write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
+    demo = WebDemo(web_model, tmp_path / "fb", upload_dir=cache)
+    markdown, overlay, state, status = demo.on_upload(str(path))
+    assert markdown.startswith("### Cannot analyse") and overlay is None and state is None
+    assert "Doe" not in markdown and str(cache) not in markdown
+    assert not path.exists()
+    assert "Upload an image first" in demo.on_flag(state, "mel", "")
+
+
+def test_flag_needs_a_class_and_refuses_a_long_comment(web_model, tmp_path, jpeg):
+    from mednet.app.web import WebDemo
+
+    demo = WebDemo(web_model, tmp_path / "fb")
+    _, _, state, _ = demo.on_upload(str(jpeg))
+    assert "Choose the correct class" in demo.on_flag(state, None, "")
+    assert "Not recorded" in demo.on_flag(state, "mel", "x" * 5000)
+    assert not (tmp_path / "fb" / "feedback.csv").exists()
+
+
+def test_build_app_with_a_serving_file(web_run, tmp_path, monkeypatch):
+    import gradio as gr
+
+    from mednet.app.web import build_app, parse_file_size
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    serving = tmp_path / "serving.json"
+    serving.write_text(json.dumps({"run": str(web_run)}), encoding="utf-8")
+    app = build_app(serving, cache_dir=tmp_path / "cache", max_file_size="2mb")
+    assert isinstance(app, gr.Blocks)
+    assert app.mednet_model.run_dir == web_run.resolve()
+    assert app.mednet_demo.feedback_dir == web_run.resolve() / "feedback"
+    assert app.mednet_max_file_size == 2 * 1024**2
+    assert os.environ["GRADIO_TEMP_DIR"] == str((tmp_path / "cache").resolve())
+    assert parse_file_size("10mb") == 10 * 1024**2 and parse_file_size("500 KB") == 500 * 1024
+    from mednet.errors import OptionError
+
+    for bad in ("ten", "0mb", "-1", ""):
+        with pytest.raises(OptionError, match="--max_file_size"):
+            parse_file_size(bad)
+
+
+def _run_web(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MEDNET_TRACEBACK", None)
+    return subprocess.run([sys.executable, "-m", "mednet.app.web", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=timeout)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("mednet error:")]
+
+
+def test_startup_with_a_missing_or_mismatched_run_is_one_error_line(tmp_path):
+    missing = _run_web("--run", str(tmp_path / "no_such_run"), "--port", str(_free_port()))
+    assert missing.returncode == 2, missing.stderr
+    assert len(_error_lines(missing.stderr)) == 1 and "no_such_run" in _error_lines(missing.stderr)[0]
+    assert "Traceback" not in missing.stderr
+    run = make_run(tmp_path / "mismatched")
+    settings = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+    settings["class_names"] = CLASSES[:5]  # weights have 7 outputs
+    (run / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    mismatched = _run_web("--run", str(run), "--port", str(_free_port()))
+    assert mismatched.returncode == 2, mismatched.stderr
+    lines = _error_lines(mismatched.stderr)
+    assert len(lines) == 1 and "model.pt" in lines[0] and "Traceback" not in mismatched.stderr
+    bad_size = _run_web("--run", str(make_run(tmp_path / "ok")), "--max_file_size", "lots")
+    assert bad_size.returncode == 2 and "--max_file_size" in "".join(_error_lines(bad_size.stderr))
+
+
+# ---------------------------------------------------------------------------------------------------- browser
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the web app exited with status {process.returncode}:\n{log.read_text(encoding='utf-8')}")
+        try:
+            with opener.open(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the web app did not serve {url} within {timeout:.0f} s:\n{log.read_text(encoding='utf-8')}")
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return True
+    return parts.scheme in ("http", "https", "ws", "wss") and parts.hostname in ("127.0.0.1", "localhost")
+
+
+@pytest.fixture
+def chromium() -> str:
+    if os.environ.get("MEDNET_SKIP_BROWSER") == "1":
+        pytest.skip("MEDNET_SKIP_BROWSER=1: the browser test is skipped")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium and chromium-driver (apt-get install chromium "
+                    "chromium-driver; .ci/run does) or set MEDNET_SKIP_BROWSER=1 to skip the browser test")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("the playwright Python package is missing: pip install -e '.[test]'")
+    return CHROMIUM
+
+
+def test_web_demo_in_a_real_browser(chromium, web_run, web_model, jpeg, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    port = _free_port()
+    feedback, cache, log = tmp_path / "feedback", tmp_path / "web_cache", tmp_path / "web.log"
+    dicom = write_dicom(tmp_path / "uploads" / DICOM_FILE_NAME, lesion_image(seed=5, h=64, w=64))
+    corrupt = tmp_path / "uploads" / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    oversized = tmp_path / "uploads" / "huge.png"
+    oversized.write_bytes(np.random.default_rng(0).integers(0, 256, 2 * 1024**2, dtype=np.uint8).tobytes())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    url = f"http://127.0.0.1:{port}/"
+    with open(log, "w", encoding="utf-8") as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "mednet.app.web", "--run", str(web_run), "--port", str(port),
+                                   "--feedback_dir", str(feedback), "--cache_dir", str(cache),
+                                   "--max_file_size", "1mb"], cwd=REPO, env=env, stdout=log_file,
+                                  stderr=subprocess.STDOUT)
+    try:
+        _wait_for_server(url, server, log)
+        expected = web_model.predict(jpeg, method=None)
+        requests: list[str] = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+            try:
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                page = context.new_page()
+                page.set_default_timeout(60_000)
+                page.on("request", lambda request: requests.append(request.url))
+                page.on("websocket", lambda ws: requests.append(ws.url))
+                page.goto(url, wait_until="load")  # not "networkidle": the heartbeat stream stays open
+                expect(page.locator("#disclaimer")).to_contain_text("does not replace a clinician")
+
+                # 1. a JPEG: the top-3 and the overlay
+                page.locator("#upload input[type=file]").set_input_files(str(jpeg))
+                prediction = page.locator("#prediction")
+                expect(prediction).to_contain_text("Top-3", timeout=120_000)
+                text = prediction.inner_text()
+                for name, p_class in zip(expected["classes"], expected["probabilities"]):
+                    assert name in text and f"{100 * p_class:.1f} %" in text
+                assert ("uncertain — refer" in text.lower()) == expected["refer"]
+                overlay = page.locator("#overlay img")
+                expect(overlay).to_be_visible(timeout=60_000)
+                page.wait_for_function("() => { const i = document.querySelector('#overlay img');"
+                                       " return i && i.complete && i.naturalWidth > 0; }")
+                first_src = overlay.get_attribute("src")
+
+                # 2. flag as wrong
+                corrected = next(c for c in CLASSES if c != expected["predicted"])
+                page.locator("#corrected input").click()
+                page.get_by_role("option", name=corrected, exact=True).click()
+                page.locator("#comment textarea").fill("looks different to me")
+                page.locator("#flag").click()
+                expect(page.locator("#feedback_status")).to_contain_text("recorded", timeout=60_000)
+                rows = list(csv.DictReader((feedback / "feedback.csv").read_text(encoding="utf-8").splitlines()))
+                assert len(rows) == 1
+                row = rows[0]
+                assert row["corrected"] == corrected and row["predicted"] == expected["predicted"]
+                assert row["model_run"] == str(web_run.resolve()) and row["comment"] == "looks different to me"
+                assert row["source_name"] == jpeg.name
+                assert (feedback / "images" / f"{row['image_sha256']}.png").is_file()
+                assert abs(float(row["probability"]) - expected["confidence"]) < 1e-5
+                page.screenshot(path=str(tmp_path / "web_demo.png"))
+                assert (tmp_path / "web_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+                if os.environ.get("MEDNET_UPDATE_SCREENSHOT") == "1":  # the README's copy: 128 colours, small
+                    (REPO / "docs").mkdir(exist_ok=True)
+                    with Image.open(tmp_path / "web_demo.png") as shot:
+                        shot.convert("RGB").quantize(128, dither=Image.Dither.NONE).save(
+                            REPO / "docs" / "web_demo.png", optimize=True)
+
+                # 3. another explanation
+                page.locator("#method input").click()
+                page.get_by_role("option", name="Integrated Gradients").click()
+                new_overlay = ("(old) => { const i = document.querySelector('#overlay img');"
+                               " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }")
+                page.wait_for_function(new_overlay, arg=first_src, timeout=120_000)
+                expect(prediction).to_contain_text("Top-3")
+
+                # 4. a DICOM upload: predicted; its name and patient attributes stay out of the log and the disk
+                ig_src = overlay.get_attribute("src")
+                page.locator("#upload input[type=file]").set_input_files(str(dicom))
+                page.wait_for_function(new_overlay, arg=ig_src, timeout=120_000)
+                expect(prediction).to_contain_text("Top-3")
+                for secret in SECRETS:
+                    assert secret not in page.content()
+                for cached in cache.rglob("*"):  # the upload was deleted once decoded: no name, no attribute left
+                    assert cached.suffix.lower() != ".dcm" and not any(s in cached.name for s in SECRETS)
+                    if cached.is_file():
+                        assert b"Doe" not in cached.read_bytes() and PATIENT_ID.encode() not in cached.read_bytes()
+
+                # 5. a corrupt file and an oversized one: messages on the page
+                page.locator("#upload input[type=file]").set_input_files(str(corrupt))
+                expect(prediction).to_contain_text("Cannot analyse", timeout=60_000)
+                page.locator("#upload input[type=file]").set_input_files(str(oversized))
+                expect(page.get_by_text("exceed the maximum allowed size", exact=False).first).to_be_visible(
+                    timeout=60_000)  # refused by the page before any byte is sent
+                page.screenshot(path=str(tmp_path / "oversized.png"))
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    server_log = log.read_text(encoding="utf-8")
+    for secret in SECRETS:
+        assert secret not in server_log, f"{secret!r} reached the server log"
+    (tmp_path / "requests.txt").write_text("\n".join(requests) + "\n", encoding="utf-8")  # a test artefact
+    outside = sorted({u for u in requests if not _is_local(u)})
+    assert requests and not outside, f"the page requested resources outside 127.0.0.1: {outside}"
+    uploads = [u for u in requests if urlsplit(u).path.endswith("/gradio_api/upload")]
+    assert len(uploads) == 3, uploads  # JPEG, DICOM, corrupt file: the oversized one never left the browser
+
+
+def test_the_request_check_tells_local_from_outside():
+    for url in ("http://127.0.0.1:7860/gradio_api/file=/x.webp", "http://localhost:1/", "ws://127.0.0.1:9/queue",
+                "data:image/png;base64,AAAA", "blob:http://127.0.0.1:7860/0f3c", "about:blank"):
+        assert _is_local(url), url
+    for url in ("https://fonts.googleapis.com/css2?family=Inter", "https://api.gradio.app/pkg-version",
+                "http://127.0.0.1.example.com/", "https://huggingface.co/api/telemetry", "ftp://127.0.0.1/x"):
+        assert not _is_local(url), url
