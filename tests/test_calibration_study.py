@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _dermoscopy_fixtures import synthetic_split
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -29,13 +31,7 @@ def _study(dataset: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory) -> Path:
-    from mednet.data.lesion_split import prepare_dermoscopy_split
-    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
-
-    root = tmp_path_factory.mktemp("study_data")
-    metadata = generate_synthetic_dermoscopy(root / "synthetic", n_images=210, size=32, seed=5)
-    return prepare_dermoscopy_split(metadata, root / "split", images=str(root / "synthetic" / "images"),
-                                    seed=0).parent
+    return synthetic_split(tmp_path_factory.mktemp("study_data"), n_images=210, size=32, seed=5)
 
 
 def test_study_resumes_after_a_kill_and_writes_its_table(tiny_split: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from _bundle_cli import run_bundle_cli
+from _dermoscopy_fixtures import synthetic_split
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -30,12 +31,7 @@ def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def split_dir(tmp_path_factory) -> Path:
-    from mednet.data.lesion_split import prepare_dermoscopy_split
-    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
-
-    root = tmp_path_factory.mktemp("dermoscopy")
-    metadata = generate_synthetic_dermoscopy(root / "synthetic", n_images=240, size=32, seed=3)
-    return prepare_dermoscopy_split(metadata, root / "split", images=str(root / "synthetic" / "images"), seed=0).parent
+    return synthetic_split(tmp_path_factory.mktemp("dermoscopy"), n_images=240, size=32, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from _dermoscopy_fixtures import write_dicom
+
 from mednet.data.dermoscopy import (
     DERMOSCOPY_CLASSES,
     TABLE_COLUMNS,
@@ -73,34 +75,6 @@ def write_ham(root: Path, rows=HAM_ROWS, missing: tuple[str, ...] = ()) -> tuple
     csv = root / "HAM10000_metadata.csv"
     csv.write_text("\n".join(lines) + "\n")
     return csv, dirs
-
-
-def write_dicom(path: Path, rgb: np.ndarray, photometric: str = "RGB",
-                sop: str = "1.2.840.10008.5.1.4.1.1.77.1.7", frames: int = 1) -> Path:
-    """A DICOM photograph with a patient name and id that must never reach an output."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.pixels import convert_color_space
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "PID-98765", "XC"
-    if photometric.startswith("MONOCHROME"):
-        pixels = rgb[..., 0]
-    elif photometric == "RGB":
-        pixels = rgb
-    else:
-        pixels = convert_color_space(rgb, "RGB", "YBR_FULL")
-    if frames > 1:
-        pixels = np.stack([pixels] * frames)
-    ds.set_pixel_data(pixels, photometric, 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def synthetic_table(n_target: int = 2000, seed: int = 0) -> pd.DataFrame:

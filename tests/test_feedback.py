@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _dermoscopy_fixtures import synthetic_split
+
 from mednet.data.dermoscopy import load_rgb
 from mednet.data.feedback import (
     FEEDBACK_COLUMNS,
@@ -151,13 +153,7 @@ def test_bad_input_is_refused_with_what_to_fix(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- merge
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory) -> Path:
-    from mednet.data.lesion_split import prepare_dermoscopy_split
-    from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
-
-    root = tmp_path_factory.mktemp("feedback_data")
-    metadata = generate_synthetic_dermoscopy(root / "synthetic", n_images=60, size=32, seed=1)
-    return prepare_dermoscopy_split(metadata, root / "split", images=str(root / "synthetic" / "images"),
-                                    seed=0).parent
+    return synthetic_split(tmp_path_factory.mktemp("feedback_data"), n_images=60, size=32, seed=1)
 
 
 def test_merge_adds_new_images_as_training_and_skips_duplicates(tiny_split: Path, tmp_path: Path, capsys,

@@ -34,6 +34,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from _dermoscopy_fixtures import PATIENT_ID, write_dicom  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,7 +44,6 @@ CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 TEMPERATURE, THRESHOLD = 1.5, 0.3
 SIZE = 32
-PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PID-98765"
 DICOM_FILE_NAME = "Doe_Jane_PID-98765.dcm"
 SECRETS = ("Doe", "Jane", PATIENT_ID, DICOM_FILE_NAME)
 
@@ -88,25 +89,6 @@ def lesion_image(seed: int = 0, h: int = 60, w: int = 80) -> np.ndarray:
 def write_jpeg(path: Path, rgb: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(path, quality=95)
-    return path
-
-
-def write_dicom(path: Path, rgb: np.ndarray) -> Path:
-    """A Dermoscopic Photography DICOM with a patient name and id that must never reach an output."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    sop = "1.2.840.10008.5.1.4.1.1.77.1.7"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.Modality = PATIENT_NAME, PATIENT_ID, "XC"
-    ds.set_pixel_data(rgb, "RGB", 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
     return path
 
 

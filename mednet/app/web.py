@@ -54,6 +54,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mednet.data.dermoscopy import is_dicom_file  # noqa: E402
 from mednet.errors import DataError, OptionError  # noqa: E402
 
 __all__ = [
@@ -98,7 +99,6 @@ MAX_UPSCALE = 4
 DEFAULT_MAX_FILE_SIZE = "10mb"
 #: a browser session's decoded image is dropped after this many seconds (and when its tab closes)
 STATE_TTL_S = 3600
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 
@@ -119,16 +119,6 @@ def parse_file_size(value: str | int | float, option: str = "--max_file_size") -
     if not math.isfinite(size) or size < 1:
         raise OptionError({option: f"must be a positive size, got {value!r}"})
     return int(size)
-
-
-def _looks_dicom(path: Path) -> bool:
-    if path.suffix.lower() in _DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
 
 
 def _describe(name: str) -> str:
@@ -374,7 +364,7 @@ class WebDemo:
         if not file:
             return "", None, None, ""
         path = Path(file)
-        is_dicom = _looks_dicom(path)
+        is_dicom = is_dicom_file(path)
         try:
             rgb = self.model.load(path)
         except DataError as e:

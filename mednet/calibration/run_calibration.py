@@ -114,7 +114,7 @@ def write_calibration(result: Mapping, output_dir: str | os.PathLike, info: Mapp
     point = {}
     if referral["achievable"]:
         point = {"after": (referral["coverage"], 1.0 - referral["accuracy"])}
-    plot_risk_coverage({f"before (T = 1)": curves["before"], f"after (T = {t:.2f})": curves["after"]},
+    plot_risk_coverage({"before (T = 1)": curves["before"], f"after (T = {t:.2f})": curves["after"]},
                        out / "calibration_risk_coverage.png",
                        threshold_points={f"after (T = {t:.2f})": point["after"]} if point else None,
                        title="validation split: risk–coverage")

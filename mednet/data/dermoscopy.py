@@ -88,7 +88,7 @@ def _row(csv: str | os.PathLike, index: int) -> str:
     return f"{csv}:row {index + 2}"
 
 
-def _read_csv(csv: str | os.PathLike, required: Sequence[str]) -> pd.DataFrame:
+def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool = False) -> pd.DataFrame:
     """The CSV as strings (no NaN guessing, BOM and surrounding spaces removed), checked for ``required`` columns."""
     csv = Path(csv)
     if not csv.is_file():
@@ -103,7 +103,7 @@ def _read_csv(csv: str | os.PathLike, required: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(csv, f"missing column(s) {', '.join(missing)} (columns present: {', '.join(df.columns)})")
-    if df.empty:
+    if df.empty and not allow_empty:
         raise DataError(csv, "the CSV file has a header but no rows")
     return df.apply(lambda col: col.str.strip())
 
@@ -444,8 +444,14 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
-def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
+#: file name endings taken as DICOM without reading the file (web uploads, feedback records)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """A DICOM file: by its suffix (:data:`DICOM_SUFFIXES`) or the ``DICM`` marker after the 128-byte preamble."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
         with open(path, "rb") as f:
@@ -472,7 +478,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file not found")
-    if _is_dicom(path):
+    if is_dicom_file(path):
         return read_dermoscopy_dicom(path)
     try:
         with Image.open(path) as img:

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, load_rgb
+from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, DICOM_SUFFIXES, _read_csv, load_rgb
 from mednet.data.splits import SPLITS
 from mednet.errors import DataError, OptionError
 from mednet.io import atomic_path, refuse_existing, write_json_atomic
@@ -89,7 +89,6 @@ HASH_CACHE = "image_hashes.csv"
 _LOCK_TIMEOUT_S = 30
 _MAX_NAME_CHARS = 255
 _MAX_RUN_CHARS = 1000
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -152,7 +151,7 @@ def _class_name(value: object, what: str, class_names: Sequence[str]) -> str:
 def _source_name(source_name: str | os.PathLike | None, is_dicom: bool) -> str:
     """The upload's base name (never a folder), or :data:`DICOM_SOURCE_NAME` for a DICOM upload."""
     name = Path(os.fspath(source_name or "").replace("\\", "/")).name
-    if is_dicom or name.lower().endswith(_DICOM_SUFFIXES):
+    if is_dicom or name.lower().endswith(DICOM_SUFFIXES):
         return DICOM_SOURCE_NAME
     return _one_line(name, "source_name", _MAX_NAME_CHARS)
 
@@ -264,18 +263,8 @@ def read_feedback(feedback_dir: str | os.PathLike) -> pd.DataFrame:
     csv_path = folder / FEEDBACK_CSV
     if not csv_path.is_file():
         raise DataError(csv_path, "no feedback recorded here (flag a prediction in the web demo first)")
-    with _lock(folder):
-        try:
-            table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        except pd.errors.EmptyDataError:
-            raise DataError(csv_path, "the feedback file is empty") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise DataError(csv_path, f"not a readable CSV file ({str(e).strip()})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in FEEDBACK_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(csv_path, f"missing column(s) {', '.join(missing)} (columns present: "
-                                  f"{', '.join(table.columns)})")
+    with _lock(folder):  # the checks of every CSV the project reads: readable, required columns
+        table = _read_csv(csv_path, FEEDBACK_COLUMNS, allow_empty=True)
     table = table[list(FEEDBACK_COLUMNS)].copy()
     try:
         table["probability"] = pd.to_numeric(table["probability"]).astype(float)
