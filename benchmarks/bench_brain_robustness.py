@@ -1,7 +1,7 @@
 """Dice of a trained brain model against the severity of scan corruptions, next to Gaussian-mixture baselines.
 
     python benchmarks/bench_brain_robustness.py [--ckpt_path RUN/model.pt] [--out DIR] [--subjects 2]
-        [--seed 7000] [--zoom 1.0] [--corruptions bias gamma noise spacing elastic combined] [--threads 2]
+        [--seed 7000] [--zoom 1.0] [--corruptions bias gamma noise spacing elastic combined ablation] [--threads 2]
 
 Subjects are made from the MNI152 template (``mednet.data.mni.load_mni152_template``) by a corruption generator
 **independent of the training one** (``benchmarks/_corruptions.py``: numpy/scipy/SimpleITK field and noise
@@ -20,6 +20,9 @@ elastic    largest displacement 2 / 4 / 6 mm (smooth random field)       mm
 combined   mild / realistic / severe, every parameter drawn per subject  1 / 2 / 3
            (realistic: bias 0.4, gamma 0.6–1.6, noise 3–5 %, 1.6–2 mm
            along one axis, elastic 3 mm)
+ablation   realistic combined ("all"), then without bias / gamma /     rank
+           noise / spacing / elastic (only with ``--corruptions
+           ablation``): which corruption costs most in combination
 =========  ==========================================================  =====================================
 
 Each level's subjects are written as a cohort folder (``images/``, ``labels/``, ``datalist.json`` with a
@@ -44,6 +47,7 @@ import inspect
 import json
 import math
 import shutil
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +57,20 @@ import numpy as np
 from _common import REPO, baseline_loader
 from _corruptions import Severity, corrupt
 
-CORRUPTIONS = ("bias", "gamma", "noise", "spacing", "elastic", "combined")
+CORRUPTIONS = ("bias", "gamma", "noise", "spacing", "elastic", "combined", "ablation")
+#: run by default; ``ablation`` (realistic combined severity with one corruption left out at a time) on request
+DEFAULT_CORRUPTIONS = CORRUPTIONS[:-1]
+#: the realistic combined severity, shared by the ``combined`` and ``ablation`` levels
+REALISTIC = {"bias": 0.4, "gamma": (0.6, 1.6), "noise": (0.03, 0.05), "spacing_mm": (1.6, 2.0), "elastic_mm": 3.0}
+#: ``ablation`` level name → the :data:`REALISTIC` parameter it leaves out
+ABLATED = {"-bias": "bias", "-gamma": "gamma", "-noise": "noise", "-spacing": "spacing_mm", "-elastic": "elastic_mm"}
 X_LABEL = {"bias": "bias log-amplitude", "gamma": "gamma (ordered by |ln gamma|)", "noise": "Rician sigma (% of median brain)",
            "spacing": "spacing along one axis (mm)", "elastic": "largest displacement (mm)",
-           "combined": "severity (0 clean, 1 mild, 2 realistic, 3 severe)"}
+           "combined": "severity (0 clean, 1 mild, 2 realistic, 3 severe)",
+           "ablation": "realistic combined, one corruption left out"}
 #: x value of the clean template on each corruption's axis
-CLEAN_X = {"bias": 0.0, "gamma": 0.0, "noise": 0.0, "spacing": 1.0, "elastic": 0.0, "combined": 0.0}
-CLEAN_NAME = {"bias": "0", "gamma": "1", "noise": "0%", "spacing": "1mm", "elastic": "0mm", "combined": "clean"}
+CLEAN_X = {"bias": 0.0, "gamma": 0.0, "noise": 0.0, "spacing": 1.0, "elastic": 0.0, "combined": 0.0, "ablation": 0.0}
+CLEAN_NAME = {"bias": "0", "gamma": "1", "noise": "0%", "spacing": "1mm", "elastic": "0mm", "combined": "clean", "ablation": "clean"}
 TISSUES = ("CSF", "GM", "WM")
 METHODS = ("fcn", "gmm", "gmm_n4")
 TARGET_REALISTIC, TARGET_MARGIN = 0.90, 0.10
@@ -99,11 +110,14 @@ def levels() -> list[Level]:
     out += [
         Level("combined", "mild", 1.0, {"bias": 0.2, "gamma": (0.8, 1.25), "noise": (0.015, 0.025),
                                         "spacing_mm": (1.2, 1.4), "elastic_mm": 2.0}),
-        Level("combined", "realistic", 2.0, {"bias": 0.4, "gamma": (0.6, 1.6), "noise": (0.03, 0.05),
-                                             "spacing_mm": (1.6, 2.0), "elastic_mm": 3.0}),
+        Level("combined", "realistic", 2.0, dict(REALISTIC)),
         Level("combined", "severe", 3.0, {"bias": 0.6, "gamma": (0.5, 2.0), "noise": (0.06, 0.08),
                                           "spacing_mm": (2.5, 3.0), "elastic_mm": 5.0}),
     ]
+    # which corruption costs most in combination: the realistic level, then without each one in turn
+    out.append(Level("ablation", "all", 1.0, dict(REALISTIC)))
+    out += [Level("ablation", name, 2.0 + i, {k: v for k, v in REALISTIC.items() if k != left_out})
+            for i, (name, left_out) in enumerate(ABLATED.items())]
     return out
 
 
@@ -254,7 +268,7 @@ def plot(means: list[dict], rows: list[dict], corruptions: list[str], path: Path
         ms += [dict(m, name=m["level"]) for m in means if m["corruption"] == corruption]
         ms.sort(key=lambda m: m["severity"])
         # gamma's |ln gamma| values nearly coincide (1.4 vs 0.7) and combined has no physical unit: plot by rank
-        xs = list(range(len(ms))) if corruption in ("gamma", "combined") else [m["severity"] for m in ms]
+        xs = list(range(len(ms))) if corruption in ("gamma", "combined", "ablation") else [m["severity"] for m in ms]
         for method, (label, color, style) in styles.items():
             ys = [m[f"{method}_mean"] for m in ms]
             if not all(math.isnan(y) for y in ys):
@@ -273,7 +287,7 @@ def plot(means: list[dict], rows: list[dict], corruptions: list[str], path: Path
     for ax in axes[:, 0]:
         ax.set_ylabel("mean Dice (CSF, GM, WM)")
     axes.flat[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, width=55 * ncols)), fontsize=9)  # one panel is narrow
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -288,7 +302,8 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=2, help="subjects per severity level")
     ap.add_argument("--seed", type=int, default=7000)
     ap.add_argument("--zoom", type=float, default=1.0, help="template zoom (0.5 for quick trials)")
-    ap.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), choices=CORRUPTIONS)
+    ap.add_argument("--corruptions", nargs="+", default=list(DEFAULT_CORRUPTIONS), choices=CORRUPTIONS,
+                    help="ablation (not run by default): realistic combined severity with each corruption left out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep_volumes", action="store_true", help="keep the generated images/labels (default: deleted "
                     "after each level; the evaluation reports are kept)")

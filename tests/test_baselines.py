@@ -91,3 +91,22 @@ def test_corruption_magnitudes(corruptions):
     g = corruptions.gamma_contrast(np.linspace(0, 200, 1000).reshape(10, 10, 10).astype(np.float32), brain[:10, :10, :10], 2.0)
     assert g.max() == pytest.approx(200.0) and g.min() == pytest.approx(0.0, abs=1e-4)
     assert g.reshape(-1)[500] == pytest.approx(200.0 * (100.1 / 200.0) ** 2, rel=1e-3)
+
+
+def test_robustness_ablation_levels_leave_out_one_realistic_corruption_each():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_brain_robustness as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    levels = bench.levels()
+    realistic = next(lv for lv in levels if lv.corruption == "combined" and lv.name == "realistic")
+    ablation = [lv for lv in levels if lv.corruption == "ablation"]
+    assert realistic.params == bench.REALISTIC and ablation[0].params == bench.REALISTIC
+    left_out = [set(bench.REALISTIC) - set(lv.params) for lv in ablation[1:]]
+    assert left_out == [{k} for k in bench.ABLATED.values()] and len(left_out) == 5
+    # opt-in, and appended last: the levels (and so the seeds) of the default benchmark do not move
+    assert "ablation" not in bench.DEFAULT_CORRUPTIONS
+    assert all(lv.corruption != "ablation" for lv in levels[: len(levels) - len(ablation)])
+    severity = ablation[3].severity(0, np.random.default_rng(0), zoom=1.0)  # "-noise"
+    assert severity.noise == 0 and severity.bias == 0.4 and 1.6 <= severity.spacing_mm <= 2.0
