@@ -48,3 +48,33 @@ def baseline_loader(n4: bool = False):
         return LoadLabelledVolumed(intensity_normalization="scale")
     return LoadLabelledVolumed(intensity_normalization="scale", bias_correction="n4" if n4 else "none")
 
+
+
+def add_device_argument(parser) -> None:
+    """``--device auto|cpu|cuda`` (``auto``: the bundles' own rule, CUDA when present)."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to run (auto: CUDA when present, as the bundles do); AMP on CUDA, as the bundles")
+
+
+def resolve_device(name: str):
+    """The ``torch.device`` for ``--device`` (``auto`` → CUDA when available, else CPU)."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def device_overrides(device) -> dict:
+    """Bundle overrides that pin ``device`` and the AMP rule of ``bundles/common/runtime.json`` (AMP on CUDA)."""
+    return {"device": f"$torch.device('{device.type}')", "amp": device.type == "cuda"}
+
+
+def synchronize(device) -> None:
+    """Wait for queued GPU work, so that a wall-clock timer measures it (no-op on CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

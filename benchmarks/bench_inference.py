@@ -1,13 +1,14 @@
 """Whole-volume inference time of the brain bundle on a 197×233×189 volume (target ≤ 5 s on 2 CPU cores).
 
-    python benchmarks/bench_inference.py [--variant skip] [--repeats 3] [--threads 2]
+    python benchmarks/bench_inference.py [--variant skip] [--repeats 3] [--threads 2] [--device auto|cpu|cuda]
 
 Times the bundle's own inferer (``mednet.inference.ViewAggregationInferer``: one MONAI ``SliceInferer`` over the
 brain's bounding box per view — axial, coronal, sagittal by default — softmax averaged, as configured in
 ``configs/common.json``) against a plain PyTorch baseline in the same run: the same network applied to batches
 of whole slices along the same views in a Python loop, softmax averaged. Also times a single (axial) view and
 the whole ``inference.json`` path (load, normalise, infer, mask, write NIfTI) once. Random weights: speed does
-not depend on them.
+not depend on them. ``--device`` (``auto`` = the bundles' rule: CUDA when present) runs both sides there, with
+the bundles' AMP rule (autocast on CUDA); GPU work is synchronised before each clock reading.
 
 Scaling: the bundle inferer's time per voxel on the template at 1 mm and on the template resampled to 0.7 mm
 (torch trilinear interpolation by 1/0.7 per axis: 281×332×270, 2.9× the voxels), in µs/voxel, and their ratio
@@ -21,14 +22,16 @@ import math
 import tempfile
 import time
 
-from _common import brain_parser
+from _common import add_device_argument, brain_parser, resolve_device, synchronize
 
 
-def best_of(fn, repeats: int) -> float:
+def best_of(fn, repeats: int, device=None) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        if device is not None:
+            synchronize(device)
         times.append(time.perf_counter() - t0)
     return min(times)
 
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slice_batch_size", type=int, default=16)
     ap.add_argument("--views", type=int, nargs="+", default=None, help="slicing axes (default: the bundle's)")
+    add_device_argument(ap)
     args = ap.parse_args()
 
     import nibabel as nib
@@ -48,43 +52,46 @@ def main() -> None:
     from mednet.data.mni import load_mni152_template
 
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    amp = device.type == "cuda"  # the bundles' rule (bundles/common/runtime.json)
     overrides = {} if args.views is None else {"views": args.views}
     parser = brain_parser("train", variant=args.variant, slice_batch_size=args.slice_batch_size, **overrides)
-    net = parser.get_parsed_content("network_def").eval()
+    net = parser.get_parsed_content("network_def").to(device).eval()
     inferer = parser.get_parsed_content("validate#inferer")
     views = list(inferer.views)
     from mednet.inference import ViewAggregationInferer
 
     axial = ViewAggregationInferer(views=(2,), sw_batch_size=args.slice_batch_size)
     tpl = load_mni152_template()
-    vol = torch.from_numpy(tpl.t1)[None, None]  # (1, 1, 197, 233, 189)
-    print(f"volume {tuple(vol.shape[2:])}, variant {args.variant}, {torch.get_num_threads()} threads, "
+    vol = torch.from_numpy(tpl.t1)[None, None].to(device)  # (1, 1, 197, 233, 189)
+    print(f"volume {tuple(vol.shape[2:])}, variant {args.variant}, device {device}{' (AMP)' if amp else ''}, "
+          f"{torch.get_num_threads()} threads, "
           f"{args.slice_batch_size} slices per batch, views {views}")
 
     def bundle_inferer():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
             return inferer(vol, net)
 
     def plain_loop():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
             total = 0
             for view in views:
                 slices = vol[0].movedim(view + 1, 0)  # (S, 1, H, W)
                 out = [net(slices[i : i + args.slice_batch_size]) for i in range(0, slices.shape[0], args.slice_batch_size)]
-                total = total + torch.softmax(torch.cat(out), 1).movedim(0, view + 1)  # (3, X, Y, Z)
+                total = total + torch.softmax(torch.cat(out).float(), 1).movedim(0, view + 1)  # (3, X, Y, Z)
             return (total / len(views))[None]
 
     def axial_only():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
             return axial(vol, net)
 
     a, b = bundle_inferer(), plain_loop()
     brain = vol[0, 0] != 0
     agree = (a[0].argmax(0)[brain] == b[0].argmax(0)[brain]).float().mean().item()
     print(f"labels inside the brain agree with full-slice inference on {agree:.2%} of voxels")
-    t_plain = best_of(plain_loop, args.repeats)
-    t_bundle = best_of(bundle_inferer, args.repeats)
-    t_axial = best_of(axial_only, args.repeats)
+    t_plain = best_of(plain_loop, args.repeats, device)
+    t_bundle = best_of(bundle_inferer, args.repeats, device)
+    t_axial = best_of(axial_only, args.repeats, device)
     print(f"plain PyTorch loop over slice batches ({len(views)} views): {t_plain:.2f} s")
     print(f"bundle ViewAggregationInferer ({len(views)} views):        {t_bundle:.2f} s   "
           f"(ratio plain/bundle = {t_plain / t_bundle:.2f}x)")
@@ -95,14 +102,14 @@ def main() -> None:
     fine = torch.nn.functional.interpolate(vol, scale_factor=1 / 0.7, mode="trilinear", align_corners=False)
 
     def bundle_inferer_fine():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
             return inferer(fine, net)
 
     # interleaved (1 mm, 0.7 mm, 1 mm, ...), best of each: a shared machine's load hits both sizes alike
     t_1mm, t_fine = math.inf, math.inf
     for _ in range(args.repeats):
-        t_1mm = min(t_1mm, best_of(bundle_inferer, 1))
-        t_fine = min(t_fine, best_of(bundle_inferer_fine, 1))
+        t_1mm = min(t_1mm, best_of(bundle_inferer, 1, device))
+        t_fine = min(t_fine, best_of(bundle_inferer_fine, 1, device))
     us_1mm, us_fine = t_1mm / vol[0, 0].numel() * 1e6, t_fine / fine[0, 0].numel() * 1e6
     print(f"time per voxel ({len(views)} views): 1 mm {tuple(vol.shape[2:])} {us_1mm:.3f} µs/voxel ({t_1mm:.2f} s); "
           f"0.7 mm {tuple(fine.shape[2:])} {us_fine:.3f} µs/voxel ({t_fine:.2f} s, {fine[0, 0].numel() / vol[0, 0].numel():.2f}x "
@@ -118,8 +125,8 @@ def main() -> None:
         t0 = time.perf_counter()
         d = LoadLabelledVolumed()({"image": path})
         t_load = time.perf_counter() - t0
-        with torch.inference_mode():
-            d["pred"] = inferer(d["image"][None], net)[0]
+        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+            d["pred"] = inferer(d["image"][None].to(device), net)[0].float().cpu()
         d = TissueLabelsd()(d)
         SaveLabelVolumed(output_dir=tmp)(d)
         t_total = time.perf_counter() - t0

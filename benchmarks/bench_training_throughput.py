@@ -1,9 +1,12 @@
 """Throughput of the brain bundle's Ignite training vs a plain PyTorch loop (target ratio ≥ 0.9).
 
     python benchmarks/bench_training_throughput.py [--dataset_dir demo/bench_cohort] [--patches 20000] [--rounds 5]
+        [--batch_size 16] [--device auto|cpu|cuda]
 
 Both train the same network (same initial weights) on the same balanced 16×16 patches with the same
-DataLoader, loss (CE), optimiser (Adam 1e-3) and batch size (16) for one epoch. The bundle side is
+DataLoader, loss (CE), optimiser (Adam 1e-3) and batch size (16, the bundle's; ``--batch_size`` for both) for one
+epoch, on the same device (``--device``; ``auto`` = the bundles' rule: CUDA when present), with the bundle's AMP rule
+on both sides (on CUDA: ``torch.autocast`` + ``GradScaler``, as MONAI's ``SupervisedTrainer(amp=True)``). The bundle side is
 ``train#trainer`` instantiated from ``train.json`` with every handler of a real run (progress bar, stats,
 TensorBoard, per-epoch CSV + plot, checkpoints, train metrics); validation is switched off on both sides
 (it is not training throughput), and so is the bundle's patch augmentation (`--augmentation`: the plain loop
@@ -20,7 +23,7 @@ import copy
 import tempfile
 import time
 
-from _common import brain_parser, ensure_cohort
+from _common import add_device_argument, brain_parser, device_overrides, ensure_cohort, resolve_device, synchronize
 
 
 def main() -> None:
@@ -29,6 +32,8 @@ def main() -> None:
     ap.add_argument("--patches", type=int, default=20000, help="patches per epoch (subset of the training patches)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch_size", type=int, default=16, help="batch size of both sides (the bundle's default: 16)")
+    add_device_argument(ap)
     args = ap.parse_args()
 
     import torch
@@ -36,42 +41,56 @@ def main() -> None:
     from mednet.data.datasets import PatchDataset
 
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    amp = device.type == "cuda"  # the bundles' rule (bundles/common/runtime.json)
     cohort = ensure_cohort(args.dataset_dir, subjects=5, zoom=0.5)
     with tempfile.TemporaryDirectory() as runs:
-        base = brain_parser("train", dataset_dir=str(cohort), epochs=1, val_interval=10**6, runs_root=runs)
+        common = dict(dataset_dir=str(cohort), epochs=1, val_interval=10**6, runs_root=runs, batch_size=args.batch_size,
+                      **device_overrides(device))
+        base = brain_parser("train", **common)
         patches = base.get_parsed_content("train#patches")
         n = min(args.patches, len(patches))
         patches.images, patches.labels = patches.images[:n], patches.labels[:n]
         dataset = PatchDataset(patches)
         init = copy.deepcopy(base.get_parsed_content("network_def").state_dict())
-        print(f"{n} patches of 16x16, batch 16, {torch.get_num_threads()} threads, device cpu")
+        print(f"{n} patches of 16x16, batch {args.batch_size}, {torch.get_num_threads()} threads, device {device}"
+              f"{' (AMP)' if amp else ''}")
 
         def plain() -> float:
             torch.manual_seed(0)
             net = base.get_parsed_content("network_def", lazy=False)
             net.load_state_dict(init)
-            net.train()
-            loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
+            net.to(device).train()
+            loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
             opt = torch.optim.Adam(net.parameters(), lr=1e-3)
             loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)  # background pixels in patches carry -1
+            scaler = torch.amp.GradScaler("cuda") if amp else None
             t0 = time.perf_counter()
             for batch in loader:
-                opt.zero_grad()
-                loss = loss_fn(net(batch["image"]), batch["label"][:, 0])
-                loss.backward()
-                opt.step()
+                image, label = batch["image"].to(device), batch["label"][:, 0].to(device)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, enabled=amp):
+                    loss = loss_fn(net(image), label)
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+            synchronize(device)
             return n / (time.perf_counter() - t0)
 
         def bundle() -> float:
             torch.manual_seed(0)
-            parser = brain_parser("train", dataset_dir=str(cohort), epochs=1, val_interval=10**6, runs_root=runs,
-                                  augmentation=False)  # the plain loop does not augment either
+            parser = brain_parser("train", **common, augmentation=False)  # the plain loop does not augment either
             parser["train"]["dataset"] = dataset  # the same patches, already extracted
             parser.parse()
             parser.get_parsed_content("network").load_state_dict(init)
             trainer = parser.get_parsed_content("train#trainer")
             t0 = time.perf_counter()
             trainer.run()
+            synchronize(device)
             return n / (time.perf_counter() - t0)
 
         results = {"plain": [], "bundle": []}
