@@ -12,6 +12,7 @@ from monai.metrics import DiceMetric
 from monai.networks import one_hot
 
 from mednet.metrics.segmentation import (
+    LabelledPixelAccuracy,
     TissueConfusionMatrix,
     label_output,
     patch_accuracy_output,
@@ -230,3 +231,26 @@ def test_label_output_and_patch_accuracy_output():
     logits, targets = patch_accuracy_output({"pred": pred, "label": label})
     assert logits.shape == (28, 3) and (targets == 1).all()
     torch.testing.assert_close(logits[0], pred[0, :, 1, 0])
+
+
+def test_labelled_pixel_accuracy_matches_ignite_accuracy_on_kept_pixels():
+    """The device-side metric equals the slow reference (Ignite ``Accuracy`` on boolean-indexed pixels) over an
+    epoch of batches with background (−1) pixels, and resets between epochs."""
+    from ignite.exceptions import NotComputableError
+    from ignite.metrics import Accuracy
+
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(3):
+        label = torch.randint(-1, 3, (8, 1, 6, 6), generator=g)
+        batches.append({"pred": torch.randn(8, 3, 6, 6, generator=g), "label": label})
+    engine = Engine(lambda e, batch: batch)
+    LabelledPixelAccuracy().attach(engine, "fast")
+    Accuracy(output_transform=patch_accuracy_output).attach(engine, "reference")
+    state = engine.run(batches, max_epochs=2)
+    assert 0.2 < state.metrics["reference"] < 0.5  # random logits: about 1/3 correct
+    assert state.metrics["fast"] == pytest.approx(state.metrics["reference"], abs=1e-12)
+    only_background = Engine(lambda e, batch: batch)
+    LabelledPixelAccuracy().attach(only_background, "fast")
+    with pytest.raises(NotComputableError):
+        only_background.run([{"pred": torch.randn(2, 3, 4, 4), "label": torch.full((2, 1, 4, 4), -1)}])

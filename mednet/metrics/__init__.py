@@ -4,6 +4,7 @@ from mednet.metrics import classification, confusion, segmentation  # noqa: F401
 from mednet.metrics.baselines import gmm_tissue_segmentation
 from mednet.metrics.confusion import ConfusionMatrix, confusion_matrix
 from mednet.metrics.segmentation import (
+    LabelledPixelAccuracy,
     TissueConfusionMatrix,
     label_output,
     patch_accuracy_output,
@@ -15,6 +16,7 @@ from mednet.metrics.segmentation import (
 __all__ = [
     "ConfusionMatrix",
     "confusion_matrix",
+    "LabelledPixelAccuracy",
     "TissueConfusionMatrix",
     "gmm_tissue_segmentation",
     "label_output",

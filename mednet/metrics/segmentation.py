@@ -21,7 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric, MetricsLambda
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from mednet.data.tissue_labels import LABEL_NAMES, TISSUE_LABELS, TISSUE_NAMES
 from mednet.metrics.confusion import ConfusionMatrix, confusion_matrix
@@ -33,6 +35,7 @@ __all__ = [
     "tissue_metrics",
     "label_output",
     "patch_accuracy_output",
+    "LabelledPixelAccuracy",
     "CONVERGENCE_GROUPS",
 ]
 
@@ -93,6 +96,41 @@ def patch_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
     pred, target = output["pred"], output["label"][:, 0].long()
     keep = target >= 0
     return pred.movedim(1, -1)[keep], target[keep]
+
+
+class LabelledPixelAccuracy(Metric):
+    """Ignite metric: pixel accuracy of a patch-training batch over its labelled pixels (target ≥ 0).
+
+    ``output_transform`` returns ``(logits (B, C, H, W), targets (B, 1, H, W))`` (default: the trainer's
+    ``pred`` and ``label``); pixels with a negative target (background inside a patch) are left out. Equal to
+    Ignite's ``Accuracy`` on :func:`patch_accuracy_output` (the reference it is tested against), written because
+    that pair costs a GPU→CPU synchronisation per iteration: boolean indexing must learn the number of kept
+    pixels, and ``Accuracy`` moves its counts to its own device. Here correct/total counts stay on ``device``
+    (pass the training device) and are read once per epoch (``compute``; summed over processes under DDP).
+    """
+
+    def __init__(self, output_transform: Callable = lambda out: (out["pred"], out["label"]),
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._correct = torch.zeros((), dtype=torch.long, device=self._device)
+        self._total = torch.zeros((), dtype=torch.long, device=self._device)
+
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        logits, target = output[0].detach(), output[1].detach()
+        target = target[:, 0] if target.ndim == logits.ndim else target
+        keep = target >= 0
+        self._correct += ((logits.argmax(1) == target) & keep).sum().to(self._device)
+        self._total += keep.sum().to(self._device)
+
+    @sync_all_reduce("_correct", "_total")
+    def compute(self) -> float:
+        if self._total.item() == 0:
+            raise NotComputableError("LabelledPixelAccuracy needs at least one labelled pixel before compute()")
+        return self._correct.item() / self._total.item()
 
 
 class TissueConfusionMatrix(ConfusionMatrix):
