@@ -110,3 +110,27 @@ def test_robustness_ablation_levels_leave_out_one_realistic_corruption_each():
     assert all(lv.corruption != "ablation" for lv in levels[: len(levels) - len(ablation)])
     severity = ablation[3].severity(0, np.random.default_rng(0), zoom=1.0)  # "-noise"
     assert severity.noise == 0 and severity.bias == 0.4 and 1.6 <= severity.spacing_mm <= 2.0
+
+
+def test_bench_3d_training_crops_are_class_balanced_brain_only_targets(tiny_cohort):
+    """The 3D benchmark's crops: 4 per step, (1, c, c, c), targets −1 (background) or tissue 0–2, image 0 outside the
+    brain, and centres spread over the three tissues (ratios 0/1/1/1), not drawn by voxel count."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_brain_3d as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from mednet.data.datalist import find_datalist, load_datalist
+
+    dataset = bench.crop_dataset(load_datalist(find_datalist(tiny_cohort), "training")[:1], crop=12, seed=0)
+    centres = []
+    for _ in range(10):
+        crops = dataset[0]
+        assert len(crops) == bench.CROPS_PER_STEP and set(crops[0]) == {"image", "label"}
+        for crop in crops:
+            image, label = torch.as_tensor(crop["image"]), torch.as_tensor(crop["label"])
+            assert image.shape == label.shape == (1, 12, 12, 12) and label.dtype == torch.long
+            assert set(label.unique().tolist()) <= {-1, 0, 1, 2} and (image[label < 0] == 0).all()
+            centres.append(int(label[0, 6, 6, 6]))
+    counts = np.bincount(np.asarray(centres), minlength=3)
+    assert counts.sum() == 40 and (counts >= 5).all()  # each tissue ≈ 1/3 of 40 centres (CSF is ~15 % of voxels)
