@@ -32,7 +32,7 @@ from mednet.io import write_json_atomic
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "training_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "check_run_settings",
+    "new_run_dir", "training_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE",
 ]
@@ -95,6 +95,16 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
 def _jsonable(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    return value
+
+
+def _nan_to_none(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
     return value
 
 
@@ -210,8 +220,48 @@ def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.
 
 
 def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object]) -> Path:
-    """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``."""
-    return write_json_atomic({k: _jsonable(v) for k, v in settings.items()}, Path(run_dir) / SETTINGS_FILE)
+    """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``.
+
+    A folder that already has one holds an interrupted run being resumed (``--run_dir``): its settings are
+    kept, and a request that differs from them is refused before any work — continuing with other settings
+    would label the earlier epochs' ``model.pt`` with settings it was not trained with.
+
+    Raises:
+        DataError: ``run_dir`` has settings that differ from ``settings`` (naming each and the overrides that
+            resume it as it was).
+    """
+    path = Path(run_dir) / SETTINGS_FILE
+    new = {k: _jsonable(v) for k, v in settings.items()}
+    old = _read_json(path)
+    if old is None:
+        return write_json_atomic(new, path)
+    differ = settings_differences(old, new)
+    if differ:
+        said = ", ".join(f"{k}={a!r} (this command: {b!r})" for k, (a, b) in differ.items())
+        raise DataError(path, f"the run being resumed was started with {said}; pass {_overrides(differ)} to continue "
+                              "it, or leave out --run_dir to start a new run")
+    merged = {**new, **old}
+    return path if merged == old else write_json_atomic(merged, path)
+
+
+def write_run_record(obj: object, run_dir: str | os.PathLike, name: str) -> Path:
+    """Write a record of what a run trains on (e.g. ``patch_stats.json``) once.
+
+    On a resumed run (``--run_dir``) the existing record is kept if the new one is the same, and a different
+    one is refused: the run would continue on other data than it started with.
+
+    Raises:
+        DataError: ``run_dir/name`` exists with other content.
+    """
+    path = Path(run_dir) / name
+    clean = json.loads(json.dumps(_nan_to_none(obj)))  # as read back: tuples become lists, NaN null
+    old = _read_json(path)
+    if old is None:
+        return write_json_atomic(clean, path)
+    if old != clean:
+        raise DataError(path, "the run being resumed was started on other training data (this record differs); "
+                              "leave out --run_dir to start a new run")
+    return path
 
 
 def check_run_settings(checkpoint: str | os.PathLike, settings: Mapping[str, object]) -> None:

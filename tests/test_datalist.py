@@ -245,3 +245,26 @@ def test_write_datalist_refuses_same_volume_spelled_differently(dataset, tmp_pat
             out,
             {"training": [{"image": "vols/a_img.nii.gz"}], "validation": [{"image": str(dataset / "vols/a_img.nii.gz")}]},
         )
+
+
+def test_mask_with_a_datalist_input_is_refused(dataset, tmp_path):
+    """--mask names one volume's mask; with a datalist input (inference's default) it was silently dropped."""
+    from mednet.data.datalist import list_volume_inputs
+
+    mask = tmp_path / "brain_mask.nii.gz"
+    with pytest.raises(DataError, match=r"^.*brain_mask\.nii\.gz: --mask applies to a single input volume, not to the datalist"):
+        list_volume_inputs(dataset / "datalist.json", mask=mask, split="training")
+    items = list_volume_inputs(dataset / "datalist.json", split="training")  # the datalist's own masks are used
+    assert [Path(it["mask"]).name for it in items] == ["a_mask.nii.gz"]
+
+
+def test_empty_label_or_mask_means_none_and_an_empty_image_is_refused(dataset):
+    """An empty "label" used to resolve to the datalist's own folder, so the volume counted as labelled."""
+    content = json.loads((dataset / "datalist.json").read_text())
+    content["test"] = [{"image": "vols/c_img.nii.gz", "label": "", "mask": None}]
+    _write_json(dataset / "datalist.json", content)
+    assert load_datalist(dataset, "test") == [{"image": str(dataset / "vols" / "c_img.nii.gz")}]
+    content["test"] = [{"image": ""}]
+    _write_json(dataset / "datalist.json", content)
+    with pytest.raises(DataError, match=r"datalist\.json: test\[0\]\.image is empty"):
+        load_datalist(dataset, "test")

@@ -52,6 +52,17 @@ def test_unique_names_add_parents_only_where_names_collide() -> None:
     assert volume_stem("/x/scan.MHA") == "scan" and volume_stem("/x/series7/") == "series7"
 
 
+def test_names_from_a_datalist_never_leave_the_output_folder() -> None:
+    """A datalist item may carry any "name"; one with folders ("../x") is replaced by names from the paths."""
+    from mednet.data.naming import with_names
+
+    items = [{"image": "/d/a/T1.nii.gz", "name": "../../etc/x"}, {"image": "/d/b/T2.nii.gz", "name": "ok"}]
+    assert [it["name"] for it in with_names(items)] == ["T1", "T2"]
+    for bad in ("..", ".", "", "a/b", "a\\b"):
+        assert with_names([{"image": "/d/T1.nii.gz", "name": bad}])[0]["name"] == "T1"
+    assert [it["name"] for it in with_names([{"image": "/d/T1.nii.gz", "name": "sub-01"}])] == ["sub-01"]
+
+
 def test_with_names_sets_names_once_per_list() -> None:
     items = [{"image": "/d/subA/T1.nii.gz", "label": "l1"}, {"image": "/d/subB/T1.nii.gz"}]
     named = with_names(items)
@@ -336,6 +347,33 @@ def test_no_qualifying_run_says_what_was_found_and_the_fix(tmp_path: Path) -> No
     assert "--ckpt_path" in msg and "--views [2]" in msg
     with pytest.raises(DataError, match="no run 'train-unpool-\\*' found"):
         latest_run(tmp_path, "train-unpool-")
+
+
+def test_resuming_with_other_settings_is_refused_and_keeps_the_run_settings(tmp_path: Path) -> None:
+    """--run_dir continues an interrupted run: its settings.json and patch record are never rewritten to
+    describe something else (the earlier epochs' model.pt would carry the wrong settings)."""
+    from mednet.runs import write_run_record, write_run_settings
+
+    started = {"variant": "skip", "intensity_normalization": "histogram", "views": [0, 1, 2]}
+    path = write_run_settings(tmp_path, started)
+    before = path.read_bytes()
+    with pytest.raises(DataError) as err:
+        write_run_settings(tmp_path, {**started, "intensity_normalization": "zscore", "views": [2]})
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: the run being resumed was started with intensity_normalization='histogram'")
+    assert "--intensity_normalization histogram --views [0, 1, 2]" in msg and "leave out --run_dir" in msg
+    assert path.read_bytes() == before
+    assert write_run_settings(tmp_path, started) == path and path.read_bytes() == before  # same: untouched
+    write_run_settings(tmp_path, {**started, "augmentation": True})  # a setting the file lacks is added
+    assert json.loads(path.read_text(encoding="utf-8")) == {**started, "augmentation": True}
+
+    stats = {"patches": 10, "share": float("nan"), "views": (0, 1)}
+    record = write_run_record(stats, tmp_path, "patch_stats.json")
+    assert json.loads(record.read_text(encoding="utf-8")) == {"patches": 10, "share": None, "views": [0, 1]}
+    assert write_run_record(dict(stats), tmp_path, "patch_stats.json") == record
+    with pytest.raises(DataError, match="patch_stats.json: the run being resumed was started on other training data"):
+        write_run_record({**stats, "patches": 11}, tmp_path, "patch_stats.json")
+    assert json.loads(record.read_text(encoding="utf-8"))["patches"] == 10
 
 
 def test_provenance_and_sidecars(tmp_path: Path) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from mednet.data.datasets import CohortPatches
+from mednet.data.patch_files import write_grid_patches, write_patches
 from mednet.errors import DataError
+from mednet.io import TEMP_MARKER
 from mednet.data.patches import (
     GridPatches,
     PatchSet,
@@ -272,3 +280,120 @@ def test_max_background_matches_naive_loop(max_background):
     limit = 3 if max_background == 3 else 4  # ceil(0.1 * 36)
     assert ((fast.labels == 0).reshape(len(fast), -1).sum(1) <= limit).all()
     assert ((fast.labels == 0).any(axis=(1, 2))).any()  # some windows do hold background
+
+
+# ----------------------------------------------------------------------------------------------- patch files
+def _tiny_split(root: Path, labelled: list[bool], shape=(20, 20, 5)) -> Path:
+    """A datalist whose ``test`` split holds one small NIfTI volume (with a brain mask) per entry of ``labelled``,
+    with a tissue label where True. Returns the datalist path."""
+    rng = np.random.default_rng(0)
+    items = []
+    for i, has_label in enumerate(labelled):
+        lab = rng.integers(1, 4, size=shape).astype(np.uint8)
+        arrays = {"image": (lab * 10 + rng.normal(size=shape)).astype(np.float32), "mask": np.ones(shape, np.uint8)}
+        if has_label:
+            arrays["label"] = lab
+        item = {}
+        for key, arr in arrays.items():
+            nib.save(nib.Nifti1Image(arr, np.eye(4)), str(root / f"{key}{i}.nii.gz"))
+            item[key] = f"{key}{i}.nii.gz"
+        items.append(item)
+    path = root / "datalist.json"
+    path.write_text(json.dumps({"test": items}), encoding="utf-8")
+    return path
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if TEMP_MARKER in p.name]
+
+
+def test_grid_patches_refuse_a_partly_labelled_split(tmp_path):
+    """Labels on only some volumes would leave fewer label rows than image rows: refused, naming the volume."""
+    datalist = _tiny_split(tmp_path, [True, False, True])
+    with pytest.raises(DataError) as err:
+        write_grid_patches(str(datalist), str(tmp_path / "out"), split="test", bias_correction="none")
+    assert err.value.path == str(tmp_path / "image1.nii.gz")  # the first unlabelled volume
+    assert str(err.value).startswith(f"{tmp_path / 'image1.nii.gz'}: ")
+    assert "labels on all volumes of the split or on none" in err.value.problem and "'test'" in err.value.problem
+    assert not (tmp_path / "out" / "grid_test.npz").exists()
+
+
+@pytest.mark.parametrize("labelled", [[True, True], [False, False]])
+def test_grid_patch_file_is_written_whole_and_aligned(tmp_path, monkeypatch, labelled):
+    datalist = _tiny_split(tmp_path, labelled)
+    out = tmp_path / "out"
+    path = write_grid_patches(str(datalist), str(out), split="test", bias_correction="none")
+    assert path == out / "grid_test.npz" and sorted(p.name for p in out.iterdir()) == ["grid_test.npz"]
+    with np.load(path) as z:
+        n = 2 * 5 * 4  # 2 volumes x 5 axial slices x 2x2 tiles of 16 (20 padded to 32)
+        assert z["images"].shape == (n, 16, 16) and z["positions"].shape == (n, 4)
+        assert ("labels" in z.files) == labelled[0]
+        if labelled[0]:
+            assert z["labels"].shape == z["images"].shape
+        np.testing.assert_array_equal(np.unique(z["positions"][:, 0]), [0, 1])
+    with pytest.raises(DataError, match="already exists"):
+        write_grid_patches(str(datalist), str(out), split="test", bias_correction="none")
+    write_grid_patches(str(datalist), str(out), split="test", bias_correction="none", overwrite=True)
+
+    def crash(file, **arrays):  # the disk fills up half-way through a rewrite
+        Path(file).write_bytes(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", crash)
+    with pytest.raises(OSError):
+        write_grid_patches(str(datalist), str(out), split="test", bias_correction="none", overwrite=True)
+    monkeypatch.undo()
+    with np.load(path) as z:  # the previous complete file is still there
+        assert z["images"].shape == (n, 16, 16)
+    assert _leftovers(tmp_path) == []
+
+
+def test_balanced_patch_files_are_written_whole(tmp_path):
+    """``patches_*.npz``, ``stats_*.json`` and ``stats_*.csv`` keep their names and formats, no temporary file left."""
+    datalist = _tiny_split(tmp_path, [True, True])
+    out = tmp_path / "out"
+    npz = write_patches(str(datalist), str(out), split="test", views=2, max_per_volume=20, bias_correction="none")
+    assert npz == out / "patches_test.npz"
+    assert sorted(p.name for p in out.iterdir()) == ["patches_test.npz", "stats_test.csv", "stats_test.json"]
+    patches = CohortPatches.load(npz)
+    assert len(patches) == 40 and patches.images.shape == patches.labels.shape == (40, 16, 16)
+    assert patches.views == [2] and patches.stats["params"]["views"] == [2]
+    assert json.loads((out / "stats_test.json").read_text(encoding="utf-8")) == patches.stats
+    with open(out / "stats_test.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["stage"], r["class"]) for r in rows] == [(s, c) for s in ("before", "after") for c in ("CSF", "GM", "WM")]
+    with pytest.raises(DataError, match="already exists"):
+        write_patches(str(datalist), str(out), split="test", views=2, max_per_volume=20, bias_correction="none")
+    write_patches(str(datalist), str(out), split="test", views=2, max_per_volume=20, bias_correction="none",
+                  overwrite=True)
+    assert _leftovers(tmp_path) == []
+
+
+def test_tissue_labels_outside_the_brain_mask_are_background_for_training(tmp_path, caplog):
+    """A mask tighter than the label (e.g. BET against manual labels): the tissue outside it has zeroed
+    intensities, so it is background for training — counted, logged and recorded, never a silent "0 is tissue"."""
+    from mednet.data.datasets import extract_cohort_patches
+
+    rng = np.random.default_rng(0)
+    shape = (24, 24, 6)
+    label = np.zeros(shape, np.uint8)
+    label[2:22, 2:22] = rng.integers(1, 4, (20, 20, 6))
+    image = np.where(label > 0, 50.0 * label + rng.normal(0, 5, shape), 0).astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    mask[2:22, 2:14] = 1  # covers 12 of the 20 labelled columns
+    item = {}
+    for key, arr in {"image": image, "label": label, "mask": mask}.items():
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / f"{key}.nii.gz"))
+        item[key] = str(tmp_path / f"{key}.nii.gz")
+    with caplog.at_level("WARNING", logger="mednet"):
+        patches = extract_cohort_patches([item], views=[2], patch_size=4, min_pixels=1, bias_correction="none",
+                                         progress=False)
+    outside = int(((label > 0) & (mask == 0)).sum())
+    assert outside == 20 * 8 * 6
+    assert patches.stats["per_volume"][0]["tissue_voxels_outside_mask"] == outside
+    assert sum(v["pixels"] for v in patches.stats["before"].values()) == int(((label > 0) & (mask > 0)).sum())
+    assert f"image.nii.gz: {outside} labelled tissue voxel(s) lie outside the brain mask" in caplog.text
+    # slices along axis 2: patch columns are the second axis; beyond the mask (column 14 on) no tissue label
+    assert len(patches) > 0
+    for c, lab in zip(patches.positions[:, 4], patches.labels):
+        assert not (lab[:, max(0, 14 - int(c)):] > 0).any()

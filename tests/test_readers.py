@@ -297,9 +297,51 @@ def test_series_with_unreadable_slice(files):
     with pytest.raises(DataError) as err:
         SimpleITKReader().read(files["gap_series"])
     assert str(err.value).startswith(f"{files['gap_series']}:") and "evenly spaced" in str(err.value)
+    assert "slice_003.dcm" in str(err.value)  # the file GDCM skipped
     with pytest.warns(UserWarning, match="evenly spaced"):
         img = SimpleITKReader(allow_nonuniform_series=True).read(files["gap_series"])
     assert img.GetSize() == (12, 10, 7)
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_series_with_truncated_end_slice_names_the_file(files, tmp_path, which):
+    """A truncated first/last slice is left out by GDCM without uneven spacing: refused, naming that file."""
+    folder = shutil.copytree(files["dicom"], tmp_path / "series")
+    victim = sorted(folder.glob("*.dcm"))[which]
+    victim.write_bytes(victim.read_bytes()[:-200])
+    assert len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))) == SIZE_XYZ[2] - 1  # GDCM drops it
+    with pytest.raises(DataError) as err:
+        SimpleITKReader().read(folder)
+    assert err.value.path == str(folder)
+    assert f"1 DICOM file is not part of the series GDCM could read ({victim.name})" in err.value.problem
+    assert "truncated or corrupt" in err.value.problem
+
+
+def test_intact_series_loads_all_slices_beside_other_files(files, tmp_path):
+    """Non-DICOM files, a DICOM file without a series (like a DICOMDIR) and a broken file of *another* series
+    in the folder are not slices of the chosen series: it loads whole, without error."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+
+    folder = shutil.copytree(files["two_series"], tmp_path / "series")
+    other = sorted(folder.glob("second_*.dcm"))[-1]
+    other.write_bytes(other.read_bytes()[:-200])
+    (folder / "notes.txt").write_text("scanned 2024-01-01\n")
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+    ds.file_meta.MediaStorageSOPInstanceUID = SERIES_UID + ".9"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.FileSetID = "MEDNET"
+    ds.save_as(folder / "DICOMDIR", enforce_file_format=True)
+
+    reader = SimpleITKReader(series_id=SERIES_UID)
+    arr, meta = reader.get_data(reader.read(folder))
+    assert arr.shape == SIZE_XYZ
+    np.testing.assert_array_equal(arr, ARRAY_XYZ)
+    np.testing.assert_allclose(meta["affine"], EXPECTED_AFFINE_RAS, atol=1e-4)
+    img = LoadImage(reader=SimpleITKReader(), image_only=True, dtype=None)(files["dicom"])  # plain series
+    assert tuple(img.shape) == SIZE_XYZ
 
 
 def test_pydicom_ct_small_file():

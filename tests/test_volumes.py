@@ -213,6 +213,55 @@ def test_empty_mask(pair, tmp_path):
     _assert_data_error(err, path, "brain mask is empty")
 
 
+@pytest.mark.parametrize("column", [2, 0], ids=["zero-z-column", "zero-x-column"])
+def test_singular_affine_is_named(tmp_path, column):
+    """A broken orientation header (an sform with a zero column) is named, not a reorientation traceback."""
+    path = tmp_path / "broken_header.nii.gz"
+    img = nib.Nifti1Image(_image(), np.eye(4))
+    sform = np.eye(4)
+    sform[:3, column] = 0.0
+    img.set_sform(sform, code=1)
+    img.set_qform(None, code=0)
+    nib.save(img, str(path))
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    _assert_data_error(err, path, "singular voxel-to-world affine", "header")
+
+
+def test_mask_that_misses_the_image_is_refused(tmp_path):
+    """A mask over voxels where the image is 0 (another scan's mask) would normalise to NaN or a flat 0.5."""
+    image = _image()
+    image[:6] = 0.0
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[:6] = 1
+    img_path, mask_path = _write(tmp_path / "img.nii.gz", image), _write(tmp_path / "mask.nii.gz", mask)
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(img_path, mask=mask_path)
+    _assert_data_error(err, img_path, "inside the brain mask", str(mask_path), "does not cover")
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["no-mask", "mask"])
+def test_constant_brain_is_refused(tmp_path, with_mask):
+    """A binary mask given as the image has no tissue contrast: refused instead of segmented as noise."""
+    image = np.zeros(SHAPE, np.float32)
+    image[2:10, 2:8, 2:6] = 1.0
+    img_path = _write(tmp_path / "brain_mask_as_image.nii.gz", image)
+    mask_path = _write(tmp_path / "mask.nii.gz", (image > 0).astype(np.uint8)) if with_mask else None
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(img_path, mask=mask_path)
+    _assert_data_error(err, img_path, "intensity is constant (1)", "192 voxel(s)", "no tissue contrast")
+
+
+@pytest.mark.parametrize("mode", ["zscore", "scale", "histogram"])
+def test_normalisation_of_a_tiny_mask_stays_finite(mode):
+    """One brain voxel: the unbiased std is NaN and would have turned the whole volume into NaN."""
+    img = torch.from_numpy(_image())[None]
+    mask = torch.zeros_like(img, dtype=torch.bool)
+    mask[0, 3, 3, 3] = True
+    out = normalize_brain_intensity(img, mode, mask=mask)
+    assert torch.isfinite(out).all() and torch.all(out[~mask] == 0)
+
+
 def test_check_label_values_direct():
     check_label_values(np.array([0, 1, 2, 3]), "x.nii")
     check_label_values(torch.tensor([0.0, 3.0]), None)
@@ -350,6 +399,23 @@ def test_save_label_volume_round_trip(tmp_path, affine, as_numpy):
     np.testing.assert_allclose(nii.affine, affine, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(nii.dataobj), lab)
     assert nii.get_data_dtype() == np.uint8
+
+
+def test_save_label_volume_of_a_volume_loaded_in_another_process(tmp_path):
+    """A volume loaded in a DataLoader worker carries that process's Orientation instance id; MONAI accepts a
+    foreign id only under "spawn", so with "forkserver" (Python 3.14's default) saving failed. Simulated here by
+    the id a worker would record."""
+    from monai.utils import TraceKeys
+
+    out = load_labelled_volume(_write(tmp_path / "i.nii.gz", _image(), LPS), _write(tmp_path / "l.nii.gz", _label(), LPS))
+    ops = [dict(op) for op in out["image"].applied_operations]
+    ops[-1][TraceKeys.ID] = ops[-1][TraceKeys.ID] + 4096  # another process, another instance
+    foreign = MetaTensor(out["image"].as_tensor(), meta=dict(out["image"].meta), applied_operations=ops)
+    written = save_label_volume(out["label"], foreign, tmp_path / "seg.nii.gz")
+    nii = nib.load(str(written))
+    np.testing.assert_allclose(nii.affine, LPS, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(nii.dataobj), _label())
+    assert out["image"].applied_operations[-1][TraceKeys.ID] != ops[-1][TraceKeys.ID]  # the input is not modified
 
 
 def test_save_permuted_image_grid_differs_but_file_matches(tmp_path):

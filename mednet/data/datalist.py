@@ -65,6 +65,10 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
             raw = {"image": raw}
         item = dict(raw)
         for key in _PATH_KEYS:
+            if key in item and item[key] in ("", None):  # '"label": ""' means no label, not the datalist's folder
+                if key == "image":
+                    raise DataError(path, f"{split}[{i}].image is empty")
+                del item[key]
             if key in item:
                 item[key] = os.path.normpath(os.path.join(path.parent, str(item[key])))
         items.append(item)
@@ -133,6 +137,9 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
     if not path.exists():
         raise DataError(path, "input does not exist")
     if path.suffix == ".json":
+        if mask is not None:
+            raise DataError(mask, f"--mask applies to a single input volume, not to the datalist {path} "
+                                  "(give its items 'mask' entries, or pass --input with one volume)")
         return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
                            for it in load_datalist(path, split)])
     if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mednet.data.datalist import load_datalist
 from mednet.errors import DataError
-from mednet.io import refuse_existing
+from mednet.io import atomic_path, refuse_existing
 from mednet.data.tissue_labels import TISSUE_LABELS, TISSUE_NAMES
 from mednet.data.naming import with_names
 from mednet.data.patches import class_distribution, extract_balanced_patches
@@ -64,16 +65,16 @@ class CohortPatches:
         """Write one compressed ``.npz`` (refused if it exists unless ``overwrite``)."""
         path = Path(path)
         refuse_existing(path, overwrite=overwrite)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path,
-            images=self.images,
-            labels=self.labels,
-            positions=self.positions,
-            volumes=np.asarray(self.volumes),
-            axes=np.asarray(self.views, dtype=np.int32),
-            stats=np.asarray(json.dumps(self.stats)),
-        )
+        with atomic_path(path, overwrite=overwrite) as tmp:  # never a half-written file; tmp ends in .npz
+            np.savez_compressed(
+                tmp,
+                images=self.images,
+                labels=self.labels,
+                positions=self.positions,
+                volumes=np.asarray(self.volumes),
+                axes=np.asarray(self.views, dtype=np.int32),
+                stats=np.asarray(json.dumps(self.stats)),
+            )
         return path
 
     @classmethod
@@ -174,6 +175,13 @@ def extract_cohort_patches(
     for v, item in enumerate(tqdm(items, desc=f"patches ({split})", disable=not progress, leave=False)):
         d = load(item)
         volumes.append(str(item["image"]))
+        # every voxel outside the brain mask is background (as in evaluation and inference); tissue labels there
+        # sit on zeroed intensities and would teach the network that "0" can be tissue
+        outside = int(((d["label"] > 0) & ~d["mask"]).sum())
+        if outside:
+            d["label"] = d["label"] * d["mask"]
+            logging.getLogger("mednet").warning(
+                f"{item['image']}: {outside} labelled tissue voxel(s) lie outside the brain mask; used as background")
         before_counts += np.asarray(class_distribution(d["label"].numpy())["counts"], dtype=np.int64)
         for k, axis in enumerate(views):
             stack = slice_volume(d["image"], d["label"], axis=axis, drop_empty=True, source=item["image"])
@@ -196,6 +204,7 @@ def extract_cohort_patches(
             head = np.tile(np.asarray([[v, axis]], np.int32), (len(pos), 1))
             positions.append(np.concatenate([head, pos], axis=1))
             per_volume.append({"volume": str(item["image"]), "axis": axis, "patches": len(ps.images),
+                               "tissue_voxels_outside_mask": outside,
                                "before": _shares_table(class_distribution(stack.labels)),
                                "after": _shares_table(class_distribution(ps.labels))})
     out_labels = np.concatenate(labels)

@@ -103,6 +103,13 @@ def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
+def _plain_name(name: object) -> bool:
+    """A name usable as an output file stem: a non-empty string without folders (a datalist may carry any
+    ``name``; ``../x`` would write outside the output folder)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\x00" not in name)
+
+
 def with_names(items: Sequence[Mapping], key: str = "image", name_key: str = NAME_KEY) -> list[dict]:
     """Copies of ``items`` with ``name_key`` set from :func:`unique_names` of their ``key`` paths.
 
@@ -112,7 +119,7 @@ def with_names(items: Sequence[Mapping], key: str = "image", name_key: str = NAM
     """
     out = [dict(it) for it in items]
     given = [it.get(name_key) for it in out]
-    if all(isinstance(n, str) and n for n in given) and len({n.casefold() for n in given}) == len(given):
+    if all(_plain_name(n) for n in given) and len({n.casefold() for n in given}) == len(given):
         return out
     for it, n in zip(out, unique_names([it[key] for it in out])):
         it[name_key] = n

@@ -28,7 +28,8 @@ import numpy as np
 
 from mednet.data.datalist import load_datalist
 from mednet.data.datasets import CohortPatches, extract_cohort_patches
-from mednet.io import refuse_existing
+from mednet.errors import DataError
+from mednet.io import atomic_path, refuse_existing
 from mednet.data.tissue_labels import TISSUE_NAMES
 from mednet.data.patches import grid_patches
 from mednet.data.slicing import slice_volume
@@ -37,15 +38,40 @@ from mednet.data.transforms import LoadLabelledVolumed
 __all__ = ["write_patches", "write_grid_patches"]
 
 
+def _check_all_or_no_labels(items: list[dict], split: str) -> None:
+    """Raise :class:`DataError` if only some volumes of ``split`` have a ``label``.
+
+    Grid patches of unlabelled volumes have no label rows, so a mixed split would store more images than labels
+    and pair every later volume's images with another volume's labels.
+    """
+    unlabelled = [item["image"] for item in items if not item.get("label")]
+    if unlabelled and len(unlabelled) < len(items):
+        more = f" (and {len(unlabelled) - 1} other volume(s))" if len(unlabelled) > 1 else ""
+        raise DataError(unlabelled[0], f"has no label{more}, but {len(items) - len(unlabelled)} other volume(s) of "
+                                       f"split '{split}' have one; grid patches need labels on all volumes of the "
+                                       "split or on none: add the missing labels or remove them all")
+
+
 def write_grid_patches(datalist: str, out: str, split: str = "validation", patch_size: int = 16, axis: int = -1,
                        overwrite: bool = False, intensity_normalization: str = "histogram",
                        bias_correction: str = "n4") -> Path:
-    """Non-overlapping grid patches of every slice of every volume in ``split``; one ``.npz``."""
+    """Non-overlapping grid patches of every slice of every volume in ``split``; one ``.npz``.
+
+    The file holds ``images`` ``(N, P, P)``, ``positions`` ``(N, 4)`` ``(volume, slice, row, col)``, ``volumes``,
+    ``slice_stack_shapes``, ``axis`` and, when the split is labelled, ``labels`` ``(N, P, P)`` aligned with
+    ``images`` row for row.
+
+    Raises:
+        DataError: naming the first unlabelled volume when only some volumes of ``split`` have a label (their
+            patches could not be aligned with the labels).
+    """
     path = Path(out) / f"grid_{split}.npz"
     refuse_existing(path, overwrite=overwrite)
+    items = load_datalist(datalist, split)
+    _check_all_or_no_labels(items, split)
     load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, bias_correction=bias_correction)
     images, labels, positions, volumes, shapes = [], [], [], [], []
-    for v, item in enumerate(load_datalist(datalist, split)):
+    for v, item in enumerate(items):
         d = load(item)
         stack = slice_volume(d["image"], d.get("label"), axis=axis, source=item["image"])
         grid = grid_patches(stack.images, stack.labels, patch_size=patch_size)
@@ -56,12 +82,12 @@ def write_grid_patches(datalist: str, out: str, split: str = "validation", patch
                                          np.asarray(grid.positions, np.int32)], axis=1))
         volumes.append(str(item["image"]))
         shapes.append(stack.images.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": np.concatenate(images), "positions": np.concatenate(positions),
               "volumes": np.asarray(volumes), "slice_stack_shapes": np.asarray(shapes), "axis": np.asarray(axis)}
     if labels:
         arrays["labels"] = np.concatenate(labels)
-    np.savez_compressed(path, **arrays)
+    with atomic_path(path, overwrite=overwrite) as tmp:  # tmp ends in .npz: NumPy adds no suffix
+        np.savez_compressed(tmp, **arrays)
     print(f"wrote {len(arrays['images'])} grid patches of {patch_size}x{patch_size} from {len(volumes)} volume(s) to {path}")
     return path
 
@@ -103,9 +129,11 @@ def write_patches(
         max_per_volume=max_per_volume, balance=balance, seed=seed, intensity_normalization=intensity_normalization,
         bias_correction=bias_correction,
     )
-    patches.save(npz, overwrite=overwrite)
-    js.write_text(json.dumps(patches.stats, indent=2) + "\n", encoding="utf-8")
-    with open(cs, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(npz, overwrite=overwrite) as tmp:  # tmp ends in .npz: NumPy adds no suffix
+        patches.save(tmp)
+    with atomic_path(js, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(patches.stats, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(cs, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["stage", "class", "pixels", "share"])
         for stage in ("before", "after"):

@@ -58,6 +58,8 @@ SUFFIXES: tuple[str, ...] = ("dcm", "mha", "mhd", "nrrd", "nhdr", "nii", "nii.gz
 _UNPRINTABLE = "[UNKNOWN_PRINT_CHARACTERISTICS]"
 # set by ITK's ImageSeriesReader when the slice positions are not evenly spaced (missing/unreadable slice)
 _NON_UNIFORM_KEY = "ITK_non_uniform_sampling_deviation"
+# Media Storage Directory Storage: a DICOMDIR, which may share a folder with the series it indexes
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
 def _sitk_problem(err: Exception) -> str:
@@ -69,6 +71,57 @@ def _sitk_problem(err: Exception) -> str:
     lines = [re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln) for ln in lines if not ln.startswith("Reason:")]
     text = " ".join(lines) if lines else type(err).__name__
     return text[:500]
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """Whether ``path`` is a file named ``*.dcm`` or holding the ``DICM`` magic at byte offset 128."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def _belongs_to_series(path: Path, series_id: str) -> bool:
+    """Whether the DICOM file ``path`` may be a slice of series ``series_id`` that GDCM failed to read.
+
+    False only for files known to be elsewhere: another series (legitimately in the same folder) or a DICOMDIR.
+    True for ``series_id``'s own files and for headers pydicom cannot read or that lack the SeriesInstanceUID
+    every image has (pydicom stops quietly at a truncated header, so a missing UID means a broken file).
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # pydicom raises InvalidDicomError, EOFError, ValueError, ... on broken headers
+        return True
+    sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if sop_class == _DICOMDIR_SOP_CLASS:
+        return False
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip("\x00 ")
+    return not uid or uid == series_id.strip("\x00 ")
+
+
+def _unread_series_files(folder: Path, series_id: str, files: Sequence[str]) -> list[str]:
+    """Names of the DICOM files directly in ``folder`` that belong to ``series_id`` but are not in ``files``.
+
+    GDCM silently leaves out slices it cannot parse (e.g. truncated). A lost middle slice shows as uneven slice
+    spacing; a lost first or last slice does not, so the folder's files are compared with the series read.
+    """
+    read = {Path(f).name for f in files}
+    candidates = sorted(p for p in folder.iterdir() if p.name not in read and _looks_like_dicom(p))
+    return [p.name for p in candidates if _belongs_to_series(p, series_id)]
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    """``"a.dcm, b.dcm"``; more than ``limit`` names end in ``", … (N more)"``."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 class SimpleITKReader(ImageReader):
@@ -97,7 +150,8 @@ class SimpleITKReader(ImageReader):
             ``NibabelReader``); if ``False`` the affine stays LPS and ``meta["space"]`` is ``"LPS"``.
         allow_nonuniform_series: a DICOM series whose slices are not evenly spaced (typically a missing or
             unreadable slice) gets a wrong affine; by default this raises :class:`DataError`. Set ``True`` to
-            load it anyway with a warning (``ITKReader`` only warns).
+            load it anyway with a warning (``ITKReader`` only warns). An unreadable first or last slice leaves
+            the spacing even and always raises :class:`DataError` naming the file(s).
         kwargs: extra options of ``sitk.ReadImage`` / the SimpleITK reader objects, given by setter name
             without ``Set``: e.g. ``outputPixelType=sitk.sitkFloat32``, ``imageIO="NrrdImageIO"``.
     """
@@ -233,7 +287,12 @@ class SimpleITKReader(ImageReader):
             ) from e
 
     def _read_series(self, path: Path, options: dict[str, Any]) -> sitk.Image:
-        """Read the DICOM series in directory ``path`` (``self.series_id`` picks one of several)."""
+        """Read the DICOM series in directory ``path`` (``self.series_id`` picks one of several).
+
+        Files of other series (or a DICOMDIR) in the folder are ignored; a file of this series that GDCM left
+        out (truncated, corrupt) is an error: in the middle it shows as uneven spacing (see
+        ``allow_nonuniform_series``), at either end the volume would silently lose a slice.
+        """
         try:
             series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
         except RuntimeError as e:
@@ -257,6 +316,7 @@ class SimpleITKReader(ImageReader):
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_id))
         if not files:
             raise DataError(path, f"DICOM series {series_id!r} has no readable files")
+        unread = _unread_series_files(path, series_id, files)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         if self.series_meta:
@@ -274,9 +334,19 @@ class SimpleITKReader(ImageReader):
                 f"DICOM series {series_id!r}: slices are not evenly spaced ({len(files)} files read; a slice may "
                 "be missing or unreadable), so the voxel geometry is unreliable"
             )
+            if unread:
+                problem += f"; not read: {_names(unread)}"
             if not self.allow_nonuniform_series:
                 raise DataError(path, problem + "; pass allow_nonuniform_series=True to load it anyway")
             warnings.warn(f"{path}: {problem}", stacklevel=3)
+        elif unread:  # evenly spaced without them: the first or last slice(s) were dropped
+            one = len(unread) == 1
+            raise DataError(
+                path,
+                f"{len(unread)} DICOM file{'' if one else 's'} {'is' if one else 'are'} not part of the series GDCM "
+                f"could read ({_names(unread)}): truncated or corrupt? remove {'it' if one else 'them'} or "
+                "re-export the series",
+            )
         if self.series_meta and files:
             for key in reader.GetMetaDataKeys(0):
                 try:

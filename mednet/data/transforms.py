@@ -96,6 +96,9 @@ class LoadLabelledVolumed(MapTransform):
         image, info["bias_correction"] = correct_bias_field(image, mask, spacing, self.bias_correction)
         d["mask"] = mask
         d["image"] = normalize_brain_intensity(image, self.intensity_normalization, mask=mask) if self.intensity_normalization else image * mask
+        if not bool(torch.isfinite(d["image"]).all()):  # defensive: NaN logits would label every voxel CSF, silently
+            raise DataError(data["image"], f"preprocessing ({self.bias_correction} bias correction, "
+                                           f"{self.intensity_normalization} normalisation) produced NaN/Inf intensities")
         info["normalization"] = self.intensity_normalization or "none"
         d["preprocessing"] = info
         if "label" in vols:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, Orientation
+from monai.utils import TraceKeys
 
 from mednet.data.naming import NIFTI_SUFFIXES
 from mednet.errors import DataError
@@ -32,6 +33,8 @@ __all__ = [
     "load_volume",
     "load_labelled_volume",
     "check_label_values",
+    "check_affine",
+    "check_brain_signal",
     "normalize_brain_intensity",
     "clip_brain_intensity",
     "INTENSITY_NORMALIZATIONS",
@@ -64,7 +67,7 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
         the file's affine and ``meta["affine"]`` the RAS affine.
 
     Raises:
-        DataError: missing or unreadable file, 2D or 4D data, NaN/Inf values.
+        DataError: missing or unreadable file, 2D or 4D data, NaN/Inf values, a singular or non-finite affine.
     """
     path = Path(path)
     if not path.exists():
@@ -84,7 +87,25 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     if not torch.isfinite(img).all():
         n_bad = int((~torch.isfinite(img)).sum())
         raise DataError(path, f"{kind} contains {n_bad} NaN/Inf voxel(s)")
+    check_affine(img.affine, path, kind)
     return _TO_RAS(img)
+
+
+def check_affine(affine: torch.Tensor | np.ndarray, path: str | os.PathLike | None, kind: str = "image") -> None:
+    """Raise :class:`DataError` unless the voxel-to-world ``affine`` (4×4) is finite and invertible.
+
+    A broken orientation header (e.g. an sform with a zero column) otherwise fails deep inside the reorientation
+    with a message that names neither the file nor the header.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise DataError(path, f"{kind} has an invalid voxel-to-world affine (not a finite 4x4 matrix): its header is broken")
+    columns = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    # |det| relative to the product of the column lengths: 0 when two axes are parallel or one has length 0
+    if columns.min() <= 0 or abs(np.linalg.det(a[:3, :3])) < 1e-6 * float(np.prod(columns)):
+        raise DataError(path, f"{kind} has a singular voxel-to-world affine (voxel sizes {np.round(columns, 4).tolist()} mm, "
+                              f"columns not independent): its orientation header (NIfTI sform/qform) is broken; "
+                              "rewrite it with the scanner's geometry")
 
 
 def check_label_values(
@@ -142,7 +163,28 @@ def load_labelled_volume(
             if not bool(vol.any()):
                 raise DataError(path, "brain mask is empty")
         out[key] = vol
+    check_brain_signal(out["image"], out.get("mask"), image, mask)
     return out
+
+
+def check_brain_signal(image: torch.Tensor, mask: torch.Tensor | None, path: str | os.PathLike | None,
+                       mask_path: str | os.PathLike | None = None) -> None:
+    """Raise :class:`DataError` when the brain (``mask``, else the non-zero voxels) holds no tissue contrast.
+
+    Normalisation would otherwise divide by zero (NaN everywhere, every voxel labelled CSF) or equalise a flat
+    histogram (every voxel 0.5), and the model would segment noise with exit status 0.
+
+    Args:
+        image: ``(1, X, Y, Z)`` volume; ``mask``: the same shape, bool, or None (non-zero voxels).
+    """
+    inside = image[mask] if mask is not None else image[image != 0]
+    if mask is not None and not bool((inside != 0).any()):
+        raise DataError(path, f"every image voxel inside the brain mask {mask_path} is 0: the mask does not cover "
+                              "this image's brain (a mask of another scan, or flipped?)")
+    lo, hi = float(inside.min()), float(inside.max())
+    if hi - lo <= 1e-6 * max(abs(lo), abs(hi)):
+        raise DataError(path, f"intensity is constant ({hi:g}) over the brain's {inside.numel()} voxel(s): no tissue "
+                              "contrast to segment (a mask or label file given as the image?)")
 
 
 #: intensity normalisation modes of :func:`normalize_brain_intensity`
@@ -175,13 +217,14 @@ def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_
         if mask is None:
             return NormalizeIntensity(nonzero=True, channel_wise=True)(image.clone())
         inside = image[brain]
-        return ((image - inside.mean()) / inside.std().clamp_min(1e-8)) * brain
+        # population std: one voxel gives 0 (clamped), not NaN as the unbiased estimate would
+        return ((image - inside.mean()) / inside.std(unbiased=False).clamp_min(1e-8)) * brain
     if not bool(brain.any()):
         return image * brain
     if mode == "histogram":
         equalised = HistogramNormalize(num_bins=num_bins, min=0, max=1, mask=brain, dtype=None)(image)
         return equalised * brain  # MONAI maps the background through the CDF too; keep it exactly 0
-    return image * brain / image[brain].abs().mean()
+    return image * brain / image[brain].abs().mean().clamp_min(1e-8)
 
 
 def clip_brain_intensity(image: torch.Tensor, mask: torch.Tensor, lower: float = 0.5, upper: float = 99.5
@@ -233,11 +276,13 @@ def save_label_volume(
         raise DataError(
             out_path, f"label shape {tuple(labels_t.shape[1:])} does not match the image grid {tuple(reference.shape[1:])}"
         )
-    pred = MetaTensor(
-        labels_t.to(torch.float32).cpu(),
-        meta=dict(reference.meta),
-        applied_operations=list(reference.applied_operations),
-    )
+    ops = [dict(op) for op in reference.applied_operations]
+    if ops and ops[-1].get(TraceKeys.CLASS_NAME) == type(_TO_RAS).__name__:
+        # MONAI matches an inverse to the transform *instance* (its id). A reference loaded in a DataLoader worker
+        # (another process) carries that process's instance id, which MONAI forgives only under "spawn";
+        # "forkserver" (Python 3.14's default on Linux) would fail here. The step is ours: claim it.
+        ops[-1][TraceKeys.ID] = id(_TO_RAS)
+    pred = MetaTensor(labels_t.to(torch.float32).cpu(), meta=dict(reference.meta), applied_operations=ops)
     # Undo Orientation (and only that) with MONAI's own inverse, so the geometry maths is not ours.
     restored = _TO_RAS.inverse(pred)
     affine = np.asarray(reference.meta["original_affine"], dtype=np.float64)
