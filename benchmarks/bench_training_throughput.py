@@ -1,10 +1,11 @@
 """Throughput of the brain bundle's Ignite training vs a plain PyTorch loop (target ratio ≥ 0.9).
 
     python benchmarks/bench_training_throughput.py [--dataset_dir demo/bench_cohort] [--patches 20000] [--rounds 5]
-        [--batch_size 16] [--device auto|cpu|cuda]
+        [--batch_size 256] [--device auto|cpu|cuda]
 
 Both train the same network (same initial weights) on the same balanced 16×16 patches with the same
-DataLoader, loss (CE), optimiser (Adam 1e-3) and batch size (16, the bundle's; ``--batch_size`` for both) for one
+DataLoader, loss (CE), optimiser (Adam at the bundle's learning rate) and batch size (the bundle's, 256;
+``--batch_size`` for both) for one
 epoch, on the same device (``--device``; ``auto`` = the bundles' rule: CUDA when present), with the bundle's AMP rule
 on both sides (on CUDA: ``torch.autocast`` + ``GradScaler``, as MONAI's ``SupervisedTrainer(amp=True)``). The bundle side is
 ``train#trainer`` instantiated from ``train.json`` with every handler of a real run (progress bar, stats,
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--patches", type=int, default=20000, help="patches per epoch (subset of the training patches)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch_size", type=int, default=16, help="batch size of both sides (the bundle's default: 16)")
+    ap.add_argument("--batch_size", type=int, default=None, help="batch size of both sides (default: the bundle's, 256)")
     add_device_argument(ap)
     args = ap.parse_args()
 
@@ -45,15 +46,17 @@ def main() -> None:
     amp = device.type == "cuda"  # the bundles' rule (bundles/common/runtime.json)
     cohort = ensure_cohort(args.dataset_dir, subjects=5, zoom=0.5)
     with tempfile.TemporaryDirectory() as runs:
-        common = dict(dataset_dir=str(cohort), epochs=1, val_interval=10**6, runs_root=runs, batch_size=args.batch_size,
-                      **device_overrides(device))
+        common = dict(dataset_dir=str(cohort), epochs=1, val_interval=10**6, runs_root=runs, **device_overrides(device))
+        if args.batch_size is not None:
+            common["batch_size"] = args.batch_size
         base = brain_parser("train", **common)
+        batch_size, learning_rate = int(base.get_parsed_content("batch_size")), float(base.get_parsed_content("learning_rate"))
         patches = base.get_parsed_content("train#patches")
         n = min(args.patches, len(patches))
         patches.images, patches.labels = patches.images[:n], patches.labels[:n]
         dataset = PatchDataset(patches)
         init = copy.deepcopy(base.get_parsed_content("network_def").state_dict())
-        print(f"{n} patches of 16x16, batch {args.batch_size}, {torch.get_num_threads()} threads, device {device}"
+        print(f"{n} patches of 16x16, batch {batch_size}, {torch.get_num_threads()} threads, device {device}"
               f"{' (AMP)' if amp else ''}")
 
         def plain() -> float:
@@ -61,8 +64,8 @@ def main() -> None:
             net = base.get_parsed_content("network_def", lazy=False)
             net.load_state_dict(init)
             net.to(device).train()
-            loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
+            opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
             loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)  # background pixels in patches carry -1
             scaler = torch.amp.GradScaler("cuda") if amp else None
             t0 = time.perf_counter()
