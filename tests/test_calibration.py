@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -368,3 +371,36 @@ def test_risk_coverage_png(tmp_path):
     png = plot_risk_coverage(curves, tmp_path / "rc.png",
                              threshold_points={"before": (r["coverage"], 1 - r["accuracy"])}, title="risk")
     assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000
+
+
+def test_post_hoc_fits_only_on_validation_rows_held_out_from_the_run(tmp_path) -> None:
+    """Calibration and ensemble weights are selections: on the validation split only, and never on lesions the
+    run trained on or is tested on (another split of the same source, e.g. another seed, would mix them)."""
+    import pandas as pd
+
+    from mednet.data.splits import check_fit_rows
+    from mednet.errors import DataError, OptionError
+
+    def split_folder(name: str, assignment: dict[str, str]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"lesion_id": list(assignment), "split": list(assignment.values())}).to_csv(folder / "split.csv",
+                                                                                                   index=False)
+        return folder
+
+    own = split_folder("own", {"L1": "training", "L2": "validation", "L3": "test", "L4": "training"})
+    other = split_folder("other", {"L1": "validation", "L3": "validation", "L2": "training", "L4": "test"})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"dataset_dir": str(own)}), encoding="utf-8")
+    own_val = pd.DataFrame({"lesion_id": ["L2"]})
+    assert check_fit_rows(own_val, run / "model.pt", "validation", own) is own_val  # the run's own split
+    with pytest.raises(DataError) as err:
+        check_fit_rows(pd.DataFrame({"lesion_id": ["L1", "L3"]}), [run / "model.pt"], "validation", other)
+    msg = str(err.value)
+    assert msg.startswith(f"{other}: 2 lesion(s) of its validation split are in the training or test split")
+    assert "1 training, 1 test" in msg and f"--dataset_dir {own}" in msg
+    with pytest.raises(OptionError, match="--split: calibration is fitted on the validation split only"):
+        check_fit_rows(own_val, run / "model.pt", "test", own)
+    (run / "settings.json").write_text(json.dumps({"dataset_dir": str(tmp_path / "gone")}), encoding="utf-8")
+    check_fit_rows(pd.DataFrame({"lesion_id": ["L1"]}), run / "model.pt", "validation", other)  # cannot check: warned

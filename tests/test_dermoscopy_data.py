@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,9 +165,10 @@ def test_read_isic2018_groundtruth_one_hot_and_lesion_groups(tmp_path: Path, cap
         read_isic2018_groundtruth(bad, images)
 
 
-def write_dermamnist(path: Path, n: dict[str, int] | None = None, label_offset: int = 0, drop: str = "") -> Path:
+def write_dermamnist(path: Path, n: dict[str, int] | None = None, label_offset: int = 0, drop: str = "",
+                     seed: int = 0) -> Path:
     n = n or {"train": 7, "val": 3, "test": 4}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     arrays = {}
     for prefix, k in n.items():
         arrays[f"{prefix}_images"] = rng.integers(0, 256, (k, 28, 28, 3), dtype=np.uint8)
@@ -208,6 +211,15 @@ def test_read_dermamnist_errors(tmp_path: Path) -> None:
         read_dermamnist(tmp_path / "junk.npz")
 
 
+def test_read_dermamnist_refuses_a_npy_file_renamed_npz(tmp_path: Path) -> None:
+    np.save(tmp_path / "images.npy", np.zeros((2, 28, 28, 3), np.uint8))
+    renamed = (tmp_path / "images.npy").rename(tmp_path / "dermamnist.npz")
+    with pytest.raises(DataError, match=r"dermamnist\.npz: not an \.npz archive \(it holds a single \(2, 28, 28, 3\) "
+                                        r"uint8 array") as err:
+        read_dermamnist(renamed)
+    assert err.value.path == str(renamed)
+
+
 def test_read_path_label_csv(tmp_path: Path) -> None:
     write_jpeg(tmp_path / "imgs" / "a.jpg", COLOUR["mel"])
     write_jpeg(tmp_path / "imgs" / "b.png", COLOUR["nv"])
@@ -230,6 +242,28 @@ def test_read_path_label_csv(tmp_path: Path) -> None:
         read_path_label_csv(csv)
 
 
+def test_an_image_listed_twice_is_refused_naming_both_rows(tmp_path: Path) -> None:
+    """One file under two rows would become two "lesions", possibly one in training and one in test."""
+    for name in ("ISIC_1", "ISIC_2"):
+        write_jpeg(tmp_path / "imgs" / f"{name}.jpg", COLOUR["nv"])
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label\nimgs/ISIC_1.jpg,nv\nimgs/ISIC_2.jpg,nv\n./imgs/ISIC_1.jpg,nv\n")
+    duplicate = re.escape(str(tmp_path / "imgs" / "ISIC_1.jpg"))
+    with pytest.raises(DataError, match=rf"list\.csv:row 4: duplicate path {duplicate} \(first listed at row 2\)"):
+        read_path_label_csv(csv)
+    csv.write_text("path,label,image_id\nimgs/ISIC_1.jpg,nv,a\nimgs/ISIC_2.jpg,nv,b\nimgs/ISIC_1.jpg,nv,c\n")
+    with pytest.raises(DataError, match=r"list\.csv:row 4: duplicate path"):  # not rescued by distinct image ids
+        read_path_label_csv(csv)
+
+    split = tmp_path / "split.csv"  # the prepared table: two image ids, one file, two splits
+    split.write_text("image_id,lesion_id,dx,dx_type,path,split\n"
+                     "ISIC_1,L1,nv,histo,imgs/ISIC_1.jpg,training\n"
+                     "ISIC_2,L2,nv,histo,imgs/ISIC_2.jpg,training\n"
+                     "ISIC_1-2,L3,nv,histo,imgs/ISIC_1.jpg,test\n")
+    with pytest.raises(DataError, match=rf"split\.csv:row 4: duplicate path {duplicate} \(first listed at row 2\)"):
+        load_split_table(split)
+
+
 # ------------------------------------------------------------------------------------------------ images
 def test_load_rgb_converts_grey_rgba_palette_and_16_bit(tmp_path: Path) -> None:
     Image.new("L", (5, 4), 77).save(tmp_path / "grey.png")
@@ -249,6 +283,16 @@ def test_load_rgb_converts_grey_rgba_palette_and_16_bit(tmp_path: Path) -> None:
     assert out.shape == (2, 2, 3) and out[..., 1].tolist() == [[0, 128], [255, 64]]  # scaled by the max (1000)
     Image.fromarray(deep).save(tmp_path / "deep.tif")
     assert load_rgb(tmp_path / "deep.tif")[..., 0].tolist() == [[0, 128], [255, 64]]
+
+
+def test_load_rgb_refuses_a_float_image_with_nan(tmp_path: Path) -> None:
+    pixels = np.array([[0.0, 0.5], [np.nan, 1.0]], dtype=np.float32)
+    Image.fromarray(pixels, mode="F").save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match=r"float\.tif: non-finite pixel values \(1 ") as err:
+        load_rgb(tmp_path / "float.tif")
+    assert err.value.path == str(tmp_path / "float.tif")
+    Image.fromarray(np.nan_to_num(pixels), mode="F").save(tmp_path / "finite.tif")  # finite: scaled by the max
+    assert load_rgb(tmp_path / "finite.tif")[..., 0].tolist() == [[0, 128], [0, 255]]
 
 
 def test_load_rgb_refuses_truncated_and_non_images(tmp_path: Path) -> None:
@@ -355,6 +399,38 @@ def test_resized_cache_centre_crop_and_reuse(tmp_path: Path, monkeypatch) -> Non
     assert write_resized_cache(table, tmp_path / "out", 2)["cache_path"].tolist() == [str(target.resolve())]
     with pytest.raises(AssertionError):  # another size is another cache
         write_resized_cache(table, tmp_path / "out", 3)
+
+
+def test_resized_cache_is_rewritten_when_its_source_changed_or_on_overwrite(tmp_path: Path) -> None:
+    source = tmp_path / "x.png"
+    Image.new("RGB", (6, 6), (10, 10, 10)).save(source)
+    table = pd.DataFrame({"image_id": ["x"], "path": [str(source)]})
+    target = Path(write_resized_cache(table, tmp_path / "out", 2)["cache_path"][0])
+    Image.new("RGB", (6, 6), (200, 0, 0)).save(source)
+    os.utime(source, ns=(target.stat().st_mtime_ns + 10**9,) * 2)  # modified after the cache was written
+    write_resized_cache(table, tmp_path / "out", 2)
+    assert np.asarray(Image.open(target))[0, 0].tolist() == [200, 0, 0]
+    Image.new("RGB", (6, 6), (0, 90, 0)).save(source)
+    os.utime(source, ns=(0, 0))  # a replaced file with an old time (unpacked from an archive): only overwrite sees it
+    write_resized_cache(table, tmp_path / "out", 2)
+    assert np.asarray(Image.open(target))[0, 0].tolist() == [200, 0, 0]
+    write_resized_cache(table, tmp_path / "out", 2, overwrite=True)
+    assert np.asarray(Image.open(target))[0, 0].tolist() == [0, 90, 0]
+
+
+def test_prepare_with_overwrite_never_keeps_stale_cached_pixels(tmp_path: Path) -> None:
+    """Same image ids, new pixels: the cache must follow the new source, or training reads old pixels."""
+    a = write_dermamnist(tmp_path / "a.npz", seed=1)
+    b = write_dermamnist(tmp_path / "b.npz", seed=2)
+    out = tmp_path / "prepared"
+    prepare_dermoscopy_split(a, out, format="dermamnist", cache_size=4)
+    prepare_dermoscopy_split(b, out, format="dermamnist", cache_size=4, overwrite=True)
+    table = load_split_table(out)
+    new_images = read_dermamnist(b)["training"][0]
+    first = table.iloc[0]
+    assert first["image_id"] == "dermamnist_training_0"
+    np.testing.assert_array_equal(load_rgb(first["path"]), new_images[0])
+    np.testing.assert_array_equal(load_rgb(first["cache_path"]), resize_center_crop(new_images[0], 4))
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -244,8 +244,25 @@ def test_promotion_decision_rule() -> None:
     assert promotion_decision(nan_both, nan_both)["promote"]  # not measurable for either model
     assert not promotion_decision(old, nan_both)["promote"]  # measurable before, not now
     assert not promotion_decision(old, {"validation": _metrics()})["promote"]  # test missing
+    # an old evaluation without a criterion (absent or null) never lets a candidate through
+    lacking = {s: {k: v for k, v in _metrics().items() if k != "recall_mel"} for s in ("validation", "test")}
+    decision = promotion_decision(lacking, old)
+    assert not decision["promote"] and "validation mel sensitivity: missing for the old model" in decision["reasons"]
+    decision = promotion_decision(nan_both, old)
+    assert not decision["promote"] and any("not measurable for the old model" in r for r in decision["reasons"])
     with pytest.raises(OptionError, match="--tolerance"):
         promotion_decision(old, old, tolerance=-0.1)
+
+
+def test_gate_reads_an_absent_metric_as_missing_not_as_unmeasurable(tmp_path: Path) -> None:
+    """An old evaluation written before a criterion existed has no key for it: that must fail the gate."""
+    from mednet.app.retrain import _gate_metrics
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"balanced_accuracy": 0.6, "ece": 0.1,
+                                                                    "recall_df": None}}), encoding="utf-8")
+    assert _gate_metrics(tmp_path) == {"balanced_accuracy": 0.6, "ece": 0.1}
+    (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {**_metrics(), "recall_mel": None}}), encoding="utf-8")
+    assert _gate_metrics(tmp_path)["recall_mel"] is None  # recorded as not measurable
 
 
 def test_resolve_serving(tmp_path: Path) -> None:

@@ -396,6 +396,29 @@ def test_a_path_label_csv_with_a_split_column_is_listed(tmp_path):
     assert "x" in set(table["image_id"]) and "dx" in table
 
 
+def test_a_path_label_csv_without_rows_of_the_split_is_a_data_error(tmp_path):
+    """Inference must not exit 0 having classified nothing."""
+    _write_image(tmp_path / "x.png", "rgb", 0)
+    _write_image(tmp_path / "y.png", "rgb", 1)
+    csv = tmp_path / "images.csv"
+    csv.write_text("path,label,split\nx.png,mel,training\ny.png,nv,validation\n")
+    with pytest.raises(DataError, match=r"split 'test' is empty \(present: training, validation\)") as err:
+        list_lesion_images(csv, split="test")
+    assert err.value.path == str(csv)
+    with pytest.raises(OptionError, match="unknown split 'tset'"):
+        list_lesion_images(csv, split="tset")
+    assert list(list_lesion_images(csv, split=None)["image_id"]) == ["x", "y"]  # None: every row
+
+
+def test_a_path_label_csv_with_a_bom_and_quoted_header_is_read_as_one(tmp_path):
+    _write_image(tmp_path / "x.png", "rgb", 0)
+    _write_image(tmp_path / "y.png", "rgb", 1)
+    csv = tmp_path / "exported.csv"  # as a spreadsheet exports it
+    csv.write_bytes('\ufeff"path","label"\r\n"x.png","mel"\r\n"y.png","nv"\r\n'.encode("utf-8"))
+    table = list_lesion_images(csv)
+    assert list(table["image_id"]) == ["x", "y"] and list(table["dx"]) == ["mel", "nv"]
+
+
 def test_missing_input_and_empty_folder_are_data_errors_naming_the_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError, match="does not exist") as err:

@@ -307,6 +307,8 @@ def test_startup_with_a_missing_or_mismatched_run_is_one_error_line(tmp_path):
     assert len(lines) == 1 and "model.pt" in lines[0] and "Traceback" not in mismatched.stderr
     bad_size = _run_web("--run", str(make_run(tmp_path / "ok")), "--max_file_size", "lots")
     assert bad_size.returncode == 2 and "--max_file_size" in "".join(_error_lines(bad_size.stderr))
+    bad_device = _run_web("--run", str(tmp_path / "ok"), "--device", "gpu0")  # --device was ignored before
+    assert bad_device.returncode == 2 and "--device: expected cpu, cuda" in "".join(_error_lines(bad_device.stderr))
 
 
 # ---------------------------------------------------------------------------------------------------- browser

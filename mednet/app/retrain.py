@@ -147,8 +147,8 @@ def promotion_decision(old: Mapping, new: Mapping, tolerance: float = 0.0) -> di
                 passed, note = True, "not measurable for either model on this split"
             elif math.isnan(n):
                 passed, note = False, "not measurable for the candidate"
-            elif math.isnan(o):
-                passed, note = True, "not measurable for the old model"
+            elif math.isnan(o):  # same held-out rows, so measurable for one means measurable for both
+                passed, note = False, "not measurable for the old model, yet measurable for the candidate"
             else:
                 passed = n >= limit - _EPS if better == "higher" else n <= limit + _EPS
             criteria.append({"split": split, "metric": key, "label": label, "better": better,
@@ -280,7 +280,8 @@ def _evaluate(who: str, run: Path, settings: Mapping, split: str, dataset: Path,
 def _gate_metrics(evaluation: Path) -> dict:
     content = _read_json(evaluation / "metrics.json", "an evaluation")
     metrics = content.get("metrics") or {}
-    return {key: metrics.get(key) for key, _, _ in CRITERIA}
+    # absent stays absent (the gate fails it as missing); only a recorded null means "not measurable"
+    return {key: metrics[key] for key, _, _ in CRITERIA if key in metrics}
 
 
 def _fmt(value: object) -> str:

@@ -560,7 +560,14 @@ def web(run: str, port: int = 7860, host: str = "127.0.0.1", feedback_dir: str |
     if not 0 < port < 65536:
         raise OptionError({"--port": f"expected a port number 1–65535, got {port}"})
     parse_file_size(max_file_size)
-    app = build_app(str(run), feedback_dir=feedback_dir, cache_dir=cache_dir, max_file_size=max_file_size)
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OptionError({"--device": f"expected cpu, cuda or cuda:N, got {device!r}"}) from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError({"--device": "cuda requested, but PyTorch sees no CUDA device here; use --device cpu"})
+    app = build_app(load_web_model(str(run), torch_device), feedback_dir=feedback_dir, cache_dir=cache_dir,
+                    max_file_size=max_file_size)
     model = app.mednet_model
     logger.info("serving %s on http://%s:%d (feedback: %s)", model.run_dir, host, port, app.mednet_demo.feedback_dir)
     launch_app(app, host, port)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,6 +122,21 @@ def _check_unique_ids(ids: Sequence[str], csv: str | os.PathLike, what: str = "i
         if image_id in first:
             raise DataError(_row(csv, i), f"duplicate {what} {image_id!r} (first listed at row {first[image_id] + 2})")
         first[image_id] = i
+
+
+def _check_unique_paths(paths: Sequence[str], csv: str | os.PathLike, what: str = "path") -> None:
+    """One image file, one row: a file listed twice becomes two "lesions" (each row its own lesion when the CSV
+    names none) and can land in training and test at once. Paths are compared resolved (``a.jpg``,
+    ``./a.jpg`` and a symlink to it are one file); empty paths are left to the caller's checks."""
+    first: dict[str, int] = {}
+    for i, path in enumerate(paths):
+        if not path:
+            continue
+        key = os.path.normcase(str(Path(path).resolve()))
+        if key in first:
+            raise DataError(_row(csv, i), f"duplicate {what} {path} (first listed at row {first[key] + 2}); "
+                                          "list each image once")
+        first[key] = i
 
 
 def _as_dirs(image_dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -307,7 +323,8 @@ def read_path_label_csv(csv: str | os.PathLike, class_names: Sequence[str] = DER
     :func:`mednet.data.naming.unique_names`), ``lesion_id`` (else ``image_id``: each image its own lesion),
     ``dx_type`` (else ``unknown``) and ``split`` (``training``/``validation``/``test``).
 
-    Unlike the release readers, a listed file that does not exist is an error (the list was made by hand).
+    Unlike the release readers, a listed file that does not exist is an error (the list was made by hand), and so
+    is a file listed twice: its rows would become separate images, possibly in different splits.
 
     Returns:
         ``image_id, lesion_id, dx, dx_type, path`` (+ ``split``), in file order.
@@ -327,6 +344,7 @@ def read_path_label_csv(csv: str | os.PathLike, class_names: Sequence[str] = DER
             raise DataError(_row(csv, i), f"unknown label {label!r} (expected a class name of "
                                           f"{', '.join(class_names)} or an index 0–{len(class_names) - 1})")
         dx.append(class_names[k])
+    _check_unique_paths(paths, csv)
     image_ids = list(df["image_id"]) if "image_id" in df.columns else unique_names(paths)
     for i, image_id in enumerate(image_ids):
         _check_image_id(image_id, _row(csv, i))
@@ -360,16 +378,23 @@ def read_dermamnist(
     splits; the -C files fix that, the -E files use ISIC 2018's split (Abhishek et al. 2025).
 
     Raises:
-        DataError: not an ``.npz``, keys missing (listing the missing and the present ones), wrong shapes or
-            dtype, images and labels of different lengths, a label outside ``0..num_classes-1``.
+        DataError: not an ``.npz`` (a renamed ``.npy`` included), keys missing (listing the missing and the
+            present ones), wrong shapes or dtype, images and labels of different lengths, a label outside
+            ``0..num_classes-1``.
     """
     npz_path = Path(npz_path)
     if not npz_path.is_file():
         raise DataError(npz_path, "file not found")
     try:
-        with np.load(npz_path, allow_pickle=False) as npz:
+        loaded = np.load(npz_path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load reads a (renamed) .npy file as one array
+            raise DataError(npz_path, f"not an .npz archive (it holds a single {loaded.shape} {loaded.dtype} array, "
+                                      "as a .npy file does; DermaMNIST is an .npz with train_/val_/test_ keys)")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as e:
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(npz_path, f"not a readable .npz file ({e})") from None
     expected = [f"{p}_{k}" for p in DERMAMNIST_SPLITS for k in ("images", "labels")]
     missing = [k for k in expected if k not in arrays]
@@ -435,9 +460,16 @@ def dermamnist_to_folder(
 
 
 # ---------------------------------------------------------------------------------------------------- images
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Integer or float image with more than 8 bits → uint8, scaled by its maximum (all-zero stays zero)."""
+def _to_uint8(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Integer or float image with more than 8 bits → uint8, scaled by its maximum (all-zero stays zero).
+
+    A float image with NaN or ±Inf (a mode-F TIFF, float DICOM pixel data) is refused naming ``path``: its
+    maximum would be NaN/Inf and the image would silently come out black.
+    """
     arr = arr.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise DataError(path, f"non-finite pixel values ({bad} NaN or infinite of {arr.size} pixels)")
     top = arr.max() if arr.size else 0.0
     if top <= 0:
         return np.zeros(arr.shape, np.uint8)
@@ -471,7 +503,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     Raises:
         DataError: file missing, not an image, corrupt or truncated (``"cannot decode image: …"``; Pillow's
             ``load()`` raises on a truncated JPEG unless ``ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on),
-            multi-frame.
+            multi-frame, float pixels with NaN/Inf (``"non-finite pixel values (N …)"``).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -491,7 +523,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
                 return np.asarray(img, dtype=np.uint8).copy()
             if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                 logger.debug("%s: %s image scaled to 8 bits by its maximum and replicated to RGB", path, mode)
-                grey = _to_uint8(np.asarray(img))
+                grey = _to_uint8(np.asarray(img), path)
                 return np.repeat(grey[..., None], 3, axis=2)
             logger.debug("%s: %s image converted to RGB", path, mode)
             if mode == "P" and "transparency" in img.info:
@@ -548,17 +580,29 @@ def read_dermoscopy_dicom(path: str | os.PathLike) -> np.ndarray:
     if photometric.startswith("MONOCHROME"):
         if arr.ndim != 2:
             raise DataError(path, f"{photometric} pixel data of shape {arr.shape}; expected (rows, columns)")
-        grey = arr if arr.dtype == np.uint8 else _to_uint8(arr)
+        grey = arr if arr.dtype == np.uint8 else _to_uint8(arr, path)
         if photometric == "MONOCHROME1":  # minimum is white
             grey = 255 - grey
         logger.debug("%s: %s DICOM replicated to RGB", path, photometric)
         return np.repeat(grey[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise DataError(path, f"{photometric} pixel data of shape {arr.shape}; expected (rows, columns, 3)")
-    return arr.copy() if arr.dtype == np.uint8 else _to_uint8(arr)
+    return arr.copy() if arr.dtype == np.uint8 else _to_uint8(arr, path)
 
 
 # ---------------------------------------------------------------------------------------------------- cache
+def _stale(cached: Path, source: Path) -> bool:
+    """``cached`` is missing, or older than ``source`` (a missing source is left to :func:`load_rgb` to report)."""
+    try:
+        cached_time = cached.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+    try:
+        return source.stat().st_mtime_ns > cached_time
+    except OSError:
+        return True
+
+
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 → ``(size, size, 3)`` uint8: centre crop to a square of the shorter side, then resize.
 
@@ -577,14 +621,17 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_resized_cache(
-    table: pd.DataFrame, out_dir: str | os.PathLike, size: int, progress: bool | None = None
+    table: pd.DataFrame, out_dir: str | os.PathLike, size: int, progress: bool | None = None, overwrite: bool = False
 ) -> pd.DataFrame:
     """Decode every image once (:func:`load_rgb`), :func:`resize_center_crop` it to ``size`` and store it as
     ``out_dir/cache_<size>/<image_id>.png``; returns a copy of ``table`` with ``cache_path`` (absolute).
 
-    A PNG already in the cache is kept (the folder name fixes its size), so a re-run only decodes new images;
-    delete the folder after changing the source images. Files are written atomically: an interrupted run
-    leaves no half-written PNG. ``progress=None`` shows a tqdm bar on a terminal only.
+    A PNG already in the cache is kept (the folder name fixes its size), so a re-run only decodes new images —
+    unless its source file was modified after it (the cache would then hold the old pixels under the new
+    labels) or ``overwrite`` is set. ``overwrite`` rewrites every listed image: a replaced source can keep an
+    old modification time (unpacked from an archive, copied with ``cp -p``), so a re-preparation with
+    ``--overwrite`` trusts no cached file. Files are written atomically: an interrupted run leaves no
+    half-written PNG. ``progress=None`` shows a tqdm bar on a terminal only.
     """
     from PIL import Image
 
@@ -595,7 +642,7 @@ def write_resized_cache(
     for image_id, path in tqdm(list(zip(table["image_id"], table["path"])), desc=f"cache {size}px", unit="image",
                                disable=None if progress is None else not progress, leave=False):
         target = cache_dir / f"{_check_image_id(str(image_id), str(path))}.png"
-        if not target.is_file():
+        if overwrite or _stale(target, Path(path)):
             with atomic_path(target) as tmp:
                 Image.fromarray(resize_center_crop(load_rgb(path), int(size))).save(tmp)
             written += 1

@@ -26,6 +26,7 @@ MixUp and CutMix mix *pairs* of images and their labels; they run on the batch (
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -39,6 +40,7 @@ from torchvision.transforms import v2
 
 from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, load_rgb, resize_center_crop
 from mednet.data.naming import PHOTO_SUFFIXES, unique_names
+from mednet.data.splits import SPLITS
 from mednet.errors import DataError, OptionError
 
 __all__ = ["AUGMENTATIONS", "LesionImageDataset", "image_transform", "channel_statistics", "MixingPrepareBatch",
@@ -235,6 +237,15 @@ def lesion_dataset(table: pd.DataFrame, image_size: int, mean: Sequence[float], 
     return LesionImageDataset(table, image_size, transform, class_names, cache=cache, require_label=require_label)
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV, read as the table readers read them (:func:`pandas.read_csv` with
+    ``encoding="utf-8-sig"``, ``skipinitialspace``): a BOM, quoted names (``"path","label"``) and spaces after
+    commas do not change which reader a CSV goes to."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = next(csv.reader(f, skipinitialspace=True), [])
+    return [c.strip() for c in header]
+
+
 def list_lesion_images(input: str | os.PathLike, split: str | None = "test",
                        class_names: Sequence[str] = DERMOSCOPY_CLASSES) -> pd.DataFrame:
     """Images to classify: one image file (JPEG/PNG/… or a DICOM dermoscopy file), a folder of them, a split CSV
@@ -242,6 +253,10 @@ def list_lesion_images(input: str | os.PathLike, split: str | None = "test",
 
     Returns a table with ``image_id`` (the file stem; parent folders prefixed only where stems collide),
     ``path`` and, from a CSV, ``dx``.
+
+    Raises:
+        DataError: the input does not exist, a folder holds no images, or ``split`` selects no row of a CSV that
+            has a ``split`` column (the run would otherwise succeed having classified nothing).
     """
     from mednet.data.lesion_split import load_split_table
 
@@ -249,16 +264,20 @@ def list_lesion_images(input: str | os.PathLike, split: str | None = "test",
     if not path.exists():
         raise DataError(path, "input does not exist")
     if path.is_dir() and (path / "split.csv").is_file() or path.suffix.lower() == ".csv":
-        if path.suffix.lower() == ".csv" and path.name != "split.csv":
-            header = path.read_text(errors="replace").splitlines()[:1]
-            columns = [c.strip() for c in header[0].split(",")] if header else []
+        if path.suffix.lower() == ".csv" and path.name != "split.csv" and path.is_file():
+            columns = _csv_header(path)
             if "lesion_id" not in columns and {"path", "label"} <= set(columns):  # a path,label[,split] CSV
                 from mednet.data.dermoscopy import read_path_label_csv
 
                 table = read_path_label_csv(path, class_names)
                 if split is not None and "split" in table:
+                    if split not in SPLITS:  # as load_split_table
+                        raise OptionError({"--split": f"unknown split {split!r} (expected one of {', '.join(SPLITS)})"})
+                    present = [s for s in SPLITS if (table["split"] == s).any()]
                     table = table[table["split"] == split].reset_index(drop=True)
                     table.attrs["source"] = str(path)
+                    if table.empty:  # as load_split_table: an inference run must not succeed writing nothing
+                        raise DataError(path, f"split '{split}' is empty (present: {', '.join(present)})")
                 return table
         return load_split_table(path, split, class_names)
     suffixes = (*PHOTO_SUFFIXES, ".dcm")

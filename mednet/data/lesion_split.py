@@ -213,7 +213,8 @@ def load_split_table(
     """Read ``split.csv`` (a folder holding it, or the CSV) with absolute paths, checked.
 
     Checks: the columns :data:`SPLIT_COLUMNS`, ``dx`` in ``class_names``, ``split`` in
-    ``training/validation/test``, no duplicate ``image_id``, no lesion in two splits
+    ``training/validation/test``, no duplicate ``image_id`` or ``path`` (one file under two ids would be two
+    lesions, possibly in two splits), no lesion in two splits
     (:func:`check_group_disjoint`) and, with ``check_files``, every ``path`` (and ``cache_path``) exists.
 
     Args:
@@ -222,7 +223,7 @@ def load_split_table(
     Returns:
         The table (``path``/``cache_path`` absolute), ``attrs["source"]`` = the CSV.
     """
-    from mednet.data.dermoscopy import _check_unique_ids, _read_csv, _row
+    from mednet.data.dermoscopy import _check_unique_ids, _check_unique_paths, _read_csv, _row
 
     csv = Path(dataset_dir_or_csv)
     if csv.is_dir() or not csv.suffix:
@@ -243,6 +244,7 @@ def load_split_table(
         if column not in table.columns:
             continue
         table[column] = [os.path.normpath(base / p) if p else p for p in table[column]]
+        _check_unique_paths(list(table[column]), csv, column)
         if check_files:
             for i, p in enumerate(table[column]):
                 if not p or not Path(p).is_file():
@@ -324,7 +326,9 @@ def prepare_dermoscopy_split(
     * ``out/split_stats.csv`` / ``.md`` — images per class × split, totals and lesions (:func:`split_stats`);
     * ``out/split.json`` — the settings (source, format, seed, fractions), image/lesion counts per split and
       ``data_provenance`` (``synthetic`` when ``dx_type`` says so);
-    * with ``cache_size`` > 0, ``out/cache_<size>/<image_id>.png`` (:func:`write_resized_cache`);
+    * with ``cache_size`` > 0, ``out/cache_<size>/<image_id>.png`` (:func:`write_resized_cache`; with
+      ``overwrite`` every listed image is resized again, so a new source with the same image ids never trains
+      on the old pixels);
     * for ``format="dermamnist"``, ``out/images/*.png``.
 
     A source that carries its own split (DermaMNIST; a ``path_label`` CSV with a ``split`` column) keeps it
@@ -354,7 +358,7 @@ def prepare_dermoscopy_split(
     else:
         table = split_by_lesion(table, val=val, test=test, seed=seed, source=source)
     if cache_size:
-        table = write_resized_cache(table, out, int(cache_size))
+        table = write_resized_cache(table, out, int(cache_size), overwrite=overwrite)  # no stale pixels
     write_split_table(table, csv, overwrite=overwrite)
     stats = split_stats(table)
     provenance = data_provenance(table)
