@@ -592,7 +592,8 @@ def read_dermoscopy_dicom(path: str | os.PathLike) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------- cache
 def _stale(cached: Path, source: Path) -> bool:
-    """``cached`` is missing, or older than ``source`` (a missing source is left to :func:`load_rgb` to report)."""
+    """``cached`` is missing, or older than ``source``. A cache whose source is gone (originals deleted to save
+    space after caching) is kept: there is nothing newer to read."""
     try:
         cached_time = cached.stat().st_mtime_ns
     except FileNotFoundError:
@@ -600,7 +601,7 @@ def _stale(cached: Path, source: Path) -> bool:
     try:
         return source.stat().st_mtime_ns > cached_time
     except OSError:
-        return True
+        return False
 
 
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
