@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mednet.errors import DataError
 
-__all__ = ["atomic_path", "refuse_existing", "temp_name", "write_text_atomic", "write_json_atomic", "TEMP_MARKER"]
+__all__ = ["atomic_path", "refuse_existing", "temp_name", "write_text_atomic", "write_json_atomic", "nan_to_none", "TEMP_MARKER"]
 
 #: part of every temporary file name (``.model.tmp-1a2b3c4d.pt``): lets tools and tests recognise leftovers
 TEMP_MARKER = ".tmp-"
@@ -131,6 +131,18 @@ def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = True
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def nan_to_none(value: object) -> object:
+    """``value`` with every float NaN (in dicts, lists and tuples, recursively) replaced by None: strict JSON has
+    no NaN, and ``json.dumps`` would write a token other readers refuse."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_to_none(v) for v in value]
+    return value
 
 
 def write_json_atomic(obj: object, path: str | os.PathLike, overwrite: bool = True) -> Path:

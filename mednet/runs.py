@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mednet.errors import DataError
-from mednet.io import write_json_atomic
+from mednet.io import nan_to_none, write_json_atomic
 
 __all__ = [
     "run_setting",
@@ -95,16 +95,6 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
 def _jsonable(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    return value
-
-
-def _nan_to_none(value: object) -> object:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
     return value
 
 
@@ -254,7 +244,7 @@ def write_run_record(obj: object, run_dir: str | os.PathLike, name: str) -> Path
         DataError: ``run_dir/name`` exists with other content.
     """
     path = Path(run_dir) / name
-    clean = json.loads(json.dumps(_nan_to_none(obj)))  # as read back: tuples become lists, NaN null
+    clean = json.loads(json.dumps(nan_to_none(obj)))  # as read back: tuples become lists, NaN null
     old = _read_json(path)
     if old is None:
         return write_json_atomic(clean, path)

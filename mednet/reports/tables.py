@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mednet.io import atomic_path, write_text_atomic
+from mednet.io import atomic_path, nan_to_none, write_text_atomic
 
 __all__ = ["markdown_table", "write_table", "write_csv", "write_json"]
 
@@ -54,13 +54,4 @@ def write_json(obj: object, path: str | os.PathLike, overwrite: bool = True) -> 
 
     ``overwrite=False`` refuses an existing file (:class:`~mednet.errors.DataError`).
     """
-    def clean(o):
-        if isinstance(o, float) and math.isnan(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
-
-    return write_text_atomic(json.dumps(clean(obj), indent=2) + "\n", path, overwrite=overwrite)
+    return write_text_atomic(json.dumps(nan_to_none(obj), indent=2) + "\n", path, overwrite=overwrite)
