@@ -5,18 +5,144 @@ MONAI's own ``python -m monai.bundle`` uses), and turns the project's user error
 (:class:`~mednet.errors.DataError`, :class:`~mednet.errors.OptionError`) into the same single
 ``mednet error: <path>: <problem>`` line the bundles print (:func:`mednet.bundle_support.error_line`), exit
 status 2, instead of a traceback. ``MEDNET_TRACEBACK=1`` keeps the traceback.
+
+Before fire sees them, the flags are checked against the function's signature (:func:`check_cli_flags`), as the
+bundles' overrides are (:mod:`mednet.overrides`): fire itself runs the job with the flags it understands and only
+then complains about the rest (a misspelt ``--overwite`` after the outputs were written), reads
+``--overwrite false`` as the true string ``"false"``, and leaves ``--subjects abc`` to fail deep inside.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import os
 import sys
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 
 from mednet.errors import DataError, OptionError
 
-__all__ = ["run_cli"]
+__all__ = ["run_cli", "check_cli_flags"]
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _scalar_types(fn: Callable) -> dict[str, set[type]]:
+    """``{parameter: {bool/int/float/str, ...}}`` from ``fn``'s annotations (``int | None`` → ``{int}``);
+    parameters whose annotation holds anything else (lists, tuples, paths) are not type-checked."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: check names only
+        hints = {}
+    out: dict[str, set[type]] = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint) or (hint,)
+        kinds = {a for a in args if a is not type(None)}
+        if kinds and kinds <= {bool, int, float, str}:
+            out[name] = kinds
+    return out
+
+
+def _convert(flag: str, value: str, kinds: set[type]) -> str:
+    """``value`` checked against ``kinds``; returns the text fire should parse (booleans as ``True``/``False``)."""
+    if kinds == {bool}:
+        low = value.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return "True" if low in _TRUE else "False"
+        raise OptionError({flag: f"expected True or False, got {value!r}"})
+    if str in kinds or value.strip().lower() in ("none", "null") and not kinds <= {bool}:
+        return value
+    for kind in (int, float):
+        if kind in kinds:
+            try:
+                kind(value)
+                return value
+            except ValueError:
+                pass
+    names = " or ".join(k.__name__ for k in (int, float) if k in kinds)
+    raise OptionError({flag: f"expected {'an' if names.startswith('int') else 'a'} {names}, got {value!r}"})
+
+
+def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
+    """Check ``--flag value`` / ``--flag=value`` arguments against ``fn``'s keyword arguments; return them as
+    ``--flag=value`` tokens for fire.
+
+    * an unknown flag is refused with the nearest valid name (``-`` and ``_`` are the same, as in fire); a
+      function taking ``**kwargs`` (e.g. options passed on to a bundle, checked there) accepts any name;
+    * ``--flag`` alone, ``--flag true|false|1|0|yes|no`` for a boolean; ``--noflag`` / ``--no-flag`` /
+      ``--no_flag`` set it False;
+    * an ``int`` or ``float`` parameter must get a number (``None`` where the default is None);
+    * a parameter without a default must be given.
+
+    Raises:
+        OptionError: every problem found, one entry per flag.
+    """
+    params = inspect.signature(fn).parameters
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    types = _scalar_types(fn)
+    problems: dict[str, str] = {}
+    out: list[str] = []
+    given: set[str] = set()
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token in ("-h", "--help"):
+            return list(argv)  # fire prints the usage
+        if not token.startswith("--") or len(token) == 2:
+            problems[token] = "unexpected argument; options are given as --name value"
+            continue
+        flag, has_value, value = token[2:].partition("=")
+        name = flag.replace("-", "_")
+        negated = None
+        if name not in names:
+            for prefix in ("no_", "no"):
+                if name.startswith(prefix) and name[len(prefix):] in names and types.get(name[len(prefix):]) == {bool}:
+                    negated = name[len(prefix):]
+                    break
+        if negated is not None:
+            if has_value:
+                problems[f"--{flag}"] = "takes no value"
+                continue
+            out.append(f"--{negated}=False")
+            given.add(negated)
+            continue
+        is_bool = types.get(name) == {bool}
+        if not has_value:
+            following = tokens[i] if i < len(tokens) else None
+            if is_bool and (following is None or following.startswith("--")):
+                value, has_value = "True", True  # a bare boolean flag switches it on
+            elif following is not None and not (following.startswith("--") and len(following) > 2):
+                value, has_value = following, True
+                i += 1
+        if name not in names:
+            if not open_ended:
+                match = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f"did you mean --{match[0]}?" if match else f"options: --{', --'.join(sorted(names))}"
+                problems[f"--{flag}"] = f"unknown option; {hint}"
+                continue
+            out.append(token if not has_value or "=" in token else f"--{flag}={value}")
+            continue
+        if not has_value:
+            problems[f"--{flag}"] = "needs a value"
+            continue
+        given.add(name)
+        try:
+            value = _convert(f"--{flag}", value, types[name]) if name in types else value
+        except OptionError as e:
+            problems.update(e.problems)
+            continue
+        out.append(f"--{name}={value}")
+    for name, p in params.items():
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in given:
+            problems.setdefault(f"--{name}", "required")
+    if problems:
+        raise OptionError(problems)
+    return out
 
 
 def run_cli(fn: Callable) -> None:
@@ -25,14 +151,21 @@ def run_cli(fn: Callable) -> None:
 
     from mednet.bundle_support import error_line
 
+    def fail(e: Exception) -> None:
+        if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0"):
+            raise e
+        print(error_line(e), file=sys.stderr, flush=True)
+        sys.exit(2)
+
     @functools.wraps(fn)
     def command(*args, **kwargs) -> None:  # fire would otherwise print (or browse) the return value
         try:
             fn(*args, **kwargs)
         except (DataError, OptionError) as e:
-            if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0"):
-                raise
-            print(error_line(e), file=sys.stderr, flush=True)
-            sys.exit(2)
+            fail(e)
 
-    fire.Fire(command)
+    try:
+        argv = check_cli_flags(fn, sys.argv[1:])
+    except OptionError as e:
+        fail(e)
+    fire.Fire(command, command=argv)

@@ -1,0 +1,74 @@
+"""The command lines of ``data_prep`` and ``mednet.app`` (:func:`mednet.cli.run_cli`): flags are checked against
+the function's signature before any work, as the bundles' overrides are — fire alone ran the job with the flags
+it knew and complained about a misspelt one afterwards, and read ``--overwrite false`` as true."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mednet.cli import check_cli_flags
+from mednet.errors import OptionError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def job(datalist: str, out: str, patch_size: int = 16, min_pixels: float = 8, max_per_volume: int | None = None,
+        balance: bool = True, overwrite: bool = False, views: int | tuple[int, ...] = (0, 1, 2)) -> None:
+    """A signature like data_prep.patches'."""
+
+
+def test_flags_become_checked_name_value_tokens() -> None:
+    argv = ["--datalist", "d.json", "--out=p", "--no-balance", "--max-per-volume", "None", "--views", "[0,1]",
+            "--min_pixels", "0.5", "--overwrite"]
+    assert check_cli_flags(job, argv) == ["--datalist=d.json", "--out=p", "--balance=False", "--max_per_volume=None",
+                                          "--views=[0,1]", "--min_pixels=0.5", "--overwrite=True"]
+    for word, value in (("false", "False"), ("0", "False"), ("Yes", "True"), ("TRUE", "True")):
+        assert check_cli_flags(job, ["--datalist", "d", "--out", "o", "--overwrite", word])[-1] == f"--overwrite={value}"
+    assert check_cli_flags(job, ["--datalist", "d", "--out", "o", "--nobalance"])[-1] == "--balance=False"
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--datalist", "d", "--out", "o", "--overwite"], "--overwite: unknown option; did you mean --overwrite?"),
+    (["--datalist", "d", "--out", "o", "--overwrite", "maybe"], "--overwrite: expected True or False, got 'maybe'"),
+    (["--datalist", "d", "--out", "o", "--patch_size", "abc"], "--patch_size: expected an int, got 'abc'"),
+    (["--datalist", "d", "--out", "o", "--min_pixels", "x"], "--min_pixels: expected a float, got 'x'"),
+    (["--datalist", "d", "--out", "o", "--patch_size"], "--patch_size: needs a value"),
+    (["--out", "o"], "--datalist: required"),
+    (["d.json", "--out", "o"], "d.json: unexpected argument; options are given as --name value"),
+    (["--datalist", "d", "--out", "o", "--no-balance=1"], "--no-balance: takes no value"),
+])
+def test_bad_flags_are_refused_before_any_work(argv: list[str], problem: str) -> None:
+    with pytest.raises(OptionError) as err:
+        check_cli_flags(job, argv)
+    assert problem in str(err.value)
+
+
+def test_every_problem_is_reported_at_once_and_kwargs_functions_accept_other_names() -> None:
+    with pytest.raises(OptionError) as err:
+        check_cli_flags(job, ["--datalst", "d", "--outt", "o", "--balance", "2"])
+    assert set(err.value.problems) == {"--datalst", "--outt", "--balance", "--datalist", "--out"}
+
+    def passes_options_on(run: str, epochs: int | None = None, **train_options: object) -> None:
+        """Like mednet.app.retrain: unknown names go to the bundle, whose own check refuses misspellings."""
+
+    assert check_cli_flags(passes_options_on, ["--run", "r", "--lr_schedule", "cosine", "--epochs", "2"]) == [
+        "--run=r", "--lr_schedule=cosine", "--epochs=2"]
+
+
+def test_a_misspelt_flag_stops_the_command_line_with_one_line_and_nothing_written(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MEDNET_TRACEBACK", None)
+    out = tmp_path / "cohort"
+    proc = subprocess.run([sys.executable, "-m", "data_prep.demo_cohort", "--out", str(out), "--subject", "3",
+                           "--zoom", "0.2"], cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8",
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mednet error:")]
+    assert lines == ["mednet error: --subject: unknown option; did you mean --subjects? "
+                     "(MEDNET_TRACEBACK=1 shows the traceback)"]
+    assert "Traceback" not in proc.stderr and not out.exists()
