@@ -268,3 +268,18 @@ def test_empty_label_or_mask_means_none_and_an_empty_image_is_refused(dataset):
     _write_json(dataset / "datalist.json", content)
     with pytest.raises(DataError, match=r"datalist\.json: test\[0\]\.image is empty"):
         load_datalist(dataset, "test")
+
+
+def test_output_folder_inside_a_folder_input_is_refused(tmp_path):
+    """Segmentations written into the scanned folder would be read as scans by the next run."""
+    from mednet.data.datalist import list_volume_inputs
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.nii.gz").write_bytes(b"\x00")
+    for out in (scans, scans / "seg"):
+        with pytest.raises(DataError, match=r"is inside the input folder .*scans: a later run would read"):
+            list_volume_inputs(scans, output_dir=out)
+    assert [it["name"] for it in list_volume_inputs(scans, output_dir=tmp_path / "predictions")] == ["a"]
+    single = list_volume_inputs(scans / "a.nii.gz", output_dir=scans)  # one file: its folder may hold the output
+    assert single[0]["image"].endswith("a.nii.gz")

@@ -124,7 +124,8 @@ def write_datalist(
     return path
 
 
-def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test") -> list[dict]:
+def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test",
+                       output_dir: str | os.PathLike | None = None) -> list[dict]:
     """Volumes to segment: a file, a DICOM series folder, a folder of volumes, or a datalist JSON.
 
     Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding ``.dcm`` files is one
@@ -132,10 +133,18 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
     ``split`` is read (labels, if present, are ignored by inference). ``name`` is the shortest name telling the
     inputs apart (:func:`mednet.data.naming.unique_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), the
     stem of every output written for that input.
+
+    ``output_dir`` (where the segmentations go) may not be a folder input or inside it: the next run would read
+    its ``*_seg.nii.gz`` files as scans to segment.
     """
     path = Path(input)
     if not path.exists():
         raise DataError(path, "input does not exist")
+    if output_dir is not None and path.is_dir():
+        out, folder = Path(output_dir).resolve(), path.resolve()
+        if out == folder or folder in out.parents:
+            raise DataError(output_dir, f"is inside the input folder {path}: a later run would read its segmentations "
+                                        "as scans; choose an --output_dir outside it")
     if path.suffix == ".json":
         if mask is not None:
             raise DataError(mask, f"--mask applies to a single input volume, not to the datalist {path} "
