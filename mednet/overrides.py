@@ -21,6 +21,9 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   element of a list) and ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
   count-or-fraction). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
   into a bundle's train, evaluate and inference configs alike.
+* **value checks** — a rule's ``check`` names a function (dotted path) that takes the override's value and raises
+  :class:`OptionError` for a bad one; it replaces the type and value rules of that id, so the command line gives
+  the same answer and message as the Python call (explain.json's ``--methods``: one name or a list).
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 
 from mednet.errors import OptionError
 
-__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "check_overrides", "cli_overrides",
-           "check_cli_overrides", "require_base_config"]
+__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "check_overrides",
+           "cli_overrides", "check_cli_overrides", "require_base_config"]
 
 RULES_KEY = "option_rules"
 _UNRESOLVED = (EXPR_KEY, ID_REF_KEY, MACRO_KEY)
@@ -172,6 +175,20 @@ def _unknown_problem(id_: str, ids: Mapping[str, Any], config_name: str) -> str 
     return f"unknown option for {config_name}{hint}"
 
 
+def _checked_problem(check: str, value: Any, id_: str) -> str | None:
+    """What the value check ``check`` (a dotted function name) says of ``value``, or None when it passes."""
+    function = locate(check)
+    if not callable(function):
+        raise ValueError(f"{RULES_KEY}: {_display(id_)}'s check {check!r} is not a function")
+    try:
+        function(value)
+    except OptionError as error:
+        return "; ".join(error.problems.values())
+    except TypeError:  # a value of a kind the function does not take at all (e.g. a number for a list of names)
+        return f"is not accepted by {check}, got {value!r}"
+    return None
+
+
 def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping[str, Any],
                     config_name: str) -> str | None:
     id_ = ReferenceResolver.normalize_id(key)
@@ -183,6 +200,9 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
     if _unresolved(value):
         return None
     rule = rules.get(id_, {})
+    check = rule.get("check")
+    if check:
+        return _checked_problem(check, value, id_)
     type_name = rule.get("type") or _inferred_type(default)
     if value is None and default is None:
         return None

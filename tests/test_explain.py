@@ -285,6 +285,45 @@ def test_explanation_writer_on_an_evaluator(trained: SimpleNamespace, tmp_path: 
         ExplanationWriter(tmp_path / "other", classes, target_class="purple")
 
 
+def _explain(out: Path, ids: list[str], **options: object) -> pd.DataFrame:
+    """Run an ExplanationWriter on an untrained network over images named ``ids`` (batches of 2); its table."""
+    from monai.engines import SupervisedEvaluator
+
+    from mednet.data.lesion_images import MixingPrepareBatch
+    from mednet.engines.explanation_writer import ExplanationWriter
+
+    torch.manual_seed(0)
+    net = build_classifier("receptive_field_cnn", 4, S).eval()
+    items = [{"image": torch.randn(3, S, S), "label": torch.tensor(-1), "image_id": i, "path": f"/d/{i}.jpg"}
+             for i in ids]
+    writer = ExplanationWriter(out, ["a", "b", "c", "d"], methods=["gradcam"], **options)
+    SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=torch.utils.data.DataLoader(items, batch_size=2),
+                        network=net, decollate=False, prepare_batch=MixingPrepareBatch(),
+                        val_handlers=[writer]).run()
+    return pd.read_csv(out / "explanations.csv", keep_default_na=False)
+
+
+def test_explanation_pngs_of_ids_that_sanitise_alike_are_distinct(tmp_path: Path) -> None:
+    """``IMG 1.jpg`` and ``IMG_1.jpg`` of one folder: one figure each (``-2`` in input order), each row its own."""
+    ids = ["lesion a", "lesion_a", "Lesion_A", "x"]
+    table = _explain(tmp_path / "explain", ids)
+    assert list(table["image_id"]) == ids
+    assert list(table["png"]) == ["lesion_a.png", "lesion_a-2.png", "Lesion_A-3.png", "x.png"]
+    assert sorted(p.name for p in (tmp_path / "explain").glob("*.png")) == sorted(table["png"])
+    again = _explain(tmp_path / "explain", ids, overwrite=True)  # the same names again
+    assert list(again["png"]) == list(table["png"])
+
+
+def test_explanation_writer_refuses_an_existing_png_before_writing_anything(tmp_path: Path) -> None:
+    """A figure of a later batch that exists already stops the run before the first figure is written."""
+    out = tmp_path / "explain"
+    out.mkdir()
+    (out / "d.png").write_bytes(b"earlier")
+    with pytest.raises(Exception, match="already exists"):
+        _explain(out, ["a", "b", "c", "d"])
+    assert [p.name for p in out.iterdir()] == ["d.png"] and (out / "d.png").read_bytes() == b"earlier"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # explain.json through python -m monai.bundle run
 # ---------------------------------------------------------------------------------------------------------------

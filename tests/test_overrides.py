@@ -121,6 +121,30 @@ def test_the_check_is_generic(tmp_path: Path) -> None:
     assert refused(config, **{"trainer#ampp": True}).endswith("(did you mean --trainer#amp?)")
 
 
+def test_explain_methods_take_one_name_and_list_the_valid_ones() -> None:
+    """``--methods gradcam`` is a one-item list, as in Python; an unknown method names the valid ones."""
+    from mednet.explain import EXPLAIN_METHODS
+
+    explain = REPO / "bundles" / "dermoscopy_classification" / "configs" / "explain.json"
+    check_overrides(explain, {"methods": "gradcam"})
+    check_overrides(explain, {"methods": ["gradcam", "integrated_gradients"]})
+    valid = ", ".join(EXPLAIN_METHODS)
+    assert refused(explain, methods="foo") == f"--methods: unknown method(s) 'foo'; choose from {valid}"
+    assert refused(explain, methods=["gradcam", "foo"]) == f"--methods: unknown method(s) 'foo'; choose from {valid}"
+    assert refused(explain, methods=[]) == f"--methods: no method given; choose from {valid}"
+    assert refused(explain, methods=3) == (
+        "--methods: is not accepted by mednet.explain.attribution.check_methods, got 3")
+
+
+def test_a_rule_can_name_a_value_check(tmp_path: Path) -> None:
+    """A rule's ``check`` function replaces the type rule: its answer and message are the command line's."""
+    config = tmp_path / "explain.json"
+    config.write_text(json.dumps({"maps": ["gradcam"], "option_rules": {
+        "maps": {"type": "list", "check": "mednet.explain.attribution.check_methods"}}}))
+    check_overrides(config, {"maps": "gradient_shap"})
+    assert refused(config, maps="bar").startswith("--maps: unknown method(s) 'bar'; choose from gradcam")
+
+
 def test_merged_config_files_are_checked_together(tmp_path: Path) -> None:
     """``--config_file "['train.json','extra.json']"`` (or MONAI's comma form): ids of every file are options."""
     extra = tmp_path / "extra.json"

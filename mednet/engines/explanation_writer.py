@@ -13,7 +13,16 @@ enabled (:func:`mednet.explain.attribution.attribution_maps_timed`), and writes 
   target_probability, temperature`` and ``resolution_<method>`` (the map's resolution before upsampling);
 * ``timing.csv``: per method, images explained, seconds per image and in all, and the device.
 
-It stops the evaluator after ``max_images`` images. Existing outputs are never overwritten (refused at start).
+PNG names are the image ids with characters that file systems refuse (and white space) replaced by ``_``
+(:func:`_file_stem`). Distinct ids can then meet (``IMG 1`` and ``IMG_1``, files ``IMG 1.jpg`` and ``IMG_1.jpg`` of
+one folder; or ``a`` and ``A`` on a case-insensitive disk), so a name already given in this run gets ``-2``,
+``-3``… in the order the images are seen, as :func:`mednet.data.naming.unique_names` does: without it the run
+would refuse its own first figure, or, with ``overwrite``, replace it and point two CSV rows at one PNG.
+
+It stops the evaluator after ``max_images`` images. Existing outputs are never overwritten: they are refused when
+the writer is made (the CSVs), when the run starts (every PNG, when the loader's images and order are known
+beforehand: a table-backed dataset or a list of items, read in order) and otherwise for each batch before any of
+its figures is written.
 """
 
 from __future__ import annotations
@@ -78,7 +87,38 @@ def denormalize(images: torch.Tensor, normalization: Mapping[str, Sequence[float
 
 
 def _file_stem(image_id: str) -> str:
+    """An image id as a file name: path separators, characters Windows refuses and white space become ``_``."""
     return re.sub(r"[\\/:*?\"<>|\s]+", "_", str(image_id)) or "image"
+
+
+def _unique_stem(image_id: str, used: set[str]) -> str:
+    """:func:`_file_stem`, with ``-2``, ``-3``… when an earlier image of the run has that name; adds it to ``used``.
+
+    Names are compared case-insensitively (``A.png`` and ``a.png`` are one file on macOS and Windows).
+    """
+    stem = base = _file_stem(image_id)
+    k = 2
+    while stem.casefold() in used:
+        stem, k = f"{base}-{k}", k + 1
+    used.add(stem.casefold())
+    return stem
+
+
+def _planned_ids(loader: object) -> list[str] | None:
+    """The image ids ``loader`` will yield, in order, when that is known without reading an image, else None.
+
+    Known for a sequential loader over a table-backed dataset (:class:`mednet.data.lesion_images.
+    LesionImageDataset`'s ``table``) or over a plain list of item dicts.
+    """
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(getattr(loader, "sampler", None), torch.utils.data.SequentialSampler):
+        return None
+    table = getattr(dataset, "table", None)
+    if isinstance(table, pd.DataFrame) and "image_id" in table.columns:
+        return [str(i) for i in table["image_id"]]
+    if isinstance(dataset, (list, tuple)) and all(isinstance(d, Mapping) and "image_id" in d for d in dataset):
+        return [str(d["image_id"]) for d in dataset]
+    return None
 
 
 def check_explain_options(network: torch.nn.Module | None, class_names: Sequence[str],
@@ -165,6 +205,12 @@ class ExplanationWriter:
         self.seconds: dict[str, float] = {m: 0.0 for m in self.methods}
         self.resolutions: dict[str, str] | None = None
         self.device = ""
+        self.stems: set[str] = set()
+        ids = _planned_ids(getattr(engine.state, "dataloader", None))
+        if ids is not None:  # every figure of the run, before any image is read (same names as _update gives)
+            used: set[str] = set()
+            refuse_existing(*(self.output_dir / f"{_unique_stem(i, used)}.png" for i in ids[: self.max_images]),
+                            overwrite=self.overwrite)
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def _network(self, engine: Engine) -> torch.nn.Module:
@@ -207,6 +253,8 @@ class ExplanationWriter:
         for m, s in seconds.items():
             self.seconds[m] += s * n
         raw = denormalize(images, self.normalization)
+        pngs = [self.output_dir / f"{_unique_stem(ids[i], self.stems)}.png" for i in range(n)]
+        refuse_existing(*pngs, overwrite=self.overwrite)  # all of the batch before its first figure
         from mednet.reports.explanation_figure import plot_explanation
 
         for i in range(n):
@@ -217,8 +265,7 @@ class ExplanationWriter:
                 title += f", true {self.class_names[label]}"
             if int(targets[i]) != int(pred[i]):
                 title += f"; maps for {self.class_names[int(targets[i])]}"
-            png = self.output_dir / f"{_file_stem(ids[i])}.png"
-            refuse_existing(png, overwrite=self.overwrite)
+            png = pngs[i]
             plot_explanation(raw[i], {m: maps[m][i].numpy() for m in self.methods}, png, title,
                              resolutions={m: self.resolutions[m].replace("x", "×") for m in self.methods})
             self.rows.append({
