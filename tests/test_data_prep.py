@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 
 from mednet.data.brain_demo_cohort import _geometry, build_demo_cohort, split_subjects
 from mednet.data.datalist import load_datalist
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
+from mednet.io import TEMP_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +60,50 @@ def test_demo_cohort_is_deterministic_and_refuses_overwrite(tmp_path: Path) -> N
         split_subjects(2)
     proc = cli("data_prep.demo_cohort", "--out", str(tmp_path / "a"), "--subjects", "3", "--zoom", "0.3")
     assert proc.returncode == 2 and "not empty" in proc.stderr and str(tmp_path / "a") in proc.stderr
+
+
+def test_demo_cohort_overwrite_keeps_foreign_files_and_replaces_the_cohort(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    build_demo_cohort(out=str(out), subjects=4, seed=1, zoom=0.2)
+    (out / "images" / "mine.txt").write_text("my notes")
+    (out / "labels" / "keep.nii.gz").write_bytes(b"not a cohort file")
+    (out / "README.md").write_text("mine too")
+    before = nib.load(out / "images" / "sub-000.nii.gz").get_fdata()
+    build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)
+    assert (out / "images" / "mine.txt").read_text() == "my notes"
+    assert (out / "labels" / "keep.nii.gz").read_bytes() == b"not a cohort file"
+    assert (out / "README.md").read_text() == "mine too"
+    # the new cohort, complete, and nothing of the old one (it had a 4th subject)
+    assert sorted(p.name for p in (out / "images").glob("sub-*")) == [f"sub-{i:03d}.nii.gz" for i in range(3)]
+    assert sorted(p.name for p in (out / "labels").glob("sub-*")) == [f"sub-{i:03d}.nii.gz" for i in range(3)]
+    assert [r["subject"] for r in csv.DictReader(open(out / "cohort.csv"))] == ["sub-000", "sub-001", "sub-002"]
+    assert sum(len(load_datalist(out, s)) for s in ("training", "validation", "test")) == 3
+    assert not np.array_equal(nib.load(out / "images" / "sub-000.nii.gz").get_fdata(), before)
+    assert not [p for p in out.rglob("*") if TEMP_MARKER in p.name]
+
+
+@pytest.mark.parametrize("options, option", [
+    ({"zoom": 0}, "--zoom"), ({"zoom": 1.5}, "--zoom"), ({"zoom": "abc"}, "--zoom"),
+    ({"subjects": "abc"}, "--subjects"), ({"subjects": 2}, "--subjects"), ({"subjects": 3.5}, "--subjects"),
+    ({"seed": "x"}, "--seed"),
+])
+def test_demo_cohort_bad_options_are_refused_before_creating_anything(tmp_path: Path, options: dict, option: str) -> None:
+    out = tmp_path / "new" / "cohort"
+    with pytest.raises(OptionError, match=f"^{option}: "):
+        build_demo_cohort(out=str(out), **{"subjects": 3, "zoom": 0.2, **options})
+    assert not (tmp_path / "new").exists()
+    # the corrected options then work (nothing half-made blocks them as "not empty")
+    if option == "--zoom":
+        build_demo_cohort(out=str(out), subjects=3, zoom=0.2)
+        assert (out / "datalist.json").exists()
+
+
+def test_demo_cohort_out_being_a_file_is_refused_naming_it(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    out.write_text("a file")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(out))}: .*is a file"):
+        build_demo_cohort(out=str(out), subjects=3, zoom=0.2)
+    assert out.read_text() == "a file" and sorted(tmp_path.iterdir()) == [out]
 
 
 @pytest.mark.parametrize("index", [1, 2])
@@ -179,3 +226,38 @@ def test_patch_file_feeds_the_training_dataset(tiny_cohort: Path, tmp_path: Path
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="bad.npz"):
         CohortPatches.load(tmp_path / "bad.npz")
+
+
+def test_slice_failure_on_a_later_volume_leaves_nothing_and_the_rerun_works(tiny_cohort: Path, tmp_path: Path) -> None:
+    """A bad third volume: refused naming it, no per-volume files left behind; once fixed, the re-run succeeds
+    without --overwrite (nothing of the failed run blocks it)."""
+    from mednet.data.slice_files import slice_datalist
+
+    src = load_datalist(tiny_cohort, "training")[:3]
+    for name, item in zip("abc", src):
+        for key, folder in (("image", "images"), ("label", "labels")):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            shutil.copy(item[key], tmp_path / folder / f"{name}.nii.gz")
+    good_label = tmp_path / "c_label_ok.nii.gz"
+    shutil.copy(tmp_path / "labels" / "c.nii.gz", good_label)
+    lab = nib.load(good_label)
+    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[:-3], lab.affine), tmp_path / "labels" / "c.nii.gz")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": f"images/{n}.nii.gz", "label": f"labels/{n}.nii.gz"}
+                                                 for n in "abc"]}))
+    out = tmp_path / "slices"
+    options = dict(split="training", axis=-1, intensity_normalization="scale", bias_correction="none")
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "labels" / "c.nii.gz"))):
+        slice_datalist(str(datalist), str(out), **options)
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in tmp_path.iterdir() if TEMP_MARKER in p.name) == []  # no staging folder left
+    shutil.copy(good_label, tmp_path / "labels" / "c.nii.gz")
+    index = slice_datalist(str(datalist), str(out), **options)
+    assert sorted(p.name for p in (out / "training").iterdir()) == ["a_axis2.npz", "b_axis2.npz", "c_axis2.npz"]
+    assert {r["name"] for r in csv.DictReader(open(index))} == {"a", "b", "c"}
+    # every output is refused up front: one per-volume file alone (no slices.csv) is enough, and nothing is loaded
+    (out / "slices.csv").unlink()
+    (out / "training" / "a_axis2.npz").unlink()
+    with pytest.raises(DataError, match=re.escape(str(out / "training" / "b_axis2.npz")) + ": output already exists"):
+        slice_datalist(str(datalist), str(out), **options)
+    assert not (out / "training" / "a_axis2.npz").exists()

@@ -31,7 +31,8 @@ same volumes.
 from __future__ import annotations
 
 import csv
-import shutil
+import math
+import numbers
 import time
 from pathlib import Path
 
@@ -52,8 +53,9 @@ from monai.transforms import (
 from monai.utils import set_determinism
 
 from mednet.data.datalist import write_datalist
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
 from mednet.data.mni import load_mni152_template
+from mednet.io import atomic_path
 
 __all__ = ["build_demo_cohort", "split_subjects", "VARIATION"]
 
@@ -138,6 +140,49 @@ def _geometry(index: int, zoom: float, rng: np.random.Generator | None = None) -
     return None
 
 
+def _check_options(subjects, seed, zoom) -> tuple[int, int, float]:
+    """``subjects``, ``seed`` and ``zoom`` as int, int, float; :class:`OptionError` naming every bad one."""
+    problems = {}
+
+    def as_int(value, name: str) -> int | None:
+        if isinstance(value, bool):
+            problems[name] = f"must be a whole number, got {value!r}"
+            return None
+        try:
+            number = float(value) if isinstance(value, numbers.Number) else float(str(value).strip())
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number != int(number):
+            problems[name] = f"must be a whole number, got {value!r}"
+            return None
+        return int(number)
+
+    n = as_int(subjects, "--subjects")
+    if n is not None and n < 3:
+        problems["--subjects"] = f"a demo cohort needs at least 3 subjects (training, validation, test), got {n}"
+    s = as_int(seed, "--seed")
+    try:
+        z = math.nan if isinstance(zoom, bool) else float(zoom)
+    except (TypeError, ValueError):
+        z = math.nan
+    if not 0 < z <= 1:  # also refuses NaN
+        problems["--zoom"] = f"must be a number in (0, 1] (1 keeps the 1 mm template), got {zoom!r}"
+    if problems:
+        raise OptionError(problems)
+    return n, s, z
+
+
+def _remove_cohort_files(out_dir: Path) -> None:
+    """Delete the files a cohort writes in ``out_dir`` (and nothing else a user keeps there)."""
+    files = [out_dir / "datalist.json", out_dir / "cohort.csv"]
+    for sub in ("images", "labels"):
+        if (out_dir / sub).is_dir():
+            files += sorted((out_dir / sub).glob("sub-*.nii.gz"))
+    for f in files:
+        if f.is_file() or f.is_symlink():
+            f.unlink()
+
+
 def build_demo_cohort(
     out: str = "demo/cohort", subjects: int = 6, seed: int = 0, zoom: float = 1.0, overwrite: bool = False
 ) -> Path:
@@ -148,15 +193,24 @@ def build_demo_cohort(
         subjects: number of subjects (≥ 3).
         seed: seed of every random variation (same seed → same volumes).
         zoom: shrink the template first (e.g. 0.5 for quick tests); 1.0 keeps the 1 mm template.
-        overwrite: replace an existing cohort in ``out``.
+        overwrite: replace an existing cohort in ``out`` (only the files a cohort writes: ``images/sub-*.nii.gz``,
+            ``labels/sub-*.nii.gz``, ``datalist.json``, ``cohort.csv``; other files there are kept).
+
+    Raises:
+        OptionError: ``subjects`` or ``seed`` not a whole number, fewer than 3 subjects, ``zoom`` not in (0, 1];
+            checked before anything is created.
+        DataError: ``out`` (or its ``images``/``labels``) is a file, or ``out`` is not empty and not ``overwrite``.
     """
+    subjects, seed, zoom = _check_options(subjects, seed, zoom)
     out_dir = Path(out)
-    splits = split_subjects(int(subjects))
+    for d in (out_dir, out_dir / "images", out_dir / "labels"):
+        if d.exists() and not d.is_dir():
+            raise DataError(d, "is a file, not a directory; choose another --out")
+    splits = split_subjects(subjects)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise DataError(out_dir, "output directory is not empty; choose another --out or pass --overwrite")
-        for sub in ("images", "labels"):
-            shutil.rmtree(out_dir / sub, ignore_errors=True)
+        _remove_cohort_files(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
 
@@ -186,8 +240,9 @@ def build_demo_cohort(
         affine = np.asarray(data["image"].affine, dtype=np.float64)
         name = f"sub-{i:03d}"
         img_path, lab_path = out_dir / "images" / f"{name}.nii.gz", out_dir / "labels" / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), str(img_path))
-        nib.save(nib.Nifti1Image(label, affine), str(lab_path))
+        for arr, path in ((image, img_path), (label, lab_path)):
+            with atomic_path(path) as tmp:  # never a half-written NIfTI; tmp ends in .nii.gz
+                nib.save(nib.Nifti1Image(arr, affine), str(tmp))
         items[split_of[i]].append({"image": str(img_path), "label": str(lab_path)})
         counts = np.bincount(label[brain], minlength=4)[1:4]
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
@@ -211,7 +266,7 @@ def build_demo_cohort(
         print(f"{name} [{split_of[i]}] {rows[-1]['shape']} {rows[-1]['spacing_mm']} mm {rows[-1]['orientation']}, "
               f"bias field x{field_range:.2f}, gamma {draw['gamma']:.2f}, noise {100 * draw['noise']:.1f} % "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    with open(out_dir / "cohort.csv", "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out_dir / "cohort.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -12,22 +12,26 @@ For every volume of the split (all splits by default) writes ``<out>/<split>/<na
 ``<name>`` is the volume's file stem, with parent folders prefixed only where stems collide within the split
 (:func:`mednet.data.naming.unique_names`: ``subA/T1.nii.gz``, ``subB/T1.nii.gz`` → ``subA_T1``, ``subB_T1``), so
 no volume's slices overwrite another's. Files are written atomically and never over an existing one unless
-``--overwrite``.
+``--overwrite``; every output is checked before the first volume is loaded. The per-volume files are written to a
+hidden staging folder next to ``<out>`` and moved into place only after every volume succeeded, so a failed run
+leaves no outputs behind (and does not block its re-run).
 """
 
 from __future__ import annotations
 
 import csv
+import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from mednet.data.datalist import SPLITS, load_datalist
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
 from mednet.data.naming import with_names
 from mednet.data.slicing import slice_volume
 from mednet.data.transforms import LoadLabelledVolumed
-from mednet.io import atomic_path, refuse_existing
+from mednet.io import TEMP_MARKER, atomic_path, refuse_existing
 
 __all__ = ["slice_datalist"]
 
@@ -43,29 +47,55 @@ def slice_datalist(
     """
     out_dir = Path(out)
     index_csv = out_dir / "slices.csv"
-    refuse_existing(index_csv, overwrite=overwrite)
+    if isinstance(axis, bool) or axis not in (-3, -2, -1, 0, 1, 2):
+        raise OptionError({"--axis": f"slice axis must be 0, 1 or 2 (or -1), got {axis!r}"})
+    axis = int(axis) % 3
     splits = [split] if split else [s for s in SPLITS if load_datalist(datalist, s, required=False)]
+    plan = [(s, item, Path(s) / f"{item['name']}_axis{axis}.npz")
+            for s in splits for item in with_names(load_datalist(datalist, s))]
+    # every output is refused up front, before hours of work (not at the first volume already written)
+    refuse_existing(index_csv, *(out_dir / rel for _, _, rel in plan), overwrite=overwrite)
     load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, bias_correction=bias_correction)
-    rows = []
-    for s in splits:
-        for item in with_names(load_datalist(datalist, s)):
+    # Per-volume files go to a hidden staging folder next to ``out`` and move into place only once every volume
+    # succeeded: a failure (a bad volume, Ctrl-C) leaves no partial set of .npz files without slices.csv, and the
+    # re-run is not refused on them.
+    target = out_dir.resolve()
+    staging = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(4)}"
+    moved: list[Path] = []
+    try:
+        rows = []
+        for s, item, rel in plan:
             d = load(item)
             stack = slice_volume(d["image"], d.get("label"), axis=axis, drop_empty=drop_empty, source=item["image"])
-            path = out_dir / s / f"{item['name']}_axis{stack.axis}.npz"
+            path = out_dir / rel
             arrays = {"images": stack.images, "indices": stack.indices, "axis": np.asarray(stack.axis),
                       "source": np.asarray(str(item["image"])), "volume_shape": np.asarray(stack.volume_shape)}
             if stack.labels is not None:
                 arrays["labels"] = stack.labels
-            with atomic_path(path, overwrite=overwrite) as tmp:  # tmp ends in .npz: NumPy adds no suffix
-                np.savez_compressed(tmp, **arrays)
+            staged = staging / rel
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(staged, **arrays)  # staged ends in .npz: NumPy adds no suffix
             fg = (stack.labels > 0) if stack.labels is not None else (stack.images != 0)
             fg_pixels = fg.reshape(len(stack), -1).sum(axis=1)
             rows += [{"split": s, "volume": item["image"], "name": item["name"], "axis": stack.axis, "index": int(i),
                       "file": str(path), "foreground_pixels": int(n)} for i, n in zip(stack.indices, fg_pixels)]
             print(f"{path}: {len(stack)} slices of {stack.images.shape[1:]} along axis {stack.axis}")
-    with atomic_path(index_csv, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+        if not rows:
+            raise DataError(datalist, f"no slices to write (split {split or 'all'}{', --drop_empty' if drop_empty else ''})")
+        for _, _, rel in plan:
+            with atomic_path(out_dir / rel, overwrite=overwrite) as tmp:  # refuses a file that appeared meanwhile
+                shutil.move(staging / rel, tmp)  # a rename, or a copy if ``out`` is on another file system
+            moved.append(out_dir / rel)
+        with atomic_path(index_csv, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    except BaseException:
+        if not overwrite:  # files this run put in place (with overwrite they replaced earlier ones: keep them)
+            for path in moved:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {len(rows)} slices; index {index_csv}")
     return index_csv
