@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from monai.inferers import SliceInferer
 
 from mednet.errors import DataError
-from mednet.data.transforms import TissueLabels, output_name
+from mednet.data.transforms import TissueLabels, output_name, refuse_existing_outputs
 from mednet.inference import BatchedSliceInferer, ViewAggregationInferer, foreground_box
 from mednet.networks import TissueFCN
 from mednet.runs import latest_run, mark_finished, new_run_dir, resolve_checkpoint
@@ -116,6 +116,18 @@ def test_output_name() -> None:
     assert output_name("/x/sub-001.nii.gz") == "sub-001_seg.nii.gz"
     assert output_name("/x/scan.MHA", "p") == "scan_p.nii.gz"
     assert output_name("/x/series7/") == "series7_seg.nii.gz"
+
+
+def test_existing_outputs_are_refused_before_the_first_volume(tmp_path: Path) -> None:
+    items = [{"image": "/in/a/T1.nii.gz", "name": "a_T1"}, {"image": "/in/b/T1.nii.gz", "name": "b_T1"}]
+    assert refuse_existing_outputs(items, tmp_path) == items
+    (tmp_path / "b_T1_seg.json").write_text("{}", encoding="utf-8")  # a sidecar left by an earlier run
+    with pytest.raises(DataError, match="b_T1_seg.json: output already exists"):
+        refuse_existing_outputs(items, tmp_path)
+    (tmp_path / "b_T1_seg.nii.gz").write_bytes(b"x")
+    with pytest.raises(DataError, match="b_T1_seg.nii.gz: output already exists"):
+        refuse_existing_outputs(items, tmp_path)
+    assert refuse_existing_outputs(items, tmp_path, overwrite=True) == items
 
 
 def test_run_dirs_never_collide_and_latest_is_found(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 
 from mednet.errors import DataError
 from mednet.data.volumes import (
+    check_volume_headers,
     check_label_values,
     describe_volume,
     load_labelled_volume,
@@ -188,6 +189,37 @@ def test_4d_image_with_three_volumes(tmp_path):
     with pytest.raises(DataError) as err:
         load_volume(path)
     _assert_data_error(err, path, "expected a 3D image volume", "4D")
+
+
+@pytest.mark.parametrize("trailing", [(1,), (1, 1)])
+def test_3d_image_with_singleton_trailing_axes_is_3d(tmp_path, trailing):
+    image = _image()
+    path = _write(tmp_path / "singleton.nii.gz", image.reshape(image.shape + trailing))
+    loaded = load_volume(path)
+    assert tuple(loaded.shape) == (1, *SHAPE)
+    np.testing.assert_allclose(loaded[0].numpy(), load_volume(_write(tmp_path / "plain.nii.gz", image))[0].numpy())
+
+
+def test_volume_headers_are_checked_before_any_volume_is_loaded(tmp_path):
+    good = _write(tmp_path / "good.nii.gz", _image())
+    mha = tmp_path / "good.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(_image().T.copy()), str(mha))
+    items = [{"image": str(good)}, {"image": str(mha), "mask": str(good)}]
+    assert check_volume_headers(items) == items
+    text = tmp_path / "notes.nii.gz"
+    text.write_text("scan of subject 7\n", encoding="utf-8")
+    series = _write(tmp_path / "series.nii.gz", np.stack([_image(i) for i in range(3)], axis=-1))
+    flat = tmp_path / "flat.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(_image()[:, :, 0].T.copy()), str(flat))
+    for bad, item, words in [
+        (text, {"image": str(text)}, ("cannot read the image's header", "not a gzip file")),
+        (series, {"image": str(good), "mask": str(series)}, ("expected a 3D mask volume", "4D")),
+        (flat, {"image": str(flat)}, ("expected a 3D image volume", "2D")),
+        (tmp_path / "gone.nii.gz", {"image": str(good), "label": str(tmp_path / "gone.nii.gz")}, ("does not exist",)),
+    ]:
+        with pytest.raises(DataError) as err:
+            check_volume_headers([{"image": str(good)}, item])  # the second item: no volume is read before it
+        _assert_data_error(err, bad, *words)
 
 
 def test_all_background_label(pair, tmp_path):

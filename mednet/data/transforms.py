@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ from mednet.data.volumes import (
     save_label_volume,
 )
 
-__all__ = ["LoadLabelledVolumed", "describe_preprocessing", "TissueLabels", "TissueLabelsd", "SaveLabelVolumed", "output_name"]
+__all__ = ["LoadLabelledVolumed", "describe_preprocessing", "TissueLabels", "TissueLabelsd", "SaveLabelVolumed", "output_name", "refuse_existing_outputs"]
 
 
 class LoadLabelledVolumed(MapTransform):
@@ -157,6 +157,22 @@ def output_name(image_path: str | os.PathLike, postfix: str = "seg", name: str |
     inputs are called ``T1``) replaces the file's own stem.
     """
     return f"{name or volume_stem(image_path)}_{postfix}.nii.gz"
+
+
+def refuse_existing_outputs(items: Sequence[Mapping[str, str]], output_dir: str | os.PathLike, postfix: str = "seg",
+                            overwrite: bool = False, sidecar: bool = True) -> list[dict]:
+    """Refuse, before the first volume is processed, any output :class:`SaveLabelVolumed` would write that exists.
+
+    :class:`SaveLabelVolumed` checks each file again when it writes; checking the whole list first means a run
+    over a folder stops at once instead of after segmenting the volumes before the collision. Returns ``items``.
+    """
+    from mednet.runs import sidecar_path  # not at the top: mednet.runs imports mednet.data
+
+    if not overwrite:
+        for item in items:
+            out = Path(output_dir) / output_name(item["image"], postfix, item.get("name"))
+            refuse_existing(out, *([sidecar_path(out)] if sidecar else []))
+    return list(items)
 
 
 class SaveLabelVolumed(MapTransform):

@@ -31,6 +31,7 @@ from mednet.io import atomic_path, refuse_existing
 
 __all__ = [
     "load_volume",
+    "check_volume_headers",
     "load_labelled_volume",
     "check_label_values",
     "check_affine",
@@ -52,7 +53,11 @@ _LOAD = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)
 def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
     # The reader is passed per call, not registered: registered readers' errors are swallowed by LoadImage's
     # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
-    return NibabelReader() if path.name.lower().endswith(NIFTI_SUFFIXES) else SimpleITKReader()
+    # squeeze_non_spatial_dims: a 3D volume stored as (X, Y, Z, 1) or (X, Y, Z, 1, 1) (FSL, ITK vector writers) is
+    # 3D; without it the 5D form became (1, X, Y, Z, 1) and was refused as "4D".
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return NibabelReader(squeeze_non_spatial_dims=True)
+    return SimpleITKReader()
 
 
 def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
@@ -89,6 +94,59 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
         raise DataError(path, f"{kind} contains {n_bad} NaN/Inf voxel(s)")
     check_affine(img.affine, path, kind)
     return _TO_RAS(img)
+
+
+def _header_shape(path: Path) -> tuple[int, ...]:
+    """Voxel grid of ``path`` from its header alone (no pixel data read); vector pixels add a last axis."""
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        shape = tuple(int(s) for s in nib.load(str(path)).header.get_data_shape())
+    else:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        shape = tuple(reader.GetSize()) + ((reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
+    while len(shape) > 3 and shape[-1] == 1:  # as load_volume: (X, Y, Z, 1[, 1]) is 3D
+        shape = shape[:-1]
+    return shape
+
+
+def check_volume_headers(items: Sequence[Mapping[str, str]], keys: Sequence[str] = ("image", "mask", "label")
+                         ) -> list[dict]:
+    """Check every listed volume's header before any volume is processed; return ``items`` unchanged.
+
+    Inference over a folder or datalist loads one volume at a time and writes its segmentation; a file that
+    cannot be read, or is not 3D, found only at its turn would stop the run with the earlier outputs written, and
+    the re-run (after fixing that file) would then stop on them. Reading the headers first (nibabel /
+    SimpleITK ``ReadImageInformation``, milliseconds per file) finds these problems before anything is written.
+    The pixel data is checked when the volume is loaded (:func:`load_volume`: NaN/Inf, truncation, affine);
+    DICOM series folders are checked then too (their files are read as a series).
+
+    Raises:
+        DataError: ``"<path>: <problem>"`` for a missing file, an unreadable header, or a grid that is not 3D.
+    """
+    for item in items:
+        for key in keys:
+            value = item.get(key)
+            if not value:
+                continue
+            path = Path(value)
+            kind = "image" if key == "image" else key
+            if not path.exists():
+                raise DataError(path, f"{kind} file does not exist")
+            if path.is_dir():
+                continue
+            try:
+                shape = _header_shape(path)
+            except Exception as e:  # nibabel and SimpleITK raise many types; the user needs the file name
+                raise DataError(path, f"cannot read the {kind}'s header (corrupt, truncated or not an image file: "
+                                      f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+            if len(shape) != 3:
+                raise DataError(path, f"expected a 3D {kind} volume, got shape {shape} ({len(shape)}D)")
+            if any(s < 2 for s in shape):
+                raise DataError(path, f"expected a 3D {kind} volume, got shape {shape} (a 2D image?)")
+    return list(items)
 
 
 def check_affine(affine: torch.Tensor | np.ndarray, path: str | os.PathLike | None, kind: str = "image") -> None:
