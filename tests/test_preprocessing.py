@@ -104,6 +104,12 @@ def test_scans_that_are_not_skull_stripped_are_refused(template, tmp_path: Path)
     zero_air = make_head(t1, brain, 2.0, noisy_air=False)
     with pytest.raises(DataError, match="more than a brain.*--mask"):
         check_skull_stripped(zero_air, "zero_air.nii.gz", spacing)
+    # a slab (partial coverage, or a crop) of a skull-stripped brain cuts through it on two faces: accepted;
+    # the same slab of the head is still refused
+    z = brain.shape[2] // 2
+    assert check_skull_stripped(t1[:, :, z - 10:z + 10], "slab.nii.gz", spacing)["face_nonzero_fraction"] < 0.01
+    with pytest.raises(DataError, match="head_slab.nii.gz: background is not zero"):
+        check_skull_stripped(make_head(t1, brain, 2.0)[:, :, z - 10:z + 10], "head_slab.nii.gz", spacing)
     ct = np.where(brain, 40.0, -1000.0).astype(np.float32)  # brain ~40 HU in air at -1000 HU
     with pytest.raises(DataError, match="ct.nii.gz: .*look like CT"):
         LoadLabelledVolumed()({"image": _save(tmp_path / "ct.nii.gz", ct, affine)})

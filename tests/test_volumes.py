@@ -18,6 +18,8 @@ import torch
 from monai.data import MetaTensor
 
 from mednet.errors import DataError
+from mednet.data.datalist import list_volume_inputs
+from mednet.data.transforms import LoadLabelledVolumed
 from mednet.data.volumes import (
     check_volume_headers,
     check_label_values,
@@ -340,6 +342,7 @@ def test_lps_volume_is_flipped_to_ras(tmp_path):
     np.testing.assert_allclose(aff @ ijk_ras, LPS @ ijk_file)
     np.testing.assert_allclose(np.asarray(vol.meta["original_affine"]), LPS)
     assert "RAS" in describe_volume(vol) and "(12, 10, 8)" in describe_volume(vol)
+    assert "spacing (1.0, 1.0, 1.0) mm" in describe_volume(vol)
 
 
 def test_lps_image_and_label_stay_aligned(tmp_path):
@@ -512,8 +515,9 @@ def _expected_dicom_affine_ras() -> np.ndarray:
     return LPS @ aff
 
 
-def _write_dicom_series(out_dir: Path) -> None:
-    """A CT series, one file per slice (after SimpleITK's DicomSeriesFromArray example)."""
+def _write_dicom_series(out_dir: Path, name: str = "slice_{k:03d}.dcm", jitter_mm: float = 0.0) -> None:
+    """A CT series, one file per slice (after SimpleITK's DicomSeriesFromArray example); ``jitter_mm`` moves
+    every other slice along the normal (the rounding of real ImagePositionPatient values)."""
     img = sitk.GetImageFromArray(np.ascontiguousarray(DICOM_ARRAY.T))  # SimpleITK numpy order is (z, y, x)
     img.SetSpacing(SPACING)
     img.SetOrigin(ORIGIN_LPS)
@@ -521,6 +525,7 @@ def _write_dicom_series(out_dir: Path) -> None:
     out_dir.mkdir(parents=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # also for names without ".dcm"
     d = img.GetDirection()
     uid = "1.2.826.0.1.3680043.2.1125.1.777"
     tags = [
@@ -534,9 +539,10 @@ def _write_dicom_series(out_dir: Path) -> None:
         s = img[:, :, k]
         for tag, value in tags:
             s.SetMetaData(tag, value)
-        s.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
+        position = np.asarray(img.TransformIndexToPhysicalPoint((0, 0, k))) + (k % 2) * jitter_mm * DIRECTION_LPS[:, 2]
+        s.SetMetaData("0020|0032", "\\".join(map(str, position.tolist())))
         s.SetMetaData("0020|0013", str(k + 1))
-        writer.SetFileName(str(out_dir / f"slice_{k:03d}.dcm"))
+        writer.SetFileName(str(out_dir / name.format(k=k)))
         writer.Execute(s)
 
 
@@ -559,3 +565,69 @@ def test_dicom_series_load_and_save(tmp_path):
     assert written.shape == SHAPE
     np.testing.assert_allclose(written.affine, _expected_dicom_affine_ras(), atol=1e-4)
     np.testing.assert_array_equal(np.asarray(written.dataobj), DICOM_ARRAY % 4)
+
+
+def test_dicom_series_with_rounded_positions_and_no_file_suffix(tmp_path):
+    # scanners and PACS exports name slices IM0001 (or *.IMA); positions carry rounding, which ITK flags as uneven
+    series = tmp_path / "exam" / "t1"
+    _write_dicom_series(series, name="IM{k:04d}", jitter_mm=1e-5)
+    assert [it["image"] for it in list_volume_inputs(tmp_path / "exam")] == [str(series)]
+    assert list_volume_inputs(series)[0]["image"] == str(series)
+    vol = load_volume(series)
+    np.testing.assert_allclose(np.asarray(vol.meta["original_affine"]), _expected_dicom_affine_ras(), atol=1e-3)
+    # a slice 10 % out of place is still refused (its geometry would be wrong)
+    bad = tmp_path / "bad"
+    _write_dicom_series(bad, jitter_mm=0.1 * SPACING[2])
+    with pytest.raises(DataError, match="not evenly spaced"):
+        load_volume(bad)
+
+
+def test_big_endian_nifti(tmp_path):
+    header = nib.Nifti1Header().as_byteswapped(">")
+    header.set_data_dtype(">i2")
+    path = tmp_path / "big_endian.nii.gz"
+    nib.save(nib.Nifti1Image(_image().astype(">i2"), np.eye(4), header), str(path))
+    assert nib.load(str(path)).header.endianness == ">"
+    np.testing.assert_array_equal(load_volume(path)[0].numpy(), _image())
+
+
+def test_inconsistent_nifti_header_follows_the_sform(tmp_path):
+    sform = np.diag([2.0, 2.0, 2.0, 1.0])
+    sform[:3, 3] = (-10.0, -20.0, -30.0)
+    img = nib.Nifti1Image(_image(), sform)
+    img.set_qform(np.diag([1.8, 1.8, 1.8, 1.0]), code=0)  # a stale qform and pixdim, marked unused
+    path = tmp_path / "stale_qform.nii.gz"
+    nib.save(img, str(path))
+    assert nib.load(str(path)).header.get_zooms() == (1.8, 1.8, 1.8)
+    vol = load_volume(path)
+    np.testing.assert_allclose(np.asarray(vol.meta["original_affine"]), sform)  # as nibabel, FSL, FreeSurfer
+    written = nib.load(str(save_label_volume((vol[0] > 100).to(torch.uint8), vol, tmp_path / "seg.nii.gz")))
+    np.testing.assert_allclose(written.affine, sform)
+
+
+def test_labels_stored_with_rounding_are_integers(pair, tmp_path):
+    image, _ = pair
+    noisy = _label().astype(np.float32) + np.float32(1e-6)  # float storage, or int16 with scl_slope
+    out = load_labelled_volume(image, _write(tmp_path / "noisy.nii.gz", noisy))
+    assert set(np.unique(out["label"].numpy()).tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    half = _label().astype(np.float32)
+    half[0, 0, 0] = 2.5
+    with pytest.raises(DataError, match=r"label values \{2.5\}"):
+        load_labelled_volume(image, _write(tmp_path / "half.nii.gz", half))
+
+
+def test_probability_map_mask_is_thresholded_and_never_takes_over_the_geometry(pair, tmp_path):
+    image, _ = pair
+    brain = np.zeros(SHAPE, bool)
+    brain[2:10, 2:8, 1:7] = True
+    prob = np.where(brain, 0.9, 0.0).astype(np.float32)
+    prob[0] = 0.1  # a halo of small probabilities outside the brain
+    out = load_labelled_volume(image, mask=_write(tmp_path / "prob.nii.gz", prob))
+    np.testing.assert_array_equal(out["mask"][0].numpy(), brain)
+    # a 0/255 mask stored in another axis order (same world grid): the image keeps its own file and geometry
+    flipped = _write(tmp_path / "mask_las.nii.gz", (brain[::-1] * 255).astype(np.uint8),
+                     np.array([[-1.0, 0, 0, SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    d = LoadLabelledVolumed(bias_correction="none")({"image": str(image), "mask": str(flipped)})
+    np.testing.assert_array_equal(d["mask"][0].numpy(), brain)
+    assert d["image"].meta["filename_or_obj"] == str(image)
+    np.testing.assert_allclose(np.asarray(d["image"].meta["original_affine"]), np.eye(4))

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mednet.data.naming import VOLUME_SUFFIXES, with_names
+from mednet.data.readers import holds_dicom_files
 from mednet.data.splits import SPLITS, check_disjoint_groups
 from mednet.errors import DataError
 from mednet.io import refuse_existing
@@ -128,7 +129,7 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
                        output_dir: str | os.PathLike | None = None) -> list[dict]:
     """Volumes to segment: a file, a DICOM series folder, a folder of volumes, or a datalist JSON.
 
-    Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding ``.dcm`` files is one
+    Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding DICOM files (``.dcm``, or any name with the DICOM magic) is one
     DICOM series; a folder of image files gives one item per file (and per DICOM sub-folder). For a datalist,
     ``split`` is read (labels, if present, are ignored by inference). ``name`` is the shortest name telling the
     inputs apart (:func:`mednet.data.naming.unique_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), the
@@ -151,9 +152,9 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
                                   "(give its items 'mask' entries, or pass --input with one volume)")
         return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
                            for it in load_datalist(path, split)])
-    if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+    if path.is_dir() and not holds_dicom_files(path):
         items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES) or
-                       (p.is_dir() and any(q.suffix.lower() == ".dcm" for q in p.iterdir())))
+                       holds_dicom_files(p))
         if not items:
             raise DataError(path, f"no volumes ({', '.join(VOLUME_SUFFIXES)} or DICOM folders) found")
         if mask is not None:

@@ -49,7 +49,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from mednet.errors import DataError
 
-__all__ = ["SimpleITKReader"]
+__all__ = ["SimpleITKReader", "holds_dicom_files"]
 
 #: file suffixes accepted by :meth:`SimpleITKReader.verify_suffix` (directories are accepted as DICOM series)
 SUFFIXES: tuple[str, ...] = ("dcm", "mha", "mhd", "nrrd", "nhdr", "nii", "nii.gz")
@@ -87,6 +87,13 @@ def _looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
+def holds_dicom_files(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` directly holds DICOM files: named ``*.dcm`` or, whatever their name (``IM0001``,
+    ``*.IMA``, no suffix, as scanners and PACS exports write them), with the ``DICM`` magic."""
+    folder = Path(folder)
+    return folder.is_dir() and any(_looks_like_dicom(p) for p in folder.iterdir())
+
+
 def _belongs_to_series(path: Path, series_id: str) -> bool:
     """Whether the DICOM file ``path`` may be a slice of series ``series_id`` that GDCM failed to read.
 
@@ -116,6 +123,34 @@ def _unread_series_files(folder: Path, series_id: str, files: Sequence[str]) -> 
     read = {Path(f).name for f in files}
     candidates = sorted(p for p in folder.iterdir() if p.name not in read and _looks_like_dicom(p))
     return [p.name for p in candidates if _belongs_to_series(p, series_id)]
+
+
+#: largest deviation of a DICOM series' slice spacing from its median, as a fraction of it, still read as uniform
+_SPACING_TOLERANCE = 0.01
+
+
+def _slice_spacing_deviation(files: Sequence[str]) -> float:
+    """Largest deviation of the gaps between consecutive slice positions (along the slice normal) from their
+    median, relative to the median; ``inf`` when positions cannot be read.
+
+    ITK flags a series as unevenly spaced (``ITK_non_uniform_sampling_deviation``) for any deviation at all, down to
+    the rounding of ImagePositionPatient in oblique or non-integer positions (1e-12 mm), and SimpleITK does not
+    expose the amount. A missing slice shows as a deviation of 1 (one whole gap); rounding as ~1e-6.
+    """
+    try:
+        reader = sitk.ImageFileReader()
+        origins, direction = [], None
+        for f in files:
+            reader.SetFileName(str(f))
+            reader.ReadImageInformation()
+            origins.append(reader.GetOrigin())
+            direction = direction or reader.GetDirection()
+        normal = np.asarray(direction, dtype=float).reshape(3, 3)[:, 2]
+        gaps = np.diff(np.asarray(origins, dtype=float) @ normal)
+        median = float(np.median(np.abs(gaps)))
+        return float(np.abs(np.abs(gaps) - median).max() / median) if median > 0 else float("inf")
+    except (RuntimeError, ValueError):
+        return float("inf")
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:
@@ -329,7 +364,7 @@ class SimpleITKReader(ImageReader):
             raise DataError(
                 path, f"DICOM series {series_id!r} cannot be read (corrupt slice?): {_sitk_problem(e)}"
             ) from e
-        if image.HasMetaDataKey(_NON_UNIFORM_KEY):
+        if image.HasMetaDataKey(_NON_UNIFORM_KEY) and _slice_spacing_deviation(files) > _SPACING_TOLERANCE:
             problem = (
                 f"DICOM series {series_id!r}: slices are not evenly spaced ({len(files)} files read; a slice may "
                 "be missing or unreadable), so the voxel geometry is unreliable"

@@ -10,9 +10,11 @@ Signs (each measured on the volume as loaded, before any normalisation):
 
 * **CT-like intensities**: at least 1 % of voxels below −200 and a minimum ≤ −500 (Hounsfield units: air is
   −1000). Magnitude MR images are non-negative apart from small interpolation undershoot.
-* **Background not zero**: more than 5 % of the voxels on the volume's six outer faces are non-zero. A
-  skull-stripped brain does not reach the edge of the field of view (MNI template: 0.02 %); raw MR has noise in
-  the air everywhere, and a head that is masked but not skull-stripped reaches the edge at the neck.
+* **Background not zero**: more than 5 % of the voxels on the volume's outer faces are non-zero, not counting
+  the two opposite faces with the most brain on them. A skull-stripped brain does not reach the edge of the
+  field of view (MNI template: 0.02 %) except where a slab acquisition or a crop cuts through it — along one
+  axis, hence the two faces left out; raw MR has noise in the air on every face, and a head that is masked but
+  not skull-stripped is caught by its size (below).
 * **Too large for a brain**: the non-zero region measures more than ``max_brain_ml`` (3,000 ml by default). An
   adult intracranial volume is 1.2–1.9 l (the MNI152 2009a brain mask: 1.93 l); a whole head is 3.5–5 l.
 """
@@ -32,9 +34,16 @@ __all__ = ["check_skull_stripped", "SKULL_STRIPPING_TOOLS"]
 SKULL_STRIPPING_TOOLS = "SynthStrip (FreeSurfer mri_synthstrip), HD-BET, FSL BET or ANTs antsBrainExtraction"
 
 
-def _faces(arr: np.ndarray) -> np.ndarray:
-    return np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel(),
-                           arr[:, :, 0].ravel(), arr[:, :, -1].ravel()])
+def _faces(arr: np.ndarray, skip_axis: int | None = None) -> np.ndarray:
+    """Voxels on the outer faces of ``arr`` ``(X, Y, Z)``, without the two faces normal to ``skip_axis``."""
+    faces = [(arr[0], arr[-1]), (arr[:, 0], arr[:, -1]), (arr[:, :, 0], arr[:, :, -1])]
+    return np.concatenate([f.ravel() for axis, pair in enumerate(faces) if axis != skip_axis for f in pair])
+
+
+def _edge_fraction(nonzero: np.ndarray) -> float:
+    """Fraction of non-zero voxels on the outer faces, leaving out the pair of opposite faces that lowers it most
+    (the two faces a slab or a crop cuts through the brain)."""
+    return min(float(_faces(nonzero, axis).mean()) for axis in range(3))
 
 
 def check_skull_stripped(
@@ -65,11 +74,12 @@ def check_skull_stripped(
         raise DataError(path, f"intensities from {lo:g} to {float(arr.max()):g} with {negative:.0%} of voxels below -200 "
                               "look like CT (Hounsfield units); this model segments skull-stripped T1-weighted MRI")
     nonzero = arr != 0
-    face = float(_faces(nonzero).mean())
+    face = _edge_fraction(nonzero)
     ml = float(nonzero.sum()) * float(np.prod(spacing)) / 1000.0
     if face > max_face_fraction:
         raise DataError(path, f"background is not zero: {face:.0%} of the voxels at the edge of the field of view are "
-                              f"non-zero (noise, skull, scalp or neck), so the scan is not skull-stripped; {fix}")
+                              f"non-zero (noise, skull, scalp or neck; faces a slab cuts through not counted), so the "
+                              f"scan is not skull-stripped; {fix}")
     if ml > max_brain_ml:
         raise DataError(path, f"the non-zero region measures {ml:,.0f} ml, more than a brain (about 1,200-1,900 ml): "
                               f"skull, scalp or neck are still there; {fix}")

@@ -12,6 +12,7 @@ Shapes: volumes are channel-first ``(1, X, Y, Z)`` MetaTensors; label volumes ho
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, Orientation
-from monai.utils import TraceKeys
+from monai.utils import TraceKeys, ensure_tuple
 
 from mednet.data.naming import NIFTI_SUFFIXES
 from mednet.errors import DataError
@@ -29,11 +30,15 @@ from mednet.data.tissue_labels import LABEL_NAMES
 from mednet.data.readers import SimpleITKReader
 from mednet.io import atomic_path, refuse_existing
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "load_volume",
     "check_volume_headers",
     "load_labelled_volume",
     "check_label_values",
+    "round_label_values",
+    "binarize_brain_mask",
     "check_affine",
     "check_brain_signal",
     "normalize_brain_intensity",
@@ -50,13 +55,52 @@ _TO_RAS = Orientation(axcodes="RAS", labels=None)
 _LOAD = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)
 
 
+class _NiftiReader(NibabelReader):
+    """MONAI's ``NibabelReader`` with two changes.
+
+    * The data in native byte order: a big-endian NIfTI (valid, written by some older converters and by tools
+      on big-endian machines) otherwise fails in ``torch.as_tensor``.
+    * The NIfTI standard's geometry: the sform when its code is set, else the qform (nibabel's ``img.affine``,
+      what FSL, FreeSurfer and nibabel-based viewers show). MONAI's ``correct_nifti_header_if_necessary``
+      instead replaces a set sform by the qform, even one whose code is 0 (unused), whenever the sform's voxel
+      sizes differ from ``pixdim`` — and the segmentation was then written at the qform's position, silently.
+      Here such a header is logged as inconsistent and ``pixdim`` is made to follow the affine.
+    """
+
+    def read(self, data, **kwargs):  # noqa: ANN001, ANN201 (MONAI's signature)
+        images = [self._read_one(name, **kwargs) for name in ensure_tuple(data)]
+        self.filenames = ensure_tuple(data)
+        return images if len(images) > 1 else images[0]
+
+    def _read_one(self, name, **kwargs):  # noqa: ANN001, ANN202
+        img = nib.load(name, **{**self.kwargs, **kwargs})
+        header = img.header
+        dim = int(header["dim"][0]) if header.get("dim") is not None else 0
+        if 0 < dim < 5:
+            pixdim = np.asarray(header.get_zooms())[: min(dim, 3)]
+            from_affine = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))[: len(pixdim)]
+            if not np.allclose(pixdim, from_affine, rtol=1e-4, atol=1e-4):
+                logger.warning("%s: NIfTI header is inconsistent: voxel sizes %s mm from the %s, pixdim %s; using the "
+                               "%s (the NIfTI standard's choice)", name, np.round(from_affine, 4).tolist(),
+                               "sform" if header["sform_code"] > 0 else "qform", np.round(pixdim, 4).tolist(),
+                               "sform" if header["sform_code"] > 0 else "qform")
+                header.set_zooms(tuple(from_affine) + tuple(header.get_zooms()[len(from_affine):]))
+        return img
+
+    def _get_array_data(self, img, filename):  # noqa: ANN001 (MONAI's signature)
+        data = super()._get_array_data(img, filename)
+        if isinstance(data, np.ndarray) and not data.dtype.isnative:
+            data = data.astype(data.dtype.newbyteorder("="))
+        return data
+
+
 def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
     # The reader is passed per call, not registered: registered readers' errors are swallowed by LoadImage's
     # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
     # squeeze_non_spatial_dims: a 3D volume stored as (X, Y, Z, 1) or (X, Y, Z, 1, 1) (FSL, ITK vector writers) is
     # 3D; without it the 5D form became (1, X, Y, Z, 1) and was refused as "4D".
     if path.name.lower().endswith(NIFTI_SUFFIXES):
-        return NibabelReader(squeeze_non_spatial_dims=True)
+        return _NiftiReader(squeeze_non_spatial_dims=True)
     return SimpleITKReader()
 
 
@@ -174,10 +218,37 @@ def check_label_values(
     values = np.unique(arr)
     bad = [v for v in values.tolist() if v not in allowed]
     if bad:
-        shown = ", ".join(f"{v:g}" for v in bad[:10])
+        shown = ", ".join(f"{v:.7g}" for v in bad[:10]) + (f", … ({len(bad)} values)" if len(bad) > 10 else "")
         raise DataError(path, f"label values {{{shown}}} are not in the allowed set {sorted(allowed)}")
     if values.max(initial=0) == 0:
         raise DataError(path, "label volume is all background (no tissue voxel)")
+
+
+def round_label_values(label: MetaTensor, atol: float = 1e-3) -> MetaTensor:
+    """Round a label volume whose values are all within ``atol`` of an integer (float storage, ``scl_slope``
+    scaling: 2.9999998 is label 3); otherwise return it unchanged, for :func:`check_label_values` to refuse."""
+    rounded = torch.round(label)
+    return rounded if float((label - rounded).abs().max()) <= atol else label
+
+
+def binarize_brain_mask(mask: MetaTensor, path: str | os.PathLike | None, threshold: float = 0.5) -> MetaTensor:
+    """Brain mask volume → bool: non-zero voxels for an integer-valued mask (0/1, 0/255, a label map), ``mask ≥
+    threshold × max`` for one with fractional values (a probability map or a smoothed/resampled mask, where the
+    many small positive values around the brain are not brain).
+
+    Raises:
+        DataError: the mask is empty.
+    """
+    fractional = bool((mask != torch.round(mask)).any())
+    if fractional:
+        cut = threshold * float(mask.max())
+        logger.warning("%s: brain mask has fractional values (a probability map?): brain = mask >= %.4g", path, cut)
+        brain = mask >= cut
+    else:
+        brain = mask > 0
+    if not bool(brain.any()):
+        raise DataError(path, "brain mask is empty")
+    return brain
 
 
 def _same_geometry(a: MetaTensor, b: MetaTensor, atol: float = 1e-3) -> bool:
@@ -215,11 +286,10 @@ def load_labelled_volume(
                 f"image affine:\n{np.asarray(out['image'].affine)}",
             )
         if key == "label":
+            vol = round_label_values(vol)
             check_label_values(vol, path)
         else:
-            vol = vol > 0
-            if not bool(vol.any()):
-                raise DataError(path, "brain mask is empty")
+            vol = binarize_brain_mask(vol, path)
         out[key] = vol
     check_brain_signal(out["image"], out.get("mask"), image, mask)
     return out
@@ -249,6 +319,13 @@ def check_brain_signal(image: torch.Tensor, mask: torch.Tensor | None, path: str
 INTENSITY_NORMALIZATIONS = ("histogram", "scale", "zscore")
 
 
+def _plain_mask(mask: torch.Tensor | np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``mask`` as a plain bool tensor: a MetaTensor mask first in ``torch.where`` (or any op) would give the result
+    the *mask's* metadata, and the segmentation would be written in the mask file's layout, named after it."""
+    mask = mask.as_tensor() if isinstance(mask, MetaTensor) else torch.as_tensor(mask)
+    return mask.to(device).bool()
+
+
 def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_bins: int = 1024,
                               mask: torch.Tensor | None = None) -> torch.Tensor:
     """Normalise brain (non-zero) intensities; background stays exactly 0 so the intensity-0 rule still works.
@@ -269,7 +346,7 @@ def normalize_brain_intensity(image: torch.Tensor, mode: str = "histogram", num_
     """
     if mode not in INTENSITY_NORMALIZATIONS:
         raise ValueError(f"unknown intensity normalisation {mode!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
-    brain = (image != 0) if mask is None else torch.as_tensor(mask, device=image.device).bool()
+    brain = (image != 0) if mask is None else _plain_mask(mask, image.device)
     if mode == "zscore":
         # MONAI works in place (clone); with a mask, statistics over the mask only, background then set to 0
         if mask is None:
@@ -297,7 +374,7 @@ def clip_brain_intensity(image: torch.Tensor, mask: torch.Tensor, lower: float =
     Returns:
         ``(clipped image, (low, high))``.
     """
-    brain = torch.as_tensor(mask, device=image.device).bool()
+    brain = _plain_mask(mask, image.device)
     inside = image[brain].float()
     if inside.numel() == 0:
         return image, (0.0, 0.0)
@@ -358,4 +435,4 @@ def describe_volume(vol: Mapping | MetaTensor) -> str:
     aff = np.asarray(vol.affine if isinstance(vol, MetaTensor) else vol["affine"], dtype=float)
     spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     codes = "".join(nib.aff2axcodes(aff))
-    return f"shape {tuple(vol.shape[1:])}, spacing {tuple(np.round(spacing, 3))} mm, {codes}"
+    return f"shape {tuple(int(s) for s in vol.shape[1:])}, spacing {tuple(np.round(spacing, 3).tolist())} mm, {codes}"
