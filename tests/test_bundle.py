@@ -266,6 +266,9 @@ def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort:
     assert (full[brain] == np.asarray(lab.dataobj)[brain]).mean() > 0.5
     seg = np.asarray(nib.load(tmp_path / "masked" / "head_half_seg.nii.gz").dataobj)
     assert (seg[~half] == 0).all() and (seg[half] > 0).all()  # outside the mask is background, whatever the intensity
+    side = json.loads((tmp_path / "masked" / "head_half_seg.json").read_text(encoding="utf-8"))
+    assert side["input"] == str((heads / "head_half.nii.gz").resolve())
+    assert side["mask"] == str((heads / "mask_half.nii.gz").resolve())  # which mask was used is on record
 
 
 def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ class LoadLabelledVolumed(MapTransform):
         info: dict[str, object] = {}
         if "mask" in vols:
             d["mask_rule"] = "brain mask file"
+            d["mask_file"] = str(Path(d["mask"]).resolve())  # recorded in the output's provenance sidecar
             mask = vols["mask"]
             image = image * mask  # honour the mask: nothing outside it is brain
         else:
@@ -224,5 +225,7 @@ class SaveLabelVolumed(MapTransform):
                 refuse_existing(sidecar_path(out), overwrite=self.overwrite)
             d[f"{key}_path"] = str(save_label_volume(d[key], ref, out, overwrite=self.overwrite))
             if self.provenance is not None:
-                write_sidecar(out, self.provenance, input=src, overwrite=self.overwrite)
+                mask = d.get("mask_file")
+                provenance = {**self.provenance, "mask": mask} if isinstance(mask, str) else self.provenance
+                write_sidecar(out, provenance, input=src, overwrite=self.overwrite)
         return d
