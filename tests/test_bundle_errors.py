@@ -7,21 +7,24 @@ choice of exception is unit-tested in-process below.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
+from mednet.app.bundles import config_file_argument
 from mednet.bundle_support import error_line, install_error_hook, user_error
 from mednet.errors import DataError
 from mednet.errors import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
 
 
 class _Malicious:
@@ -50,6 +53,12 @@ def _inputs(cohort: Path, tmp: Path) -> dict[str, list[str]]:
     (tmp / "bad_datalist" / "datalist.json").write_text('{"training": [{"image": "images/sub-000.nii.gz",}]}')
 
     image = str(cohort / "images" / "sub-003.nii.gz")
+    label = nib.load(cohort / "labels" / "sub-003.nii.gz")
+    bad_label = np.asarray(label.dataobj).copy()
+    bad_label.flat[bad_label.size // 2] = 7
+    (tmp / "bad_label").mkdir()
+    nib.save(nib.Nifti1Image(bad_label, label.affine), tmp / "bad_label" / "label7.nii.gz")
+    (tmp / "bad_label" / "datalist.json").write_text(json.dumps({"test": [{"image": image, "label": "label7.nii.gz"}]}))
     out = ["--output_dir", str(tmp / "predictions")]
     return {
         "truncated_nifti": ["inference", "--input", str(tmp / "truncated.nii.gz"), "--ckpt_path", str(good_ckpt), *out],
@@ -57,6 +66,7 @@ def _inputs(cohort: Path, tmp: Path) -> dict[str, list[str]]:
         "bad_datalist": ["train", "--dataset_dir", str(tmp / "bad_datalist"), "--runs_root", str(tmp / "runs_bad")],
         "truncated_checkpoint": ["inference", "--input", image, "--ckpt_path", str(tmp / "truncated.pt"), *out],
         "malicious_checkpoint": ["inference", "--input", image, "--ckpt_path", str(tmp / "malicious.pt"), *out],
+        "evaluate_bad_label": ["evaluate", "--dataset_dir", str(tmp / "bad_label"), "--ckpt_path", str(good_ckpt)],
         "misspelt_option": ["train", "--epoch", "2", "--dataset_dir", str(cohort), "--runs_root", str(tmp / "runs")],
     }
 
@@ -70,7 +80,8 @@ def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     env.pop("MEDNET_TRACEBACK", None)
     procs = {}
     for name, (config, *args) in _inputs(tiny_cohort, tmp).items():
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / f"{config}.json"), *args]
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               config_file_argument("brain_tissue_fcn", config), *args]
         with open(tmp / f"{name}.out", "w") as out, open(tmp / f"{name}.err", "w") as err:  # files: no pipe to fill
             procs[name] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err), cmd)
     done: dict = {"tmp": tmp}
@@ -96,11 +107,13 @@ def the_error_line(proc: subprocess.CompletedProcess) -> str:
     ("text_as_nifti", "notes.nii.gz", "not a gzip file"),
     ("bad_datalist", "datalist.json", "not valid JSON"),
     ("truncated_checkpoint", "truncated.pt", "cannot read checkpoint"),
+    ("evaluate_bad_label", "label7.nii.gz", r"label values \{7\} are not in the allowed set"),
 ])
 def test_bad_input_is_one_line_naming_file_and_problem(runs: dict, case: str, file: str, problem: str) -> None:
     line = the_error_line(runs[case])
     tmp = runs["tmp"]
     assert line.startswith(f"mednet error: {tmp}") and f"{file}: " in line and re.search(problem, line), line
+    assert not list(tmp.glob("eval-*")), "a failed evaluation left a report folder"
 
 
 def test_malicious_checkpoint_is_refused_without_running_it(runs: dict) -> None:
