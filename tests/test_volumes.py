@@ -434,6 +434,9 @@ def test_save_label_volume_round_trip(tmp_path, affine, as_numpy):
     np.testing.assert_allclose(nii.affine, affine, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(nii.dataobj), lab)
     assert nii.get_data_dtype() == np.uint8
+    # both sform and qform set, with the input's sform code (nibabel writes code 2, "aligned", by default)
+    assert int(nii.header["sform_code"]) == int(nii.header["qform_code"]) == 2
+    np.testing.assert_allclose(nii.get_qform(), affine, atol=1e-5)
 
 
 def test_save_label_volume_of_a_volume_loaded_in_another_process(tmp_path):
@@ -564,6 +567,7 @@ def test_dicom_series_load_and_save(tmp_path):
     written = nib.load(str(save_label_volume(labels, vol, tmp_path / "seg.nii.gz")))
     assert written.shape == SHAPE
     np.testing.assert_allclose(written.affine, _expected_dicom_affine_ras(), atol=1e-4)
+    assert int(written.header["sform_code"]) == int(written.header["qform_code"]) == 1  # scanner coordinates
     np.testing.assert_array_equal(np.asarray(written.dataobj), DICOM_ARRAY % 4)
 
 

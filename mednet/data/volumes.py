@@ -425,8 +425,14 @@ def save_label_volume(
     expected = tuple(int(s) for s in np.asarray(reference.meta["spatial_shape"]).tolist())
     if arr.shape != expected:  # defensive: MONAI's inverse must give back the file's grid
         raise DataError(out_path, f"restored shape {arr.shape} differs from the input's {expected}")
+    out = nib.Nifti1Image(arr, affine)
+    # sform and qform both set (nibabel's default leaves the qform unset, code 0, which readers preferring the qform
+    # handle less well), with the input NIfTI's own sform code (1 scanner, 2 aligned, …; 1 for DICOM/MHA/NRRD)
+    code = int(np.asarray(reference.meta.get("sform_code", 0)).item() or 1)
+    out.set_sform(affine, code=code)
+    out.set_qform(affine, code=code)
     with atomic_path(out_path, overwrite=overwrite) as tmp:  # never a half-written NIfTI; tmp ends in .nii.gz
-        nib.save(nib.Nifti1Image(arr, affine), str(tmp))
+        nib.save(out, str(tmp))
     return out_path
 
 
