@@ -137,6 +137,19 @@ def test_volume_in_two_splits(dataset):
     assert "a_img.nii.gz" in msg and "'training'" in msg and "'test'" in msg
 
 
+@pytest.mark.parametrize("spelling", ["absolute", "dotdot", "symlink"])
+def test_volume_in_two_splits_written_as_another_path(dataset, spelling):
+    content = json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))
+    volume = dataset / "vols" / "a_img.nii.gz"
+    if spelling == "symlink":
+        (dataset / "link.nii.gz").symlink_to(volume)
+    other = {"absolute": str(volume), "dotdot": f"../{dataset.name}/vols/a_img.nii.gz", "symlink": "link.nii.gz"}[spelling]
+    content["validation"] = [{"image": other}]
+    path = _write_json(dataset / f"leaky_{spelling}.json", content)
+    with pytest.raises(DataError, match="is in both 'training' and 'validation'"):
+        load_datalist(path, "training")
+
+
 def test_volume_twice_in_one_split():
     with pytest.raises(DataError, match="listed twice in 'training'"):
         check_disjoint_splits({"training": [{"image": "x.nii"}, {"image": "x.nii"}]}, "dl.json")

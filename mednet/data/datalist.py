@@ -54,7 +54,7 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
         raise DataError(path, f"not valid JSON ({e})") from e
     if not isinstance(content, dict):
         raise DataError(path, "a datalist must be a JSON object with 'training'/'validation'/'test' lists")
-    check_disjoint_splits(content, path)
+    check_disjoint_splits(content, path, base=path.parent)
     if not content.get(split):
         if required:
             present = [k for k in SPLITS if content.get(k)]
@@ -80,11 +80,14 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
     return items
 
 
-def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str | os.PathLike | None = None) -> None:
+def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str | os.PathLike | None = None,
+                          base: str | os.PathLike | None = None) -> None:
     """Raise :class:`DataError` if one image appears in two splits (or twice in one).
 
     The group of a datalist item is its volume (:func:`mednet.data.splits.check_disjoint_groups`); a volume listed
-    twice in one split is refused too (its slices would be counted twice).
+    twice in one split is refused too (its slices would be counted twice). With ``base`` (the datalist's folder)
+    paths are compared as the files they name — joined to ``base``, symbolic links resolved — so one volume
+    written two ways (``images/a.nii.gz`` and ``/data/images/a.nii.gz``, ``../x/a.nii.gz``) is one volume.
     """
     assignments, seen = [], set()
     for split in SPLITS:
@@ -92,7 +95,7 @@ def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str 
             if isinstance(item, Mapping) and "image" not in item:
                 raise DataError(source, f"{split}[{i}] has no 'image' key")
             image = item["image"] if isinstance(item, Mapping) else item
-            key = os.path.normpath(str(image))
+            key = os.path.normpath(str(image)) if base is None else os.path.realpath(os.path.join(base, str(image)))
             if (split, key) in seen:
                 raise DataError(source, f"volume {image} is listed twice in '{split}'")
             seen.add((split, key))
@@ -119,7 +122,7 @@ def write_datalist(
             {k: (os.path.relpath(Path(v).resolve(), base) if k in _PATH_KEYS else v) for k, v in item.items()}
             for item in items
         ]
-    check_disjoint_splits(content, path)  # on the written (normalised) paths: one volume spelled two ways counts
+    check_disjoint_splits(content, path, base=base)  # one volume spelled two ways counts once
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
     return path
