@@ -228,6 +228,32 @@ def test_patch_file_feeds_the_training_dataset(tiny_cohort: Path, tmp_path: Path
         CohortPatches.load(tmp_path / "bad.npz")
 
 
+def test_a_prepared_patch_file_must_come_from_the_runs_training_split(tiny_cohort: Path, tmp_path: Path) -> None:
+    from mednet.data.datasets import check_patch_params, check_patch_source, extract_cohort_patches
+
+    datalist = tiny_cohort / "datalist.json"
+    training = extract_cohort_patches(datalist, max_per_volume=31, progress=False, max_background=0.25)
+    per_volume: dict[str, int] = {}
+    for row in training.stats["per_volume"]:
+        per_volume[row["volume"]] = per_volume.get(row["volume"], 0) + row["patches"]
+    assert max(per_volume.values()) <= 31  # the cap, split exactly between the three views
+    assert check_patch_source(training, "p.npz", datalist) is training
+    check_patch_params(training, "p.npz", patch_size=16, max_background=0.25, min_pixels=8, stride=1)
+    with pytest.raises(DataError, match=r"p.npz: patches were extracted with patch_size=16 \(this run: 32\)"):
+        check_patch_params(training, "p.npz", patch_size=32, max_background=0.25)
+    validation = extract_cohort_patches(datalist, split="validation", max_per_volume=30, progress=False)
+    with pytest.raises(DataError, match="p.npz: patches were extracted from the 'validation' split"):
+        check_patch_source(validation, "p.npz", datalist)
+    # the same file claiming the training split is still refused: its volume is the validation volume
+    validation.stats["params"]["split"] = "training"
+    with pytest.raises(DataError, match="in its 'validation' split"):
+        check_patch_source(validation, "p.npz", datalist)
+    other = tmp_path / "other.json"  # another cohort's datalist: the volumes are in no split of it
+    other.write_text(json.dumps({"training": [load_datalist(datalist, "test")[0]]}), encoding="utf-8")
+    with pytest.raises(DataError, match="in no split of"):
+        check_patch_source(training, "p.npz", other)
+
+
 def test_slice_failure_on_a_later_volume_leaves_nothing_and_the_rerun_works(tiny_cohort: Path, tmp_path: Path) -> None:
     """A bad third volume: refused naming it, no per-volume files left behind; once fixed, the re-run succeeds
     without --overwrite (nothing of the failed run blocks it)."""

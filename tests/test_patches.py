@@ -267,7 +267,7 @@ def test_mni_balanced_shares_in_band(mni_slices):
     assert ((bal.labels[:, None] == np.array([1, 2, 3])[None, :, None, None]).sum(axis=(2, 3)) >= 8).all()
 
 
-@pytest.mark.parametrize("max_background", [3, 0.1])
+@pytest.mark.parametrize("max_background", [3, 0.1, 2.5])
 def test_max_background_matches_naive_loop(max_background):
     rng = np.random.default_rng(3)
     label = rng.choice(4, size=(3, 24, 20), p=[0.05, 0.3, 0.35, 0.3]).astype(np.uint8)
@@ -277,8 +277,9 @@ def test_max_background_matches_naive_loop(max_background):
     slow = naive_extract_balanced_patches(image, label, patch_size=6, stride=2, min_pixels=2,
                                           max_background=max_background)
     np.testing.assert_array_equal(fast.positions, slow.positions)
-    limit = 3 if max_background == 3 else 4  # ceil(0.1 * 36)
+    limit = {3: 3, 0.1: 3, 2.5: 2}[max_background]  # at most 0.1 * 36 = 3.6 pixels is 3; at most 2.5 is 2
     assert ((fast.labels == 0).reshape(len(fast), -1).sum(1) <= limit).all()
+    assert ((fast.labels == 0).reshape(len(fast), -1).sum(1) == limit).any()  # and the bound is reached
     assert ((fast.labels == 0).any(axis=(1, 2))).any()  # some windows do hold background
 
 

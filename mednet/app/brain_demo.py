@@ -46,7 +46,7 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
                             bias_correction=bias_correction)
     runs_root = str(Path(out).resolve() / "runs")
     train = run_bundle("brain_tissue_fcn", "train", dataset_dir=str(cohort), variant=variant, epochs=epochs,
-                       runs_root=runs_root, seed=seed, patches_file=str(patches),
+                       runs_root=runs_root, seed=seed, patches_file=str(patches), max_background=max_background,
                        intensity_normalization=intensity_normalization, views=views,
                        bias_correction=bias_correction, augmentation=augmentation)
     run_dir = Path(train.parser.get_parsed_content("output_dir"))

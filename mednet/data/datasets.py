@@ -33,7 +33,7 @@ from mednet.data.patches import class_distribution, extract_balanced_patches
 from mednet.data.slicing import slice_volume
 from mednet.data.transforms import LoadLabelledVolumed
 
-__all__ = ["CohortPatches", "check_patch_params", "extract_cohort_patches", "PatchDataset", "volume_dataset"]
+__all__ = ["CohortPatches", "check_patch_params", "check_patch_source", "extract_cohort_patches", "PatchDataset", "volume_dataset"]
 
 
 @dataclass
@@ -131,6 +131,36 @@ def check_patch_params(patches: CohortPatches, source: str | os.PathLike | None 
     return patches
 
 
+def check_patch_source(patches: CohortPatches, source: str | os.PathLike | None, datalist: str | os.PathLike,
+                       split: str = "training") -> CohortPatches:
+    """Return ``patches`` if they were extracted from ``split`` of ``datalist``: every volume they come from is one
+    of that split's images (compared as files: links resolved).
+
+    A prepared patch file is chosen by hand (``--patches_file``); one made from the validation split, or from
+    another cohort, would otherwise train on the volumes that select the model, or on data the run's records do
+    not name. Files without per-volume stats (older files) are checked by their recorded split only.
+
+    Raises:
+        DataError: naming the patch file and the first volume that is not in ``split`` (and where it is instead).
+    """
+    recorded = patches.stats.get("params", {}).get("split")
+    if recorded is not None and recorded != split:
+        raise DataError(source, f"patches were extracted from the '{recorded}' split; a training run needs the "
+                                f"'{split}' split's patches (python -m data_prep.patches --split {split})")
+    volumes = [v["volume"] for v in patches.stats.get("per_volume", []) if isinstance(v, Mapping) and "volume" in v]
+    if not volumes:
+        return patches
+    where = {os.path.realpath(item["image"]): name for name in ("training", "validation", "test")
+             for item in load_datalist(datalist, name, required=False)}
+    for volume in volumes:
+        found = where.get(os.path.realpath(volume))
+        if found != split:
+            place = f"its '{found}' split" if found else "no split"
+            raise DataError(source, f"patches come from {volume}, which is in {place} of {datalist}, not in "
+                                    f"'{split}'; extract them from this datalist (python -m data_prep.patches)")
+    return patches
+
+
 def _shares_table(dist: Mapping) -> dict:
     return {name: {"pixels": int(dist["counts"][i]), "share": float(dist["shares"][i])} for i, name in enumerate(TISSUE_NAMES)}
 
@@ -168,7 +198,9 @@ def extract_cohort_patches(
     if not items:
         raise DataError(None, f"no volumes in split '{split}'")
     views = _check_views(views)
-    per_axis_cap = None if max_per_volume is None else -(-int(max_per_volume) // len(views))
+    # the cap split exactly between the views (2000 over 3 views: 667 + 667 + 666), so a volume never exceeds it
+    caps = [None] * len(views) if max_per_volume is None else \
+        [int(max_per_volume) // len(views) + (k < int(max_per_volume) % len(views)) for k in range(len(views))]
     load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, allow_missing_label=False, bias_correction=bias_correction)
     images, labels, positions, volumes, per_volume = [], [], [], [], []
     before_counts = np.zeros(len(TISSUE_LABELS), dtype=np.int64)
@@ -191,7 +223,7 @@ def extract_cohort_patches(
                 patch_size=patch_size,
                 stride=stride,
                 min_pixels=min_pixels,
-                max_patches=per_axis_cap,
+                max_patches=caps[k],
                 balance=balance,
                 seed=seed + v + 1000 * k,
                 source=item["image"],

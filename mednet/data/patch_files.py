@@ -124,8 +124,7 @@ def write_patches(
     refuse_existing(npz, js, cs, overwrite=overwrite)
     patches: CohortPatches = extract_cohort_patches(
         datalist, split=split, views=views, patch_size=patch_size, stride=stride,
-        min_pixels=min_pixels if min_pixels < 1 else int(min_pixels),
-        max_background=max_background if max_background < 1 else int(max_background),
+        min_pixels=min_pixels, max_background=max_background,  # as given: read exactly as the bundle reads them
         max_per_volume=max_per_volume, balance=balance, seed=seed, intensity_normalization=intensity_normalization,
         bias_correction=bias_correction,
     )

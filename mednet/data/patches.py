@@ -151,15 +151,18 @@ def _check_inputs(image, label, patch_size, stride, classes, source) -> tuple[np
     return img, lab, classes
 
 
-def _min_count(min_pixels: float, patch_size: int) -> int:
-    """``min_pixels`` as a pixel count: an int (or integral float ≥ 1) is a count, a float in (0, 1) a fraction."""
+def _min_count(min_pixels: float, patch_size: int, at_most: bool = False, name: str = "min_pixels") -> int:
+    """``min_pixels`` as a pixel count: an int (or integral float ≥ 1) is a count, a float in (0, 1) a fraction.
+
+    A bound that is not a whole number of pixels is rounded to the pixels it allows: up for a minimum ("at least
+    1.5" is 2), down for a maximum (``at_most``: "at most 1.5" is 1).
+    """
     if isinstance(min_pixels, bool) or not isinstance(min_pixels, numbers.Real) or min_pixels < 0:
-        raise ValueError(f"min_pixels must be a count ≥ 0 or a fraction in (0, 1), got {min_pixels!r}")
+        raise ValueError(f"{name} must be a count ≥ 0 or a fraction in (0, 1), got {min_pixels!r}")
     if isinstance(min_pixels, numbers.Integral):
         return int(min_pixels)
-    if 0 < min_pixels < 1:
-        return int(math.ceil(float(min_pixels) * patch_size * patch_size - 1e-9))
-    return int(math.ceil(float(min_pixels)))
+    value = float(min_pixels) * patch_size * patch_size if 0 < min_pixels < 1 else float(min_pixels)
+    return int(math.floor(value + 1e-9)) if at_most else int(math.ceil(value - 1e-9))
 
 
 def _window_counts(mask: np.ndarray, patch_size: int, stride: int, table: np.ndarray) -> np.ndarray:
@@ -355,7 +358,7 @@ def extract_balanced_patches(
     """
     img, lab, classes = _check_inputs(image, label, patch_size, stride, classes, source)
     m = _min_count(min_pixels, patch_size)
-    max_bg = _min_count(max_background, patch_size)
+    max_bg = _min_count(max_background, patch_size, at_most=True, name="max_background")
     if max_patches is not None and max_patches < 0:
         raise ValueError(f"max_patches must be ≥ 0 or None, got {max_patches!r}")
     s_, h, w = lab.shape
@@ -421,7 +424,7 @@ def naive_extract_balanced_patches(
     """
     img, lab, classes = _check_inputs(image, label, patch_size, stride, classes, source)
     m = _min_count(min_pixels, patch_size)
-    max_bg = _min_count(max_background, patch_size)
+    max_bg = _min_count(max_background, patch_size, at_most=True, name="max_background")
     s_, h, w = lab.shape
     p = patch_size
     positions = []
