@@ -17,7 +17,7 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   for a float). ``$`` expressions, ``@`` references, ``%`` macros and null defaults are not typed, and override
   values written as such are passed through unchecked (they are resolved only when the workflow runs).
 * **values** — rules declared per bundle in the config's ``option_rules`` dict, keyed by id:
-  ``min``, ``max``, ``greater_than``, ``multiple_of``, ``choices``, ``min_items``, ``items`` (a rule for each
+  ``min``, ``max``, ``greater_than``, ``multiple_of``, ``choices``, ``min_items``, ``unique_items``, ``items`` (a rule for each
   element of a list) and ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
   count-or-fraction). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
   into a bundle's train, evaluate and inference configs alike.
@@ -126,6 +126,8 @@ def _unmet_rule(value: Any, rule: Mapping[str, Any]) -> str | None:
     if isinstance(value, (list, tuple)):
         if len(value) < rule.get("min_items", 0):
             return f"needs at least {rule['min_items']} item(s)"
+        if rule.get("unique_items") and len({repr(v) for v in value}) < len(value):
+            return "must not repeat an item"
         unmet = [_unmet_rule(item, rule["items"]) for item in value] if "items" in rule else []
         if any(unmet):
             return "every item " + next(u for u in unmet if u)

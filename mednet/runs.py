@@ -34,7 +34,7 @@ __all__ = [
     "run_setting",
     "new_run_dir", "training_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
-    "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE",
+    "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
 #: written into a training run when training completed (end time, epochs, best metric)
 FINISHED_FILE = "finished.json"
+#: the state of a training run's last completed epoch; its presence means the run has trained and can be resumed
+RESUME_FILE = "checkpoint_last.pt"
 #: written into every evaluation folder: which checkpoint, with which settings
 PROVENANCE_FILE = "provenance.json"
 
@@ -209,6 +211,15 @@ def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.
     return latest_run(runs_root, prefix, "model.pt", settings) / "model.pt"
 
 
+def _has_trained(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a run that completed at least one epoch (a resumable state, or a finished run).
+
+    Records of a run that failed before its first epoch (bad validation data, a wrong option) bind nothing: the
+    corrected command may rewrite them in the same ``--run_dir``.
+    """
+    return (Path(run_dir) / RESUME_FILE).is_file() or (Path(run_dir) / FINISHED_FILE).is_file()
+
+
 def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object]) -> Path:
     """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``.
 
@@ -222,9 +233,9 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
     """
     path = Path(run_dir) / SETTINGS_FILE
     new = {k: _jsonable(v) for k, v in settings.items()}
-    old = _read_json(path)
-    if old is None:
-        return write_json_atomic(new, path)
+    old = _read_json(path) if _has_trained(run_dir) else None
+    if old is None:  # a new run, or one that failed before its first epoch: nothing trained to protect
+        return write_json_atomic(new, path, overwrite=True)
     differ = settings_differences(old, new)
     if differ:
         said = ", ".join(f"{k}={a!r} (this command: {b!r})" for k, (a, b) in differ.items())
@@ -245,9 +256,9 @@ def write_run_record(obj: object, run_dir: str | os.PathLike, name: str) -> Path
     """
     path = Path(run_dir) / name
     clean = json.loads(json.dumps(nan_to_none(obj)))  # as read back: tuples become lists, NaN null
-    old = _read_json(path)
+    old = _read_json(path) if _has_trained(run_dir) else None
     if old is None:
-        return write_json_atomic(clean, path)
+        return write_json_atomic(clean, path, overwrite=True)
     if old != clean:
         raise DataError(path, "the run being resumed was started on other training data (this record differs); "
                               "leave out --run_dir to start a new run")

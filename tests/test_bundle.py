@@ -37,8 +37,13 @@ def trained(tiny_cohort: Path, tmp_path_factory) -> Path:
 
 
 def test_train_writes_run(trained: Path) -> None:
-    for name in ("model.pt", "model_final.pt", "metrics.csv", "convergence.png", "settings.json", "finished.json"):
+    for name in ("model.pt", "model_final.pt", "metrics.csv", "convergence.png", "settings.json", "finished.json",
+                 "patch_stats.json", "validation_volumes.json"):
         assert (trained / name).is_file(), name
+    settings = json.loads((trained / "settings.json").read_text(encoding="utf-8"))
+    assert settings["epochs"] == 2 and settings["variant"] == "skip" and settings["batch_size"] == 256
+    (validation,) = json.loads((trained / "validation_volumes.json").read_text(encoding="utf-8"))["validation"]
+    assert Path(validation["image"]).name == "sub-003.nii.gz" and Path(validation["label"]).is_file()
     assert not [p for p in trained.iterdir() if ".tmp-" in p.name]  # atomic writes leave no temporary file
     assert any((trained / "tensorboard").iterdir())
     df = pd.read_csv(trained / "metrics.csv")

@@ -355,7 +355,13 @@ def test_resuming_with_other_settings_is_refused_and_keeps_the_run_settings(tmp_
     from mednet.runs import write_run_record, write_run_settings
 
     started = {"variant": "skip", "intensity_normalization": "histogram", "views": [0, 1, 2]}
+    # a run that failed before its first epoch (e.g. bad validation data) binds nothing: the corrected command
+    # may rewrite its records in the same --run_dir
+    write_run_settings(tmp_path, {**started, "views": [2]})
+    write_run_record({"patches": 3}, tmp_path, "patch_stats.json")
     path = write_run_settings(tmp_path, started)
+    assert json.loads(path.read_text(encoding="utf-8")) == started
+    (tmp_path / "checkpoint_last.pt").write_bytes(b"")  # from here on, the run has trained an epoch
     before = path.read_bytes()
     with pytest.raises(DataError) as err:
         write_run_settings(tmp_path, {**started, "intensity_normalization": "zscore", "views": [2]})
@@ -368,6 +374,7 @@ def test_resuming_with_other_settings_is_refused_and_keeps_the_run_settings(tmp_
     assert json.loads(path.read_text(encoding="utf-8")) == {**started, "augmentation": True}
 
     stats = {"patches": 10, "share": float("nan"), "views": (0, 1)}
+    (tmp_path / "patch_stats.json").unlink()
     record = write_run_record(stats, tmp_path, "patch_stats.json")
     assert json.loads(record.read_text(encoding="utf-8")) == {"patches": 10, "share": None, "views": [0, 1]}
     assert write_run_record(dict(stats), tmp_path, "patch_stats.json") == record

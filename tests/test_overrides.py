@@ -48,6 +48,7 @@ def test_unknown_option_names_the_nearest_valid_one(wrong: str, right: str) -> N
     ("views", 2, "--views: expects a list"),
     ("views", [0, 3], "--views: every item must be one of 0, 1, 2, got [0, 3]"),
     ("views", [], "--views: needs at least 1 item(s)"),
+    ("views", [2, 2], "--views: must not repeat an item, got [2, 2]"),
     ("max_patches_per_volume", 0, "--max_patches_per_volume: must be ≥ 1"),
     ("max_patches_per_volume", "all", "--max_patches_per_volume: expects an integer, got 'all'"),
     ("dataset_dir", ["a", "b"], "--dataset_dir: expects text"),

@@ -187,8 +187,13 @@ def test_errors_name_the_source():
         extract_balanced_patches(image, label[:, :, :-1], patch_size=4, source=src)
     with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz.*lower min_pixels"):
         extract_balanced_patches(image, label, patch_size=4, min_pixels=10, source=src)
-    with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz.*lower min_pixels"):
+    # a tissue missing from the label: no threshold helps, the message says what is wrong
+    with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz: the label has no CSF/GM/WM voxel"):
         extract_balanced_patches(image, np.zeros_like(label), patch_size=4, min_pixels=0, source=src)
+    no_csf = np.where(label == 1, 2, label)
+    for extract in (extract_balanced_patches, naive_extract_balanced_patches):
+        with pytest.raises(DataError, match=r"sub-007_T1w\.nii\.gz: the label has no CSF voxel .*training split"):
+            extract(image, no_csf, patch_size=4, source=src)
     with pytest.raises(DataError, match="patch size"):
         naive_extract_balanced_patches(image, label, patch_size=13, source=src)
     with pytest.raises(ValueError):

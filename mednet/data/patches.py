@@ -195,11 +195,17 @@ def _gather(stack: np.ndarray, positions: np.ndarray, patch_size: int, dtype) ->
     return np.ascontiguousarray(view[positions[:, 0], positions[:, 1], positions[:, 2]], dtype=dtype)
 
 
-def _nothing_kept(source, patch_size, stride, min_count, classes, shape) -> DataError:
+def _nothing_kept(source, patch_size, stride, min_count, classes, lab: np.ndarray, max_background: int) -> DataError:
     names = "/".join(LABEL_NAMES.get(c, str(c)) for c in classes)
+    absent = [LABEL_NAMES.get(c, str(c)) for c in classes if not (lab == c).any()]
+    if absent:  # no threshold can help: say what is wrong with the label
+        return DataError(source, f"the label has no {'/'.join(absent)} voxel in these slices, and every training patch "
+                                 f"needs each of {names}; check the label, or move this volume out of the training "
+                                 "split")
+    background = "free of background" if max_background == 0 else f"with at most {max_background} background pixels"
     return DataError(
         source,
-        f"no {patch_size}x{patch_size} window (stride {stride}) of the {shape} stack is free of background with at "
+        f"no {patch_size}x{patch_size} window (stride {stride}) of the {lab.shape} stack is {background} with at "
         f"least {min_count} pixels of each of {names}; try a lower min_pixels or a smaller patch_size",
     )
 
@@ -381,7 +387,7 @@ def extract_balanced_patches(
         per_class = [x[ok] for x in per_class] + [v[ok].astype(count_dtype)]
     del table
     if len(cand) == 0:
-        raise _nothing_kept(source, patch_size, stride, m, classes, lab.shape)
+        raise _nothing_kept(source, patch_size, stride, m, classes, lab, max_bg)
     counts = np.stack(per_class, axis=1)
     n_passed = len(cand)
 
@@ -439,7 +445,7 @@ def naive_extract_balanced_patches(
                 if all(np.count_nonzero(win == k) >= m for k in classes):
                     positions.append((s, r, c))
     if not positions:
-        raise _nothing_kept(source, patch_size, stride, m, classes, lab.shape)
+        raise _nothing_kept(source, patch_size, stride, m, classes, lab, max_bg)
     pos = np.asarray(positions, dtype=np.int32).reshape(-1, 3)
     return PatchSet(
         images=np.stack([img[s, r:r + p, c:c + p] for s, r, c in positions]).astype(np.float32),

@@ -67,7 +67,8 @@ def check_skull_stripped(
     """
     arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
     arr = arr.reshape(arr.shape[-3:])
-    fix = f"pass its brain mask with --mask, or skull-strip it first ({SKULL_STRIPPING_TOOLS})"
+    fix = (f"pass its brain mask with --mask (a datalist item: a 'mask' entry), or skull-strip it first "
+           f"({SKULL_STRIPPING_TOOLS})")
     lo = float(arr.min())
     negative = float((arr < -200).mean())
     if lo <= -500 and negative >= 0.01:

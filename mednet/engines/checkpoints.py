@@ -24,12 +24,10 @@ from ignite.engine import Engine, Events
 
 from mednet.errors import DataError
 from mednet.io import atomic_path
-from mednet.runs import check_run_settings, mark_finished as _mark_finished
+from mednet.runs import RESUME_FILE, check_run_settings, mark_finished as _mark_finished
 
 __all__ = ["AtomicCheckpointSaver", "RESUME_FILE", "load_weights", "state_to_save"]
 
-#: the state of the last completed epoch (network, optimiser, schedule, trainer, best metric), for resuming
-RESUME_FILE = "checkpoint_last.pt"
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +170,7 @@ class AtomicCheckpointSaver:
         epoch, max_epochs = int(state["trainer"]["epoch"]), engine.state.max_epochs
         if max_epochs is not None and epoch >= max_epochs:
             raise DataError(path, f"the run already completed {epoch} of {max_epochs} epochs; nothing to resume "
-                                  "(pass a larger --epochs to train on)")
+                                  "(its model.pt can be used with --ckpt_path; to train longer, start a new run)")
         engine.state.epoch, engine.state.iteration = epoch, int(state["trainer"]["iteration"])
         self.resumed_from_epoch = epoch
         logger.info("resuming %s after epoch %d of %s (best %s so far: %s at epoch %s)", self.save_dir, epoch,
