@@ -274,6 +274,8 @@ def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort:
     side = json.loads((tmp_path / "masked" / "head_half_seg.json").read_text(encoding="utf-8"))
     assert side["input"] == str((heads / "head_half.nii.gz").resolve())
     assert side["mask"] == str((heads / "mask_half.nii.gz").resolve())  # which mask was used is on record
+    assert side["split"] == "test"  # a datalist's split; a folder input has none
+    assert json.loads((out / "series3_seg.json").read_text(encoding="utf-8"))["split"] is None
 
 
 def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path: Path) -> None:
