@@ -236,7 +236,7 @@ def test_a_prepared_patch_file_must_come_from_the_runs_training_split(tiny_cohor
     per_volume: dict[str, int] = {}
     for row in training.stats["per_volume"]:
         per_volume[row["volume"]] = per_volume.get(row["volume"], 0) + row["patches"]
-    assert max(per_volume.values()) <= 31  # the cap, split exactly between the three views
+    assert max(per_volume.values()) <= 33  # the cap shared by the three views, rounded up per view (11 each)
     assert check_patch_source(training, "p.npz", datalist) is training
     check_patch_params(training, "p.npz", patch_size=16, max_background=0.25, min_pixels=8, stride=1)
     with pytest.raises(DataError, match=r"p.npz: patches were extracted with patch_size=16 \(this run: 32\)"):
