@@ -24,6 +24,11 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
 * **value checks** — a rule's ``check`` names a function (dotted path) that takes the override's value and raises
   :class:`OptionError` for a bad one; it replaces the type and value rules of that id, so the command line gives
   the same answer and message as the Python call (explain.json's ``--methods``: one name or a list).
+* **options the run never reads** — an override config (``evaluate.json`` over ``inference.json``) inherits ids it
+  does not use: ``--mask`` on the brain ``evaluate.json`` (whose masks come from the datalist) or ``--temperature``
+  on ``ensemble.json`` would be accepted and silently ignored. An id that no ``@`` reference chain reaches from
+  ``initialize``, ``run`` or ``finalize`` (:func:`unused_ids`) is refused, with the rule's ``unused`` text as the
+  reason when the bundle gives one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import difflib
 import inspect
 import numbers
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +51,7 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 
 from mednet.errors import OptionError
 
-__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "check_overrides",
+__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "unused_ids", "check_overrides",
            "cli_overrides", "check_cli_overrides", "require_base_config"]
 
 RULES_KEY = "option_rules"
@@ -83,6 +89,49 @@ def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
         ids[id_] = value
         ids.update(config_ids(value, id_))
     return ids
+
+
+_WORKFLOW_ROOTS = ("initialize", "run", "finalize")
+_REFERENCE = re.compile(r"@([A-Za-z_][\w]*)")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def unused_ids(config: Mapping[str, Any]) -> set[str]:
+    """Top-level ids of a merged, macro-resolved config that running it never evaluates.
+
+    ``monai.bundle run`` evaluates ``initialize``, ``run`` and ``finalize``; every other id is evaluated only when an
+    ``@id`` (or ``@id#key``) reference in an evaluated value names it. An id outside that closure is dead for this
+    config: overriding it changes nothing. Imports, ``option_rules``, ``_``-prefixed ids and MONAI's bundle
+    property ids (``bundle_root``, ``device``, …: the workflow may read them by name) are never reported; a config
+    without any of the three entry ids reports nothing.
+    """
+    from monai.bundle.properties import InferProperties, TrainProperties
+    from monai.utils import BundlePropertyConfig
+
+    if not any(root in config for root in _WORKFLOW_ROOTS):
+        return set()
+    references = {key: {m for text in _strings(value) for m in _REFERENCE.findall(text)} for key, value in config.items()}
+    reached: set[str] = set()
+    todo = [root for root in _WORKFLOW_ROOTS if root in config]
+    while todo:
+        key = todo.pop()
+        if key not in reached and key in config:
+            reached.add(key)
+            todo.extend(references[key])
+    properties = {spec.get(BundlePropertyConfig.ID, name).split(ID_SEP_KEY)[0]
+                  for table in (TrainProperties, InferProperties) for name, spec in table.items()}
+    return {key for key in config if key not in reached and not key.startswith(("_", "imports")) and key != RULES_KEY
+            and key not in properties}
 
 
 def _unresolved(value: Any) -> bool:
@@ -234,9 +283,14 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
     rules = {ReferenceResolver.normalize_id(k): v for k, v in (config.get(RULES_KEY) or {}).items()
              if isinstance(v, Mapping)}  # not its "_comment"
     config_name = " + ".join(Path(f).name for f in _config_files(config_file))
+    unused = unused_ids(config)
     problems = {}
     for key, value in overrides.items():
         problem = _option_problem(str(key), value, ids, rules, config_name)
+        top = ReferenceResolver.normalize_id(str(key)).split(ID_SEP_KEY)[0]
+        if not problem and top in unused:
+            reason = rules.get(top, {}).get("unused") or "it is an option of another of this bundle's configs"
+            problem = f"not used by {config_name} ({reason}); it would be ignored"
         if problem:
             problems[f"--{key}"] = problem
     if problems:

@@ -1,6 +1,8 @@
-"""The brain bundle end to end, through ``python -m monai.bundle run`` in real subprocesses.
+"""The brain bundle end to end: one ``python -m monai.bundle run`` subprocess per config (train, evaluate,
+inference — the smoke paths), the other cases in-process through :func:`mednet.app.bundles.run_bundle` (the same
+configs and checks, without ≈ 10 s of interpreter start each).
 
-train (1 epoch on a tiny cohort) → evaluate (both protocols) → inference (file, output geometry), plus the
+train (2 epochs on a tiny cohort) → evaluate (both protocols) → inference (file, output geometry), plus the
 clear-error paths users hit: unknown variant, no validation volumes, mismatched checkpoint, existing output.
 """
 
@@ -16,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _bundle_cli import run_bundle_cli
+from _bundle_cli import bundle_error_line, run_bundle_cli
+from mednet.app.bundles import run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "brain_tissue_fcn" / "configs"
@@ -25,6 +28,11 @@ pytestmark = pytest.mark.slow
 
 def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_bundle_cli("brain_tissue_fcn", config, *args, check=check)
+
+
+def refusal(config: str, **overrides: object) -> str:
+    """The one error line of ``config`` run with ``overrides`` (in-process; see :func:`bundle_error_line`)."""
+    return bundle_error_line("brain_tissue_fcn", config, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +116,15 @@ def test_evaluate_and_infer(trained: Path, tiny_cohort: Path, tmp_path: Path) ->
 
     # a second inference into the same folder refuses to overwrite and leaves the first file intact
     before = (out / "sub-002_seg.nii.gz").read_bytes()
-    proc = bundle("inference", "--input", str(lps), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"),
-                  check=False)
-    assert proc.returncode != 0
-    assert "already exists" in proc.stderr and "sub-002_seg.nii.gz" in proc.stderr
+    line = refusal("inference", input=str(lps), output_dir=str(out), ckpt_path=str(trained / "model.pt"))
+    assert "already exists" in line and "sub-002_seg.nii.gz" in line
     assert (out / "sub-002_seg.nii.gz").read_bytes() == before
 
 
 def test_unknown_variant_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> None:
-    proc = bundle("train", "--variant", "resnet", "--epochs", "1", "--dataset_dir", str(tiny_cohort),
-                  "--runs_root", str(tmp_path), check=False)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()
-    assert any(line.startswith("mednet error:") and "resnet" in line and "skip" in line for line in last), proc.stderr[-2000:]
+    line = refusal("train", variant="resnet", epochs=1, dataset_dir=str(tiny_cohort), runs_root=str(tmp_path))
+    assert line.startswith("mednet error: --variant") and "resnet" in line and "skip" in line
+    assert not any(tmp_path.iterdir())
 
 
 def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> None:
@@ -129,10 +133,10 @@ def test_missing_validation_split_is_a_clear_error(tiny_cohort: Path, tmp_path: 
     shutil.copytree(tiny_cohort / "images", tmp_path / "images")
     shutil.copytree(tiny_cohort / "labels", tmp_path / "labels")
     (tmp_path / "datalist.json").write_text(json.dumps(data))
-    proc = bundle("train", "--epochs", "1", "--dataset_dir", str(tmp_path), "--runs_root", str(tmp_path / "runs"),
-                  "--stride", "4", "--max_patches_per_volume", "50", check=False)
-    assert proc.returncode != 0
-    assert "mednet error:" in proc.stderr and "validation" in proc.stderr and "datalist.json" in proc.stderr
+    line = refusal("train", epochs=1, dataset_dir=str(tmp_path), runs_root=str(tmp_path / "runs"), stride=4,
+                   max_patches_per_volume=50)
+    assert "validation" in line and "datalist.json" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run folder is left
 
 
 def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
@@ -141,22 +145,19 @@ def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path
         "views": [0, 1, 2], "augmentation": True, "epochs": 2, "learning_rate": 0.004, "batch_size": 256, "loss": "ce",
         "seed": 0}
     # the run's settings.json names what differs and how to fix it
-    proc = bundle("evaluate", "--variant", "unpool", "--intensity_normalization", "scale", "--dataset_dir",
-                  str(tiny_cohort), "--ckpt_path", str(trained / "model.pt"), check=False)
-    assert proc.returncode != 0 and "mednet error:" in proc.stderr and "model.pt" in proc.stderr
-    assert "variant='skip' (this run: 'unpool')" in proc.stderr and "--intensity_normalization histogram" in proc.stderr
-    proc = bundle("inference", "--views", "[2]", "--input", str(tiny_cohort / "images" / "sub-004.nii.gz"),
-                  "--output_dir", str(tmp_path / "p"), "--ckpt_path", str(trained / "model.pt"), check=False)
-    assert proc.returncode != 0 and "--views [0, 1, 2]" in proc.stderr and not (tmp_path / "p").exists()
+    line = refusal("evaluate", variant="unpool", intensity_normalization="scale", dataset_dir=str(tiny_cohort),
+                   ckpt_path=str(trained / "model.pt"))
+    assert "model.pt" in line and "variant='skip' (this run: 'unpool')" in line
+    assert "--intensity_normalization histogram" in line
+    line = refusal("inference", views=[2], input=str(tiny_cohort / "images" / "sub-004.nii.gz"),
+                   output_dir=str(tmp_path / "p"), ckpt_path=str(trained / "model.pt"))
+    assert "--views [0, 1, 2]" in line and not (tmp_path / "p").exists()
     # a checkpoint without its run folder (copied, exported) is checked against the network itself
     shutil.copy(trained / "model.pt", tmp_path / "model.pt")
-    proc = bundle("evaluate", "--variant", "unpool", "--dataset_dir", str(tiny_cohort),
-                  "--ckpt_path", str(tmp_path / "model.pt"), check=False)
-    assert proc.returncode != 0
-    assert "mednet error:" in proc.stderr and "model.pt" in proc.stderr and "does not match" in proc.stderr
-    assert "variant=unpool" in proc.stderr
-    proc = bundle("evaluate", "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(trained / "missing.pt"), check=False)
-    assert proc.returncode != 0 and "missing.pt: checkpoint not found" in proc.stderr
+    line = refusal("evaluate", variant="unpool", dataset_dir=str(tiny_cohort), ckpt_path=str(tmp_path / "model.pt"))
+    assert "model.pt" in line and "does not match" in line and "variant=unpool" in line
+    line = refusal("evaluate", dataset_dir=str(tiny_cohort), ckpt_path=str(trained / "missing.pt"))
+    assert "missing.pt: checkpoint not found" in line
 
 
 def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
@@ -172,14 +173,14 @@ def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny
     names = ["subA_anat_T1", "subB_anat_T1"]
 
     # without --ckpt_path only finished runs with these settings qualify; the error says why each was skipped
-    proc = bundle("inference", "--views", "[2]", "--input", str(tiny_cohort / "images" / "sub-004.nii.gz"),
-                  "--output_dir", str(tmp_path / "q"), "--runs_root", str(trained.parent), check=False)
-    assert proc.returncode != 0 and "mednet error:" in proc.stderr and "no finished run 'train-skip-*'" in proc.stderr
-    assert f"{trained.name}: other settings: views=[0, 1, 2] (requested [2])" in proc.stderr
-    assert "--ckpt_path" in proc.stderr and "--views [0, 1, 2]" in proc.stderr
+    line = refusal("inference", views=[2], input=str(tiny_cohort / "images" / "sub-004.nii.gz"),
+                   output_dir=str(tmp_path / "q"), runs_root=str(trained.parent))
+    assert "no finished run 'train-skip-*'" in line
+    assert f"{trained.name}: other settings: views=[0, 1, 2] (requested [2])" in line
+    assert "--ckpt_path" in line and "--views [0, 1, 2]" in line
     assert not (tmp_path / "q").exists()
 
-    bundle("evaluate", "--dataset_dir", str(root), "--split", "validation", "--runs_root", str(trained.parent))
+    run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=str(root), split="validation", runs_root=str(trained.parent))
     (eval_dir,) = list(trained.glob("eval-validation-*"))  # no --ckpt_path: the finished, compatible run
     assert json.loads((eval_dir / "provenance.json").read_text(encoding="utf-8"))["checkpoint"]["path"] == str((trained / "model.pt").resolve())
     assert sorted(p.name for p in (eval_dir / "predictions").iterdir()) == [f"{n}_seg.nii.gz" for n in names]
@@ -190,8 +191,8 @@ def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny
         assert nib.load(eval_dir / "predictions" / f"{n}_seg.nii.gz").shape == nib.load(tiny_cohort / "images" / f"{src}.nii.gz").shape
 
     out = tmp_path / "pred"
-    bundle("inference", "--input", str(root / "datalist.json"), "--split", "validation", "--output_dir", str(out),
-           "--runs_root", str(trained.parent))
+    run_bundle("brain_tissue_fcn", "inference", input=str(root / "datalist.json"), split="validation",
+               output_dir=str(out), runs_root=str(trained.parent))
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}_seg.nii.gz" for n in names] + [f"{n}_seg.json" for n in names])
     for n, sub in zip(names, ("subA", "subB")):
         sidecar = json.loads((out / f"{n}_seg.json").read_text(encoding="utf-8"))
@@ -228,7 +229,7 @@ def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort:
     _write_dicom_series(tiny_cohort / "images" / "sub-003.nii.gz", inputs / "series3")
     shutil.copy(tiny_cohort / "images" / "sub-004.nii.gz", inputs / "sub-004.nii.gz")
     out = tmp_path / "out"
-    bundle("inference", "--input", str(inputs), "--output_dir", str(out), "--ckpt_path", str(trained / "model.pt"))
+    run_bundle("brain_tissue_fcn", "inference", input=str(inputs), output_dir=str(out), ckpt_path=str(trained / "model.pt"))
     assert sorted(p.name for p in out.iterdir()) == ["series3_seg.json", "series3_seg.nii.gz", "sub-004_seg.json",
                                                      "sub-004_seg.nii.gz"]
     reader = SimpleITKReader()
@@ -247,10 +248,8 @@ def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort:
     heads.mkdir()
     nib.save(nib.Nifti1Image(make_head(stripped, brain, float(min(img.header.get_zooms()))), img.affine), heads / "head.nii.gz")
     # without a mask it is refused with one line naming the file, what was detected and what to do; nothing written
-    proc = bundle("inference", "--input", str(heads / "head.nii.gz"), "--output_dir", str(tmp_path / "refused"),
-                  "--ckpt_path", str(trained / "model.pt"), check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("mednet error:")]
+    line = refusal("inference", input=str(heads / "head.nii.gz"), output_dir=str(tmp_path / "refused"),
+                   ckpt_path=str(trained / "model.pt"))
     assert "head.nii.gz: background is not zero" in line and "--mask" in line and "skull-strip" in line
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
 
@@ -262,8 +261,8 @@ def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort:
         nib.save(nib.Nifti1Image(mask.astype(np.uint8), lab.affine), heads / f"mask_{name}.nii.gz")
     (heads / "datalist.json").write_text(json.dumps({"test": [
         {"image": f"head_{n}.nii.gz", "mask": f"mask_{n}.nii.gz"} for n in ("full", "half")]}))
-    bundle("inference", "--input", str(heads / "datalist.json"), "--output_dir", str(tmp_path / "masked"),
-           "--ckpt_path", str(trained / "model.pt"))
+    run_bundle("brain_tissue_fcn", "inference", input=str(heads / "datalist.json"), output_dir=str(tmp_path / "masked"),
+               ckpt_path=str(trained / "model.pt"))
     reference = np.asarray(nib.load(out / "sub-004_seg.nii.gz").dataobj)
     full = np.asarray(nib.load(tmp_path / "masked" / "head_full_seg.nii.gz").dataobj)
     np.testing.assert_array_equal(full, reference)

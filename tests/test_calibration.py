@@ -81,6 +81,26 @@ def test_fitting_never_raises_nll(seed, factor):
     assert temperature_nll(z, y, t) <= temperature_nll(z, y, 1.0) + 1e-12
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_fitted_temperature_is_the_nll_optimum_of_an_independent_solver(seed):
+    """L-BFGS on log T against SciPy's bounded scalar search over T on the same validation NLL (float64)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(100 + seed)
+    base, y = calibrated_logits(seed, n=400, k=7)
+    z = base * rng.uniform(0.3, 5.0)
+
+    def nll(t: float) -> float:
+        zt = z / t
+        return float(np.mean(logsumexp(zt, axis=1) - zt[np.arange(len(y)), y]))
+
+    ref = minimize_scalar(nll, bounds=(0.01, 100.0), method="bounded", options={"xatol": 1e-10})
+    t = fit_temperature(z, y)
+    assert t == pytest.approx(ref.x, rel=1e-3)
+    assert nll(t) <= ref.fun + 1e-9
+
+
 def test_fitting_on_probabilities_is_the_known_mistake():
     """gpleiss/temperature_scaling#29: softmax(p / T) of probabilities cannot undo over-confidence."""
     base, y = calibrated_logits(2)

@@ -13,6 +13,7 @@ from ignite.engine import Engine
 from sklearn.metrics import (
     balanced_accuracy_score,
     brier_score_loss,
+    f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -158,6 +159,19 @@ def test_undefined_scores_are_nan_and_averages_follow_sklearn() -> None:
         ap, ar, af, _ = precision_recall_fscore_support(labels, pred, labels=present, average=avg, zero_division=0)
         assert (s[f"{avg}_precision"], s[f"{avg}_recall"], s[f"{avg}_f1"]) == pytest.approx((ap, ar, af))
     assert s["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0) / 3)
+
+
+def test_macro_averages_count_predictions_of_a_class_absent_from_the_truth() -> None:
+    # a quarter of the predictions name class 2, which the (small) test split does not hold: those errors must
+    # lower macro precision and F1 as in scikit-learn's default (classes present or predicted)
+    labels, pred = np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1])
+    s = scores_from_confusion(confusion_matrix(labels, pred, 3), ["a", "b", "c"])
+    ap, _, af, _ = precision_recall_fscore_support(labels, pred, average="macro", zero_division=0)
+    assert (ap, af) == pytest.approx((2 / 3, 5 / 9))
+    assert (s["macro_precision"], s["macro_f1"]) == pytest.approx((ap, af))
+    # recall needs a true sample: balanced accuracy stays the mean over the present classes
+    assert s["macro_recall"] == s["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, pred))
+    assert s["weighted_f1"] == pytest.approx(f1_score(labels, pred, average="weighted"))
 
 
 def test_nll_brier_auc() -> None:

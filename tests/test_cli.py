@@ -4,9 +4,6 @@ it knew and complained about a misspelt one afterwards, and read ``--overwrite f
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,6 @@ import pytest
 from mednet.cli import check_cli_flags
 from mednet.errors import OptionError
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def job(datalist: str, out: str, patch_size: int = 16, min_pixels: float = 8, max_per_volume: int | None = None,
@@ -61,12 +57,11 @@ def test_every_problem_is_reported_at_once_and_kwargs_functions_accept_other_nam
 
 
 def test_a_misspelt_flag_stops_the_command_line_with_one_line_and_nothing_written(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MEDNET_TRACEBACK", None)
-    out = tmp_path / "cohort"
-    proc = subprocess.run([sys.executable, "-m", "data_prep.demo_cohort", "--out", str(out), "--subject", "3",
-                           "--zoom", "0.2"], cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8",
-                          timeout=300)
+    from _bundle_cli import command_in_process
+    from mednet.data.brain_demo_cohort import build_demo_cohort
+
+    out = tmp_path / "cohort"  # the `python -m data_prep.demo_cohort` entry itself: tests/test_data_prep.py
+    proc = command_in_process(build_demo_cohort, "--out", str(out), "--subject", "3", "--zoom", "0.2")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mednet error:")]
     assert lines == ["mednet error: --subject: unknown option; did you mean --subjects? "

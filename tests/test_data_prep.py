@@ -14,8 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from _bundle_cli import command_in_process
 from mednet.data.brain_demo_cohort import _geometry, build_demo_cohort, split_subjects
 from mednet.data.datalist import load_datalist
+from mednet.data.patch_files import write_patches
+from mednet.data.slice_files import slice_datalist
 from mednet.errors import DataError, OptionError
 from mednet.io import TEMP_MARKER
 
@@ -142,7 +145,7 @@ def test_slice_cli(tiny_cohort: Path, tmp_path: Path) -> None:
         assert (z["labels"].reshape(len(z["labels"]), -1) > 0).any(1).all()
     assert len(rows) == sum(len(np.load(f)["indices"]) for f in files)
     assert {r["axis"] for r in rows} == {"1"} and all(int(r["foreground_pixels"]) > 0 for r in rows)
-    again = cli("data_prep.slice", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out))
+    again = command_in_process(slice_datalist, "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
@@ -168,15 +171,15 @@ def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None
     rows = list(csv.DictReader(open(out / "stats_training.csv")))
     assert {(r["stage"], r["class"]) for r in rows} == {(s, c) for s in ("before", "after") for c in ("CSF", "GM", "WM")}
 
-    grid = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
-               "--split", "test", "--grid")
+    grid = command_in_process(write_patches, "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
+                              "--split", "test", "--grid")
     assert grid.returncode == 0, grid.stderr
     with np.load(out / "grid_test.npz") as z:
         (s, h, w), = z["slice_stack_shapes"]
         assert len(z["images"]) == s * -(-h // 16) * -(-w // 16)  # whole slices covered, no overlap
 
-    too_big = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(tmp_path / "x"),
-                  "--patch_size", "512")
+    too_big = command_in_process(write_patches, "--datalist", str(tiny_cohort / "datalist.json"),
+                                 "--out", str(tmp_path / "x"), "--patch_size", "512")
     assert too_big.returncode == 2 and "512" in too_big.stderr and "sub-000" in too_big.stderr
 
 

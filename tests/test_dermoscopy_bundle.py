@@ -1,4 +1,5 @@
-"""End to end through ``python -m monai.bundle run``: the dermoscopy bundle on a tiny synthetic set.
+"""End to end through ``python -m monai.bundle run`` (one subprocess per config; the other cases in-process through
+:func:`mednet.app.bundles.run_bundle`, the same configs and checks): the dermoscopy bundle on a tiny synthetic set.
 
 One 2-epoch training run (MixUp, shared by every test of this module) → evaluation with the full report on the
 test split → inference on a folder and on one file; plus the one-line errors a user meets first.
@@ -16,8 +17,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from _bundle_cli import run_bundle_cli
+from _bundle_cli import bundle_error_line, run_bundle_cli
 from _dermoscopy_fixtures import synthetic_split
+from mednet.app.bundles import run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -25,8 +27,17 @@ pytestmark = pytest.mark.slow
 ARCH = ["--model", "receptive_field_cnn", "--image_size", "32"]
 
 
+ARCH_SETTINGS = {"model": "receptive_field_cnn", "image_size": 32}
+
+
 def bundle(config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_bundle_cli("dermoscopy_classification", config, *args, check=check)
+
+
+def refusal(config: str, **overrides: object) -> str:
+    """The one error line of ``config`` run with ``overrides``, in-process (one subprocess per config is enough to
+    test the command line itself; see :func:`bundle_error_line`)."""
+    return bundle_error_line("dermoscopy_classification", config, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +76,9 @@ def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
     assert calibration["validation"]["after"]["nll"] <= calibration["validation"]["before"]["nll"] + 1e-9
     for name in ("calibration_reliability.png", "calibration_risk_coverage.csv", "checkpoint_last.pt"):
         assert (trained / name).is_file(), name
+    # finished.json is the run's last file: a run stopped while calibrating is never taken for a finished one
+    finished_at = (trained / "finished.json").stat().st_mtime_ns
+    assert all(f.stat().st_mtime_ns <= finished_at for f in trained.iterdir() if f.is_file())
 
 
 def test_evaluate_writes_the_full_report(trained: Path, split_dir: Path) -> None:
@@ -108,14 +122,13 @@ def test_inference_folder_and_file(trained: Path, split_dir: Path, tmp_path: Pat
     assert set(table["prediction"]) <= set(CLASSES)
     np.testing.assert_allclose(table[CLASSES].sum(axis=1), 1.0, atol=1e-4)
     before = (out / "predictions.csv").read_bytes()
-    again = bundle("inference", "--input", str(images), "--output_dir", str(out), *ARCH, "--ckpt_path",
-                   str(trained / "model.pt"), check=False)
-    assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].startswith("mednet error: ")
-    assert "predictions.csv: output already exists" in again.stderr
+    line = refusal("inference", input=str(images), output_dir=str(out), **ARCH_SETTINGS,
+                   ckpt_path=str(trained / "model.pt"))
+    assert "predictions.csv: output already exists" in line
     assert (out / "predictions.csv").read_bytes() == before  # earlier output kept
     one = next(images.glob("*.jpg"))
-    bundle("inference", "--input", str(one), "--output_dir", str(tmp_path / "one"), *ARCH, "--ckpt_path",
-           str(trained / "model.pt"))
+    run_bundle("dermoscopy_classification", "inference", input=str(one), output_dir=str(tmp_path / "one"),
+               **ARCH_SETTINGS, ckpt_path=str(trained / "model.pt"))
     single = pd.read_csv(tmp_path / "one" / "predictions.csv")
     assert list(single["image_id"]) == [one.stem]
     # the same image gets the same probabilities alone and in a folder (evaluation transforms are deterministic)
@@ -138,9 +151,9 @@ def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path:
                            cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert alone.returncode != 0 and "evaluate.json is an override of inference.json" in alone.stderr
     # a checkpoint used with another architecture: refused, naming the setting and the override
-    other = bundle("inference", "--input", str(folder), "--output_dir", str(tmp_path / "q"), "--model", "resnet18",
-                   "--image_size", "32", "--ckpt_path", str(trained / "model.pt"), check=False)
-    assert other.returncode != 0 and "model='receptive_field_cnn' (this run: 'resnet18')" in other.stderr
+    line = refusal("inference", input=str(folder), output_dir=str(tmp_path / "q"), model="resnet18", image_size=32,
+                   ckpt_path=str(trained / "model.pt"))
+    assert "model='receptive_field_cnn' (this run: 'resnet18')" in line
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +178,8 @@ def test_distillation_run_records_its_teachers_and_is_calibrated(student: Path, 
 
 
 def test_distillation_refuses_bad_teachers_before_training(split_dir: Path, tmp_path: Path) -> None:
-    no_teacher = bundle("distill", "--dataset_dir", str(split_dir), "--runs_root", str(tmp_path), *ARCH,
-                        "--epochs", "1", check=False)
-    assert no_teacher.returncode != 0 and "--teachers" in no_teacher.stderr.strip().splitlines()[-1]
+    assert "--teachers" in refusal("distill", dataset_dir=str(split_dir), runs_root=str(tmp_path), **ARCH_SETTINGS,
+                                   epochs=1)
     assert not any(tmp_path.iterdir())  # refused before a run folder was made
 
 
@@ -187,6 +199,6 @@ def test_ensemble_with_searched_weights(trained: Path, student: Path, split_dir:
     assert report["info"]["model"] == "ensemble" and "uncalibrated" in report
     rebuilt = load_trained_classifier(run)  # an ensemble run is loaded like any run (web demo, study table)
     assert isinstance(rebuilt.network, EnsembleClassifier)
-    bad = bundle("ensemble", "--dataset_dir", str(split_dir), "--runs_root", str(tmp_path / "x"), "--members",
-                 f"['{trained}','{student}']", "--weights", "5:1:x", check=False)
-    assert bad.returncode != 0 and "--weights" in bad.stderr and "'x' is not a number" in bad.stderr
+    line = refusal("ensemble", dataset_dir=str(split_dir), runs_root=str(tmp_path / "x"),
+                   members=[str(trained), str(student)], weights="5:1:x")
+    assert "--weights" in line and "'x' is not a number" in line

@@ -259,6 +259,66 @@ def test_checkpoint_saver_keeps_the_best_and_marks_the_run_finished(tmp_path: Pa
     assert not _leftovers(tmp_path)
 
 
+def test_a_run_with_work_after_training_is_finished_only_by_its_last_step(tmp_path: Path) -> None:
+    """mark_finished=False (the bundles): training completes without finished.json; finish_run writes it later,
+    after the run's other post-training files (the dermoscopy bundle's calibration)."""
+    from mednet.engines.checkpoints import AtomicCheckpointSaver, finish_run
+    from mednet.runs import read_finished
+
+    trainer, evaluator = _engines([0.5, 0.7])
+    AtomicCheckpointSaver(tmp_path, {"network": torch.nn.Linear(2, 1)}, evaluator=evaluator,
+                          key_metric_name="val_dice", mark_finished=False).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    assert (tmp_path / "model_final.pt").is_file() and read_finished(tmp_path) is None
+    (tmp_path / "calibration.json").write_text("{}")  # what the run writes after training
+    finish_run(trainer)
+    done = read_finished(tmp_path)
+    assert done["epochs"] == 2 and done["best_epoch"] == 2 and done["best_metric"] == pytest.approx(0.7)
+    assert (tmp_path / "finished.json").stat().st_mtime_ns >= (tmp_path / "calibration.json").stat().st_mtime_ns
+    other, _ = _engines([0.1])
+    with pytest.raises(RuntimeError, match="no AtomicCheckpointSaver"):
+        finish_run(other)
+
+
+def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_training(tmp_path: Path) -> None:
+    """checkpoint_last.pt after 2 of 4 epochs: the next run trains epochs 3-4 only. A run that trained every epoch
+    but stopped before finished.json (the dermoscopy bundle's calibration step) trains nothing and can be
+    finished; a finished run is refused."""
+    from mednet.engines.checkpoints import AtomicCheckpointSaver, finish_run
+    from mednet.runs import read_finished
+
+    def attempt(stop_after: int | None, finish: bool = True) -> list[int]:
+        net = torch.nn.Linear(2, 1)
+        trainer, evaluator = _engines([0.5, 0.9, 0.7, 0.6])
+        trainer.state.max_epochs, trainer.state.epoch_length = 4, 1  # as MONAI's trainers set them at construction
+        epochs: list[int] = []
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+        AtomicCheckpointSaver(tmp_path, {"network": net}, evaluator=evaluator, key_metric_name="val_dice",
+                              mark_finished=False, resume_dict={"network": net}).attach(trainer)
+        if stop_after is not None:
+            @trainer.on(Events.EPOCH_COMPLETED)  # attached after the saver: this epoch's checkpoint_last.pt is written
+            def _kill(engine: Engine) -> None:
+                if engine.state.epoch == stop_after:
+                    raise KeyboardInterrupt  # the process "dies"
+        try:
+            trainer.run([0])
+        except KeyboardInterrupt:
+            return epochs
+        if finish:  # the run list's last step
+            finish_run(trainer)
+        return epochs
+
+    assert attempt(stop_after=2) == [1, 2] and read_finished(tmp_path) is None
+    assert attempt(stop_after=None, finish=False) == [3, 4]  # resumed; then stopped before the run's last step
+    assert read_finished(tmp_path) is None and (tmp_path / "model_final.pt").is_file()
+    assert attempt(stop_after=None) == []  # every epoch trained: nothing to train, the run is finished
+    done = read_finished(tmp_path)
+    assert done["epochs"] == 4 and done["best_epoch"] == 2 and done["best_metric"] == pytest.approx(0.9)
+    assert done["resumed_after_epoch"] == 4
+    with pytest.raises(DataError, match="already completed 4 of 4 epochs"):
+        attempt(stop_after=None)
+
+
 def test_a_crash_while_saving_keeps_the_previous_model(tmp_path: Path, monkeypatch) -> None:
     from mednet.engines.checkpoints import AtomicCheckpointSaver, load_weights
 
@@ -286,6 +346,43 @@ def test_a_crash_while_saving_keeps_the_previous_model(tmp_path: Path, monkeypat
     assert partial[0].parent == tmp_path and partial[0].name.endswith(".pt") and not partial[0].exists()
     assert not (tmp_path / "finished.json").exists() and not (tmp_path / "model_final.pt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file behind
+
+
+def test_convergence_png_redraws_within_a_time_share_and_always_shows_the_last_epoch(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """A redraw that costs more than epochs take is skipped (the plot's share of the run stays ≤ max_plot_share),
+    but the last epoch — or the last before an early stop — is always drawn; cheap redraws happen every epoch."""
+    import time
+
+    import pandas as pd
+
+    import mednet.engines.handlers as handlers
+
+    drawn: list[int] = []
+
+    def slow_plot(csv_path, png, groups=None):  # a redraw as slow as 0.2 s, epochs of almost no time
+        time.sleep(0.2)
+        drawn.append(len(pd.read_csv(csv_path)))
+
+    monkeypatch.setattr(handlers, "plot_convergence", slow_plot)
+    trainer, evaluator = _engines([0.5] * 6)
+    handlers.EpochMetricsWriter(tmp_path, evaluator, max_plot_share=0.1).attach(trainer)
+    trainer.run([0], max_epochs=6)
+    assert drawn[0] == 1 and drawn[-1] == 6 and len(drawn) < 6  # first, then skipped, then the last epoch
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 6  # the CSV itself is written every epoch
+
+    drawn.clear()
+    trainer, evaluator = _engines([0.5] * 6)
+    handlers.EpochMetricsWriter(tmp_path / "early", evaluator, max_plot_share=0.1).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=4), lambda e: e.terminate())  # e.g. early stopping
+    trainer.run([0], max_epochs=6)
+    assert drawn[-1] == 4
+
+    drawn.clear()
+    trainer, evaluator = _engines([0.5] * 3)
+    handlers.EpochMetricsWriter(tmp_path / "always", evaluator, max_plot_share=1e9).attach(trainer)
+    trainer.run([0], max_epochs=3)
+    assert drawn == [1, 2, 3]
 
 
 def test_epoch_metrics_csv_is_rewritten_whole(tmp_path: Path) -> None:

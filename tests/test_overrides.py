@@ -122,6 +122,30 @@ def test_the_check_is_generic(tmp_path: Path) -> None:
     assert refused(config, **{"trainer#ampp": True}).endswith("(did you mean --trainer#amp?)")
 
 
+def test_an_option_the_run_never_reads_is_refused(tmp_path: Path) -> None:
+    """An override config inherits ids it does not use: overriding one would be accepted and silently ignored."""
+    from mednet.overrides import unused_ids
+
+    assert refused(EVALUATE, mask="brain_mask.nii.gz") == (
+        "--mask: not used by inference.json + evaluate.json (evaluation reads each volume's brain mask from the "
+        "datalist's \"mask\" entries; --mask is for inference of one scan); it would be ignored")
+    check_overrides(INFERENCE, {"mask": "brain_mask.nii.gz"})  # inference of one scan does read it
+    dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs"
+    assert refused([dermoscopy / "inference.json", dermoscopy / "ensemble.json"], temperature=2.0) == (
+        "--temperature: not used by inference.json + ensemble.json (it is an option of another of this bundle's "
+        "configs); it would be ignored")
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({
+        "imports": ["$import os"], "bundle_root": ".", "a": "$@b + 1", "b": 1, "dead": 2, "also_dead": "@dead",
+        "net": {"_target_": "torch.nn.Identity"}, "run": ["$@a", "$@net::training"], "_note": 3}))
+    assert unused_ids(load_config(config)) == {"dead", "also_dead"}  # reached only from ids that are dead too
+    check_overrides(config, {"b": 5, "net#_disabled_": False, "bundle_root": "/x"})
+    assert refused(config, dead=3).startswith("--dead: not used by job.json")
+    no_entry = tmp_path / "fragment.json"
+    no_entry.write_text(json.dumps({"a": 1}))
+    assert unused_ids(load_config(no_entry)) == set()  # not a workflow: nothing is known to be dead
+
+
 def test_explain_methods_take_one_name_and_list_the_valid_ones() -> None:
     """``--methods gradcam`` is a one-item list, as in Python; an unknown method names the valid ones."""
     from mednet.explain import EXPLAIN_METHODS
@@ -149,7 +173,7 @@ def test_a_rule_can_name_a_value_check(tmp_path: Path) -> None:
 def test_merged_config_files_are_checked_together(tmp_path: Path) -> None:
     """``--config_file "['train.json','extra.json']"`` (or MONAI's comma form): ids of every file are options."""
     extra = tmp_path / "extra.json"
-    extra.write_text(json.dumps({"world_size": 2, "epochs": 7}))
+    extra.write_text(json.dumps({"world_size": 2, "epochs": "$2 * @world_size"}))
     for files in ([TRAIN, extra], f"{TRAIN},{extra}"):
         check_overrides(files, {"world_size": 4, "epochs": 1})
         assert refused(files, world_sise=4) == ("--world_sise: unknown option for train.json + extra.json "

@@ -47,7 +47,7 @@ import torch
 
 from mednet.app.bundles import run_bundle
 from mednet.errors import DataError, OptionError
-from mednet.io import write_json_atomic
+from mednet.io import write_json_atomic, write_text_atomic
 from mednet.runs import FINISHED_FILE
 
 __all__ = ["PRESETS", "StudyPreset", "run_calibration_study", "study_plan", "inference_throughput"]
@@ -202,7 +202,7 @@ def _run_step(step: Step, runs: Path, dataset_dir: Path, preset: StudyPreset) ->
                    momentum=preset.momentum, weight_decay=preset.weight_decay)
         if _is_trained(run):
             logger.info("study: %s already trained — skipped", step.name)
-        elif (run / FINISHED_FILE).is_file():  # finished, but killed before calibration.json was written
+        elif (run / FINISHED_FILE).is_file():  # killed before calibration.json (bundle < 0.3.0 marked it finished first)
             run_bundle(BUNDLE, "calibrate", ckpt_path=str(run / "model.pt"), model=step.overrides["model"],
                        **common, overwrite=True)
         else:
@@ -353,8 +353,7 @@ def run_calibration_study(dataset_dir: str, out: str, preset: str = "cpu", epoch
              "temperature (TS) and referral threshold were all chosen on the validation split. "
              "Metrics without (TS) are at T = 1; accuracy, balanced accuracy, macro F1 and mel sensitivity do not "
              "change with T. img/s: inference of the model alone, batch 64."]
-    (root / "study_table.md").write_text(_markdown(table, "Calibration and ensemble distillation study", notes),
-                                         encoding="utf-8")
+    write_text_atomic(_markdown(table, "Calibration and ensemble distillation study", notes), root / "study_table.md")
     figure = _reliability_figure(steps, runs, root, settings.n_bins)
     write_json_atomic({**wanted, "elapsed_s": round(elapsed, 1), "complete": True,
                        "done": [s.name for s in steps]}, record)

@@ -257,7 +257,7 @@ def _train(candidate: Path, dataset: Path, overrides: Mapping) -> None:
             logger.info("retrain: %s already trained — skipped", candidate)
             print(f"candidate already trained: {candidate}")
             return
-        # finished, but stopped before calibration.json was written
+        # finished, but stopped before calibration.json was written (bundle < 0.3.0 wrote finished.json first)
         run_bundle(BUNDLE, "calibrate", ckpt_path=str(candidate / "model.pt"), dataset_dir=str(dataset),
                    **{k: overrides[k] for k in _MODEL_SETTINGS if k in overrides}, overwrite=True)
         return

@@ -18,7 +18,7 @@ from mednet.data.naming import VOLUME_SUFFIXES, with_names
 from mednet.data.readers import holds_dicom_files
 from mednet.data.splits import SPLITS, check_disjoint_groups
 from mednet.errors import DataError
-from mednet.io import refuse_existing
+from mednet.io import refuse_existing, write_json_atomic
 
 __all__ = ["SPLITS", "load_datalist", "write_datalist", "check_disjoint_splits", "find_datalist", "list_volume_inputs"]
 
@@ -124,8 +124,7 @@ def write_datalist(
         ]
     check_disjoint_splits(content, path, base=base)  # one volume spelled two ways counts once
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json_atomic(content, path)
 
 
 def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test",

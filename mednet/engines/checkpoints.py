@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from ignite.engine import Engine, Events
 
 from mednet.errors import DataError
 from mednet.io import atomic_path
-from mednet.runs import RESUME_FILE, check_run_settings, mark_finished as _mark_finished
+from mednet.runs import FINISHED_FILE, RESUME_FILE, check_run_settings, mark_finished as _mark_finished
 
-__all__ = ["AtomicCheckpointSaver", "RESUME_FILE", "load_weights", "state_to_save"]
+__all__ = ["AtomicCheckpointSaver", "RESUME_FILE", "finish_run", "load_weights", "state_to_save"]
 
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ def state_to_save(save_dict: Mapping[str, object]) -> dict:
             obj = obj.module
         out[name] = obj.state_dict()
     return next(iter(out.values())) if len(out) == 1 else out
+
+
+#: the saver attached to each trainer (weak keys: a finished trainer and its saver are not kept alive)
+_SAVERS: weakref.WeakKeyDictionary[Engine, AtomicCheckpointSaver] = weakref.WeakKeyDictionary()
 
 
 class AtomicCheckpointSaver:
@@ -84,7 +89,9 @@ class AtomicCheckpointSaver:
             best metric), and if that file exists when the handler is attached, the run **continues** from it:
             the objects are loaded, the trainer starts at the next epoch (Ignite resumes a state with epochs
             left), and the best model so far is kept. Random streams (augmentation, shuffling) are not
-            restored, so a resumed run is equivalent, not bit-identical, to an uninterrupted one.
+            restored, so a resumed run is equivalent, not bit-identical, to an uninterrupted one. A run that
+            trained every epoch but has no ``finished.json`` (stopped in a step after training) trains nothing
+            and goes on to those steps; a finished run is refused.
 
     Attributes:
         best_metric: best key-metric value so far (None before the first validation).
@@ -116,6 +123,7 @@ class AtomicCheckpointSaver:
     def attach(self, engine: Engine) -> None:
         """Attach to the trainer (and, through it, to ``evaluator``); resume from ``checkpoint_last.pt`` if asked."""
         self._trainer = engine
+        _SAVERS[engine] = self
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.COMPLETED, self.completed)
         if self.evaluator is not None:
@@ -168,11 +176,24 @@ class AtomicCheckpointSaver:
                                       "with other settings? Start a new run instead") from e
         self.load_state_dict(state["saver"])
         epoch, max_epochs = int(state["trainer"]["epoch"]), engine.state.max_epochs
-        if max_epochs is not None and epoch >= max_epochs:
-            raise DataError(path, f"the run already completed {epoch} of {max_epochs} epochs; nothing to resume "
-                                  "(its model.pt can be used with --ckpt_path; to train longer, start a new run)")
-        engine.state.epoch, engine.state.iteration = epoch, int(state["trainer"]["iteration"])
+        iteration = int(state["trainer"]["iteration"])
         self.resumed_from_epoch = epoch
+        if max_epochs is not None and epoch >= max_epochs:
+            if (self.save_dir / FINISHED_FILE).is_file():
+                raise DataError(path, f"the run already completed {epoch} of {max_epochs} epochs; nothing to resume "
+                                      "(its model.pt can be used with --ckpt_path; to train longer, start a new run)")
+            # every epoch was trained but the run stopped in a step after training (the dermoscopy bundle's
+            # calibration, or before finished.json): train nothing and let the run go on to those steps. Ignite would
+            # start a *new* run on a state that is already done, so the epoch is set once the run has started.
+            def skip_training(trainer: Engine) -> None:
+                trainer.state.epoch, trainer.state.iteration = epoch, iteration
+                trainer.terminate()  # COMPLETED still fires: model_final.pt is (re)written from the last epoch
+
+            engine.add_event_handler(Events.STARTED, skip_training)
+            logger.info("%s trained all %d epochs before it was stopped: going on with the steps after training",
+                        self.save_dir, epoch)
+            return epoch
+        engine.state.epoch, engine.state.iteration = epoch, iteration
         logger.info("resuming %s after epoch %d of %s (best %s so far: %s at epoch %s)", self.save_dir, epoch,
                     max_epochs, self.key_metric_name or "metric", self.best_metric, self.best_epoch)
         return epoch
@@ -213,21 +234,55 @@ class AtomicCheckpointSaver:
         logger.info("best %s %.4f at epoch %d -> %s", name, value, epoch, path)
 
     def completed(self, engine: Engine) -> None:
-        """Training completed: save the final model, then write the completion marker."""
+        """Training completed: save the final model, then (``mark_finished``) write the completion marker."""
         if self.final_filename:
             self.save(self.final_filename)
         if self.mark_finished:
-            import ignite.distributed as idist
+            self.write_finished_marker()
 
-            if idist.get_rank() == 0:
-                name = self.key_metric_name or (getattr(self.evaluator.state, "key_metric_name", None)
-                                                if self.evaluator is not None else None)
-                _mark_finished(self.save_dir, epochs=engine.state.epoch, max_epochs=engine.state.max_epochs,
-                              key_metric=name, best_metric=self.best_metric, best_epoch=self.best_epoch,
-                              best_model=self.key_metric_filename if self.best_epoch is not None else None,
-                              final_model=self.final_filename,
-                              elapsed_s=round(self._elapsed_before + time.time() - self._start, 1),
-                              resumed_after_epoch=self.resumed_from_epoch)
+    def write_finished_marker(self) -> Path:
+        """Write ``finished.json`` (rank 0): epochs, key metric, best metric and epoch, models, elapsed time.
+
+        Called at the trainer's ``COMPLETED`` when ``mark_finished``; with ``mark_finished=False`` (the bundles)
+        the run's last step calls it through :func:`finish_run`, after whatever the run does once training is over
+        (the dermoscopy bundle fits its calibration on the best model), so a run killed in that step is not taken
+        for a finished one.
+
+        Raises:
+            RuntimeError: the handler was never attached to a trainer.
+        """
+        import ignite.distributed as idist
+
+        trainer = self._trainer
+        if trainer is None:
+            raise RuntimeError(f"{self.save_dir}: this checkpoint saver was never attached to a trainer")
+        path = self.save_dir / FINISHED_FILE
+        if idist.get_rank() == 0:
+            name = self.key_metric_name or (getattr(self.evaluator.state, "key_metric_name", None)
+                                            if self.evaluator is not None else None)
+            path = _mark_finished(self.save_dir, epochs=trainer.state.epoch, max_epochs=trainer.state.max_epochs,
+                                  key_metric=name, best_metric=self.best_metric, best_epoch=self.best_epoch,
+                                  best_model=self.key_metric_filename if self.best_epoch is not None else None,
+                                  final_model=self.final_filename,
+                                  elapsed_s=round(self._elapsed_before + time.time() - self._start, 1),
+                                  resumed_after_epoch=self.resumed_from_epoch)
+        return path
+
+
+def finish_run(trainer: Engine) -> Path:
+    """Mark the run of ``trainer`` finished: ``finished.json`` from the :class:`AtomicCheckpointSaver` attached to it.
+
+    The last step of a bundle's run list (``"$mednet.engines.checkpoints.finish_run(@train#trainer)"``): the saver
+    sits inline in the shared ``train_handlers`` list, as MONAI's property check requires of handlers, so the run
+    list reaches it through the trainer it was attached to.
+
+    Raises:
+        RuntimeError: no :class:`AtomicCheckpointSaver` was attached to ``trainer``.
+    """
+    saver = _SAVERS.get(trainer)
+    if saver is None:
+        raise RuntimeError("no AtomicCheckpointSaver is attached to this trainer: nothing can mark its run finished")
+    return saver.write_finished_marker()
 
 
 def _first_sentence(text: str, limit: int = 200) -> str:

@@ -58,6 +58,12 @@ class EpochMetricsWriter:
     ``convergence.png`` (one panel per group of columns: ``plot_groups``, from the task — e.g.
     :data:`mednet.metrics.segmentation.CONVERGENCE_GROUPS`; default loss / training / validation).
 
+    A redraw costs 0.3–0.6 s on a 2-core CPU (matplotlib's text layout; more panels cost more). That is nothing
+    next to a real epoch, but it dominated runs with epochs of a second or less (the study's and the tests' tiny
+    runs spent a third of their time drawing). So the figure is redrawn only while drawing has taken at most
+    ``max_plot_share`` of the run's time so far, and always after the last epoch (or when training stops
+    early): real runs get a redraw every epoch, short epochs every few.
+
     Attach it *after* MONAI's ``ValidationHandler`` so the row holds this epoch's validation metrics. The CSV
     is rewritten whole from the rows kept in memory (a few hundred bytes per epoch) and atomically, rather
     than appended to: an append interrupted by a crash would leave a truncated last row.
@@ -65,13 +71,17 @@ class EpochMetricsWriter:
     Args:
         output_dir: the run directory.
         evaluator: the validation engine whose ``state.metrics`` are added (optional).
-        plot: redraw ``convergence.png`` every epoch.
+        plot: redraw ``convergence.png``.
         plot_groups: panel title → metric columns (see :func:`mednet.reports.plots.plot_convergence`).
+        max_plot_share: most of the elapsed run time that redrawing may take before an epoch's redraw is skipped.
     """
 
     def __init__(self, output_dir: str | os.PathLike, evaluator: Engine | None = None, plot: bool = True,
-                 plot_groups: dict[str, list[str]] | None = None) -> None:
+                 plot_groups: dict[str, list[str]] | None = None, max_plot_share: float = 0.1) -> None:
         self.plot_groups = plot_groups
+        self.max_plot_share = max_plot_share
+        self._plot_seconds = 0.0
+        self._plotted_epoch = 0
         self.output_dir = Path(output_dir)
         self.evaluator = evaluator
         self.plot = plot
@@ -84,10 +94,12 @@ class EpochMetricsWriter:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _started(self, engine: Engine) -> None:
         self._start = time.perf_counter()
         self.rows, self._columns = [], None
+        self._plot_seconds, self._plotted_epoch = 0.0, engine.state.epoch  # earlier epochs were drawn by their run
         if engine.state.epoch > 0 and self.csv_path.is_file():  # a resumed run keeps the rows of its earlier epochs
             earlier = pd.read_csv(self.csv_path, encoding="utf-8")
             earlier = earlier[earlier["epoch"] <= engine.state.epoch]
@@ -109,5 +121,18 @@ class EpochMetricsWriter:
             self._columns = list(row)
         self.rows.append(row)
         write_csv(pd.DataFrame(self.rows).reindex(columns=self._columns), self.csv_path)
-        if self.plot:
-            plot_convergence(self.csv_path, self.png_path, self.plot_groups)
+        last = engine.state.max_epochs is not None and engine.state.epoch >= engine.state.max_epochs
+        within_budget = self._plot_seconds <= self.max_plot_share * (time.perf_counter() - self._start)
+        if self.plot and (last or within_budget):
+            self._draw(engine.state.epoch)
+
+    def _draw(self, epoch: int) -> None:
+        started = time.perf_counter()
+        plot_convergence(self.csv_path, self.png_path, self.plot_groups)
+        self._plot_seconds += time.perf_counter() - started
+        self._plotted_epoch = epoch
+
+    def _completed(self, engine: Engine) -> None:
+        """Training ended (early stopping included): the figure shows every epoch of ``metrics.csv``."""
+        if self.plot and self.rows and self._plotted_epoch < int(self.rows[-1]["epoch"]):
+            self._draw(int(self.rows[-1]["epoch"]))

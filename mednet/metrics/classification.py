@@ -141,11 +141,14 @@ def scores_from_confusion(cm: ArrayLike, class_names: Sequence[str]) -> dict[str
       ≥ 1.3 defines it;
     * support = TP + FN.
 
-    Averages (``macro_*`` and support-``weighted_*`` of precision, recall, specificity, F1) run over the
-    classes with support > 0; there an undefined precision of a present class counts as 0 (scikit-learn's
-    ``zero_division=0``): a model that never predicts a class must not gain macro precision from it.
-    ``balanced_accuracy`` = ``macro_recall`` (ISIC 2018 Task 3; scikit-learn's ``balanced_accuracy_score``);
-    ``accuracy`` = trace / total.
+    ``macro_*`` averages of precision, specificity and F1 run over the classes that are present in the truth
+    *or* predicted (scikit-learn's default, ``unique_labels(y_true, y_pred)``); there an undefined precision
+    counts as 0 (``zero_division=0``). Both halves matter on small test splits where a rare class (df, vasc)
+    may be missing: a model that never predicts a present class must not gain macro precision from it, and
+    predictions of a class absent from the truth are errors that must not vanish from the average.
+    ``macro_recall`` runs over the present classes only (a recall needs a true sample) and is
+    ``balanced_accuracy`` (ISIC 2018 Task 3; scikit-learn's ``balanced_accuracy_score``). Support-``weighted_*``
+    averages give absent classes weight 0. ``accuracy`` = trace / total.
     """
     cm = _numpy(cm).astype(np.float64)
     names = list(class_names)
@@ -170,11 +173,14 @@ def scores_from_confusion(cm: ArrayLike, class_names: Sequence[str]) -> dict[str
     out.update({f"support_{n}": int(s) for n, s in zip(names, support)})
 
     present = support > 0
+    present_or_predicted = present | (predicted > 0)
     weights = support[present] / support[present].sum() if present.any() else None
     for score, values in per_class.items():
-        v = np.nan_to_num(values[present], nan=0.0) if score == "precision" else values[present]
+        macro_over = present if score == "recall" else present_or_predicted
+        v = np.nan_to_num(values[macro_over], nan=0.0) if score == "precision" else values[macro_over]
         out[f"macro_{score}"] = float(v.mean()) if weights is not None else float("nan")
-        out[f"weighted_{score}"] = float((v * weights).sum()) if weights is not None else float("nan")
+        w = values[present] if score != "precision" else np.nan_to_num(values[present], nan=0.0)
+        out[f"weighted_{score}"] = float((w * weights).sum()) if weights is not None else float("nan")
     out["accuracy"] = float(tp.sum() / total) if total > 0 else float("nan")
     out["balanced_accuracy"] = out["macro_recall"]
     return out

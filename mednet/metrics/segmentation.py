@@ -3,8 +3,10 @@
 Everything is derived from the ``(4, 4)`` label confusion matrix ``cm[true, pred]`` (0 background, 1 CSF,
 2 GM, 3 WM) summed over the pixels of a volume, a dataset or an epoch:
 
-* Dice of tissue ``c``: ``2 cm[c, c] / (cm[c, :].sum() + cm[:, c].sum())`` — identical to MONAI's
-  ``DiceMetric`` on one-hot maps, computed over all pixels pooled;
+* Dice of tissue ``c``: ``2 cm[c, c] / (cm[c, :].sum() + cm[:, c].sum())`` — equal to MONAI's
+  ``DiceMetric`` on one-hot maps (all pixels pooled) wherever the tissue is present in the truth; a tissue
+  predicted but absent from the truth scores 0 (MONAI's default ``ignore_empty=True`` gives NaN, which would
+  hide the false positives), and ``nan`` only when neither has it;
 * accuracy of tissue ``c`` (the course exercise's per-class pixel accuracy): ``cm[c, c] / cm[c, :].sum()``,
   the fraction of true ``c`` pixels labelled ``c`` (sensitivity);
 * pixel accuracy: correctly labelled tissue pixels / all true tissue pixels (background pixels excluded, so a
