@@ -26,13 +26,15 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   the same answer and message as the Python call (explain.json's ``--methods``: one name or a list).
 * **options the run never reads** — an override config (``evaluate.json`` over ``inference.json``) inherits ids it
   does not use: ``--mask`` on the brain ``evaluate.json`` (whose masks come from the datalist) or ``--temperature``
-  on ``ensemble.json`` would be accepted and silently ignored. An id that no ``@`` reference chain reaches from
+  on the dermoscopy ``calibrate.json`` (which fits it) would be accepted and silently ignored. An id that no ``@`` reference chain reaches from
   ``initialize``, ``run`` or ``finalize`` (:func:`unused_ids`) is refused, with the rule's ``unused`` text as the
   reason when the bundle gives one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import difflib
 import inspect
 import numbers
@@ -51,7 +53,7 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 
 from mednet.errors import OptionError
 
-__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "unused_ids", "check_overrides",
+__all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "unused_ids", "check_overrides", "cli_entry_ids",
            "cli_overrides", "check_cli_overrides", "require_base_config"]
 
 RULES_KEY = "option_rules"
@@ -71,11 +73,13 @@ def _config_files(config_file: str | os.PathLike | Sequence[str | os.PathLike]) 
     return [os.fspath(f) for f in config_file]
 
 
-def load_config(config_file: str | os.PathLike | Sequence[str | os.PathLike]) -> dict:
-    """The config files merged in order, with ``%`` macros resolved and nothing instantiated or evaluated."""
+def load_config(config_file: str | os.PathLike | Sequence[str | os.PathLike], raw: bool = False) -> dict:
+    """The config files merged in order, with ``%`` macros resolved (``raw``: as written) and nothing instantiated
+    or evaluated."""
     parser = ConfigParser()
     parser.read_config(f=_config_files(config_file))
-    parser.resolve_macro_and_relative_ids()
+    if not raw:
+        parser.resolve_macro_and_relative_ids()
     return parser.get()
 
 
@@ -92,7 +96,7 @@ def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 _WORKFLOW_ROOTS = ("initialize", "run", "finalize")
-_REFERENCE = re.compile(r"@([A-Za-z_][\w]*)")
+_REFERENCE = re.compile(r"@(\w+)")  # MONAI's own id pattern: an id may start with a digit (@2d_net)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -106,23 +110,42 @@ def _strings(value: Any) -> Iterator[str]:
         yield value
 
 
-def unused_ids(config: Mapping[str, Any]) -> set[str]:
+def _referenced_ids(value: Any, local_macros: bool = False) -> set[str]:
+    """Top-level ids that ``value`` names: ``@id…`` references, and with ``local_macros`` also ``%id…`` macros of
+    the same config (not ``%path/file.json::id``)."""
+    found = {m for text in _strings(value) for m in _REFERENCE.findall(text)}
+    if local_macros:
+        for text in _strings(value):
+            if text.startswith(MACRO_KEY):
+                path, id_ = ConfigParser.split_path_id(text[len(MACRO_KEY):])
+                if not path and id_:
+                    found.add(ReferenceResolver.normalize_id(id_).split(ID_SEP_KEY)[0])
+    return found
+
+
+def unused_ids(config: Mapping[str, Any], raw: Mapping[str, Any] | None = None,
+               entry_ids: Sequence[str] = _WORKFLOW_ROOTS) -> set[str]:
     """Top-level ids of a merged, macro-resolved config that running it never evaluates.
 
-    ``monai.bundle run`` evaluates ``initialize``, ``run`` and ``finalize``; every other id is evaluated only when an
-    ``@id`` (or ``@id#key``) reference in an evaluated value names it. An id outside that closure is dead for this
-    config: overriding it changes nothing. Imports, ``option_rules``, ``_``-prefixed ids and MONAI's bundle
-    property ids (``bundle_root``, ``device``, …: the workflow may read them by name) are never reported; a config
-    without any of the three entry ids reports nothing.
+    ``monai.bundle run`` evaluates its entry ids (``initialize``, ``run``, ``finalize``, or the ``--init_id`` /
+    ``--run_id`` / ``--final_id`` given); every other id is evaluated only when an ``@id`` (or ``@id#key``)
+    reference in an evaluated value names it, or — in ``raw``, the config before its ``%`` macros were resolved —
+    a ``%id`` macro copies it (MONAI applies overrides before it resolves macros, so overriding the copied id
+    changes the copy). An id outside that closure is dead for this config: overriding it changes nothing.
+    Imports, ``option_rules``, ``_``-prefixed ids and MONAI's bundle property ids (``bundle_root``, ``device``, …:
+    the workflow may read them by name) are never reported; a config without any entry id reports nothing.
     """
     from monai.bundle.properties import InferProperties, TrainProperties
     from monai.utils import BundlePropertyConfig
 
-    if not any(root in config for root in _WORKFLOW_ROOTS):
+    roots = [root for root in entry_ids if root in config]
+    if not roots:
         return set()
-    references = {key: {m for text in _strings(value) for m in _REFERENCE.findall(text)} for key, value in config.items()}
+    raw = raw or {}
+    references = {key: _referenced_ids(value) | _referenced_ids(raw.get(key), local_macros=True)
+                  for key, value in config.items()}
     reached: set[str] = set()
-    todo = [root for root in _WORKFLOW_ROOTS if root in config]
+    todo = list(roots)
     while todo:
         key = todo.pop()
         if key not in reached and key in config:
@@ -265,13 +288,15 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
 
 
 def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike],
-                    overrides: Mapping[str, Any]) -> None:
-    """Refuse unknown overrides and overrides of the wrong type or value for ``config_file``.
+                    overrides: Mapping[str, Any], entry_ids: Sequence[str] = _WORKFLOW_ROOTS) -> None:
+    """Refuse unknown overrides, overrides of the wrong type or value, and overrides the run never reads.
 
     Args:
         config_file: the bundle config (or configs, merged in order) the overrides are for.
         overrides: ``{"epochs": 2, "train#trainer#max_epochs": 3, ...}`` as MONAI receives them (values already
             parsed, as python-fire does on the command line).
+        entry_ids: the ids the run evaluates (``monai.bundle run``'s ``--init_id`` / ``--run_id`` /
+            ``--final_id``), from which :func:`unused_ids` follows the references.
 
     Raises:
         OptionError: naming every bad option, what is wrong and, for unknown ones, the nearest valid name.
@@ -283,18 +308,25 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
     rules = {ReferenceResolver.normalize_id(k): v for k, v in (config.get(RULES_KEY) or {}).items()
              if isinstance(v, Mapping)}  # not its "_comment"
     config_name = " + ".join(Path(f).name for f in _config_files(config_file))
-    unused = unused_ids(config)
     problems = {}
     for key, value in overrides.items():
         problem = _option_problem(str(key), value, ids, rules, config_name)
-        top = ReferenceResolver.normalize_id(str(key)).split(ID_SEP_KEY)[0]
-        if not problem and top in unused:
-            reason = rules.get(top, {}).get("unused") or "it is an option of another of this bundle's configs"
-            problem = f"not used by {config_name} ({reason}); it would be ignored"
         if problem:
             problems[f"--{key}"] = problem
+    # the run's reference graph with the valid overrides in place: an override may itself reference an id
+    with_overrides = ConfigParser(config=copy.deepcopy(config))
+    for key, value in overrides.items():
+        if f"--{key}" not in problems:
+            with contextlib.suppress(Exception):  # a new argument of a component: nothing to follow
+                with_overrides[str(key)] = value
+    unused = unused_ids(with_overrides.get(), raw=load_config(config_file, raw=True), entry_ids=entry_ids)
+    for key in overrides:
+        top = ReferenceResolver.normalize_id(str(key)).split(ID_SEP_KEY)[0]
+        if f"--{key}" not in problems and top in unused:
+            reason = rules.get(top, {}).get("unused") or "it is an option of another of this bundle's configs"
+            problems[f"--{key}"] = f"not used by {config_name} ({reason}); it would be ignored"
     if problems:
-        raise OptionError(problems)
+        raise OptionError({f"--{k}": problems[f"--{k}"] for k in overrides if f"--{k}" in problems})
 
 
 def _run_arguments() -> set[str]:
@@ -341,6 +373,21 @@ def cli_overrides(argv: Sequence[str]) -> tuple[Any, dict[str, Any]] | None:
     return values["config_file"], {k: v for k, v in values.items() if k not in names}
 
 
+def cli_entry_ids(argv: Sequence[str]) -> tuple[str, str, str]:
+    """The ids a ``python -m monai.bundle run`` command line evaluates: ``--init_id``, ``--run_id``, ``--final_id``
+    (default ``initialize``, ``run``, ``finalize``), read as :func:`cli_overrides` reads the rest."""
+    import fire.parser
+
+    args, _ = fire.parser.SeparateFlagArgs(list(argv[2:]))
+    given: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        name, _, value = arg.lstrip("-").partition("=")
+        if arg.startswith("--") and name in ("init_id", "run_id", "final_id"):
+            given[name] = value if value else (args[i + 1] if i + 1 < len(args) else "")
+    return (given.get("init_id") or _WORKFLOW_ROOTS[0], given.get("run_id") or _WORKFLOW_ROOTS[1],
+            given.get("final_id") or _WORKFLOW_ROOTS[2])
+
+
 def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     """Run :func:`check_overrides` on the command line when this is ``python -m monai.bundle run``; else nothing.
 
@@ -348,9 +395,10 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     parsing its arguments and running the config, and at that point nothing has been read or instantiated.
     Python callers (:func:`mednet.app.bundles.run_bundle`) call :func:`check_overrides` themselves.
     """
-    parsed = cli_overrides(sys.argv if argv is None else argv)
+    argv = sys.argv if argv is None else argv
+    parsed = cli_overrides(argv)
     if parsed is not None:
-        check_overrides(*parsed)
+        check_overrides(*parsed, entry_ids=cli_entry_ids(argv))
 
 
 def require_base_config(base: str, override: str, argv: Sequence[str] | None = None) -> None:

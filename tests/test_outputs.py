@@ -278,6 +278,14 @@ def test_a_run_with_work_after_training_is_finished_only_by_its_last_step(tmp_pa
     other, _ = _engines([0.1])
     with pytest.raises(RuntimeError, match="no AtomicCheckpointSaver"):
         finish_run(other)
+    # finish_run's registry does not keep a trainer (its network, optimiser, data) alive after the run
+    import gc
+    import weakref
+
+    gone = weakref.ref(trainer)
+    del trainer, evaluator
+    gc.collect()
+    assert gone() is None
 
 
 def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_training(tmp_path: Path) -> None:

@@ -131,16 +131,27 @@ def test_an_option_the_run_never_reads_is_refused(tmp_path: Path) -> None:
         "datalist's \"mask\" entries; --mask is for inference of one scan); it would be ignored")
     check_overrides(INFERENCE, {"mask": "brain_mask.nii.gz"})  # inference of one scan does read it
     dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs"
-    assert refused([dermoscopy / "inference.json", dermoscopy / "ensemble.json"], temperature=2.0) == (
-        "--temperature: not used by inference.json + ensemble.json (it is an option of another of this bundle's "
+    assert refused([dermoscopy / "inference.json", dermoscopy / "calibrate.json"], temperature=2.0) == (
+        "--temperature: not used by inference.json + calibrate.json (it is an option of another of this bundle's "
         "configs); it would be ignored")
     config = tmp_path / "job.json"
     config.write_text(json.dumps({
         "imports": ["$import os"], "bundle_root": ".", "a": "$@b + 1", "b": 1, "dead": 2, "also_dead": "@dead",
-        "net": {"_target_": "torch.nn.Identity"}, "run": ["$@a", "$@net::training"], "_note": 3}))
-    assert unused_ids(load_config(config)) == {"dead", "also_dead"}  # reached only from ids that are dead too
-    check_overrides(config, {"b": 5, "net#_disabled_": False, "bundle_root": "/x"})
+        "net": {"_target_": "torch.nn.Identity"}, "run": ["$@a", "$@net::training", "$@2d_size", "$@copy"],
+        "2d_size": 3, "source": 4, "copy": "%source", "_note": 3, "training": ["$@only_in_training"],
+        "only_in_training": 5}))
+    # reached only from dead ids: dead too; a %macro copy and an id starting with a digit are reached
+    assert unused_ids(load_config(config), raw=load_config(config, raw=True)) == {
+        "dead", "also_dead", "training", "only_in_training"}
+    check_overrides(config, {"b": 5, "net#_disabled_": False, "bundle_root": "/x", "2d_size": 4, "source": 7})
     assert refused(config, dead=3).startswith("--dead: not used by job.json")
+    check_overrides(config, {"b": "@dead", "dead": 3})  # an override that references it makes it used
+    check_overrides(config, {"only_in_training": 6}, entry_ids=("initialize", "training", "finalize"))  # --run_id
+    from mednet.overrides import cli_entry_ids
+
+    assert cli_entry_ids(["m", "run", "--config_file", "c.json", "--run_id", "training"]) == (
+        "initialize", "training", "finalize")
+    assert cli_entry_ids(["m", "run", "--config_file=c.json", "--init_id=setup"]) == ("setup", "run", "finalize")
     no_entry = tmp_path / "fragment.json"
     no_entry.write_text(json.dumps({"a": 1}))
     assert unused_ids(load_config(no_entry)) == set()  # not a workflow: nothing is known to be dead

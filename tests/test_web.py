@@ -292,10 +292,14 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("mednet error:")]
 
 
-def test_startup_with_a_missing_or_mismatched_run_is_one_error_line(tmp_path):
+def test_startup_with_a_missing_or_mismatched_run_is_one_error_line(tmp_path, monkeypatch):
+    from unittest import mock
+
     from _bundle_cli import command_in_process
     from mednet.app.web import web
 
+    # in-process, a case that stopped being refused would start serving and hang the suite: make it fail instead
+    monkeypatch.setattr("mednet.app.web.launch_app", mock.Mock(side_effect=AssertionError("the web app started")))
     # the real command line once; the other cases take the same entry in-process
     missing = _run_web("--run", str(tmp_path / "no_such_run"), "--port", str(_free_port()))
     assert missing.returncode == 2, missing.stderr

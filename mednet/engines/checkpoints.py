@@ -48,8 +48,9 @@ def state_to_save(save_dict: Mapping[str, object]) -> dict:
     return next(iter(out.values())) if len(out) == 1 else out
 
 
-#: the saver attached to each trainer (weak keys: a finished trainer and its saver are not kept alive)
-_SAVERS: weakref.WeakKeyDictionary[Engine, AtomicCheckpointSaver] = weakref.WeakKeyDictionary()
+#: the saver attached to each trainer. Weak both ways: the saver holds its trainer (``_trainer``), so a strong
+#: value would keep every trainer — network, optimiser, cached data — alive for the rest of the process.
+_SAVERS: weakref.WeakKeyDictionary[Engine, weakref.ref[AtomicCheckpointSaver]] = weakref.WeakKeyDictionary()
 
 
 class AtomicCheckpointSaver:
@@ -123,7 +124,7 @@ class AtomicCheckpointSaver:
     def attach(self, engine: Engine) -> None:
         """Attach to the trainer (and, through it, to ``evaluator``); resume from ``checkpoint_last.pt`` if asked."""
         self._trainer = engine
-        _SAVERS[engine] = self
+        _SAVERS[engine] = weakref.ref(self)
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.COMPLETED, self.completed)
         if self.evaluator is not None:
@@ -279,7 +280,8 @@ def finish_run(trainer: Engine) -> Path:
     Raises:
         RuntimeError: no :class:`AtomicCheckpointSaver` was attached to ``trainer``.
     """
-    saver = _SAVERS.get(trainer)
+    reference = _SAVERS.get(trainer)
+    saver = reference() if reference is not None else None
     if saver is None:
         raise RuntimeError("no AtomicCheckpointSaver is attached to this trainer: nothing can mark its run finished")
     return saver.write_finished_marker()
