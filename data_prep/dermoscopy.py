@@ -19,6 +19,10 @@ Formats (``--metadata`` is): ``ham10000`` the HAM10000 metadata CSV; ``isic2018`
 ground-truth CSV (``--lesion_groups`` HAM10000 metadata or ISIC lesion groupings, else every image is its own
 lesion); ``path_label`` a ``path,label`` CSV (no ``--images``); ``dermamnist`` a DermaMNIST(-C/-E) ``.npz``
 (images written to ``OUT/images``, its own split kept).
+
+Without lesion ids (``lesion_id`` = ``image_id``) ``split.json`` records ``"lesion_ids_known": false`` and
+``split_stats.md`` says the split is by image; a class missing from a split is warned about and recorded
+(``empty_class_splits``); a split given a non-zero ``--val``/``--test`` that would be empty is refused.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -424,3 +425,54 @@ def test_post_hoc_fits_only_on_validation_rows_held_out_from_the_run(tmp_path) -
         check_fit_rows(own_val, run / "model.pt", "test", own)
     (run / "settings.json").write_text(json.dumps({"dataset_dir": str(tmp_path / "gone")}), encoding="utf-8")
     check_fit_rows(pd.DataFrame({"lesion_id": ["L1"]}), run / "model.pt", "validation", other)  # cannot check: warned
+
+
+def test_evaluation_refuses_lesions_the_run_trained_or_selected_on(tmp_path, caplog) -> None:
+    """A split folder of another seed of the same source holds, in its test split, lesions of the run's training
+    and validation splits: scoring the model on them inflates every score, so evaluation refuses them, for the
+    model and for every member of an ensemble; the run's own test split passes."""
+    from mednet.data.splits import check_evaluated_rows
+    from mednet.errors import DataError
+
+    def split_folder(name: str, assignment: dict[str, str]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"lesion_id": list(assignment), "split": list(assignment.values())}).to_csv(folder / "split.csv",
+                                                                                                   index=False)
+        return folder
+
+    def run_on(name: str, dataset_dir: Path) -> Path:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "settings.json").write_text(json.dumps({"dataset_dir": str(dataset_dir)}), encoding="utf-8")
+        return run / "model.pt"
+
+    own = split_folder("own", {"L1": "training", "L2": "validation", "L3": "test", "L4": "training",
+                               "L5": "training", "L6": "test"})
+    other = split_folder("other", {"L1": "test", "L2": "test", "L4": "test", "L5": "test", "L3": "training",
+                                   "L6": "validation"})
+    model = run_on("run", own)
+    own_test = pd.DataFrame({"lesion_id": ["L3", "L6"]})
+    assert check_evaluated_rows(own_test, model, "test", own) is own_test  # the run's own test split
+    assert check_evaluated_rows(own_test, [model], "test", other) is own_test  # its test lesions, from elsewhere
+    own_val = pd.DataFrame({"lesion_id": ["L2"]})
+    assert check_evaluated_rows(own_val, model, "validation", own) is own_val  # asked for, and labelled, validation
+    leaked = pd.DataFrame({"lesion_id": ["L1", "L2", "L4", "L5", "L3"]})
+    leaked.attrs["source"] = str(other / "split.csv")
+    with pytest.raises(DataError) as err:
+        check_evaluated_rows(leaked, model, "test", other)
+    msg = str(err.value)
+    assert msg.startswith(f"{other / 'split.csv'}: 4 lesion(s) of its test split are in the training or validation "
+                          f"split of the run that trained {model} ({own / 'split.csv'}: 3 training, 1 validation; "
+                          "e.g. L1, L2, L4, …)")
+    assert f"--dataset_dir {own}" in msg
+    with pytest.raises(DataError, match="the training split of the run"):  # --split validation: training leaks
+        check_evaluated_rows(pd.DataFrame({"lesion_id": ["L2", "L4"]}), model, "validation", other)
+    # an ensemble: every member's own split counts (a clean first member does not hide a leaky second one)
+    clean = run_on("clean", other)
+    with pytest.raises(DataError, match=f"run that trained {re.escape(str(model))}"):
+        check_evaluated_rows(pd.DataFrame({"lesion_id": ["L1"]}), [clean, model], "test", other)
+    (own / "split.csv").unlink()
+    with caplog.at_level("WARNING", logger="mednet"):
+        check_evaluated_rows(leaked, model, "test", other)  # cannot check: warned, not silent
+    assert any("cannot check" in r.getMessage() for r in caplog.records)

@@ -177,6 +177,26 @@ def test_item_without_image_key_is_a_data_error(tmp_path):
         load_datalist(path, "training")
 
 
+
+@pytest.mark.parametrize("content, problem", [
+    ({"training": "a.nii.gz"}, "'training' must be a list of items ({\"image\": path, …} or an image path), got a string "
+                               '"a.nii.gz"'),
+    ({"training": {"image": "a.nii.gz"}}, "'training' must be a list of items ({\"image\": path, …} or an image "
+                                          'path), got an object {"image": "a.nii.gz"}'),
+    ({"training": [{"image": "a.nii.gz"}, 5]}, "training[1] must be an object with an 'image' path or an image path, "
+                                               "got a number 5"),
+    ({"training": [{"image": ["a.nii.gz"]}]}, 'training[0].image must be a path (a string), got an array ["a.nii.gz"]'),
+    ({"training": [{"image": "a.nii.gz", "label": 3}]}, "training[0].label must be a path (a string), got a number 3"),
+])
+def test_a_malformed_datalist_names_the_split_or_item(tmp_path, content, problem):
+    """Not "listed twice" (a string split read letter by letter), a missing file called "image" (an object split
+    read by its keys) or a bare TypeError: the error says which entry is not the decathlon shape."""
+    (tmp_path / "a.nii.gz").write_bytes(b"\x00")
+    path = _write_json(tmp_path / "dl.json", content)
+    with pytest.raises(DataError) as err:
+        load_datalist(path, "training")
+    assert str(err.value) == f"{path.resolve()}: {problem}"
+
 # ------------------------------------------------------------------ find_datalist
 
 

@@ -449,6 +449,8 @@ def test_prepare_dermoscopy_split_end_to_end_and_refuses_overwrite(tmp_path: Pat
     assert Image.open(table["cache_path"][0]).size == (4, 4)
     settings = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert settings["data_provenance"] == "synthetic" and settings["seed"] == 3
+    assert settings["lesion_ids_known"] is True  # HAM10000's lesion_id: the split is lesion-disjoint
+    assert "No lesion is in two splits." in (out / "split_stats.md").read_text(encoding="utf-8")
     assert settings["n_images"] == 30 and settings["n_lesions"] == 29
     assert sum(settings["n_images_per_split"].values()) == 30
     stats = pd.read_csv(out / "split_stats.csv").set_index("class")
@@ -470,6 +472,62 @@ def test_prepare_dermoscopy_split_end_to_end_and_refuses_overwrite(tmp_path: Pat
         load_split_table(out, check_files=False)
 
 
+
+@pytest.mark.parametrize("header, lesion_column, known", [("path,label", "", False),
+                                                          ("path,label,lesion_id", ",L{k}", True)])
+def test_prepare_says_when_lesion_ids_were_unknown(tmp_path: Path, header: str, lesion_column: str,
+                                                   known: bool) -> None:
+    """Without lesion ids (lesion_id = image_id: path,label without lesion_id, ISIC 2018 without --lesion_groups,
+    DermaMNIST) the split is by image: split.json and split_stats.md must not call it lesion-disjoint."""
+    lines = [header]
+    for k in range(12):
+        dx = ("nv", "mel", "bkl")[k % 3]
+        write_jpeg(tmp_path / "src" / f"p{k}.jpg", COLOUR[dx])
+        lines.append(f"p{k}.jpg,{dx}" + lesion_column.format(k=k))
+    listing = tmp_path / "src" / "list.csv"
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    prepare_dermoscopy_split(listing, out, format="path_label", val=0.25, test=0.25)
+    settings = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    assert settings["lesion_ids_known"] is known and settings["group"] == "lesion_id"
+    footer = (out / "split_stats.md").read_text(encoding="utf-8")
+    if known:
+        assert "No lesion is in two splits." in footer
+    else:
+        assert "No lesion is in two splits" not in footer
+        assert "Lesion ids were unknown" in footer and "images of one lesion may be in two splits" in footer
+
+
+def test_prepare_refuses_a_requested_split_left_empty_and_records_empty_classes(tmp_path: Path, caplog) -> None:
+    """A 4-image set would be "training 4, validation 0, test 0" (each class has < 3 lesions, so all stay in
+    training): refused, naming the input, before anything is written. A class missing from a split (here: every
+    class but nv has one lesion) is warned about and recorded in split.json and split_stats.md."""
+    rows = [("HAM_0001", "ISIC_0001", "mel", "histo", 1), ("HAM_0002", "ISIC_0002", "nv", "histo", 1),
+            ("HAM_0003", "ISIC_0003", "nv", "histo", 2), ("HAM_0004", "ISIC_0004", "bkl", "histo", 2)]
+    csv, dirs = write_ham(tmp_path / "small", rows=rows)
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        prepare_dermoscopy_split(csv, out, images=dirs)
+    assert str(err.value).startswith(f"{csv}: split(s) validation, test would be empty: 4 images of 4 lesions")
+    assert "--val 0 / --test 0" in str(err.value)
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+    # without validation (--val 0) nv's two lesions reach both splits asked for: accepted
+    prepare_dermoscopy_split(csv, tmp_path / "no_val", images=dirs, val=0)
+    counts = json.loads((tmp_path / "no_val" / "split.json").read_text(encoding="utf-8"))["n_images_per_split"]
+    assert counts == {"training": 3, "validation": 0, "test": 1}
+
+    csv, dirs = write_ham(tmp_path / "ham")  # HAM_ROWS: nv has 3 lesions, every other class one
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mednet"):
+        prepare_dermoscopy_split(csv, out, images=dirs, val=0.2, test=0.2, seed=1)
+    settings = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    single = ["akiec", "bcc", "bkl", "df", "mel", "vasc"]
+    assert settings["empty_class_splits"] == {dx: ["validation", "test"] for dx in single}
+    warned = [r.getMessage() for r in caplog.records if "has no image in" in r.getMessage()]
+    assert len(warned) == 6 and any("class df has no image in validation, test" in m for m in warned)
+    assert "No image of: akiec in validation, test;" in (out / "split_stats.md").read_text(encoding="utf-8")
+
+
 def test_dicom_patient_identifiers_never_reach_an_output(tmp_path: Path) -> None:
     rgb = np.full((6, 6, 3), COLOUR["mel"], np.uint8)
     write_dicom(tmp_path / "src" / "lesion_photo.dcm", rgb, "YBR_FULL")
@@ -478,7 +536,8 @@ def test_dicom_patient_identifiers_never_reach_an_output(tmp_path: Path) -> None
     listing = tmp_path / "src" / "list.csv"
     listing.write_text("path,label\nlesion_photo.dcm,mel\np0.jpg,nv\np1.jpg,nv\np2.jpg,bkl\n")
     out = tmp_path / "out"
-    prepare_dermoscopy_split(listing, out, format="path_label", cache_size=4)
+    # 4 images, 1–2 lesions per class: too few for validation and test (refused), so all go to training
+    prepare_dermoscopy_split(listing, out, format="path_label", cache_size=4, val=0, test=0)
     table = load_split_table(out)
     assert "lesion_photo" in set(table["image_id"])  # the DICOM's id is its file stem
     written = [p for p in out.rglob("*") if p.is_file()]

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 import mednet.data.lesion_images as lesion_images
 from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, load_rgb, resize_center_crop
@@ -264,6 +265,61 @@ def test_cutout_zeroes_two_holes_of_a_quarter_of_the_side(seed):
     assert not (image_transform(32, MEAN, STD, train=True, augmentation="none")(image) == 0).any()
 
 
+
+def _holes(transform, image: torch.Tensor, torch_seed: int = 0) -> np.ndarray:
+    """The CutOut mask ``(S, S)`` bool of ``transform`` on ``image`` (torchvision's draws fixed by ``torch_seed``)."""
+    torch.manual_seed(torch_seed)
+    return (torch.as_tensor(transform(image)) == 0).numpy()[0]
+
+
+def test_cutout_holes_follow_the_seed_and_not_monais_shared_random_state():
+    """``--seed`` repeats CutOut's holes: MONAI's shared ``Randomizable.R`` (seeded from the OS, untouched by
+    ``set_determinism``) is replaced by the transform's own seeded state."""
+    from monai.transforms import Randomizable
+
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    saved = Randomizable.R
+    try:
+        Randomizable.R = np.random.RandomState(1)
+        first = _holes(image_transform(32, MEAN, STD, train=True, augmentation="cutout", seed=7), image)
+        Randomizable.R = np.random.RandomState(2)  # a fresh process: another OS-seeded shared state
+        again = image_transform(32, MEAN, STD, train=True, augmentation="cutout", seed=7)
+        assert np.array_equal(_holes(again, image), first)
+        assert first.sum() >= 64
+        other = image_transform(32, MEAN, STD, train=True, augmentation="cutout", seed=8)
+        assert not np.array_equal(_holes(other, image), first)
+        # the transform's state goes on: its next image gets other holes
+        assert not np.array_equal(_holes(again, image), first)
+    finally:
+        Randomizable.R = saved
+
+
+def test_cutout_in_dataloader_workers_differs_per_worker_and_repeats_with_the_seed():
+    """Workers start from copies of one state; each reseeds it (run seed + its torch worker seed), so two workers
+    do not cut the same holes, and a run with the same seed repeats every worker's holes."""
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    class Same(torch.utils.data.Dataset):
+        def __init__(self, transform):
+            self.transform = transform
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return self.transform(image)
+
+    def masks(seed: int) -> list[np.ndarray]:
+        torch.manual_seed(0)  # what set_determinism does: the DataLoader's worker seeds follow it
+        transform = v2.Compose([image_transform(32, MEAN, STD, train=False), lesion_images._CutOut(32, seed)])
+        loader = torch.utils.data.DataLoader(Same(transform), batch_size=2, num_workers=2)
+        return [(batch == 0).numpy()[:, 0] for batch in loader]  # batch k from worker k % 2
+
+    first = masks(3)
+    assert not np.array_equal(first[0], first[1])  # worker 0 and worker 1: other holes
+    assert all(np.array_equal(a, b) for a, b in zip(first, masks(3)))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, masks(4)))
+
 def test_unknown_augmentation_is_an_option_error():
     with pytest.raises(OptionError, match="unknown augmentation 'randaugment'") as err:
         image_transform(16, MEAN, STD, train=True, augmentation="randaugment")
@@ -455,3 +511,16 @@ def test_an_image_far_too_small_for_the_image_size_is_refused_naming_it(split_cs
         LesionImageDataset(table, 121, transform=None).raw_image(0)  # 30 px would be enlarged > 4×
     assert err.value.path == table["path"][0] and "image is 40×30 px" in str(err.value)
     assert "far too small for --image_size 121" in str(err.value)
+
+
+def test_a_path_label_csv_with_lesion_ids_is_read_as_a_path_label_csv(tmp_path):
+    """Its lesion_id column does not make it a split table (which would miss image_id, dx, dx_type, split)."""
+    _write_image(tmp_path / "x.png", "rgb", 0)
+    _write_image(tmp_path / "y.png", "rgb", 1)
+    csv = tmp_path / "images.csv"
+    csv.write_text("path,label,lesion_id\nx.png,mel,les_1\ny.png,nv,les_2\n")
+    table = list_lesion_images(csv)
+    assert list(table["image_id"]) == ["x", "y"] and list(table["dx"]) == ["mel", "nv"]
+    assert list(table["lesion_id"]) == ["les_1", "les_2"]
+    csv.write_text("path,label,lesion_id,split\nx.png,mel,les_1,test\ny.png,nv,les_2,training\n")
+    assert list(list_lesion_images(csv, split="test")["image_id"]) == ["x"]

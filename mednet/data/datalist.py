@@ -80,6 +80,27 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
     return items
 
 
+def _json_type(value: object) -> str:
+    """The JSON name of ``value``'s type (``object``, ``array``, ``string``, ``number``…), as the user wrote it."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value) if isinstance(value, (Mapping, list, tuple, str, int, float, bool)) or value is None \
+        else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str | os.PathLike | None = None,
                           base: str | os.PathLike | None = None) -> None:
     """Raise :class:`DataError` if one image appears in two splits (or twice in one).
@@ -91,9 +112,23 @@ def check_disjoint_splits(content: Mapping[str, Sequence[Mapping]], source: str 
     """
     assignments, seen = [], set()
     for split in SPLITS:
-        for i, item in enumerate(content.get(split, []) or []):
-            if isinstance(item, Mapping) and "image" not in item:
-                raise DataError(source, f"{split}[{i}] has no 'image' key")
+        items = content.get(split) or []
+        # the shape is checked first: a string split would be iterated character by character (then "listed
+        # twice"), an object split by its keys (a missing file called "image"), a number item would be a TypeError
+        if not isinstance(items, (list, tuple)):
+            raise DataError(source, f"'{split}' must be a list of items ({{\"image\": path, …}} or an image path), "
+                                    f"got {_json_type(items)} {_short(items)}")
+        for i, item in enumerate(items):
+            if isinstance(item, Mapping):
+                if "image" not in item:
+                    raise DataError(source, f"{split}[{i}] has no 'image' key")
+                for key in _PATH_KEYS:
+                    if key in item and not isinstance(item[key], str) and not (key != "image" and item[key] is None):
+                        raise DataError(source, f"{split}[{i}].{key} must be a path (a string), got "
+                                                f"{_json_type(item[key])} {_short(item[key])}")
+            elif not isinstance(item, str):
+                raise DataError(source, f"{split}[{i}] must be an object with an 'image' path or an image path, got "
+                                        f"{_json_type(item)} {_short(item)}")
             image = item["image"] if isinstance(item, Mapping) else item
             key = os.path.normpath(str(image)) if base is None else os.path.realpath(os.path.join(base, str(image)))
             if (split, key) in seen:

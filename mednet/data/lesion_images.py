@@ -19,7 +19,8 @@ split``) becomes a :class:`LesionImageDataset` of items ``{"image": (3, S, S) fl
 3. **normalisation** by the *training split's* per-channel mean and std (:func:`channel_statistics`), recorded in
    the run's ``settings.json`` so evaluation and inference repeat it.
 4. ``cutout`` (DeVries & Taylor 2017): MONAI ``RandCoarseDropout``, 2 holes of ``8 × S/32`` px filled with 0
-   (= the training mean after normalisation), after normalisation as in the paper's code.
+   (= the training mean after normalisation), after normalisation as in the paper's code; seeded by the run's
+   ``--seed`` through its own random state (MONAI's shared one ignores ``set_determinism``), reseeded per worker.
 
 MixUp and CutMix mix *pairs* of images and their labels; they run on the batch (:class:`MixingPrepareBatch`).
 """
@@ -163,10 +164,58 @@ class _AugMixViews:
         return torch.stack([self.normalize(image), self.normalize(self.augmix(image)), self.normalize(self.augmix(image))])
 
 
+class _CutOut:
+    """CutOut (MONAI ``RandCoarseDropout``, 2 holes of ``8 × S/32`` px filled with 0) with its own random state.
+
+    MONAI's randomizable transforms draw from ``self.R``, by default the class-level ``Randomizable.R`` seeded from
+    the OS: neither ``torch.manual_seed`` nor ``monai.utils.set_determinism`` touches it, so ``--seed`` would not
+    repeat the holes. With ``seed`` the transform gets its own ``RandomState(seed)``. DataLoader workers start from
+    copies of that one state (every worker would cut the same holes in its images), so in a worker the state is
+    reseeded once from ``seed`` and the worker's torch seed (``get_worker_info().seed``: the DataLoader's base seed,
+    drawn from the seeded torch RNG, + the worker id) — different per worker, repeated by a run with the same seed.
+    ``seed=None`` keeps the shared state (callers that seed ``Randomizable.R`` themselves, e.g. the augmentation
+    figure).
+
+    ``(3, S, S)`` float tensor → ``(3, S, S)`` float tensor (a plain ``torch.Tensor``).
+    """
+
+    def __init__(self, image_size: int, seed: int | None = None) -> None:
+        from monai.transforms import RandCoarseDropout
+
+        hole = max(1, round(8 * image_size / 32))
+        self.dropout = RandCoarseDropout(holes=2, spatial_size=hole, fill_value=0.0, prob=1.0)
+        self.seed = None if seed is None else int(seed)
+        self._worker: tuple[int, int] | None = None  # (id, seed) of the DataLoader worker the state was seeded for
+        if self.seed is not None:
+            self.dropout.set_random_state(self.seed)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> _CutOut:
+        """Seed the holes explicitly (MONAI's ``worker_init_fn``/``set_rnd`` call this): it then replaces the
+        per-worker reseeding in this worker."""
+        self.dropout.set_random_state(seed, state)
+        info = torch.utils.data.get_worker_info()
+        self._worker = None if info is None else (info.id, info.seed)
+        return self
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.seed is not None:
+            info = torch.utils.data.get_worker_info()
+            if info is not None and self._worker != (info.id, info.seed):
+                self._worker = (info.id, info.seed)
+                state = np.random.SeedSequence([self.seed, info.seed % 2**32]).generate_state(1)[0]
+                self.dropout.set_random_state(int(state))
+        return torch.as_tensor(self.dropout(image))
+
+
 def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
-                    augmentation: str = "none", augmix_jsd: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+                    augmentation: str = "none", augmix_jsd: bool = False,
+                    seed: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The per-image transform: ``(3, S, S) uint8`` → ``(3, S, S)`` float32 normalised (``(3, 3, S, S)`` for
-    AugMix with the Jensen–Shannon loss). Evaluation (``train=False``) only normalises."""
+    AugMix with the Jensen–Shannon loss). Evaluation (``train=False``) only normalises.
+
+    ``seed`` (the run's ``--seed``) seeds CutOut's own random state (:class:`_CutOut`); the torchvision transforms
+    draw from torch's RNG, which ``monai.utils.set_determinism`` and the DataLoader's worker seeding already cover.
+    """
     if augmentation not in AUGMENTATIONS:
         raise OptionError({"--augmentation": f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}"})
     normalize = _normalize(mean, std)
@@ -185,11 +234,7 @@ def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float]
             return _AugMixViews(base, augmix, normalize)
         return v2.Compose([base, augmix, normalize])
     if augmentation == "cutout":
-        from monai.transforms import RandCoarseDropout
-
-        hole = max(1, round(8 * image_size / 32))
-        cutout = RandCoarseDropout(holes=2, spatial_size=hole, fill_value=0.0, prob=1.0)
-        return v2.Compose([base, normalize, lambda x: torch.as_tensor(cutout(x))])
+        return v2.Compose([base, normalize, _CutOut(image_size, seed)])
     return v2.Compose([base, normalize])
 
 
@@ -231,9 +276,10 @@ class MixingPrepareBatch:
 
 def lesion_dataset(table: pd.DataFrame, image_size: int, mean: Sequence[float], std: Sequence[float], train: bool = False,
                    augmentation: str = "none", augmix_jsd: bool = False, cache: bool = True,
-                   class_names: Sequence[str] = DERMOSCOPY_CLASSES, require_label: bool = True) -> LesionImageDataset:
+                   class_names: Sequence[str] = DERMOSCOPY_CLASSES, require_label: bool = True,
+                   seed: int | None = None) -> LesionImageDataset:
     """:class:`LesionImageDataset` with :func:`image_transform` — what the bundle configs build."""
-    transform = image_transform(image_size, mean, std, train, augmentation, augmix_jsd)
+    transform = image_transform(image_size, mean, std, train, augmentation, augmix_jsd, seed)
     return LesionImageDataset(table, image_size, transform, class_names, cache=cache, require_label=require_label)
 
 
@@ -265,8 +311,10 @@ def list_lesion_images(input: str | os.PathLike, split: str | None = "test",
         raise DataError(path, "input does not exist")
     if path.is_dir() and (path / "split.csv").is_file() or path.suffix.lower() == ".csv":
         if path.suffix.lower() == ".csv" and path.name != "split.csv" and path.is_file():
-            columns = _csv_header(path)
-            if "lesion_id" not in columns and {"path", "label"} <= set(columns):  # a path,label[,split] CSV
+            columns = set(_csv_header(path))
+            # the reader follows the columns: a split table has dx and split, a path,label CSV has label (and may
+            # have lesion_id, image_id, dx_type, split: read_path_label_csv honours them)
+            if {"path", "label"} <= columns and not {"dx", "split"} <= columns:
                 from mednet.data.dermoscopy import read_path_label_csv
 
                 table = read_path_label_csv(path, class_names)

@@ -54,6 +54,8 @@ __all__ = [
     "load_split_table",
     "read_dermoscopy_source",
     "data_provenance",
+    "lesion_ids_known",
+    "empty_class_splits",
     "prepare_dermoscopy_split",
 ]
 
@@ -306,6 +308,29 @@ def data_provenance(table: pd.DataFrame) -> str:
     return "synthetic" if synthetic.all() else "real" if not synthetic.any() else "mixed"
 
 
+def lesion_ids_known(table: pd.DataFrame) -> bool:
+    """Whether ``table``'s ``lesion_id`` names lesions: False when every ``lesion_id`` is its row's ``image_id``.
+
+    That is what the readers set when the source has no lesion ids (ISIC 2018 without ``--lesion_groups``, a
+    ``path,label`` CSV without ``lesion_id``, DermaMNIST): each image is then its own "lesion", so a split by
+    ``lesion_id`` is a split by image and images of one lesion may be in two splits.
+    """
+    return not table["lesion_id"].astype(str).eq(table["image_id"].astype(str)).all()
+
+
+def empty_class_splits(table: pd.DataFrame, splits: Sequence[str] = SPLITS,
+                       class_column: str = "dx") -> dict[str, list[str]]:
+    """``{class: [splits with no image of it]}`` for the classes present in ``table`` (``splits`` in order).
+
+    A class with fewer lesions than splits cannot reach every split (:func:`split_by_lesion` keeps it in training):
+    its validation/test recall is then undefined, which a report must not pass over silently.
+    """
+    counts = pd.crosstab(table[class_column], table["split"]).reindex(columns=list(splits), fill_value=0)
+    return {str(c): [s for s in splits if counts.loc[c, s] == 0] for c in sorted(counts.index, key=str)
+            if (counts.loc[c] == 0).any()}
+
+
+
 def prepare_dermoscopy_split(
     metadata: str | os.PathLike,
     out: str | os.PathLike,
@@ -324,8 +349,10 @@ def prepare_dermoscopy_split(
 
     * ``out/split.csv`` — ``image_id, lesion_id, dx, dx_type, path, split`` [+ ``cache_path``];
     * ``out/split_stats.csv`` / ``.md`` — images per class × split, totals and lesions (:func:`split_stats`);
-    * ``out/split.json`` — the settings (source, format, seed, fractions), image/lesion counts per split and
-      ``data_provenance`` (``synthetic`` when ``dx_type`` says so);
+    * ``out/split.json`` — the settings (source, format, seed, fractions), image/lesion counts per split,
+      ``data_provenance`` (``synthetic`` when ``dx_type`` says so), ``lesion_ids_known`` (False when every
+      ``lesion_id`` is its ``image_id``: the source had no lesion ids, the split is by image and the stats footer
+      says so) and ``empty_class_splits`` (``{class: [splits without its images]}``, also logged as warnings);
     * with ``cache_size`` > 0, ``out/cache_<size>/<image_id>.png`` (:func:`write_resized_cache`; with
       ``overwrite`` every listed image is resized again, so a new source with the same image ids never trains
       on the old pixels);
@@ -342,6 +369,10 @@ def prepare_dermoscopy_split(
 
     Returns:
         The path of ``split.csv``.
+
+    Raises:
+        DataError: naming ``metadata``, when a split given a non-zero fraction would get no image (too few lesions
+            per class: each class needs one lesion per split to reach it); nothing is written then.
     """
     out = Path(out)
     csv, stats_stem, settings = out / "split.csv", out / "split_stats", out / "split.json"
@@ -352,18 +383,44 @@ def prepare_dermoscopy_split(
     table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite)
     source = table.attrs.get("source", os.fspath(metadata))
     kept = "split" in table.columns
+    fractions = {"training": 1.0 - float(val) - float(test), "validation": float(val), "test": float(test)}
     if kept:
         check_group_disjoint(table, path=source)
         logger.info("%s: the source's own split is kept (--val/--test/--seed unused)", source)
     else:
         table = split_by_lesion(table, val=val, test=test, seed=seed, source=source)
+        # a split asked for (fraction > 0) that got no image: the run would select or be tested on nothing
+        empty = [s for s in SPLITS if fractions[s] > 0 and not (table["split"] == s).any()]
+        if empty:
+            per_class = table.groupby("dx")["lesion_id"].nunique()
+            raise DataError(source, f"split(s) {', '.join(empty)} would be empty: {len(table)} images of "
+                                    f"{table['lesion_id'].nunique()} lesions, and a class reaches every split only "
+                                    f"with at least {sum(f > 0 for f in fractions.values())} lesions (lesions per class: "
+                                    + ", ".join(f"{c} {n}" for c, n in per_class.items())
+                                    + "); add images, or set the fraction of that split to 0 (--val 0 / --test 0)")
+    # the splits that should hold every class: the source's own, or those given a fraction
+    requested = [s for s in SPLITS if ((table["split"] == s).any() if kept else fractions[s] > 0)]
+    empty_cells = empty_class_splits(table, requested)
+    for dx, splits in empty_cells.items():
+        logger.warning("%s: class %s has no image in %s (%d lesion(s) of it in all; a class reaches every split only "
+                       "with at least one lesion per split): its recall there is undefined", source, dx,
+                       ", ".join(splits), table.loc[table["dx"] == dx, "lesion_id"].nunique())
+    ids_known = lesion_ids_known(table)
+    if not ids_known:
+        logger.warning("%s: no lesion ids (every lesion_id is its image_id): the split is by image, and images of one "
+                       "lesion may be in two splits", source)
     if cache_size:
         table = write_resized_cache(table, out, int(cache_size), overwrite=overwrite)  # no stale pixels
     write_split_table(table, csv, overwrite=overwrite)
     stats = split_stats(table)
     provenance = data_provenance(table)
+    footer = ("\nLast row: distinct lesions per split. No lesion is in two splits.\n" if ids_known else
+              "\nLast row: distinct lesion ids per split. Lesion ids were unknown (each image is its own lesion_id), "
+              "so images of one lesion may be in two splits.\n")
+    if empty_cells:
+        footer += "No image of: " + "; ".join(f"{dx} in {', '.join(sp)}" for dx, sp in empty_cells.items()) + ".\n"
     write_table(stats, stats_stem, title=f"Images per class and split ({provenance} data, {Path(source).name})",
-                footer="\nLast row: distinct lesions per split. No lesion is in two splits.\n")
+                footer=footer)
     per_split = table.groupby("split")
     write_json({
         "source": os.fspath(Path(metadata).resolve()),
@@ -375,6 +432,8 @@ def prepare_dermoscopy_split(
         "fractions": None if kept else {"validation": float(val), "test": float(test)},
         "stratify": "dx",
         "group": "lesion_id",
+        "lesion_ids_known": ids_known,  # False: lesion_id = image_id, a split by image (not lesion-disjoint)
+        "empty_class_splits": empty_cells,  # {class: [splits with none of its images]}
         "cache_size": int(cache_size) or None,
         "class_names": list(DERMOSCOPY_CLASSES),
         "data_provenance": provenance,
