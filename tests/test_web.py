@@ -259,6 +259,80 @@ def test_flag_needs_a_class_and_refuses_a_long_comment(web_model, tmp_path, jpeg
     assert not (tmp_path / "fb" / "feedback.csv").exists()
 
 
+def test_an_unexpected_decoder_error_is_a_message_and_forgets_the_previous_image(web_model, tmp_path, jpeg,
+                                                                                  monkeypatch):
+    """A decoder exception that is not a DataError: the generic message, and state None replaces the previous
+    image's, so "flag as wrong" cannot record that image under the failed upload."""
+    from mednet.app.web import WebDemo
+
+    monkeypatch.delenv("MEDNET_TRACEBACK", raising=False)
+    cache = tmp_path / "cache"
+    demo = WebDemo(web_model, tmp_path / "fb", upload_dir=cache)
+    _, _, previous, _ = demo.on_upload(str(jpeg))
+    assert previous["predicted"]
+    path = cache / "f01" / "scan_Doe.tif"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"II*\0damaged")
+
+    def damaged(image_path):
+        raise TypeError(f"Missing dimensions in {image_path}")
+
+    monkeypatch.setattr(web_model, "load", damaged)
+    markdown, overlay, state, status = demo.on_upload(str(path))
+    assert markdown.startswith("### Cannot analyse this file") and "could not be decoded" in markdown
+    assert overlay is None and state is None and status == ""
+    assert "Doe" not in markdown and "Missing dimensions" not in markdown and str(cache) not in markdown
+    assert not path.exists()  # deleted from the upload cache all the same
+    assert "Upload an image first" in demo.on_flag(state, "mel", "")
+    assert not (tmp_path / "fb").exists()
+
+
+def test_a_new_upload_resets_the_correction_and_the_comment(web_model, tmp_path, jpeg, monkeypatch):
+    """The page's upload event clears "Correct class" and "Comment": one click on "flag as wrong" after a new upload
+    must not send the previous image's correction and comment with the new image."""
+    import gradio as gr
+
+    from mednet.app.web import build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=tmp_path / "cache")
+    fns = app.fns.values() if isinstance(app.fns, dict) else app.fns
+    (event,) = [f for f in fns if any(name == "upload" for _, name in f.targets)]
+    assert [getattr(o, "elem_id", None) for o in event.outputs][-3:] == ["upload", "corrected", "comment"]
+    assert isinstance(event.outputs[2], gr.State)
+    outputs = event.fn(str(jpeg), "Grad-CAM")
+    assert len(outputs) == len(event.outputs) == 7
+    markdown, overlay, state, status, upload, corrected, comment = outputs
+    assert "Top-3" in markdown and overlay is not None and state["predicted"]
+    assert (upload, corrected, comment) == (None, None, "")
+    # a failed upload resets them too
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image\n", encoding="utf-8")
+    assert event.fn(str(bad), "Grad-CAM")[2:] == (None, "", None, None, "")
+
+
+def test_flag_of_the_predicted_class_is_refused_and_errors_show_no_server_path(web_model, tmp_path, jpeg):
+    from mednet.app.web import WebDemo
+    from mednet.data.feedback import FEEDBACK_CSV
+
+    feedback = tmp_path / "server_feedback_folder"
+    demo = WebDemo(web_model, feedback)
+    _, _, state, _ = demo.on_upload(str(jpeg))
+    predicted = state["predicted"]
+    status = demo.on_flag(state, predicted, "same class")
+    assert status.startswith("⚠ Not recorded") and f"predicted **{predicted}**" in status
+    assert not feedback.exists()  # nothing recorded
+
+    feedback.mkdir()
+    (feedback / FEEDBACK_CSV).write_text("a,b\n", encoding="utf-8")  # not a feedback table: a DataError
+    other = next(c for c in web_model.class_names if c != predicted)
+    status = demo.on_flag(state, other, "")
+    assert status.startswith("⚠ Not recorded: not a feedback table")
+    assert str(tmp_path) not in status and "server_feedback_folder" not in status
+    (feedback / FEEDBACK_CSV).unlink()
+    assert "recorded: predicted" in demo.on_flag(state, other, "")
+
+
 def test_build_app_with_a_serving_file(web_run, tmp_path, monkeypatch):
     import gradio as gr
 
@@ -445,6 +519,9 @@ def test_web_demo_in_a_real_browser(chromium, web_run, web_model, jpeg, tmp_path
                 page.locator("#upload input[type=file]").set_input_files(str(dicom))
                 page.wait_for_function(new_overlay, arg=ig_src, timeout=120_000)
                 expect(prediction).to_contain_text("Top-3")
+                # the JPEG's correction and comment were cleared: one click cannot send them with the DICOM
+                expect(page.locator("#corrected input")).to_have_value("")
+                expect(page.locator("#comment textarea")).to_have_value("")
                 for secret in SECRETS:
                     assert secret not in page.content()
                 for cached in cache.rglob("*"):  # the upload was deleted once decoded: no name, no attribute left

@@ -22,7 +22,11 @@ is not worse.
    criterion, pass/fail, the decision and its reasons). Only when the candidate is promoted and ``--serving FILE``
    is given, ``FILE`` is (atomically) replaced by ``{"run": candidate, "promoted_at", "previous": old run,
    "comparison": DIR/comparison.json}``; the web demo accepts this file as its ``--run``. Otherwise ``FILE`` is
-   not touched.
+   not touched. The candidate was only compared with ``--run``, so ``FILE``, if it exists, must name that run:
+   a command whose ``FILE`` names another run is refused before any training, and at promotion ``FILE`` is
+   checked again and replaced under a file lock (``FILE.lock``): if meanwhile it came to name another run (a
+   second retraining from the same serving file promoted first), it is left as it is and ``comparison.json``
+   (``serving_refused``) and ``comparison.md`` say why.
 
 Resumable: run the same command again — a finished candidate (``DIR/candidate/finished.json``) is not trained
 again, an interrupted one continues from its last epoch, and finished evaluations are reused. ``DIR/retrain.json``
@@ -42,7 +46,7 @@ from pathlib import Path
 import pandas as pd
 
 from mednet.app.bundles import repo_root, run_bundle
-from mednet.data.feedback import held_out_rows
+from mednet.data.feedback import _LOCK_TIMEOUT_S, held_out_rows
 from mednet.errors import DataError, OptionError
 from mednet.io import write_json_atomic, write_text_atomic
 from mednet.runs import FINISHED_FILE, SETTINGS_FILE, new_run_dir, now_iso
@@ -99,6 +103,43 @@ def resolve_serving(path: str | os.PathLike) -> Path:
     if not run.is_dir():
         raise DataError(p, f"names run {run}, which does not exist")
     return run
+
+
+def _serving_run(serving: Path) -> Path | None:
+    """The resolved run folder the serving file ``serving`` names; None if there is no such file yet.
+
+    Raises:
+        DataError: ``serving`` is a folder or a model file (a promotion would write JSON over it), or a serving file
+            that is unreadable or names a run that is not there (:func:`resolve_serving`).
+    """
+    if not serving.exists():
+        return None
+    if not serving.is_file() or serving.suffix == ".pt":
+        raise DataError(serving, "is not a serving file (--serving takes the JSON file a promotion writes, never a "
+                                 "run folder or a model)")
+    return resolve_serving(serving).resolve()
+
+
+def _serving_lock(serving: Path):
+    """An exclusive lock on the serving file (``<file>.lock``, the feedback appends' timeout): check-and-replace
+    is then one step for every retraining promoting into this file."""
+    from filelock import FileLock
+
+    # a new lock object per call, as for the feedback appends: it then also excludes this process's other threads
+    return FileLock(f"{serving}.lock", timeout=_LOCK_TIMEOUT_S)
+
+
+def _check_serving(serving: Path, old_run: Path, candidate: Path) -> None:
+    """Refuse, before any training, a serving file that names another run than the one the candidate will be
+    compared with: a promotion would otherwise replace a model the gate never looked at."""
+    current = _serving_run(serving)
+    if current is None or current == old_run:
+        return
+    if current == candidate.resolve():
+        raise DataError(serving, f"already names this retraining's candidate {current} (promoted by an earlier run "
+                                 "of this command); nothing to do")
+    raise DataError(serving, f"names run {current}, not --run {old_run}: the candidate would be compared with a model "
+                             f"that is not served; retrain the served model (--run {serving})")
 
 
 # ---------------------------------------------------------------------------------------------------- the gate
@@ -298,7 +339,8 @@ def _markdown(report: Mapping) -> str:
                          for c in decision["criteria"]])
     merge = report.get("merge") or {}
     lines = [
-        f"# Gated retraining: {'PROMOTED' if decision['promote'] else 'NOT PROMOTED'}",
+        f"# Gated retraining: {'PROMOTED' if decision['promote'] else 'NOT PROMOTED'}"
+        + (" (serving file not switched)" if report.get("serving_refused") else ""),
         "",
         f"- old run: `{report['old_run']}`",
         f"- candidate: `{report['candidate_run']}`, trained on `{report['dataset_dir']}`"
@@ -313,7 +355,9 @@ def _markdown(report: Mapping) -> str:
         *[f"- {r}" for r in decision["reasons"]],
         "",
     ]
-    if decision["promote"]:
+    if decision["promote"] and report.get("serving_refused"):
+        lines.append(f"**Serving file `{report['serving_file']}` NOT switched**: {report['serving_refused']}.")
+    elif decision["promote"]:
         lines.append(f"Serving file updated: `{report['serving']}`." if report.get("serving")
                      else "No --serving file was given: nothing was switched.")
     elif report.get("serving_file"):
@@ -332,16 +376,24 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
         out: the folder of this retraining (``candidate/``, ``evaluations/``, ``comparison.md``/``.json``,
             ``retrain.json``); give the same folder to resume.
         epochs: training epochs (default: the old run's).
-        serving: a serving file to point at the candidate if, and only if, it is promoted.
+        serving: a serving file to point at the candidate if, and only if, it is promoted; if it exists it must
+            name ``run``'s run folder (checked before training, and again under a lock when it is replaced).
         tolerance: allowed worsening per criterion (≥ 0; default 0: not worse at all).
         train_options: further ``train.json`` options (``lr_schedule``, ``weight_decay``, …), checked by the
             bundle.
 
     Returns:
-        ``{"promote", "comparison" (comparison.json), "markdown", "candidate", "serving" (path or None)}``.
+        ``{"promote", "comparison" (comparison.json), "markdown", "candidate", "serving" (path, or None when
+        nothing was switched), "serving_refused" (why a promoted candidate was not switched to, or None)}``.
+
+    Raises:
+        DataError: ``serving`` names another run than ``run`` (before any training), and the checks above.
     """
     promotion_decision({}, {}, tolerance)  # checks --tolerance before hours of training
     old_run = resolve_serving(run).resolve()
+    serving_path = Path(serving).resolve() if serving else None
+    if serving_path is not None:
+        _check_serving(serving_path, old_run, Path(out).resolve() / "candidate")
     settings = _run_settings(old_run)
     dataset = _split_dir(dataset_dir)
     old_dataset = _check_held_out(old_run, settings, dataset)
@@ -373,8 +425,6 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     metrics = {who: {split: _gate_metrics(path) for split, path in by_split.items()}
                for who, by_split in evaluations.items()}
     decision = promotion_decision(metrics["old"], metrics["candidate"], tolerance)
-    serving_path = Path(serving).resolve() if serving else None
-    promoted_to = serving_path if decision["promote"] and serving_path is not None else None
     merge_file = dataset / "merge.json"
     merge = _read_json(merge_file, "merge summary") if merge_file.is_file() else None
     report = {
@@ -391,18 +441,61 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
         "merge": None if merge is None else {k: merge.get(k) for k in ("feedback_rows", "added", "added_per_class",
                                                                        "duplicates_skipped", "duplicates_per_split")},
         "serving_file": None if serving_path is None else str(serving_path),
-        "serving": None if promoted_to is None else str(promoted_to),
+        "serving": None,
+        "serving_refused": None,
     }
-    comparison = write_json_atomic(report, root / "comparison.json")
-    markdown = write_text_atomic(_markdown(report), root / "comparison.md")
-    if promoted_to is not None:
-        write_json_atomic({"run": str(candidate), "promoted_at": now_iso(), "previous": str(old_run),
-                           "comparison": str(comparison)}, promoted_to)
+    if decision["promote"] and serving_path is not None:
+        promoted_to, comparison, markdown = _promote(report, serving_path, old_run, candidate, root)
+    else:
+        promoted_to = None
+        comparison = write_json_atomic(report, root / "comparison.json")
+        markdown = write_text_atomic(_markdown(report), root / "comparison.md")
     print(markdown.read_text(encoding="utf-8"))
     print(f"gated retraining: {'PROMOTED' if decision['promote'] else 'not promoted'} — {comparison}, {markdown}"
-          + (f"; serving file {promoted_to} now points to {candidate}" if promoted_to else ""))
+          + (f"; serving file {promoted_to} now points to {candidate}" if promoted_to else "")
+          + (f"; serving file {serving_path} NOT switched: {report['serving_refused']}"
+             if report["serving_refused"] else ""))
     return {"promote": decision["promote"], "comparison": str(comparison), "markdown": str(markdown),
-            "candidate": str(candidate), "serving": None if promoted_to is None else str(promoted_to)}
+            "candidate": str(candidate), "serving": None if promoted_to is None else str(promoted_to),
+            "serving_refused": report["serving_refused"]}
+
+
+def _promote(report: dict, serving: Path, old_run: Path, candidate: Path,
+             root: Path) -> tuple[Path | None, Path, Path]:
+    """Write the comparison and point ``serving`` at ``candidate`` — unless, under the serving file's lock, the file
+    no longer names ``old_run`` (another retraining promoted into it while this candidate trained): the candidate
+    was never compared with the model it would replace. Returns ``(serving or None, comparison.json, .md)``."""
+    from filelock import Timeout
+
+    try:
+        with _serving_lock(serving):
+            try:
+                current = _serving_run(serving)
+            except DataError as e:
+                report["serving_refused"] = f"it cannot be read any more ({e.problem})"
+            else:
+                if current is not None and current != old_run:
+                    report["serving_refused"] = (f"it now names {current}, not the old run {old_run} this candidate "
+                                                 f"was compared with (another promotion came first); retrain against "
+                                                 f"it (--run {serving}) to replace it")
+            if report["serving_refused"] is None:
+                report["serving"] = str(serving)
+            comparison = write_json_atomic(report, root / "comparison.json")
+            markdown = write_text_atomic(_markdown(report), root / "comparison.md")
+            if report["serving_refused"] is None:
+                # "previous" is what the file named (checked just now): old_run, or nothing served before
+                write_json_atomic({"run": str(candidate), "promoted_at": now_iso(), "previous": str(old_run),
+                                   "comparison": str(comparison)}, serving)
+                return serving, comparison, markdown
+    except Timeout:
+        report["serving"] = None
+        report["serving_refused"] = (f"its lock {serving}.lock was held by another process for "
+                                     f"{_LOCK_TIMEOUT_S} s")
+        comparison = write_json_atomic(report, root / "comparison.json")
+        markdown = write_text_atomic(_markdown(report), root / "comparison.md")
+    logger.warning("retrain: the candidate passed the gate, but serving file %s was not switched: %s", serving,
+                   report["serving_refused"])
+    return None, comparison, markdown
 
 
 if __name__ == "__main__":

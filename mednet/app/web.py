@@ -16,7 +16,8 @@ dermoscopic photograph (JPEG, PNG) or a DICOM dermoscopy file and shows
 * the Grad-CAM overlay (Grad-CAM++, Integrated Gradients or GradientSHAP on request, :mod:`mednet.explain`);
 * a disclaimer: the tool supports a clinician and does not replace one;
 * "flag as wrong": the correct class and an optional comment are recorded with the image's pixels
-  (:func:`mednet.data.feedback.append_feedback`, default folder ``RUN/feedback``), for a later gated retraining.
+  (:func:`mednet.data.feedback.append_feedback`, default folder ``RUN/feedback``), for a later gated retraining;
+  a new upload clears both, and a "correct" class equal to the prediction is refused.
 
 **Privacy.** The server listens on 127.0.0.1 unless ``--host`` says otherwise and never creates a share link;
 Gradio's usage analytics are off (``GRADIO_ANALYTICS_ENABLED=False`` before Gradio is imported, and
@@ -30,8 +31,9 @@ Gradio deletes the images it served after an hour. Only decoded pixels are shown
 attribute is read (:func:`mednet.data.dermoscopy.read_dermoscopy_dicom` reads the pixel module only), the uploaded
 file's name is never logged, and a DICOM upload is recorded in the feedback as ``source_name = dicom``.
 
-Files that are not images, are corrupt, or are larger than ``--max_file_size`` get a message on the page. A missing
-or unusable run stops the start with one ``mednet error:`` line (exit status 2).
+Files that are not images, are corrupt, or are larger than ``--max_file_size`` get a message on the page (and the
+previous image is forgotten). A missing or unusable run stops the start with one ``mednet error:`` line (exit
+status 2).
 
 :func:`build_app` returns the :class:`gradio.Blocks` (its :class:`WebModel` as ``app.mednet_model``) and
 :func:`launch_app` serves it with the settings above; :meth:`WebModel.predict` is the page's prediction as a plain
@@ -318,6 +320,9 @@ def _result_markdown(model: WebModel, result: dict) -> str:
     return "\n".join(lines)
 
 
+_UPLOAD_HINT = "Upload a dermoscopic photograph (JPEG or PNG) or a DICOM dermoscopy file."
+
+
 def _user_problem(error: DataError, path: str | os.PathLike | None) -> str:
     """The problem of a :class:`DataError`, without the uploaded file's path or name (a DICOM file's name may hold
     patient identifiers; Pillow and the OS repeat the path in their messages)."""
@@ -360,7 +365,10 @@ class WebDemo:
             logger.warning("could not delete an upload from the cache (%s)", type(e).__name__)
 
     def on_upload(self, file: str | os.PathLike | None, method_label: str | None = None) -> tuple:
-        """An upload → ``(result markdown, overlay or None, session state or None, feedback status)``."""
+        """An upload → ``(result markdown, overlay or None, session state or None, feedback status)``.
+
+        A file that cannot be analysed gives a message and state None, whatever the decoder raised: the page's
+        state is replaced, so a later "flag as wrong" cannot record the previous image under this upload."""
         if not file:
             return "", None, None, ""
         path = Path(file)
@@ -368,12 +376,26 @@ class WebDemo:
         try:
             rgb = self.model.load(path)
         except DataError as e:
-            return (f"### Cannot analyse this file\n{_user_problem(e, path)}.\n\nUpload a dermoscopic photograph "
-                    "(JPEG or PNG) or a DICOM dermoscopy file.", None, None, "")
+            return (f"### Cannot analyse this file\n{_user_problem(e, path)}.\n\n{_UPLOAD_HINT}", None, None, "")
+        except Exception as e:  # a decoder's unexpected error: a message, never a traceback nor the upload's name
+            if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0"):
+                raise
+            logger.error("an upload could not be decoded (%s); set MEDNET_TRACEBACK=1 to see the traceback",
+                         type(e).__name__)
+            return f"### Cannot analyse this file\nIt could not be decoded.\n\n{_UPLOAD_HINT}", None, None, ""
         finally:
             self._forget_upload(path)
         state = {"image": rgb, "is_dicom": is_dicom, "source_name": "" if is_dicom else path.name}
         return self._analyse(state, method_label)
+
+    def on_new_upload(self, file: str | os.PathLike | None, method_label: str | None = None) -> tuple:
+        """The page's upload event: :meth:`on_upload`'s four outputs, then ``(upload box, correct class, comment)``
+        reset to ``(None, None, "")``.
+
+        The upload box is emptied (the file is gone from the cache; its name, which for a DICOM file may name the
+        patient, goes too), and the correction and comment chosen for the previous image are cleared, so that one
+        click on "flag as wrong" cannot record them for this one."""
+        return (*self.on_upload(file, method_label), None, None, "")
 
     def on_method(self, state: dict | None, method_label: str) -> tuple:
         """Another explanation method for the image already shown."""
@@ -406,12 +428,17 @@ class WebDemo:
             return "⚠ Upload an image first: there is no prediction to flag."
         if not corrected:
             return "⚠ Choose the correct class first."
+        if corrected == state["predicted"]:  # nothing to correct: such a row would teach the model nothing
+            return (f"⚠ Not recorded: the model predicted **{corrected}** too. Choose the class that is right, or "
+                    "leave the prediction unflagged.")
         try:
             row = append_feedback(self.feedback_dir, state["image"], model_run=str(self.model.run_dir),
                                   predicted=state["predicted"], probability=state["probability"],
                                   corrected=corrected, comment=comment or "", source_name=state["source_name"],
                                   is_dicom=state["is_dicom"], class_names=self.model.class_names)
-        except (DataError, OptionError) as e:
+        except DataError as e:  # the problem only: the message's path is the server's feedback folder
+            return f"⚠ Not recorded: {e.problem}"
+        except OptionError as e:  # "comment: too long (…)": names the field, no path
             return f"⚠ Not recorded: {e}"
         except Exception as e:  # e.g. filelock.Timeout: another writer holds the feedback file
             logger.error("feedback not recorded (%s: %s)", type(e).__name__, e)
@@ -501,10 +528,8 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
                                    interactive=False, elem_id="overlay", height=DISPLAY_SIZE, **_no_share_button(gr))
         state = gr.State(None, time_to_live=STATE_TTL_S)  # the decoded upload, for "flag as wrong"
 
-        def on_upload(file, method_label):  # the upload box is emptied: the file is gone from the cache, and
-            return (*demo.on_upload(file, method_label), None)  # its name (a DICOM's may name the patient) too
-
-        upload.upload(on_upload, inputs=[upload, method], outputs=[result, overlay, state, status, upload])
+        upload.upload(demo.on_new_upload, inputs=[upload, method],
+                      outputs=[result, overlay, state, status, upload, corrected, comment])
         method.change(demo.on_method, inputs=[state, method], outputs=[result, overlay, state, status])
         flag.click(demo.on_flag, inputs=[state, corrected, comment], outputs=[status])
     app.mednet_model = model

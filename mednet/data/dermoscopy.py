@@ -58,6 +58,7 @@ __all__ = [
     "read_dermamnist",
     "dermamnist_table",
     "dermamnist_to_folder",
+    "MAX_IMAGE_PIXELS",
     "load_rgb",
     "read_dermoscopy_dicom",
     "resize_center_crop",
@@ -492,20 +493,48 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return False
 
 
+#: the most pixels (width × height) an image may declare before it is decoded. Dermoscopy photographs are at
+#: most ~50 MP (an 8192 × 6144 camera sensor); 2**26 ≈ 67 M pixels leaves room for that while a decoded RGB image
+#: stays ≤ 200 MB (400 MB at 16 bits). Pillow only warns up to ~179 M pixels and pydicom has no limit, so a small
+#: file declaring a huge size (a decompression bomb) would otherwise take gigabytes of memory, e.g. on the web demo.
+MAX_IMAGE_PIXELS = 2**26
+
+_MAX_ERROR_CHARS = 300  # a decoder's message is kept, but short: it goes to one line or the web page
+
+
+def _decoder_message(e: BaseException) -> str:
+    """``e``'s message, prefixed with its type unless it is a decoder's usual error, and cut to one short line."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if not isinstance(e, (OSError, SyntaxError, ValueError)):  # TypeError, IndexError, … from a damaged header
+        text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def _check_pixel_count(path: Path, width: int, height: int) -> None:
+    """Refuse an image larger than :data:`MAX_IMAGE_PIXELS` from its declared size, before any decoding."""
+    if int(width) * int(height) > MAX_IMAGE_PIXELS:
+        raise DataError(path, f"image is {int(width)}×{int(height)} px ({int(width) * int(height):,} pixels), more "
+                              f"than the {MAX_IMAGE_PIXELS:,} pixels accepted (damaged, or not a dermoscopy "
+                              "photograph)")
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode a dermoscopy image to ``(H, W, 3)`` uint8 RGB.
 
     JPEG/PNG/BMP/TIFF through Pillow (EXIF orientation applied, as a viewer shows the photo); DICOM (``.dcm``
     or a ``DICM`` preamble) through :func:`read_dermoscopy_dicom`. Grey, grey+alpha, RGBA (alpha dropped),
     palette, CMYK and YCbCr images are converted to RGB; 16-bit and 32-bit grey images are scaled to 8 bits by
-    their maximum. Every conversion is logged at debug level.
+    their maximum. Every conversion is logged at debug level. A JPEG with an MPF segment (Pillow's ``MPO``:
+    phones and stereo/depth cameras append previews or a second view) gives its primary image, frame 0.
 
     Raises:
-        DataError: file missing, not an image, corrupt or truncated (``"cannot decode image: …"``; Pillow's
-            ``load()`` raises on a truncated JPEG unless ``ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on),
-            multi-frame, float pixels with NaN/Inf (``"non-finite pixel values (N …)"``).
+        DataError: file missing, not an image, corrupt, damaged or truncated (``"cannot decode image: …"`` — any
+            decoder exception, with its message; Pillow's ``load()`` raises on a truncated JPEG unless
+            ``ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on), larger than :data:`MAX_IMAGE_PIXELS` (checked
+            on the declared size, before decoding), multi-frame, float pixels with NaN/Inf
+            (``"non-finite pixel values (N …)"``).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     path = Path(path)
     if not path.is_file():
@@ -514,8 +543,11 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         return read_dermoscopy_dicom(path)
     try:
         with Image.open(path) as img:
-            if getattr(img, "n_frames", 1) > 1:
+            if img.format == "MPO":  # frame 0 is the primary image; the other frames are not the photograph
+                img.seek(0)
+            elif getattr(img, "n_frames", 1) > 1:
                 raise DataError(path, f"multi-frame image ({img.n_frames} frames); expected one photograph")
+            _check_pixel_count(path, *img.size)
             img.load()
             img = ImageOps.exif_transpose(img)
             mode = img.mode
@@ -529,10 +561,19 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             if mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")  # Pillow warns when a palette image with transparency goes straight to RGB
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except DataError:
+    except (DataError, MemoryError):
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(path, f"cannot decode image: {e}") from None
+    except Exception as e:  # Pillow's plugins raise OSError, ValueError, but also TypeError, IndexError, … on damage
+        raise DataError(path, f"cannot decode image: {_decoder_message(e)}") from None
+
+
+def _dicom_int(ds, keyword: str, default: int, path: Path) -> int:
+    """A whole-number pixel-module element (pydicom converts values lazily: a damaged one raises on access)."""
+    try:
+        value = ds.get(keyword, default)
+        return default if value is None or value == "" else int(value)
+    except Exception as e:  # ValueError ("1x"), TypeError, …
+        raise DataError(path, f"cannot decode image: damaged DICOM element {keyword} ({_decoder_message(e)})") from None
 
 
 def read_dermoscopy_dicom(path: str | os.PathLike) -> np.ndarray:
@@ -547,18 +588,34 @@ def read_dermoscopy_dicom(path: str | os.PathLike) -> np.ndarray:
     image maximum. Only the pixel module is read: no patient or study attribute reaches the result or an error.
 
     Raises:
-        DataError: not DICOM, another SOP class (named), no pixel data, several frames, an unsupported
-            photometric interpretation, pixel data pydicom cannot decode (e.g. a codec plugin not installed).
+        DataError: not DICOM, damaged (pydicom converts element values only when they are read, so any of its
+            exceptions, at any step, becomes ``"cannot decode image: …"``), another SOP class (named), no pixel
+            data, several frames, Rows × Columns above :data:`MAX_IMAGE_PIXELS` (checked before decoding), an
+            unsupported photometric interpretation, pixel data pydicom cannot decode (e.g. a codec plugin not
+            installed).
     """
     import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import pixel_array
 
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise DataError(path, f"cannot decode image: not a readable DICOM file ({e})") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # InvalidDicomError, OSError, EOFError, ValueError, NotImplementedError (unknown VR), …
+        raise DataError(path, f"cannot decode image: not a readable DICOM file ({_decoder_message(e)})") from None
+    try:
+        return _decode_dicom(ds, path)
+    except (DataError, MemoryError):
+        raise
+    except Exception as e:  # an element damaged anywhere is only found when read: still this file's problem
+        raise DataError(path, f"cannot decode image: damaged DICOM file ({_decoder_message(e)})") from None
+
+
+def _decode_dicom(ds, path: Path) -> np.ndarray:
+    """:func:`read_dermoscopy_dicom` once the file is parsed (every exception here is wrapped there)."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
     sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop not in DICOM_PHOTO_SOP_CLASSES:
         name = pydicom.uid.UID(sop).name if sop else "none"
@@ -566,15 +623,18 @@ def read_dermoscopy_dicom(path: str | os.PathLike) -> np.ndarray:
                               + "; ".join(f"{v} ({k})" for k, v in DICOM_PHOTO_SOP_CLASSES.items()))
     if "PixelData" not in ds:
         raise DataError(path, "the DICOM file holds no pixel data")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _dicom_int(ds, "NumberOfFrames", 1, path)
     if frames > 1:
         raise DataError(path, f"multi-frame DICOM ({frames} frames); expected one photograph")
+    _check_pixel_count(path, _dicom_int(ds, "Columns", 0, path), _dicom_int(ds, "Rows", 0, path))
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric not in ("RGB", "YBR_FULL", "YBR_FULL_422", "MONOCHROME1", "MONOCHROME2"):
         raise DataError(path, f"unsupported photometric interpretation {photometric!r} (expected RGB, YBR_FULL, "
                               "YBR_FULL_422 or MONOCHROME1/2)")
     try:
         arr = pixel_array(ds)  # YBR_FULL(_422) → RGB
+    except MemoryError:
+        raise
     except Exception as e:  # pydicom raises RuntimeError/ValueError/NotImplementedError by codec and plugin
         raise DataError(path, f"cannot decode image: DICOM pixel data ({type(e).__name__}: {e})") from None
     if photometric.startswith("MONOCHROME"):
