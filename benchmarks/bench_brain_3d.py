@@ -174,20 +174,32 @@ def main() -> None:
     from mednet.networks import TissueFCN
     from mednet.runs import SETTINGS_FILE, resolve_checkpoint
 
+    from mednet.errors import DataError
+
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else REPO / "runs" / "bench_brain_3d" / time.strftime("%Y%m%d-%H%M%S")
     if (out / "scores.csv").exists():
         raise SystemExit(f"{out / 'scores.csv'} exists: choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = resolve_checkpoint(args.ckpt_path, REPO / "demo" / "runs", "train-skip-").resolve()
-    settings = json.loads((ckpt.parent / SETTINGS_FILE).read_text(encoding="utf-8"))
+    # every input is checked before anything is written or trained (minutes)
+    try:
+        ckpt = resolve_checkpoint(args.ckpt_path, REPO / "demo" / "runs", "train-skip-").resolve()
+        datalist = find_datalist(REPO / args.dataset_dir)
+    except DataError as e:
+        raise SystemExit(f"mednet error: {e} (train the 2D model first: python -m mednet.app.brain_demo)") from None
+    settings_path = ckpt.parent / SETTINGS_FILE
+    if not settings_path.is_file():
+        raise SystemExit(f"mednet error: {settings_path}: not found (a finished training run writes it; the 3D "
+                         f"network must be preprocessed as the 2D run was)")
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
     if settings.get("intensity_normalization") != "histogram" or settings.get("bias_correction") != "n4":
         raise SystemExit(f"{ckpt}: the 2D run must use histogram normalisation and N4, as the 3D network does")
-    net2d = TissueFCN(variant=settings["variant"], in_channels=1, out_channels=3, base_channels=settings["base_channels"])
+    net2d = TissueFCN(variant=settings.get("variant", "skip"), in_channels=1, out_channels=3,
+                      base_channels=settings.get("base_channels", 8))
     load_weights(net2d, ckpt)
+    out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    net3d, device = train_unet3d(find_datalist(REPO / args.dataset_dir), args, out)
+    net3d, device = train_unet3d(datalist, args, out)
     print(f"3D training: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     net2d = net2d.to(device).eval()
     views = ViewAggregationInferer(views=settings.get("views", [0, 1, 2]))

@@ -6,7 +6,9 @@
 Subjects are made from the MNI152 template (``mednet.data.mni.load_mni152_template``) by a corruption generator
 **independent of the training one** (``benchmarks/_corruptions.py``: numpy/scipy/SimpleITK field and noise
 models, not the MONAI transforms of ``data_prep/demo_cohort.py``), with seeds (``--seed``, default 7000) the
-demo cohort never uses. One corruption at a time, at graded severity, then all together:
+demo cohort never uses. Seed 7000's subjects informed some default choices (bundle docs); ``--seed 11000`` is
+the draw no decision has seen. The subjects are warps of the template's anatomy, as the training subjects are:
+this measures robustness to acquisition, not to another brain. One corruption at a time, at graded severity, then all together:
 
 =========  ==========================================================  =====================================
 corruption levels (level 0 = the clean template, evaluated once)         severity value (x axis)
@@ -318,8 +320,13 @@ def main() -> None:
     from mednet.data.mni import load_mni152_template
     from mednet.runs import SETTINGS_FILE, resolve_checkpoint
 
+    from mednet.errors import DataError
+
     torch.set_num_threads(args.threads)
-    ckpt = resolve_checkpoint(args.ckpt_path, REPO / args.runs_root, f"train-{args.variant}-").resolve()
+    try:
+        ckpt = resolve_checkpoint(args.ckpt_path, REPO / args.runs_root, f"train-{args.variant}-").resolve()
+    except DataError as e:
+        raise SystemExit(f"mednet error: {e} (train a model first: python -m mednet.app.brain_demo)") from None
     settings_path = ckpt.parent / SETTINGS_FILE
     trained = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
     if not trained:

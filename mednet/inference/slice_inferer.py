@@ -1,10 +1,11 @@
 """Slice-wise inference of a 2D network over a 3D volume, restricted to the brain's bounding box.
 
 :class:`BatchedSliceInferer` is MONAI's :class:`~monai.inferers.SliceInferer` applied to the bounding box of the
-non-zero voxels (plus a margin) instead of the whole field of view. Brain MRI is mostly background — on the MNI
-template the box holds about 40 % of the voxels and excludes the empty slices — so whole-volume inference does
-less than half the work. Outside the box every voxel has intensity 0, i.e. is background under both
-background rules, and its output is ``fill_value``.
+non-zero voxels (plus a margin) instead of the whole field of view. Brain MRI is mostly background (22 % of the
+MNI template's voxels are brain), but a tight box already holds 52 % of the template and the default 16-voxel
+margin makes it 81 %: the box saves a fifth of the work there, more on scans with a wider field of view (necks,
+padded grids). Outside the box every voxel has intensity 0, i.e. is background under both background rules, and
+its output is ``fill_value``.
 
 The margin keeps the zero context the network saw around the brain; the FCN is trained on 16×16 patches,
 far smaller than the margin, so predictions inside the brain match full-field inference (checked in tests).
