@@ -96,7 +96,9 @@ def synthetic_table(n_target: int = 2000, seed: int = 0) -> pd.DataFrame:
 def test_read_ham10000_finds_both_folders_and_skips_missing_images(tmp_path: Path, caplog) -> None:
     csv, dirs = write_ham(tmp_path, missing=("ISIC_0006",))
     with caplog.at_level(logging.WARNING, logger="mednet"):
-        table = read_ham10000(csv, dirs)
+        table = read_ham10000(csv, dirs, allow_missing=True)  # 1 of 10 missing: > 1 %, allowed here
+    assert (table.attrs["n_listed"], table.attrs["n_missing"]) == (10, 1)
+    assert table.attrs["source"] == str(csv)
     assert list(table.columns) == list(TABLE_COLUMNS)  # age/sex/localization not copied
     expected = [r for r in HAM_ROWS if r[1] != "ISIC_0006"]
     assert list(table["image_id"]) == [r[1] for r in expected]  # file order
@@ -106,6 +108,57 @@ def test_read_ham10000_finds_both_folders_and_skips_missing_images(tmp_path: Pat
     assert "1 of 10 listed images not found" in caplog.text and "ISIC_0006" in caplog.text
     for path, dx in zip(table["path"], table["dx"]):
         assert np.abs(load_rgb(path)[4, 4].astype(int) - COLOUR[dx]).max() <= 3  # JPEG rounding
+
+
+def test_read_ham10000_refuses_more_than_one_percent_missing_unless_allowed(tmp_path: Path) -> None:
+    """Passing only HAM10000_images_part_1 drops about half the release: refused, with the counts and the fix."""
+    csv, dirs = write_ham(tmp_path)
+    with pytest.raises(DataError, match=r"HAM10000_metadata\.csv: 5 of its 10 listed images \(50\.0 %\) were not "
+                                        r"found in .*HAM10000_images_part_1 \(first: ISIC_0003, ISIC_0004, ISIC_0006\); "
+                                        r"give every image folder.*--allow_missing True"):
+        read_ham10000(csv, dirs[:1])
+    half = read_ham10000(csv, dirs[:1], allow_missing=True)
+    assert len(half) == 5 and (half.attrs["n_listed"], half.attrs["n_missing"]) == (10, 5)
+    complete = read_ham10000(csv, dirs)
+    assert len(complete) == 10 and (complete.attrs["n_listed"], complete.attrs["n_missing"]) == (10, 0)
+
+    # exactly 1 % missing is accepted (skipped and logged); one image more is refused
+    rows = [(f"HAM_{i:04d}", f"ISIC_{i:04d}", "nv", "histo", 1) for i in range(200)]
+    csv, dirs = write_ham(tmp_path / "big", rows=rows, missing=("ISIC_0007", "ISIC_0100"))
+    table = read_ham10000(csv, dirs)
+    assert len(table) == 198 and (table.attrs["n_listed"], table.attrs["n_missing"]) == (200, 2)
+    (dirs[0] / "ISIC_0150.jpg").unlink()
+    with pytest.raises(DataError, match=r"3 of its 200 listed images \(1\.5 %\)"):
+        read_ham10000(csv, dirs)
+
+    # the ISIC 2018 reader applies the same rule
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+                  + "".join(f"ISIC_{i:04d},0,1,0,0,0,0,0\n" for i in range(148, 152)))
+    with pytest.raises(DataError, match=r"gt\.csv: 1 of its 4 listed images \(25\.0 %\)"):
+        read_isic2018_groundtruth(gt, dirs)
+    isic = read_isic2018_groundtruth(gt, dirs, allow_missing=True)
+    assert list(isic["image_id"]) == ["ISIC_0148", "ISIC_0149", "ISIC_0151"]
+    assert (isic.attrs["n_listed"], isic.attrs["n_missing"]) == (4, 1)
+
+
+def test_prepare_records_missing_images_and_takes_allow_missing(tmp_path: Path) -> None:
+    """The split's record says how many listed images had no file; --allow_missing reaches the reader."""
+    import json
+
+    from mednet.data.lesion_split import prepare_dermoscopy_split
+
+    rows = [(f"HAM_{i:04d}", f"ISIC_{i:04d}", "nv", "histo", 1 + i % 2) for i in range(200)]  # half in each folder
+    csv, dirs = write_ham(tmp_path / "src", rows=rows, missing=("ISIC_0007", "ISIC_0100"))
+    prepare_dermoscopy_split(csv, tmp_path / "a", images=[str(d) for d in dirs])
+    record = json.loads((tmp_path / "a" / "split.json").read_text(encoding="utf-8"))
+    assert (record["n_listed"], record["n_missing"], record["n_images"]) == (200, 2, 198)
+    with pytest.raises(DataError, match=r"of its 200 listed images"):
+        prepare_dermoscopy_split(csv, tmp_path / "b", images=str(dirs[0]))
+    assert not (tmp_path / "b" / "split.csv").exists()
+    prepare_dermoscopy_split(csv, tmp_path / "b", images=str(dirs[0]), allow_missing=True)
+    record = json.loads((tmp_path / "b" / "split.json").read_text(encoding="utf-8"))
+    assert record["n_listed"] == 200 and record["n_missing"] == record["n_listed"] - record["n_images"] > 2
 
 
 def test_read_ham10000_errors_name_file_row_and_value(tmp_path: Path) -> None:
@@ -163,6 +216,30 @@ def test_read_isic2018_groundtruth_one_hot_and_lesion_groups(tmp_path: Path, cap
     bad.write_text(gt.read_text(encoding="utf-8").replace(",VASC", ",VAS"))
     with pytest.raises(DataError, match=r"missing column\(s\) VASC"):
         read_isic2018_groundtruth(bad, images)
+
+
+@pytest.mark.parametrize("cell", ["lesion_id", "image"])
+def test_lesion_groups_with_an_empty_cell_are_refused_naming_the_row(tmp_path: Path, cell: str) -> None:
+    """Images with an empty lesion_id would all become one pseudo-lesion; an empty image loses its row's group."""
+    images = tmp_path / "images"
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+                  "ISIC_0001,0,1,0,0,0,0,0\nISIC_0002,0,1,0,0,0,0,0\nISIC_0003,1,0,0,0,0,0,0\n")
+    for image in ("ISIC_0001", "ISIC_0002", "ISIC_0003"):
+        write_jpeg(images / f"{image}.jpg", COLOUR["nv"])
+    rows = {"ISIC_0001": "HAM_0001", "ISIC_0002": "HAM_0002", "ISIC_0003": "HAM_0003"}
+    lines = ["image,lesion_id,diagnosis_confirm_type"]
+    for image, lesion in rows.items():
+        if image == "ISIC_0002":
+            image, lesion = ("", lesion) if cell == "image" else (image, "")
+        lines.append(f"{image},{lesion},histopathology")
+    if cell == "image":
+        lines.append("ISIC_0002,HAM_0002,histopathology")  # listed too: only the empty cell is wrong
+    groups = tmp_path / "groups.csv"
+    groups.write_text("\n".join(lines) + "\n")
+    problem = "empty lesion_id for image ISIC_0002" if cell == "lesion_id" else r"empty image \(lesion_id HAM_0002\)"
+    with pytest.raises(DataError, match=rf"groups\.csv:row 3: {problem}"):
+        read_isic2018_groundtruth(gt, images, lesion_groups_csv=groups)
 
 
 def write_dermamnist(path: Path, n: dict[str, int] | None = None, label_offset: int = 0, drop: str = "",

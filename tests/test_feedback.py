@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import re
 import sys
 import threading
 from pathlib import Path
@@ -213,6 +214,111 @@ def test_merge_adds_new_images_as_training_and_skips_duplicates(tiny_split: Path
         main(["merge", "--feedback", str(tmp_path / "none"), "--dataset_dir", str(out), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("mednet error:")
+
+
+def _times(monkeypatch, *stamps: str) -> None:
+    """The next append_feedback calls record these timestamps, in this order (then the clock again)."""
+    import mednet.data.feedback as feedback_module
+
+    queue, real = list(stamps), feedback_module._now
+    monkeypatch.setattr(feedback_module, "_now", lambda: queue.pop(0) if queue else real())
+
+
+def test_a_later_flag_relabels_an_image_an_earlier_merge_added(tiny_split: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The latest flag (by time) wins across merges for the rows merges add; the original metadata never changes;
+    flags naming different classes for one image are listed."""
+    from mednet.data.lesion_split import load_split_table
+
+    original = load_split_table(tiny_split)
+    test_row = original[original["split"] == "test"].iloc[0]
+    other = next(c for c in ("mel", "nv") if c != test_row["dx"])
+    image, digest = _image(11), image_sha256(_image(11))
+    common = dict(predicted="nv", probability=0.6)
+    feedback = tmp_path / "feedback"
+    # in the file, the df flag comes first but is the later one: the time decides, not the file order
+    _times(monkeypatch, "2026-01-02T10:00:00.000+01:00", "2026-01-02T08:30:00.000+01:00")
+    append_feedback(feedback, image, model_run="run-a", corrected="df", **common)
+    append_feedback(feedback, image, model_run="run-a", corrected="vasc", **common)
+    first = json.loads(merge_feedback(feedback, tiny_split, tmp_path / "m1").with_name("merge.json").read_text())
+    assert (first["added"], first["added_per_class"]["df"], first["superseded_flags"]) == (1, 1, 1)
+    assert first["disagreements"] == [{"image_sha256": digest, "classes": ["vasc", "df"], "chosen": "df", "flags": [
+        {"timestamp": "2026-01-02T08:30:00.000+01:00", "model_run": "run-a", "corrected": "vasc"},
+        {"timestamp": "2026-01-02T10:00:00.000+01:00", "model_run": "run-a", "corrected": "df"}]}]
+
+    # a clinician re-flags the added image as mel later (and an original test image with another class)
+    _times(monkeypatch, "2026-01-03T09:00:00.000+01:00", "2026-01-03T09:01:00.000+01:00")
+    append_feedback(feedback, image, model_run="run-b", corrected="mel", **common)
+    append_feedback(feedback, load_rgb(test_row["path"]), model_run="run-b", corrected=other, **common)
+    info = json.loads(merge_feedback(feedback, tmp_path / "m1", tmp_path / "m2").with_name("merge.json").read_text())
+    m1, m2 = load_split_table(tmp_path / "m1"), load_split_table(tmp_path / "m2")
+    added = m2[m2["image_id"] == f"feedback_{digest[:12]}"].iloc[0]
+    assert (added["dx"], added["split"]) == ("mel", "training")
+    assert added["provenance"] == "feedback:2026-01-03T09:00:00.000+01:00:run-b"
+    assert (info["added"], info["relabelled"], info["label_conflicts"]) == (0, 1, 1)
+    assert info["relabelled_rows"] == [{"image_sha256": digest, "image_id": f"feedback_{digest[:12]}", "from": "df",
+                                        "to": "mel", "was": "feedback:2026-01-02T10:00:00.000+01:00:run-a",
+                                        "now": "feedback:2026-01-03T09:00:00.000+01:00:run-b"}]
+    assert [d["classes"] for d in info["disagreements"]] == [["vasc", "df", "mel"]]
+    assert info["disagreements"][0]["chosen"] == "mel"
+    conflict = next(d for d in info["duplicates"] if d["split"] == "test")
+    assert conflict["label_conflict"] and not conflict["relabelled"]  # the original label stays
+    assert m2.loc[m2["image_id"] == test_row["image_id"], "dx"].item() == test_row["dx"]
+    assert held_out_rows(m2).equals(held_out_rows(original))
+    others = m2["image_id"] != added["image_id"]
+    pd.testing.assert_frame_equal(m2[others].reset_index(drop=True), m1[m1["image_id"] != added["image_id"]]
+                                  .reset_index(drop=True))  # nothing else changed
+
+    # an older flag from another feedback folder does not undo the later one; the disagreement is listed
+    older = tmp_path / "older_feedback"
+    _times(monkeypatch, "2025-12-31T23:00:00.000+01:00")
+    append_feedback(older, image, model_run="run-c", corrected="nv", **common)
+    late = json.loads(merge_feedback(older, tmp_path / "m2", tmp_path / "m3").with_name("merge.json").read_text())
+    m3 = load_split_table(tmp_path / "m3")
+    assert m3.loc[m3["image_id"] == added["image_id"], "dx"].item() == "mel" and late["relabelled"] == 0
+    assert late["label_conflicts"] == 0 and late["duplicates"][0]["relabelled"] is False
+    assert [(d["classes"], d["chosen"]) for d in late["disagreements"]] == [(["nv", "mel"], "mel")]
+
+
+def test_merge_takes_the_image_from_its_hash_never_from_the_image_file_column(tiny_split: Path,
+                                                                              tmp_path: Path) -> None:
+    """feedback.csv is edited by hand: an image_file pointing elsewhere (even to a copy of the same pixels) is
+    refused naming the row, and nothing outside the feedback folder reaches the split."""
+    import csv as csv_module
+    import shutil
+
+    feedback = tmp_path / "feedback"
+    append_feedback(feedback, _image(21), model_run="run-a", predicted="nv", probability=0.5, corrected="mel")
+    stored = next((feedback / "images").iterdir())
+    outside = shutil.copy(stored, tmp_path / "outside.png")  # same pixels, same hash
+    table_csv = feedback / "feedback.csv"
+    rows = list(csv_module.reader(table_csv.open(encoding="utf-8", newline="")))
+    for i, bad in enumerate([str(outside), f"../{Path(outside).name}", f"images/../../{Path(outside).name}"]):
+        rows[1][2] = bad
+        with table_csv.open("w", encoding="utf-8", newline="") as f:
+            csv_module.writer(f, lineterminator="\n").writerows(rows)
+        with pytest.raises(DataError, match=rf"feedback\.csv:row 2: image_file '{re.escape(bad)}' is not "
+                                            rf"'images/{stored.stem}\.png'"):
+            merge_feedback(feedback, tiny_split, tmp_path / f"merged{i}")
+        assert not (tmp_path / f"merged{i}" / "split.csv").exists()
+
+
+def test_formula_like_comments_and_upload_names_are_written_as_text(tmp_path: Path) -> None:
+    """A spreadsheet runs a cell starting with = + - @ (tab, CR) as a formula: such free text gets a leading '."""
+    import csv as csv_module
+
+    folder = tmp_path / "feedback"
+    cases = [('=HYPERLINK("http://evil.example","x")', "@SUM(A1).jpg"), ("+1+2", "-x.png"), ("-2", "=1.jpg"),
+             ("@cmd", "+y.png"), ("\t=1+1", "lesion.jpg"), ("\r\n@x", "a.jpg"), ("a = b - c", "a-b.jpg")]
+    returned = [append_feedback(folder, _image(30 + i), model_run="-run", predicted="nv", probability=0.5,
+                                corrected="mel", comment=comment, source_name=name)
+                for i, (comment, name) in enumerate(cases)]
+    rows = list(csv_module.DictReader((folder / "feedback.csv").open(encoding="utf-8", newline="")))
+    assert [(r["comment"], r["source_name"]) for r in rows] == [
+        ('\'=HYPERLINK("http://evil.example","x")', "'@SUM(A1).jpg"), ("'+1+2", "'-x.png"), ("'-2", "'=1.jpg"),
+        ("'@cmd", "'+y.png"), ("'=1+1", "lesion.jpg"), ("'@x", "a.jpg"), ("a = b - c", "a-b.jpg")]
+    assert [(r["comment"], r["source_name"]) for r in returned] == [(r["comment"], r["source_name"]) for r in rows]
+    assert {r["model_run"] for r in rows} == {"-run"} and {r["corrected"] for r in rows} == {"mel"}  # not free text
 
 
 # ---------------------------------------------------------------------------------------------------- the gate

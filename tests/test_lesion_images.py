@@ -475,6 +475,21 @@ def test_a_path_label_csv_with_a_bom_and_quoted_header_is_read_as_one(tmp_path):
     assert list(table["image_id"]) == ["x", "y"] and list(table["dx"]) == ["mel", "nv"]
 
 
+def test_a_folder_lists_every_dicom_file_a_single_file_would_be_read_as(tmp_path):
+    """.dicom/.dic and suffix-less files with the DICM marker (a scanner's IM0001) are DICOM for load_rgb, so a
+    folder of them must not be "no images found"; a suffix-less file without the marker is not listed."""
+    from _dermoscopy_fixtures import write_dicom
+
+    rgb = np.full((6, 5, 3), (10, 120, 200), dtype=np.uint8)
+    for name in ("IM0001", "b.dicom", "c.dic"):
+        write_dicom(tmp_path / name, rgb)
+    (tmp_path / "DICOMDIR_notes").write_bytes(b"\0" * 128 + b"NOPE")  # no DICM marker: not an image
+    table = list_lesion_images(tmp_path)
+    assert [Path(p).name for p in table["path"]] == ["IM0001", "b.dicom", "c.dic"]
+    assert table["image_id"][0] == "IM0001" and table["image_id"].is_unique
+    assert all(np.array_equal(load_rgb(p), rgb) for p in table["path"])
+
+
 def test_missing_input_and_empty_folder_are_data_errors_naming_the_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError, match="does not exist") as err:

@@ -20,7 +20,9 @@ than the pixel module is read into one: a DICOM file's image id is its file stem
 
 Bad input raises :class:`~mednet.errors.DataError` naming the file, and for a CSV row ``"<csv>:row <n>"``
 where ``n`` counts the header as row 1 (the row a spreadsheet shows, the line a text editor shows). What a
-reader skips (images listed but not on disk) is counted and logged on the ``"mednet"`` logger.
+reader skips (images listed but not on disk) is counted (``attrs["n_listed"]``, ``attrs["n_missing"]``) and
+logged on the ``"mednet"`` logger; more than 1 % of the listed images missing is an error unless the caller
+passes ``allow_missing=True``.
 
 Images: :func:`load_rgb` decodes any photograph or dermoscopy DICOM to ``(H, W, 3)`` uint8;
 :func:`write_resized_cache` stores each image once at ``size × size`` so training does not decode 600×450
@@ -59,6 +61,7 @@ __all__ = [
     "dermamnist_table",
     "dermamnist_to_folder",
     "MAX_IMAGE_PIXELS",
+    "MAX_MISSING_FRACTION",
     "load_rgb",
     "read_dermoscopy_dicom",
     "resize_center_crop",
@@ -171,24 +174,44 @@ def _index_image_files(dirs: Sequence[Path]) -> dict[str, Path]:
     return found
 
 
-def _attach_paths(df: pd.DataFrame, dirs: Sequence[Path], source: Path) -> pd.DataFrame:
-    """Add ``path`` (found by image id); rows without a file are dropped, counted and logged."""
+#: the share of listed images that may lack a file before a release reader refuses (unless ``allow_missing``)
+MAX_MISSING_FRACTION = 0.01
+
+
+def _attach_paths(df: pd.DataFrame, dirs: Sequence[Path], source: Path,
+                  allow_missing: bool = False) -> pd.DataFrame:
+    """Add ``path`` (found by image id); rows without a file are dropped, counted and logged.
+
+    ``attrs["n_listed"]`` / ``attrs["n_missing"]`` record the counts, for the split's record. More than
+    :data:`MAX_MISSING_FRACTION` of the listed images missing is refused unless ``allow_missing``: it is what
+    passing only one of HAM10000's two image folders gives (about half of the 10,015 images), and a warning in a
+    long log is easily missed while the split silently trains and tests on half the data.
+    """
     files = _index_image_files(dirs)
     paths = [files.get(i) for i in df["image_id"]]
     missing = [i for i, p in zip(df["image_id"], paths) if p is None]
     if len(missing) == len(df):
         raise DataError(source, f"none of its {len(df)} images was found as <image_id>.jpg (or "
                                 f"{'/'.join(_IMAGE_FILE_SUFFIXES[1:])}) in {', '.join(map(str, dirs))}")
+    if len(missing) > MAX_MISSING_FRACTION * len(df) and not allow_missing:
+        raise DataError(source, f"{len(missing)} of its {len(df)} listed images ({100 * len(missing) / len(df):.1f} %) "
+                                f"were not found in {', '.join(map(str, dirs))} (first: {', '.join(missing[:3])}); "
+                                "give every image folder of the release (HAM10000: HAM10000_images_part_1 and "
+                                "HAM10000_images_part_2), or --allow_missing True to use only the images found")
     if missing:
         logger.warning("%s: %d of %d listed images not found in %s and skipped (first: %s)", source, len(missing),
                        len(df), ", ".join(map(str, dirs)), ", ".join(missing[:3]))
     df = df.assign(path=[str(p) if p is not None else "" for p in paths])
-    return df[df["path"] != ""].reset_index(drop=True)
+    out = df[df["path"] != ""].reset_index(drop=True)
+    out.attrs.update(n_listed=int(len(df)), n_missing=int(len(missing)))
+    return out
 
 
 def _finish(df: pd.DataFrame, source: Path, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The reader's table: :data:`TABLE_COLUMNS` (+ ``extra``); ``attrs`` = ``df``'s (the counts of
+    :func:`_attach_paths`) and ``source``."""
     out = df[list(TABLE_COLUMNS) + [c for c in extra if c in df.columns]].reset_index(drop=True)
-    out.attrs["source"] = str(source)
+    out.attrs = {**df.attrs, "source": str(source)}
     return out
 
 
@@ -197,6 +220,7 @@ def read_ham10000(
     metadata_csv: str | os.PathLike,
     image_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """Read the HAM10000 release (Tschandl et al. 2018): metadata CSV + ``<image_id>.jpg`` in ``image_dirs``.
 
@@ -204,15 +228,18 @@ def read_ham10000(
         metadata_csv: ``HAM10000_metadata.csv`` (``lesion_id,image_id,dx,dx_type,…``; extra columns ignored).
         image_dirs: folder(s) holding the images, searched in order (not recursively).
         class_names: the accepted ``dx`` values.
+        allow_missing: accept more than 1 % of the listed images without a file (they are skipped and logged).
 
     Returns:
         ``image_id, lesion_id, dx, dx_type, path`` per found image, in file order (``dx_type`` kept so that a
-        synthetic set in this layout, ``dx_type = synthetic``, reports as synthetic).
+        synthetic set in this layout, ``dx_type = synthetic``, reports as synthetic); ``attrs["n_listed"]`` and
+        ``attrs["n_missing"]`` count the listed images and those without a file.
 
     Raises:
         DataError: missing column(s) (all named), empty ``lesion_id``, unknown ``dx`` (row and value),
-            duplicate ``image_id`` (both rows), no image found at all. Listed images without a file are skipped
-            and their number logged.
+            duplicate ``image_id`` (both rows), no image found at all, more than 1 % of the listed images without
+            a file (unless ``allow_missing``). Fewer listed images without a file are skipped and their number
+            logged.
     """
     csv = Path(metadata_csv)
     df = _read_csv(csv, ["lesion_id", "image_id", "dx", "dx_type"])
@@ -225,16 +252,26 @@ def read_ham10000(
             raise DataError(_row(csv, i), f"unknown dx {dx!r} (expected one of {', '.join(class_names)})")
     _check_unique_ids(list(df["image_id"]), csv)
     df["dx"] = df["dx"].str.lower()
-    return _finish(_attach_paths(df, _as_dirs(image_dirs), csv), csv)
+    return _finish(_attach_paths(df, _as_dirs(image_dirs), csv, allow_missing), csv)
 
 
 def _read_lesion_groups(groups_csv: Path) -> pd.DataFrame:
     """``image_id → lesion_id, dx_type`` from HAM10000's metadata or ISIC 2018's ``…_LesionGroupings.csv``
-    (``image,lesion_id,diagnosis_confirm_type``)."""
+    (``image,lesion_id,diagnosis_confirm_type``).
+
+    An empty ``lesion_id`` or image cell is refused naming its row: every image with an empty ``lesion_id`` would
+    otherwise form one pseudo-lesion (kept in one split, counted as one lesion), and an empty image id matches no
+    image, so its row's grouping would be lost without a word.
+    """
     head = _read_csv(groups_csv, ["lesion_id"])
     image_col = "image_id" if "image_id" in head.columns else "image"
     if image_col not in head.columns:
         raise DataError(groups_csv, f"missing column image_id (or image) (columns present: {', '.join(head.columns)})")
+    for i, (image_id, lesion_id) in enumerate(zip(head[image_col], head["lesion_id"])):
+        if not image_id:
+            raise DataError(_row(groups_csv, i), f"empty {image_col} (lesion_id {lesion_id or '(empty)'})")
+        if not lesion_id:
+            raise DataError(_row(groups_csv, i), f"empty lesion_id for image {image_id}")
     type_col = next((c for c in ("dx_type", "diagnosis_confirm_type") if c in head.columns), None)
     _check_unique_ids(list(head[image_col]), groups_csv)
     return pd.DataFrame({
@@ -249,6 +286,7 @@ def read_isic2018_groundtruth(
     image_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     lesion_groups_csv: str | os.PathLike | None = None,
     class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """Read an ISIC 2018 Task 3 ground-truth CSV (Codella et al. 2019): ``image`` + one-hot class columns.
 
@@ -262,13 +300,16 @@ def read_isic2018_groundtruth(
             ``ISIC2018_Task3_Training_LesionGroupings.csv``; also supplies ``dx_type``. Without it every image is
             its own lesion (``lesion_id = image_id``, a warning is logged): a split can then not keep the images
             of one lesion together.
+        allow_missing: accept more than 1 % of the listed images without a file (they are skipped and logged).
 
     Returns:
-        ``image_id, lesion_id, dx, dx_type, path`` per found image, in file order.
+        ``image_id, lesion_id, dx, dx_type, path`` per found image, in file order; ``attrs["n_listed"]`` and
+        ``attrs["n_missing"]`` as :func:`read_ham10000`.
 
     Raises:
         DataError: missing columns, a value other than 0/1, not exactly one 1 in a row, duplicate images, an
-            image absent from ``lesion_groups_csv``, no image found at all.
+            image absent from ``lesion_groups_csv``, an empty image or ``lesion_id`` cell there (naming its row),
+            no image found at all, more than 1 % of the listed images without a file (unless ``allow_missing``).
     """
     csv = Path(csv)
     head = _read_csv(csv, ["image"])
@@ -303,7 +344,7 @@ def read_isic2018_groundtruth(
                                                f"(first: {', '.join(absent[:3])})")
         df["lesion_id"] = groups.loc[df["image_id"], "lesion_id"].to_numpy()
         df["dx_type"] = groups.loc[df["image_id"], "dx_type"].to_numpy()
-    return _finish(_attach_paths(df, _as_dirs(image_dirs), csv), csv)
+    return _finish(_attach_paths(df, _as_dirs(image_dirs), csv, allow_missing), csv)
 
 
 def _class_index(label: str, class_names: Sequence[str]) -> int | None:

@@ -23,11 +23,14 @@ re-compressed or resized copy of an image is a different image here.
 a PNG without metadata chunks — and no DICOM attribute is read here. ``source_name`` keeps the base name of an
 uploaded photograph (no folders) and for a DICOM upload is always ``"dicom"``: DICOM file names are often built
 from patient names or ids. Identifiers burned into the pixels themselves cannot be detected here. Comments are
-free text written by the clinician: they are kept in ``feedback.csv`` but never copied into a split.
+free text written by the clinician: they are kept in ``feedback.csv`` but never copied into a split. A comment or
+upload name that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, carriage return) is written
+with a leading ``'``, so that opening ``feedback.csv`` in a spreadsheet shows it instead of running it.
 
 **Merge** (:func:`merge_feedback`, ``python -m data_prep.feedback merge``): a *new* split folder holding every
 row of the original split unchanged plus one training row per flagged image that is not already in any split;
-the original folder is only read.
+the original folder is only read. The latest flag of an image (by time) wins, also over the label of a training
+row an earlier merge added from an older flag; the labels of the original metadata are never changed.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, DICOM_SUFFIXES, _read_csv, load_rgb
+from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, DICOM_SUFFIXES, _read_csv, _row, load_rgb
 from mednet.data.splits import SPLITS
 from mednet.errors import DataError, OptionError
 from mednet.io import atomic_path, refuse_existing, write_json_atomic
@@ -90,6 +93,8 @@ _LOCK_TIMEOUT_S = 30
 _MAX_NAME_CHARS = 255
 _MAX_RUN_CHARS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+#: first characters a spreadsheet reads as the start of a formula (OWASP "CSV injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -139,6 +144,17 @@ def _one_line(text: object, what: str, limit: int) -> str:
     if len(line) > limit:
         raise OptionError({what: f"too long ({len(line)} characters; at most {limit})"})
     return line
+
+
+def _no_formula(text: str) -> str:
+    """``text`` with a ``'`` in front when it starts like a spreadsheet formula (:data:`_FORMULA_START`).
+
+    ``feedback.csv`` is opened by clinicians in Excel/LibreOffice, which run a cell such as ``=HYPERLINK(…)`` or
+    ``@SUM(…)`` as a formula (OWASP "CSV injection"); a leading apostrophe makes the cell text. Applied to the
+    free-text fields only (comment, upload name): every other field is a class name, a number, a hash, a time or
+    the run folder this server was started with.
+    """
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def _class_name(value: object, what: str, class_names: Sequence[str]) -> str:
@@ -198,12 +214,16 @@ def append_feedback(
         predicted, probability: the model's class and its (calibrated) probability in [0, 1].
         corrected: the class the clinician says is right.
         comment: optional free text; line breaks become spaces; at most :data:`MAX_COMMENT_CHARS` characters.
-        source_name: the uploaded file's name; only its base name is kept.
+            Written with a leading ``'`` when it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return,
+            so that a spreadsheet shows it as text instead of running it as a formula (OWASP CSV injection).
+        source_name: the uploaded file's name; only its base name is kept (with a ``'`` in front as for
+            ``comment``).
         is_dicom: the upload was a DICOM file: ``source_name`` is then recorded as ``"dicom"`` whatever it was
             (also when the name ends in ``.dcm``/``.dicom``).
 
     Returns:
-        The row written, ``{column: value}`` for :data:`FEEDBACK_COLUMNS` (``probability`` as a float).
+        The row written, ``{column: value}`` for :data:`FEEDBACK_COLUMNS` (``probability`` as a float; comment and
+        upload name as written, ``'`` included).
 
     Raises:
         OptionError: ``predicted``/``corrected`` not in ``class_names``, a probability outside [0, 1], a comment
@@ -219,9 +239,9 @@ def append_feedback(
         raise OptionError({"probability": f"must be a number in [0, 1], got {probability!r}"}) from None
     if not 0.0 <= probability <= 1.0:
         raise OptionError({"probability": f"must be in [0, 1], got {probability!r}"})
-    comment = _one_line(comment, "comment", MAX_COMMENT_CHARS)
+    comment = _no_formula(_one_line(comment, "comment", MAX_COMMENT_CHARS))
     model_run = _one_line(model_run, "model_run", _MAX_RUN_CHARS)
-    source = _source_name(source_name, is_dicom)
+    source = _no_formula(_source_name(source_name, is_dicom))
     folder = Path(feedback_dir)
     folder.mkdir(parents=True, exist_ok=True)
     digest, path = store_feedback_image(folder, image)
@@ -299,12 +319,37 @@ def _row_ref(csv_path: Path, index: int) -> str:
     return f"{csv_path}:row {index + 2}"
 
 
-def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[pd.DataFrame, int]:
-    """The latest flag of each image (file order = arrival order), checked; and the number of flags dropped."""
+#: a feedback row's ``provenance`` in a merged split: ``feedback:<timestamp>:<model_run>``
+_FEEDBACK_PROVENANCE = re.compile(r"feedback:(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+                                  r"(?:Z|[+-]\d{2}:\d{2})?):")
+
+
+def _parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time (as :func:`_now` writes it) as an aware datetime (a time without offset is local time);
+    None if it is not one."""
+    try:
+        time = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return time if time.tzinfo is not None else time.astimezone()
+
+
+def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[pd.DataFrame, int, dict[str, list]]:
+    """The latest flag of each image, checked; the number of flags it supersedes; and every flag of each image.
+
+    Latest = the latest ``timestamp`` (equal times: the later row; rows are appended under a lock, so file order is
+    arrival order and agrees with the times unless a clock was set back). The latest flags keep the file order.
+    ``flags`` maps each image hash to ``[(time, timestamp, model_run, corrected), …]`` by time.
+
+    Raises:
+        DataError: naming the row, for a hash that is not a SHA-256 hex digest, an unknown class or a timestamp
+            that is not an ISO 8601 time.
+    """
     table = read_feedback(feedback_dir)
     csv_path = Path(table.attrs["source"])
     if table.empty:
         raise DataError(csv_path, "the feedback file has a header but no rows: nothing to merge")
+    times = []
     for i, row in enumerate(table.itertuples(index=False)):
         where = _row_ref(csv_path, i)
         if not _SHA256.fullmatch(row.image_sha256):
@@ -312,16 +357,37 @@ def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[p
         if row.corrected not in class_names:
             raise DataError(where, f"unknown corrected class {row.corrected!r} (expected one of "
                                    f"{', '.join(class_names)})")
-    latest = table.drop_duplicates("image_sha256", keep="last").reset_index(drop=True)
+        time = _parse_time(row.timestamp)
+        if time is None:
+            raise DataError(where, f"timestamp {row.timestamp!r} is not an ISO 8601 time (the latest flag of an image "
+                                   "wins, so every flag needs its time)")
+        times.append(time)
+    order = sorted(range(len(table)), key=lambda i: (times[i], i))
+    flags: dict[str, list] = {}
+    for i in order:
+        row = table.iloc[i]
+        flags.setdefault(row["image_sha256"], []).append((times[i], row["timestamp"], row["model_run"],
+                                                          row["corrected"]))
+    last = {table["image_sha256"].iloc[i]: i for i in order}  # the latest flag's row of each image
+    latest = table.iloc[sorted(last.values())].reset_index(drop=True)
     latest.attrs = dict(table.attrs)
-    return latest, len(table) - len(latest)
+    return latest, len(table) - len(latest), flags
 
 
 def _feedback_image(feedback_dir: Path, row, where: str) -> Path:
-    """The stored PNG of a feedback row, checked to hold the pixels its hash names."""
-    path = (feedback_dir / row.image_file).resolve()
+    """The stored PNG of a feedback row (``images/<image_sha256>.png``), checked to hold the pixels its hash names.
+
+    The path is built from the validated hash, never taken from the row's ``image_file``: that column is text in a
+    file clinicians open and edit, and an absolute or ``../`` path there would be read and written into the new
+    split. A row whose ``image_file`` names another file than the one :func:`append_feedback` wrote is refused.
+    """
+    expected = f"{FEEDBACK_IMAGES}/{row.image_sha256}.png"
+    if row.image_file != expected:
+        raise DataError(where, f"image_file {row.image_file!r} is not {expected!r}, the file append_feedback stores "
+                               "for its image_sha256 (the row was edited)")
+    path = feedback_dir / FEEDBACK_IMAGES / f"{row.image_sha256}.png"
     if not path.is_file():
-        raise DataError(where, f"image_file {row.image_file} does not exist in {feedback_dir}")
+        raise DataError(where, f"image_file {expected} does not exist in {feedback_dir}")
     if image_sha256(load_rgb(path)) != row.image_sha256:
         raise DataError(path, f"its pixels do not match image_sha256 {row.image_sha256[:12]}… of {where} "
                               "(the file was changed after it was recorded)")
@@ -397,13 +463,20 @@ def merge_feedback(
     """Write a new split folder ``out_dir``: the split of ``dataset_dir`` plus the flagged images as training rows.
 
     ``out_dir/split.csv`` holds every row of ``dataset_dir/split.csv`` (same values, same order, the validation and
-    test rows included; paths re-written relative to ``out_dir`` as :func:`write_split_table` does), then one row
-    per flagged image that is in no split yet:
+    test rows included; paths re-written relative to ``out_dir`` as :func:`write_split_table` does; only the label
+    of a training row added by an earlier merge may change, see below), then one row per flagged image that is in
+    no split yet:
 
-    * the latest flag of an image wins (``feedback.csv`` order); earlier flags of it are counted as superseded;
-    * an image whose pixel hash (:func:`image_sha256`) equals that of any image of any split is skipped and counted
-      per split — also when the correction disagrees with the split's label (a *label conflict*, listed in
-      ``merge.json``: the original metadata is never changed);
+    * the latest flag of an image wins (by ``timestamp``; equal times: the later row); earlier flags of it are
+      counted as superseded, and an image whose flags name different classes (e.g. two clinicians disagree) is
+      listed in ``merge.json``'s ``disagreements`` (``image_sha256``, ``classes`` in time order, ``chosen`` = the
+      class it has in the new split, and its ``flags``);
+    * an image whose pixel hash (:func:`image_sha256`) equals that of any image of any split is not added again and
+      is counted per split. If that row came from the original metadata, its label is kept also when the
+      correction disagrees (a *label conflict*, listed in ``merge.json``: the original metadata is never
+      changed). If it is a training row an earlier merge added (``provenance`` ``feedback:<time>:…``), a flag later
+      than that time with another class *relabels* it (``dx`` and ``provenance`` become the flag's; listed in
+      ``merge.json``'s ``relabelled``): the latest flag wins across merges too;
     * an added row: ``image_id`` = ``lesion_id`` = ``feedback_<first 12 hex digits of the hash>`` (its own lesion
       group), ``dx`` = the correction, ``dx_type`` = ``feedback``, ``path`` = the stored PNG in the feedback folder,
       ``split`` = ``training``; with a resized cache in the source split, its ``cache_path`` is written to
@@ -414,7 +487,7 @@ def merge_feedback(
 
     Also written: ``split_stats.csv``/``.md``, ``split.json`` (the source's, updated: counts, ``data_provenance``,
     ``merged_from``), ``merge.json`` (flags, added per class, duplicates per split, superseded flags, label
-    conflicts) and ``image_hashes.csv`` (the pixel hash of every image; a later merge from ``out_dir`` reuses it).
+    conflicts, relabelled rows, disagreeing flags) and ``image_hashes.csv`` (the pixel hash of every image; a later merge from ``out_dir`` reuses it).
     Comments and upload names are not copied. ``dataset_dir`` is only read.
 
     Returns:
@@ -422,7 +495,8 @@ def merge_feedback(
 
     Raises:
         DataError: ``out_dir`` already holds a split (or is ``dataset_dir``), no or bad feedback (a missing image,
-            an unknown class, an image changed since it was flagged), a bad source split.
+            an ``image_file`` other than ``images/<image_sha256>.png``, an unknown class, a bad timestamp, an image
+            changed since it was flagged), a bad source split (also a feedback ``provenance`` without its time).
     """
     from mednet.data.lesion_split import (
         _PATH_COLUMNS,
@@ -443,7 +517,7 @@ def merge_feedback(
     refuse_existing(csv_out, settings_out, merge_out, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"))
     table = load_split_table(dataset_dir, None, class_names)
     source_csv = Path(table.attrs["source"])
-    feedback, superseded = _checked_feedback(feedback_dir, class_names)
+    feedback, superseded, flags = _checked_feedback(feedback_dir, class_names)
     feedback_csv = Path(feedback.attrs["source"])
     images = [_feedback_image(feedback_dir, row, _row_ref(feedback_csv, i))
               for i, row in enumerate(feedback.itertuples(index=False))]
@@ -454,28 +528,61 @@ def merge_feedback(
     for i, digest in enumerate(hashes):
         first.setdefault(digest, i)
 
-    added, duplicates = [], []
+    merged = table.copy()
+    if "provenance" in merged.columns:
+        merged["provenance"] = merged["provenance"].replace("", "original")
+    else:
+        merged["provenance"] = "original"
+
+    added, duplicates, relabelled, disagreements = [], [], [], []
     for row, png in zip(feedback.itertuples(index=False), images):
         hit = first.get(row.image_sha256)
+        provenance = f"feedback:{row.timestamp}:{row.model_run}"
+        # the labels this image has had: its flags here, and the label an earlier merge gave it
+        history = [(t, c) for t, _, _, c in flags[row.image_sha256]]
+        chosen = row.corrected
         if hit is not None:
             original = table.iloc[hit]
+            earlier = merged.at[hit, "provenance"]
+            relabel = False
+            if earlier.startswith("feedback:") and original["split"] == "training":
+                # added by an earlier merge from a flag: a later flag replaces that flag's label
+                found = _FEEDBACK_PROVENANCE.match(earlier)
+                added_at = _parse_time(found.group(1)) if found else None
+                if added_at is None:
+                    raise DataError(_row(source_csv, hit), f"provenance {earlier!r} does not start with "
+                                                           "feedback:<ISO time>: (the latest flag of the image "
+                                                           "cannot be told)")
+                history.append((added_at, original["dx"]))
+                relabel = flags[row.image_sha256][-1][0] > added_at and original["dx"] != row.corrected
+                if relabel:
+                    merged.at[hit, "dx"], merged.at[hit, "provenance"] = row.corrected, provenance
+                    relabelled.append({"image_sha256": row.image_sha256, "image_id": original["image_id"],
+                                       "from": original["dx"], "to": row.corrected, "was": earlier,
+                                       "now": provenance})
+                else:
+                    chosen = original["dx"]
+                conflict = False
+            else:
+                chosen = original["dx"]  # the original metadata is never changed
+                conflict = bool(original["dx"] != row.corrected)
             duplicates.append({"image_sha256": row.image_sha256, "split": original["split"],
                                "image_id": original["image_id"], "dx": original["dx"], "corrected": row.corrected,
-                               "label_conflict": bool(original["dx"] != row.corrected)})
+                               "label_conflict": conflict, "relabelled": relabel})
+        classes = list(dict.fromkeys(c for _, c in sorted(history, key=lambda h: h[0])))
+        if len(classes) > 1:
+            disagreements.append({"image_sha256": row.image_sha256, "classes": classes, "chosen": chosen,
+                                  "flags": [{"timestamp": ts, "model_run": run, "corrected": c}
+                                            for _, ts, run, c in flags[row.image_sha256]]})
+        if hit is not None:
             continue
         name = f"feedback_{row.image_sha256[:12]}"
         if (table["image_id"] == name).any() or any(a["image_id"] == name for a in added):
             raise DataError(feedback_csv, f"image id {name} is taken already (a 48-bit hash prefix collision); "
                                           "rename that row of the source split")
         added.append({"image_id": name, "lesion_id": name, "dx": row.corrected, "dx_type": FEEDBACK_DX_TYPE,
-                      "path": str(png), "split": "training",
-                      "provenance": f"feedback:{row.timestamp}:{row.model_run}", "_sha256": row.image_sha256})
+                      "path": str(png), "split": "training", "provenance": provenance, "_sha256": row.image_sha256})
 
-    merged = table.copy()
-    if "provenance" in merged.columns:
-        merged["provenance"] = merged["provenance"].replace("", "original")
-    else:
-        merged["provenance"] = "original"
     new = pd.DataFrame(added, columns=["image_id", "lesion_id", "dx", "dx_type", "path", "split", "provenance",
                                        "_sha256"])
     if len(new):
@@ -523,6 +630,9 @@ def merge_feedback(
         "duplicates_skipped": int(len(duplicates)),
         "duplicates_per_split": duplicates_per_split,
         "label_conflicts": int(sum(d["label_conflict"] for d in duplicates)),
+        "relabelled": int(len(relabelled)),
+        "relabelled_rows": relabelled,
+        "disagreements": disagreements,
         "duplicates": duplicates,
         "validation_and_test_unchanged": True,
     }
@@ -542,7 +652,14 @@ def merge_feedback(
     if summary["label_conflicts"]:
         logger.warning("merge: %d flagged image(s) are already in the split with another label; the split's label "
                        "is kept (listed in %s)", summary["label_conflicts"], merge_out)
+    if relabelled:
+        logger.info("merge: %d training row(s) added by an earlier merge relabelled by a later flag (listed in %s)",
+                    len(relabelled), merge_out)
+    if disagreements:
+        logger.warning("merge: %d flagged image(s) have flags naming different classes; the latest flag's class is "
+                       "used (listed in %s, disagreements)", len(disagreements), merge_out)
     print(f"{csv_out}: {len(table)} original rows + {len(new)} feedback training rows "
           f"({len(duplicates)} flagged images already in a split: "
-          + ", ".join(f"{s} {n}" for s, n in duplicates_per_split.items()) + f"; {superseded} superseded flags)")
+          + ", ".join(f"{s} {n}" for s, n in duplicates_per_split.items())
+          + f"; {len(relabelled)} relabelled; {superseded} superseded flags)")
     return csv_out

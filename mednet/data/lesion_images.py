@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, load_rgb, resize_center_crop
+from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, DICOM_SUFFIXES, is_dicom_file, load_rgb, resize_center_crop
 from mednet.data.naming import PHOTO_SUFFIXES, unique_names
 from mednet.data.splits import SPLITS
 from mednet.errors import DataError, OptionError
@@ -328,10 +328,12 @@ def list_lesion_images(input: str | os.PathLike, split: str | None = "test",
                         raise DataError(path, f"split '{split}' is empty (present: {', '.join(present)})")
                 return table
         return load_split_table(path, split, class_names)
-    suffixes = (*PHOTO_SUFFIXES, ".dcm")
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    # a folder lists what load_rgb reads of a single file: photographs by suffix, and DICOM files as
+    # is_dicom_file recognises them (.dcm/.dicom/.dic, or no suffix but the DICM marker: scanners write IM0001)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.iterdir() if p.is_file() and (p.suffix.lower() in PHOTO_SUFFIXES or is_dicom_file(p)))
     if not files:
-        raise DataError(path, f"no images ({', '.join(suffixes)}) found")
+        raise DataError(path, f"no images ({', '.join((*PHOTO_SUFFIXES, *DICOM_SUFFIXES))} or DICOM files) found")
     table = pd.DataFrame({"image_id": unique_names([str(f) for f in files]), "path": [str(f) for f in files]})
     table.attrs["source"] = str(path)
     return table

@@ -282,9 +282,11 @@ def read_dermoscopy_source(
     lesion_groups: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """Read one source in ``format`` (:data:`SOURCE_FORMATS`) as a table (``dermamnist`` writes its PNGs
-    under ``out/images``)."""
+    under ``out/images``). ``allow_missing``: HAM10000 / ISIC 2018 may lack files for more than 1 % of the
+    listed images (``attrs["n_listed"]``, ``attrs["n_missing"]`` count them)."""
     if format not in SOURCE_FORMATS:
         raise OptionError({"--format": f"unknown format {format!r} (expected one of {', '.join(SOURCE_FORMATS)})"})
     dirs = _image_dirs(images)
@@ -292,9 +294,9 @@ def read_dermoscopy_source(
         raise OptionError({"--images": f"the {format} format needs the image folder(s): --images DIR or "
                                        "--images DIR1,DIR2"})
     if format == "ham10000":
-        return read_ham10000(metadata, dirs)
+        return read_ham10000(metadata, dirs, allow_missing=allow_missing)
     if format == "isic2018":
-        return read_isic2018_groundtruth(metadata, dirs, lesion_groups)
+        return read_isic2018_groundtruth(metadata, dirs, lesion_groups, allow_missing=allow_missing)
     if format == "path_label":
         return read_path_label_csv(metadata)
     if out is None:
@@ -342,6 +344,7 @@ def prepare_dermoscopy_split(
     format: str = "ham10000",
     lesion_groups: str | os.PathLike | None = None,
     overwrite: bool = False,
+    allow_missing: bool = False,
 ) -> Path:
     """Read a dermoscopy source, split it by lesion (stratified by dx) and write the dataset folder ``out``.
 
@@ -366,6 +369,9 @@ def prepare_dermoscopy_split(
         images: image folder(s) for ``ham10000``/``isic2018``: a list, or one string with commas.
         lesion_groups: ``isic2018`` only: image → lesion_id CSV
             (see :func:`~mednet.data.dermoscopy.read_isic2018_groundtruth`).
+        allow_missing: ``ham10000``/``isic2018``: go on when more than 1 % of the listed images have no file
+            (e.g. one of HAM10000's two image folders on purpose); ``split.json`` records ``n_listed`` and
+            ``n_missing`` either way.
 
     Returns:
         The path of ``split.csv``.
@@ -380,7 +386,8 @@ def prepare_dermoscopy_split(
     _check_fractions(val, test)
     if int(cache_size) < 0:
         raise OptionError({"--cache_size": f"must be 0 (no cache) or a number of pixels, got {cache_size}"})
-    table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite)
+    table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite, allow_missing)
+    n_listed, n_missing = table.attrs.get("n_listed"), table.attrs.get("n_missing")  # before attrs can be lost
     source = table.attrs.get("source", os.fspath(metadata))
     kept = "split" in table.columns
     fractions = {"training": 1.0 - float(val) - float(test), "validation": float(val), "test": float(test)}
@@ -437,6 +444,8 @@ def prepare_dermoscopy_split(
         "cache_size": int(cache_size) or None,
         "class_names": list(DERMOSCOPY_CLASSES),
         "data_provenance": provenance,
+        "n_listed": None if n_listed is None else int(n_listed),  # images the metadata lists (release formats)
+        "n_missing": None if n_missing is None else int(n_missing),  # of which without a file (skipped)
         "n_images": int(len(table)),
         "n_lesions": int(table["lesion_id"].nunique()),
         "n_images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},

@@ -1,0 +1,96 @@
+"""Gated retraining repeats the old run's settings: what ``settings.json`` records, and the target accuracy its
+referral threshold was calibrated for (``calibration.json``).
+
+Training and evaluation are replaced by fakes, as in ``tests/test_retrain_serving.py``: what is checked is what the
+retraining asks the bundle for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import mednet.app.retrain as retrain_module
+from mednet.app.retrain import retrain
+from mednet.errors import DataError
+
+METRICS = {"balanced_accuracy": 0.5, "recall_mel": 0.5, "ece": 0.10}
+
+
+def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float | None = None) -> Path:
+    """What the retraining reads of a run: settings.json, model.pt and (optionally) calibration.json."""
+    folder.mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps({"model": "receptive_field_cnn", "image_size": 32, "epochs": 1,
+                                                      "dataset_dir": "split", **(settings or {})}), encoding="utf-8")
+    (folder / "model.pt").write_bytes(b"weights")
+    (folder / "finished.json").write_text("{}", encoding="utf-8")
+    if target_accuracy is not None:
+        (folder / "calibration.json").write_text(json.dumps({"temperature": 1.3, "referral": {
+            "threshold": 0.8, "target_accuracy": target_accuracy, "achievable": True}}), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def fake_bundle(tmp_path: Path, monkeypatch) -> dict:
+    """A split folder and a retraining whose bundle runs are recorded (``calls``: ``(config, overrides)``) and whose
+    training writes a finished candidate without calibration.json (which a resumed retraining completes)."""
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "split.csv").write_text("image_id\n", encoding="utf-8")
+    calls: list[tuple[str, dict]] = []
+
+    def run_bundle(bundle: str, config: str, **overrides) -> None:
+        calls.append((config, overrides))
+        if config == "train":
+            _fake_run(Path(overrides["run_dir"]))
+
+    def evaluate(who, run, settings, split_name, dataset, folder: Path) -> Path:
+        out = folder / f"{who}-{split_name}"
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    monkeypatch.setattr(retrain_module, "run_bundle", run_bundle)
+    monkeypatch.setattr(retrain_module, "_check_held_out", lambda run, settings, dataset: dataset)
+    monkeypatch.setattr(retrain_module, "_check_train_options", lambda overrides: None)
+    monkeypatch.setattr(retrain_module, "_evaluate", evaluate)
+    monkeypatch.setattr(retrain_module, "_gate_metrics", lambda path: dict(METRICS))
+    return {"split": split, "calls": calls}
+
+
+def test_the_candidate_is_trained_and_calibrated_for_the_old_runs_target_accuracy(fake_bundle: dict,
+                                                                                  tmp_path: Path) -> None:
+    """A run whose referral threshold was fitted for 99 % accuracy: the candidate's must be too, not for the
+    bundle's default 95 % — also when the candidate's calibration is completed after training."""
+    old = _fake_run(tmp_path / "R0", settings={"val_interval": 3, "weights_path": "/models/imagenet.pt"},
+                    target_accuracy=0.99)
+    out = tmp_path / "retrain"
+    retrain(str(old), str(fake_bundle["split"]), str(out))
+    retrain(str(old), str(fake_bundle["split"]), str(out))  # resumed: the candidate's calibration.json is completed
+    (train_config, train), (calibrate_config, calibrate) = fake_bundle["calls"]
+    assert (train_config, calibrate_config) == ("train", "calibrate")
+    assert train["target_accuracy"] == 0.99 and calibrate["target_accuracy"] == 0.99
+    # carried when settings.json records them (a fine-tuned run is not retrained from scratch)
+    assert train["val_interval"] == 3 and train["weights_path"] == "/models/imagenet.pt"
+    record = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
+    assert record["train"]["target_accuracy"] == 0.99
+    assert json.loads((out / "comparison.json").read_text(encoding="utf-8"))["train_settings"]["target_accuracy"] == 0.99
+
+    # an option given on the command line still overrides the run's
+    fake_bundle["calls"].clear()
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain2"), target_accuracy=0.9)
+    assert [c[1]["target_accuracy"] for c in fake_bundle["calls"]] == [0.9]
+
+
+def test_a_run_without_calibration_keeps_the_bundle_default_and_a_bad_one_is_refused(fake_bundle: dict,
+                                                                                     tmp_path: Path) -> None:
+    old = _fake_run(tmp_path / "R0")  # trained before calibration.json existed
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain"))
+    assert all("target_accuracy" not in overrides for _, overrides in fake_bundle["calls"])
+
+    bad = _fake_run(tmp_path / "R1", target_accuracy=1.5)
+    fake_bundle["calls"].clear()
+    with pytest.raises(DataError, match=r"R1/calibration\.json: referral\.target_accuracy 1\.5 is not a number"):
+        retrain(str(bad), str(fake_bundle["split"]), str(tmp_path / "retrain_bad"))
+    assert fake_bundle["calls"] == []  # refused before any training
