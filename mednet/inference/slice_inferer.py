@@ -54,7 +54,7 @@ class BatchedSliceInferer(SliceInferer):
             are batched ``min(sw_batch_size, max_batch_pixels // slice pixels)`` at a time. A fixed number of
             slices made the cost per voxel grow with the slice size (measured, 3 views on 2 cores: 16 slices of
             a 0.7 mm volume cost 1.24× more per voxel than of the 1 mm template — the activations outgrow the
-            caches); a pixel budget keeps it linear. ``None``: always ``sw_batch_size``.
+            caches); a pixel budget keeps it near-linear (``benchmarks/bench_inference.py``). ``None``: always ``sw_batch_size``.
         args, kwargs: passed to :class:`~monai.inferers.SliceInferer` (``spatial_dim``, ``roi_size``,
             ``sw_batch_size``, ...).
 
