@@ -394,6 +394,16 @@ def test_risk_coverage_png(tmp_path):
     assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000
 
 
+def _split_folder(folder: Path, assignment: dict[str, str]) -> Path:
+    """A split folder whose ``split.csv`` puts each lesion (key) in a split (value)."""
+    import pandas as pd
+
+    folder.mkdir()
+    pd.DataFrame({"lesion_id": list(assignment), "split": list(assignment.values())}).to_csv(folder / "split.csv",
+                                                                                               index=False)
+    return folder
+
+
 def test_post_hoc_fits_only_on_validation_rows_held_out_from_the_run(tmp_path) -> None:
     """Calibration and ensemble weights are selections: on the validation split only, and never on lesions the
     run trained on or is tested on (another split of the same source, e.g. another seed, would mix them)."""
@@ -403,11 +413,7 @@ def test_post_hoc_fits_only_on_validation_rows_held_out_from_the_run(tmp_path) -
     from mednet.errors import DataError, OptionError
 
     def split_folder(name: str, assignment: dict[str, str]) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        pd.DataFrame({"lesion_id": list(assignment), "split": list(assignment.values())}).to_csv(folder / "split.csv",
-                                                                                                   index=False)
-        return folder
+        return _split_folder(tmp_path / name, assignment)
 
     own = split_folder("own", {"L1": "training", "L2": "validation", "L3": "test", "L4": "training"})
     other = split_folder("other", {"L1": "validation", "L3": "validation", "L2": "training", "L4": "test"})
@@ -435,11 +441,7 @@ def test_evaluation_refuses_lesions_the_run_trained_or_selected_on(tmp_path, cap
     from mednet.errors import DataError
 
     def split_folder(name: str, assignment: dict[str, str]) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        pd.DataFrame({"lesion_id": list(assignment), "split": list(assignment.values())}).to_csv(folder / "split.csv",
-                                                                                                   index=False)
-        return folder
+        return _split_folder(tmp_path / name, assignment)
 
     def run_on(name: str, dataset_dir: Path) -> Path:
         run = tmp_path / name
