@@ -351,3 +351,30 @@ def test_load_teachers_errors(tmp_path):
     with pytest.raises(DataError, match="image_size 32, the student at 64") as info:
         load_teachers([good], CLASSES, student_image_size=64)
     assert "good" in str(info.value)
+
+
+def test_teachers_must_not_have_seen_the_students_validation_or_test_lesions(tmp_path):
+    """A teacher trained on another seed's split of the same source saw some of the student's validation/test
+    lesions: refused, naming the student's split.csv; teachers of the student's own split pass."""
+    import pandas as pd
+
+    def split_folder(name: str, assignment: dict[str, str]):
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"lesion_id": list(assignment), "split": list(assignment.values())}).to_csv(
+            folder / "split.csv", index=False)
+        return folder
+
+    student = split_folder("student", {"L1": "training", "L2": "validation", "L3": "test"})
+    other = split_folder("other", {"L1": "validation", "L2": "training", "L3": "test"})
+    same, _ = _teacher_run(tmp_path / "same", seed=1)
+    leaky, _ = _teacher_run(tmp_path / "leaky", seed=2)
+    for run, split_dir in ((same, student), (leaky, other)):
+        settings = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+        (run / "settings.json").write_text(json.dumps({**settings, "dataset_dir": str(split_dir)}), encoding="utf-8")
+    assert len(load_teachers([same], CLASSES, dataset_dir=student)) == 1
+    with pytest.raises(DataError) as info:
+        load_teachers([same, leaky], CLASSES, dataset_dir=student)
+    msg = str(info.value)
+    assert msg.startswith(f"{student / 'split.csv'}: 1 lesion(s) of its validation split are in the training split")
+    assert "L2" in msg and str(other / "split.csv") in msg

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
@@ -201,7 +202,8 @@ def _as_paths(paths: Sequence[str | os.PathLike] | str | os.PathLike | None) -> 
 
 def load_teacher_models(paths: Sequence[str | os.PathLike] | str | os.PathLike | None,
                         class_names: Sequence[str] | None, device: str | torch.device = "cpu",
-                        student_image_size: int | None = None) -> list:
+                        student_image_size: int | None = None,
+                        dataset_dir: str | os.PathLike | None = None) -> list:
     """The teachers' training runs, rebuilt (:class:`mednet.networks.trained.TrainedClassifier`, networks frozen
     and in eval mode), for their settings (normalisation, image size) as well as their networks.
 
@@ -211,6 +213,8 @@ def load_teacher_models(paths: Sequence[str | os.PathLike] | str | os.PathLike |
         device: where the networks go.
         student_image_size: the student's ``--image_size``; the teachers must have been trained at it (they
             score the student's input batch).
+        dataset_dir: the student's split folder: its validation and test lesions must be held out from every
+            teacher (:func:`check_teachers_held_out`).
 
     Raises:
         OptionError: no paths (``--teachers``).
@@ -234,15 +238,46 @@ def load_teacher_models(paths: Sequence[str | os.PathLike] | str | os.PathLike |
         n_params = sum(p.numel() for p in model.network.parameters())
         logger.info("teacher %s (%s): %s, %s parameters", model.name, model.checkpoint, model.settings["model"],
                     f"{n_params:,}")
+    if dataset_dir is not None:
+        check_teachers_held_out([model.checkpoint for model in models], dataset_dir)
     return models
+
+
+def check_teachers_held_out(checkpoints: Sequence[str | os.PathLike], dataset_dir: str | os.PathLike) -> None:
+    """Refuse teachers that saw the student's validation or test lesions.
+
+    A teacher trained on another split of the same source (another seed) has trained on some of the student's
+    validation and test lesions and passes that knowledge on through its soft targets: the student's checkpoint
+    choice, temperature and test scores would then be made on data it has indirectly seen. Each of the student's
+    validation and test rows (``dataset_dir/split.csv``) is checked against every teacher's own split
+    (:func:`mednet.data.splits.check_evaluated_rows`: a teacher's training lesions may not be in either, its
+    validation lesions not in the test split).
+
+    Raises:
+        DataError: naming the student's ``split.csv``, the teacher's run and the overlapping lesions.
+    """
+    from mednet.data.dermoscopy import _read_csv
+    from mednet.data.splits import check_evaluated_rows
+
+    csv = Path(dataset_dir) / "split.csv"
+    if not csv.is_file():
+        return  # the training config reports a missing split folder itself
+    table = _read_csv(csv, ["lesion_id", "split"], allow_empty=True)
+    for split in ("validation", "test"):
+        rows = table[table["split"] == split]
+        rows.attrs["source"] = str(csv)
+        check_evaluated_rows(rows, list(checkpoints), split, dataset_dir, "distillation (the student is selected "
+                                                                         "and scored on these lesions)")
 
 
 def load_teachers(paths: Sequence[str | os.PathLike] | str | os.PathLike | None,
                   class_names: Sequence[str] | None, device: str | torch.device = "cpu",
-                  student_image_size: int | None = None) -> list[torch.nn.Module]:
+                  student_image_size: int | None = None,
+                  dataset_dir: str | os.PathLike | None = None) -> list[torch.nn.Module]:
     """The teachers' networks ``(B, 3, S, S) → (B, K)``, frozen (``requires_grad`` False) and in eval mode, for
     :class:`DistillationTrainer`. Arguments and errors as :func:`load_teacher_models`."""
-    return [model.network for model in load_teacher_models(paths, class_names, device, student_image_size)]
+    return [model.network for model in load_teacher_models(paths, class_names, device, student_image_size,
+                                                           dataset_dir)]
 
 
 def teacher_normalization(paths: Sequence[str | os.PathLike] | str | os.PathLike | Sequence | None,
