@@ -300,6 +300,10 @@ def test_check_distillation():
         check_distillation(DistillationLoss(teacher_weights=[1, 1, 1]), teachers)
     with pytest.raises(OptionError, match="--teachers"):
         check_distillation(DistillationLoss(), [])
+    for loss in ("focal", "ldam", "recall"):  # the student's loss is KD + CE: another --loss would be ignored
+        with pytest.raises(OptionError, match="--loss") as info:
+            check_distillation(DistillationLoss(), teachers, loss=loss)
+        assert f"--loss {loss} would be ignored" in info.value.problems["--loss"]
 
 
 # --- teachers from run folders ----------------------------------------------------------------------------------

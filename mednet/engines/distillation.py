@@ -171,7 +171,7 @@ class DistillationTrainer(SupervisedTrainer):
 
 
 def check_distillation(loss_function: DistillationLoss, teachers: Sequence[torch.nn.Module],
-                       augmix_jsd: bool = False, augmentation: str | None = None) -> None:
+                       augmix_jsd: bool = False, augmentation: str | None = None, loss: str = "ce") -> None:
     """Refuse a distillation setup before any data is read, and log the effective loss weights.
 
     Args:
@@ -179,13 +179,19 @@ def check_distillation(loss_function: DistillationLoss, teachers: Sequence[torch
         teachers: the teachers' networks (:func:`load_teachers`).
         augmix_jsd: ``--augmix_jsd``; its three views a sample are not supported by the KD trainer.
         augmentation: ``--augmentation`` when known (``augmix_jsd`` matters only with ``"augmix"``).
+        loss: ``--loss`` of ``train.json``: the student's loss is always KD + cross-entropy, so anything but
+            ``ce`` would be ignored while ``settings.json`` recorded it (and ``ldam`` would switch on the cosine
+            head without its margins).
 
     Raises:
         OptionError: no teachers (``--teachers``), ``--teacher_weights`` of another count than the teachers,
-            ``--augmix_jsd`` on.
+            ``--augmix_jsd`` on, ``--loss`` other than ``ce``.
     """
     if not teachers:
         raise OptionError({"--teachers": _NO_TEACHERS})
+    if loss != "ce":
+        raise OptionError({"--loss": f"distillation trains the student with KD + cross-entropy; --loss {loss} would be "
+                                     "ignored (shape the KD term with --kd_mode, --kd_temperature, --kd_alpha)"})
     if augmix_jsd and augmentation in (None, "augmix"):
         raise OptionError({"--augmix_jsd": "not supported with distillation; train the student with --augmix_jsd false"})
     loss_function.weights_for(len(teachers))
