@@ -29,6 +29,12 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   on the dermoscopy ``calibrate.json`` (which fits it) would be accepted and silently ignored. An id that no ``@`` reference chain reaches from
   ``initialize``, ``run`` or ``finalize`` (:func:`unused_ids`) is refused, with the rule's ``unused`` text as the
   reason when the bundle gives one.
+* **options that apply only with another option's value** — a rule's ``only_with`` (``{"loss": ["focal"]}``)
+  refuses the override unless every named option, as this run resolves it (its override, else its config
+  default), has one of the listed values: ``--focal_gamma 3`` with ``--loss ce`` is read by the loss expression
+  yet changes nothing, and would be recorded in ``settings.json`` as if it had. An override equal to its config
+  default is let through (it asks for nothing that is lost), so a caller that repeats a run's whole recorded
+  settings (retraining) is not refused for them; :func:`inapplicable_overrides` lists what such a caller can drop.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 from mednet.errors import OptionError
 
 __all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "unused_ids", "check_overrides", "cli_entry_ids",
-           "cli_overrides", "check_cli_overrides", "require_base_config"]
+           "cli_overrides", "check_cli_overrides", "require_base_config", "inapplicable_overrides"]
 
 RULES_KEY = "option_rules"
 _UNRESOLVED = (EXPR_KEY, ID_REF_KEY, MACRO_KEY)
@@ -325,8 +331,59 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
         if f"--{key}" not in problems and top in unused:
             reason = rules.get(top, {}).get("unused") or "it is an option of another of this bundle's configs"
             problems[f"--{key}"] = f"not used by {config_name} ({reason}); it would be ignored"
+    for key, value in overrides.items():
+        id_ = ReferenceResolver.normalize_id(str(key))
+        if f"--{key}" in problems or _same_value(value, ids.get(id_, _MISSING)):
+            continue
+        problem = _only_with_problem(id_, overrides, ids, rules)
+        if problem:
+            problems[f"--{key}"] = problem
     if problems:
         raise OptionError({f"--{k}": problems[f"--{k}"] for k in overrides if f"--{k}" in problems})
+
+
+def _same_value(value: Any, default: Any) -> bool:
+    """``value`` equals the config default ``default`` (a list and a tuple with the same items are equal)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(default, tuple):
+        default = list(default)
+    return type(value) is type(default) and value == default or (
+        isinstance(value, numbers.Real) and isinstance(default, numbers.Real)
+        and not isinstance(value, bool) and not isinstance(default, bool) and value == default)
+
+
+def inapplicable_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike],
+                           overrides: Mapping[str, Any]) -> dict[str, str]:
+    """The overrides (``{key: reason}``) that the config's ``only_with`` rules say this run would ignore, whatever
+    their value — e.g. ``focal_gamma`` when ``overrides`` (or the config) sets ``loss`` to ``ce``."""
+    config = load_config(config_file)
+    ids = config_ids(config)
+    rules = {ReferenceResolver.normalize_id(k): v for k, v in (config.get(RULES_KEY) or {}).items()
+             if isinstance(v, Mapping)}
+    found = {}
+    for key in overrides:
+        problem = _only_with_problem(ReferenceResolver.normalize_id(str(key)), overrides, ids, rules)
+        if problem:
+            found[str(key)] = problem
+    return found
+
+
+def _only_with_problem(id_: str, overrides: Mapping[str, Any], ids: Mapping[str, Any],
+                       rules: Mapping[str, Any]) -> str | None:
+    """The unmet ``only_with`` condition of the override of ``id_`` (see the module docstring), or None."""
+    conditions = rules.get(id_, {}).get("only_with")
+    if not isinstance(conditions, Mapping):
+        return None
+    given = {ReferenceResolver.normalize_id(str(k)): v for k, v in overrides.items()}
+    for other, allowed in conditions.items():
+        value = given.get(other, ids.get(other, _MISSING))
+        if value is _MISSING or _unresolved(value):
+            continue  # not in this config, or known only when the run resolves it
+        if value not in allowed:
+            wanted = " or ".join(f"--{other} {v}" for v in allowed)
+            return f"applies only with {wanted}, and this run has --{other} {value}; it would be ignored"
+    return None
 
 
 def _run_arguments() -> set[str]:

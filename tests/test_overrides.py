@@ -157,6 +157,42 @@ def test_an_option_the_run_never_reads_is_refused(tmp_path: Path) -> None:
     assert unused_ids(load_config(no_entry)) == set()  # not a workflow: nothing is known to be dead
 
 
+def test_an_option_that_another_setting_switches_off_is_refused() -> None:
+    """``--focal_gamma 3`` with ``--loss ce`` is read by the loss expression but changes nothing; it would still be
+    recorded in settings.json as if it had. Refused, naming the setting; a value equal to the default passes."""
+    from mednet.overrides import inapplicable_overrides
+
+    dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs"
+    train, distill = dermoscopy / "train.json", [dermoscopy / "train.json", dermoscopy / "distill.json"]
+    assert refused(train, focal_gamma=3.0) == (
+        "--focal_gamma: applies only with --loss focal, and this run has --loss ce; it would be ignored")
+    check_overrides(train, {"focal_gamma": 3.0, "loss": "focal"})
+    check_overrides(train, {"focal_gamma": 2, "loss": "ce"})  # the default (an int for a float): asks for nothing
+    assert refused(train, loss="focal", drw_start=0.5).startswith("--drw_start: applies only with --loss ldam")
+    assert refused(train, momentum=0.5, optimizer="adam") == (
+        "--momentum: applies only with --optimizer sgd or --optimizer rmsprop, and this run has --optimizer adam; "
+        "it would be ignored")
+    assert refused(train, milestones=[0.3], lr_schedule="cosine").startswith(
+        "--milestones: applies only with --lr_schedule multistep")
+    assert refused(train, mixup_alpha=0.4).startswith("--mixup_alpha: applies only with --augmentation mixup or")
+    assert refused(train, augmix_jsd=True, augmentation="cutout").startswith(
+        "--augmix_jsd: applies only with --augmentation augmix")
+    check_overrides(train, {"augmix_jsd": True, "augmentation": "augmix", "lr_schedule": "step", "lr_gamma": 0.5})
+    check_overrides(train, {"augmentation": "cutmix", "mixup_alpha": 0.4})
+    assert refused(distill, focal_gamma=1.0).startswith("--focal_gamma: applies only with --loss focal")
+    assert inapplicable_overrides(train, {"loss": "ce", "focal_gamma": 2.0, "drw_start": 0.8, "momentum": 0.9}) == {
+        "focal_gamma": "applies only with --loss focal, and this run has --loss ce; it would be ignored",
+        "drw_start": "applies only with --loss ldam, and this run has --loss ce; it would be ignored"}
+
+
+def test_explain_target_class_takes_a_name_or_an_index() -> None:
+    explain = REPO / "bundles" / "dermoscopy_classification" / "configs" / "explain.json"
+    check_overrides(explain, {"target_class": "mel"})
+    check_overrides(explain, {"target_class": 4})
+    assert refused(explain, target_class=-1).startswith("--target_class: ")
+    assert refused(explain, target_class=[1, 2]).startswith("--target_class: ")
+
+
 def test_explain_methods_take_one_name_and_list_the_valid_ones() -> None:
     """``--methods gradcam`` is a one-item list, as in Python; an unknown method names the valid ones."""
     from mednet.explain import EXPLAIN_METHODS

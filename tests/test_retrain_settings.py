@@ -94,3 +94,21 @@ def test_a_run_without_calibration_keeps_the_bundle_default_and_a_bad_one_is_ref
     with pytest.raises(DataError, match=r"R1/calibration\.json: referral\.target_accuracy 1\.5 is not a number"):
         retrain(str(bad), str(fake_bundle["split"]), str(tmp_path / "retrain_bad"))
     assert fake_bundle["calls"] == []  # refused before any training
+
+
+def test_settings_the_old_run_ignored_are_not_carried(fake_bundle: dict, tmp_path: Path, monkeypatch) -> None:
+    """A run recorded ``focal_gamma`` and ``momentum`` although its loss (ce) and optimiser (adam) ignore them:
+    train.json would refuse them now (``only_with`` rules), so the retraining drops them — unless asked for."""
+    from mednet.app.retrain import _check_train_options as real_check
+
+    monkeypatch.setattr(retrain_module, "_check_train_options", real_check)  # the real train.json check
+    old = _fake_run(tmp_path / "R0", settings={"loss": "ce", "optimizer": "adam", "focal_gamma": 3.0,
+                                               "momentum": 0.5, "drw_start": 0.8, "weight_decay": 1e-4})
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain"))
+    train = fake_bundle["calls"][0][1]
+    assert not {"focal_gamma", "momentum", "drw_start"} & set(train)
+    assert (train["loss"], train["optimizer"], train["weight_decay"]) == ("ce", "adam", 1e-4)
+
+    fake_bundle["calls"].clear()  # a loss given on the command line makes the recorded focal_gamma apply again
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain2"), loss="focal")
+    assert fake_bundle["calls"][0][1]["focal_gamma"] == 3.0

@@ -198,8 +198,11 @@ def _run_step(step: Step, runs: Path, dataset_dir: Path, preset: StudyPreset) ->
     common = dict(dataset_dir=str(dataset_dir), image_size=preset.image_size, seed=preset.seed,
                   n_bins=preset.n_bins)
     if step.kind in ("train", "distill"):
-        fit = dict(optimizer=preset.optimizer, lr_schedule=preset.lr_schedule, milestones=list(preset.milestones),
-                   momentum=preset.momentum, weight_decay=preset.weight_decay)
+        fit = dict(optimizer=preset.optimizer, lr_schedule=preset.lr_schedule, weight_decay=preset.weight_decay)
+        if preset.lr_schedule == "multistep":  # train.json refuses options its other settings ignore
+            fit["milestones"] = list(preset.milestones)
+        if preset.optimizer in ("sgd", "rmsprop"):
+            fit["momentum"] = preset.momentum
         if _is_trained(run):
             logger.info("study: %s already trained — skipped", step.name)
         elif (run / FINISHED_FILE).is_file():  # killed before calibration.json (bundle < 0.3.0 marked it finished first)

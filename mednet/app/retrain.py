@@ -311,6 +311,15 @@ def _check_train_options(overrides: Mapping) -> None:
         check_overrides([str(f) for f in bundle_config_files(BUNDLE, "train")], overrides)
 
 
+def _inapplicable(overrides: Mapping) -> list[str]:
+    """The carried settings that ``train.json`` ignores with the other carried settings (its ``only_with`` rules)."""
+    from mednet.app.bundles import _cwd, bundle_config_files
+    from mednet.overrides import inapplicable_overrides
+
+    with _cwd(repo_root()):
+        return list(inapplicable_overrides([str(f) for f in bundle_config_files(BUNDLE, "train")], overrides))
+
+
 def _started(root: Path) -> bool:
     """Whether an earlier command in ``root`` already trained or evaluated something."""
     candidate, evaluations = root / "candidate", root / "evaluations"
@@ -434,6 +443,9 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     blocked = {f"--{k}": "set by this command" for k in ("run_dir", "dataset_dir") if k in train_options}
     if blocked:
         raise OptionError(blocked)
+    for key in _inapplicable({**overrides, **train_options}):  # e.g. focal_gamma of a ce run: recorded, but it changed nothing
+        if key not in train_options:
+            del overrides[key]
     overrides.update(train_options)
     _check_train_options(overrides)
     root = Path(out).resolve()

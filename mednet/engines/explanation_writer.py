@@ -50,7 +50,7 @@ from mednet.explain.attribution import (
 )
 from mednet.io import refuse_existing
 
-__all__ = ["ExplanationWriter", "check_explain_options", "denormalize", "resolve_target_class"]
+__all__ = ["ExplanationWriter", "check_explain_options", "check_target_class_option", "denormalize", "resolve_target_class"]
 
 logger = logging.getLogger("mednet")
 
@@ -74,6 +74,20 @@ def resolve_target_class(target_class: str | int | None, class_names: Sequence[s
         return names.index(str(target_class))
     raise OptionError({"--target_class": f"{target_class!r} is not a class of this run; choose one of "
                                          f"{', '.join(names)} (or leave it out for the predicted class)"})
+
+
+def check_target_class_option(target_class: object) -> None:
+    """The command-line check of ``--target_class`` (explain.json's ``option_rules``): a class name or a class
+    index ≥ 0 (the run's classes are known only when it loads, where :func:`resolve_target_class` checks them).
+
+    Raises:
+        OptionError: anything else (a list, a negative or fractional number).
+    """
+    if target_class in _PREDICTED or isinstance(target_class, str):
+        return
+    if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool) and target_class >= 0:
+        return
+    raise OptionError({"--target_class": f"expects a class name or a class index ≥ 0, got {target_class!r}"})
 
 
 def denormalize(images: torch.Tensor, normalization: Mapping[str, Sequence[float]] | None) -> np.ndarray:
