@@ -17,7 +17,9 @@ With ``M`` teachers (an ensemble distilled into one network) three ways to combi
 
 - ``add_loss``: ``Σ_m α T² KL_m`` — one KD term per teacher, added, as in the study's code. The KD part weighs
   ``M`` times as much against the CE as with ``avg_loss`` (0.8 × 5 = 4.0 against 0.2 with five teachers).
-- ``avg_loss``: ``(1/M) Σ_m α T² KL_m`` (the default), or the weighted mean with ``teacher_weights``.
+- ``avg_loss``: ``(1/M) Σ_m α T² KL_m`` (this class's default: the KD weight does not grow with ``M``), or the
+  weighted mean with ``teacher_weights``. The bundle's ``distill.json`` defaults to ``add_loss``, the study's mode,
+  so that its ensemble-KD runs repeat the study.
 - ``avg_softmax``: ``α T² KL(p̄ ‖ softmax(s / T))`` with ``p̄ = Σ_m w_m softmax(t_m / T)``, weights normalised to
   sum to 1 (uniform by default): the student matches the ensemble's averaged prediction, a distribution that
   sums to 1. (The study's code added the teachers' softmaxes without dividing by ``M``.)
