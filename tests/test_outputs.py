@@ -50,6 +50,7 @@ def test_unique_names_add_parents_only_where_names_collide() -> None:
     # relative and absolute spellings of the same tree give the same names
     assert unique_names(["subA/T1.nii.gz", "subB/T1.nii.gz"]) == ["subA_T1", "subB_T1"]
     assert volume_stem("/x/scan.MHA") == "scan" and volume_stem("/x/series7/") == "series7"
+    assert volume_stem("/x/ISIC_1.dicom") == "ISIC_1" and volume_stem("/x/IM2.DIC") == "IM2"  # DICOM suffixes
 
 
 def test_names_from_a_datalist_never_leave_the_output_folder() -> None:

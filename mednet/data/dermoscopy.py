@@ -45,7 +45,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mednet.errors import DataError
-from mednet.data.naming import PHOTO_SUFFIXES, unique_names
+from mednet.data.naming import DICOM_SUFFIXES, PHOTO_SUFFIXES, unique_names
 from mednet.data.splits import SPLITS as _SPLIT_NAMES
 from mednet.io import atomic_path, refuse_existing
 
@@ -518,8 +518,6 @@ def _to_uint8(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
-#: file name endings taken as DICOM without reading the file (web uploads, feedback records)
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:

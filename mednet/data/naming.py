@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "PHOTO_SUFFIXES", "ARRAY_SUFFIXES",
+__all__ = ["IMAGE_SUFFIXES", "DICOM_SUFFIXES", "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "PHOTO_SUFFIXES", "ARRAY_SUFFIXES",
            "volume_stem", "unique_names", "with_names", "NAME_KEY"]
 
 # The project's one list of known image file suffixes (lower case; longest first where one ends another).
@@ -30,8 +30,10 @@ VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 #: NumPy arrays written by mednet (slices, patches) and DermaMNIST
 ARRAY_SUFFIXES = (".npz", ".npy")
+#: file name endings taken as DICOM (``.dcm`` is also a volume suffix; a file of another name is DICOM by its marker)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 #: every suffix stripped from names
-IMAGE_SUFFIXES = VOLUME_SUFFIXES + PHOTO_SUFFIXES + ARRAY_SUFFIXES
+IMAGE_SUFFIXES = VOLUME_SUFFIXES + DICOM_SUFFIXES[1:] + PHOTO_SUFFIXES + ARRAY_SUFFIXES
 #: item-dictionary key holding the output name of a volume
 NAME_KEY = "name"
 _SEP = "_"
