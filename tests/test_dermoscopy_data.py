@@ -317,6 +317,11 @@ def test_read_path_label_csv(tmp_path: Path) -> None:
     csv.write_text("path,label\nimgs/a.jpg,mel\nimgs/c.png,nv\n")
     with pytest.raises(DataError, match=r"list\.csv:row 3: image file .*c\.png does not exist"):
         read_path_label_csv(csv)
+    # the row named is the file's line, as an editor shows it: blank lines and a quoted field over two lines
+    # before it (pandas skips the former and joins the latter, so its row index is 1 here)
+    csv.write_text('path,label,lesion_id\n\n"imgs/a.jpg",mel,"L\n1"\n  \nimgs/c.png,nv,L2\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"list\.csv:row 6: image file .*c\.png does not exist"):
+        read_path_label_csv(csv)
 
 
 def test_an_image_listed_twice_is_refused_naming_both_rows(tmp_path: Path) -> None:

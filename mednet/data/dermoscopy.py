@@ -33,6 +33,7 @@ float arrays in (W, H) order, keep grey/RGBA/16-bit images as they are and do no
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -89,8 +90,48 @@ UNKNOWN_DX_TYPE = "unknown"
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _row(csv: str | os.PathLike, index: int) -> str:
-    """``"<csv>:row <n>"`` for the 0-based data row ``index`` (header = row 1)."""
-    return f"{csv}:row {index + 2}"
+    """``"<csv>:row <n>"`` for the 0-based data row ``index``: ``n`` is the file's line where that row starts
+    (header = row 1), as an editor shows it (:func:`_row_number`)."""
+    return f"{csv}:row {_row_number(csv, index)}"
+
+
+def _row_number(csv: str | os.PathLike, index: int) -> int:
+    """The file line on which data row ``index`` (0-based, as ``pandas.read_csv`` numbers them) starts.
+
+    ``pandas`` skips blank and white-space-only lines, and a quoted field may span lines, so ``index + 2`` is the
+    line only for a file without either. The lines are found with the ``csv`` module (cached per file version);
+    ``index + 2`` is the fallback when the file is gone or cannot be read that way.
+    """
+    lines = _data_row_lines(str(csv), *_file_version(csv))
+    return lines[index] if lines is not None and 0 <= index < len(lines) else index + 2
+
+
+def _file_version(path: str | os.PathLike) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return 0, -1
+
+
+@functools.lru_cache(maxsize=16)
+def _data_row_lines(path: str, mtime_ns: int, size: int) -> list[int] | None:
+    """Start lines of the data rows of ``path`` (the header's record excluded); None if it cannot be read."""
+    import csv as csv_module
+
+    if size < 0:
+        return None
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv_module.reader(f)
+            starts, end = [], 0
+            for record in reader:
+                if record and not (len(record) == 1 and not record[0].strip()):  # pandas skips blank lines
+                    starts.append(end + 1)
+                end = reader.line_num
+    except (OSError, UnicodeDecodeError, csv_module.Error):
+        return None
+    return starts[1:]
 
 
 def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool = False) -> pd.DataFrame:
@@ -124,7 +165,7 @@ def _check_unique_ids(ids: Sequence[str], csv: str | os.PathLike, what: str = "i
     first: dict[str, int] = {}
     for i, image_id in enumerate(ids):
         if image_id in first:
-            raise DataError(_row(csv, i), f"duplicate {what} {image_id!r} (first listed at row {first[image_id] + 2})")
+            raise DataError(_row(csv, i), f"duplicate {what} {image_id!r} (first listed at row {_row_number(csv, first[image_id])})")
         first[image_id] = i
 
 
@@ -138,7 +179,7 @@ def _check_unique_paths(paths: Sequence[str], csv: str | os.PathLike, what: str 
             continue
         key = os.path.normcase(str(Path(path).resolve()))
         if key in first:
-            raise DataError(_row(csv, i), f"duplicate {what} {path} (first listed at row {first[key] + 2}); "
+            raise DataError(_row(csv, i), f"duplicate {what} {path} (first listed at row {_row_number(csv, first[key])}); "
                                           "list each image once")
         first[key] = i
 

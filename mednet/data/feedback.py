@@ -316,7 +316,7 @@ def held_out_rows(table_or_dataset: pd.DataFrame | str | os.PathLike,
 
 
 def _row_ref(csv_path: Path, index: int) -> str:
-    return f"{csv_path}:row {index + 2}"
+    return _row(csv_path, index)
 
 
 #: a feedback row's ``provenance`` in a merged split: ``feedback:<timestamp>:<model_run>``
