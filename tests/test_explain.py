@@ -201,7 +201,12 @@ def test_randomised_copy_and_rank_correlation(trained: SimpleNamespace) -> None:
     assert not torch.equal(copy.features.convblock1[0].weight, trained.net.features.convblock1[0].weight)
     cascading = randomised_copy(trained.net, seed=1, mode="cascading", n_layers=1)
     changed = [n for n, p in cascading.state_dict().items() if not torch.equal(p, trained.net.state_dict()[n])]
-    assert changed and all(n.startswith("features.convblock13.2") for n in changed)  # the top layer: its BN
+    # the top layer: the last convolution and its batch norm, together (the BN alone would leave the conv trained)
+    assert {n.rsplit(".", 1)[0] for n in changed} == {"features.convblock13.0", "features.convblock13.2"}, changed
+    two = randomised_copy(trained.net, seed=1, mode="cascading", n_layers=2)
+    changed = {n.rsplit(".", 1)[0] for n, p in two.state_dict().items() if not torch.equal(p, trained.net.state_dict()[n])}
+    assert changed == {"features.convblock12.0", "features.convblock12.2", "features.convblock13.0",
+                       "features.convblock13.2"}, changed
     m = torch.rand(S, S)
     assert rank_correlation(m, m) == pytest.approx(1.0)
     assert rank_correlation(m, -m) == pytest.approx(-1.0)

@@ -46,9 +46,22 @@ RANDOMISATION_THRESHOLD = 0.5
 # ---------------------------------------------------------------------------------------------------------------
 # model randomisation
 # ---------------------------------------------------------------------------------------------------------------
-def _parameterised(net: nn.Module) -> list[nn.Module]:
-    """Modules with parameters of their own, in registration (≈ forward) order."""
-    return [m for m in net.modules() if any(True for _ in m.parameters(recurse=False))]
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def _parameterised(net: nn.Module) -> list[list[nn.Module]]:
+    """The network's layers, in registration (≈ forward) order: each a module with parameters of its own, with the
+    normalisation layers that follow it (conv → BN is one layer, as in Adebayo et al.'s cascading randomisation,
+    where counting the BN alone would make "the top layer" a BN whose convolution keeps its trained weights)."""
+    layers: list[list[nn.Module]] = []
+    for m in net.modules():
+        if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if isinstance(m, _NORMS) and layers:
+            layers[-1].append(m)
+        else:
+            layers.append([m])
+    return layers
 
 
 def _reinitialise(module: nn.Module) -> None:
@@ -81,7 +94,8 @@ def randomised_copy(network: nn.Module, seed: int = 0, mode: str = "full", n_lay
     Args:
         seed: of the new weights (global random states are left as they were).
         mode: ``"full"`` (the default, used in the tests and docs): every parameterised layer; ``"cascading"``:
-            only the top ``n_layers`` (from the output down), Adebayo et al.'s cascading randomisation.
+            only the top ``n_layers`` (from the output down), Adebayo et al.'s cascading randomisation; a layer
+            is a convolution or linear layer together with the normalisation layers that follow it.
         n_layers: for ``"cascading"`` (default 1; 0 randomises nothing: a control that must fail the test).
     """
     if mode not in ("full", "cascading"):
@@ -92,8 +106,9 @@ def randomised_copy(network: nn.Module, seed: int = 0, mode: str = "full", n_lay
         n = 1 if n_layers is None else max(int(n_layers), 0)
         layers = layers[len(layers) - n:] if n else []  # n_layers=0: nothing randomised (a control)
     with _seeded(seed, _device(other)):
-        for m in layers:
-            _reinitialise(m)
+        for layer in layers:
+            for m in layer:
+                _reinitialise(m)
     return other
 
 
