@@ -65,10 +65,10 @@ def plain_rate(student, teachers, loader, args, device) -> float:
             _sync(device)
             t0, n = time.perf_counter(), 0
         images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad(set_to_none=True)  # before the forward pass, as MONAI's trainers (same peak memory)
         with torch.no_grad():
             teacher_logits = torch.stack([t(images) for t in teachers])
         loss = loss_function(student(images), teacher_logits, labels)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         n += len(labels)

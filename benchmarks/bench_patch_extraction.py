@@ -9,9 +9,10 @@ The volume is the MNI152 2009a template shipped with nilearn, labelled as in :mo
 along the last axis, as in the exercise.
 
 The naive loop (:func:`mednet.data.patches.naive_extract_balanced_patches`, one Python step per window) is
-timed on ``--naive-slices`` evenly spaced slices and extrapolated linearly to all slices; on those slices the
-two implementations are checked to keep exactly the same windows. The speed-up compares like with like: the
-vectorised filter without balancing. Balancing and the peak memory of the vectorised call are reported too.
+timed on ``--naive-slices`` evenly spaced slices; on those slices the two implementations are checked to keep
+exactly the same windows. The headline speed-up compares like with like and extrapolates nothing: the vectorised
+filter without balancing, timed on the same slices. The naive time extrapolated linearly to all slices (how much
+brain a slice holds varies, so this is an estimate) is set against the vectorised filter on the whole stack too. Balancing and the peak memory of the vectorised call are reported too.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     naive = naive_extract_balanced_patches(image[idx], label[idx], **kw)
     t_naive_sub = time.perf_counter() - t1
     t_naive = t_naive_sub / len(idx) * s
-    sub = extract_balanced_patches(image[idx], label[idx], balance=False, **kw)
+    t_vec_sub, sub = best_time(lambda: extract_balanced_patches(image[idx], label[idx], balance=False, **kw), a.repeat)
     same = np.array_equal(sub.positions, naive.positions)
 
     before = class_distribution(label)
@@ -99,9 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"vectorised filter + balance: {t_bal:8.3f} s  (best of {a.repeat}); peak numpy allocations {peak / 2**20:.0f} MiB")
     print(f"naive per-window loop:       {t_naive:8.1f} s  (measured {t_naive_sub:.2f} s on {len(idx)} of {s} slices,"
           f" extrapolated linearly per slice)")
-    print(f"speed-up (filter vs loop):   {t_naive / t_vec:8.0f}x")
+    print(f"speed-up (filter vs loop):   {t_naive_sub / t_vec_sub:8.0f}x  on the {len(idx)} timed slices (both measured: "
+          f"{t_naive_sub:.2f} s vs {t_vec_sub:.4f} s); {t_naive / t_vec:.0f}x with the loop extrapolated to the stack")
     print(f"same windows on the {len(idx)} timed slices: {same} ({len(naive):,} windows)")
-    return {"t_vectorised": t_vec, "t_balanced": t_bal, "t_naive": t_naive, "speedup": t_naive / t_vec,
+    return {"t_vectorised": t_vec, "t_balanced": t_bal, "t_naive": t_naive, "speedup": t_naive_sub / t_vec_sub,
+            "speedup_extrapolated": t_naive / t_vec, "t_naive_subset": t_naive_sub, "t_vectorised_subset": t_vec_sub,
             "kept": len(raw), "balanced": len(bal), "same": same, "peak_mib": peak / 2**20}
 
 

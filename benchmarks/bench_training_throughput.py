@@ -14,7 +14,9 @@ TensorBoard, per-epoch CSV + plot, checkpoints, train metrics); validation is sw
 does not augment; its own cost is ≈ 1.4 ms per batch of 16, see ``mednet.data.augment``). Each round runs both, back to back, in alternating order (plain first in odd
 rounds, bundle first in even ones) so that drift in machine load hits both sides alike. Reported: the median of
 the per-round ratios (the headline figure: paired, robust to a disturbed round) and the ratio of the best
-rounds.
+rounds. The bundle's time is ``trainer.run()`` whole, so it also pays the work a real run does once (engine and
+handler start-up, the end-of-run handlers) on this one epoch; a run of many epochs spreads that over all of them,
+so the ratio is a lower bound of a real run's.
 """
 
 from __future__ import annotations
