@@ -207,6 +207,10 @@ def test_referral_threshold_unachievable():
     assert r["threshold"] > conf.max()
     s = selective_summary(conf, [0, 1, 1], r["threshold"])
     assert s["accepted"] == 0 and s["referred"] == 3 and s["accuracy"] is None
+    # a later case more confident than any validation case is referred too (even at probability 1)
+    later = selective_summary(np.array([0.99, 1.0]), [1, 1], r["threshold"])
+    assert later["accepted"] == 0 and later["referred"] == 2
+    assert json.loads(json.dumps(r))["threshold"] == r["threshold"] > 1.0  # survives calibration.json
 
 
 def test_selective_summary_applies_a_given_threshold():

@@ -153,8 +153,17 @@ def test_ldam_hand_computed_with_and_without_drw():
     # DRW, β = 0.9999: 1 − β^16 = 1.59880e−3 → ratio 0.062547 : 1 → × 2 / 1.062547 = [0.11773, 1.88227]
     loss.set_epoch(3)
     torch.testing.assert_close(loss.class_weight, torch.tensor([0.11773, 1.88227]), atol=1e-5, rtol=0)
+    # the weighted mean: divided by the batch's total weight 1.88227 + 0.11773 = 2 (Cao et al., Algorithm 1)
     drw = (1.88227 * math.log(1 + math.exp(3)) + 0.11773 * math.log(1 + math.exp(-1.5))) / 2  # 2.881016
     assert loss(logits, target).item() == pytest.approx(drw, abs=1e-4)
+    # a batch of the rare class only: its weight cancels (the official code: F.cross_entropy(weight=w), mean)
+    rare = torch.tensor([1, 1])
+    assert loss(logits, rare).item() == pytest.approx(math.log(1 + math.exp(3)), abs=1e-5)
+    official = F.cross_entropy(2.0 * (logits - F.one_hot(target, 2) * torch.tensor([0.25, 0.5])), target,
+                               weight=loss.class_weight)
+    assert loss(logits, target).item() == pytest.approx(official.item(), rel=1e-6)
+    # a one-hot soft label (MixUp off) gives the integer label's value, weights included
+    assert loss(logits, F.one_hot(target, 2).float()).item() == pytest.approx(official.item(), rel=1e-6)
     loss.set_epoch(1)  # e.g. a restarted schedule: off again
     assert loss.class_weight is None
 
@@ -328,3 +337,22 @@ def test_drw_reaches_a_loss_inside_augmix_and_ignores_losses_without_drw():
     wrapped = classification_loss("ldam", [591, 839, 324], drw_start_epoch=2, augmix_jsd=True)
     assert [w is not None for w in _weights_per_epoch(wrapped, epochs=3)] == [False, True, True]
     assert _weights_per_epoch(CrossEntropy(), epochs=2) == [None, None]  # attach is a no-op
+
+
+@pytest.mark.parametrize(("epochs", "drw_start", "first"), [(200, 0.8, 161), (10, 0.8, 9), (15, 0.8, 13), (1, 0.8, 1),
+                                                            (5, 1.0, 5)])
+def test_train_json_switches_drw_on_after_its_share_of_the_run(epochs: int, drw_start: float, first: int,
+                                                               monkeypatch) -> None:
+    """``--drw_start 0.8`` of 200 epochs: DRW from epoch 161 (1-based), i.e. for the last 40 epochs, as the paper's
+    ``epoch // 160`` on 0-based epochs; never later than the last epoch."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the configs' % macros are relative to the checkout root
+    parser = ConfigParser()
+    parser.read_config(str(repo / "bundles" / "dermoscopy_classification" / "configs" / "train.json"))
+    parser.update({"loss": "ldam", "epochs": epochs, "drw_start": drw_start, "class_counts": [50, 20, 5, 9, 3, 7, 4],
+                   "augmix_jsd": False})
+    assert parser.get_parsed_content("loss_function").drw_start_epoch == first

@@ -178,6 +178,11 @@ def test_nll_brier_auc() -> None:
     logits, probs, labels = _random(seed=5)
     ce = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     assert negative_log_likelihood(probs, labels) == pytest.approx(ce, rel=1e-9)
+    # a confident error on LDAM's s = 30 cosine head (logit gap 60): the float32 softmax still holds e^-60, and the
+    # reported NLL is the cross-entropy (a clamp at 1e-12 would report 27.6)
+    wrong = torch.tensor([[30.0, -30.0]])
+    p32 = wrong.softmax(1).numpy()
+    assert negative_log_likelihood(p32, [1]) == pytest.approx(F.cross_entropy(wrong, torch.tensor([1])).item(), rel=1e-5)
     # Brier by hand: sample 1 (.7, .2, .1) label 0 -> .09 + .04 + .01 = .14; sample 2 (.2, .5, .3) label 2 ->
     # .04 + .25 + .49 = .78; mean .46
     hand = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])

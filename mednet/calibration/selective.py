@@ -156,8 +156,10 @@ def referral_threshold(confidence: ArrayLike, correct: ArrayLike, target_accurac
     checked and the one with the largest coverage kept (not the first one to fall below the target).
 
     Returns ``{"threshold", "coverage", "accuracy", "target_accuracy", "achievable", "n"}``. If no threshold
-    reaches the target: ``achievable = False``, ``threshold`` = the next float above the largest confidence
-    (everything referred), ``coverage = 0`` and ``accuracy = None`` (undefined; ``None`` keeps the dict JSON-ready).
+    reaches the target: ``achievable = False``, ``threshold`` = the next float above 1, above every probability,
+    so that every case is referred on the test split and at inference too (just above the largest *validation*
+    confidence would still accept a more confident later case), ``coverage = 0`` and ``accuracy = None``
+    (undefined; ``None`` keeps the dict JSON-ready).
 
     Raises:
         OptionError: ``--target_accuracy`` not in ``(0, 1]``.
@@ -167,7 +169,7 @@ def referral_threshold(confidence: ArrayLike, correct: ArrayLike, target_accurac
     n = int(curve["accepted"].iloc[-1])
     good = curve[curve["accuracy"] >= target - ACCURACY_TOLERANCE]
     if good.empty:
-        return {"threshold": float(np.nextafter(curve["threshold"].iloc[0], np.inf)), "coverage": 0.0,
+        return {"threshold": float(np.nextafter(1.0, np.inf)), "coverage": 0.0,
                 "accuracy": None, "target_accuracy": target, "achievable": False, "n": n}
     best = good.iloc[-1]  # rows are sorted by increasing coverage
     return {"threshold": float(best["threshold"]), "coverage": float(best["coverage"]),

@@ -127,9 +127,10 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, max_iter: int = 100, m
     if not math.isfinite(t) or t <= 0:
         return 1.0
     if not 1.0 / max_temperature <= t <= max_temperature:
-        logger.warning("temperature %.3g is out of [%.3g, %.3g] (the model is %s on the validation split); "
+        logger.warning("temperature %.3g is out of [%.3g, %.3g] (on the validation split the model is %s); "
                        "using the bound", t, 1.0 / max_temperature, max_temperature,
-                       "no better than chance" if t > 1 else "almost always right and under-confident")
+                       "far over-confident: its logits are very large for how often it is right, or it is no "
+                       "better than chance" if t > 1 else "almost always right and under-confident")
         t = min(max(t, 1.0 / max_temperature), max_temperature)
     with torch.no_grad():
         if float(F.cross_entropy(z / t, y)) > float(F.cross_entropy(z, y)):
