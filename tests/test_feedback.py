@@ -24,10 +24,13 @@ from _dermoscopy_fixtures import synthetic_split
 from mednet.data.dermoscopy import load_rgb
 from mednet.data.feedback import (
     FEEDBACK_COLUMNS,
+    NEAR_DUPLICATE_DISTANCE,
     append_feedback,
     held_out_rows,
     image_sha256,
     merge_feedback,
+    perceptual_hash,
+    perceptual_distance,
     read_feedback,
 )
 from mednet.errors import DataError, OptionError
@@ -303,6 +306,111 @@ def test_merge_takes_the_image_from_its_hash_never_from_the_image_file_column(ti
         assert not (tmp_path / f"merged{i}" / "split.csv").exists()
 
 
+def _resaved(image: np.ndarray, folder: Path, how: str) -> np.ndarray:
+    """``image`` as a clinician might upload a copy of it: a JPEG re-save (quality 75) or a bilinear ×2 resize,
+    written to a file and decoded with load_rgb, as the web demo decodes an upload."""
+    from PIL import Image
+
+    pil = Image.fromarray(image, "RGB")
+    path = folder / f"copy_{image_sha256(image)[:8]}_{how}.{'jpg' if how == 'jpeg' else 'png'}"
+    if how == "jpeg":
+        pil.save(path, format="JPEG", quality=75)
+    else:
+        pil.resize((2 * image.shape[1], 2 * image.shape[0]), Image.BILINEAR).save(path)
+    return load_rgb(path)
+
+
+def _near_copy(table: pd.DataFrame, split: str, folder: Path, how: str) -> tuple[pd.Series, np.ndarray]:
+    """The first ``split`` row whose ``how`` copy is a near-copy by the merge's rule, and that copy.
+
+    The hashes' robustness to each kind of copy is measured by benchmarks/bench_feedback_near_duplicates.py; these
+    tests check what the merge does with a near-copy, so they take one the hash recognises."""
+    for _, row in table[table["split"] == split].iterrows():
+        image = load_rgb(row["path"])
+        copy = _resaved(image, folder, how)
+        assert image_sha256(copy) != image_sha256(image)  # not an exact duplicate
+        if perceptual_distance(perceptual_hash(copy), perceptual_hash(image)) <= NEAR_DUPLICATE_DISTANCE:
+            return row, copy
+    raise AssertionError(f"no {how} copy of a {split} image is within {NEAR_DUPLICATE_DISTANCE} bits")
+
+
+def test_near_copies_of_validation_and_test_images_stay_out_of_training(tiny_split: Path, tmp_path: Path,
+                                                                       caplog) -> None:
+    """A re-saved or resized copy of a held-out image has another SHA-256: it must still not reach training
+    (the gate would select and score the retrained model on a lesion it trained on); near-copies of training
+    images and unrelated images are added."""
+    from mednet.data.lesion_split import load_split_table
+
+    original = load_split_table(tiny_split)
+    test_row, test_jpeg = _near_copy(original, "test", tmp_path, "jpeg")
+    _, test_resized = _near_copy(original, "test", tmp_path, "resize")
+    validation_row, validation_copy = _near_copy(original, "validation", tmp_path, "resize")
+    _, training_copy = _near_copy(original, "training", tmp_path, "jpeg")
+    unrelated = _image(41, 32, 32)
+    feedback = tmp_path / "feedback"
+    common = dict(model_run="run-a", predicted="nv", probability=0.6)
+    append_feedback(feedback, test_jpeg, corrected="mel", **common)
+    append_feedback(feedback, test_jpeg, corrected="bcc", **common)  # two flags that disagree
+    for image, corrected in ((test_resized, "mel"), (validation_copy, "bkl"), (training_copy, "df"),
+                             (unrelated, "vasc")):
+        append_feedback(feedback, image, corrected=corrected, **common)
+
+    with caplog.at_level("WARNING", logger="mednet"):
+        merged = load_split_table(merge_feedback(feedback, tiny_split, tmp_path / "merged"))
+    info = json.loads((tmp_path / "merged" / "merge.json").read_text(encoding="utf-8"))
+    assert (info["flagged_images"], info["added"], info["duplicates_skipped"]) == (5, 2, 0)
+    assert info["near_duplicates_skipped"] == 3 and info["near_duplicates_per_split"] == {"validation": 1, "test": 2}
+    assert info["near_duplicate_distance"] == NEAR_DUPLICATE_DISTANCE
+    listed = {d["image_sha256"]: d for d in info["near_duplicates_held_out"]}
+    assert set(listed) == {image_sha256(a) for a in (test_jpeg, test_resized, validation_copy)}
+    jpeg = listed[image_sha256(test_jpeg)]
+    assert (jpeg["split"], jpeg["image_id"], jpeg["dx"], jpeg["corrected"]) == ("test", test_row["image_id"],
+                                                                                 test_row["dx"], "bcc")
+    assert 0 <= jpeg["distance"] <= NEAR_DUPLICATE_DISTANCE
+    assert listed[image_sha256(validation_copy)]["image_id"] == validation_row["image_id"]
+    assert [d["chosen"] for d in info["disagreements"]] == [None]  # in no split: no class chosen
+    assert test_row["image_id"] in caplog.text and validation_row["image_id"] in caplog.text
+
+    added = merged[merged["dx_type"] == "feedback"]
+    assert set(added["image_id"]) == {f"feedback_{image_sha256(a)[:12]}" for a in (training_copy, unrelated)}
+    assert set(added["split"]) == {"training"} and sorted(added["dx"]) == ["df", "vasc"]
+    assert held_out_rows(merged).equals(held_out_rows(original))
+
+
+def test_hash_cache_keeps_perceptual_hashes_and_accepts_an_old_cache(tiny_split: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """image_hashes.csv holds each image's perceptual hashes, so a later merge decodes only the flagged images; a
+    cache written before that column existed is still read (its images hashed again)."""
+    import mednet.data.feedback as feedback_module
+    from mednet.data.lesion_split import load_split_table
+
+    original = load_split_table(tiny_split)
+    _, copy = _near_copy(original, "test", tmp_path, "jpeg")
+    feedback = tmp_path / "feedback"
+    for image, corrected in ((copy, "mel"), (_image(42, 32, 32), "nv")):
+        append_feedback(feedback, image, model_run="run-a", predicted="bkl", probability=0.6, corrected=corrected)
+    first = merge_feedback(feedback, tiny_split, tmp_path / "m1").parent
+    cache = pd.read_csv(first / "image_hashes.csv", dtype=str, keep_default_na=False)
+    assert list(cache.columns) == ["path", "size", "mtime_ns", "sha256", "perceptual_hash"] and len(cache) == len(original) + 1
+    assert cache["perceptual_hash"].str.fullmatch(r"[0-9a-f]{32}").all()
+
+    decoded: list[str] = []
+    real_load = feedback_module.load_rgb
+    monkeypatch.setattr(feedback_module, "load_rgb", lambda p: decoded.append(str(p)) or real_load(p))
+    again = json.loads(merge_feedback(feedback, first, tmp_path / "m2").with_name("merge.json").read_text())
+    assert len(decoded) == 2  # the two flagged images only: every split image's hashes came from the cache
+    assert (again["near_duplicates_skipped"], again["duplicates_per_split"]["training"]) == (1, 1)
+
+    cache.drop(columns="perceptual_hash").to_csv(first / "image_hashes.csv", index=False)  # as an older merge wrote it
+    decoded.clear()
+    old = json.loads(merge_feedback(feedback, first, tmp_path / "m3").with_name("merge.json").read_text())
+    assert len(decoded) == len(cache) + 2  # hashed again
+    assert old["near_duplicates_held_out"] == again["near_duplicates_held_out"]
+    rewritten = pd.read_csv(tmp_path / "m3" / "image_hashes.csv", dtype=str, keep_default_na=False)
+    assert (rewritten.set_index("path")["perceptual_hash"].to_dict()
+            == cache.set_index("path")["perceptual_hash"].to_dict())
+
+
 def test_formula_like_comments_and_upload_names_are_written_as_text(tmp_path: Path) -> None:
     """A spreadsheet runs a cell starting with = + - @ (tab, CR) as a formula: such free text gets a leading '."""
     import csv as csv_module
@@ -459,3 +567,11 @@ def test_gated_retraining_end_to_end(tiny_split: Path, tmp_path: Path, monkeypat
     assert sorted((out / "evaluations").iterdir()) == evaluations
     with pytest.raises(DataError, match="another run, split or training options"):
         retrain(str(old_run), str(merged), str(out), epochs=2)
+
+
+def test_perceptual_distance_is_the_larger_of_the_two_hash_distances() -> None:
+    zero = "0" * 32
+    assert perceptual_distance(zero, "f" + "0" * 31) == 4  # phash differs by 4 bits, dhash not at all
+    assert perceptual_distance(zero, "1" + "0" * 15 + "ff" + "0" * 14) == 8  # 1 and 8 bits: a near-copy needs both
+    image = _image(7, 24, 24)
+    assert perceptual_distance(perceptual_hash(image), perceptual_hash(image)) == 0

@@ -17,7 +17,17 @@ whatever the upload's container (a JPEG and a DICOM holding the same pixels, or 
 images with the same decoder (:func:`mednet.data.dermoscopy.load_rgb`). Hashing the uploaded bytes could do
 neither — and would hash a DICOM file's header, patient attributes included. The PNG stored is lossless, so
 decoding it gives back the hashed pixels exactly (the merge checks this). Only identical pixels match: a
-re-compressed or resized copy of an image is a different image here.
+re-compressed or resized copy of an image is a different image for this hash.
+
+**Near-copies of held-out images** (:func:`perceptual_hash`): a JPEG re-save or a resized copy of a validation
+or test image has other pixels, hence another SHA-256; added to training, it would let the retrained
+model be selected and scored on a lesion it was trained on. The merge therefore also compares two 64-bit
+perceptual hashes (``imagehash.phash`` and ``imagehash.dhash`` of the same decoded pixels) of every flagged image
+that is not an exact duplicate with those of the split's validation and test images, and leaves out a flag within
+:data:`NEAR_DUPLICATE_DISTANCE` bits by both (listed in ``merge.json``, ``near_duplicates_held_out``). In the
+measurements (see the constant) this dropped no image for resembling an unrelated lesion and caught ≥ 96.8 % of
+re-saved, resized or brightened copies, but almost no cropped ones (a cropped screenshot usually escapes).
+Near-copies of *training* images are added as before: they leak nothing into the evaluation.
 
 **Privacy.** Only decoded pixels reach this module: a DICOM upload is never stored — its pixels are written as
 a PNG without metadata chunks — and no DICOM attribute is read here. ``source_name`` keeps the base name of an
@@ -28,9 +38,10 @@ upload name that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, 
 with a leading ``'``, so that opening ``feedback.csv`` in a spreadsheet shows it instead of running it.
 
 **Merge** (:func:`merge_feedback`, ``python -m data_prep.feedback merge``): a *new* split folder holding every
-row of the original split unchanged plus one training row per flagged image that is not already in any split;
-the original folder is only read. The latest flag of an image (by time) wins, also over the label of a training
-row an earlier merge added from an older flag; the labels of the original metadata are never changed.
+row of the original split unchanged plus one training row per flagged image that is not already in any split and
+is not a near-copy of a validation or test image; the original folder is only read. The latest flag of an image
+(by time) wins, also over the label of a training row an earlier merge added from an older flag; the labels of the
+original metadata are never changed.
 """
 
 from __future__ import annotations
@@ -63,7 +74,10 @@ __all__ = [
     "FEEDBACK_DX_TYPE",
     "HASH_CACHE",
     "HELD_OUT_COLUMNS",
+    "NEAR_DUPLICATE_DISTANCE",
     "image_sha256",
+    "perceptual_hash",
+    "perceptual_distance",
     "store_feedback_image",
     "append_feedback",
     "read_feedback",
@@ -88,6 +102,24 @@ DICOM_SOURCE_NAME = "dicom"
 FEEDBACK_DX_TYPE = "feedback"
 #: the per-image hash cache a merge writes into its split folder (and reads from the source split, if there)
 HASH_CACHE = "image_hashes.csv"
+#: a flagged image whose two perceptual hashes (:func:`perceptual_hash`: DCT ``phash`` and difference ``dhash``,
+#: 64 bits each) are both at most this many bits (Hamming distance) from a validation or test image's is a
+#: near-copy of it and is not added to training by :func:`merge_feedback` (:func:`perceptual_distance`: the larger
+#: of the two distances).
+#:
+#: Chosen by measurement (``benchmarks/bench_feedback_near_duplicates.py --seed 0|1`` at its defaults: synthetic
+#: dermoscopy, 1000 images at 128 px, JPEG-decoded as a split is), on generator seed 0 and confirmed on seed 1:
+#:
+#: * distinct images of different lesions (~498,900 pairs per seed): distances 5-56 and 5-58, median 30; none at
+#:   <= 4 on either seed (``phash`` alone: 2-56 / 2-58, with 47 / 34 pairs at <= 4 — against HAM10000's ~3000
+#:   held-out images that would drop 18-25 % of genuine flags, which is why both hashes must agree);
+#: * an image and its JPEG re-save (quality 60/75/90), bilinear resize (x0.5, x2) or brightness x1.1: 0.1-3.2 %
+#:   of them farther than 4 (caught: ≥ 96.8 %); its centre crop to 90 % of each side: 92-93 % farther (perceptual
+#:   hashes are not robust to cropping: a cropped screenshot usually escapes).
+#:
+#: Synthetic lesions resemble each other more than photographs of different patients do, so on real images the
+#: rate of genuine flags dropped is expected to be lower still; it has not been measured on real images.
+NEAR_DUPLICATE_DISTANCE = 4
 
 _LOCK_TIMEOUT_S = 30
 _MAX_NAME_CHARS = 255
@@ -96,6 +128,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 #: first characters a spreadsheet reads as the start of a formula (OWASP "CSV injection")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_PERCEPTUAL_HASH = re.compile(r"[0-9a-f]{32}")
 
 
 # ---------------------------------------------------------------------------------------------------- recording
@@ -117,6 +150,24 @@ def image_sha256(image: np.ndarray) -> str:
     h = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}x3:".encode("ascii"))
     h.update(image.tobytes())
     return h.hexdigest()
+
+
+def perceptual_hash(image: np.ndarray) -> str:
+    """The perceptual hashes of decoded ``(H, W, 3)`` uint8 RGB pixels as 32 hex digits: the 64-bit DCT hash
+    (``imagehash.phash``) then the 64-bit difference hash (``imagehash.dhash``). Unlike :func:`image_sha256` they
+    stay close for re-compressed or resized copies of an image (far less so for cropped ones); compare two with
+    :func:`perceptual_distance`."""
+    import imagehash
+    from PIL import Image
+
+    picture = Image.fromarray(_check_image(image), mode="RGB")
+    return f"{imagehash.phash(picture)}{imagehash.dhash(picture)}"
+
+
+def perceptual_distance(a: str, b: str) -> int:
+    """The larger of the two Hamming distances (differing bits, 0-64) between two :func:`perceptual_hash` values:
+    a near-copy must be close by both hashes (:data:`NEAR_DUPLICATE_DISTANCE`)."""
+    return max((int(a[:16], 16) ^ int(b[:16], 16)).bit_count(), (int(a[16:], 16) ^ int(b[16:], 16)).bit_count())
 
 
 def store_feedback_image(feedback_dir: str | os.PathLike, image: np.ndarray) -> tuple[str, Path]:
@@ -374,8 +425,9 @@ def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[p
     return latest, len(table) - len(latest), flags
 
 
-def _feedback_image(feedback_dir: Path, row, where: str) -> Path:
-    """The stored PNG of a feedback row (``images/<image_sha256>.png``), checked to hold the pixels its hash names.
+def _feedback_image(feedback_dir: Path, row, where: str) -> tuple[Path, str]:
+    """The stored PNG of a feedback row (``images/<image_sha256>.png``), checked to hold the pixels its hash names,
+    and its :func:`perceptual_hash` (from the same decode).
 
     The path is built from the validated hash, never taken from the row's ``image_file``: that column is text in a
     file clinicians open and edit, and an absolute or ``../`` path there would be read and written into the new
@@ -388,42 +440,57 @@ def _feedback_image(feedback_dir: Path, row, where: str) -> Path:
     path = feedback_dir / FEEDBACK_IMAGES / f"{row.image_sha256}.png"
     if not path.is_file():
         raise DataError(where, f"image_file {expected} does not exist in {feedback_dir}")
-    if image_sha256(load_rgb(path)) != row.image_sha256:
+    image = load_rgb(path)
+    if image_sha256(image) != row.image_sha256:
         raise DataError(path, f"its pixels do not match image_sha256 {row.image_sha256[:12]}… of {where} "
                               "(the file was changed after it was recorded)")
-    return path
+    return path, perceptual_hash(image)
 
 
-def _read_hash_cache(path: Path) -> dict[str, tuple[int, int, str]]:
+#: the columns of ``image_hashes.csv`` (a cache written before perceptual hashes has no ``perceptual_hash``)
+_HASH_CACHE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "perceptual_hash")
+
+
+def _read_hash_cache(path: Path) -> dict[str, dict]:
+    """``{real path: cache row}`` of an ``image_hashes.csv`` (empty if there is none or it is unreadable).
+
+    Only rows with both a SHA-256 and a 32-hex-digit ``perceptual_hash`` are returned: a row of a cache written
+    before the perceptual hashes existed (no such column) is left out, so its image is decoded and hashed again.
+    """
     if not path.is_file():
         return {}
     try:
         cached = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-        return {p: (int(s), int(m), h) for p, s, m, h in
-                zip(cached["path"], cached["size"], cached["mtime_ns"], cached["sha256"])}
+        perceptual = cached["perceptual_hash"] if "perceptual_hash" in cached.columns else [""] * len(cached)
+        rows = {p: {"path": p, "size": int(size), "mtime_ns": int(mtime), "sha256": digest, "perceptual_hash": ph}
+                for p, size, mtime, digest, ph in
+                zip(cached["path"], cached["size"], cached["mtime_ns"], cached["sha256"], perceptual)}
     except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         logger.warning("%s: unreadable hash cache ignored", path)
         return {}
+    return {p: r for p, r in rows.items() if _SHA256.fullmatch(r["sha256"]) and _PERCEPTUAL_HASH.fullmatch(r["perceptual_hash"])}
 
 
-def _hash_row(path: str, digest: str) -> dict:
+def _hash_row(path: str, digest: str, perceptual: str) -> dict:
+    """The cache row of one image: its real path, size and modification time, and its two hashes."""
     real = os.path.realpath(path)
     stat = os.stat(real)
-    return {"path": real, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    return {"path": real, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest, "perceptual_hash": perceptual}
 
 
 def _write_hash_cache(rows: Sequence[dict], out: Path) -> None:
     with atomic_path(out / HASH_CACHE) as tmp:
-        pd.DataFrame(list(rows), columns=["path", "size", "mtime_ns", "sha256"]).to_csv(tmp, index=False)
+        pd.DataFrame(list(rows), columns=list(_HASH_CACHE_COLUMNS)).to_csv(tmp, index=False, encoding="utf-8")
 
 
-def _image_hashes(paths: Sequence[str], caches: Sequence[Path], out: Path) -> tuple[list[str], list[dict]]:
-    """Pixel hashes of ``paths`` (decoded with :func:`load_rgb`) and their cache rows, written to
-    ``out/image_hashes.csv`` at once (a merge stopped later keeps them). A cached hash is reused when the file's
-    real path, size and modification time match; ``caches`` are only read."""
+def _image_hashes(paths: Sequence[str], caches: Sequence[Path], out: Path) -> list[dict]:
+    """The cache rows (:func:`_hash_row`: ``sha256`` = :func:`image_sha256`, ``perceptual_hash`` = :func:`perceptual_hash`
+    of the image decoded with :func:`load_rgb`) of ``paths``, in order, written to ``out/image_hashes.csv`` at once
+    (a merge stopped later keeps them). A cached row is reused when the file's real path, size and modification
+    time match and it has both hashes; ``caches`` are only read."""
     from tqdm.auto import tqdm
 
-    known: dict[str, tuple[int, int, str]] = {}
+    known: dict[str, dict] = {}
     for cache in caches:
         known.update(_read_hash_cache(cache))
     rows, computed = [], 0
@@ -431,14 +498,29 @@ def _image_hashes(paths: Sequence[str], caches: Sequence[Path], out: Path) -> tu
         real = os.path.realpath(p)
         stat = os.stat(real)
         hit = known.get(real)
-        if hit is not None and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
-            rows.append({"path": real, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hit[2]})
+        if hit is not None and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
+            rows.append(hit)
         else:
-            rows.append(_hash_row(real, image_sha256(load_rgb(real))))
+            image = load_rgb(real)
+            rows.append(_hash_row(real, image_sha256(image), perceptual_hash(image)))
             computed += 1
     _write_hash_cache(rows, out)
     logger.info("merge: %d split images hashed, %d taken from a cache", computed, len(paths) - computed)
-    return [r["sha256"] for r in rows], rows
+    return rows
+
+
+def _nearest_held_out(perceptual: str, held_out: np.ndarray) -> tuple[int, int]:
+    """``(index, distance)`` of the held-out image nearest to the :func:`perceptual_hash` ``perceptual`` by
+    :func:`perceptual_distance` (the first of equals); ``held_out`` is ``(M, 2)`` uint64 (phash, dhash).
+    ``(-1, 65)`` for none."""
+    if held_out.size == 0:
+        return -1, 65
+    mine = np.array([int(perceptual[:16], 16), int(perceptual[16:], 16)], dtype=np.uint64)
+    xor = np.ascontiguousarray(held_out ^ mine)  # (M, 2)
+    bits = np.unpackbits(xor.view(np.uint8)).reshape(-1, 2, 64).sum(axis=2)
+    distances = bits.max(axis=1)
+    index = int(np.argmin(distances))
+    return index, int(distances[index])
 
 
 def _cache_size(dataset_dir: Path, table: pd.DataFrame) -> int:
@@ -465,7 +547,7 @@ def merge_feedback(
     ``out_dir/split.csv`` holds every row of ``dataset_dir/split.csv`` (same values, same order, the validation and
     test rows included; paths re-written relative to ``out_dir`` as :func:`write_split_table` does; only the label
     of a training row added by an earlier merge may change, see below), then one row per flagged image that is in
-    no split yet:
+    no split yet and is no near-copy of a validation or test image:
 
     * the latest flag of an image wins (by ``timestamp``; equal times: the later row); earlier flags of it are
       counted as superseded, and an image whose flags name different classes (e.g. two clinicians disagree) is
@@ -477,6 +559,15 @@ def merge_feedback(
       changed). If it is a training row an earlier merge added (``provenance`` ``feedback:<time>:…``), a flag later
       than that time with another class *relabels* it (``dx`` and ``provenance`` become the flag's; listed in
       ``merge.json``'s ``relabelled``): the latest flag wins across merges too;
+    * an image that is in no split but whose :func:`perceptual_hash` values are both within
+      :data:`NEAR_DUPLICATE_DISTANCE` bits of a validation or test image's (e.g. a re-saved or resized copy of a held-out image) is not
+      added: it would put a held-out lesion into training, and the retraining gate would select and score the
+      model on it. It is listed in ``merge.json``'s ``near_duplicates_held_out`` (``image_sha256``, the nearest
+      held-out image's ``split``, ``image_id`` and ``dx``, the ``distance``, ``corrected``), counted in
+      ``near_duplicates_skipped``/``near_duplicates_per_split`` and logged as a warning; in ``disagreements`` its
+      ``chosen`` is null. Near-copies of training images are added (no leak into the evaluation). The check misses
+      a few re-saved/resized copies and most cropped ones (see :data:`NEAR_DUPLICATE_DISTANCE`), and never checks
+      a training row an earlier merge added;
     * an added row: ``image_id`` = ``lesion_id`` = ``feedback_<first 12 hex digits of the hash>`` (its own lesion
       group), ``dx`` = the correction, ``dx_type`` = ``feedback``, ``path`` = the stored PNG in the feedback folder,
       ``split`` = ``training``; with a resized cache in the source split, its ``cache_path`` is written to
@@ -486,8 +577,11 @@ def merge_feedback(
     ``dataset_dir`` is itself a merged split) and ``feedback:<timestamp>:<model_run>`` for added rows.
 
     Also written: ``split_stats.csv``/``.md``, ``split.json`` (the source's, updated: counts, ``data_provenance``,
-    ``merged_from``), ``merge.json`` (flags, added per class, duplicates per split, superseded flags, label
-    conflicts, relabelled rows, disagreeing flags) and ``image_hashes.csv`` (the pixel hash of every image; a later merge from ``out_dir`` reuses it).
+    ``merged_from``), ``merge.json`` (flags, added per class, duplicates per split, near-copies of held-out images,
+    superseded flags, label conflicts, relabelled rows, disagreeing flags) and ``image_hashes.csv`` (the pixel
+    SHA-256 and the perceptual hash of every image, with its size and modification time; a later merge from
+    ``out_dir`` reuses them — a cache written before the perceptual hashes, without their ``perceptual_hash`` column, is still
+    read: its images are hashed again).
     Comments and upload names are not copied. ``dataset_dir`` is only read.
 
     Returns:
@@ -523,10 +617,15 @@ def merge_feedback(
               for i, row in enumerate(feedback.itertuples(index=False))]
 
     out.mkdir(parents=True, exist_ok=True)
-    hashes, hash_rows = _image_hashes(list(table["path"]), [dataset_dir / HASH_CACHE, out / HASH_CACHE], out)
+    hash_rows = _image_hashes(list(table["path"]), [dataset_dir / HASH_CACHE, out / HASH_CACHE], out)
     first: dict[str, int] = {}
-    for i, digest in enumerate(hashes):
-        first.setdefault(digest, i)
+    for i, r in enumerate(hash_rows):
+        first.setdefault(r["sha256"], i)
+    # the validation and test images a flagged image must not be a near-copy of
+    held_out = np.flatnonzero(table["split"].isin(("validation", "test")).to_numpy())
+    held_out_hashes = np.array([[int(hash_rows[i]["perceptual_hash"][:16], 16),
+                                 int(hash_rows[i]["perceptual_hash"][16:], 16)] for i in held_out],
+                               dtype=np.uint64).reshape(-1, 2)
 
     merged = table.copy()
     if "provenance" in merged.columns:
@@ -534,9 +633,20 @@ def merge_feedback(
     else:
         merged["provenance"] = "original"
 
-    added, duplicates, relabelled, disagreements = [], [], [], []
-    for row, png in zip(feedback.itertuples(index=False), images):
+    added, duplicates, near_duplicates, relabelled, disagreements = [], [], [], [], []
+    for row, (png, perceptual) in zip(feedback.itertuples(index=False), images):
         hit = first.get(row.image_sha256)
+        near = None
+        if hit is None:  # not these pixels: a near-copy of a held-out image must not reach training either
+            index, distance = _nearest_held_out(perceptual, held_out_hashes)
+            if distance <= NEAR_DUPLICATE_DISTANCE:
+                near = table.iloc[held_out[index]]
+                near_duplicates.append({"image_sha256": row.image_sha256, "split": near["split"],
+                                        "image_id": near["image_id"], "dx": near["dx"], "distance": distance,
+                                        "corrected": row.corrected})
+                logger.warning("merge: flagged image %s… not added: a near-copy of %s image %s (perceptual hash "
+                               "distance %d <= %d)", row.image_sha256[:12], near["split"], near["image_id"],
+                               distance, NEAR_DUPLICATE_DISTANCE)
         provenance = f"feedback:{row.timestamp}:{row.model_run}"
         # the labels this image has had: its flags here, and the label an earlier merge gave it
         history = [(t, c) for t, _, _, c in flags[row.image_sha256]]
@@ -571,20 +681,22 @@ def merge_feedback(
                                "label_conflict": conflict, "relabelled": relabel})
         classes = list(dict.fromkeys(c for _, c in sorted(history, key=lambda h: h[0])))
         if len(classes) > 1:
-            disagreements.append({"image_sha256": row.image_sha256, "classes": classes, "chosen": chosen,
+            disagreements.append({"image_sha256": row.image_sha256, "classes": classes,
+                                  "chosen": None if near is not None else chosen,
                                   "flags": [{"timestamp": ts, "model_run": run, "corrected": c}
                                             for _, ts, run, c in flags[row.image_sha256]]})
-        if hit is not None:
+        if hit is not None or near is not None:
             continue
         name = f"feedback_{row.image_sha256[:12]}"
         if (table["image_id"] == name).any() or any(a["image_id"] == name for a in added):
             raise DataError(feedback_csv, f"image id {name} is taken already (a 48-bit hash prefix collision); "
                                           "rename that row of the source split")
         added.append({"image_id": name, "lesion_id": name, "dx": row.corrected, "dx_type": FEEDBACK_DX_TYPE,
-                      "path": str(png), "split": "training", "provenance": provenance, "_sha256": row.image_sha256})
+                      "path": str(png), "split": "training", "provenance": provenance, "_sha256": row.image_sha256,
+                      "_perceptual": perceptual})
 
     new = pd.DataFrame(added, columns=["image_id", "lesion_id", "dx", "dx_type", "path", "split", "provenance",
-                                       "_sha256"])
+                                       "_sha256", "_perceptual"])
     if len(new):
         if "cache_path" in merged.columns:
             from mednet.data.dermoscopy import write_resized_cache
@@ -595,7 +707,8 @@ def merge_feedback(
                 new[column] = ""
         merged = pd.concat([merged, new[list(merged.columns)]], ignore_index=True)
         # the added images' hashes too, for a later merge from out_dir
-        _write_hash_cache([*hash_rows, *(_hash_row(p, h) for p, h in zip(new["path"], new["_sha256"]))], out)
+        _write_hash_cache([*hash_rows, *(_hash_row(p, h, ph) for p, h, ph in
+                                         zip(new["path"], new["_sha256"], new["_perceptual"]))], out)
 
     written = merged.copy()
     base = out.resolve()
@@ -617,6 +730,7 @@ def merge_feedback(
                 footer="\nLast row: distinct lesions per split. No lesion is in two splits. Each flagged image "
                        "added is its own lesion, in training.\n")
     duplicates_per_split = {s: sum(d["split"] == s for d in duplicates) for s in SPLITS}
+    near_per_split = {s: sum(d["split"] == s for d in near_duplicates) for s in ("validation", "test")}
     summary = {
         "time": _now(),
         "dataset_dir": str(dataset_dir),
@@ -629,11 +743,15 @@ def merge_feedback(
         "added_per_class": {c: int((new["dx"] == c).sum()) for c in class_names},
         "duplicates_skipped": int(len(duplicates)),
         "duplicates_per_split": duplicates_per_split,
+        "near_duplicate_distance": NEAR_DUPLICATE_DISTANCE,
+        "near_duplicates_skipped": int(len(near_duplicates)),
+        "near_duplicates_per_split": near_per_split,
         "label_conflicts": int(sum(d["label_conflict"] for d in duplicates)),
         "relabelled": int(len(relabelled)),
         "relabelled_rows": relabelled,
         "disagreements": disagreements,
         "duplicates": duplicates,
+        "near_duplicates_held_out": near_duplicates,
         "validation_and_test_unchanged": True,
     }
     write_json_atomic(summary, merge_out, overwrite=False)
@@ -658,8 +776,13 @@ def merge_feedback(
     if disagreements:
         logger.warning("merge: %d flagged image(s) have flags naming different classes; the latest flag's class is "
                        "used (listed in %s, disagreements)", len(disagreements), merge_out)
+    if near_duplicates:
+        logger.warning("merge: %d flagged image(s) not added as near-copies of validation/test images (listed in "
+                       "%s, near_duplicates_held_out)", len(near_duplicates), merge_out)
     print(f"{csv_out}: {len(table)} original rows + {len(new)} feedback training rows "
           f"({len(duplicates)} flagged images already in a split: "
           + ", ".join(f"{s} {n}" for s, n in duplicates_per_split.items())
+          + f"; {len(near_duplicates)} near-copies of held-out images: "
+          + ", ".join(f"{s} {n}" for s, n in near_per_split.items())
           + f"; {len(relabelled)} relabelled; {superseded} superseded flags)")
     return csv_out
