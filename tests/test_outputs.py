@@ -149,6 +149,12 @@ def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, 
     per_volume = list(csv.DictReader(open(tmp_path / "whole_volume" / "per_volume.csv")))
     assert [r["volume"] for r in per_volume] == ["subA_anat_T1", "subB_anat_T1"]
     assert [Path(r["file"]).parts[-3] for r in per_volume] == ["subA", "subB"]
+    # overall pools the voxels; mean_over_volumes averages the per-volume scores (both in metrics.json)
+    metrics = json.loads((tmp_path / "whole_volume" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["overall_is"].startswith("pooled")
+    per_volume_dice = [float(r["mean_dice"]) for r in per_volume]
+    assert metrics["mean_over_volumes"]["mean_dice"] == pytest.approx(np.mean(per_volume_dice))
+    assert set(evaluator.state.report) == {"overall", "mean_over_volumes", "output_dir"}
     assert {p.name for p in (tmp_path / "whole_volume").glob("slices_*.png")} == {
         "slices_subA_anat_T1.png", "slices_subB_anat_T1.png"}
     assert not _leftovers(tmp_path)

@@ -103,8 +103,20 @@ class SegmentationReport:
                     axis=self.axis, title=f"{name} — {self.protocol}",
                 )
 
+    def _mean_over_volumes(self) -> dict[str, float]:
+        """Each score's mean over the volumes (NaN-aware: a class absent from a volume is left out of its mean),
+        beside ``overall``, which pools the voxels of every volume (a volume weighs by its tissue voxels, so a
+        finer grid weighs more)."""
+        keys = [k for k in (self.rows[0] if self.rows else {}) if isinstance(self.rows[0][k], (int, float))]
+        out = {}
+        for k in keys:
+            values = np.array([float(r[k]) for r in self.rows], dtype=np.float64)
+            out[k] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        return out
+
     def _write(self, engine: Engine) -> None:
         overall = scores_from_confusion(self.cm)
+        per_volume_mean = self._mean_over_volumes()
         names = [LABEL_NAMES[i] for i in range(len(LABEL_NAMES))]
         write_csv(pd.DataFrame(self.cm.numpy(), index=names, columns=names).rename_axis("true \\ predicted"),
                   self.output_dir / "confusion.csv", index=True)
@@ -115,6 +127,8 @@ class SegmentationReport:
                 "protocol": self.protocol,
                 "background_rule": sorted(self.mask_rules),
                 "overall": overall,
+                "overall_is": "pooled: one confusion matrix over every voxel of every volume",
+                "mean_over_volumes": per_volume_mean,
                 "per_volume": self.rows,
                 "confusion_matrix": {"labels": names, "rows_true_cols_pred": self.cm.tolist()},
             },
@@ -124,9 +138,12 @@ class SegmentationReport:
                                + [{"class": "average", "dice": overall["mean_dice"], "accuracy": overall["mean_acc"]}])
         write_table(summary, self.output_dir / "summary", title=f"{self.protocol}: Dice and pixel accuracy per class")
         msg = " ".join(f"{n} {overall[f'dice_{n}']:.3f}" for n in TISSUE_NAMES)
-        logger.info("%s: Dice %s (mean %.3f), pixel accuracy %.3f -> %s", self.protocol, msg, overall["mean_dice"],
-                    overall["pixel_accuracy"], self.output_dir)
-        engine.state.report = {"overall": overall, "output_dir": str(self.output_dir)}
+        logger.info("%s: Dice %s (mean %.3f), pixel accuracy %.3f%s -> %s", self.protocol, msg, overall["mean_dice"],
+                    overall["pixel_accuracy"],
+                    f"; mean over {len(self.rows)} volumes: Dice {per_volume_mean.get('mean_dice', math.nan):.3f}"
+                    if len(self.rows) > 1 else "", self.output_dir)
+        engine.state.report = {"overall": overall, "mean_over_volumes": per_volume_mean,
+                               "output_dir": str(self.output_dir)}
         if math.isnan(overall["mean_dice"]):
             logger.warning("no tissue voxel in the evaluated volumes: Dice undefined")
 
@@ -145,11 +162,14 @@ def write_evaluation_summary(output_dir: str | os.PathLike, reports: dict[str, d
         o = rep["overall"]
         rows.append({"protocol": protocol, **{f"Dice {n}": o[f"dice_{n}"] for n in TISSUE_NAMES}, "Dice avg": o["mean_dice"],
                      **{f"Acc {n}": o[f"acc_{n}"] for n in TISSUE_NAMES}, "Acc avg": o["mean_acc"],
-                     "pixel accuracy": o["pixel_accuracy"]})
+                     "pixel accuracy": o["pixel_accuracy"],
+                     "Dice avg, mean of volumes": rep.get("mean_over_volumes", {}).get("mean_dice", math.nan)})
     df = pd.DataFrame(rows)
     header = "\n".join(f"- {k}: {v}" for k, v in info.items())
     csv_path, md_path = write_table(df, output_dir / "summary", title="Evaluation", footer=(
-        "\n" + header + "\n\nAccuracy = per-class pixel accuracy (true-class recall); pixel accuracy over all "
+        "\n" + header + "\n\nScores pool the voxels of every evaluated volume (one confusion matrix: a volume "
+        "weighs by its tissue voxels); \"Dice avg, mean of volumes\" averages each volume's mean Dice instead "
+        "(per_volume.csv). Accuracy = per-class pixel accuracy (true-class recall); pixel accuracy over all "
         "tissue pixels. Details per protocol in its sub-folder.\n"))
     write_json({"info": info, "protocols": {p: r["overall"] for p, r in reports.items()}}, output_dir / "summary.json")
     return md_path
