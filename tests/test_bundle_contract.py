@@ -32,6 +32,17 @@ def _config_id_only(self: ConfigWorkflow, name: str, property: dict) -> str:
     return prop_id
 
 
+def test_bundle_json_files_are_ascii() -> None:
+    """MONAI opens config and metadata files without an encoding, i.e. with the locale's: under a C/POSIX locale
+    (CI, containers) a single "≈" in a changelog makes every run of the bundle fail with UnicodeDecodeError."""
+    files = sorted((REPO / "bundles").glob("*/configs/*.json")) + sorted((REPO / "bundles").glob("common/*.json"))
+    assert files
+    for path in files:
+        text = path.read_bytes()
+        bad = next((i for i, b in enumerate(text) if b > 127), None)
+        assert bad is None, f"{path}: non-ASCII byte at offset {bad}: {text[max(0, bad - 40):bad + 10]!r}"
+
+
 def test_every_bundle_has_configs_to_check() -> None:
     bundles = {p.parent.parent.name for p in CONFIGS}
     assert "brain_tissue_fcn" in bundles
