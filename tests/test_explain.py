@@ -230,8 +230,11 @@ def test_maps_fail_to_survive_model_randomisation(trained: SimpleNamespace, meth
 @pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
 def test_deleting_top_attributed_pixels_lowers_the_class_probability_faster_than_random(
         trained: SimpleNamespace, method: str) -> None:
+    # IG from the blurred image: on this 32 px fixture the black baseline's map is at chance (deletion AUC 0.467
+    # against 0.450 for random order, measured; 0.445 with 50 steps) and passed or failed with the library
+    # versions; blurred: 0.273. The default (black) is checked at 64 px by benchmarks/bench_explain.py.
     maps = attribution_maps(trained.net, trained.x, (method,), normalization=BLOB_NORMALIZATION, n_steps=16,
-                            **CAM_LAYER)[method]
+                            ig_baseline="blur", **CAM_LAYER)[method]
     result = deletion_insertion(trained.net, trained.x, maps, steps=20, baseline=0.0, seed=0)
     assert result["deletion"].shape == (N_TEST, 21) and result["fractions"][-1] == 1.0
     np.testing.assert_allclose(result["deletion"][:, 0], result["insertion"][:, -1], atol=1e-5)  # both = full image
