@@ -21,6 +21,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import PurePath
 
 from mednet.errors import DataError, OptionError
 
@@ -42,6 +43,23 @@ def _scalar_types(fn: Callable) -> dict[str, set[type]]:
         kinds = {a for a in args if a is not type(None)}
         if kinds and kinds <= {bool, int, float, str}:
             out[name] = kinds
+    return out
+
+
+def _text_parameters(fn: Callable) -> set[str]:
+    """Parameters annotated as text or a path only (``str``, ``os.PathLike``, ``Path``, optionally ``| None``):
+    their value is handed to fire quoted, so that ``--out 2024``, ``--out 1_000`` or ``--out a,b`` stay the text
+    typed (fire would otherwise parse them as a number or a tuple and the function fail with a traceback)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return set()
+    text = (str, os.PathLike, PurePath)
+    out = set()
+    for name, hint in hints.items():
+        args = [a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)]
+        if args and all(isinstance(a, type) and issubclass(a, text) for a in args):
+            out.add(name)
     return out
 
 
@@ -83,6 +101,7 @@ def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
     names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     types = _scalar_types(fn)
+    texts = _text_parameters(fn)
     problems: dict[str, str] = {}
     out: list[str] = []
     given: set[str] = set()
@@ -136,6 +155,8 @@ def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
         except OptionError as e:
             problems.update(e.problems)
             continue
+        if name in texts and not (value.strip().lower() in ("none", "null") and params[name].default is None):
+            value = repr(value)  # fire parses a Python literal: quoted, it stays the text typed
         out.append(f"--{name}={value}")
     for name, p in params.items():
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in given:

@@ -35,6 +35,9 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   yet changes nothing, and would be recorded in ``settings.json`` as if it had. An override equal to its config
   default is let through (it asks for nothing that is lost), so a caller that repeats a run's whole recorded
   settings (retraining) is not refused for them; :func:`inapplicable_overrides` lists what such a caller can drop.
+* **a bound set by another option** — a rule's ``at_most`` names another id (``"val_interval": {"at_most":
+  "epochs"}``): when either is overridden, the resolved value must not exceed the other's (``--val_interval 5
+  --epochs 3`` would never validate: no ``model.pt``).
 """
 
 from __future__ import annotations
@@ -338,6 +341,17 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
         problem = _only_with_problem(id_, overrides, ids, rules)
         if problem:
             problems[f"--{key}"] = problem
+    given = {ReferenceResolver.normalize_id(str(k)): str(k) for k in overrides}
+    for id_, rule in rules.items():
+        bound = rule.get("at_most") if isinstance(rule, Mapping) else None
+        if not isinstance(bound, str) or not ({id_, bound} & set(given)):
+            continue
+        value, limit = (overrides[given[i]] if i in given else ids.get(i, _MISSING) for i in (id_, bound))
+        numbers_ = [v for v in (value, limit) if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+        key = given.get(id_) or given[bound]
+        if len(numbers_) == 2 and value > limit and f"--{key}" not in problems:
+            problems[f"--{key}"] = (f"{_display(id_)} {value} is more than {_display(bound)} {limit}; it must be "
+                                    f"at most {limit}")
     if problems:
         raise OptionError({f"--{k}": problems[f"--{k}"] for k in overrides if f"--{k}" in problems})
 

@@ -4,6 +4,7 @@ it knew and complained about a misspelt one afterwards, and read ``--overwrite f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,16 @@ def job(datalist: str, out: str, patch_size: int = 16, min_pixels: float = 8, ma
     """A signature like data_prep.patches'."""
 
 
+def paths(out: str | os.PathLike, folder: Path | None = None) -> None:
+    """Like data_prep's --out / --dataset_dir."""
+
+
 def test_flags_become_checked_name_value_tokens() -> None:
     argv = ["--datalist", "d.json", "--out=p", "--no-balance", "--max-per-volume", "None", "--views", "[0,1]",
             "--min_pixels", "0.5", "--overwrite"]
-    assert check_cli_flags(job, argv) == ["--datalist=d.json", "--out=p", "--balance=False", "--max_per_volume=None",
-                                          "--views=[0,1]", "--min_pixels=0.5", "--overwrite=True"]
+    assert check_cli_flags(job, argv) == ["--datalist='d.json'", "--out='p'", "--balance=False",
+                                          "--max_per_volume=None", "--views=[0,1]", "--min_pixels=0.5",
+                                          "--overwrite=True"]
     for word, value in (("false", "False"), ("0", "False"), ("Yes", "True"), ("TRUE", "True")):
         assert check_cli_flags(job, ["--datalist", "d", "--out", "o", "--overwrite", word])[-1] == f"--overwrite={value}"
     assert check_cli_flags(job, ["--datalist", "d", "--out", "o", "--nobalance"])[-1] == "--balance=False"
@@ -53,7 +59,19 @@ def test_every_problem_is_reported_at_once_and_kwargs_functions_accept_other_nam
         """Like mednet.app.retrain: unknown names go to the bundle, whose own check refuses misspellings."""
 
     assert check_cli_flags(passes_options_on, ["--run", "r", "--lr_schedule", "cosine", "--epochs", "2"]) == [
-        "--run=r", "--lr_schedule=cosine", "--epochs=2"]
+        "--run='r'", "--lr_schedule=cosine", "--epochs=2"]
+
+
+@pytest.mark.parametrize("typed", ["2024", "1_000", "None", "a,b", "[1]", "it's \"x\"", "2.5"])
+def test_text_and_path_flags_reach_the_function_as_typed(typed: str) -> None:
+    """fire parses a value as a Python literal: ``--out 2024`` became an int and ``--out a,b`` a tuple, and the
+    job failed with a traceback. Text and path parameters now get exactly the text typed."""
+    import fire.parser
+
+    tokens = check_cli_flags(paths, ["--out", typed, "--folder", typed])
+    values = [fire.parser.DefaultParseValue(t.partition("=")[2]) for t in tokens]
+    assert values[0] == typed
+    assert values[1] == (None if typed == "None" else typed)  # None where None is the default
 
 
 def test_a_misspelt_flag_stops_the_command_line_with_one_line_and_nothing_written(tmp_path: Path) -> None:

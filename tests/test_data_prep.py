@@ -88,7 +88,7 @@ def test_demo_cohort_overwrite_keeps_foreign_files_and_replaces_the_cohort(tmp_p
 @pytest.mark.parametrize("options, option", [
     ({"zoom": 0}, "--zoom"), ({"zoom": 1.5}, "--zoom"), ({"zoom": "abc"}, "--zoom"),
     ({"subjects": "abc"}, "--subjects"), ({"subjects": 2}, "--subjects"), ({"subjects": 3.5}, "--subjects"),
-    ({"seed": "x"}, "--seed"),
+    ({"seed": "x"}, "--seed"), ({"seed": -1}, "--seed"),
 ])
 def test_demo_cohort_bad_options_are_refused_before_creating_anything(tmp_path: Path, options: dict, option: str) -> None:
     out = tmp_path / "new" / "cohort"

@@ -599,6 +599,9 @@ def test_prepare_refuses_a_requested_split_left_empty_and_records_empty_classes(
     assert counts == {"training": 3, "validation": 0, "test": 1}
 
     csv, dirs = write_ham(tmp_path / "ham")  # HAM_ROWS: nv has 3 lesions, every other class one
+    with pytest.raises(OptionError, match=r"^--seed: must be a whole number ≥ 0, got -1$"):
+        prepare_dermoscopy_split(csv, tmp_path / "negative", images=dirs, seed=-1)  # numpy refuses it: a traceback
+    assert not (tmp_path / "negative").exists()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mednet"):
         prepare_dermoscopy_split(csv, out, images=dirs, val=0.2, test=0.2, seed=1)

@@ -575,3 +575,23 @@ def test_perceptual_distance_is_the_larger_of_the_two_hash_distances() -> None:
     assert perceptual_distance(zero, "1" + "0" * 15 + "ff" + "0" * 14) == 8  # 1 and 8 bits: a near-copy needs both
     image = _image(7, 24, 24)
     assert perceptual_distance(perceptual_hash(image), perceptual_hash(image)) == 0
+
+
+def test_a_merge_that_fails_late_leaves_no_split_behind(tiny_split: Path, tmp_path: Path, monkeypatch) -> None:
+    """split.csv is written first; a failure after it (stats, merge.json) must not leave a split the bundle would
+    accept and that would block the corrected re-run."""
+    import mednet.data.lesion_split as lesion_split
+
+    feedback = tmp_path / "feedback"
+    append_feedback(feedback, _image(43, 32, 32), model_run="run-a", predicted="nv", probability=0.6, corrected="mel")
+
+    def broken(table):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(lesion_split, "data_provenance", broken)
+        with pytest.raises(OSError, match="disk full"):
+            merge_feedback(feedback, tiny_split, tmp_path / "merged")
+    assert not {"split.csv", "merge.json", "split.json", "split_stats.csv", "split_stats.md"} & {
+        p.name for p in (tmp_path / "merged").iterdir()}
+    assert merge_feedback(feedback, tiny_split, tmp_path / "merged").is_file()  # the re-run is not blocked

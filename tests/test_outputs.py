@@ -334,6 +334,47 @@ def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_trai
         attempt(stop_after=None)
 
 
+def test_a_run_killed_after_an_improving_validation_keeps_the_best_model_of_the_epochs_it_resumes(
+        tmp_path: Path) -> None:
+    """Killed after epoch 3's validation improved (0.9) but before the epoch's checkpoint_last.pt: the resumed run
+    continues after epoch 2, so model.pt must be epoch 2's weights (best 0.6), not the discarded epoch 3's."""
+    from mednet.engines.checkpoints import AtomicCheckpointSaver, finish_run, load_weights
+    from mednet.runs import read_finished
+
+    def attempt(values: list[float], kill_at_validation: int | None) -> torch.nn.Linear:
+        net = torch.nn.Linear(2, 1)
+        trainer, evaluator = _engines(values)
+        trainer.state.max_epochs, trainer.state.epoch_length = 5, 1
+
+        @trainer.on(Events.EPOCH_STARTED)
+        def _train(engine: Engine) -> None:  # the epoch's weights: every weight = the epoch number
+            torch.nn.init.constant_(net.weight, float(engine.state.epoch))
+
+        AtomicCheckpointSaver(tmp_path, {"network": net}, evaluator=evaluator, key_metric_name="val_dice",
+                              mark_finished=False, resume_dict={"network": net}).attach(trainer)
+        if kill_at_validation is not None:
+            @evaluator.on(Events.COMPLETED)  # after the saver's validation handler, before the epoch's end
+            def _kill(engine: Engine) -> None:
+                if trainer.state.epoch == kill_at_validation:
+                    raise KeyboardInterrupt
+        try:
+            trainer.run([0])
+        except KeyboardInterrupt:
+            return net
+        finish_run(trainer)
+        return net
+
+    attempt([0.5, 0.6, 0.9, 0.0, 0.0], kill_at_validation=3)
+    best = torch.nn.Linear(2, 1)
+    load_weights(best, tmp_path / "model.pt")
+    assert torch.all(best.weight == 2.0)  # epoch 3 never reached checkpoint_last.pt: its weights are not the best
+    attempt([0.5, 0.6, 0.55, 0.58, 0.4], kill_at_validation=None)  # resumed after epoch 2; nothing beats 0.6
+    done = read_finished(tmp_path)
+    assert (done["best_epoch"], done["best_metric"]) == (2, pytest.approx(0.6))
+    load_weights(best, tmp_path / "model.pt")
+    assert torch.all(best.weight == 2.0)  # model.pt is the model finished.json describes
+
+
 def test_a_crash_while_saving_keeps_the_previous_model(tmp_path: Path, monkeypatch) -> None:
     from mednet.engines.checkpoints import AtomicCheckpointSaver, load_weights
 
@@ -410,6 +451,27 @@ def test_epoch_metrics_csv_is_rewritten_whole(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and [r["val_dice"] for r in rows] == ["0.5", "0.6", "0.7"]
     assert not _leftovers(tmp_path)
+
+
+def test_epoch_metrics_keep_validation_columns_when_validation_skips_epochs(tmp_path: Path) -> None:
+    """``--val_interval 2``: epoch 1 has no validation, so its row must not fix the columns (the validation metric
+    was dropped for the whole run), and epoch 3 must not repeat epoch 2's validation."""
+    from mednet.engines.handlers import EpochMetricsWriter
+
+    evaluator = Engine(lambda e, b: None)
+    trainer = Engine(lambda e, b: None)
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _metric(engine: Engine) -> None:
+        engine.state.metrics["val_dice"] = trainer.state.epoch / 10
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=2), lambda e: evaluator.run([0], max_epochs=1))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(train_loss=1.0 / e.state.epoch))
+    EpochMetricsWriter(tmp_path, evaluator, plot=False).attach(trainer)
+    trainer.run([0], max_epochs=5)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv", encoding="utf-8")))
+    assert list(rows[0]) == ["epoch", "train_loss", "val_dice", "elapsed_s"]
+    assert [r["val_dice"] for r in rows] == ["", "0.2", "", "0.4", ""]
 
 
 # --- latest finished run, provenance ---------------------------------------------------------------------

@@ -185,6 +185,17 @@ def test_an_option_that_another_setting_switches_off_is_refused() -> None:
         "drw_start": "applies only with --loss ldam, and this run has --loss ce; it would be ignored"}
 
 
+def test_validation_interval_is_at_most_the_epochs() -> None:
+    """``--val_interval 5 --epochs 3`` would never validate: no model.pt after all the training."""
+    dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs" / "train.json"
+    for config in (TRAIN, dermoscopy):
+        assert refused(config, val_interval=5, epochs=3) == (
+            "--val_interval: --val_interval 5 is more than --epochs 3; it must be at most 3")
+        assert refused(config, epochs=1, val_interval=2).startswith("--val_interval: ")
+        check_overrides(config, {"val_interval": 3, "epochs": 3})
+    assert refused(TRAIN, epochs=0).startswith("--epochs: must be ≥ 1")  # the value rule first, no second line
+
+
 def test_explain_target_class_takes_a_name_or_an_index() -> None:
     explain = REPO / "bundles" / "dermoscopy_classification" / "configs" / "explain.json"
     check_overrides(explain, {"target_class": "mel"})

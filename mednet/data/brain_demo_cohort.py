@@ -161,6 +161,8 @@ def _check_options(subjects, seed, zoom) -> tuple[int, int, float]:
     if n is not None and n < 3:
         problems["--subjects"] = f"a demo cohort needs at least 3 subjects (training, validation, test), got {n}"
     s = as_int(seed, "--seed")
+    if s is not None and s < 0:  # numpy's generators take non-negative seeds only
+        problems["--seed"] = f"must be ≥ 0, got {s}"
     try:
         z = math.nan if isinstance(zoom, bool) else float(zoom)
     except (TypeError, ValueError):

@@ -715,58 +715,67 @@ def merge_feedback(
     for column in _PATH_COLUMNS:
         if column in written.columns:
             written[column] = [_relative(p, base) for p in written[column]]
-    with atomic_path(csv_out, overwrite=False) as tmp:
-        written.to_csv(tmp, index=False, encoding="utf-8")
-    check = load_split_table(out, None, class_names)  # the bundle's reader accepts it (lesions disjoint, files)
-    if not held_out_rows(check).equals(held_out_rows(table)):  # guards this function, not the user's data
-        raise DataError(csv_out, "internal error: the validation/test rows differ from the source split's")
+    # split.csv, its stats, merge.json and split.json appear together or not at all: a split.csv left by a failure
+    # after it would be accepted by the bundle and would block the corrected re-run
+    created: list[Path] = []  # what this call wrote (another process's file is never removed)
+    try:
+        with atomic_path(csv_out, overwrite=False) as tmp:
+            written.to_csv(tmp, index=False, encoding="utf-8")
+        created.append(csv_out)
+        check = load_split_table(out, None, class_names)  # the bundle's reader accepts it (lesions disjoint, files)
+        if not held_out_rows(check).equals(held_out_rows(table)):  # guards this function, not the user's data
+            raise DataError(csv_out, "internal error: the validation/test rows differ from the source split's")
 
-    provenance = data_provenance(check)
-    per_split = check.groupby("split")
-    previous = json.loads((dataset_dir / "split.json").read_text(encoding="utf-8")) \
-        if (dataset_dir / "split.json").is_file() else {}
-    write_table(split_stats(check, class_names), stats_stem,
-                title=f"Images per class and split ({provenance} data, {source_csv} + feedback)",
-                footer="\nLast row: distinct lesions per split. No lesion is in two splits. Each flagged image "
-                       "added is its own lesion, in training.\n")
-    duplicates_per_split = {s: sum(d["split"] == s for d in duplicates) for s in SPLITS}
-    near_per_split = {s: sum(d["split"] == s for d in near_duplicates) for s in ("validation", "test")}
-    summary = {
-        "time": _now(),
-        "dataset_dir": str(dataset_dir),
-        "feedback_dir": str(feedback_dir),
-        "split_csv": str(csv_out.resolve()),
-        "feedback_rows": int(len(feedback) + superseded),
-        "flagged_images": int(len(feedback)),
-        "superseded_flags": int(superseded),
-        "added": int(len(new)),
-        "added_per_class": {c: int((new["dx"] == c).sum()) for c in class_names},
-        "duplicates_skipped": int(len(duplicates)),
-        "duplicates_per_split": duplicates_per_split,
-        "near_duplicate_distance": NEAR_DUPLICATE_DISTANCE,
-        "near_duplicates_skipped": int(len(near_duplicates)),
-        "near_duplicates_per_split": near_per_split,
-        "label_conflicts": int(sum(d["label_conflict"] for d in duplicates)),
-        "relabelled": int(len(relabelled)),
-        "relabelled_rows": relabelled,
-        "disagreements": disagreements,
-        "duplicates": duplicates,
-        "near_duplicates_held_out": near_duplicates,
-        "validation_and_test_unchanged": True,
-    }
-    write_json_atomic(summary, merge_out, overwrite=False)
-    write_json_atomic({
-        **previous,
-        "merged_from": str(dataset_dir),
-        "feedback_dir": str(feedback_dir),
-        "merge": str(merge_out.resolve()),
-        "class_names": list(class_names),
-        "data_provenance": provenance,
-        "n_images": int(len(check)),
-        "n_lesions": int(check["lesion_id"].nunique()),
-        "n_images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
-        "n_lesions_per_split": {s: int(per_split["lesion_id"].nunique().get(s, 0)) for s in SPLITS},
-    }, settings_out, overwrite=False)
+        provenance = data_provenance(check)
+        per_split = check.groupby("split")
+        previous = json.loads((dataset_dir / "split.json").read_text(encoding="utf-8")) \
+            if (dataset_dir / "split.json").is_file() else {}
+        created += write_table(split_stats(check, class_names), stats_stem,
+                    title=f"Images per class and split ({provenance} data, {source_csv} + feedback)",
+                    footer="\nLast row: distinct lesions per split. No lesion is in two splits. Each flagged image "
+                           "added is its own lesion, in training.\n")
+        duplicates_per_split = {s: sum(d["split"] == s for d in duplicates) for s in SPLITS}
+        near_per_split = {s: sum(d["split"] == s for d in near_duplicates) for s in ("validation", "test")}
+        summary = {
+            "time": _now(),
+            "dataset_dir": str(dataset_dir),
+            "feedback_dir": str(feedback_dir),
+            "split_csv": str(csv_out.resolve()),
+            "feedback_rows": int(len(feedback) + superseded),
+            "flagged_images": int(len(feedback)),
+            "superseded_flags": int(superseded),
+            "added": int(len(new)),
+            "added_per_class": {c: int((new["dx"] == c).sum()) for c in class_names},
+            "duplicates_skipped": int(len(duplicates)),
+            "duplicates_per_split": duplicates_per_split,
+            "near_duplicate_distance": NEAR_DUPLICATE_DISTANCE,
+            "near_duplicates_skipped": int(len(near_duplicates)),
+            "near_duplicates_per_split": near_per_split,
+            "label_conflicts": int(sum(d["label_conflict"] for d in duplicates)),
+            "relabelled": int(len(relabelled)),
+            "relabelled_rows": relabelled,
+            "disagreements": disagreements,
+            "duplicates": duplicates,
+            "near_duplicates_held_out": near_duplicates,
+            "validation_and_test_unchanged": True,
+        }
+        created.append(write_json_atomic(summary, merge_out, overwrite=False))
+        created.append(write_json_atomic({
+            **previous,
+            "merged_from": str(dataset_dir),
+            "feedback_dir": str(feedback_dir),
+            "merge": str(merge_out.resolve()),
+            "class_names": list(class_names),
+            "data_provenance": provenance,
+            "n_images": int(len(check)),
+            "n_lesions": int(check["lesion_id"].nunique()),
+            "n_images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
+            "n_lesions_per_split": {s: int(per_split["lesion_id"].nunique().get(s, 0)) for s in SPLITS},
+        }, settings_out, overwrite=False))
+    except BaseException:
+        for path in created:
+            Path(path).unlink(missing_ok=True)
+        raise
     if summary["label_conflicts"]:
         logger.warning("merge: %d flagged image(s) are already in the split with another label; the split's label "
                        "is kept (listed in %s)", summary["label_conflicts"], merge_out)

@@ -23,6 +23,7 @@ bundle's ``--dataset_dir``.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -384,6 +385,8 @@ def prepare_dermoscopy_split(
     csv, stats_stem, settings = out / "split.csv", out / "split_stats", out / "split.json"
     refuse_existing(csv, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"), settings, overwrite=overwrite)
     _check_fractions(val, test)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise OptionError({"--seed": f"must be a whole number ≥ 0, got {seed!r}"})
     if int(cache_size) < 0:
         raise OptionError({"--cache_size": f"must be 0 (no cache) or a number of pixels, got {cache_size}"})
     table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite, allow_missing)

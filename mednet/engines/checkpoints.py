@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ import pickle
 import re
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,6 +48,20 @@ def state_to_save(save_dict: Mapping[str, object]) -> dict:
             obj = obj.module
         out[name] = obj.state_dict()
     return next(iter(out.values())) if len(out) == 1 else out
+
+
+def _cpu_copy(state: object) -> object:
+    """A detached CPU copy of a (nested) state dict, ``_metadata`` kept: the network trains on, the copy stays the
+    best model (on the CPU, so a GPU run does not hold a second network in GPU memory)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, Mapping):
+        out = OrderedDict((k, _cpu_copy(v)) for k, v in state.items())
+        meta = getattr(state, "_metadata", None)
+        if meta is not None:
+            out._metadata = copy.deepcopy(meta)  # type: ignore[attr-defined]
+        return out
+    return copy.deepcopy(state)
 
 
 #: the saver attached to each trainer. Weak both ways: the saver holds its trainer (``_trainer``), so a strong
@@ -94,6 +110,12 @@ class AtomicCheckpointSaver:
             trained every epoch but has no ``finished.json`` (stopped in a step after training) trains nothing
             and goes on to those steps; a finished run is refused.
 
+            With ``resume_dict`` the best model's weights are also part of ``checkpoint_last.pt``, and ``model.pt``
+            is written *after* it, at the end of the epoch, not at the validation: a run killed between an
+            improving validation and the end of its epoch (LR step, logs, plots) resumes from the previous epoch,
+            and ``model.pt`` must then be the best model *of the epochs kept* — not the discarded attempt's weights
+            labelled with the previous best's metric. A resume rewrites ``model.pt`` from the checkpoint.
+
     Attributes:
         best_metric: best key-metric value so far (None before the first validation).
         best_epoch: trainer epoch of ``best_metric``.
@@ -118,6 +140,8 @@ class AtomicCheckpointSaver:
         self.resume_dict = dict(resume_dict) if resume_dict is not None else None
         self.resumed_from_epoch: int | None = None
         self._trainer: Engine | None = None
+        self._best_state: object | None = None  # the best model's weights (with resume_dict), saved in checkpoint_last
+        self._best_pending = False  # model.pt is behind _best_state until the end of the epoch
         self._start = time.time()
         self._elapsed_before = 0.0  # training time of the epochs before a resume
 
@@ -153,7 +177,13 @@ class AtomicCheckpointSaver:
         state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
                             "max_epochs": engine.state.max_epochs}
         state["saver"] = self.state_dict()
-        return self.save(RESUME_FILE, state)
+        if self._best_state is not None:
+            state["best_model"] = self._best_state
+        path = self.save(RESUME_FILE, state)
+        if self._best_pending:  # after checkpoint_last.pt: a crash before this line resumes with this model
+            self.save(self.key_metric_filename, self._best_state)
+            self._best_pending = False
+        return path
 
     def resume(self, engine: Engine) -> int:
         """Load ``checkpoint_last.pt`` into the resume objects and the trainer; returns the epoch resumed after.
@@ -176,6 +206,9 @@ class AtomicCheckpointSaver:
                 raise DataError(path, f"cannot resume the {name} ({_first_sentence(str(e))}); was the run started "
                                       "with other settings? Start a new run instead") from e
         self.load_state_dict(state["saver"])
+        if "best_model" in state:  # model.pt may hold a later, discarded epoch's weights (killed before this file)
+            self._best_state = state["best_model"]
+            self.save(self.key_metric_filename, self._best_state)
         epoch, max_epochs = int(state["trainer"]["epoch"]), engine.state.max_epochs
         iteration = int(state["trainer"]["iteration"])
         self.resumed_from_epoch = epoch
@@ -230,12 +263,20 @@ class AtomicCheckpointSaver:
         if not self._better(value):
             return
         epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
-        path = self.save(self.key_metric_filename)
+        path = self.save_dir / self.key_metric_filename
+        if self.resume_dict is None:
+            self.save(self.key_metric_filename)
+        else:  # written at the end of the epoch, after checkpoint_last.pt (see the class docstring)
+            self._best_state = _cpu_copy(state_to_save(self.save_dict))
+            self._best_pending = True
         self.best_metric, self.best_epoch = value, int(epoch)
         logger.info("best %s %.4f at epoch %d -> %s", name, value, epoch, path)
 
     def completed(self, engine: Engine) -> None:
         """Training completed: save the final model, then (``mark_finished``) write the completion marker."""
+        if self._best_pending:  # a run stopped inside an epoch's handlers (terminate) before save_last
+            self.save(self.key_metric_filename, self._best_state)
+            self._best_pending = False
         if self.final_filename:
             self.save(self.final_filename)
         if self.mark_finished:

@@ -64,7 +64,10 @@ class EpochMetricsWriter:
     ``max_plot_share`` of the run's time so far, and always after the last epoch (or when training stops
     early): real runs get a redraw every epoch, short epochs every few.
 
-    Attach it *after* MONAI's ``ValidationHandler`` so the row holds this epoch's validation metrics. The CSV
+    Attach it *after* MONAI's ``ValidationHandler`` so the row holds this epoch's validation metrics. An epoch
+    without a validation (``--val_interval`` > 1) gets empty validation cells, not the previous validation's
+    values (the evaluator's ``state.metrics`` persist between its runs), and columns that first appear in a later
+    epoch (the first validation's) are added, so the file keeps every metric. The CSV
     is rewritten whole from the rows kept in memory (a few hundred bytes per epoch) and atomically, rather
     than appended to: an append interrupted by a crash would leave a truncated last row.
 
@@ -90,11 +93,17 @@ class EpochMetricsWriter:
         self._start = time.perf_counter()
         self._columns: list[str] | None = None
         self.rows: list[dict[str, float | int]] = []
+        self._validated = False  # the evaluator ran since the last row
 
     def attach(self, engine: Engine) -> None:
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.COMPLETED, self._evaluated)
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _evaluated(self, _: Engine) -> None:
+        self._validated = True
 
     def _started(self, engine: Engine) -> None:
         self._start = time.perf_counter()
@@ -109,7 +118,9 @@ class EpochMetricsWriter:
 
     def __call__(self, engine: Engine) -> None:
         row: dict[str, float | int] = {"epoch": engine.state.epoch}
-        for source in (engine, self.evaluator):
+        sources = (engine, self.evaluator if self._validated else None)
+        self._validated = False
+        for source in sources:
             if source is None:
                 continue
             for k, v in source.state.metrics.items():
@@ -117,8 +128,12 @@ class EpochMetricsWriter:
                 if s is not None:
                     row[k] = s
         row["elapsed_s"] = round(time.perf_counter() - self._start, 2)
-        if self._columns is None:  # the first epoch fixes the columns (metrics are the same every epoch)
+        if self._columns is None:
             self._columns = list(row)
+        for k in row:  # a metric first seen now (the first validation after epoch 1): a new column before the time
+            if k not in self._columns:
+                self._columns.insert(self._columns.index("elapsed_s") if "elapsed_s" in self._columns
+                                     else len(self._columns), k)
         self.rows.append(row)
         write_csv(pd.DataFrame(self.rows).reindex(columns=self._columns), self.csv_path)
         last = engine.state.max_epochs is not None and engine.state.epoch >= engine.state.max_epochs
