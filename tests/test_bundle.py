@@ -143,7 +143,7 @@ def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path
     assert json.loads((trained / "settings.json").read_text(encoding="utf-8")) == {
         "variant": "skip", "base_channels": 8, "intensity_normalization": "histogram", "bias_correction": "n4",
         "views": [0, 1, 2], "augmentation": True, "epochs": 2, "learning_rate": 0.004, "batch_size": 256, "loss": "ce",
-        "seed": 0}
+        "seed": 0, "val_interval": 1}
     # the run's settings.json names what differs and how to fix it
     line = refusal("evaluate", variant="unpool", intensity_normalization="scale", dataset_dir=str(tiny_cohort),
                    ckpt_path=str(trained / "model.pt"))
