@@ -154,6 +154,34 @@ def test_balance_probabilities_equalise_expected_shares():
     assert (q @ far)[0] / (q @ far).sum() >= (far.sum(0) / far.sum())[0]
 
 
+def test_balancing_keeps_a_usable_sample_when_equal_shares_are_out_of_reach(caplog):
+    """No window is a third CSF: the exact solution kept 1.5 of 1978 windows (one patch for a whole volume, and
+    nothing said). The floor keeps 2 % with shares as close to equal as that allows, and warns naming the input."""
+    rng = np.random.default_rng(0)
+    counts = np.stack([rng.multinomial(256, m) for m in rng.dirichlet([2, 12, 6], 2000)])
+    counts = counts[counts[:, 0] / 256 < 0.30]
+    natural = counts.sum(0) / counts.sum()
+    assert balance_probabilities(counts, min_keep_fraction=0).sum() < 2  # the old behaviour, still available
+    with caplog.at_level("WARNING", logger="mednet"):
+        p = balance_probabilities(counts, source="sub-07.nii.gz")
+    assert p.sum() == pytest.approx(0.02 * len(counts), rel=1e-3)
+    shares = (p @ counts) / (p @ counts).sum()
+    assert shares[0] > natural[0] + 0.1 and shares[1] < natural[1] - 0.05  # still moved towards equal
+    assert "sub-07.nii.gz: balancing the classes to 33%/33%/33% would keep 1.5 of" in caplog.text
+    # a reachable target that keeps plenty is not touched by the floor
+    mix = rng.dirichlet([1.0, 6.0, 3.0], size=2000)
+    easy = np.stack([rng.multinomial(256, m) for m in mix])
+    np.testing.assert_array_equal(balance_probabilities(easy), balance_probabilities(easy, min_keep_fraction=0))
+
+
+def test_windows_without_tissue_cannot_be_asked_for():
+    """min_pixels 0 and a whole window of background allowed: all-background patches, whose batch loss is 0/0."""
+    image, label = _blob_stack(seed=2)
+    with pytest.raises(ValueError, match="keeps windows without any tissue"):
+        extract_balanced_patches(image, label, stride=2, min_pixels=0, max_background=256)
+    assert len(extract_balanced_patches(image, label, stride=2, min_pixels=0, max_background=255)) > 0
+
+
 def test_max_patches_cap():
     image, label = _blob_stack(seed=2)
     full = extract_balanced_patches(image, label, stride=2, balance=False)
