@@ -395,6 +395,8 @@ def _only_with_problem(id_: str, overrides: Mapping[str, Any], ids: Mapping[str,
         if value is _MISSING or _unresolved(value):
             continue  # not in this config, or known only when the run resolves it
         if value not in allowed:
+            if list(allowed) == [None]:  # e.g. a patch option when the patches come from --patches_file
+                return f"applies only without --{other} (this run has --{other} {value}); it would be ignored"
             wanted = " or ".join(f"--{other} {v}" for v in allowed)
             return f"applies only with {wanted}, and this run has --{other} {value}; it would be ignored"
     return None

@@ -196,6 +196,15 @@ def test_validation_interval_is_at_most_the_epochs() -> None:
     assert refused(TRAIN, epochs=0).startswith("--epochs: must be ≥ 1")  # the value rule first, no second line
 
 
+def test_a_patch_option_is_refused_with_a_prepared_patch_file() -> None:
+    """--patches_file: the patches were extracted already, with the file's own cap; --max_patches_per_volume would
+    change nothing."""
+    assert refused(TRAIN, patches_file="p.npz", max_patches_per_volume=500) == (
+        "--max_patches_per_volume: applies only without --patches_file (this run has --patches_file p.npz); "
+        "it would be ignored")
+    check_overrides(TRAIN, {"max_patches_per_volume": 500})
+
+
 def test_explain_target_class_takes_a_name_or_an_index() -> None:
     explain = REPO / "bundles" / "dermoscopy_classification" / "configs" / "explain.json"
     check_overrides(explain, {"target_class": "mel"})
