@@ -149,6 +149,7 @@ def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, 
     per_volume = list(csv.DictReader(open(tmp_path / "whole_volume" / "per_volume.csv")))
     assert [r["volume"] for r in per_volume] == ["subA_anat_T1", "subB_anat_T1"]
     assert [Path(r["file"]).parts[-3] for r in per_volume] == ["subA", "subB"]
+    assert [r["tissue_voxels_outside_mask"] for r in per_volume] == ["0", "0"]  # the loader's mask reaches the report
     # overall pools the voxels; mean_over_volumes averages the per-volume scores (both in metrics.json)
     metrics = json.loads((tmp_path / "whole_volume" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["overall_is"].startswith("pooled")
@@ -584,3 +585,27 @@ def test_provenance_and_sidecars(tmp_path: Path) -> None:
         write_sidecar(out, prov)
     write_sidecar(out, {**prov, "job": "again"}, overwrite=True)
     assert json.loads(sidecar_path(out).read_text(encoding="utf-8"))["job"] == "again"
+
+
+def test_evaluation_counts_labelled_tissue_outside_the_brain_mask(tmp_path: Path, caplog) -> None:
+    """Tissue the label map puts outside the mask is predicted background and counts as missed: per_volume.csv
+    says how much, and a warning names the volume (training already zeroes it with a warning)."""
+    from ignite.engine import Engine
+    from monai.data import MetaTensor
+
+    from mednet.engines.segmentation_report import SegmentationReport
+
+    label = torch.zeros(1, 6, 6, 6)
+    label[0, 1:5, 1:5, 1:5] = 2
+    mask = (label > 0).float()
+    label[0, 0, 0, :3] = 3  # three WM voxels outside the mask
+    pred = label * mask
+    image = MetaTensor(torch.rand(1, 6, 6, 6), affine=torch.eye(4), meta={"filename_or_obj": "/x/sub-09.nii.gz"})
+    engine = Engine(lambda e, b: [{"pred": pred, "label": label, "image": image, "mask": mask}])
+    SegmentationReport(tmp_path, protocol="test", qualitative=False).attach(engine)
+    with caplog.at_level("WARNING"):
+        engine.run([0], max_epochs=1)
+    rows = list(csv.DictReader(open(tmp_path / "per_volume.csv", encoding="utf-8")))
+    assert rows[0]["tissue_voxels_outside_mask"] == "3"
+    assert "sub-09: 3 labelled tissue voxel(s) lie outside the brain mask" in caplog.text
+    assert "tissue_voxels_outside_mask" not in engine.state.report["mean_over_volumes"]

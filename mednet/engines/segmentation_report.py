@@ -94,8 +94,16 @@ class SegmentationReport:
             name = self._name(get(NAME_KEY), src)
             rule = get("mask_rule", "intensity 0 is background")
             self.mask_rules.add(rule if isinstance(rule, str) else str(rule))
-            self.rows.append({"volume": name, "file": src, "grid (RAS)": describe_volume(image),
-                              **scores_from_confusion(cm)})
+            row = {"volume": name, "file": src, "grid (RAS)": describe_volume(image), **scores_from_confusion(cm)}
+            mask = get("mask")
+            if isinstance(mask, torch.Tensor) and mask.shape == label.shape:
+                # labelled tissue outside the brain mask is predicted background and counts as missed: say how much
+                outside = int(((label > 0) & (mask <= 0)).sum())
+                row["tissue_voxels_outside_mask"] = outside
+                if outside:
+                    logger.warning("%s: %d labelled tissue voxel(s) lie outside the brain mask; they are predicted "
+                                   "background and count as missed", name, outside)
+            self.rows.append(row)
             if self.qualitative:
                 plot_tissue_slices(
                     np.asarray(image.detach().cpu())[0], np.asarray(pred.detach().cpu())[0].astype(np.uint8),
@@ -107,7 +115,8 @@ class SegmentationReport:
         """Each score's mean over the volumes (NaN-aware: a class absent from a volume is left out of its mean),
         beside ``overall``, which pools the voxels of every volume (a volume weighs by its tissue voxels, so a
         finer grid weighs more)."""
-        keys = [k for k in (self.rows[0] if self.rows else {}) if isinstance(self.rows[0][k], (int, float))]
+        keys = [k for k in (self.rows[0] if self.rows else {})
+                if isinstance(self.rows[0][k], (int, float)) and k != "tissue_voxels_outside_mask"]
         out = {}
         for k in keys:
             values = np.array([float(r[k]) for r in self.rows], dtype=np.float64)
