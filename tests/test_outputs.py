@@ -376,6 +376,37 @@ def test_a_run_killed_after_an_improving_validation_keeps_the_best_model_of_the_
     assert torch.all(best.weight == 2.0)  # model.pt is the model finished.json describes
 
 
+def test_resume_restores_the_amp_loss_scale(tmp_path: Path) -> None:
+    """With AMP the trainer's GradScaler has learnt a loss scale; a resumed run restarting at 2^16 would skip
+    steps until it fell back. MONAI trainers keep it as ``engine.scaler``."""
+    from mednet.engines.checkpoints import AtomicCheckpointSaver
+
+    def attempt(stop_after: int | None) -> torch.amp.GradScaler:
+        net = torch.nn.Linear(2, 1)
+        trainer, evaluator = _engines([0.5, 0.6, 0.7])
+        trainer.state.max_epochs, trainer.state.epoch_length = 3, 1
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+
+        @trainer.on(Events.EPOCH_STARTED)
+        def _step(engine: Engine) -> None:  # as after overflows: the scale has come down
+            engine.scaler.scale(torch.ones(()))
+            engine.scaler.update(new_scale=2.0 ** (10 - engine.state.epoch))
+
+        AtomicCheckpointSaver(tmp_path, {"network": net}, evaluator=evaluator, key_metric_name="val_dice",
+                              mark_finished=False, resume_dict={"network": net}).attach(trainer)
+        if stop_after is not None:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())
+            trainer.run([0])
+            return trainer.scaler
+        restored = []
+        trainer.add_event_handler(Events.STARTED, lambda e: restored.append(e.scaler.get_scale()))
+        trainer.run([0])
+        return restored[0]
+
+    assert attempt(stop_after=2).get_scale() == 2.0 ** 8
+    assert attempt(stop_after=None) == 2.0 ** 8  # not 2^16
+
+
 def test_a_crash_while_saving_keeps_the_previous_model(tmp_path: Path, monkeypatch) -> None:
     from mednet.engines.checkpoints import AtomicCheckpointSaver, load_weights
 

@@ -50,6 +50,16 @@ def state_to_save(save_dict: Mapping[str, object]) -> dict:
     return next(iter(out.values())) if len(out) == 1 else out
 
 
+#: the key of the trainer's AMP GradScaler state in ``checkpoint_last.pt``
+_SCALER_KEY = "grad_scaler"
+
+
+def _grad_scaler(engine: Engine) -> torch.amp.GradScaler | None:
+    """The trainer's AMP loss scaler (MONAI trainers: ``engine.scaler``, None without AMP)."""
+    scaler = getattr(engine, "scaler", None)
+    return scaler if hasattr(scaler, "state_dict") and hasattr(scaler, "load_state_dict") else None
+
+
 def _cpu_copy(state: object) -> object:
     """A detached CPU copy of a (nested) state dict, ``_metadata`` kept: the network trains on, the copy stays the
     best model (on the CPU, so a GPU run does not hold a second network in GPU memory)."""
@@ -116,6 +126,11 @@ class AtomicCheckpointSaver:
             and ``model.pt`` must then be the best model *of the epochs kept* — not the discarded attempt's weights
             labelled with the previous best's metric. A resume rewrites ``model.pt`` from the checkpoint.
 
+            The trainer's AMP ``GradScaler`` (MONAI's ``engine.scaler``, present with ``amp`` on a GPU) is saved
+            and restored with them, when there is one: a resumed run would otherwise start its loss scale again at
+            2^16 and skip steps until it has fallen back. A checkpoint without it (written without AMP) resumes
+            with a fresh scaler.
+
     Attributes:
         best_metric: best key-metric value so far (None before the first validation).
         best_epoch: trainer epoch of ``best_metric``.
@@ -174,6 +189,9 @@ class AtomicCheckpointSaver:
     def save_last(self, engine: Engine) -> Path:
         """After each epoch (and its validation): everything a resumed run needs, in ``checkpoint_last.pt``."""
         state = {name: obj.state_dict() for name, obj in (self.resume_dict or {}).items()}
+        scaler = _grad_scaler(engine)
+        if scaler is not None:
+            state[_SCALER_KEY] = scaler.state_dict()
         state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
                             "max_epochs": engine.state.max_epochs}
         state["saver"] = self.state_dict()
@@ -206,6 +224,9 @@ class AtomicCheckpointSaver:
                 raise DataError(path, f"cannot resume the {name} ({_first_sentence(str(e))}); was the run started "
                                       "with other settings? Start a new run instead") from e
         self.load_state_dict(state["saver"])
+        scaler = _grad_scaler(engine)
+        if scaler is not None and state.get(_SCALER_KEY):  # empty: saved before the scaler's first step
+            scaler.load_state_dict(state[_SCALER_KEY])
         if "best_model" in state:  # model.pt may hold a later, discarded epoch's weights (killed before this file)
             self._best_state = state["best_model"]
             self.save(self.key_metric_filename, self._best_state)
