@@ -276,11 +276,14 @@ def test_inference_on_a_folder_with_dicom_and_a_mask(trained: Path, tiny_cohort:
     assert json.loads((out / "series3_seg.json").read_text(encoding="utf-8"))["split"] is None
 
 
-def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path: Path) -> None:
+def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from mednet.app.compare_variants import compare_variants
 
-    out = compare_variants(dataset_dir=str(tiny_cohort), epochs=1, out=str(tmp_path), variants="unpool,skip",
+    monkeypatch.chdir(tmp_path)  # a relative --out, outside the checkout: the runs must land there too
+    out = compare_variants(dataset_dir=str(tiny_cohort), epochs=1, out="cmp", variants="unpool,skip",
                            max_patches_per_volume=300)
+    assert out.is_absolute() and out.parent == tmp_path / "cmp" and (out / "runs").is_dir()
     for protocol in ("whole_volume", "grid_patches"):
         df = pd.read_csv(out / f"variants_{protocol}.csv")
         assert list(df["model"]) == ["unpool", "unpool", "skip", "skip"]

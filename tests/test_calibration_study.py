@@ -83,3 +83,12 @@ def test_study_resumes_after_a_kill_and_writes_its_table(tiny_split: Path, tmp_p
     other = subprocess.run([*_study(tiny_split, out)[:-2], "--image_size", "48"], cwd=REPO, capture_output=True,
                            text=True, encoding="utf-8", errors="replace", env=env, timeout=300)
     assert other.returncode == 2 and "mednet error:" in other.stderr and "other settings" in other.stderr
+
+
+def test_compare_classifiers_refuses_an_empty_list_before_any_work(tmp_path: Path) -> None:
+    from mednet.app.compare_classifiers import compare_classifiers
+    from mednet.errors import OptionError
+
+    with pytest.raises(OptionError, match="--augmentations: needs at least one name"):
+        compare_classifiers(dataset_dir=str(tmp_path), augmentations=",", out=str(tmp_path / "cmp"))
+    assert not (tmp_path / "cmp").exists()

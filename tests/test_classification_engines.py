@@ -431,3 +431,28 @@ def test_predictions_mark_cases_below_the_referral_threshold():
     assert list(table["refer"]) == [False, True, False]
     assert list(table["decision"]) == ["x", "refer", "y"]
     assert "refer" not in prediction_table(["a"], [""], probs[:1], ["x", "y"]).columns
+
+
+def test_report_writes_metrics_json_last(tmp_path, monkeypatch):
+    """metrics.json marks a finished evaluation (the calibration study resumes on it): a report stopped while
+    drawing leaves no metrics.json, so the resumed study evaluates again instead of failing on a missing
+    predictions.csv."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mednet.engines.classification_report.plot_reliability_diagram", killed)
+    engine = _engine()
+    ClassificationReport(tmp_path / "eval", DERMOSCOPY_CLASSES).attach(engine)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(_batches(_logits()), max_epochs=1)
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_markdown_tables_show_missing_values_as_a_dash():
+    import pandas as pd
+
+    from mednet.reports.tables import markdown_table
+
+    table = pd.DataFrame({"ECE": [0.05, None], "selected epoch": [3, None], "model": ["cnn", None]})
+    table = table.astype({"selected epoch": "Int64"})
+    assert markdown_table(table).splitlines()[2:] == ["| 0.050 | 3 | cnn |", "| — | — | — |"]

@@ -34,7 +34,7 @@ def compare_variants(dataset_dir: str = "demo/cohort", epochs: int = 3, out: str
     unknown = [v for v in names if v not in FCN_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {FCN_VARIANTS}")
-    out_dir = new_run_dir(out, "variants")
+    out_dir = new_run_dir(Path(out).resolve(), "variants")  # absolute: run_bundle works from the checkout root
     runs_root = str(out_dir / "runs")
     dataset_dir = str(Path(dataset_dir).resolve())
     rows: dict[str, list[dict]] = {p: [] for p in _PROTOCOLS}

@@ -239,11 +239,6 @@ class ClassificationReport(_Collector):
                 row[f"{k}_uncalibrated"] = uncalibrated[k]
             row["aurc_uncalibrated"] = selective["aurc_uncalibrated"]
         out = self.output_dir
-        write_json({"info": {**self.info, "temperature": self.temperature,
-                             "referral_threshold": self.referral_threshold},
-                    "metrics": report,
-                    "uncalibrated": None if uncalibrated is None else
-                    {**uncalibrated, "aurc": selective["aurc_uncalibrated"]}}, out / "metrics.json")
         write_csv(pd.DataFrame([row]), out / "metrics.csv")
         title = f"{self.info.get('split', '')} split, {self.info.get('data', '')} data, {len(labels)} images".strip(", ")
         write_table(report_table(report, self.class_names).reset_index(), out / "classification_report", digits=3,
@@ -261,6 +256,12 @@ class ClassificationReport(_Collector):
                                      title=f"reliability — {title}")
         write_csv(prediction_table(self.ids, self.paths, probs, self.class_names, labels,
                                    referral_threshold=self.referral_threshold), out / "predictions.csv")
+        # metrics.json last: its presence means the whole report is there (the calibration study resumes on it)
+        write_json({"info": {**self.info, "temperature": self.temperature,
+                             "referral_threshold": self.referral_threshold},
+                    "metrics": report,
+                    "uncalibrated": None if uncalibrated is None else
+                    {**uncalibrated, "aurc": selective["aurc_uncalibrated"]}}, out / "metrics.json")
         engine.state.report = report
         logger.info("accuracy %.3f, balanced accuracy %.3f, macro F1 %.3f, ECE %.4f, OE %.4f, NLL %.3f, AURC %.4f "
                     "(%d images, T = %.3f)", report["accuracy"], report["balanced_accuracy"], report["macro_f1"],

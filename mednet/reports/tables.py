@@ -19,6 +19,9 @@ __all__ = ["markdown_table", "write_table", "write_csv", "write_json"]
 
 
 def _fmt(v: object, digits: int) -> str:
+    """A cell: floats rounded; NaN, None and pandas' NA (a missing value of any dtype) as "—"."""
+    if v is None or v is pd.NA:
+        return "—"
     if isinstance(v, float):
         return "—" if math.isnan(v) else f"{v:.{digits}f}"
     return str(v)
