@@ -290,3 +290,27 @@ def test_slice_failure_on_a_later_volume_leaves_nothing_and_the_rerun_works(tiny
     with pytest.raises(DataError, match=re.escape(str(out / "training" / "b_axis2.npz")) + ": output already exists"):
         slice_datalist(str(datalist), str(out), **options)
     assert not (out / "training" / "a_axis2.npz").exists()
+
+
+def test_demos_refuse_to_reuse_data_made_with_other_options(tmp_path: Path) -> None:
+    """A demo folder holds a cohort / synthetic set from an earlier command: reusing it under other --subjects,
+    --seed, --images or --size would train on other data than asked for, while the report said otherwise."""
+    from mednet.app.brain_demo import _check_reused_cohort
+    from mednet.app.dermoscopy_demo import _check_reused_set
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "cohort.csv").write_text("subject,split,seed\n" + "".join(f"sub-{i:03d},training,{2000 + i}\n"
+                                                                       for i in range(6)), encoding="utf-8")
+    _check_reused_cohort(cohort, subjects=6, seed=2)
+    with pytest.raises(OptionError) as err:
+        _check_reused_cohort(cohort, subjects=4, seed=0)
+    assert set(err.value.problems) == {"--subjects", "--seed"}
+    assert "was built with --subjects 6; pass --subjects 6 to reuse it" in str(err.value)
+
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    (synthetic / "synthetic.json").write_text(json.dumps({"seed": 0, "n_images": 2000, "size": 64}), encoding="utf-8")
+    _check_reused_set(synthetic, images=2000, size=64, seed=0)
+    with pytest.raises(OptionError, match="--size: the synthetic set in .* was made with --size 64"):
+        _check_reused_set(synthetic, images=2000, size=32, seed=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mednet.errors import OptionError
 from mednet.data.brain_demo_cohort import build_demo_cohort
 from mednet.data.patch_files import write_patches
 from mednet.app.bundles import run_bundle
@@ -21,6 +22,26 @@ from mednet.data.transforms import describe_preprocessing
 from mednet.runs import new_run_dir
 
 __all__ = ["brain_demo"]
+
+
+def _check_reused_cohort(cohort: Path, subjects: int, seed: int) -> None:
+    """Refuse to reuse a demo cohort built with another ``--subjects`` or ``--seed`` (its ``cohort.csv``): the run
+    would train on other data than the command asks for, and its report would say otherwise."""
+    import csv
+
+    record = cohort / "cohort.csv"
+    if not record.is_file():
+        return
+    with open(record, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    built = {"--subjects": len(rows)}
+    if rows and str(rows[0].get("seed", "")).lstrip("-").isdigit():
+        built["--seed"] = int(rows[0]["seed"]) // 1000  # subject i has seed 1000 · seed + i
+    wanted = {"--subjects": int(subjects), "--seed": int(seed)}
+    differ = {k: f"the demo cohort in {cohort} was built with {k} {built[k]}; pass {k} {built[k]} to reuse it, or "
+                 f"choose another --out" for k in built if built[k] != wanted[k]}
+    if differ:
+        raise OptionError(differ)
 
 
 def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int = 0, variant: str = "skip",
@@ -38,6 +59,7 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
     if not (cohort / "datalist.json").is_file():
         build_demo_cohort(out=str(cohort), subjects=subjects, seed=seed)
     else:
+        _check_reused_cohort(cohort, subjects, seed)
         print(f"reusing the demo cohort in {cohort}")
     patches_dir = new_run_dir(Path(out).resolve(), "patches")
     patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_per_volume=max_patches_per_volume,

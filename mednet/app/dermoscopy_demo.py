@@ -20,11 +20,27 @@ import json
 import time
 from pathlib import Path
 
+from mednet.errors import OptionError
 from mednet.app.bundles import run_bundle
 from mednet.data.lesion_split import prepare_dermoscopy_split
 from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
 
 __all__ = ["dermoscopy_demo"]
+
+
+def _check_reused_set(synthetic: Path, images: int, size: int, seed: int) -> None:
+    """Refuse to reuse a synthetic set made with another ``--images``, ``--size`` or ``--seed`` (its
+    ``synthetic.json``): the run would train on other data than the command asks for."""
+    record = synthetic / "synthetic.json"
+    if not record.is_file():
+        return
+    settings = json.loads(record.read_text(encoding="utf-8"))
+    built = {"--images": settings.get("n_images"), "--size": settings.get("size"), "--seed": settings.get("seed")}
+    wanted = {"--images": int(images), "--size": int(size), "--seed": int(seed)}
+    differ = {k: f"the synthetic set in {synthetic} was made with {k} {built[k]}; pass {k} {built[k]} to reuse it, "
+                 "or choose another --out" for k in built if built[k] is not None and built[k] != wanted[k]}
+    if differ:
+        raise OptionError(differ)
 
 
 def dermoscopy_demo(out: str = "demo", images: int = 2000, size: int = 64, seed: int = 0,
@@ -38,6 +54,7 @@ def dermoscopy_demo(out: str = "demo", images: int = 2000, size: int = 64, seed:
     if not (synthetic / "HAM10000_metadata.csv").is_file():
         generate_synthetic_dermoscopy(synthetic, n_images=images, size=size, seed=seed)
     else:
+        _check_reused_set(synthetic, images, size, seed)
         print(f"reusing the synthetic dermoscopy set in {synthetic}")
     if not (split / "split.csv").is_file():
         prepare_dermoscopy_split(synthetic / "HAM10000_metadata.csv", split, images=str(synthetic / "images"),
