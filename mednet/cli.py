@@ -155,8 +155,11 @@ def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
         except OptionError as e:
             problems.update(e.problems)
             continue
-        if name in texts and not (value.strip().lower() in ("none", "null") and params[name].default is None):
-            value = repr(value)  # fire parses a Python literal: quoted, it stays the text typed
+        if name in texts:
+            if value.strip().lower() in ("none", "null") and params[name].default is None:
+                value = "None"  # fire reads only this spelling as None
+            else:
+                value = repr(value)  # fire parses a Python literal: quoted, it stays the text typed
         out.append(f"--{name}={value}")
     for name, p in params.items():
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in given:

@@ -349,7 +349,9 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
         value, limit = (overrides[given[i]] if i in given else ids.get(i, _MISSING) for i in (id_, bound))
         numbers_ = [v for v in (value, limit) if isinstance(v, numbers.Real) and not isinstance(v, bool)]
         key = given.get(id_) or given[bound]
-        if len(numbers_) == 2 and value > limit and f"--{key}" not in problems:
+        if any(f"--{given[i]}" in problems for i in (id_, bound) if i in given):
+            continue  # a bad value is reported once, by its own rule
+        if len(numbers_) == 2 and value > limit:
             problems[f"--{key}"] = (f"{_display(id_)} {value} is more than {_display(bound)} {limit}; it must be "
                                     f"at most {limit}")
     if problems:

@@ -62,7 +62,7 @@ def test_every_problem_is_reported_at_once_and_kwargs_functions_accept_other_nam
         "--run='r'", "--lr_schedule=cosine", "--epochs=2"]
 
 
-@pytest.mark.parametrize("typed", ["2024", "1_000", "None", "a,b", "[1]", "it's \"x\"", "2.5"])
+@pytest.mark.parametrize("typed", ["2024", "1_000", "None", "none", "null", "a,b", "[1]", "it's \"x\"", "2.5"])
 def test_text_and_path_flags_reach_the_function_as_typed(typed: str) -> None:
     """fire parses a value as a Python literal: ``--out 2024`` became an int and ``--out a,b`` a tuple, and the
     job failed with a traceback. Text and path parameters now get exactly the text typed."""
@@ -71,7 +71,7 @@ def test_text_and_path_flags_reach_the_function_as_typed(typed: str) -> None:
     tokens = check_cli_flags(paths, ["--out", typed, "--folder", typed])
     values = [fire.parser.DefaultParseValue(t.partition("=")[2]) for t in tokens]
     assert values[0] == typed
-    assert values[1] == (None if typed == "None" else typed)  # None where None is the default
+    assert values[1] == (None if typed in ("None", "none", "null") else typed)  # None where None is the default
 
 
 def test_a_misspelt_flag_stops_the_command_line_with_one_line_and_nothing_written(tmp_path: Path) -> None:
@@ -85,3 +85,15 @@ def test_a_misspelt_flag_stops_the_command_line_with_one_line_and_nothing_writte
     assert lines == ["mednet error: --subject: unknown option; did you mean --subjects? "
                      "(MEDNET_TRACEBACK=1 shows the traceback)"]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_a_size_flag_takes_numbers_and_text() -> None:
+    """The web demo's --max_file_size: "2mb" stays text, 1e7 reaches parse_file_size as a number (fire's parse)."""
+    import fire.parser
+
+    from mednet.app.web import web
+
+    tokens = check_cli_flags(web, ["--run", "r", "--max_file_size", "1e7"])
+    assert fire.parser.DefaultParseValue(tokens[-1].partition("=")[2]) == 1e7
+    tokens = check_cli_flags(web, ["--run", "r", "--max_file_size", "2mb"])
+    assert fire.parser.DefaultParseValue(tokens[-1].partition("=")[2]) == "2mb"

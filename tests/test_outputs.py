@@ -381,11 +381,22 @@ def test_resume_restores_the_amp_loss_scale(tmp_path: Path) -> None:
     steps until it fell back. MONAI trainers keep it as ``engine.scaler``."""
     from mednet.engines.checkpoints import AtomicCheckpointSaver
 
+    class AmpTrainer(Engine):
+        """As MONAI's Trainer: no scaler while handlers are attached, a new one made by run()."""
+
+        scaler = None
+
+        def run(self, *args, **kwargs):
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+            return super().run(*args, **kwargs)
+
     def attempt(stop_after: int | None) -> torch.amp.GradScaler:
         net = torch.nn.Linear(2, 1)
-        trainer, evaluator = _engines([0.5, 0.6, 0.7])
+        evaluator = Engine(lambda e, b: None)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(val_dice=0.5))
+        trainer = AmpTrainer(lambda e, b: None)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0], max_epochs=1))
         trainer.state.max_epochs, trainer.state.epoch_length = 3, 1
-        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
 
         @trainer.on(Events.EPOCH_STARTED)
         def _step(engine: Engine) -> None:  # as after overflows: the scale has come down

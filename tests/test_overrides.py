@@ -194,6 +194,7 @@ def test_validation_interval_is_at_most_the_epochs() -> None:
         assert refused(config, epochs=1, val_interval=2).startswith("--val_interval: ")
         check_overrides(config, {"val_interval": 3, "epochs": 3})
     assert refused(TRAIN, epochs=0).startswith("--epochs: must be ≥ 1")  # the value rule first, no second line
+    assert ";" not in refused(TRAIN, epochs=0, val_interval=2)  # only --epochs' own problem
 
 
 def test_a_patch_option_is_refused_with_a_prepared_patch_file() -> None:

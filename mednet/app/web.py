@@ -571,7 +571,8 @@ def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = Tru
 
 # ---------------------------------------------------------------------------------------------------- command line
 def web(run: str, port: int = 7860, host: str = "127.0.0.1", feedback_dir: str | None = None,
-        cache_dir: str | None = None, max_file_size: str = DEFAULT_MAX_FILE_SIZE, device: str = "cpu") -> None:
+        cache_dir: str | None = None, max_file_size: str | int | float = DEFAULT_MAX_FILE_SIZE,
+        device: str = "cpu") -> None:
     """Serve the demo page for ``run`` (a run folder or a serving file) until interrupted."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -730,7 +730,8 @@ def merge_feedback(
         per_split = check.groupby("split")
         previous = json.loads((dataset_dir / "split.json").read_text(encoding="utf-8")) \
             if (dataset_dir / "split.json").is_file() else {}
-        created += write_table(split_stats(check, class_names), stats_stem,
+        created += [stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md")]  # before: either may be written
+        write_table(split_stats(check, class_names), stats_stem,
                     title=f"Images per class and split ({provenance} data, {source_csv} + feedback)",
                     footer="\nLast row: distinct lesions per split. No lesion is in two splits. Each flagged image "
                            "added is its own lesion, in training.\n")

@@ -224,19 +224,27 @@ class AtomicCheckpointSaver:
                 raise DataError(path, f"cannot resume the {name} ({_first_sentence(str(e))}); was the run started "
                                       "with other settings? Start a new run instead") from e
         self.load_state_dict(state["saver"])
-        scaler = _grad_scaler(engine)
-        if scaler is not None and state.get(_SCALER_KEY):  # empty: saved before the scaler's first step
-            scaler.load_state_dict(state[_SCALER_KEY])
-        if "best_model" in state:  # model.pt may hold a later, discarded epoch's weights (killed before this file)
-            self._best_state = state["best_model"]
-            self.save(self.key_metric_filename, self._best_state)
         epoch, max_epochs = int(state["trainer"]["epoch"]), engine.state.max_epochs
         iteration = int(state["trainer"]["iteration"])
         self.resumed_from_epoch = epoch
+        if max_epochs is not None and epoch >= max_epochs and (self.save_dir / FINISHED_FILE).is_file():
+            raise DataError(path, f"the run already completed {epoch} of {max_epochs} epochs; nothing to resume "
+                                  "(its model.pt can be used with --ckpt_path; to train longer, start a new run)")
+        if "best_model" in state:  # model.pt may hold a later, discarded epoch's weights (killed before this file)
+            self._best_state = state["best_model"]
+            self.save(self.key_metric_filename, self._best_state)
+        if state.get(_SCALER_KEY):  # empty or absent: saved before the scaler's first step, or without AMP
+            scaler_state = state[_SCALER_KEY]
+
+            # MONAI's Trainer.run() makes a new GradScaler just before Engine.run (and there is none yet when the
+            # handlers are attached): the loss scale is loaded once the run has started
+            def restore_scaler(trainer: Engine) -> None:
+                scaler = _grad_scaler(trainer)
+                if scaler is not None:
+                    scaler.load_state_dict(scaler_state)
+
+            engine.add_event_handler(Events.STARTED, restore_scaler)
         if max_epochs is not None and epoch >= max_epochs:
-            if (self.save_dir / FINISHED_FILE).is_file():
-                raise DataError(path, f"the run already completed {epoch} of {max_epochs} epochs; nothing to resume "
-                                      "(its model.pt can be used with --ckpt_path; to train longer, start a new run)")
             # every epoch was trained but the run stopped in a step after training (the dermoscopy bundle's
             # calibration, or before finished.json): train nothing and let the run go on to those steps. Ignite would
             # start a *new* run on a state that is already done, so the epoch is set once the run has started.
