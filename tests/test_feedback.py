@@ -305,6 +305,17 @@ def test_merge_takes_the_image_from_its_hash_never_from_the_image_file_column(ti
             merge_feedback(feedback, tiny_split, tmp_path / f"merged{i}")
         assert not (tmp_path / f"merged{i}" / "split.csv").exists()
 
+    # with a superseded flag before it, the edited row is still named by its own line (row 4, not row 3)
+    append_feedback(feedback, _image(22), model_run="run-a", predicted="nv", probability=0.5, corrected="mel")
+    append_feedback(feedback, _image(22), model_run="run-b", predicted="nv", probability=0.5, corrected="bcc")
+    rows = list(csv_module.reader(table_csv.open(encoding="utf-8", newline="")))
+    rows[1][2] = f"images/{stored.stem}.png"  # row 2 repaired
+    rows[3][2] = "images/elsewhere.png"  # the latest flag of image 22, file line 4
+    with table_csv.open("w", encoding="utf-8", newline="") as f:
+        csv_module.writer(f, lineterminator="\n").writerows(rows)
+    with pytest.raises(DataError, match=r"feedback\.csv:row 4: image_file 'images/elsewhere\.png'"):
+        merge_feedback(feedback, tiny_split, tmp_path / "merged_superseded")
+
 
 def _resaved(image: np.ndarray, folder: Path, how: str) -> np.ndarray:
     """``image`` as a clinician might upload a copy of it: a JPEG re-save (quality 75) or a bilinear ×2 resize,

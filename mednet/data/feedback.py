@@ -420,7 +420,8 @@ def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[p
         flags.setdefault(row["image_sha256"], []).append((times[i], row["timestamp"], row["model_run"],
                                                           row["corrected"]))
     last = {table["image_sha256"].iloc[i]: i for i in order}  # the latest flag's row of each image
-    latest = table.iloc[sorted(last.values())].reset_index(drop=True)
+    latest = table.iloc[sorted(last.values())].copy()
+    # the index stays the file's data-row number, so an error about a kept flag names its own line
     latest.attrs = dict(table.attrs)
     return latest, len(table) - len(latest), flags
 
@@ -614,7 +615,7 @@ def merge_feedback(
     feedback, superseded, flags = _checked_feedback(feedback_dir, class_names)
     feedback_csv = Path(feedback.attrs["source"])
     images = [_feedback_image(feedback_dir, row, _row_ref(feedback_csv, i))
-              for i, row in enumerate(feedback.itertuples(index=False))]
+              for i, row in zip(feedback.index, feedback.itertuples(index=False))]
 
     out.mkdir(parents=True, exist_ok=True)
     hash_rows = _image_hashes(list(table["path"]), [dataset_dir / HASH_CACHE, out / HASH_CACHE], out)
