@@ -164,6 +164,18 @@ def test_invalid_json(tmp_path):
     assert str(err.value).startswith(f"{path}: ") and "not valid JSON" in str(err.value)
 
 
+def test_datalist_with_a_bom_is_read_and_non_utf8_is_named(tmp_path):
+    """Windows Notepad saves UTF-8 with a BOM; a Latin-1 file is refused naming it (not a bare UnicodeDecodeError)."""
+    path = tmp_path / "datalist.json"
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"training": [{"image": "a.nii.gz"}]}).encode())
+    assert [Path(d["image"]).name for d in load_datalist(path, "training")] == ["a.nii.gz"]
+    path.write_bytes(json.dumps({"training": [{"image": "caf\u00e9.nii.gz"}]}).encode().replace(b"\\u00e9", b"\xe9"))
+    with pytest.raises(DataError) as err:
+        load_datalist(path, "training")
+    assert str(err.value).startswith(f"{path}: not UTF-8 text")
+
+
 def test_json_that_is_not_an_object(tmp_path):
     path = _write_json(tmp_path / "list.json", [{"image": "a.nii"}])
     with pytest.raises(DataError, match="must be a JSON object"):

@@ -178,6 +178,17 @@ def test_read_ham10000_errors_name_file_row_and_value(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(DataError, match=r"HAM10000_metadata\.csv: none of its 10 images was found"):
         read_ham10000(csv, [empty])
+
+
+def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(tmp_path: Path) -> None:
+    """pandas would take the first column as the index and read every value one column left ("unknown dx 'histo'")."""
+    csv, dirs = write_ham(tmp_path)
+    expected = read_ham10000(csv, dirs)
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("\n".join(lines[:1] + [line + "," for line in lines[1:]]) + "\n", encoding="utf-8")
+    table = read_ham10000(trailing, dirs)
+    assert table[["lesion_id", "image_id", "dx"]].equals(expected[["lesion_id", "image_id", "dx"]])
     with pytest.raises(DataError, match="image folder not found"):
         read_ham10000(csv, [tmp_path / "absent"])
 
@@ -481,6 +492,17 @@ def test_resized_cache_centre_crop_and_reuse(tmp_path: Path, monkeypatch) -> Non
     assert write_resized_cache(table, tmp_path / "out", 2)["cache_path"].tolist() == [str(target.resolve())]
     with pytest.raises(AssertionError):  # another size is another cache
         write_resized_cache(table, tmp_path / "out", 3)
+
+
+def test_resized_cache_refuses_an_image_far_too_small_as_training_would(tmp_path: Path) -> None:
+    """The cache must not upscale a 10 px image into a 64 px PNG that training then accepts."""
+    Image.new("RGB", (10, 10), (90, 40, 20)).save(tmp_path / "tiny.png")
+    table = pd.DataFrame({"image_id": ["tiny"], "path": [str(tmp_path / "tiny.png")]})
+    with pytest.raises(DataError, match=r"tiny\.png: image is 10×10 px, far too small for --cache_size 64 "
+                                        r"\(at least 16 px a side\)"):
+        write_resized_cache(table, tmp_path / "out", 64)
+    assert not (tmp_path / "out" / "cache_64" / "tiny.png").exists()
+    assert write_resized_cache(table, tmp_path / "out", 40)["cache_path"].map(os.path.isfile).all()  # 4× is allowed
 
 
 def test_resized_cache_is_rewritten_when_its_source_changed_or_on_overwrite(tmp_path: Path) -> None:

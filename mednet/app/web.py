@@ -56,7 +56,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mednet.data.dermoscopy import is_dicom_file  # noqa: E402
+from mednet.data.dermoscopy import MAX_UPSCALE, check_image_size, is_dicom_file  # noqa: E402
 from mednet.errors import DataError, OptionError  # noqa: E402
 
 __all__ = [
@@ -96,8 +96,6 @@ MONO_FONTS: tuple[str, ...] = ("ui-monospace", "SFMono-Regular", "Menlo", "Conso
                                "DejaVu Sans Mono", "monospace")
 #: side (px) of the image the explanation is drawn on: the model's square crop, enlarged for the screen
 DISPLAY_SIZE = 384
-#: an image is refused if it must be enlarged more than this to reach the model's input size
-MAX_UPSCALE = 4
 DEFAULT_MAX_FILE_SIZE = "10mb"
 #: a browser session's decoded image is dropped after this many seconds (and when its tab closes)
 STATE_TTL_S = 3600
@@ -202,9 +200,7 @@ class WebModel:
         return rgb
 
     def check_size(self, rgb: np.ndarray, where: str | os.PathLike | None = None) -> None:
-        if min(rgb.shape[:2]) * MAX_UPSCALE < self.image_size:
-            raise DataError(where, f"image is {rgb.shape[1]}×{rgb.shape[0]} px, far too small for this model "
-                                   f"(at least {-(-self.image_size // MAX_UPSCALE)} px a side)")
+        check_image_size(rgb, self.image_size, where, "this model's input size")
 
     def model_input(self, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """``(S, S, 3)`` uint8 crop the model sees and its normalised ``(1, 3, S, S)`` tensor, as in evaluation

@@ -48,10 +48,12 @@ def load_datalist(path: str | os.PathLike, split: str, required: bool = True) ->
     """
     path = find_datalist(path).resolve()
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: Windows Notepad starts UTF-8 files with a BOM
             content = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start}); save the datalist as UTF-8") from None
     if not isinstance(content, dict):
         raise DataError(path, "a datalist must be a JSON object with 'training'/'validation'/'test' lists")
     check_disjoint_splits(content, path, base=path.parent)

@@ -140,7 +140,10 @@ def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool
     if not csv.is_file():
         raise DataError(csv, "file not found")
     try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
+        # index_col=False: with a trailing comma on every data row pandas would otherwise take the first column
+        # as the index and shift every value one column left (an "unknown dx" error about the wrong column)
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True,
+                         index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError(csv, "the CSV file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -761,6 +764,19 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC))
 
 
+#: an image is refused if it must be enlarged more than this to reach the model's input size (it holds no lesion
+#: detail); one rule for training, the resized cache, evaluation and the web demo
+MAX_UPSCALE = 4
+
+
+def check_image_size(image: np.ndarray, size: int, where: str | os.PathLike | None,
+                     what: str = "--image_size") -> None:
+    """Refuse an ``(H, W, 3)`` image that must be enlarged more than :data:`MAX_UPSCALE` times to ``size``."""
+    if min(image.shape[:2]) * MAX_UPSCALE < size:
+        raise DataError(where, f"image is {image.shape[1]}×{image.shape[0]} px, far too small for {what} {size} "
+                               f"(at least {-(-size // MAX_UPSCALE)} px a side)")
+
+
 def write_resized_cache(
     table: pd.DataFrame, out_dir: str | os.PathLike, size: int, progress: bool | None = None, overwrite: bool = False
 ) -> pd.DataFrame:
@@ -784,8 +800,10 @@ def write_resized_cache(
                                disable=None if progress is None else not progress, leave=False):
         target = cache_dir / f"{_check_image_id(str(image_id), str(path))}.png"
         if overwrite or _stale(target, Path(path)):
+            image = load_rgb(path)
+            check_image_size(image, int(size), path, "--cache_size")  # the same refusal as without a cache
             with atomic_path(target) as tmp:
-                Image.fromarray(resize_center_crop(load_rgb(path), int(size))).save(tmp)
+                Image.fromarray(resize_center_crop(image, int(size))).save(tmp)
             written += 1
         cached.append(str(target.resolve()))
     logger.info("%s: %d images resized to %d px, %d already cached", cache_dir, written, size, len(cached) - written)

@@ -39,7 +39,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, DICOM_SUFFIXES, is_dicom_file, load_rgb, resize_center_crop
+from mednet.data.dermoscopy import (MAX_UPSCALE, DERMOSCOPY_CLASSES, DICOM_SUFFIXES, check_image_size, is_dicom_file,
+                                    load_rgb, resize_center_crop)
 from mednet.data.naming import PHOTO_SUFFIXES, unique_names
 from mednet.data.splits import SPLITS
 from mednet.errors import DataError, OptionError
@@ -48,9 +49,6 @@ __all__ = ["AUGMENTATIONS", "LesionImageDataset", "image_transform", "channel_st
            "lesion_dataset", "list_lesion_images", "training_accuracy_output"]
 
 logger = logging.getLogger("mednet")
-
-#: an image is refused if it must be enlarged more than this to reach ``image_size`` (it holds no lesion detail)
-MAX_UPSCALE = 4
 
 #: ``--augmentation`` choices: per-image only (``none``), or with MixUp / CutMix / CutOut / AugMix
 AUGMENTATIONS = ("none", "mixup", "cutmix", "cutout", "augmix")
@@ -112,9 +110,7 @@ class LesionImageDataset(Dataset):
         row = self.table.iloc[i]
         cached = self._cached_path(row)
         image = load_rgb(cached or row["path"])
-        if min(image.shape[:2]) * MAX_UPSCALE < self.image_size:
-            raise DataError(cached or row["path"], f"image is {image.shape[1]}×{image.shape[0]} px, far too small for "
-                            f"--image_size {self.image_size} (at least {-(-self.image_size // MAX_UPSCALE)} px a side)")
+        check_image_size(image, self.image_size, cached or row["path"])
         if image.shape[:2] != (self.image_size, self.image_size):
             image = resize_center_crop(image, self.image_size)
         if self.cache:
