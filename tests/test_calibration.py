@@ -482,3 +482,43 @@ def test_evaluation_refuses_lesions_the_run_trained_or_selected_on(tmp_path, cap
     with caplog.at_level("WARNING", logger="mednet"):
         check_evaluated_rows(leaked, model, "test", other)  # cannot check: warned, not silent
     assert any("cannot check" in r.getMessage() for r in caplog.records)
+
+
+def test_held_out_check_matches_images_follows_a_csv_path_and_sees_a_remade_split(tmp_path) -> None:
+    """The same photograph under another lesion id (ISIC 2018 read without lesion groups) is caught by its image id
+    or file; a run that recorded its split.csv itself is followed; a split re-made in place since training
+    (another seed with --overwrite) is refused, since the run's training lesions can no longer be told."""
+    from mednet.data.splits import check_evaluated_rows, split_fingerprint
+    from mednet.errors import DataError
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    for folder in (own, other):
+        folder.mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    pd.DataFrame({"image_id": ["ISIC_1", "ISIC_2", "ISIC_3"], "lesion_id": ["HAM_1", "HAM_2", "HAM_3"],
+                  "dx": ["nv"] * 3, "dx_type": ["histo"] * 3, "path": ["../a.png", "b.png", "c.png"],
+                  "split": ["training", "validation", "test"]}).to_csv(own / "split.csv", index=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = {"dataset_dir": str(own / "split.csv"), "split_fingerprint": split_fingerprint(own)}
+    (run / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    model = run / "model.pt"
+    by_image = pd.DataFrame({"image_id": ["ISIC_1"], "lesion_id": ["ISIC_1"], "path": [str(other / "x.png")]})
+    with pytest.raises(DataError, match=r"1 lesion\(s\) of its test split are in the training or validation split .*"
+                                        r"1 training, 0 validation; e\.g\. ISIC_1\)"):
+        check_evaluated_rows(by_image, model, "test", other)
+    by_file = pd.DataFrame({"image_id": ["copy"], "lesion_id": ["L9"], "path": [str(tmp_path / "a.png")]})
+    with pytest.raises(DataError, match=r"e\.g\. L9\)"):
+        check_evaluated_rows(by_file, model, "test", other)
+    assert check_evaluated_rows(by_file.assign(path=str(other / "new.png")), model, "test", other) is not None
+
+    # the run's own split, re-made in place with another assignment
+    table = pd.read_csv(own / "split.csv")
+    table["split"] = ["test", "validation", "training"]
+    table.to_csv(own / "split.csv", index=False)
+    for dataset_dir in (own, other):
+        with pytest.raises(DataError, match=r"own[/\\]split\.csv: its images are assigned to splits differently from "
+                                            r"when .* was trained on it"):
+            check_evaluated_rows(pd.DataFrame({"lesion_id": ["HAM_1"]}), model, "test", dataset_dir)
+    table.assign(split=["training", "validation", "test"], dx_type="other").to_csv(own / "split.csv", index=False)
+    assert check_evaluated_rows(pd.DataFrame({"lesion_id": ["HAM_3"]}), model, "test", own) is not None  # same assignment

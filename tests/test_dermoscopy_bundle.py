@@ -54,7 +54,7 @@ def trained(split_dir: Path, tmp_path_factory) -> Path:
     return run
 
 
-def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
+def test_training_run_records_what_evaluation_repeats(trained: Path, split_dir: Path) -> None:
     for name in ("model.pt", "model_final.pt", "settings.json", "metrics.csv", "convergence.png", "augmentations.png",
                  "finished.json"):
         assert (trained / name).is_file(), name
@@ -63,6 +63,10 @@ def test_training_run_records_what_evaluation_repeats(trained: Path) -> None:
     assert settings["augmentation"] == "mixup" and settings["data"] == "synthetic"
     assert len(settings["normalization"]["mean"]) == 3 and all(0 < s < 1 for s in settings["normalization"]["std"])
     assert set(settings["class_counts"]) == set(CLASSES) and min(settings["class_counts"].values()) > 0
+    from mednet.data.splits import split_fingerprint  # what evaluation's held-out check compares against
+
+    assert settings["dataset_dir"] == str(split_dir.resolve()) and settings["split_fingerprint"] == split_fingerprint(
+        split_dir)
     epochs = pd.read_csv(trained / "metrics.csv")
     assert list(epochs["epoch"]) == [1, 2]
     for column in ("val_balanced_accuracy", "val_ece", "val_oe", "val_recall_mel", "train_loss"):
@@ -193,6 +197,7 @@ def test_ensemble_with_searched_weights(trained: Path, student: Path, split_dir:
     settings = json.loads((run / "settings.json").read_text(encoding="utf-8"))
     assert settings["model"] == "ensemble" and settings["weight_choice"] == "searched"
     assert sum(settings["weights"]) == pytest.approx(1.0) and len(settings["weights"]) == 2
+    assert settings["dataset_dir"] == str(split_dir.resolve()) and len(settings["split_fingerprint"]) == 64
     assert (run / "calibration.json").is_file() and (run / "finished.json").is_file()
     (eval_dir,) = [p for p in run.iterdir() if p.name.startswith("eval-test-")]
     report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))

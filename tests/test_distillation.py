@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import math
+import re
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from monai.engines.utils import IterationEvents
 from mednet.engines.distillation import (
     DistillationTrainer,
     check_distillation,
+    check_teachers_held_out,
     load_teacher_models,
     load_teachers,
     teacher_normalization,
@@ -382,3 +384,12 @@ def test_teachers_must_not_have_seen_the_students_validation_or_test_lesions(tmp
     msg = str(info.value)
     assert msg.startswith(f"{student / 'split.csv'}: 1 lesion(s) of its validation split are in the training split")
     assert "L2" in msg and str(other / "split.csv") in msg
+    # an ensemble teacher of the leaky run: its own settings name the student's split, its member's do not
+    ensemble = tmp_path / "ensemble"
+    ensemble.mkdir()
+    (ensemble / "settings.json").write_text(json.dumps({"model": "ensemble", "members": [str(same), str(leaky)],
+                                                        "weights": [0.5, 0.5], "dataset_dir": str(student)}),
+                                            encoding="utf-8")
+    with pytest.raises(DataError, match=r"1 lesion\(s\) of its validation split are in the training split of the run "
+                                        rf"that trained {re.escape(str(leaky / 'model.pt'))}"):
+        check_teachers_held_out([ensemble / "settings.json"], student)

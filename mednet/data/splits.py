@@ -8,6 +8,7 @@ group is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from mednet.errors import DataError, OptionError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SPLITS", "check_disjoint_groups", "check_fit_rows", "check_evaluated_rows"]
+__all__ = ["SPLITS", "check_disjoint_groups", "check_fit_rows", "check_evaluated_rows", "split_csv_path",
+           "recorded_dataset_dir", "split_fingerprint"]
 
 #: split names, in the order of MONAI datalists and of split CSVs
 SPLITS = ("training", "validation", "test")
@@ -54,34 +56,143 @@ def check_disjoint_groups(assignments: Iterable[tuple[str, object]], source: str
 
 
 def _as_list(checkpoints: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
-    return [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
+    """The checkpoints to check, an ensemble run followed by its members' (recursively): an ensemble's own
+    ``settings.json`` names only the split its weights were chosen on, while each member trained on its own."""
+    found: list[str | os.PathLike] = []
+    pending = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
+    while pending:
+        checkpoint = pending.pop(0)
+        if any(Path(checkpoint) == Path(c) for c in found):
+            continue
+        found.append(checkpoint)
+        try:
+            settings = json.loads((Path(checkpoint).parent / "settings.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        members = settings.get("members") if isinstance(settings, dict) else None
+        if isinstance(members, list):
+            pending += [Path(m) / "model.pt" if Path(m).is_dir() else Path(m) for m in members if isinstance(m, str)]
+    return found
+
+
+def split_csv_path(dataset_dir: str | os.PathLike) -> Path:
+    """The ``split.csv`` of a split folder, or the CSV itself when ``dataset_dir`` names one (as
+    :func:`mednet.data.lesion_split.load_split_table` accepts both)."""
+    path = Path(dataset_dir)
+    return path if path.suffix.lower() == ".csv" else path / "split.csv"
+
+
+def recorded_dataset_dir(dataset_dir: str | os.PathLike) -> str:
+    """``dataset_dir`` as a run records it in ``settings.json``: absolute, so that evaluation, calibration and
+    distillation started from another folder find the split the run was trained on."""
+    return str(Path(dataset_dir).resolve())
+
+
+def split_fingerprint(dataset_dir: str | os.PathLike) -> str:
+    """SHA-256 of a split's assignment: its sorted ``image_id, lesion_id, split`` rows (``dataset_dir``: a split
+    folder or its ``split.csv``).
+
+    Recorded in a run's ``settings.json`` at training, it tells whether the split was re-made since (another seed
+    or method with ``--overwrite`` in the same folder), in which case its test rows may be images the run trained
+    on. Paths, ``dx_type`` and the cache column are left out: moving the data or caching it changes no assignment.
+    """
+    import hashlib
+
+    from mednet.data.dermoscopy import _read_csv  # the project's CSV reader (strings, BOM/spaces removed)
+
+    csv = split_csv_path(dataset_dir)
+    rows = _read_csv(csv, ["image_id", "lesion_id", "split"], allow_empty=True)
+    lines = sorted("\t".join(r) for r in zip(rows["image_id"], rows["lesion_id"], rows["split"]))
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _recorded_split_csv(recorded: str) -> Path | None:
+    """The ``split.csv`` a run's recorded ``dataset_dir`` names, or None when it is not on this machine.
+
+    Runs record an absolute path; runs made before that recorded the path as typed, relative to the folder the
+    bundle ran in — tried against the current folder, then the checkout (bundle paths are relative to it).
+    """
+    candidates = [split_csv_path(recorded)]
+    if not candidates[0].is_absolute():
+        with contextlib.suppress(FileNotFoundError):
+            from mednet.app.bundles import repo_root
+
+            candidates.append(repo_root() / candidates[0])
+    return next((c.resolve() for c in candidates if c.is_file()), None)
 
 
 def _run_split(checkpoint: str | os.PathLike, dataset_dir: str | os.PathLike,
                job: str) -> tuple[str, Path, pd.DataFrame] | None:
-    """The split a run was trained on: ``(its dataset_dir, its split.csv, rows lesion_id/split as str)``.
+    """The split a run was trained on: ``(its dataset_dir, its split.csv, rows as str)``, rows with
+    ``image_id, lesion_id, split`` and ``path`` (resolved).
 
-    The run's ``settings.json`` (beside ``checkpoint``) names the split folder it was trained on; its
-    ``split.csv`` says where each lesion went. None (nothing to compare) when the settings name no folder or name
+    The run's ``settings.json`` (beside ``checkpoint``) names the split it was trained on; its ``split.csv`` says
+    where each image and lesion went. None (nothing to compare) when the settings name no split or name the
     ``dataset_dir`` itself (one split table is lesion-disjoint: :func:`check_disjoint_groups`), and, with a
-    warning, when that folder's ``split.csv`` is not on this machine.
+    warning, when that ``split.csv`` is not on this machine.
+
+    Raises:
+        DataError: the settings record a ``split_fingerprint`` (:func:`split_fingerprint`) and the split found
+            there now assigns its images differently: the run's own split was re-made since training, so which
+            lesions the run trained on can no longer be told.
     """
     from mednet.data.dermoscopy import _read_csv  # the project's CSV reader (strings, BOM/spaces removed)
 
     settings_path = Path(checkpoint).parent / "settings.json"
     try:
-        own = json.loads(settings_path.read_text(encoding="utf-8")).get("dataset_dir")
+        settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        own, fingerprint = settings.get("dataset_dir"), settings.get("split_fingerprint")
     except (OSError, ValueError, AttributeError):
-        own = None
-    if not own or Path(own).resolve() == Path(dataset_dir).resolve():
+        own, fingerprint = None, None
+    if not own:
         return None
-    own_csv = Path(own) / "split.csv"
-    if not own_csv.is_file():
+    own_csv = _recorded_split_csv(str(own))
+    if own_csv is None:
         logging.getLogger("mednet").warning(
             f"{checkpoint}: its training split {own} is not here; cannot check that the {job} rows of "
             f"{dataset_dir} are held out from it")
         return None
-    return own, own_csv, _read_csv(own_csv, ["lesion_id", "split"], allow_empty=True)[["lesion_id", "split"]]
+    if fingerprint and split_fingerprint(own_csv) != fingerprint:
+        raise DataError(own_csv, f"its images are assigned to splits differently from when {checkpoint} was trained "
+                                 f"on it ({settings_path}: split_fingerprint); the split was re-made since (another "
+                                 "--seed or version with --overwrite?), so its test rows may be images the model "
+                                 "trained on — evaluate on the split the run was trained on, or train again")
+    if own_csv == split_csv_path(dataset_dir).resolve():
+        return None
+    rows = _read_csv(own_csv, ["lesion_id", "split"], allow_empty=True)
+    for column in ("image_id", "path"):  # always in a split.csv the project writes
+        if column not in rows.columns:
+            rows[column] = ""
+    rows = rows[["image_id", "lesion_id", "split", "path"]].copy()
+    rows["path"] = [os.path.realpath(own_csv.parent / p) if p else "" for p in rows["path"]]
+    return str(own), own_csv, rows
+
+
+def _shared_lesions(table, seen) -> tuple[set[str], dict[str, set[str]]]:
+    """The ``lesion_id`` of ``table``'s rows that are in ``seen`` (rows of a run's split) by lesion, by
+    ``image_id`` or by image file, overall and per ``seen`` split.
+
+    The image id and file catch the same photograph under another lesion id: ISIC 2018's training images *are*
+    HAM10000's, and read without ``--lesion_groups`` each is its own "lesion".
+    """
+    import pandas as pd
+
+    lesions = table["lesion_id"].astype(str)
+    keys = [("lesion_id", lesions)]
+    if "image_id" in table.columns:
+        keys.append(("image_id", table["image_id"].astype(str)))
+    if "path" in table.columns:
+        keys.append(("path", pd.Series([os.path.realpath(p) if p else "" for p in table["path"]], index=table.index,
+                                       dtype=object)))
+    by_split: dict[str, set[str]] = {}
+    for split, rows in seen.groupby("split"):
+        hit = None
+        for column, values in keys:
+            known = set(rows[column]) - {""}
+            found = values.isin(known)
+            hit = found if hit is None else hit | found
+        by_split[str(split)] = set(lesions[hit])
+    return set().union(*by_split.values()) if by_split else set(), by_split
 
 
 def check_fit_rows(table, checkpoints: str | os.PathLike | Sequence[str | os.PathLike], split: str,
@@ -92,7 +203,8 @@ def check_fit_rows(table, checkpoints: str | os.PathLike | Sequence[str | os.Pat
     A temperature, referral threshold or ensemble weight is *selected* on these rows, so they must be the
     validation split, and no lesion among them may be in the training or test split of the run that trained the
     model — possible when ``--dataset_dir`` names another split of the same source (another seed) than the run's
-    own (``dataset_dir`` in its ``settings.json``).
+    own (``dataset_dir`` in its ``settings.json``). A row counts as in the run's split by its lesion, its image id
+    or its image file (:func:`_shared_lesions`).
 
     Args:
         table: the fitting rows, with a ``lesion_id`` column.
@@ -107,19 +219,17 @@ def check_fit_rows(table, checkpoints: str | os.PathLike | Sequence[str | os.Pat
     if split != "validation":
         raise OptionError({"--split": f"{job} is fitted on the validation split only (fitting it on {split!r} "
                                       "would select on data it must be judged on or was trained on)"})
-    lesions = set(table["lesion_id"].astype(str))
     for checkpoint in _as_list(checkpoints):
         found = _run_split(checkpoint, dataset_dir, job)
         if found is None:
             continue
         own, own_csv, rows = found
-        seen = rows[rows["split"].isin(["training", "test"])]
-        shared = lesions & set(seen["lesion_id"])
+        shared, by_split = _shared_lesions(table, rows[rows["split"].isin(["training", "test"])])
         if shared:
-            by_split = {s: len(shared & set(seen.loc[seen["split"] == s, "lesion_id"])) for s in ("training", "test")}
             raise DataError(dataset_dir, f"{len(shared)} lesion(s) of its validation split are in the training or test "
                                          f"split of the run that trained {checkpoint} ({own_csv}: "
-                                         f"{by_split['training']} training, {by_split['test']} test); fit the "
+                                         f"{len(by_split.get('training', ()))} training, "
+                                         f"{len(by_split.get('test', ()))} test); fit the "
                                          f"{job} on that run's own split (--dataset_dir {own})")
     return table
 
@@ -134,7 +244,9 @@ def check_evaluated_rows(table, checkpoints: str | os.PathLike | Sequence[str | 
     on or selected on, and the scores are inflated without any sign. A lesion is refused when the run's
     ``split.csv`` puts it in ``training`` or ``validation`` and that is not the split being evaluated (rows of the
     run's own test split pass; so do the run's validation rows evaluated as ``--split validation``, which the
-    report labels as such). Lesions the run's split does not list (an external test set) pass.
+    report labels as such). A row counts as in the run's split by its lesion, its image id or its image file (the
+    same photograph under another lesion id, :func:`_shared_lesions`). Lesions the run's split does not list (an
+    external test set) pass.
 
     Args:
         table: the evaluated rows, with a ``lesion_id`` column (``attrs["source"]``: the CSV, named in errors).
@@ -146,18 +258,16 @@ def check_evaluated_rows(table, checkpoints: str | os.PathLike | Sequence[str | 
         DataError: ``"<table>: N lesion(s) of its <split> split are in the training or validation split of the
             run that trained <checkpoint> (<run split.csv>: a training, b validation; e.g. …)"``.
     """
-    lesions = set(table["lesion_id"].astype(str))
-    source = table.attrs.get("source") or Path(dataset_dir) / "split.csv"
+    source = table.attrs.get("source") or split_csv_path(dataset_dir)
     fitted = [s for s in ("training", "validation") if s != split]  # what the model was trained / selected on
     for checkpoint in _as_list(checkpoints):
         found = _run_split(checkpoint, dataset_dir, job)
         if found is None:
             continue
         own, own_csv, rows = found
-        seen = rows[rows["split"].isin(fitted)]
-        shared = lesions & set(seen["lesion_id"])
+        shared, found_in = _shared_lesions(table, rows[rows["split"].isin(fitted)])
         if shared:
-            by_split = ", ".join(f"{len(shared & set(seen.loc[seen['split'] == s, 'lesion_id']))} {s}" for s in fitted)
+            by_split = ", ".join(f"{len(found_in.get(s, ()))} {s}" for s in fitted)
             examples = ", ".join(sorted(shared)[:3]) + (", …" if len(shared) > 3 else "")
             raise DataError(source, f"{len(shared)} lesion(s) of its {split} split are in the "
                                     f"{' or '.join(fitted)} split of the run that trained {checkpoint} ({own_csv}: "

@@ -255,17 +255,17 @@ def check_teachers_held_out(checkpoints: Sequence[str | os.PathLike], dataset_di
     A teacher trained on another split of the same source (another seed) has trained on some of the student's
     validation and test lesions and passes that knowledge on through its soft targets: the student's checkpoint
     choice, temperature and test scores would then be made on data it has indirectly seen. Each of the student's
-    validation and test rows (``dataset_dir/split.csv``) is checked against every teacher's own split
-    (:func:`mednet.data.splits.check_evaluated_rows`: a teacher's training lesions may not be in either, its
-    validation lesions not in the test split).
+    validation and test rows (``dataset_dir/split.csv``) is checked against every teacher's own split, and an
+    ensemble teacher's against each of its members' (:func:`mednet.data.splits.check_evaluated_rows`: a teacher's
+    training lesions may not be in either, its validation lesions not in the test split).
 
     Raises:
         DataError: naming the student's ``split.csv``, the teacher's run and the overlapping lesions.
     """
     from mednet.data.dermoscopy import _read_csv
-    from mednet.data.splits import check_evaluated_rows
+    from mednet.data.splits import check_evaluated_rows, split_csv_path
 
-    csv = Path(dataset_dir) / "split.csv"
+    csv = split_csv_path(dataset_dir)
     if not csv.is_file():
         return  # the training config reports a missing split folder itself
     table = _read_csv(csv, ["lesion_id", "split"], allow_empty=True)
