@@ -447,6 +447,23 @@ def test_split_by_lesion_grouped_stratified_and_seeded() -> None:
     assert split_by_lesion(table, seed=1)["split"].tolist() != out["split"].tolist()
 
 
+def test_held_out_splits_are_a_sample_of_the_lesions_not_only_single_image_ones() -> None:
+    """Largest lesion first sent every multi-image lesion to training (its target is largest): validation and test
+    then held single-image lesions only (0 % against HAM10000's 26 %), a biased sample."""
+    rng = np.random.default_rng(0)
+    classes = rng.choice(DERMOSCOPY_CLASSES, 3000, p=[0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    images = np.where(rng.random(3000) < 0.26, rng.integers(2, 7, 3000), 1)  # 26 % of lesions: 2–6 images
+    table = pd.DataFrame([{"image_id": f"I{k}_{j}", "lesion_id": f"L{k}", "dx": dx}
+                          for k, (dx, n) in enumerate(zip(classes, images)) for j in range(n)])
+    out = split_by_lesion(table, val=0.15, test=0.15, seed=0)
+    per_lesion = out.groupby("lesion_id").agg(split=("split", "first"), n=("split", "size"))
+    multi = per_lesion.groupby("split")["n"].apply(lambda n: float((n > 1).mean()))
+    for split in ("training", "validation", "test"):
+        assert abs(multi[split] - 0.26) < 0.05, multi.to_dict()
+    shares = pd.crosstab(out["dx"], out["split"], normalize="index")  # each class's images: 70 / 15 / 15 %
+    assert (shares["training"] - 0.70).abs().max() < 0.04 and (shares["test"] - 0.15).abs().max() < 0.04, shares
+
+
 def test_split_small_class_reaches_every_split_and_errors() -> None:
     table = pd.DataFrame({"image_id": [f"i{k}" for k in range(8)], "lesion_id": ["a", "b", "c", "d", "d", "e", "f", "g"],
                           "dx": ["df", "df", "df", "nv", "nv", "nv", "nv", "nv"]})

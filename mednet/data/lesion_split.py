@@ -9,10 +9,14 @@ about 1 % of images each) reach every split.
 :func:`split_by_lesion` is a seeded greedy assignment written here rather than scikit-learn's
 ``StratifiedGroupKFold``: that gives k equal folds (15 %/15 %/70 % needs nested calls and approximate fold
 sizes), balances classes only heuristically and guarantees no class in every fold. Per class, lesions are
-shuffled with the seed, one lesion is reserved for each split (when the class has at least as many lesions as
-there are splits), and the rest, largest lesion first, go to the split furthest below its target image
-count (fraction × the class's images). Each split therefore holds each class's images within one lesion
-(≤ 6 images in HAM10000) of its target, so class proportions per split match the overall ones.
+shuffled with the seed. A class with fewer lesions than there are splits stays in training. Otherwise validation
+and test each first take one of its smallest lesions, so that each split gets the class; then every lesion, in shuffled
+order, goes to the split least filled relative to its target image count (fraction × the class's images). Each
+split therefore holds each class's images within about one lesion (≤ 6 images in HAM10000) of its target, so
+class proportions per split match the overall ones, and each split's lesions are a random sample: lesions with
+several photographs reach validation and test in their share. (Before version 0.3.3 the largest lesions went
+first, to the split furthest below its target in images, which was always training: validation and test then
+held single-image lesions only.)
 
 The split CSV (``split.csv``): ``image_id, lesion_id, dx, dx_type, path, split`` [``cache_path``], paths
 relative to the CSV's folder (as in :func:`mednet.data.datalist.write_datalist`). :func:`prepare_dermoscopy_split`
@@ -142,17 +146,23 @@ def split_by_lesion(
     for label in sorted(labels.unique(), key=str):
         lesions = sorted(labels.index[labels == label], key=str)  # independent of row order
         lesions = [lesions[i] for i in rng.permutation(len(lesions))]
-        lesions.sort(key=lambda g: -sizes[g])  # stable: shuffled order among equal sizes
         total = float(sizes[lesions].sum())
         target = {s: fractions[s] * total for s in active}
         count = dict.fromkeys(active, 0.0)
-        if len(lesions) >= len(active):
-            # reserve the smallest lesions for the small splits first, so each split gets the class
-            for s in sorted(active, key=lambda s: fractions[s]):
-                g = lesions.pop() if s != "training" else lesions.pop(0)
-                assignment[g], count[s] = s, count[s] + sizes[g]
+        if len(lesions) < len(active):  # too few to reach every split: all to training, where they teach the class
+            assignment.update(dict.fromkeys(lesions, "training"))
+            continue
+        # each split gets the class: the small splits first take the first of the smallest lesions (a 6-image lesion
+        # would overshoot a rare class's 15 % at once)
+        for s in sorted((s for s in active if s != "training"), key=lambda s: fractions[s]):
+            g = min(lesions, key=lambda g: sizes[g])  # the first such in shuffled order
+            lesions.remove(g)
+            assignment[g], count[s] = s, count[s] + sizes[g]
+        # in shuffled order, each lesion goes to the split least filled relative to its target. Not largest lesion
+        # first: training's large target would then take every multi-image lesion, and the held-out splits would
+        # be single-image lesions only, not a sample of the lesions (HAM10000: 26 % of lesions have several images)
         for g in lesions:
-            s = max(active, key=lambda s: target[s] - count[s])  # ties: training, validation, test
+            s = min(active, key=lambda s: count[s] / target[s])  # ties: training, validation, test
             assignment[g], count[s] = s, count[s] + sizes[g]
     out = table.copy()
     out["split"] = table[group].map(assignment)
