@@ -254,7 +254,7 @@ def test_trainer_epoch_keeps_teachers_frozen():
     out = trainer.state.output
     assert {"image", "label", "pred", "loss", "ce_loss", "kd_loss"} <= set(out)
     assert "teacher_pred" not in out
-    assert out["ce_loss"] + out["kd_loss"] == pytest.approx(out["loss"].item(), rel=1e-5)
+    assert float(out["ce_loss"] + out["kd_loss"]) == pytest.approx(out["loss"].item(), rel=1e-5)
     assert {"train_loss", "train_accuracy"} <= set(trainer.state.metrics)
 
 

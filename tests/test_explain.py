@@ -187,6 +187,13 @@ def test_bad_options_and_ensembles() -> None:
         check_explain_options(ensemble, CLASSES7)
     with pytest.raises(OptionError, match="--ig_baseline.*--n_steps|--n_steps.*--ig_baseline"):
         check_explain_options(a, CLASSES7, ig_baseline="white", n_steps=0)
+    with pytest.raises(OptionError, match="--layer.*not a \\(B, C, h, w\\)"):  # found in initialize, not at run
+        check_explain_options(a, CLASSES7, ["gradcam"], layer="head", image_size=S)
+    # a module run twice per forward (a ResNet block's relu): its map would mix two calls, so it is refused
+    resnet = build_classifier("resnet18", 7, S).eval()
+    with pytest.raises(OptionError, match="--layer: 'layer4.1.relu' runs 2 times in one forward pass.*'layer4.1'"):
+        check_explain_options(resnet, CLASSES7, ["gradcam"], layer="layer4.1.relu", image_size=S)
+    assert feature_map_size(resnet, "layer4.1", S) == feature_map_size(resnet, "layer4", S)
     # a caller inside torch.inference_mode (e.g. a web demo) still gets gradients
     with torch.inference_mode():
         heat = grad_cam_map(a, torch.randn(3, S, S))

@@ -46,8 +46,8 @@ class DistillationTrainer(SupervisedTrainer):
             ``loss_function`` = a :class:`DistillationLoss`, ``prepare_batch``, ``amp``, handlers, metrics, …).
 
     Each iteration's output is the parent's ``{"image", "label", "pred", "loss"}`` (``pred`` = the student's
-    logits, so accuracy metrics and the ``train_loss`` average work unchanged) plus the floats ``"ce_loss"`` and
-    ``"kd_loss"`` (:attr:`DistillationLoss.last_parts`, summing to ``"loss"``). The teachers' logits are not
+    logits, so accuracy metrics and the ``train_loss`` average work unchanged) plus ``"ce_loss"`` and
+    ``"kd_loss"`` (detached 0-d tensors, :attr:`DistillationLoss.last_part_tensors`, summing to ``"loss"``). The teachers' logits are not
     kept in the output (memory).
 
     Raises:
@@ -163,7 +163,7 @@ class DistillationTrainer(SupervisedTrainer):
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             if should_step:
                 engine.optimizer.step()
-        parts = loss_function.last_parts
+        parts = loss_function.last_part_tensors  # tensors: a float() here would sync with the GPU every step
         engine.state.output["ce_loss"] = parts["ce"]
         engine.state.output["kd_loss"] = parts["kd"]
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

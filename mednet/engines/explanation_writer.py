@@ -46,6 +46,7 @@ from mednet.explain.attribution import (
     attribution_maps_timed,
     check_layer,
     check_methods,
+    feature_map_size,
     map_resolution,
 )
 from mednet.io import refuse_existing
@@ -139,16 +140,20 @@ def check_explain_options(network: torch.nn.Module | None, class_names: Sequence
                           methods: Sequence[str] = EXPLAIN_METHODS, target_class: str | int | None = None,
                           layer: str | None = None, ig_baseline: str = "black", n_steps: int = 50, n_samples: int = 20,
                           stdevs: float = 0.1, internal_batch_size: int = 16,
-                          max_images: int = 16) -> tuple[tuple[str, ...], int | None, str | None]:
+                          max_images: int = 16,
+                          image_size: int | None = None) -> tuple[tuple[str, ...], int | None, str | None]:
     """Check explain.json's options against the run's network and classes before anything is read or written.
 
     Returns:
         ``(methods, target class index or None, Grad-CAM layer)`` — the layer resolved to the default when a
         Grad-CAM method is asked for and ``network`` is given, else ``layer`` as given.
 
+    With ``image_size``, a Grad-CAM layer is also run once on a blank image: its output must be a feature map,
+    computed once per forward pass (:func:`~mednet.explain.attribution.feature_map_size`).
+
     Raises:
-        OptionError: naming every bad option (unknown method, baseline, class or layer; Grad-CAM on an ensemble;
-            counts below 1).
+        OptionError: naming every bad option (unknown method, baseline, class or layer; a layer whose output is
+            no feature map or that runs twice; Grad-CAM on an ensemble; counts below 1).
     """
     methods = check_methods(methods)
     target = resolve_target_class(target_class, class_names)
@@ -163,6 +168,8 @@ def check_explain_options(network: torch.nn.Module | None, class_names: Sequence
         raise OptionError(problems)
     if network is not None and any(m in CAM_METHODS for m in methods):
         layer = check_layer(network, layer)
+        if image_size is not None:
+            feature_map_size(network, layer, int(image_size))
     return methods, target, layer
 
 

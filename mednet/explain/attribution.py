@@ -210,13 +210,17 @@ def _device(network: nn.Module, fallback: torch.device | str = "cpu") -> torch.d
     return torch.device(fallback)
 
 
-def _stage_sizes(net: nn.Module, names: Sequence[str], image_size: int) -> dict[str, tuple[int, int]]:
-    """Spatial size of each named module's output for one ``image_size`` input (4-D outputs only)."""
+def _stage_sizes(net: nn.Module, names: Sequence[str], image_size: int,
+                 calls: dict[str, int] | None = None) -> dict[str, tuple[int, int]]:
+    """Spatial size of each named module's output for one ``image_size`` input (4-D outputs only); ``calls``, if
+    given, receives how many times each module ran in that forward pass."""
     modules = dict(net.named_modules())
     sizes: dict[str, tuple[int, int]] = {}
     handles = []
     for name in names:
         def hook(_m, _i, out, name=name):
+            if calls is not None:
+                calls[name] = calls.get(name, 0) + 1
             if isinstance(out, torch.Tensor) and out.ndim == 4:
                 sizes[name] = (int(out.shape[-2]), int(out.shape[-1]))
         handles.append(modules[name].register_forward_hook(hook))
@@ -233,10 +237,18 @@ def feature_map_size(network: nn.Module, layer: str | None, image_size: int) -> 
     """``(h, w)`` of the target layer's output for an ``image_size`` input — the Grad-CAM map's true resolution.
 
     Raises:
-        OptionError: ``--layer``: unknown, or its output is not a ``(B, C, h, w)`` feature map.
+        OptionError: ``--layer``: unknown, not a ``(B, C, h, w)`` feature map, or a module that runs more than once
+            in a forward pass (torchvision's ResNet blocks call one ``relu`` two or three times): MONAI's Grad-CAM
+            keeps the last call's activations but the first call's gradients, and the map silently mixes them.
     """
     layer = check_layer(network, layer)
-    sizes = _stage_sizes(_unwrap(network), [layer], image_size)
+    calls: dict[str, int] = {}
+    sizes = _stage_sizes(_unwrap(network), [layer], image_size, calls)
+    if calls.get(layer, 0) > 1:
+        parent = layer.rsplit(".", 1)[0] if "." in layer else default_target_layer(network)
+        raise OptionError({"--layer": f"{layer!r} runs {calls[layer]} times in one forward pass (a module reused "
+                                      "inside a block); Grad-CAM would mix one call's activations with another's "
+                                      f"gradients — choose the block that holds it, such as {parent!r}"})
     if layer not in sizes:
         raise OptionError({"--layer": f"the output of {layer!r} is not a (B, C, h, w) feature map; choose a "
                                       f"convolutional stage such as {default_target_layer(network)}"})
@@ -382,8 +394,11 @@ def _cam_maps(network: nn.Module, images: torch.Tensor, targets: torch.Tensor, l
 
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch and NumPy inside the block, leaving the global random states as they were."""
-    devices = [device] if device.type == "cuda" else []
+    """Seed torch and NumPy inside the block, leaving the global random states as they were.
+
+    Every CUDA device is forked, not only ``device``: ``torch.manual_seed`` reseeds all of them, also when the
+    network runs on the CPU."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     np_state = np.random.get_state()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)

@@ -264,7 +264,13 @@ class DistillationLoss(torch.nn.Module):
     @property
     def last_parts(self) -> dict[str, float]:
         """``{"ce": γ·CE, "kd": KD term}`` of the last batch (floats; they sum to the loss)."""
-        return {k: float(v) for k, v in self._last.items()}
+        return {k: float(v) for k, v in self.last_part_tensors.items()}
+
+    @property
+    def last_part_tensors(self) -> dict[str, torch.Tensor]:
+        """:attr:`last_parts` as detached 0-d tensors on the loss's device: reading them does not wait for the GPU
+        (``float()`` would, every iteration)."""
+        return dict(self._last)
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode}, temperature={self.temperature:g}, alpha={self.alpha:g}, gamma={self.gamma:g}, "
