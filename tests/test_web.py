@@ -2,13 +2,17 @@
 
 Without a browser: the prediction equals ``softmax(logits / T)`` computed independently of the app, the referral
 flag follows the run's threshold, every explanation method draws an overlay, a DICOM upload is predicted and its
-patient attributes and file name reach neither the feedback, nor the log, nor the disk, bad uploads get a message,
-and a missing or mismatched run stops the start with one ``mednet error:`` line.
+patient attributes and file name reach neither the feedback, nor the log, nor the disk, bad uploads get a message
+(an oversized one clears the previous image), two threads predicting at once get what each would get alone, the
+upload cache is a private folder (never the run or the feedback), a non-loopback ``--host`` needs ``--auth`` and the
+served app refuses requests without a login, and a missing or mismatched run stops the start with one
+``mednet error:`` line.
 
 In a real browser (Debian's Chromium through Playwright, never a downloaded browser): the app is started as a
 subprocess, a JPEG is uploaded, the top-3 and the overlay appear, another explanation is chosen, the prediction is
 flagged with a corrected class (the feedback row is checked), a DICOM, a corrupt and an oversized file get their
-answers, and **no request of the page leaves 127.0.0.1**. A screenshot is written to ``tmp_path`` (the test artefact) and, with
+answers (the oversized one, never sent, still clears the image before it: a flag then records nothing), and **no
+request of the page leaves 127.0.0.1**. A screenshot is written to ``tmp_path`` (the test artefact) and, with
 ``MEDNET_UPDATE_SCREENSHOT=1``, to the README's ``docs/web_demo.png``. Without ``/usr/bin/chromium`` the browser test fails (CI installs it) unless
 ``MEDNET_SKIP_BROWSER=1``.
 """
@@ -16,13 +20,17 @@ answers, and **no request of the page leaves 127.0.0.1**. A screenshot is writte
 from __future__ import annotations
 
 import csv
+import http.cookiejar
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -346,13 +354,204 @@ def test_build_app_with_a_serving_file(web_run, tmp_path, monkeypatch):
     assert app.mednet_model.run_dir == web_run.resolve()
     assert app.mednet_demo.feedback_dir == web_run.resolve() / "feedback"
     assert app.mednet_max_file_size == 2 * 1024**2
-    assert os.environ["GRADIO_TEMP_DIR"] == str((tmp_path / "cache").resolve())
+    private = app.mednet_cache_dir  # a fresh folder of its own inside --cache_dir
+    assert os.environ["GRADIO_TEMP_DIR"] == str(private) and private.parent == (tmp_path / "cache").resolve()
     assert parse_file_size("10mb") == 10 * 1024**2 and parse_file_size("500 KB") == 500 * 1024
     from mednet.errors import OptionError
 
     for bad in ("ten", "0mb", "-1", ""):
         with pytest.raises(OptionError, match="--max_file_size"):
             parse_file_size(bad)
+
+
+def test_concurrent_requests_get_their_own_explanations(web_model):
+    """Gradio runs one tab's upload and another's change of explanation at once, on the same network: each must get
+    the overlay it would get alone (the explanations flip the network's flags and hook its layers)."""
+    rgb = lesion_image(seed=7)
+    serial = {m: web_model.predict_array(rgb, m) for m in ("gradcam", "gradcampp")}
+    problems: list[str] = []
+    start = threading.Barrier(2)
+
+    def work(method: str) -> None:
+        start.wait()
+        for _ in range(60):
+            try:
+                result = web_model.predict_array(rgb, method)
+            except Exception as e:  # e.g. a KeyError of the other thread's Grad-CAM hook
+                problems.append(f"{method}: {e!r}")
+                continue
+            if not np.array_equal(result["overlay"], serial[method]["overlay"]):
+                problems.append(f"{method}: another overlay")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: the race shows at once
+    try:
+        threads = [threading.Thread(target=work, args=(m,)) for m in serial]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not problems, problems[:5]
+
+
+def test_the_model_events_share_one_concurrency_group_and_no_api(web_model, tmp_path, monkeypatch):
+    from mednet.app.web import MODEL_EVENTS, build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=tmp_path / "cache")
+    fns = list(app.fns.values() if isinstance(app.fns, dict) else app.fns)
+    by_trigger = {(getattr(app.blocks.get(i), "elem_id", None), name): f for f in fns for i, name in f.targets}
+    for key in (("upload", "upload"), ("method", "change"), ("oversized", "click")):
+        assert by_trigger[key].concurrency_id == MODEL_EVENTS, key
+    assert all(getattr(f, "api_visibility", None) == "private" or getattr(f, "show_api", True) is False for f in fns)
+
+
+def test_an_oversized_upload_clears_the_previous_image(web_model, tmp_path, jpeg, monkeypatch):
+    """Gradio refuses a file above the limit in the browser, so no upload event comes: the page's script clicks a
+    hidden button whose event clears the previous image, correction and comment. On the server, a file above the
+    limit is refused too."""
+    from mednet.app.web import WebDemo, build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=tmp_path / "cache", max_file_size="1kb")
+    fns = list(app.fns.values() if isinstance(app.fns, dict) else app.fns)
+    (upload_event,) = [f for f in fns if any(name == "upload" for _, name in f.targets)]
+    (oversized_event,) = [f for f in fns if any(getattr(app.blocks.get(i), "elem_id", None) == "oversized"
+                                                 for i, _ in f.targets)]
+    assert oversized_event.outputs == upload_event.outputs  # the same reset as a new upload
+    markdown, overlay, state, status, upload, corrected, comment = oversized_event.fn()
+    assert "larger than the limit of 1 KB" in markdown
+    assert (overlay, state, status, upload, corrected, comment) == (None, None, "", None, None, "")
+    assert "const limit = 1024;" in app.mednet_js and "#oversized" in app.mednet_js and "#upload" in app.mednet_js
+
+    cache = tmp_path / "uploads"
+    big = cache / "f00" / "big_lesion.jpg"
+    big.parent.mkdir(parents=True)
+    big.write_bytes(jpeg.read_bytes())
+    assert big.stat().st_size > 1024
+    demo = WebDemo(web_model, tmp_path / "fb", upload_dir=cache, max_file_size=1024)
+    markdown, overlay, state, _ = demo.on_upload(str(big))
+    assert "larger than the limit" in markdown and overlay is None and state is None
+    assert not big.exists()  # deleted from the upload cache, never decoded
+    assert "Top-3" in WebDemo(web_model, tmp_path / "fb", max_file_size=10**7).on_upload(str(jpeg))[0]
+
+
+def test_the_upload_cache_is_a_private_folder_and_never_the_run(web_run, web_model, tmp_path, monkeypatch):
+    """Gradio serves and accepts any file under its cache folder, and the demo deletes uploads found there: the
+    cache is a fresh folder of its own, and a --cache_dir that is or holds the run or the feedback is refused."""
+    from mednet.app.web import build_app
+    from mednet.errors import OptionError
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    for cache, feedback in ((web_run, None), (web_run.parent, None), (tmp_path / "c", tmp_path / "c" / "fb"),
+                            (tmp_path / "fb", tmp_path / "fb")):
+        with pytest.raises(OptionError, match="^--cache_dir: .* is or contains the (run|feedback) folder"):
+            build_app(web_model, feedback_dir=feedback, cache_dir=cache)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    notes = cache / "notes.txt"
+    notes.write_text("not an upload\n", encoding="utf-8")
+    app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=cache)
+    private = app.mednet_cache_dir
+    assert private.parent == cache.resolve() and private.name.startswith("mednet-web-") and not any(private.iterdir())
+    assert os.environ["GRADIO_TEMP_DIR"] == str(private) and app.mednet_demo.upload_dir == private
+    assert "Cannot analyse" in app.mednet_demo.on_upload(str(notes))[0]
+    assert notes.is_file()  # outside the private folder: never deleted
+    assert build_app(web_model, cache_dir=cache).mednet_cache_dir != private  # each server its own
+    assert build_app(web_model).mednet_cache_dir.parent == web_run.resolve() / "web_cache"
+
+
+def test_auth_file_and_host_checks(tmp_path):
+    from mednet.app.web import check_host, read_auth_file
+    from mednet.errors import DataError, OptionError
+
+    users = tmp_path / "users.txt"
+    users.write_text("# logins\nalice: s3cret:with:colons \n\nbob:pw\n", encoding="utf-8")
+    assert read_auth_file(users) == [("alice", "s3cret:with:colons"), ("bob", "pw")]
+    for text, problem in (("alice hunter2\n", "line 1: expected user:password"),
+                          ("a:hunter2\n:hunter3\n", "line 2: expected user:password"), ("a:\n", "line 1: expected"),
+                          ("a:hunter2\na:hunter3\n", "line 2: user 'a' is given twice"),
+                          ("# none\n", "no user:password line")):
+        users.write_text(text, encoding="utf-8")
+        with pytest.raises(DataError, match=f"^{users}: {problem}") as info:
+            read_auth_file(users)
+        assert "hunter" not in str(info.value)  # a password never reaches the error line
+    with pytest.raises(DataError, match="cannot read the --auth file"):
+        read_auth_file(tmp_path / "missing.txt")
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"):
+        check_host(host, None)
+    for host in ("0.0.0.0", "192.168.1.5", "::", "example.org"):
+        with pytest.raises(OptionError, match="^--host: .*--auth"):
+            check_host(host, None)
+        check_host(host, [("alice", "pw")])
+
+
+def test_a_non_loopback_host_without_auth_is_refused(web_run, tmp_path, monkeypatch):
+    from unittest import mock
+
+    from _bundle_cli import command_in_process
+    from mednet.app.web import web
+
+    launch = mock.Mock()  # "serves" and returns at once
+    monkeypatch.setattr("mednet.app.web.launch_app", launch)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # web() sets it; restored after the test
+    refused = command_in_process(web, "--run", str(web_run), "--host", "0.0.0.0")
+    assert refused.returncode == 2 and _error_lines(refused.stderr)[0].startswith("mednet error: --host: 0.0.0.0")
+    assert not launch.called
+    users = tmp_path / "users.txt"
+    users.write_text("alice:s3cret\n", encoding="utf-8")
+    users.chmod(0o600)
+    served = command_in_process(web, "--run", str(web_run), "--host", "0.0.0.0", "--auth", str(users),
+                                "--cache_dir", str(tmp_path / "cache"))
+    assert served.returncode == 0, served.stderr
+    assert launch.call_args.kwargs["auth"] == [("alice", "s3cret")] and "s3cret" not in served.stderr
+    assert not any((tmp_path / "cache").iterdir())  # the private cache is removed when the server stops
+
+
+def test_the_served_app_needs_a_login_and_serves_no_other_file(web_model, tmp_path, monkeypatch):
+    """Launched with a login: without it, no page data, upload or file; with it, still no file of the cache folder
+    outside the app's private one, and no API listing."""
+    from mednet.app.web import build_app, launch_app
+    from mednet.errors import OptionError
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "notes.txt").write_text("not for the page\n", encoding="utf-8")
+    app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=cache)
+    with pytest.raises(OptionError, match="^--host"):
+        launch_app(app, "0.0.0.0", _free_port(), block=False)
+    port = _free_port()
+    launch_app(app, "127.0.0.1", port, block=False, auth=[("alice", "s3cret")])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def fetch(opener, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+            try:
+                with opener.open(base + path, data=data, timeout=30) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        anonymous = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        notes = f"/gradio_api/file={cache.resolve() / 'notes.txt'}"
+        for path, data in (("/config", None), ("/gradio_api/info", None), (notes, None),
+                           ("/gradio_api/upload", b"x"), ("/gradio_api/queue/join", b"{}")):
+            assert fetch(anonymous, path, data)[0] == 401, path
+        user = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                           urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        login = {"username": "alice", "password": "wrong"}
+        assert fetch(user, "/login", urllib.parse.urlencode(login).encode())[0] == 400
+        login["password"] = "s3cret"
+        assert fetch(user, "/login", urllib.parse.urlencode(login).encode())[0] == 200
+        status, config = fetch(user, "/config")
+        assert status == 200 and b"Dermoscopy classifier" in config
+        assert fetch(user, notes)[0] == 403 and (cache / "notes.txt").is_file()
+        status, info = fetch(user, "/gradio_api/info")
+        assert status in (200, 404) and b"on_flag" not in info and b"on_new_upload" not in info
+    finally:
+        app.close()
 
 
 def _run_web(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -529,12 +728,25 @@ def test_web_demo_in_a_real_browser(chromium, web_run, web_model, jpeg, tmp_path
                     if cached.is_file():
                         assert b"Doe" not in cached.read_bytes() and PATIENT_ID.encode() not in cached.read_bytes()
 
-                # 5. a corrupt file and an oversized one: messages on the page
+                # 5. a corrupt file, then a good one and an oversized one after it: messages on the page
                 page.locator("#upload input[type=file]").set_input_files(str(corrupt))
                 expect(prediction).to_contain_text("Cannot analyse", timeout=60_000)
+                page.locator("#upload input[type=file]").set_input_files(str(jpeg))
+                expect(prediction).to_contain_text("Top-3", timeout=120_000)
+                page.locator("#corrected input").click()
+                page.get_by_role("option", name=corrected, exact=True).click()
                 page.locator("#upload input[type=file]").set_input_files(str(oversized))
                 expect(page.get_by_text("exceed the maximum allowed size", exact=False).first).to_be_visible(
                     timeout=60_000)  # refused by the page before any byte is sent
+                # ... and the JPEG is forgotten: a flag now cannot record it under the correction meant for the file
+                expect(prediction).to_contain_text("larger than the limit", timeout=60_000)
+                expect(page.locator("#corrected input")).to_have_value("")
+                page.locator("#corrected input").click()
+                page.get_by_role("option", name=corrected, exact=True).click()
+                page.locator("#flag").click()
+                expect(page.locator("#feedback_status")).to_contain_text("Upload an image first", timeout=60_000)
+                assert len(list(csv.DictReader((feedback / "feedback.csv").read_text(encoding="utf-8")
+                                               .splitlines()))) == 1
                 page.screenshot(path=str(tmp_path / "oversized.png"))
             finally:
                 browser.close()
@@ -552,7 +764,7 @@ def test_web_demo_in_a_real_browser(chromium, web_run, web_model, jpeg, tmp_path
     outside = sorted({u for u in requests if not _is_local(u)})
     assert requests and not outside, f"the page requested resources outside 127.0.0.1: {outside}"
     uploads = [u for u in requests if urlsplit(u).path.endswith("/gradio_api/upload")]
-    assert len(uploads) == 3, uploads  # JPEG, DICOM, corrupt file: the oversized one never left the browser
+    assert len(uploads) == 4, uploads  # JPEG, DICOM, corrupt file, JPEG: the oversized one never left the browser
 
 
 def test_the_request_check_tells_local_from_outside():

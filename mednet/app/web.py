@@ -1,7 +1,7 @@
 """The dermoscopy web demo: upload an image, see the calibrated top-3, a referral warning and an explanation.
 
-    python -m mednet.app.web --run RUN_DIR [--port 7860] [--host 127.0.0.1] [--feedback_dir RUN/feedback]
-        [--cache_dir RUN/web_cache] [--max_file_size 10mb] [--device cpu]
+    python -m mednet.app.web --run RUN_DIR [--port 7860] [--host 127.0.0.1] [--auth USERS_FILE]
+        [--feedback_dir RUN/feedback] [--cache_dir RUN/web_cache] [--max_file_size 10mb] [--device cpu]
 
 ``--run`` is a classification training run folder (``model.pt``, ``settings.json``; an ensemble run works too) or a
 serving file written by a promotion (:func:`mednet.app.retrain.resolve_serving`). The page (Gradio) takes a
@@ -19,21 +19,33 @@ dermoscopic photograph (JPEG, PNG) or a DICOM dermoscopy file and shows
   (:func:`mednet.data.feedback.append_feedback`, default folder ``RUN/feedback``), for a later gated retraining;
   a new upload clears both, and a "correct" class equal to the prediction is refused.
 
+**Access.** ``--auth USERS_FILE`` asks for a login (a file of ``user:password`` lines, :func:`read_auth_file`;
+passwords never go on the command line, where ``ps`` shows them). The flagged rows feed retraining, so a ``--host``
+other than a loopback address is refused without ``--auth``. The API page is hidden and the events are not offered
+to Gradio's client libraries (the page itself still calls them).
+
+**Concurrency.** Gradio runs different events (one tab's upload, another's change of explanation) at the same
+time; the explanations switch the network's flags and hook its layers, so every use of the network holds the
+model's lock (:class:`WebModel`) and the model's events share one Gradio concurrency group.
+
 **Privacy.** The server listens on 127.0.0.1 unless ``--host`` says otherwise and never creates a share link;
 Gradio's usage analytics are off (``GRADIO_ANALYTICS_ENABLED=False`` before Gradio is imported, and
 ``analytics_enabled=False``); Gradio 6's run history (every call, images included, kept in the browser), its
 ``/monitoring`` endpoint, the image "share" button (which posts to Hugging Face) and the footer link to gradio.app
 are switched off; the theme names system fonts only, so the page loads no web font, and the test
 (``tests/test_web.py``) checks in a real browser that the page requests nothing from outside 127.0.0.1. Gradio keeps
-uploads on disk in its cache, here ``RUN/web_cache`` (``--cache_dir``): the demo deletes each upload as soon as it
-is decoded (a DICOM file holds patient attributes; its pixels only are kept, in the browser session's memory), and
-Gradio deletes the images it served after an hour. Only decoded pixels are shown, explained or stored: no DICOM
+uploads on disk in its cache and serves (and accepts as input) any file there, so the demo gives it a fresh private
+folder ``mednet-web-*`` inside ``--cache_dir`` (default ``RUN/web_cache``; a folder that is or holds the run or the
+feedback folder is refused), removed when the server stops normally (Ctrl-C). The demo deletes each upload as soon as it is decoded
+(a DICOM file holds patient attributes; its pixels only are kept, in the browser session's memory), and Gradio
+deletes the images it served after an hour. Only decoded pixels are shown, explained or stored: no DICOM
 attribute is read (:func:`mednet.data.dermoscopy.read_dermoscopy_dicom` reads the pixel module only), the uploaded
 file's name is never logged, and a DICOM upload is recorded in the feedback as ``source_name = dicom``.
 
-Files that are not images, are corrupt, or are larger than ``--max_file_size`` get a message on the page (and the
-previous image is forgotten). A missing or unusable run stops the start with one ``mednet error:`` line (exit
-status 2).
+Files that are not images, are corrupt, or are larger than ``--max_file_size`` get a message on the page and the
+previous image is forgotten (an oversized file never reaches the server: the page's script reports it to a hidden
+event that clears the session's image, correction and comment). A missing or unusable run stops the start with one
+``mednet error:`` line (exit status 2).
 
 :func:`build_app` returns the :class:`gradio.Blocks` (its :class:`WebModel` as ``app.mednet_model``) and
 :func:`launch_app` serves it with the settings above; :meth:`WebModel.predict` is the page's prediction as a plain
@@ -42,11 +54,18 @@ function (no browser, no Gradio).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import ipaddress
 import logging
 import math
 import os
 import re
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 # before anything imports gradio: no usage analytics, no Hugging Face telemetry
@@ -67,8 +86,12 @@ __all__ = [
     "WebDemo",
     "load_web_model",
     "build_app",
+    "check_host",
+    "is_loopback",
     "launch_app",
+    "oversized_script",
     "parse_file_size",
+    "read_auth_file",
     "web",
 ]
 
@@ -127,6 +150,17 @@ def _describe(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the model
+def _serialised(method: Callable) -> Callable:
+    """Run ``method`` holding the model's lock: the explanations switch the shared network's training and gradient
+    flags and hook its layers, so two requests at once would read each other's activations (or miss a hook)."""
+    @functools.wraps(method)
+    def locked(self: WebModel, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class WebModel:
     """A run's classifier, calibration and preprocessing: what the page computes, without the page.
 
@@ -138,6 +172,8 @@ class WebModel:
         DataError: the run is missing, not a classification run, its weights do not fit its settings, or its
             calibration is unreadable (:func:`mednet.networks.trained.load_trained_classifier`,
             :func:`mednet.calibration.read_calibration`).
+
+    The methods that run the network hold :attr:`lock` (re-entrant), so one model can serve several threads.
     """
 
     def __init__(self, run: str | os.PathLike, device: str | torch.device = "cpu") -> None:
@@ -146,6 +182,8 @@ class WebModel:
         from mednet.data.lesion_images import image_transform
         from mednet.networks.trained import load_trained_classifier
 
+        #: held by every use of the network (Gradio runs the page's events in parallel threads)
+        self.lock = threading.RLock()
         self.run_dir = resolve_serving(run).resolve()
         self.device = torch.device(device)
         self.classifier = load_trained_classifier(self.run_dir, self.device)
@@ -217,6 +255,7 @@ class WebModel:
 
         return resize_center_crop(rgb, DISPLAY_SIZE)
 
+    @_serialised
     def explain(self, x: torch.Tensor, target: int, method: str = "auto") -> np.ndarray:
         """``(S, S)`` map in [0, 1] of ``method`` (:data:`EXPLANATIONS`; ``"auto"`` = :attr:`default_method`) for
         class ``target`` of input ``x``."""
@@ -239,14 +278,17 @@ class WebModel:
         return overlay_heatmap(self.display_image(rgb), self.explain(x, target, method))
 
     # ------------------------------------------------------------------------------------------------ predict
+    @_serialised
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """``(logits (K,), softmax(logits / T) (K,))`` of one input ``(1, 3, S, S)``, float64."""
         logits = self.network(x).double().cpu()[0]
         return logits.numpy(), torch.softmax(logits / self.temperature, dim=0).numpy()
 
+    @_serialised
     def predict_array(self, rgb: np.ndarray, method: str | None = "auto", top_k: int = 3) -> dict:
-        """:meth:`predict` for decoded ``(H, W, 3)`` uint8 RGB pixels."""
+        """:meth:`predict` for decoded ``(H, W, 3)`` uint8 RGB pixels (holding :attr:`lock` from the prediction to
+        the explanation)."""
         self.check_size(rgb)
         method = self.default_method if method == "auto" else method
         _, x = self.model_input(rgb)
@@ -337,13 +379,26 @@ class WebDemo:
         model: the served :class:`WebModel`.
         feedback_dir: where "flag as wrong" appends (default ``RUN/feedback``).
         upload_dir: Gradio's upload cache; an upload inside it is deleted once decoded.
+        max_file_size: the largest upload in bytes (None: no limit). Gradio refuses larger files before they reach
+            the server; this check stands in for it where it did not (a direct call, an older Gradio).
     """
 
     def __init__(self, model: WebModel, feedback_dir: str | os.PathLike | None = None,
-                 upload_dir: str | os.PathLike | None = None) -> None:
+                 upload_dir: str | os.PathLike | None = None, max_file_size: int | None = None) -> None:
         self.model = model
         self.feedback_dir = Path(feedback_dir) if feedback_dir else model.run_dir / "feedback"
         self.upload_dir = Path(upload_dir).resolve() if upload_dir else None
+        self.max_file_size = max_file_size
+
+    def _is_too_large(self, path: Path) -> bool:
+        try:
+            return self.max_file_size is not None and path.stat().st_size > self.max_file_size
+        except OSError:  # missing or unreadable: the decoder says so
+            return False
+
+    def _too_large(self) -> str:
+        return (f"### Cannot analyse this file\nIt is larger than the limit of {_human_size(self.max_file_size or 0)}."
+                f"\n\n{_UPLOAD_HINT}")
 
     def _forget_upload(self, path: Path) -> None:
         """Delete an upload inside the upload cache (and its folder, if now empty); never any other file."""
@@ -368,8 +423,10 @@ class WebDemo:
         if not file:
             return "", None, None, ""
         path = Path(file)
-        is_dicom = is_dicom_file(path)
         try:
+            if self._is_too_large(path):  # not decoded at all; deleted all the same
+                return self._too_large(), None, None, ""
+            is_dicom = is_dicom_file(path)
             rgb = self.model.load(path)
         except DataError as e:
             return (f"### Cannot analyse this file\n{_user_problem(e, path)}.\n\n{_UPLOAD_HINT}", None, None, "")
@@ -392,6 +449,13 @@ class WebDemo:
         patient, goes too), and the correction and comment chosen for the previous image are cleared, so that one
         click on "flag as wrong" cannot record them for this one."""
         return (*self.on_upload(file, method_label), None, None, "")
+
+    def on_oversized(self) -> tuple:
+        """The page's hidden "oversized upload" event (:func:`build_app`): the browser refused a file larger than the
+        limit, so no upload event came; the previous image, its prediction, correction and comment are cleared as
+        a new upload would (:meth:`on_new_upload`'s seven outputs), so that "flag as wrong" cannot record the
+        previous image under a correction meant for the refused one."""
+        return self._too_large(), None, None, "", None, None, ""
 
     def on_method(self, state: dict | None, method_label: str) -> tuple:
         """Another explanation method for the image already shown."""
@@ -462,10 +526,70 @@ def _no_share_button(gr) -> dict:
 
 
 def _theme_at_launch() -> bool:
-    """Gradio ≥ 6 takes the theme in ``launch()``; Gradio 5 in ``Blocks()``."""
+    """Gradio ≥ 6 takes the theme (and the page's script) in ``launch()``; Gradio 5 in ``Blocks()``."""
     import gradio as gr
 
     return "theme" in inspect.signature(gr.Blocks.launch).parameters
+
+
+def _event_options(listener: Callable, **wanted) -> dict:
+    """The ``wanted`` options this Gradio's event ``listener`` takes, and the event kept out of the API page and the
+    client libraries (Gradio ≥ 6 ``api_visibility="private"``, Gradio 5 ``show_api=False``)."""
+    params = inspect.signature(listener).parameters
+    options = {name: value for name, value in wanted.items() if name in params}
+    if "api_visibility" in params:
+        options["api_visibility"] = "private"
+    elif "show_api" in params:
+        options["show_api"] = False
+    return options
+
+
+def _hidden(gr) -> bool | str:
+    """``visible`` for a component the page's script clicks: rendered but not shown (Gradio 6 ``"hidden"``; Gradio 5
+    renders an invisible component all the same)."""
+    annotation = str(inspect.signature(gr.Button.__init__).parameters["visible"].annotation)
+    return "hidden" if "hidden" in annotation else False
+
+
+#: the Gradio concurrency group of every event that runs the network: one at a time, in order of arrival
+MODEL_EVENTS = "mednet-model"
+
+
+def oversized_script(max_bytes: int) -> str:
+    """The page's script: a file chosen for (or dropped on) the upload box that is larger than ``max_bytes`` clicks
+    the hidden ``#oversized`` button. Gradio refuses such a file in the browser and sends the server nothing, so
+    without this the previous image would stay in the session, ready to be flagged under the new correction."""
+    return ("() => {\n"
+            f"  const limit = {int(max_bytes)};\n"
+            "  const tooLarge = (files) => Array.from(files || []).some((f) => f.size > limit);\n"
+            "  const report = () => { const b = document.querySelector('#oversized'); if (b) b.click(); };\n"
+            "  const inUpload = (t) => t instanceof Element && t.closest('#upload') !== null;\n"
+            "  document.addEventListener('change', (e) => {\n"
+            "    if (inUpload(e.target) && e.target.type === 'file' && tooLarge(e.target.files)) report();\n"
+            "  }, true);\n"
+            "  document.addEventListener('drop', (e) => {\n"
+            "    if (inUpload(e.target) && e.dataTransfer && tooLarge(e.dataTransfer.files)) report();\n"
+            "  }, true);\n"
+            "}\n")
+
+
+def _private_cache(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> Path:
+    """A fresh folder of this server's own (``mednet-web-*``, mode 700) inside ``cache_dir``: Gradio serves, and
+    accepts as input, every file under its cache folder, and the demo deletes the uploads it finds there.
+
+    Raises:
+        OptionError: ``cache_dir`` is or contains the run folder or the feedback folder, or cannot be created.
+    """
+    root = cache_dir.resolve()
+    for what, folder in (("run folder", run_dir.resolve()), ("feedback folder", feedback_dir.resolve())):
+        if root == folder or root in folder.parents:
+            raise OptionError({"--cache_dir": f"{root} is or contains the {what} {folder}; choose a folder of its "
+                                              "own for Gradio's uploads, such as RUN/web_cache"})
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="mednet-web-", dir=root)).resolve()
+    except OSError as e:
+        raise OptionError({"--cache_dir": f"{root}: cannot create a folder there ({e.strerror or e})"}) from None
 
 
 def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike | None = None,
@@ -475,26 +599,33 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
     Args:
         run: a run folder, a serving file, or an already loaded :class:`WebModel`.
         feedback_dir: where "flag as wrong" records (default ``RUN/feedback``).
-        cache_dir: Gradio's upload cache (``GRADIO_TEMP_DIR``; default ``RUN/web_cache``).
+        cache_dir: where Gradio's upload cache is made: a fresh private folder ``mednet-web-*`` inside it becomes
+            ``GRADIO_TEMP_DIR`` (default ``RUN/web_cache``).
         max_file_size: the largest upload (e.g. ``"10mb"``), shown on the page and used by :func:`launch_app`.
 
     The returned app carries ``mednet_model`` (the :class:`WebModel`), ``mednet_demo`` (:class:`WebDemo`),
-    ``mednet_max_file_size`` (bytes) and ``mednet_theme``.
+    ``mednet_max_file_size`` (bytes), ``mednet_cache_dir`` (the private cache folder; remove it when done),
+    ``mednet_theme`` and ``mednet_js`` (:func:`oversized_script`).
+
+    Raises:
+        OptionError: the cache folder is or contains the run or the feedback folder (:func:`_private_cache`).
     """
     max_bytes = parse_file_size(max_file_size)
     model = run if isinstance(run, WebModel) else load_web_model(run)
-    cache = Path(cache_dir) if cache_dir else model.run_dir / "web_cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    feedback = Path(feedback_dir) if feedback_dir else model.run_dir / "feedback"
+    cache = _private_cache(Path(cache_dir) if cache_dir else model.run_dir / "web_cache", model.run_dir, feedback)
     # Gradio reads its cache folder when components are built: the uploads land here, not in the system /tmp
-    os.environ["GRADIO_TEMP_DIR"] = str(cache.resolve())
+    os.environ["GRADIO_TEMP_DIR"] = str(cache)
     import gradio as gr
 
-    demo = WebDemo(model, feedback_dir, cache)
+    demo = WebDemo(model, feedback, cache, max_file_size=max_bytes)
     theme = _theme()
+    script = oversized_script(max_bytes)
     blocks_args = {"title": "mednet — dermoscopy classifier", "analytics_enabled": False,
                    "delete_cache": (3600, 3600)}
     if not _theme_at_launch():
         blocks_args["theme"] = theme
+        blocks_args["js"] = script
     calibration = (f"temperature {model.temperature:.2f}, referral threshold "
                    f"{100 * model.threshold:.1f} %" if model.threshold is not None else
                    f"temperature {model.temperature:.2f}, no referral threshold")
@@ -518,20 +649,30 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
                     comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=3, elem_id="comment")
                     flag = gr.Button("Flag as wrong", variant="secondary", elem_id="flag")
                 status = gr.Markdown("", elem_id="feedback_status")
+                # clicked by the page's script when the browser refuses a file as too large (oversized_script)
+                oversized = gr.Button("oversized upload", visible=_hidden(gr), elem_id="oversized")
             with gr.Column(scale=2):
                 result = gr.Markdown("Upload an image to see the prediction.", elem_id="prediction")
                 overlay = gr.Image(label="Explanation overlay (the region the model sees)", type="numpy",
                                    interactive=False, elem_id="overlay", height=DISPLAY_SIZE, **_no_share_button(gr))
         state = gr.State(None, time_to_live=STATE_TTL_S)  # the decoded upload, for "flag as wrong"
 
-        upload.upload(demo.on_new_upload, inputs=[upload, method],
-                      outputs=[result, overlay, state, status, upload, corrected, comment])
-        method.change(demo.on_method, inputs=[state, method], outputs=[result, overlay, state, status])
-        flag.click(demo.on_flag, inputs=[state, corrected, comment], outputs=[status])
+        # one group: a tab's upload and another's change of explanation never run the network at once, and a
+        # refused oversized file clears the state after the upload before it, not before
+        model_events = _event_options(upload.upload, concurrency_id=MODEL_EVENTS)
+        page = [result, overlay, state, status, upload, corrected, comment]
+        upload.upload(demo.on_new_upload, inputs=[upload, method], outputs=page, **model_events)
+        oversized.click(demo.on_oversized, inputs=None, outputs=page, **model_events)
+        method.change(demo.on_method, inputs=[state, method], outputs=[result, overlay, state, status],
+                      **model_events)
+        flag.click(demo.on_flag, inputs=[state, corrected, comment], outputs=[status],
+                   **_event_options(flag.click))
     app.mednet_model = model
     app.mednet_demo = demo
     app.mednet_max_file_size = max_bytes
+    app.mednet_cache_dir = cache
     app.mednet_theme = theme
+    app.mednet_js = script
     return app
 
 
@@ -542,23 +683,96 @@ def _human_size(n: int) -> str:
     return f"{n} bytes"
 
 
-def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve ``app`` (:func:`build_app`) on ``host:port``: no share link, no analytics, the upload size limit,
-    the system-font theme. ``block=False`` returns at once (the server runs in a thread; ``app.close()``)."""
+# ---------------------------------------------------------------------------------------------------- access
+def read_auth_file(path: str | os.PathLike, option: str = "--auth") -> list[tuple[str, str]]:
+    """The logins of ``path``: one ``user:password`` per line → ``[(user, password), ...]`` for Gradio's ``auth``.
+
+    Blank lines and lines starting with ``#`` are skipped; the password is what follows the first colon (it may
+    hold colons), without the spaces around it. A file that other users can read is served with a warning.
+
+    Raises:
+        DataError: unreadable, no login, a line without a user or a password (its number only: the line may hold a
+            password), or a user twice.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        mode = file.stat().st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise DataError(file, f"cannot read the {option} file ({reason})") from None
+    logins: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, colon, password = line.partition(":")
+        user, password = user.strip(), password.strip()
+        if not colon or not user or not password:
+            raise DataError(file, f"line {number}: expected user:password")
+        if user in logins:
+            raise DataError(file, f"line {number}: user {user!r} is given twice")
+        logins[user] = password
+    if not logins:
+        raise DataError(file, "no user:password line")
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("%s: other users can read this password file (chmod 600 it)", file)
+    return list(logins.items())
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``): reachable from this machine only."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, auth: object) -> None:
+    """Refuse to serve beyond this machine without a login: every flag becomes a row for retraining.
+
+    Raises:
+        OptionError: ``host`` is not a loopback address and ``auth`` is empty.
+    """
+    if not auth and not is_loopback(host):
+        raise OptionError({"--host": f"{host} would let anyone who reaches the port upload images and record "
+                                     "feedback for retraining; give --auth USERS_FILE (user:password lines), or "
+                                     "serve on 127.0.0.1"})
+
+
+def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+               auth: list[tuple[str, str]] | None = None):
+    """Serve ``app`` (:func:`build_app`) on ``host:port``: no share link, no analytics, no API page, the upload size
+    limit, the system-font theme, and a login when ``auth`` (:func:`read_auth_file`) is given. ``block=False``
+    returns at once (the server runs in a thread; ``app.close()``).
+
+    Raises:
+        OptionError: a non-loopback ``host`` without ``auth`` (:func:`check_host`).
+    """
     import gradio as gr
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("serving on %s: the page is reachable from other machines on this network", host)
+    check_host(host, auth)
+    if not is_loopback(host):
+        logger.warning("serving on %s: the page is reachable from other machines on this network (login required; "
+                       "without a TLS proxy in front, passwords and images cross the network unencrypted)", host)
     params = inspect.signature(gr.Blocks.launch).parameters
     args = {"server_name": host, "server_port": int(port), "share": False, "inbrowser": False,
             "max_file_size": app.mednet_max_file_size, "show_error": False, "prevent_thread_lock": not block}
+    if auth:
+        args["auth"] = list(auth)
     if "theme" in params:
         args["theme"] = app.mednet_theme
+    if "js" in params and _theme_at_launch():
+        args["js"] = app.mednet_js
     if "ssr_mode" in params:
         args["ssr_mode"] = False  # no Node server
     for name, value in (("enable_monitoring", False),  # no /monitoring endpoint
                         ("run_history", False),  # Gradio 6 would keep every call, images included, in the browser
-                        ("footer_links", ["api", "settings"]),  # no link to gradio.app
+                        ("footer_links", ["settings"]),  # no API page, no link to gradio.app
+                        ("show_api", False),  # Gradio 5's API page
                         ("pwa", False), ("mcp_server", False)):
         if name in params:
             args[name] = value
@@ -566,10 +780,13 @@ def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = Tru
 
 
 # ---------------------------------------------------------------------------------------------------- command line
-def web(run: str, port: int = 7860, host: str = "127.0.0.1", feedback_dir: str | None = None,
-        cache_dir: str | None = None, max_file_size: str | int | float = DEFAULT_MAX_FILE_SIZE,
-        device: str = "cpu") -> None:
-    """Serve the demo page for ``run`` (a run folder or a serving file) until interrupted."""
+def web(run: str, port: int = 7860, host: str = "127.0.0.1", auth: str | None = None,
+        feedback_dir: str | None = None, cache_dir: str | None = None,
+        max_file_size: str | int | float = DEFAULT_MAX_FILE_SIZE, device: str = "cpu") -> None:
+    """Serve the demo page for ``run`` (a run folder or a serving file) until interrupted.
+
+    ``auth`` is a file of ``user:password`` lines (:func:`read_auth_file`), required unless ``host`` is a loopback
+    address; the private upload cache (:func:`build_app`) is removed when the server stops."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
@@ -581,6 +798,9 @@ def web(run: str, port: int = 7860, host: str = "127.0.0.1", feedback_dir: str |
         raise OptionError({"--port": f"expected a port number, got {port!r}"}) from None
     if not 0 < port < 65536:
         raise OptionError({"--port": f"expected a port number 1–65535, got {port}"})
+    host = str(host)
+    check_host(host, auth)
+    logins = read_auth_file(auth) if auth else None
     parse_file_size(max_file_size)
     try:
         torch_device = torch.device(device)
@@ -591,8 +811,12 @@ def web(run: str, port: int = 7860, host: str = "127.0.0.1", feedback_dir: str |
     app = build_app(load_web_model(str(run), torch_device), feedback_dir=feedback_dir, cache_dir=cache_dir,
                     max_file_size=max_file_size)
     model = app.mednet_model
-    logger.info("serving %s on http://%s:%d (feedback: %s)", model.run_dir, host, port, app.mednet_demo.feedback_dir)
-    launch_app(app, host, port)
+    logger.info("serving %s on http://%s:%d (feedback: %s; %s)", model.run_dir, host, port,
+                app.mednet_demo.feedback_dir, f"{len(logins)} login(s)" if logins else "no login")
+    try:
+        launch_app(app, host, port, auth=logins)
+    finally:  # the private cache only: created by build_app, nothing else lives there
+        shutil.rmtree(app.mednet_cache_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
