@@ -6,27 +6,30 @@
 The merge (:func:`mednet.data.feedback.merge_feedback`) keeps a flagged image out of training when both its 64-bit
 perceptual hashes (:func:`mednet.data.feedback.perceptual_hash`: DCT ``imagehash.phash`` and difference
 ``imagehash.dhash``) are within :data:`mednet.data.feedback.NEAR_DUPLICATE_DISTANCE` bits (Hamming distance) of a
-validation or test image's: a re-saved, resized or cropped copy of a held-out image would otherwise reach
-training. This script measures what a
-threshold separates, on the project's synthetic dermoscopy set
-(:func:`mednet.data.synthetic_dermoscopy.generate_synthetic_dermoscopy`: written as JPEG, decoded with
-:func:`mednet.data.dermoscopy.load_rgb` as the merge decodes a split):
+validation or test image's, in the nearest of the flagged image's 8 orientations (4 quarter turns, each also
+mirrored: :data:`mednet.data.feedback.ORIENTATIONS`): a re-saved, resized, mirrored or rotated copy of a held-out
+image would otherwise reach training. This script measures what a threshold separates, on the project's
+synthetic dermoscopy set (:func:`mednet.data.synthetic_dermoscopy.generate_synthetic_dermoscopy`: written as JPEG,
+decoded with :func:`mednet.data.dermoscopy.load_rgb` as the merge decodes a split):
 
-* **distinct images**: every pair of images of *different* lesions — a match there drops genuine feedback, and
-  since a flag is compared with every held-out image, the rare close pairs (the minimum, the low tail) matter —
-  and every pair of different images of the *same* lesion (the generator re-draws a lesion with another pose,
-  colour and lighting: another photograph of one lesion; dropping such a flag is no loss for a lesion-grouped
-  evaluation);
+* **distinct images**: every ordered pair (flagged, held-out) of images of *different* lesions — a match there
+  drops genuine feedback, and since a flag is compared with every held-out image, the rare close pairs (the
+  minimum, the low tail) matter — and every pair of different images of the *same* lesion (the generator re-draws
+  a lesion with another pose, colour and lighting: another photograph of one lesion; dropping such a flag is no
+  loss for a lesion-grouped evaluation); unordered pairs in the tables without orientations;
 * **copies**: each image against its JPEG re-save at quality 60/75/90 (Pillow's defaults otherwise, 4:2:0 chroma),
-  its bilinear resize to ×0.5 and ×2, its centre crop to 90 % of each side, and a brightness change ×1.1
-  (clipped) — a copy the threshold misses reaches training.
+  its bilinear resize to ×0.5 and ×2, its centre crop to 90 % of each side, a brightness change ×1.1 (clipped),
+  its mirror images (left-right, upside down), its quarter turn, and that turn re-saved as JPEG quality 75 — a
+  copy the threshold misses reaches training.
 
 Printed per distribution: count, min / 1st percentile / median / max, and for each ``--thresholds`` value ``t``
 the number of distinct pairs at distance ≤ t (they would be dropped) or the fraction of copies at distance > t
 (they would leak); then, for distinct-lesion pairs, the probability that a genuine flag is dropped when compared with
-``--held_out`` unrelated held-out images, ``1 − (1 − p)^M``. Two tables: the merge's rule (both hashes within
-``t``: the larger of the two distances), then ``phash`` alone, which is why the rule needs both. The threshold the
-merge uses is marked ``*``. Defaults: ≈ 20 s on one core.
+``--held_out`` unrelated held-out images, ``1 − (1 − p)^M``. Three tables: the merge's rule (both hashes within
+``t``: the larger of the two distances, in the flagged image's nearest orientation, where a mirrored or turned
+orientation counts ``TURNED_EXTRA_BITS`` farther, i.e. must be within ``t - 1``), the same without the
+orientations (the image as uploaded only: mirrored and rotated copies escape), then ``phash`` alone, which is why
+the rule needs both hashes. The threshold the merge uses is marked ``*``. Defaults: ≈ 1.5 min on one core.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import numpy as np
 from _common import REPO  # noqa: F401  (puts the repository on sys.path)
 
 #: the near-copies measured, in the table's order
-COPIES = ("jpeg_q60", "jpeg_q75", "jpeg_q90", "resize_x0.5", "resize_x2", "crop_90pct", "brightness_x1.1")
+COPIES = ("jpeg_q60", "jpeg_q75", "jpeg_q90", "resize_x0.5", "resize_x2", "crop_90pct", "brightness_x1.1",
+          "mirror_lr", "mirror_ud", "rot90", "rot90_jpeg_q75")
 #: the distributions of distinct images
 DISTINCT = ("different_lesions", "same_lesion")
 
@@ -66,6 +70,14 @@ def copies_of(image: np.ndarray) -> dict[str, np.ndarray]:
     top, left = (h - ch) // 2, (w - cw) // 2
     out["crop_90pct"] = np.ascontiguousarray(image[top:top + ch, left:left + cw])
     out["brightness_x1.1"] = np.clip(np.rint(image.astype(np.float32) * 1.1), 0, 255).astype(np.uint8)
+    out["mirror_lr"] = np.ascontiguousarray(image[:, ::-1])
+    out["mirror_ud"] = np.ascontiguousarray(image[::-1])
+    out["rot90"] = np.ascontiguousarray(np.rot90(image))
+    buffer = io.BytesIO()
+    Image.fromarray(out["rot90"], "RGB").save(buffer, format="JPEG", quality=75)
+    buffer.seek(0)
+    with Image.open(buffer) as reread:
+        out["rot90_jpeg_q75"] = np.asarray(reread.convert("RGB"))
     return out
 
 
@@ -77,7 +89,12 @@ def _bits(hex_hashes: list[str]) -> np.ndarray:
 
 def _pairwise(bits: np.ndarray) -> np.ndarray:
     """(N, N) Hamming distances of (N, 64) bit rows."""
-    return bits @ (1 - bits).T + (1 - bits) @ bits.T
+    return _pairwise_to(bits, bits)
+
+
+def _pairwise_to(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) Hamming distances between the (N, 64) bit rows ``a`` and the (M, 64) bit rows ``b``."""
+    return a @ (1 - b).T + (1 - a) @ b.T
 
 
 def _phash(image: np.ndarray) -> str:
@@ -101,9 +118,12 @@ def _hamming(a: str, b: str) -> int:
 
 def measure(seed: int, n_images: int, size: int) -> dict[str, dict[str, np.ndarray]]:
     """``{hash: {distribution: distances}}`` for ``"phash"`` and ``"dhash"`` (the two halves of
-    :func:`mednet.data.feedback.perceptual_hash`): the distinct-image distributions :data:`DISTINCT` and one per
-    copy in :data:`COPIES`."""
+    :func:`mednet.data.feedback.perceptual_hash`; unordered pairs, the image as it is) and for ``"rule"`` (the
+    merge's: the larger of the two, for the flagged image — the first of an ordered pair, or the copy — in its
+    nearest orientation, a mirrored or turned one counting ``TURNED_EXTRA_BITS`` farther): the distinct-image
+    distributions :data:`DISTINCT` and one per copy in :data:`COPIES`."""
     from mednet.data.dermoscopy import load_rgb
+    from mednet.data.feedback import TURNED_EXTRA_BITS, perceptual_distance, perceptual_hash_variants
     from mednet.data.synthetic_dermoscopy import generate_synthetic_dermoscopy
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +146,28 @@ def measure(seed: int, n_images: int, size: int) -> dict[str, dict[str, np.ndarr
             for copy_name, copy in copies_of(image).items():
                 per_copy[copy_name].append(_hamming(digest, hasher(copy)))
         result[name] = {**table, **{c: np.asarray(v) for c, v in per_copy.items()}}
+
+    # the merge's rule: each flagged image in its 8 orientations against each held-out image as it is
+    variants = [perceptual_hash_variants(image) for image in images]
+    held_out = _bits([v[0][:16] for v in variants]), _bits([v[0][16:] for v in variants])
+    nearest = None
+    for k in range(len(variants[0])):
+        turned = _bits([v[k][:16] for v in variants]), _bits([v[k][16:] for v in variants])
+        d = np.maximum(_pairwise_to(turned[0], held_out[0]), _pairwise_to(turned[1], held_out[1]))
+        d += TURNED_EXTRA_BITS if k else 0
+        nearest = d if nearest is None else np.minimum(nearest, d)
+    off_diagonal = ~np.eye(len(rows), dtype=bool)
+    rule = {"different_lesions": nearest[(lesions[:, None] != lesions[None, :]) & off_diagonal],
+            "same_lesion": nearest[(lesions[:, None] == lesions[None, :]) & off_diagonal]}
+    per_copy = {c: [] for c in COPIES}
+    for image, own in zip(images, variants):
+        for copy_name, copy in copies_of(image).items():
+            per_copy[copy_name].append(min(perceptual_distance(v, own[0]) + (TURNED_EXTRA_BITS if k else 0)
+                                           for k, v in enumerate(perceptual_hash_variants(copy))))
+    rule.update({c: np.asarray(v) for c, v in per_copy.items()})
+    result["rule"] = rule
     return result
+
 
 
 def _print_table(title: str, distances: dict[str, np.ndarray], thresholds: list[int], marked: int,
@@ -159,7 +200,7 @@ def main() -> None:
     parser.add_argument("--held_out", type=int, default=3000,
                         help="held-out images a flag is compared with (HAM10000's validation + test: ~3000)")
     args = parser.parse_args()
-    from mednet.data.feedback import NEAR_DUPLICATE_DISTANCE
+    from mednet.data.feedback import NEAR_DUPLICATE_DISTANCE, TURNED_EXTRA_BITS
 
     t0 = time.perf_counter()
     measured = measure(args.seed, args.images, args.size)
@@ -167,15 +208,23 @@ def main() -> None:
     print(f"Hamming distances of 64-bit hashes; synthetic dermoscopy, seed {args.seed}, {args.images} images at "
           f"{args.size} px ({time.perf_counter() - t0:.0f} s). Columns t=…: distinct pairs: number at distance "
           "<= t (dropped); copies: fraction at distance > t (leaked). * = NEAR_DUPLICATE_DISTANCE\n")
-    both = {k: np.maximum(measured["phash"][k], measured["dhash"][k]) for k in measured["phash"]}
-    _print_table("phash and dhash both within t (the merge's rule: the larger of the two distances)", both,
+    rule = measured["rule"]
+    _print_table("the merge's rule: phash and dhash both within t (the larger of the two distances), the flagged "
+                 f"image in its nearest of 8 orientations, a mirrored or turned one counting {TURNED_EXTRA_BITS} bit "
+                 "farther (distinct images: ordered pairs flagged, held-out)", rule,
                  thresholds, NEAR_DUPLICATE_DISTANCE, args.held_out)
-    _print_table("phash alone (for comparison)", measured["phash"], thresholds, -1, args.held_out)
-    copies = np.concatenate([both[c] for c in COPIES if c != "crop_90pct"])
-    print(f"merge's rule: largest distance of a JPEG/resize/brightness copy {copies.max()}, "
+    both = {k: np.maximum(measured["phash"][k], measured["dhash"][k]) for k in measured["phash"]}
+    _print_table("phash and dhash both within t, the image as uploaded only (for comparison; unordered pairs)",
+                 both, thresholds, -1, args.held_out)
+    _print_table("phash alone, as uploaded (for comparison; unordered pairs)", measured["phash"], thresholds, -1,
+                 args.held_out)
+    copies = np.concatenate([rule[c] for c in COPIES if c != "crop_90pct"])
+    print(f"merge's rule: largest distance of a JPEG/resize/brightness/mirror/rotation copy {copies.max()}, "
           f"{(copies > NEAR_DUPLICATE_DISTANCE).mean():.1%} of them beyond {NEAR_DUPLICATE_DISTANCE}; smallest "
-          f"between different lesions {both['different_lesions'].min()}, between images of one lesion "
-          f"{both['same_lesion'].min() if both['same_lesion'].size else 'n/a'}")
+          f"between different lesions {rule['different_lesions'].min()} "
+          f"({int((rule['different_lesions'] <= NEAR_DUPLICATE_DISTANCE).sum())} ordered pairs within "
+          f"{NEAR_DUPLICATE_DISTANCE}), between images of one lesion "
+          f"{rule['same_lesion'].min() if rule['same_lesion'].size else 'n/a'}")
 
 
 if __name__ == "__main__":

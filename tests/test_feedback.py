@@ -13,6 +13,7 @@ import multiprocessing
 import re
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from _dermoscopy_fixtures import synthetic_split
 from mednet.data.dermoscopy import load_rgb
 from mednet.data.feedback import (
     FEEDBACK_COLUMNS,
+    FEEDBACK_DAMAGED,
     NEAR_DUPLICATE_DISTANCE,
     append_feedback,
     held_out_rows,
@@ -152,6 +154,75 @@ def test_bad_input_is_refused_with_what_to_fix(tmp_path: Path) -> None:
         append_feedback(folder, _image(1), **common, corrected="mel")
     with pytest.raises(DataError, match="no feedback recorded"):
         read_feedback(tmp_path / "elsewhere")
+
+
+def test_a_row_cut_inside_a_quoted_comment_does_not_swallow_later_rows(tmp_path: Path, caplog) -> None:
+    """The server died while writing a row, inside its quoted comment: the next append moves that cut row aside
+    (logged, kept in feedback.csv.damaged) instead of leaving a quote open that would swallow every later row."""
+    folder = tmp_path / "feedback"
+    common = dict(model_run="run-a", predicted="nv", probability=0.5)
+    append_feedback(folder, _image(61), corrected="mel", **common)
+    append_feedback(folder, _image(62), corrected="bcc", comment="looks, like bcc", **common)
+    table_csv = folder / "feedback.csv"
+    data = table_csv.read_bytes()
+    table_csv.write_bytes(data[: data.rindex(b"like b") + len(b"like b")])  # cut inside "looks, like bcc"
+    with caplog.at_level("WARNING", logger="mednet"):
+        append_feedback(folder, _image(63), corrected="df", **common)
+        append_feedback(folder, _image(64), corrected="vasc", **common)
+    table = read_feedback(folder)
+    assert list(table["corrected"]) == ["mel", "df", "vasc"]
+    assert list(table["image_sha256"]) == [image_sha256(_image(i)) for i in (61, 63, 64)]
+    damaged = (folder / FEEDBACK_DAMAGED).read_bytes()
+    assert damaged.endswith(b'"looks, like b\n') and damaged.count(b"\n") == 1
+    assert "cut short" in caplog.text and FEEDBACK_DAMAGED in caplog.text
+
+    # a whole last row without its line break (the table was edited by hand) is kept, not moved
+    table_csv.write_bytes(table_csv.read_bytes().rstrip(b"\n"))
+    append_feedback(folder, _image(65), corrected="akiec", **common)
+    assert list(read_feedback(folder)["corrected"]) == ["mel", "df", "vasc", "akiec"]
+    assert (folder / FEEDBACK_DAMAGED).read_bytes() == damaged
+    # the very first append died inside the header: the next one starts the table again
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "feedback.csv").write_bytes(b"timestamp,image_sha2")
+    append_feedback(fresh, _image(66), corrected="bkl", **common)
+    assert list(read_feedback(fresh)["corrected"]) == ["bkl"]
+
+
+def test_a_refused_flag_leaves_no_image_behind(tmp_path: Path, monkeypatch) -> None:
+    """The page says "not recorded" (another table's header, the lock held, a full disk): no patient image may stay
+    in images/ — but an image an earlier flag stored stays."""
+    import mednet.data.feedback as feedback_module
+    from filelock import Timeout
+
+    folder = tmp_path / "feedback"
+    images = folder / "images"
+    common = dict(model_run="run-a", predicted="nv", probability=0.5, corrected="mel")
+    folder.mkdir()
+    (folder / "feedback.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(DataError, match="not a feedback table"):
+        append_feedback(folder, _image(71), **common)
+    assert not images.exists() or not any(images.iterdir())
+    assert (folder / "feedback.csv").read_text(encoding="utf-8") == "a,b\n1,2\n"  # not cut, not appended to
+
+    (folder / "feedback.csv").unlink()
+    append_feedback(folder, _image(72), **common)
+    kept = sorted(images.iterdir())
+    monkeypatch.setattr(feedback_module, "_LOCK_TIMEOUT_S", 0.2)
+    with feedback_module._lock(folder), pytest.raises(Timeout):  # another writer holds the lock
+        append_feedback(folder, _image(73), **common)
+    assert sorted(images.iterdir()) == kept
+
+    def full(f, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feedback_module, "_write_row", full)
+    for seed in (73, 72):  # a new image: removed again; the earlier flag's image: kept
+        with pytest.raises(OSError, match="No space left"):
+            append_feedback(folder, _image(seed), **common)
+    assert sorted(images.iterdir()) == kept == [images / f"{image_sha256(_image(72))}.png"]
+    monkeypatch.undo()
+    assert list(read_feedback(folder)["image_sha256"]) == [image_sha256(_image(72))]
 
 
 # ---------------------------------------------------------------------------------------------------- merge
@@ -386,6 +457,95 @@ def test_near_copies_of_validation_and_test_images_stay_out_of_training(tiny_spl
     assert set(added["image_id"]) == {f"feedback_{image_sha256(a)[:12]}" for a in (training_copy, unrelated)}
     assert set(added["split"]) == {"training"} and sorted(added["dx"]) == ["df", "vasc"]
     assert held_out_rows(merged).equals(held_out_rows(original))
+
+
+def _turned_copy(table: pd.DataFrame, split: str, turn, skip: Sequence[str] = ()) -> tuple[pd.Series, np.ndarray]:
+    """The first ``split`` row (not in ``skip``) whose ``turn``-ed copy (exact pixels, mirrored or rotated) the rule
+    without orientations let through: farther than NEAR_DUPLICATE_DISTANCE by both hashes as uploaded."""
+    for _, row in table[table["split"] == split].iterrows():
+        image = load_rgb(row["path"])
+        copy = np.ascontiguousarray(turn(image))
+        if (row["image_id"] not in skip and image_sha256(copy) != image_sha256(image)
+                and perceptual_distance(perceptual_hash(copy), perceptual_hash(image)) > NEAR_DUPLICATE_DISTANCE):
+            return row, copy
+    raise AssertionError(f"every {split} image looks the same turned")
+
+
+def test_mirrored_and_rotated_copies_of_held_out_images_stay_out_of_training(tiny_split: Path,
+                                                                             tmp_path: Path) -> None:
+    """phash and dhash change by about half their bits when an image is mirrored or turned by 90°: the merge
+    compares the flagged image in its 8 orientations, so such copies of validation and test images stay out of
+    training too; a mirrored training image and an unrelated image are added."""
+    from mednet.data.lesion_split import load_split_table
+
+    original = load_split_table(tiny_split)
+    test_lr, copy_lr = _turned_copy(original, "test", np.fliplr)
+    test_rot, copy_rot = _turned_copy(original, "test", np.rot90, skip=[test_lr["image_id"]])
+    validation_ud, copy_ud = _turned_copy(original, "validation", np.flipud)
+    _, training_lr = _turned_copy(original, "training", np.fliplr)
+    unrelated = _image(44, 32, 32)
+    feedback = tmp_path / "feedback"
+    for image, corrected in ((copy_lr, "mel"), (copy_rot, "bcc"), (copy_ud, "bkl"), (training_lr, "df"),
+                             (unrelated, "vasc")):
+        append_feedback(feedback, image, model_run="run-a", predicted="nv", probability=0.6, corrected=corrected)
+
+    merged = load_split_table(merge_feedback(feedback, tiny_split, tmp_path / "merged"))
+    info = json.loads((tmp_path / "merged" / "merge.json").read_text(encoding="utf-8"))
+    assert (info["added"], info["near_duplicates_skipped"]) == (2, 3)
+    assert info["near_duplicates_per_split"] == {"validation": 1, "test": 2}
+    listed = {d["image_sha256"]: d for d in info["near_duplicates_held_out"]}
+    # the orientation that turns each copy back: np.rot90 once more three times, the mirror, upside down
+    assert {(d["image_id"], d["orientation"], d["distance"]) for d in listed.values()} == {
+        (test_lr["image_id"], "fliplr", 0), (test_rot["image_id"], "rot270", 0),
+        (validation_ud["image_id"], "fliplr+rot180", 0)}
+    assert set(listed) == {image_sha256(a) for a in (copy_lr, copy_rot, copy_ud)}
+    added = merged[merged["dx_type"] == "feedback"]
+    assert set(added["image_id"]) == {f"feedback_{image_sha256(a)[:12]}" for a in (training_lr, unrelated)}
+    assert held_out_rows(merged).equals(held_out_rows(original))
+
+
+def test_a_mirrored_or_turned_match_must_be_one_bit_closer() -> None:
+    """7 more orientations are 7 more chances for an unrelated lesion to come close (measured: within 4 bits on one
+    seed): a match in a mirrored or turned orientation counts TURNED_EXTRA_BITS farther."""
+    from mednet.data.feedback import TURNED_EXTRA_BITS, _nearest_held_out
+
+    assert TURNED_EXTRA_BITS == 1
+    held_out = np.array([[0, 0], [2**64 - 1, 2**64 - 1]], dtype=np.uint64)
+    far, four, three = "8" * 32, ("f" + "0" * 15) * 2, ("7" + "0" * 15) * 2  # 16, 4 and 3 bits from [0, 0]
+    assert _nearest_held_out([four] + [far] * 7, held_out) == (0, 4, 0, 4)  # as uploaded: a near-copy (<= 4)
+    assert _nearest_held_out([far] * 4 + [four] + [far] * 3, held_out) == (0, 4, 4, 5)  # mirrored: not (> 4)
+    assert _nearest_held_out([far] * 5 + [three] * 3, held_out) == (0, 3, 5, 4)  # first of equals
+    assert _nearest_held_out([four] * 8, np.zeros((0, 2), dtype=np.uint64)) == (-1, 65, 0, 65)
+
+
+def test_a_timestamp_saved_with_a_space_does_not_break_later_merges(tiny_split: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """A spreadsheet re-save writes "2026-11-25 09:15:27.413+00:00", which the merge accepts; the provenance it
+    writes must then be read back by the next merge: the time is written in one ISO form, and a provenance an
+    earlier version wrote with the space is read too."""
+    from mednet.data.lesion_split import load_split_table
+
+    image, digest = _image(51), image_sha256(_image(51))
+    feedback = tmp_path / "feedback"
+    common = dict(model_run="run-a", predicted="nv", probability=0.6)
+    _times(monkeypatch, "2026-11-25 09:15:27.413+00:00")
+    append_feedback(feedback, image, corrected="df", **common)
+    m1 = load_split_table(merge_feedback(feedback, tiny_split, tmp_path / "m1"))
+    written = "feedback:2026-11-25T09:15:27.413+00:00:run-a"
+    assert m1.loc[m1["image_id"] == f"feedback_{digest[:12]}", "provenance"].item() == written
+
+    _times(monkeypatch, "2026-11-26T10:00:00.000+01:00")
+    append_feedback(feedback, image, corrected="mel", **common)  # a later flag relabels the added row
+    info = json.loads(merge_feedback(feedback, tmp_path / "m1", tmp_path / "m2").with_name("merge.json").read_text())
+    assert info["relabelled_rows"] == [{"image_sha256": digest, "image_id": f"feedback_{digest[:12]}", "from": "df",
+                                        "to": "mel", "was": written,
+                                        "now": "feedback:2026-11-26T10:00:00.000+01:00:run-a"}]
+
+    legacy = tmp_path / "m1" / "split.csv"  # as the merge wrote it before: the timestamp copied as it was
+    old = written.replace("T", " ", 1)
+    legacy.write_text(legacy.read_text(encoding="utf-8").replace(written, old), encoding="utf-8")
+    info = json.loads(merge_feedback(feedback, tmp_path / "m1", tmp_path / "m3").with_name("merge.json").read_text())
+    assert [(r["was"], r["to"]) for r in info["relabelled_rows"]] == [(old, "mel")]
 
 
 def test_hash_cache_keeps_perceptual_hashes_and_accepts_an_old_cache(tiny_split: Path, tmp_path: Path,

@@ -17,6 +17,9 @@ from mednet.app.retrain import retrain
 from mednet.errors import DataError
 
 METRICS = {"balanced_accuracy": 0.5, "recall_mel": 0.5, "ece": 0.10}
+#: the real steps, before the fixtures replace them
+REAL_EVALUATE, REAL_GATE_METRICS = retrain_module._evaluate, retrain_module._gate_metrics
+REAL_CHECK = retrain_module._check_train_options
 
 
 def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float | None = None) -> Path:
@@ -99,9 +102,7 @@ def test_a_run_without_calibration_keeps_the_bundle_default_and_a_bad_one_is_ref
 def test_settings_the_old_run_ignored_are_not_carried(fake_bundle: dict, tmp_path: Path, monkeypatch) -> None:
     """A run recorded ``focal_gamma`` and ``momentum`` although its loss (ce) and optimiser (adam) ignore them:
     train.json would refuse them now (``only_with`` rules), so the retraining drops them — unless asked for."""
-    from mednet.app.retrain import _check_train_options as real_check
-
-    monkeypatch.setattr(retrain_module, "_check_train_options", real_check)  # the real train.json check
+    monkeypatch.setattr(retrain_module, "_check_train_options", REAL_CHECK)  # the real train.json check
     old = _fake_run(tmp_path / "R0", settings={"loss": "ce", "optimizer": "adam", "focal_gamma": 3.0,
                                                "momentum": 0.5, "drw_start": 0.8, "weight_decay": 1e-4})
     retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain"))
@@ -112,3 +113,57 @@ def test_settings_the_old_run_ignored_are_not_carried(fake_bundle: dict, tmp_pat
     fake_bundle["calls"].clear()  # a loss given on the command line makes the recorded focal_gamma apply again
     retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain2"), loss="focal")
     assert fake_bundle["calls"][0][1]["focal_gamma"] == 3.0
+
+
+def test_an_evaluation_is_reused_only_for_the_same_model(fake_bundle: dict, tmp_path: Path, monkeypatch) -> None:
+    """DIR/candidate deleted and the command run again: the new candidate must be evaluated, not gated on the
+    metrics of the candidate it replaces; the old run's evaluations (same model.pt) are reused, none is deleted."""
+    from mednet.runs import file_sha256
+
+    weights = {"candidate": b"first candidate"}
+    calls = fake_bundle["calls"]
+
+    def run_bundle(bundle: str, config: str, **overrides) -> None:
+        """Training writes ``weights["candidate"]``; evaluation scores a model by its bytes, with the
+        provenance.json evaluate.json writes."""
+        calls.append((config, overrides))
+        if config == "train":
+            (_fake_run(Path(overrides["run_dir"])) / "model.pt").write_bytes(weights["candidate"])
+        elif config == "evaluate":
+            out, model = Path(overrides["output_dir"]), Path(overrides["ckpt_path"])
+            (out / "provenance.json").write_text(json.dumps({
+                "split": overrides["split"], "dataset_dir": overrides["dataset_dir"],
+                "checkpoint": {"path": str(model), "sha256": file_sha256(model)}}), encoding="utf-8")
+            score = 0.9 if model.read_bytes() == b"second candidate" else 0.5
+            (out / "metrics.json").write_text(json.dumps({"metrics": {**METRICS, "balanced_accuracy": score}}),
+                                              encoding="utf-8")
+
+    monkeypatch.setattr(retrain_module, "run_bundle", run_bundle)
+    monkeypatch.setattr(retrain_module, "_evaluate", REAL_EVALUATE)
+    monkeypatch.setattr(retrain_module, "_gate_metrics", REAL_GATE_METRICS)
+    old, out = _fake_run(tmp_path / "R0"), tmp_path / "retrain"
+
+    def evaluated() -> list[str]:
+        return [Path(o["ckpt_path"]).parent.name for c, o in calls if c == "evaluate"]
+
+    first = json.loads(Path(retrain(str(old), str(fake_bundle["split"]), str(out))["comparison"]).read_text())
+    assert evaluated() == ["R0", "R0", "candidate", "candidate"]
+    assert first["metrics"]["candidate"]["test"]["balanced_accuracy"] == 0.5
+
+    calls.clear()  # resumed as it is: nothing evaluated again
+    assert json.loads(Path(retrain(str(old), str(fake_bundle["split"]), str(out))["comparison"]).read_text())[
+        "evaluations"] == first["evaluations"]
+    assert evaluated() == []
+
+    import shutil
+
+    shutil.rmtree(out / "candidate")
+    weights["candidate"] = b"second candidate"
+    calls.clear()
+    again = json.loads(Path(retrain(str(old), str(fake_bundle["split"]), str(out))["comparison"]).read_text())
+    assert evaluated() == ["candidate", "candidate"]  # the old run's are reused
+    assert again["evaluations"]["old"] == first["evaluations"]["old"]
+    for split in ("validation", "test"):
+        assert again["evaluations"]["candidate"][split] != first["evaluations"]["candidate"][split]
+        assert Path(first["evaluations"]["candidate"][split], "metrics.json").is_file()  # never deleted
+        assert again["metrics"]["candidate"][split]["balanced_accuracy"] == 0.9

@@ -34,7 +34,9 @@ is not worse.
    (``serving_refused``) and ``comparison.md`` say why.
 
 Resumable: run the same command again — a finished candidate (``DIR/candidate/finished.json``) is not trained
-again, an interrupted one continues from its last epoch, and finished evaluations are reused. ``DIR/retrain.json``
+again, an interrupted one continues from its last epoch, and a finished evaluation is reused when its
+``provenance.json`` names the same ``model.pt`` (SHA-256), split and dataset (a candidate trained again after
+``DIR/candidate`` was deleted is evaluated again). ``DIR/retrain.json``
 records the run, split and training options; once ``DIR`` holds a (partly) trained candidate or an
 evaluation, a command with another run, split or training options is refused.
 """
@@ -54,7 +56,7 @@ from mednet.app.bundles import repo_root, run_bundle
 from mednet.data.feedback import _LOCK_TIMEOUT_S, held_out_rows
 from mednet.errors import DataError, OptionError
 from mednet.io import write_json_atomic, write_text_atomic
-from mednet.runs import FINISHED_FILE, SETTINGS_FILE, new_run_dir, now_iso
+from mednet.runs import FINISHED_FILE, PROVENANCE_FILE, SETTINGS_FILE, file_sha256, new_run_dir, now_iso
 
 __all__ = ["CRITERIA", "GATE_SPLITS", "promotion_decision", "resolve_serving", "retrain"]
 
@@ -344,11 +346,31 @@ def _train(candidate: Path, dataset: Path, overrides: Mapping) -> None:
     run_bundle(BUNDLE, "train", run_dir=str(candidate), dataset_dir=str(dataset), **overrides)
 
 
+def _evaluation_of(evaluation: Path, digest: str, split: str, dataset: Path) -> bool:
+    """Whether ``evaluation`` is a finished evaluation of the weights with SHA-256 ``digest`` on ``split`` of
+    ``dataset`` (its ``provenance.json``, written by evaluate.json, records all three)."""
+    if not (evaluation / "metrics.json").is_file():
+        return False
+    try:
+        record = json.loads((evaluation / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    checkpoint = record.get("checkpoint") if isinstance(record, dict) else None
+    return (isinstance(checkpoint, dict) and checkpoint.get("sha256") == digest and record.get("split") == split
+            and record.get("dataset_dir") == str(dataset))
+
+
 def _evaluate(who: str, run: Path, settings: Mapping, split: str, dataset: Path, folder: Path) -> Path:
-    """``folder/<who>-<split>-<time>``: the run evaluated on ``split`` (reused if a finished one exists)."""
-    done = sorted(p for p in folder.glob(f"{who}-{split}-*") if (p / "metrics.json").is_file())
-    if done:
-        return done[-1]
+    """``folder/<who>-<split>-<time>``: the run evaluated on ``split``.
+
+    A finished evaluation is reused only if it is of this very ``model.pt`` (its SHA-256), split and dataset: a
+    candidate trained again after ``DIR/candidate`` was deleted has other weights, and the gate must not judge it
+    by its predecessor's metrics. Other evaluations are left where they are (runs are never overwritten).
+    """
+    digest = file_sha256(run / "model.pt")
+    done = [p for p in folder.glob(f"{who}-{split}-*") if _evaluation_of(p, digest, split, dataset)]
+    if done:  # the latest of equals
+        return max(done, key=lambda p: ((p / "metrics.json").stat().st_mtime_ns, p.name))
     out = new_run_dir(folder, f"{who}-{split}")
     run_bundle(BUNDLE, "evaluate", ckpt_path=str(run / "model.pt"), split=split, dataset_dir=str(dataset),
                output_dir=str(out), **{k: settings[k] for k in _MODEL_SETTINGS if k in settings})

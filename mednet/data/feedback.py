@@ -8,7 +8,9 @@ the columns :data:`FEEDBACK_COLUMNS`::
 
 The append holds a :class:`filelock.FileLock` (``feedback.csv.lock``, 30 s timeout) and is flushed and fsynced
 before the lock is released, so flags sent at the same moment from two browser tabs, two threads of one server
-or two server processes all arrive, each as one whole line, under one header.
+or two server processes all arrive, each as one whole line, under one header. The image is stored under that lock
+after the table's checks, so a refused flag stores none; a last row cut short by a crash is moved to
+``feedback.csv.damaged`` by the next append (so it cannot swallow the rows after it).
 
 **The image hash** (:func:`image_sha256`) is the SHA-256 of the *decoded* RGB pixels (``"<H>x<W>x3:"`` then the
 ``uint8`` bytes, row-major), not of the uploaded file. The same picture uploaded twice therefore has one hash
@@ -19,14 +21,17 @@ neither — and would hash a DICOM file's header, patient attributes included. T
 decoding it gives back the hashed pixels exactly (the merge checks this). Only identical pixels match: a
 re-compressed or resized copy of an image is a different image for this hash.
 
-**Near-copies of held-out images** (:func:`perceptual_hash`): a JPEG re-save or a resized copy of a validation
-or test image has other pixels, hence another SHA-256; added to training, it would let the retrained
-model be selected and scored on a lesion it was trained on. The merge therefore also compares two 64-bit
+**Near-copies of held-out images** (:func:`perceptual_hash`): a JPEG re-save, a resized, mirrored or rotated copy
+of a validation or test image has other pixels, hence another SHA-256; added to training, it would let the
+retrained model be selected and scored on a lesion it was trained on. The merge therefore also compares two 64-bit
 perceptual hashes (``imagehash.phash`` and ``imagehash.dhash`` of the same decoded pixels) of every flagged image
 that is not an exact duplicate with those of the split's validation and test images, and leaves out a flag within
-:data:`NEAR_DUPLICATE_DISTANCE` bits by both (listed in ``merge.json``, ``near_duplicates_held_out``). In the
-measurements (see the constant) this dropped no image for resembling an unrelated lesion and caught ≥ 96.8 % of
-re-saved, resized or brightened copies, but almost no cropped ones (a cropped screenshot usually escapes).
+:data:`NEAR_DUPLICATE_DISTANCE` bits by both (listed in ``merge.json``, ``near_duplicates_held_out``). Neither hash
+survives a mirror image or a quarter turn (about half the bits change), so the flagged image is compared in each of
+its 8 orientations (:data:`ORIENTATIONS`; held-out hashes as they are), a mirrored or turned one needing to be
+:data:`TURNED_EXTRA_BITS` closer. In the measurements (see the constants) this dropped no image for resembling an
+unrelated lesion and caught ≥ 96.8 % of re-saved, resized or brightened copies, every exact mirror image or quarter
+turn and 96 % of quarter turns re-saved as JPEG, but almost no cropped ones (a cropped screenshot usually escapes).
 Near-copies of *training* images are added as before: they leak nothing into the evaluation.
 
 **Privacy.** Only decoded pixels reach this module: a DICOM upload is never stored — its pixels are written as
@@ -69,14 +74,18 @@ __all__ = [
     "FEEDBACK_COLUMNS",
     "FEEDBACK_CSV",
     "FEEDBACK_IMAGES",
+    "FEEDBACK_DAMAGED",
     "MAX_COMMENT_CHARS",
     "DICOM_SOURCE_NAME",
     "FEEDBACK_DX_TYPE",
     "HASH_CACHE",
     "HELD_OUT_COLUMNS",
     "NEAR_DUPLICATE_DISTANCE",
+    "TURNED_EXTRA_BITS",
     "image_sha256",
     "perceptual_hash",
+    "ORIENTATIONS",
+    "perceptual_hash_variants",
     "perceptual_distance",
     "store_feedback_image",
     "append_feedback",
@@ -94,6 +103,8 @@ FEEDBACK_COLUMNS: tuple[str, ...] = ("timestamp", "image_sha256", "image_file", 
 FEEDBACK_CSV = "feedback.csv"
 #: the folder (inside a feedback folder) of the flagged images, ``<sha256>.png``
 FEEDBACK_IMAGES = "images"
+#: where :func:`append_feedback` moves a last row of ``feedback.csv`` that a crash cut short (one per line)
+FEEDBACK_DAMAGED = "feedback.csv.damaged"
 #: longest comment accepted (characters, after folding it onto one line)
 MAX_COMMENT_CHARS = 500
 #: ``source_name`` of every DICOM upload (its file name may carry patient identifiers)
@@ -117,9 +128,22 @@ HASH_CACHE = "image_hashes.csv"
 #:   of them farther than 4 (caught: ≥ 96.8 %); its centre crop to 90 % of each side: 92-93 % farther (perceptual
 #:   hashes are not robust to cropping: a cropped screenshot usually escapes).
 #:
+#: With the 8 orientations (:data:`ORIENTATIONS`; ``--images 300`` and 600, 128 px, seeds 0 and 1, ordered pairs
+#: flagged/held-out): taking the nearest orientation at one threshold brings unrelated lesions closer (smallest
+#: distance 5 and 4; on seed 1, 3 of 89,320 and 4 of 358,668 pairs within 4, which against ~3000 held-out images
+#: would drop 3-10 % of genuine flags), so a mirrored or turned orientation must be within 3
+#: (:data:`TURNED_EXTRA_BITS`): smallest distance then 6 and 5, none within 4 on either seed. Every exact mirror
+#: image and quarter turn is caught (distance 0), a quarter turn re-saved as JPEG quality 75 in 96.0-96.3 % (100 and
+#: 98.7 % without the extra bit; turned copies re-saved at quality 60, halved or brightened escape more often:
+#: 5-17 % in a 100-image check, 1-2.5 % without it); copies that are not turned are caught as before.
+#:
 #: Synthetic lesions resemble each other more than photographs of different patients do, so on real images the
 #: rate of genuine flags dropped is expected to be lower still; it has not been measured on real images.
 NEAR_DUPLICATE_DISTANCE = 4
+#: a flagged image mirrored or turned (:data:`ORIENTATIONS` other than the first) counts this many bits farther from
+#: a held-out image: 7 more orientations are 7 more chances for an unrelated lesion to come close (see
+#: :data:`NEAR_DUPLICATE_DISTANCE` for the measurements)
+TURNED_EXTRA_BITS = 1
 
 _LOCK_TIMEOUT_S = 30
 _MAX_NAME_CHARS = 255
@@ -155,13 +179,31 @@ def image_sha256(image: np.ndarray) -> str:
 def perceptual_hash(image: np.ndarray) -> str:
     """The perceptual hashes of decoded ``(H, W, 3)`` uint8 RGB pixels as 32 hex digits: the 64-bit DCT hash
     (``imagehash.phash``) then the 64-bit difference hash (``imagehash.dhash``). Unlike :func:`image_sha256` they
-    stay close for re-compressed or resized copies of an image (far less so for cropped ones); compare two with
-    :func:`perceptual_distance`."""
+    stay close for re-compressed or resized copies of an image (far less so for cropped ones, not at all for
+    mirrored or rotated ones: :func:`perceptual_hash_variants`); compare two with :func:`perceptual_distance`."""
     import imagehash
     from PIL import Image
 
     picture = Image.fromarray(_check_image(image), mode="RGB")
     return f"{imagehash.phash(picture)}{imagehash.dhash(picture)}"
+
+
+#: the orientations in which a flagged image is compared with the held-out images (:func:`perceptual_hash_variants`):
+#: ``np.rot90`` by 0-3 quarter turns of the image, then of its mirror image (``np.fliplr``); ``fliplr+rot180`` is
+#: the image flipped upside down
+ORIENTATIONS: tuple[str, ...] = ("identity", "rot90", "rot180", "rot270",
+                                 "fliplr", "fliplr+rot90", "fliplr+rot180", "fliplr+rot270")
+
+
+def perceptual_hash_variants(image: np.ndarray) -> tuple[str, ...]:
+    """:func:`perceptual_hash` of ``image`` in each of the 8 :data:`ORIENTATIONS` (the first: as it is).
+
+    ``phash`` and ``dhash`` change by about half their bits when an image is mirrored or turned by 90°, so a
+    mirrored or rotated copy of a held-out image is far from it by both; one of its orientations is the held-out
+    image again."""
+    image = _check_image(image)
+    return tuple(perceptual_hash(np.ascontiguousarray(np.rot90(base, k)))
+                 for base in (image, image[:, ::-1]) for k in range(4))
 
 
 def perceptual_distance(a: str, b: str) -> int:
@@ -176,17 +218,30 @@ def store_feedback_image(feedback_dir: str | os.PathLike, image: np.ndarray) -> 
     The PNG holds the pixels only (no text chunks, so nothing of an upload's metadata) and is written atomically
     (:func:`mednet.io.atomic_path`): two writers of the same image replace one complete file by an identical one.
     """
-    from PIL import Image
-
     image = _check_image(image)
     digest = image_sha256(image)
     path = Path(feedback_dir) / FEEDBACK_IMAGES / f"{digest}.png"
-    if not path.is_file():
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="RGB").save(buffer, format="PNG")
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buffer.getvalue())
+    _write_png(path, image)
     return digest, path
+
+
+def _png(image: np.ndarray) -> bytes:
+    """``image`` as PNG bytes: pixels only, no text chunks."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_png(path: Path, image: np.ndarray, png: bytes | None = None) -> bool:
+    """Write ``image`` (or its already encoded ``png``) to ``path`` atomically unless it is there; whether it
+    was written (the caller may then remove it again: no other call can have used it yet)."""
+    if path.is_file():
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(_png(image) if png is None else png)
+    return True
 
 
 def _one_line(text: object, what: str, limit: int) -> str:
@@ -235,6 +290,69 @@ def _lock(feedback_dir: Path):
     return FileLock(str(feedback_dir / f"{FEEDBACK_CSV}.lock"), timeout=_LOCK_TIMEOUT_S)
 
 
+#: the header line :func:`append_feedback` writes
+_HEADER_LINE = (",".join(FEEDBACK_COLUMNS) + "\n").encode("ascii")
+
+
+def _cut_row(f, size: int) -> int | None:
+    """The offset of the last record of the open feedback table ``f`` (``size`` bytes) if it was cut short (a
+    crash while it was written), else None.
+
+    Every row :func:`append_feedback` writes is one line (comments are folded), so what follows the last line
+    break is the last record. It is whole only when it parses strictly (every quote closed) as one row of
+    :data:`FEEDBACK_COLUMNS`: a hand-edited table may lack its final line break, and a cut inside a quoted comment
+    would otherwise open a quote that swallows every later row. A file without any line break is a cut header
+    when it is the start of :data:`_HEADER_LINE` (offset 0), else None (the header check refuses it)."""
+    if size == 0:
+        return None
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return None
+    start = size
+    while start > 0:  # the last line break, read backwards in blocks
+        block = min(start, 1 << 16)
+        f.seek(start - block)
+        found = f.read(block).rfind(b"\n")
+        start -= block
+        if found >= 0:
+            start += found + 1
+            break
+    f.seek(start)
+    tail = f.read(size - start)
+    if start == 0:
+        return 0 if _HEADER_LINE.startswith(tail) else None
+    try:
+        rows = list(csv.reader(io.StringIO(tail.decode("utf-8"), newline=""), strict=True))
+    except (UnicodeDecodeError, csv.Error):
+        return start
+    return None if len(rows) == 1 and len(rows[0]) == len(FEEDBACK_COLUMNS) else start
+
+
+def _move_cut_row(csv_path: Path, f, start: int) -> None:
+    """Move the cut-short last record (from ``start``) of the open table ``f`` to :data:`FEEDBACK_DAMAGED`
+    (appended, fsynced first), then truncate the table to its last whole record."""
+    f.seek(start)
+    tail = f.read()
+    damaged = csv_path.with_name(FEEDBACK_DAMAGED)
+    with open(damaged, "ab") as out:
+        out.write(tail + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    f.truncate(start)
+    f.flush()
+    os.fsync(f.fileno())
+    logger.warning("%s: its last row was cut short (a crash while it was written): moved to %s and left out of "
+                   "the feedback (flag that image again if it is missing)", csv_path, damaged)
+
+
+def _write_row(f, data: bytes) -> None:
+    """Append ``data`` to the open table ``f`` and make it durable before the lock is released."""
+    f.seek(0, os.SEEK_END)
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def _check_header(csv_path: Path) -> None:
     with open(csv_path, encoding="utf-8", newline="") as f:
         header = next(csv.reader(f), [])
@@ -256,7 +374,14 @@ def append_feedback(
     is_dicom: bool = False,
     class_names: Sequence[str] = DERMOSCOPY_CLASSES,
 ) -> dict:
-    """Record one "flag as wrong": store the image (:func:`store_feedback_image`), then append its row.
+    """Record one "flag as wrong": under the lock, check the table, store the image as
+    :func:`store_feedback_image` does, then append its row.
+
+    The image is stored only after the checks, and a PNG this call wrote is removed again when its row cannot be
+    written: a refused flag ("not recorded" on the page) leaves no patient image behind. A last row that a crash
+    cut short is first moved to :data:`FEEDBACK_DAMAGED` (logged as a warning) rather than closed in place: cut
+    inside a quoted comment it would swallow every later row, and closed it could still read as a valid flag that
+    was never confirmed to anyone; moved, it is kept for a person to look at and never reaches a merge.
 
     Args:
         feedback_dir: the feedback folder (created).
@@ -281,6 +406,7 @@ def append_feedback(
             too long.
         DataError: ``image`` not an RGB uint8 array; ``feedback.csv`` exists with another header.
         filelock.Timeout: the lock was not obtained in 30 s.
+        OSError: the row could not be written (e.g. a full disk).
     """
     predicted = _class_name(predicted, "predicted", class_names)
     corrected = _class_name(corrected, "corrected", class_names)
@@ -293,31 +419,41 @@ def append_feedback(
     comment = _no_formula(_one_line(comment, "comment", MAX_COMMENT_CHARS))
     model_run = _one_line(model_run, "model_run", _MAX_RUN_CHARS)
     source = _no_formula(_source_name(source_name, is_dicom))
+    image = _check_image(image)
+    digest = image_sha256(image)
     folder = Path(feedback_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    digest, path = store_feedback_image(folder, image)
+    path = folder / FEEDBACK_IMAGES / f"{digest}.png"
+    png = None if path.is_file() else _png(image)  # encoded before the lock: a large image blocks no other writer
     csv_path = folder / FEEDBACK_CSV
-    with _lock(folder):
+    with _lock(folder), open(csv_path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        cut = _cut_row(f, size)
+        if size and cut != 0:  # never appended to, nor cut, a table that is not ours
+            _check_header(csv_path)
+        if cut is not None:  # a row cut inside a quoted comment would swallow every later row
+            _move_cut_row(csv_path, f, cut)
+            size = cut
+        prefix = b""
+        if size:  # a last row without its line break (a hand-edited table) must not absorb this one
+            f.seek(size - 1)
+            prefix = b"" if f.read(1) == b"\n" else b"\n"
         row = {"timestamp": _now(), "image_sha256": digest, "image_file": f"{FEEDBACK_IMAGES}/{path.name}",
                "model_run": model_run, "predicted": predicted, "probability": f"{probability:.6f}",
                "corrected": corrected, "comment": comment, "source_name": source}
-        new = not csv_path.is_file() or csv_path.stat().st_size == 0
-        if not new:
-            _check_header(csv_path)
-        with open(csv_path, "a+b") as f:
-            prefix = b""
-            if not new:  # a line cut short (a crash mid-write) must not swallow this row
-                f.seek(-1, os.SEEK_END)
-                prefix = b"" if f.read(1) == b"\n" else b"\n"
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            if new:
-                writer.writerow(FEEDBACK_COLUMNS)
-            writer.writerow([row[c] for c in FEEDBACK_COLUMNS])
-            f.seek(0, os.SEEK_END)
-            f.write(prefix + text.getvalue().encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        if not size:
+            writer.writerow(FEEDBACK_COLUMNS)
+        writer.writerow([row[c] for c in FEEDBACK_COLUMNS])
+        # the image only now, after the checks: a refused flag leaves no patient image behind
+        created = _write_png(path, image, png)
+        try:
+            _write_row(f, prefix + text.getvalue().encode("utf-8"))
+        except BaseException:
+            if created:  # under the lock: no other flag can have recorded this image meanwhile
+                path.unlink(missing_ok=True)
+            raise
     logger.info("feedback: image %s… flagged (%s → %s)", digest[:12], predicted, corrected)
     return {**row, "probability": probability}
 
@@ -385,6 +521,31 @@ def _parse_time(text: str) -> datetime | None:
     return time if time.tzinfo is not None else time.astimezone()
 
 
+def _iso(time: datetime) -> str:
+    """``time`` as provenance records it: ISO 8601 with ``T``, milliseconds (microseconds when it has them) and its
+    UTC offset — one form, whatever form the flag's timestamp was re-saved in."""
+    return time.isoformat(timespec="milliseconds" if time.microsecond % 1000 == 0 else "microseconds")
+
+
+def _provenance_time(provenance: str) -> datetime | None:
+    """The time of a ``feedback:<time>:<model_run>`` provenance (:func:`_parse_time`); None if it has none.
+
+    Merges write it as :func:`_iso` does; earlier merges copied the flag's timestamp as it was, possibly in another
+    form :func:`_parse_time` accepts (``2026-11-25 09:15:27.413+00:00``), so that is read too: the longest text
+    before a ``:`` that parses (the time holds ``:`` itself)."""
+    found = _FEEDBACK_PROVENANCE.match(provenance)
+    if found:
+        return _parse_time(found.group(1))
+    if not provenance.startswith("feedback:"):
+        return None
+    rest = provenance[len("feedback:"):]
+    for cut in reversed([i for i, c in enumerate(rest) if c == ":"]):
+        time = _parse_time(rest[:cut])
+        if time is not None:
+            return time
+    return None
+
+
 def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[pd.DataFrame, int, dict[str, list]]:
     """The latest flag of each image, checked; the number of flags it supersedes; and every flag of each image.
 
@@ -426,9 +587,9 @@ def _checked_feedback(feedback_dir: Path, class_names: Sequence[str]) -> tuple[p
     return latest, len(table) - len(latest), flags
 
 
-def _feedback_image(feedback_dir: Path, row, where: str) -> tuple[Path, str]:
+def _feedback_image(feedback_dir: Path, row, where: str) -> tuple[Path, tuple[str, ...]]:
     """The stored PNG of a feedback row (``images/<image_sha256>.png``), checked to hold the pixels its hash names,
-    and its :func:`perceptual_hash` (from the same decode).
+    and its :func:`perceptual_hash_variants` (from the same decode; the first is its :func:`perceptual_hash`).
 
     The path is built from the validated hash, never taken from the row's ``image_file``: that column is text in a
     file clinicians open and edit, and an absolute or ``../`` path there would be read and written into the new
@@ -445,7 +606,7 @@ def _feedback_image(feedback_dir: Path, row, where: str) -> tuple[Path, str]:
     if image_sha256(image) != row.image_sha256:
         raise DataError(path, f"its pixels do not match image_sha256 {row.image_sha256[:12]}… of {where} "
                               "(the file was changed after it was recorded)")
-    return path, perceptual_hash(image)
+    return path, perceptual_hash_variants(image)
 
 
 #: the columns of ``image_hashes.csv`` (a cache written before perceptual hashes has no ``perceptual_hash``)
@@ -510,18 +671,22 @@ def _image_hashes(paths: Sequence[str], caches: Sequence[Path], out: Path) -> li
     return rows
 
 
-def _nearest_held_out(perceptual: str, held_out: np.ndarray) -> tuple[int, int]:
-    """``(index, distance)`` of the held-out image nearest to the :func:`perceptual_hash` ``perceptual`` by
-    :func:`perceptual_distance` (the first of equals); ``held_out`` is ``(M, 2)`` uint64 (phash, dhash).
-    ``(-1, 65)`` for none."""
+def _nearest_held_out(variants: Sequence[str], held_out: np.ndarray) -> tuple[int, int, int, int]:
+    """``(index, distance, orientation, effective)``: the held-out image nearest to a flagged image, comparing
+    each held-out image as it is (``held_out``: ``(M, 2)`` uint64, phash and dhash) with the flagged image in each
+    of its :func:`perceptual_hash_variants` ``variants``. ``distance`` is :func:`perceptual_distance` in the
+    ``orientation`` (index into :data:`ORIENTATIONS`) that matched; ``effective`` adds
+    :data:`TURNED_EXTRA_BITS` when it is not the first (as uploaded), the number compared with
+    :data:`NEAR_DUPLICATE_DISTANCE`. The first of equals wins. ``(-1, 65, 0, 65)`` for none."""
     if held_out.size == 0:
-        return -1, 65
-    mine = np.array([int(perceptual[:16], 16), int(perceptual[16:], 16)], dtype=np.uint64)
-    xor = np.ascontiguousarray(held_out ^ mine)  # (M, 2)
-    bits = np.unpackbits(xor.view(np.uint8)).reshape(-1, 2, 64).sum(axis=2)
-    distances = bits.max(axis=1)
-    index = int(np.argmin(distances))
-    return index, int(distances[index])
+        return -1, 65, 0, 65
+    mine = np.array([[int(v[:16], 16), int(v[16:], 16)] for v in variants], dtype=np.uint64)  # (V, 2)
+    xor = np.ascontiguousarray(held_out[None, :, :] ^ mine[:, None, :])  # (V, M, 2)
+    distances = np.unpackbits(xor.view(np.uint8)).reshape(len(mine), -1, 2, 64).sum(axis=3).max(axis=2)  # (V, M)
+    effective = distances + np.where(np.arange(len(mine)) == 0, 0, TURNED_EXTRA_BITS)[:, None]
+    index = int(np.argmin(effective.min(axis=0)))
+    orientation = int(np.argmin(effective[:, index]))
+    return index, int(distances[orientation, index]), orientation, int(effective[orientation, index])
 
 
 def _cache_size(dataset_dir: Path, table: pd.DataFrame) -> int:
@@ -561,13 +726,17 @@ def merge_feedback(
       than that time with another class *relabels* it (``dx`` and ``provenance`` become the flag's; listed in
       ``merge.json``'s ``relabelled``): the latest flag wins across merges too;
     * an image that is in no split but whose :func:`perceptual_hash` values are both within
-      :data:`NEAR_DUPLICATE_DISTANCE` bits of a validation or test image's (e.g. a re-saved or resized copy of a held-out image) is not
-      added: it would put a held-out lesion into training, and the retraining gate would select and score the
-      model on it. It is listed in ``merge.json``'s ``near_duplicates_held_out`` (``image_sha256``, the nearest
-      held-out image's ``split``, ``image_id`` and ``dx``, the ``distance``, ``corrected``), counted in
+      :data:`NEAR_DUPLICATE_DISTANCE` bits of a validation or test image's, as uploaded or — within
+      ``NEAR_DUPLICATE_DISTANCE - TURNED_EXTRA_BITS`` — mirrored or turned (:func:`perceptual_hash_variants`), e.g.
+      a re-saved, resized, mirrored or rotated copy of a held-out image, is not added: it would put a held-out
+      lesion into training, and the retraining gate would select and score the model on it. It is listed in
+      ``merge.json``'s ``near_duplicates_held_out`` (``image_sha256``, the nearest held-out image's ``split``,
+      ``image_id`` and ``dx``, the ``distance``, the flagged image's ``orientation`` that matched (an
+      :data:`ORIENTATIONS` name), ``corrected``), counted in
       ``near_duplicates_skipped``/``near_duplicates_per_split`` and logged as a warning; in ``disagreements`` its
       ``chosen`` is null. Near-copies of training images are added (no leak into the evaluation). The check misses
-      a few re-saved/resized copies and most cropped ones (see :data:`NEAR_DUPLICATE_DISTANCE`), and never checks
+      a few re-saved/resized copies (more of those also turned) and most cropped ones (see
+      :data:`NEAR_DUPLICATE_DISTANCE`), and never checks
       a training row an earlier merge added;
     * an added row: ``image_id`` = ``lesion_id`` = ``feedback_<first 12 hex digits of the hash>`` (its own lesion
       group), ``dx`` = the correction, ``dx_type`` = ``feedback``, ``path`` = the stored PNG in the feedback folder,
@@ -575,7 +744,9 @@ def merge_feedback(
       ``out_dir/cache_<size>/``.
 
     A ``provenance`` column says where each row came from: ``original`` (or the value it had, when
-    ``dataset_dir`` is itself a merged split) and ``feedback:<timestamp>:<model_run>`` for added rows.
+    ``dataset_dir`` is itself a merged split) and ``feedback:<time>:<model_run>`` for added rows, the flag's time
+    always written as ``2026-11-25T09:15:27.413+00:00`` (a timestamp re-saved by a spreadsheet with a space
+    instead of ``T`` is parsed and written in that form, so a later merge reads it back).
 
     Also written: ``split_stats.csv``/``.md``, ``split.json`` (the source's, updated: counts, ``data_provenance``,
     ``merged_from``), ``merge.json`` (flags, added per class, duplicates per split, near-copies of held-out images,
@@ -635,20 +806,23 @@ def merge_feedback(
         merged["provenance"] = "original"
 
     added, duplicates, near_duplicates, relabelled, disagreements = [], [], [], [], []
-    for row, (png, perceptual) in zip(feedback.itertuples(index=False), images):
+    for row, (png, variants) in zip(feedback.itertuples(index=False), images):
+        perceptual = variants[0]
         hit = first.get(row.image_sha256)
         near = None
         if hit is None:  # not these pixels: a near-copy of a held-out image must not reach training either
-            index, distance = _nearest_held_out(perceptual, held_out_hashes)
-            if distance <= NEAR_DUPLICATE_DISTANCE:
+            index, distance, turn, effective = _nearest_held_out(variants, held_out_hashes)
+            if effective <= NEAR_DUPLICATE_DISTANCE:
                 near = table.iloc[held_out[index]]
                 near_duplicates.append({"image_sha256": row.image_sha256, "split": near["split"],
                                         "image_id": near["image_id"], "dx": near["dx"], "distance": distance,
-                                        "corrected": row.corrected})
+                                        "orientation": ORIENTATIONS[turn], "corrected": row.corrected})
                 logger.warning("merge: flagged image %s… not added: a near-copy of %s image %s (perceptual hash "
-                               "distance %d <= %d)", row.image_sha256[:12], near["split"], near["image_id"],
-                               distance, NEAR_DUPLICATE_DISTANCE)
-        provenance = f"feedback:{row.timestamp}:{row.model_run}"
+                               "distance %d <= %d%s)", row.image_sha256[:12], near["split"], near["image_id"],
+                               distance, NEAR_DUPLICATE_DISTANCE - (TURNED_EXTRA_BITS if turn else 0),
+                               f", the flagged image {ORIENTATIONS[turn]}" if turn else "")
+        # the flag's time in one form: a timestamp re-saved as "2026-11-25 09:15:27.413+00:00" must be read back
+        provenance = f"feedback:{_iso(flags[row.image_sha256][-1][0])}:{row.model_run}"
         # the labels this image has had: its flags here, and the label an earlier merge gave it
         history = [(t, c) for t, _, _, c in flags[row.image_sha256]]
         chosen = row.corrected
@@ -658,8 +832,7 @@ def merge_feedback(
             relabel = False
             if earlier.startswith("feedback:") and original["split"] == "training":
                 # added by an earlier merge from a flag: a later flag replaces that flag's label
-                found = _FEEDBACK_PROVENANCE.match(earlier)
-                added_at = _parse_time(found.group(1)) if found else None
+                added_at = _provenance_time(earlier)
                 if added_at is None:
                     raise DataError(_row(source_csv, hit), f"provenance {earlier!r} does not start with "
                                                            "feedback:<ISO time>: (the latest flag of the image "
@@ -751,6 +924,7 @@ def merge_feedback(
             "duplicates_skipped": int(len(duplicates)),
             "duplicates_per_split": duplicates_per_split,
             "near_duplicate_distance": NEAR_DUPLICATE_DISTANCE,
+            "near_duplicate_distance_turned": NEAR_DUPLICATE_DISTANCE - TURNED_EXTRA_BITS,
             "near_duplicates_skipped": int(len(near_duplicates)),
             "near_duplicates_per_split": near_per_split,
             "label_conflicts": int(sum(d["label_conflict"] for d in duplicates)),
