@@ -191,13 +191,30 @@ def test_optimal_aurc_is_a_lower_bound():
 
 def test_referral_threshold_by_hand():
     # accuracies at 0.9, 0.8, 0.6, 0.3: 1, 2/3, 3/4, 3/5 — not monotone: 0.75 is reached again at 0.6
-    r = referral_threshold(CONF, OK, target_accuracy=0.75)
-    assert r == {"threshold": 0.6, "coverage": 0.8, "accuracy": 0.75, "target_accuracy": 0.75, "achievable": True,
-                 "n": 5}
-    r = referral_threshold(CONF, OK, target_accuracy=1.0)
+    r = referral_threshold(CONF, OK, target_accuracy=0.75, min_accepted=1)
+    assert r == {"threshold": 0.6, "coverage": 0.8, "accuracy": 0.75, "target_accuracy": 0.75, "min_accepted": 1,
+                 "achievable": True, "n": 5}
+    r = referral_threshold(CONF, OK, target_accuracy=1.0, min_accepted=1)
     assert (r["threshold"], r["coverage"], r["accuracy"]) == (0.9, 0.2, 1.0)
-    r = referral_threshold(CONF, OK, target_accuracy=0.6)
+    r = referral_threshold(CONF, OK, target_accuracy=0.6, min_accepted=1)
     assert (r["threshold"], r["coverage"]) == (0.3, 1.0)
+
+
+def test_referral_threshold_needs_enough_accepted_cases():
+    """A target "reached" by a handful of very confident cases is no evidence: the synthetic demo's threshold was
+    once chosen on 6 of 305 validation cases (and accepted 4 of 303 test cases)."""
+    assert referral_threshold(CONF, OK, target_accuracy=0.75, min_accepted=4)["threshold"] == 0.6  # 4 accepted
+    r = referral_threshold(CONF, OK, target_accuracy=1.0, min_accepted=2)  # 100 % only on the most confident case
+    assert r["achievable"] is False and r["threshold"] > 1 and r["min_accepted"] == 2
+    rng = np.random.default_rng(0)
+    conf = np.sort(rng.random(300))[::-1]
+    ok = np.r_[np.ones(6, bool), rng.random(294) < 0.6]  # the 6 most confident right, then 60 % accuracy
+    assert referral_threshold(conf, ok, 0.95, min_accepted=1)["coverage"] == pytest.approx(6 / 300)
+    default = referral_threshold(conf, ok, 0.95)  # MIN_ACCEPTED = 20
+    assert default["achievable"] is False and default["min_accepted"] == 20
+    for bad in (0, -1, 2.5, True, "20"):
+        with pytest.raises(OptionError, match="--referral_min_accepted"):
+            referral_threshold(CONF, OK, 0.75, min_accepted=bad)
 
 
 def test_referral_threshold_unachievable():

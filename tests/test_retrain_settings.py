@@ -22,7 +22,8 @@ REAL_EVALUATE, REAL_GATE_METRICS = retrain_module._evaluate, retrain_module._gat
 REAL_CHECK = retrain_module._check_train_options
 
 
-def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float | None = None) -> Path:
+def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float | None = None,
+              min_accepted: int | None = None) -> Path:
     """What the retraining reads of a run: settings.json, model.pt and (optionally) calibration.json."""
     folder.mkdir(parents=True)
     (folder / "settings.json").write_text(json.dumps({"model": "receptive_field_cnn", "image_size": 32, "epochs": 1,
@@ -30,8 +31,9 @@ def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float
     (folder / "model.pt").write_bytes(b"weights")
     (folder / "finished.json").write_text("{}", encoding="utf-8")
     if target_accuracy is not None:
+        floor = {} if min_accepted is None else {"min_accepted": min_accepted}
         (folder / "calibration.json").write_text(json.dumps({"temperature": 1.3, "referral": {
-            "threshold": 0.8, "target_accuracy": target_accuracy, "achievable": True}}), encoding="utf-8")
+            "threshold": 0.8, "target_accuracy": target_accuracy, "achievable": True, **floor}}), encoding="utf-8")
     return folder
 
 
@@ -67,13 +69,14 @@ def test_the_candidate_is_trained_and_calibrated_for_the_old_runs_target_accurac
     """A run whose referral threshold was fitted for 99 % accuracy: the candidate's must be too, not for the
     bundle's default 95 % — also when the candidate's calibration is completed after training."""
     old = _fake_run(tmp_path / "R0", settings={"val_interval": 3, "weights_path": "/models/imagenet.pt"},
-                    target_accuracy=0.99)
+                    target_accuracy=0.99, min_accepted=50)
     out = tmp_path / "retrain"
     retrain(str(old), str(fake_bundle["split"]), str(out))
     retrain(str(old), str(fake_bundle["split"]), str(out))  # resumed: the candidate's calibration.json is completed
     (train_config, train), (calibrate_config, calibrate) = fake_bundle["calls"]
     assert (train_config, calibrate_config) == ("train", "calibrate")
     assert train["target_accuracy"] == 0.99 and calibrate["target_accuracy"] == 0.99
+    assert train["referral_min_accepted"] == 50 and calibrate["referral_min_accepted"] == 50
     # carried when settings.json records them (a fine-tuned run is not retrained from scratch)
     assert train["val_interval"] == 3 and train["weights_path"] == "/models/imagenet.pt"
     record = json.loads((out / "retrain.json").read_text(encoding="utf-8"))

@@ -10,7 +10,8 @@ is not worse.
    0.2.0) the learning-rate schedule, milestones, momentum, weight decay and the augmentation/loss parameters.
    Older runs do not record those: they take the bundle's defaults unless given here as ``--lr_schedule cosine
    --weight_decay 1e-4`` …; ``--epochs`` and any other option given here override the run's. The candidate's
-   referral threshold is fitted for the old run's ``target_accuracy``, read from its ``calibration.json`` (what the
+   referral threshold is fitted for the old run's ``target_accuracy`` and ``min_accepted``, read from its
+   ``calibration.json`` (what the
    served model was calibrated for, also after a refit with ``calibrate.json``). ``val_interval`` and
    ``weights_path`` (fine-tuning from pre-trained weights) are carried when ``settings.json`` records them; runs
    that do not record them are retrained with the bundle's defaults (validation every epoch, from scratch) unless
@@ -79,7 +80,7 @@ CARRIED_SETTINGS: tuple[str, ...] = ("model", "image_size", "cifar_stem", "batch
                                      "mixup_alpha", "augmix_jsd", "label_smoothing", "focal_gamma", "drw_start",
                                      "balanced_sampler",
                                      # carried when recorded (train.json's settings.json does not record them yet):
-                                     "val_interval", "weights_path", "target_accuracy")
+                                     "val_interval", "weights_path", "target_accuracy", "referral_min_accepted")
 #: what evaluation must repeat to rebuild a run's network (``cosine_head`` follows from ``loss``)
 _MODEL_SETTINGS = ("model", "image_size", "cifar_stem", "batch_norm", "loss")
 _EPS = 1e-12  # values equal up to float round-off are equal
@@ -273,23 +274,32 @@ def _check_held_out(run: Path, settings: Mapping, dataset: Path) -> Path:
                              f"(python -m data_prep.feedback merge --dataset_dir {trained_on} …)")
 
 
-def _calibrated_target_accuracy(run: Path) -> float | None:
-    """The ``target_accuracy`` the run's referral threshold was fitted for (``calibration.json``), None when the run
-    has no calibration (trained before the bundle's 0.3.0) or it does not record one.
+def _calibrated_referral(run: Path) -> dict:
+    """``{"target_accuracy", "referral_min_accepted"}`` the run's referral threshold was fitted for
+    (``calibration.json``), each only when recorded: none for a run without calibration (trained before the
+    bundle's 0.3.0), no ``referral_min_accepted`` for one fitted before the bundle's 0.3.3 (the candidate then gets
+    the bundle's default floor, not the old behaviour of none).
 
     The candidate must be calibrated for the same target: with the bundle's default instead, a run calibrated for
     e.g. 99 % would be replaced by one that refers fewer cases at a lower accuracy, which the gate does not see.
     """
     path = run / "calibration.json"
     if not path.is_file():
-        return None
+        return {}
     referral = _read_json(path, "the run's calibration").get("referral")
-    target = referral.get("target_accuracy") if isinstance(referral, Mapping) else None
-    if target is None:
-        return None
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-        raise DataError(path, f"referral.target_accuracy {target!r} is not a number in (0, 1]")
-    return float(target)
+    referral = referral if isinstance(referral, Mapping) else {}
+    found = {}
+    target = referral.get("target_accuracy")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise DataError(path, f"referral.target_accuracy {target!r} is not a number in (0, 1]")
+        found["target_accuracy"] = float(target)
+    floor = referral.get("min_accepted")
+    if floor is not None:
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
+            raise DataError(path, f"referral.min_accepted {floor!r} is not a whole number ≥ 1")
+        found["referral_min_accepted"] = floor
+    return found
 
 
 def _run_settings(run: Path) -> dict:
@@ -338,7 +348,8 @@ def _train(candidate: Path, dataset: Path, overrides: Mapping) -> None:
         # finished, but stopped before calibration.json was written (bundle < 0.3.0 wrote finished.json first);
         # the referral threshold for the old run's target accuracy, as training would have fitted it
         run_bundle(BUNDLE, "calibrate", ckpt_path=str(candidate / "model.pt"), dataset_dir=str(dataset),
-                   **{k: overrides[k] for k in (*_MODEL_SETTINGS, "target_accuracy") if k in overrides},
+                   **{k: overrides[k] for k in (*_MODEL_SETTINGS, "target_accuracy", "referral_min_accepted")
+                      if k in overrides},
                    overwrite=True)
         return
     logger.info("retrain: %s %s", "resuming" if (candidate / "checkpoint_last.pt").is_file() else "training",
@@ -457,9 +468,8 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     dataset = _split_dir(dataset_dir)
     old_dataset = _check_held_out(old_run, settings, dataset)
     overrides = {k: settings[k] for k in CARRIED_SETTINGS if k in settings}
-    target = _calibrated_target_accuracy(old_run)
-    if target is not None:  # what the served model was calibrated for (calibrate.json may have refitted it)
-        overrides["target_accuracy"] = target
+    # what the served model was calibrated for (calibrate.json may have refitted it)
+    overrides.update(_calibrated_referral(old_run))
     if epochs is not None:
         overrides["epochs"] = epochs
     blocked = {f"--{k}": "set by this command" for k in ("run_dir", "dataset_dir") if k in train_options}

@@ -6,8 +6,8 @@ inference and the web demo read them back (:func:`read_calibration`) and apply t
 ``calibration.json`` (in the run folder, beside ``model.pt``)::
 
     {"temperature": 1.84,                          # logits / T before the softmax (Guo et al. 2017)
-     "referral": {"threshold": 0.71, "target_accuracy": 0.95, "coverage": 0.62, "accuracy": 0.951,
-                  "achievable": true, "n": 300},  # refer a case whose calibrated confidence is below it
+     "referral": {"threshold": 0.71, "target_accuracy": 0.95, "min_accepted": 20, "coverage": 0.62,
+                  "accuracy": 0.951, "achievable": true, "n": 300},  # refer a case less confident than this
      "validation": {"before": {...}, "after": {...}},   # accuracy, ECE, OE, UCE, NLL, Brier, AURC at T = 1 and T
      "fitted_on": {"split": "validation", "n_images": 300, ...}}
 
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mednet.calibration.selective import aurc, referral_threshold, risk_coverage_curve
+from mednet.calibration.selective import MIN_ACCEPTED, aurc, referral_threshold, risk_coverage_curve
 from mednet.calibration.temperature import check_temperature, fit_temperature, scaled_probabilities
 from mednet.errors import DataError
 from mednet.io import refuse_existing, write_json_atomic
@@ -54,13 +54,13 @@ def calibration_scores(probs: np.ndarray, labels: np.ndarray, class_names: Seque
 
 
 def fit_calibration(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, class_names: Sequence[str],
-                    n_bins: int = 15, target_accuracy: float = 0.95) -> dict:
+                    n_bins: int = 15, target_accuracy: float = 0.95, min_accepted: int = MIN_ACCEPTED) -> dict:
     """Fit the temperature and the referral threshold on validation ``logits`` ``(N, K)`` and ``labels`` ``(N,)``.
 
     ``logits`` are a network's logits, or an ensemble's averaged log-probabilities (their softmax is the
     ensemble's probabilities). The temperature minimises NLL (:func:`fit_temperature`, never raises it); the
-    threshold is the one with the largest coverage whose accepted cases reach ``target_accuracy``
-    (:func:`referral_threshold`), on the *calibrated* confidence.
+    threshold is the one with the largest coverage whose accepted cases (at least ``min_accepted`` of them) reach
+    ``target_accuracy`` (:func:`referral_threshold`), on the *calibrated* confidence.
 
     Returns:
         the content of ``calibration.json`` plus ``"curves"``: the risk–coverage curves before/after
@@ -74,7 +74,7 @@ def fit_calibration(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np
     scores = {"before": calibration_scores(before, y_np, class_names, n_bins),
               "after": calibration_scores(after, y_np, class_names, n_bins)}
     confidence, correct = after.max(1), after.argmax(1) == y_np
-    referral = referral_threshold(confidence, correct, target_accuracy)
+    referral = referral_threshold(confidence, correct, target_accuracy, min_accepted)
     curves = {"before": risk_coverage_curve(before.max(1), before.argmax(1) == y_np),
               "after": risk_coverage_curve(confidence, correct)}
     logger.info("temperature %.3f fitted on %d validation images: NLL %.4f -> %.4f, ECE %.4f -> %.4f; referral "

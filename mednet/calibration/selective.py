@@ -35,12 +35,16 @@ import torch
 from mednet.errors import OptionError
 
 __all__ = ["risk_coverage_curve", "aurc", "aurc_from_curve", "optimal_aurc", "referral_threshold",
-           "selective_summary", "check_target_accuracy"]
+           "selective_summary", "check_target_accuracy", "check_min_accepted", "MIN_ACCEPTED"]
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 #: ``accuracy ≥ target − ACCURACY_TOLERANCE`` counts as reaching the target (float round-off of e.g. 19/20)
 ACCURACY_TOLERANCE = 1e-12
+#: the fewest validation cases a referral threshold may accept: below 20, one error moves the accepted cases'
+#: accuracy by more than 5 points, so a 95 % target "reached" there (e.g. 6 of 6 correct) is no evidence — the
+#: synthetic demo's threshold was chosen on 6 of 305 validation cases and accepted 4 of 303 test cases
+MIN_ACCEPTED = 20
 
 
 def _numpy(x: ArrayLike) -> np.ndarray:
@@ -148,32 +152,46 @@ def check_target_accuracy(target_accuracy: object, option: str = "--target_accur
     return value
 
 
-def referral_threshold(confidence: ArrayLike, correct: ArrayLike, target_accuracy: float = 0.95) -> dict:
-    """The confidence threshold with the largest coverage whose accepted cases reach ``target_accuracy``.
+def check_min_accepted(min_accepted: object, option: str = "--referral_min_accepted") -> int:
+    """``min_accepted`` as an int ≥ 1; :class:`OptionError` naming ``option`` otherwise."""
+    ok = isinstance(min_accepted, (numbers.Integral, np.integer)) and not isinstance(min_accepted, (bool, np.bool_))
+    if not ok or int(min_accepted) < 1:
+        raise OptionError({option: f"must be a whole number ≥ 1, got {min_accepted!r}"})
+    return int(min_accepted)
+
+
+def referral_threshold(confidence: ArrayLike, correct: ArrayLike, target_accuracy: float = 0.95,
+                       min_accepted: int = MIN_ACCEPTED) -> dict:
+    """The confidence threshold with the largest coverage whose accepted cases reach ``target_accuracy``, among
+    those that accept at least ``min_accepted`` cases.
 
     Chosen on the validation split; cases with ``confidence < threshold`` are referred. The accuracy of the
     accepted cases is not monotone in the threshold, so every operating point of :func:`risk_coverage_curve` is
-    checked and the one with the largest coverage kept (not the first one to fall below the target).
+    checked and the one with the largest coverage kept (not the first one to fall below the target). An operating
+    point with fewer than ``min_accepted`` accepted cases does not count (:data:`MIN_ACCEPTED`: a target met by a
+    handful of very confident cases says little about the next ones).
 
-    Returns ``{"threshold", "coverage", "accuracy", "target_accuracy", "achievable", "n"}``. If no threshold
-    reaches the target: ``achievable = False``, ``threshold`` = the next float above 1, above every probability,
-    so that every case is referred on the test split and at inference too (just above the largest *validation*
-    confidence would still accept a more confident later case), ``coverage = 0`` and ``accuracy = None``
-    (undefined; ``None`` keeps the dict JSON-ready).
+    Returns ``{"threshold", "coverage", "accuracy", "target_accuracy", "min_accepted", "achievable", "n"}``. If no
+    threshold reaches the target: ``achievable = False``, ``threshold`` = the next float above 1, above every
+    probability, so that every case is referred on the test split and at inference too (just above the largest
+    *validation* confidence would still accept a more confident later case), ``coverage = 0`` and ``accuracy =
+    None`` (undefined; ``None`` keeps the dict JSON-ready).
 
     Raises:
-        OptionError: ``--target_accuracy`` not in ``(0, 1]``.
+        OptionError: ``--target_accuracy`` not in ``(0, 1]``, ``--referral_min_accepted`` not a whole number ≥ 1.
     """
     target = check_target_accuracy(target_accuracy)
+    floor = check_min_accepted(min_accepted)
     curve = risk_coverage_curve(confidence, correct)
     n = int(curve["accepted"].iloc[-1])
-    good = curve[curve["accuracy"] >= target - ACCURACY_TOLERANCE]
+    good = curve[(curve["accuracy"] >= target - ACCURACY_TOLERANCE) & (curve["accepted"] >= floor)]
     if good.empty:
-        return {"threshold": float(np.nextafter(1.0, np.inf)), "coverage": 0.0,
-                "accuracy": None, "target_accuracy": target, "achievable": False, "n": n}
+        return {"threshold": float(np.nextafter(1.0, np.inf)), "coverage": 0.0, "accuracy": None,
+                "target_accuracy": target, "min_accepted": floor, "achievable": False, "n": n}
     best = good.iloc[-1]  # rows are sorted by increasing coverage
     return {"threshold": float(best["threshold"]), "coverage": float(best["coverage"]),
-            "accuracy": float(best["accuracy"]), "target_accuracy": target, "achievable": True, "n": n}
+            "accuracy": float(best["accuracy"]), "target_accuracy": target, "min_accepted": floor,
+            "achievable": True, "n": n}
 
 
 def selective_summary(confidence: ArrayLike, correct: ArrayLike, threshold: float) -> dict:

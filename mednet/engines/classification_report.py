@@ -281,21 +281,24 @@ class CalibrationFitter(_Collector):
         class_names: label names in order.
         n_bins: calibration bins.
         target_accuracy: accuracy the accepted (not referred) cases must reach (default 95 %).
+        min_accepted: the fewest validation cases the threshold may accept
+            (:data:`mednet.calibration.selective.MIN_ACCEPTED`).
         info: where it was fitted (split, data, checkpoint…), stored in the file.
         overwrite: replace an existing ``calibration.json`` (refused otherwise, before any image is read).
     """
 
     def __init__(self, output_dir: str | os.PathLike, class_names: Sequence[str], n_bins: int = 15,
                  target_accuracy: float = 0.95, info: Mapping[str, object] | None = None,
-                 overwrite: bool = True) -> None:
+                 overwrite: bool = True, min_accepted: int | None = None) -> None:
         from mednet.calibration.run_calibration import CALIBRATION_FILE
-        from mednet.calibration.selective import check_target_accuracy
+        from mednet.calibration.selective import MIN_ACCEPTED, check_min_accepted, check_target_accuracy
 
         super().__init__(1.0)
         self.output_dir = Path(output_dir)
         self.class_names = tuple(class_names)
         self.n_bins = int(n_bins)
         self.target_accuracy = check_target_accuracy(target_accuracy)
+        self.min_accepted = check_min_accepted(MIN_ACCEPTED if min_accepted is None else min_accepted)
         self.info = dict(info or {})
         self.overwrite = overwrite
         refuse_existing(self.output_dir / CALIBRATION_FILE, overwrite=overwrite)
@@ -306,7 +309,7 @@ class CalibrationFitter(_Collector):
         if not self.labels:
             raise ValueError("calibration needs the labelled validation split")
         result = fit_calibration(self.all_logits(), torch.cat(self.labels), self.class_names, self.n_bins,
-                                 self.target_accuracy)
+                                 self.target_accuracy, self.min_accepted)
         write_calibration(result, self.output_dir, {**self.info, "n_images": len(result["labels"])},
                           overwrite=self.overwrite)
         engine.state.calibration = result
