@@ -58,8 +58,10 @@ def trained() -> SimpleNamespace:
     """receptive_field_cnn trained on the 4-class disc task at 32 px (a few seconds on one core)."""
     torch.manual_seed(0)
     images, labels, _ = blob_task(448, S, num_classes=4, seed=0)
-    # 20 epochs at lr 1e-3: 6 epochs at 3e-3 reached 0.92 with one thread but 0.75 with two (measured)
-    net = train_blob_classifier(build_classifier("receptive_field_cnn", 4, S), images, labels, epochs=20, seed=0,
+    # 30 epochs at lr 1e-3: the result depends on the thread count (CPU kernels); measured on 24 / 96 / 96 held-out
+    # images, 20 epochs gave 0.875 / 0.96 / 0.95 on one thread (below this check) and 0.92 / 0.99 / 0.98 on two;
+    # 30 epochs 0.96 / 0.96 / 0.95 and 1.00 / 0.99 / 0.99
+    net = train_blob_classifier(build_classifier("receptive_field_cnn", 4, S), images, labels, epochs=30, seed=0,
                                 learning_rate=1e-3)
     test_images, test_labels, masks = blob_task(N_TEST, S, num_classes=4, seed=1)
     x = _normalise(test_images)
@@ -127,15 +129,15 @@ def test_imagenet_stem_resnet_map_is_2x2_at_64px() -> None:
 
 
 def test_target_class_on_request_changes_the_map(trained: SimpleNamespace) -> None:
-    x = trained.x[:1]
+    x = trained.x[:4]  # several images: a confident model's Grad-CAM can be all zero for one image and both classes
     with torch.no_grad():
-        pred = int(trained.net(x).argmax(1))
-    other = (pred + 1) % 4
-    default = grad_cam_map(trained.net, x)
-    np.testing.assert_allclose(default, grad_cam_map(trained.net, x, target=pred), atol=1e-6)
+        pred = trained.net(x).argmax(1).tolist()
+    other = [(p + 1) % 4 for p in pred]
+    default = grad_cam_map(trained.net, x[:1])
+    np.testing.assert_allclose(default, grad_cam_map(trained.net, x[:1], target=pred[0]), atol=1e-6)
     for method in ("gradcam", "integrated_gradients"):
-        a = attribution_maps(trained.net, x, (method,), targets=[pred], **FAST)[method]
-        b = attribution_maps(trained.net, x, (method,), targets=[other], **FAST)[method]
+        a = attribution_maps(trained.net, x, (method,), targets=pred, **FAST)[method]
+        b = attribution_maps(trained.net, x, (method,), targets=other, **FAST)[method]
         assert (a - b).abs().max() > 0.05, method
 
 
