@@ -46,6 +46,17 @@ def _scalar_types(fn: Callable) -> dict[str, set[type]]:
     return out
 
 
+def _optional_parameters(fn: Callable) -> set[str]:
+    """Parameters that take None: annotated ``X | None`` or defaulting to None."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    params = inspect.signature(fn).parameters
+    return ({n for n, h in hints.items() if type(None) in typing.get_args(h)}
+            | {n for n, p in params.items() if p.default is None})
+
+
 def _text_parameters(fn: Callable) -> set[str]:
     """Parameters annotated as text or a path only (``str``, ``os.PathLike``, ``Path``, optionally ``| None``):
     their value is handed to fire quoted, so that ``--out 2024``, ``--out 1_000`` or ``--out a,b`` stay the text
@@ -63,14 +74,15 @@ def _text_parameters(fn: Callable) -> set[str]:
     return out
 
 
-def _convert(flag: str, value: str, kinds: set[type]) -> str:
-    """``value`` checked against ``kinds``; returns the text fire should parse (booleans as ``True``/``False``)."""
+def _convert(flag: str, value: str, kinds: set[type], optional: bool = True) -> str:
+    """``value`` checked against ``kinds`` (``none``/``null`` only where the parameter takes None: ``optional``);
+    returns the text fire should parse (booleans as ``True``/``False``)."""
     if kinds == {bool}:
         low = value.strip().lower()
         if low in _TRUE or low in _FALSE:
             return "True" if low in _TRUE else "False"
         raise OptionError({flag: f"expected True or False, got {value!r}"})
-    if str in kinds or value.strip().lower() in ("none", "null") and not kinds <= {bool}:
+    if str in kinds or value.strip().lower() in ("none", "null") and optional and not kinds <= {bool}:
         return value
     for kind in (int, float):
         if kind in kinds:
@@ -91,7 +103,7 @@ def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
       function taking ``**kwargs`` (e.g. options passed on to a bundle, checked there) accepts any name;
     * ``--flag`` alone, ``--flag true|false|1|0|yes|no`` for a boolean; ``--noflag`` / ``--no-flag`` /
       ``--no_flag`` set it False;
-    * an ``int`` or ``float`` parameter must get a number (``None`` where the default is None);
+    * an ``int`` or ``float`` parameter must get a number (``None``/``none``/``null`` where it takes None);
     * a parameter without a default must be given.
 
     Raises:
@@ -102,6 +114,7 @@ def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
     open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     types = _scalar_types(fn)
     texts = _text_parameters(fn)
+    optional = _optional_parameters(fn)
     problems: dict[str, str] = {}
     out: list[str] = []
     given: set[str] = set()
@@ -151,15 +164,14 @@ def check_cli_flags(fn: Callable, argv: Sequence[str]) -> list[str]:
             continue
         given.add(name)
         try:
-            value = _convert(f"--{flag}", value, types[name]) if name in types else value
+            value = _convert(f"--{flag}", value, types[name], name in optional) if name in types else value
         except OptionError as e:
             problems.update(e.problems)
             continue
-        if name in texts:
-            if value.strip().lower() in ("none", "null") and params[name].default is None:
-                value = "None"  # fire reads only this spelling as None
-            else:
-                value = repr(value)  # fire parses a Python literal: quoted, it stays the text typed
+        if name in optional and value.strip().lower() in ("none", "null"):
+            value = "None"  # fire reads only this spelling as None (--max_per_volume none reached int() as text)
+        elif name in texts:
+            value = repr(value)  # fire parses a Python literal: quoted, it stays the text typed
         out.append(f"--{name}={value}")
     for name, p in params.items():
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in given:

@@ -15,9 +15,10 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   (``--optimizer#weight_decay 1e-4``), since MONAI passes it on as a keyword argument.
 * **types** — inferred from the config's default values (bool, int, float, str, list, dict; an int is accepted
   for a float). ``$`` expressions, ``@`` references, ``%`` macros and null defaults are not typed, and override
-  values written as such are passed through unchecked (they are resolved only when the workflow runs).
+  values written as such are passed through unchecked (they are resolved only when the workflow runs), except the
+  text ``true``/``false``: python-fire reads only ``True``/``False`` as booleans, and ``bool("false")`` is True.
 * **values** — rules declared per bundle in the config's ``option_rules`` dict, keyed by id:
-  ``min``, ``max``, ``greater_than``, ``multiple_of``, ``choices``, ``min_items``, ``unique_items``, ``items`` (a rule for each
+  ``min``, ``max``, ``greater_than``, ``less_than``, ``multiple_of``, ``choices``, ``min_items``, ``unique_items``, ``items`` (a rule for each
   element of a list) and ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
   count-or-fraction). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
   into a bundle's train, evaluate and inference configs alike.
@@ -199,7 +200,8 @@ def _unmet_rule(value: Any, rule: Mapping[str, Any]) -> str | None:
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         for key, text, fails in (("min", "≥", value < rule.get("min", value)),
                                  ("greater_than", ">", "greater_than" in rule and value <= rule["greater_than"]),
-                                 ("max", "≤", value > rule.get("max", value))):
+                                 ("max", "≤", value > rule.get("max", value)),
+                                 ("less_than", "<", "less_than" in rule and value >= rule["less_than"])):
             if fails:
                 return f"must be {text} {rule[key]}"
         if "multiple_of" in rule and value % rule["multiple_of"]:
@@ -289,6 +291,9 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
     type_name = rule.get("type") or _inferred_type(default)
     if value is None and default is None:
         return None
+    if type_name is None and isinstance(value, str) and value.lower() in ("true", "false"):
+        # fire reads only True/False as booleans: "false" arrives as text, and bool("false") is True
+        return f"got the text {value!r}; write {value.capitalize()} for a yes/no value"
     if type_name and not _has_type(value, type_name):
         shown = "" if default is None or _unresolved(default) else f" (default {default!r})"
         return f"expects {_TYPE_WORDS[type_name]}{shown}, got {value!r}"

@@ -74,6 +74,20 @@ def test_text_and_path_flags_reach_the_function_as_typed(typed: str) -> None:
     assert values[1] == (None if typed in ("None", "none", "null") else typed)  # None where None is the default
 
 
+@pytest.mark.parametrize("typed", ["None", "none", "null", "NULL"])
+def test_none_reaches_an_optional_number_as_none(typed: str) -> None:
+    """``--max_per_volume none`` (``int | None``) reached int() as the text 'none': a traceback."""
+    import fire.parser
+
+    def job(max_per_volume: int | None = 5000, stride: int = 1) -> None:
+        """A job with an optional count."""
+
+    (token,) = check_cli_flags(job, ["--max_per_volume", typed])
+    assert fire.parser.DefaultParseValue(token.partition("=")[2]) is None
+    with pytest.raises(OptionError, match="--stride: expected an int, got 'none'"):
+        check_cli_flags(job, ["--stride", "none"])  # not optional: still refused
+
+
 def test_a_misspelt_flag_stops_the_command_line_with_one_line_and_nothing_written(tmp_path: Path) -> None:
     from _bundle_cli import command_in_process
     from mednet.data.brain_demo_cohort import build_demo_cohort

@@ -57,6 +57,20 @@ def test_wrong_type_or_value_names_the_option(option: str, value: object, proble
     assert refused(TRAIN, **{option: value}).startswith(problem)
 
 
+def test_yes_no_text_and_open_upper_bounds_are_refused() -> None:
+    """fire passes --amp false as the text 'false' (truthy); options whose default is an expression or null are not
+    typed by their default, so this needs its own check. A decay factor or label smoothing of 1 is out of range."""
+    derm = REPO / "bundles" / "dermoscopy_classification" / "configs"
+    assert refused(TRAIN, amp="false").startswith("--amp: expects True or False")  # typed by its rule
+    assert refused(derm / "train.json", cifar_stem="false").startswith("--cifar_stem: expects True or False")
+    check_overrides(derm / "train.json", {"cifar_stem": None, "amp": False})  # null = by image size
+    assert refused(INFERENCE, mask="False").startswith("--mask: got the text 'False'; write False")  # null default
+    assert refused(derm / "train.json", label_smoothing=1.0).startswith("--label_smoothing: must be < 1, got 1.0")
+    assert refused(derm / "train.json", lr_schedule="plateau", lr_gamma=2).startswith("--lr_gamma: must be < 1")
+    assert refused(derm / "train.json", lr_schedule="multistep", milestones=[5, 8]).startswith(
+        "--milestones: every item must be < 1, got [5, 8]")
+
+
 def test_valid_overrides_pass() -> None:
     check_overrides(TRAIN, {
         "epochs": 2, "learning_rate": 1,  # an int where the default is a float
