@@ -8,7 +8,11 @@
 1. **Time per image** of each method (Grad-CAM, Grad-CAM++, Integrated Gradients n_steps 50, GradientSHAP
    n_samples 20, internal_batch_size 16 — the explain.json defaults) for 7-class untrained networks at ``--size``
    px on random normalised images (the cost does not depend on the weights), ``--images`` images per call after
-   one warm-up call; wall clock, the threads torch gets (``OMP_NUM_THREADS``).
+   one warm-up call; wall clock, the threads torch gets (``OMP_NUM_THREADS``). Baselines in the same run, on the
+   same images: the libraries called directly, one batch call each (MONAI ``GradCAM`` at the same layer, captum
+   ``IntegratedGradients`` with the same steps, black baseline and internal batch size) — the ratio is what the
+   product's wrapping costs (per-image target grouping, hooks removed, maps normalised) — and a plain input
+   gradient (one forward + backward), the cheapest gradient map, as the unit of cost.
 2. **Sanity** on a trained classifier: ``receptive_field_cnn`` trained (MONAI SupervisedTrainer, ``--epochs``) on
    the disc task of :func:`mednet.explain.sanity.blob_task` at ``--sanity_size`` px (class = colour of one disc at
    a random position on colour noise: the evidence is localised and known). For every method: the model
@@ -46,12 +50,53 @@ def timing(models: list[str], size: int, n_images: int) -> dict:
         attribution_maps_timed(net, x[:1], METHODS)  # warm-up
         _, seconds = attribution_maps_timed(net, x, METHODS)
         res = feature_map_size(net, None, size)
+        direct = _direct_library_seconds(net, x)
         out[name] = {"seconds_per_image": seconds, "gradcam_map": f"{res[0]}x{res[1]}", "size": size,
-                     "images": n_images, "threads": torch.get_num_threads()}
+                     "images": n_images, "threads": torch.get_num_threads(), "baselines_seconds_per_image": direct,
+                     "ratio_to_direct": {"gradcam": seconds["gradcam"] / direct["monai_gradcam"],
+                                         "integrated_gradients": seconds["integrated_gradients"]
+                                         / direct["captum_integrated_gradients"]}}
         print(f"{name} @ {size} px (Grad-CAM map {res[0]}×{res[1]}), {n_images} images, "
               f"{torch.get_num_threads()} threads: " + ", ".join(f"{m} {s:.4f} s" for m, s in seconds.items()),
               flush=True)
+        print(f"  baselines (library called directly, one batch): " + ", ".join(
+            f"{m} {s:.4f} s" for m, s in direct.items()) + f"; product / direct: Grad-CAM "
+              f"{out[name]['ratio_to_direct']['gradcam']:.2f}, IG {out[name]['ratio_to_direct']['integrated_gradients']:.2f}; "
+              f"in input gradients: " + ", ".join(f"{m} {s / direct['input_gradient']:.0f}×" for m, s in seconds.items()),
+              flush=True)
     return out
+
+
+def _direct_library_seconds(net, x) -> dict[str, float]:
+    """Seconds per image of the baselines (see the module docstring) on ``x`` ``(B, 3, S, S)``, after a warm-up."""
+    import torch
+    from captum.attr import IntegratedGradients
+    from monai.visualize import GradCAM
+
+    from mednet.explain import default_target_layer
+
+    with torch.no_grad():
+        targets = net(x).argmax(1)
+    cam = GradCAM(nn_module=net, target_layers=default_target_layer(net))
+    ig = IntegratedGradients(net)
+
+    def input_gradient():
+        inputs = x.clone().requires_grad_(True)
+        net(inputs).gather(1, targets[:, None]).sum().backward()
+        return inputs.grad
+
+    calls = {"input_gradient": input_gradient,
+             "monai_gradcam": lambda: cam(x.clone(), class_idx=None),  # its own argmax per image
+             "captum_integrated_gradients": lambda: ig.attribute(x.clone(), baselines=torch.zeros_like(x),
+                                                                 target=targets, n_steps=50, internal_batch_size=16)}
+    seconds = {}
+    for name, call in calls.items():
+        call()  # warm-up
+        start = time.perf_counter()
+        call()
+        seconds[name] = (time.perf_counter() - start) / x.shape[0]
+        net.zero_grad(set_to_none=True)
+    return seconds
 
 
 def sanity(size: int, n_images: int, epochs: int, docs: Path, seed: int = 0) -> dict:
