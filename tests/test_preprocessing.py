@@ -16,7 +16,7 @@ from conftest import make_head
 from mednet.data.bias_field import correct_bias_field, n4_bias_field
 from mednet.errors import DataError
 from mednet.data.mni import load_mni152_template
-from mednet.data.scan_checks import check_skull_stripped
+from mednet.data.scan_checks import check_skull_stripped, zero_background_residue
 from mednet.data.transforms import LoadLabelledVolumed
 
 
@@ -159,3 +159,28 @@ def test_demo_cohort_varies_widely_and_tests_on_a_harder_subject(tiny_cohort: Pa
     assert abs(float(test["gamma"]) - 1) >= 0.45
     spacings = [max(map(float, r["spacing_mm"].split("x"))) / min(map(float, r["spacing_mm"].split("x"))) for r in rows]
     assert max(spacings) > 1.3  # some subject is clearly anisotropic
+
+
+def test_float_residue_in_the_background_is_background(template, tmp_path: Path) -> None:
+    """A skull-stripped scan saved as float after resampling holds background values of float noise, not exact
+    zeros (nilearn's 2 mm template as float32: 2.8e-16 on 266k voxels): it was refused as not skull-stripped.
+    Values up to 1e-6 x the brain's 99th-percentile |intensity| are background; exact zeros are untouched."""
+    t1, label, affine = template
+    brain = label > 0
+    residue = np.where(brain, t1, np.float32(2.8e-16)).astype(np.float32)
+    residue[0, 0, 0] = -3e-17  # residue of either sign
+    clean = np.where(brain, t1, 0).astype(np.float32)
+    dark = clean.copy()
+    dark[tuple(np.argwhere(brain)[0])] = 1e-3 * np.percentile(t1[brain], 99)  # a dark brain voxel is brain
+    check_skull_stripped(residue, "residue.nii.gz", (2.0, 2.0, 2.0))
+    load = LoadLabelledVolumed(bias_correction="none")
+    a = load({"image": _save(tmp_path / "residue.nii.gz", residue, affine)})
+    b = load({"image": _save(tmp_path / "clean.nii.gz", clean, affine)})
+    assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["image"], b["image"])
+    assert torch.equal(load({"image": _save(tmp_path / "dark.nii.gz", dark, affine)})["mask"], b["mask"])
+
+    image = torch.from_numpy(clean)[None]
+    same, n = zero_background_residue(image)
+    assert same is image and n == 0  # exact zeros: the very same tensor, bit for bit
+    zeroed, n = zero_background_residue(torch.from_numpy(residue)[None])
+    assert n == int((~brain).sum()) and torch.equal(zeroed, image)

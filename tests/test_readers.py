@@ -21,7 +21,7 @@ from monai.transforms import LoadImage, LoadImaged, Orientation
 from monai.utils import MetaKeys, SpaceKeys
 
 from mednet.errors import DataError
-from mednet.data.readers import SimpleITKReader
+from mednet.data.readers import SimpleITKReader, dicom_series_info
 
 # LoadImage instantiates all of MONAI's default readers; the GPU DICOM one warns on CPU-only machines
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader:UserWarning")
@@ -406,3 +406,104 @@ def test_errors_through_load_image(files):
     with pytest.raises(RuntimeError) as err2:
         LoadImage(reader=reader)(path)
     assert f"DataError: {path}: " in str(err2.value)
+
+
+# ------------------------------------------------------------------ DICOM series that are not one 3D volume
+
+
+def _edit_slices(folder: Path, edit) -> list[Path]:  # noqa: ANN001 (edit: (index, pydicom Dataset) -> None)
+    """Apply ``edit(k, dataset)`` to every slice of ``folder`` (in slice order) with pydicom and save it back."""
+    pydicom = pytest.importorskip("pydicom")
+    paths = sorted(folder.glob("*.dcm"))
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        edit(k, ds)
+        ds.save_as(path)
+    return paths
+
+
+@pytest.mark.parametrize("slope, intercept", [(40.0, 0.0), (2.5, 0.3)])
+def test_series_with_per_slice_rescale_is_read_as_float(tmp_path, slope, intercept):
+    """RescaleSlope/Intercept differing between slices: ITK took the first slice's pixel type (slope 1: int16) and cast
+    the others into it, so 40 × 900 wrapped to negative values and 2.5 × v + 0.3 lost its fraction."""
+    stored = (ARRAY_XYZ + 400).astype(np.int16)  # 0..959: × 40 exceeds int16
+    folder = tmp_path / "series"
+    _write_dicom_series(_sitk_volume(stored), folder)
+
+    def rescale(k, ds):  # noqa: ANN001, ANN202
+        ds.RescaleSlope, ds.RescaleIntercept = ("1", "0") if k == 0 else (f"{slope:g}", f"{intercept:g}")
+
+    slices = _edit_slices(folder, rescale)
+    expected = stored.astype(np.float64)
+    expected[..., 1:] = expected[..., 1:] * slope + intercept
+    arr, _ = SimpleITKReader().get_data(SimpleITKReader().read(folder))
+    assert arr.dtype == np.float32
+    np.testing.assert_allclose(arr, expected, rtol=1e-6, atol=1e-4)
+    one, _ = SimpleITKReader().get_data(SimpleITKReader().read(slices[1]))  # a single file: float32 as well
+    assert one.dtype == np.float32
+    np.testing.assert_allclose(one[..., 0], expected[..., 1], rtol=1e-6, atol=1e-4)
+    # an explicit pixel type still wins
+    assert SimpleITKReader(outputPixelType=sitk.sitkFloat64).read(folder).GetPixelID() == sitk.sitkFloat64
+
+
+def test_ordinary_integer_files_keep_their_type(files):
+    """Only DICOM is read as float32: MHA, NRRD and NIfTI keep their stored integer type."""
+    for fmt in ("mha", "nrrd", "nii.gz"):
+        arr, _ = SimpleITKReader().get_data(SimpleITKReader().read(files[fmt]))
+        assert arr.dtype == np.int16, fmt
+        np.testing.assert_array_equal(arr, ARRAY_XYZ)
+
+
+def test_series_info_gives_the_read_geometry(files, tmp_path):
+    """:func:`dicom_series_info` describes the volume from the headers alone as the series reader builds it,
+    also for a gantry-tilted series (positions shifted in-plane: ITK keeps the slice normal, spacing = distance)."""
+    info = dicom_series_info(files["dicom"])
+    assert info.size == SIZE_XYZ and info.components == 1 and len(info.files) == SIZE_XYZ[2]
+    np.testing.assert_allclose(info.affine_lps, _expected_affine_lps(), atol=1e-4)
+    tilted = shutil.copytree(files["dicom"], tmp_path / "tilted")
+    shift = np.array(DIRECTION_LPS[:, 1]) * 0.4  # along the column direction, per slice
+
+    def tilt(k, ds):  # noqa: ANN001, ANN202
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(ds.ImagePositionPatient, float) + k * shift]
+
+    _edit_slices(tilted, tilt)
+    image = SimpleITKReader().read(tilted)
+    read_affine = SimpleITKReader._get_affine(image, False)
+    assert np.linalg.norm(read_affine[:3, 2]) == pytest.approx(np.hypot(SPACING[2], 0.4))  # tilted: not SPACING[2]
+    np.testing.assert_allclose(dicom_series_info(tilted).affine_lps, read_affine, atol=1e-6)
+
+
+def test_series_with_slices_at_one_position_is_refused(files, tmp_path):
+    """Several time points / echoes of the same slice(s) in one series: ITK stacked them as 3D with a made-up 1 mm
+    spacing (all at one position) or interleaved them."""
+    pydicom = pytest.importorskip("pydicom")
+    same = shutil.copytree(files["dicom"], tmp_path / "dynamic")
+    first = list(pydicom.dcmread(sorted(same.glob("*.dcm"))[0]).ImagePositionPatient)
+    _edit_slices(same, lambda k, ds: setattr(ds, "ImagePositionPatient", first))
+    with pytest.raises(DataError) as err:
+        SimpleITKReader().read(same)
+    assert err.value.path == str(same)
+    assert f"{SIZE_XYZ[2]} slices at only 1 position along the slice normal" in err.value.problem
+
+    echoes = shutil.copytree(files["dicom"], tmp_path / "echoes")
+    for path in sorted(echoes.glob("*.dcm")):  # a second echo: same positions, new instance UIDs
+        shutil.copy(path, echoes / f"echo2_{path.name}")
+    _edit_slices(echoes, lambda k, ds: setattr(ds, "SOPInstanceUID", f"{SERIES_UID}.{1000 + k}"))
+    with pytest.raises(DataError, match=f"{2 * SIZE_XYZ[2]} slices at only {SIZE_XYZ[2]} positions"):
+        SimpleITKReader().read(echoes)
+
+
+def test_series_with_several_orientations_is_refused(files, tmp_path):
+    """A 3-plane localizer (or an axial and a sagittal stack sharing a SeriesInstanceUID) loaded as one volume."""
+    folder = shutil.copytree(files["dicom"], tmp_path / "localizer")
+
+    def turn(k, ds):  # noqa: ANN001, ANN202
+        if k in (2, 5):
+            ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]  # coronal
+
+    slices = _edit_slices(folder, turn)
+    with pytest.raises(DataError) as err:
+        SimpleITKReader().read(folder)
+    assert err.value.path == str(folder)
+    assert "2 of 8 slices have another orientation (ImageOrientationPatient)" in err.value.problem
+    assert slices[2].name in err.value.problem and slices[5].name in err.value.problem

@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 
 from mednet.errors import DataError
 from mednet.data.datalist import list_volume_inputs
-from mednet.data.transforms import LoadLabelledVolumed
+from mednet.data.transforms import LoadLabelledVolumed, output_name
 from mednet.data.volumes import (
     check_volume_headers,
     check_label_values,
@@ -205,7 +205,9 @@ def test_3d_image_with_singleton_trailing_axes_is_3d(tmp_path, trailing):
 def test_volume_headers_are_checked_before_any_volume_is_loaded(tmp_path):
     good = _write(tmp_path / "good.nii.gz", _image())
     mha = tmp_path / "good.mha"
-    sitk.WriteImage(sitk.GetImageFromArray(_image().T.copy()), str(mha))
+    mha_image = sitk.GetImageFromArray(_image().T.copy())
+    mha_image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))  # LPS: the NIfTI's identity RAS grid
+    sitk.WriteImage(mha_image, str(mha))
     items = [{"image": str(good)}, {"image": str(mha), "mask": str(good)}]
     assert check_volume_headers(items) == items
     text = tmp_path / "notes.nii.gz"
@@ -518,19 +520,20 @@ def _expected_dicom_affine_ras() -> np.ndarray:
     return LPS @ aff
 
 
-def _write_dicom_series(out_dir: Path, name: str = "slice_{k:03d}.dcm", jitter_mm: float = 0.0) -> None:
+def _write_dicom_series(out_dir: Path, name: str = "slice_{k:03d}.dcm", jitter_mm: float = 0.0,
+                        uid: str = "1.2.826.0.1.3680043.2.1125.1.777") -> None:
     """A CT series, one file per slice (after SimpleITK's DicomSeriesFromArray example); ``jitter_mm`` moves
-    every other slice along the normal (the rounding of real ImagePositionPatient values)."""
+    every other slice along the normal (the rounding of real ImagePositionPatient values); ``uid``: its
+    SeriesInstanceUID (two series may share a folder)."""
     img = sitk.GetImageFromArray(np.ascontiguousarray(DICOM_ARRAY.T))  # SimpleITK numpy order is (z, y, x)
     img.SetSpacing(SPACING)
     img.SetOrigin(ORIGIN_LPS)
     img.SetDirection(DIRECTION_LPS.ravel().tolist())
-    out_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     writer.SetImageIO("GDCMImageIO")  # also for names without ".dcm"
     d = img.GetDirection()
-    uid = "1.2.826.0.1.3680043.2.1125.1.777"
     tags = [
         ("0020|000d", uid + ".1"),
         ("0020|000e", uid),
@@ -635,3 +638,115 @@ def test_probability_map_mask_is_thresholded_and_never_takes_over_the_geometry(p
     np.testing.assert_array_equal(d["mask"][0].numpy(), brain)
     assert d["image"].meta["filename_or_obj"] == str(image)
     np.testing.assert_allclose(np.asarray(d["image"].meta["original_affine"]), np.eye(4))
+
+
+# ------------------------------------------------------------------ pre-flight header check
+
+
+def test_header_check_reads_dicom_series_folders(tmp_path):
+    """A folder of inputs with a good NIfTI, then a DICOM series that cannot be read: the pre-flight skipped
+    folders, so the NIfTI's output was written, the run failed on the series, and the re-run was refused on that
+    output. Now the series' headers are checked as the reader checks them, and a mask is compared with the series'
+    grid."""
+    good = _write(tmp_path / "a_good.nii.gz", _image())
+    series = tmp_path / "b_series"
+    _write_dicom_series(series)
+    mask = _write(tmp_path / "mask.nii.gz", np.ones(SHAPE, np.uint8), _expected_dicom_affine_ras())
+    items = [{"image": str(good)}, {"image": str(series), "mask": str(mask)}]
+    assert check_volume_headers(items) == items
+    two = tmp_path / "two_series"
+    _write_dicom_series(two)
+    _write_dicom_series(two, name="second_{k:03d}.dcm", uid="1.2.826.0.1.3680043.2.1125.1.778")
+    cut = tmp_path / "cut_series"
+    _write_dicom_series(cut)
+    last = cut / f"slice_{SHAPE[2] - 1:03d}.dcm"
+    last.write_bytes(last.read_bytes()[:-200])
+    off = _write(tmp_path / "off_mask.nii.gz", np.ones(SHAPE, np.uint8))  # identity affine: not the series' grid
+    for bad, item, words in [
+        (two, {"image": str(two)}, ("holds 2 DICOM series",)),
+        (cut, {"image": str(cut)}, ("not part of the series", last.name)),
+        (off, {"image": str(series), "mask": str(off)}, ("mask does not match its image", str(series))),
+    ]:
+        with pytest.raises(DataError) as err:
+            check_volume_headers([{"image": str(good)}, item])
+        _assert_data_error(err, bad, *words)
+
+
+def test_header_check_compares_mask_and_label_grids_with_the_image(tmp_path):
+    """``check_volume_headers`` passed a 98x117x95 mask for a 99x117x95 image (found only after earlier outputs were
+    written); the grids are compared as loading compares them: after reorientation to RAS."""
+    image = _write(tmp_path / "img.nii.gz", _image(), LPS)
+    small = _write(tmp_path / "small_mask.nii.gz", np.ones((11, 10, 8), np.uint8), LPS)
+    moved_affine = LPS.copy()
+    moved_affine[2, 3] = 1.0
+    moved = _write(tmp_path / "moved_label.nii.gz", _label(), moved_affine)
+    for bad, key, words in [(small, "mask", ("shape (11, 10, 8) vs (12, 10, 8)",)),
+                            (moved, "label", ("affine differs by up to 1 mm",))]:
+        with pytest.raises(DataError) as err:
+            check_volume_headers([{"image": str(image), key: str(bad)}])
+        _assert_data_error(err, bad, f"{key} does not match its image {image}", *words)
+    # the same world grid stored in another voxel order is the same grid (as load_labelled_volume accepts it)
+    ras_shift = np.eye(4)
+    ras_shift[:2, 3] = [-(SHAPE[0] - 1), -(SHAPE[1] - 1)]
+    same = _write(tmp_path / "ras_label.nii.gz", _label()[::-1, ::-1, :].copy(), ras_shift)
+    check_volume_headers([{"image": str(image), "label": str(same)}])
+    load_labelled_volume(image, same)
+
+
+def test_2d_colour_image_is_refused_as_such(tmp_path):
+    """A 2D RGB picture passed the pre-flight (the colour axis counted as a third dimension), then failed with
+    "expected a 3D image volume, got shape (3, 80, 64) (3D)"."""
+    photo = tmp_path / "photo.png"
+    sitk.WriteImage(sitk.Compose(*[sitk.GetImageFromArray(np.full((80, 64), 50 * c, np.uint8)) for c in range(3)]),
+                    str(photo))
+    with pytest.raises(DataError) as err:
+        check_volume_headers([{"image": str(photo)}])
+    _assert_data_error(err, photo, "2D colour image", "3 values per pixel", "(64, 80)")
+    with pytest.raises(DataError) as err:
+        load_volume(photo)
+    _assert_data_error(err, photo, "2D colour image", "3 values per pixel")
+    assert "(3D)" not in str(err.value)
+
+
+def test_header_check_error_keeps_the_reason(tmp_path):
+    """SimpleITK's reason (its ERROR line) is kept; its C++ source location is not the reason."""
+    bad = tmp_path / "scan.nrrd"
+    bad.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4\nencoding: raw\n\n")
+    with pytest.raises(DataError) as err:
+        check_volume_headers([{"image": str(bad)}])
+    _assert_data_error(err, bad, "cannot read the image's header", "NrrdImageIO", "dimension is 3")
+    assert ".cxx" not in str(err.value) and "Exception thrown in SimpleITK" not in str(err.value)
+
+
+def test_freesurfer_mgz_is_read_with_nibabel(tmp_path):
+    """FreeSurfer's .mgz/.mgh (nibabel reads them, SimpleITK has no reader) were called corrupt."""
+    angle = np.radians(15.0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine[:3, :3] = affine[:3, :3] @ np.diag([1.0, 1.2, 1.5])
+    affine[:3, 3] = [-10.0, 20.0, -30.0]
+    (tmp_path / "fs").mkdir()
+    mgz = tmp_path / "fs" / "brain.mgz"
+    nib.save(nib.MGHImage(_image(), affine), str(mgz))
+    nifti = _write(tmp_path / "brain.nii.gz", _image(), affine)
+    assert check_volume_headers([{"image": str(mgz), "mask": str(nifti)}])
+    assert [(it["image"], it["name"]) for it in list_volume_inputs(tmp_path / "fs")] == [(str(mgz), "brain")]
+    vol, ref = load_volume(mgz), load_volume(nifti)
+    np.testing.assert_array_equal(vol.numpy(), ref.numpy())
+    np.testing.assert_allclose(np.asarray(vol.affine), np.asarray(ref.affine), atol=1e-4)
+    written = nib.load(str(save_label_volume((vol[0] > 100).to(torch.uint8), vol, tmp_path / "seg.nii.gz")))
+    np.testing.assert_allclose(written.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), (_image() > 100).astype(np.uint8))
+
+
+@pytest.mark.parametrize("where", ["series", "below"])
+def test_input_dot_is_named_after_the_folder(tmp_path, monkeypatch, where):
+    """``--input .`` run inside a DICOM series folder named the output ``_seg.nii.gz``."""
+    series = tmp_path / "t1_mprage"
+    _write_dicom_series(series)
+    (series / "notes").mkdir()
+    monkeypatch.chdir(series if where == "series" else series / "notes")
+    given = "." if where == "series" else ".."
+    (item,) = list_volume_inputs(given)
+    assert item["name"] == "t1_mprage"
+    assert output_name(given) == "t1_mprage_seg.nii.gz"

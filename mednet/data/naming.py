@@ -18,14 +18,18 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "DICOM_SUFFIXES", "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "PHOTO_SUFFIXES", "ARRAY_SUFFIXES",
-           "volume_stem", "unique_names", "with_names", "NAME_KEY"]
+__all__ = ["IMAGE_SUFFIXES", "DICOM_SUFFIXES", "NIFTI_SUFFIXES", "MGH_SUFFIXES", "NIBABEL_SUFFIXES", "VOLUME_SUFFIXES",
+           "PHOTO_SUFFIXES", "ARRAY_SUFFIXES", "volume_stem", "unique_names", "with_names", "NAME_KEY"]
 
 # The project's one list of known image file suffixes (lower case; longest first where one ends another).
 #: NIfTI files (read with nibabel)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: 3D volumes: NIfTI, MetaImage, NRRD, DICOM files (a DICOM *series* is a folder)
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
+#: FreeSurfer volumes (``mri_convert``/``recon-all`` output): read with nibabel, SimpleITK has no reader for them
+MGH_SUFFIXES = (".mgz", ".mgh")
+#: volumes read with nibabel
+NIBABEL_SUFFIXES = NIFTI_SUFFIXES + MGH_SUFFIXES
+#: 3D volumes: NIfTI, FreeSurfer MGH, MetaImage, NRRD, DICOM files (a DICOM *series* is a folder)
+VOLUME_SUFFIXES = NIBABEL_SUFFIXES + (".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 #: 2D colour photographs (dermoscopy): Pillow formats; DICOM dermoscopy files use ``.dcm``
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 #: NumPy arrays written by mednet (slices, patches) and DermaMNIST
@@ -40,8 +44,12 @@ _SEP = "_"
 
 
 def volume_stem(path: str | os.PathLike) -> str:
-    """``/x/sub-001.nii.gz`` → ``sub-001``; a DICOM series folder ``/x/series7/`` → ``series7``."""
-    name = Path(str(path).rstrip("/\\")).name
+    """``/x/sub-001.nii.gz`` → ``sub-001``; a DICOM series folder ``/x/series7/`` → ``series7``.
+
+    The path is made absolute first (not resolved, as :func:`_parents`), so ``.`` or ``..`` given for a series
+    folder (``--input .`` run inside it) is named after that folder, not ``""`` (an output called ``_seg.nii.gz``).
+    """
+    name = Path(os.path.abspath(os.fspath(path).rstrip("/\\") or os.sep)).name
     for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]

@@ -21,6 +21,10 @@ Conventions (identical to ``ITKReader`` with its defaults and to ``NibabelReader
   convention: SimpleITK geometry is LPS, so the first two rows are negated
   (:func:`monai.data.utils.orientation_ras_lps`), exactly like ``ITKReader(affine_lps_to_ras=True)``.
 
+- Greyscale DICOM (series and single files) is read as float32, each slice with its own RescaleSlope/Intercept
+  (ITK would otherwise cast every slice to the first slice's pixel type); a series folder's headers are checked
+  first (:func:`dicom_series_info`: one series, parallel slices at distinct, evenly spaced positions).
+
 Errors (missing file, empty directory, unreadable/corrupt/truncated file, ambiguous DICOM directory) are raised
 as :class:`mednet.errors.DataError` naming the path, never as a bare SimpleITK ``RuntimeError``. Note that
 ``LoadImage(reader=SimpleITKReader())`` catches reader exceptions, tries MONAI's other readers and then raises
@@ -37,6 +41,7 @@ import re
 import warnings
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +54,18 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from mednet.errors import DataError
 
-__all__ = ["SimpleITKReader", "holds_dicom_files"]
+__all__ = ["SimpleITKReader", "holds_dicom_files", "dicom_series_info", "DicomSeriesInfo"]
 
 #: file suffixes accepted by :meth:`SimpleITKReader.verify_suffix` (directories are accepted as DICOM series)
 SUFFIXES: tuple[str, ...] = ("dcm", "mha", "mhd", "nrrd", "nhdr", "nii", "nii.gz")
 
 # SimpleITK returns this string for metadata values it cannot print (ITK-internal matrices, doubles, ...)
 _UNPRINTABLE = "[UNKNOWN_PRINT_CHARACTERISTICS]"
-# set by ITK's ImageSeriesReader when the slice positions are not evenly spaced (missing/unreadable slice)
-_NON_UNIFORM_KEY = "ITK_non_uniform_sampling_deviation"
 # Media Storage Directory Storage: a DICOMDIR, which may share a folder with the series it indexes
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
-def _sitk_problem(err: Exception) -> str:
+def sitk_problem(err: Exception) -> str:
     """The useful part of a SimpleITK exception: its ``ERROR`` line(s), without C++ source locations."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
@@ -127,30 +130,164 @@ def _unread_series_files(folder: Path, series_id: str, files: Sequence[str]) -> 
 
 #: largest deviation of a DICOM series' slice spacing from its median, as a fraction of it, still read as uniform
 _SPACING_TOLERANCE = 0.01
+#: largest difference between two slices' direction cosines (ImageOrientationPatient) still read as one orientation
+# (scanners write them with ~6 decimals; a localizer's planes differ by 1)
+_ORIENTATION_TOLERANCE = 1e-3
+#: two slices closer than this along the slice normal (mm) sit at the same position
+_SAME_POSITION_MM = 1e-3
 
 
-def _slice_spacing_deviation(files: Sequence[str]) -> float:
+def lps_affine(direction: Sequence[float], spacing: Sequence[float], origin: Sequence[float]) -> np.ndarray:
+    """``(r+1, r+1)`` voxel-to-LPS affine, ``r = min(dimension, 3)``: direction @ diag(spacing), origin."""
+    ndim = len(spacing)
+    direction_ = np.asarray(direction, dtype=np.float64).reshape(ndim, ndim)
+    sr = min(max(ndim, 1), 3)
+    affine: np.ndarray = np.eye(sr + 1)
+    affine[:sr, :sr] = direction_[:sr, :sr] @ np.diag(np.asarray(spacing, dtype=np.float64)[:sr])
+    affine[:sr, -1] = np.asarray(origin, dtype=np.float64)[:sr]
+    return affine
+
+
+def _spacing_deviation(gaps: np.ndarray) -> float:
     """Largest deviation of the gaps between consecutive slice positions (along the slice normal) from their
-    median, relative to the median; ``inf`` when positions cannot be read.
+    median, relative to the median; ``inf`` when the median is 0.
 
     ITK flags a series as unevenly spaced (``ITK_non_uniform_sampling_deviation``) for any deviation at all, down to
     the rounding of ImagePositionPatient in oblique or non-integer positions (1e-12 mm), and SimpleITK does not
     expose the amount. A missing slice shows as a deviation of 1 (one whole gap); rounding as ~1e-6.
     """
+    if gaps.size == 0:
+        return 0.0
+    median = float(np.median(np.abs(gaps)))
+    return float(np.abs(np.abs(gaps) - median).max() / median) if median > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """What the headers of a DICOM series folder say, before any pixel is read (:func:`dicom_series_info`).
+
+    Attributes:
+        series_id: the SeriesInstanceUID read.
+        files: the series' files in GDCM's order (along the slice normal), as ``ImageSeriesReader`` reads them.
+        size: ``(X, Y, Z)`` = (columns, rows, slices) of the volume the series reader builds.
+        components: values per pixel (1 for greyscale, 3 for RGB).
+        affine_lps: ``(4, 4)`` voxel-to-LPS affine the series reader gives: origin and axes of the first file,
+            slice spacing = distance(first, last position) / (files - 1), as ITK computes it.
+        spacing_deviation: :func:`_spacing_deviation` of the slice gaps (0 for a single file).
+        unread: names of files of this series GDCM left out (truncated, corrupt).
+    """
+
+    series_id: str
+    files: tuple[str, ...]
+    size: tuple[int, ...]
+    components: int
+    affine_lps: np.ndarray
+    spacing_deviation: float
+    unread: tuple[str, ...]
+
+
+def _file_information(path: str) -> sitk.ImageFileReader:
+    """A reader holding ``path``'s header (``ReadImageInformation``); :class:`DataError` if unreadable."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        reader = sitk.ImageFileReader()
-        origins, direction = [], None
-        for f in files:
-            reader.SetFileName(str(f))
-            reader.ReadImageInformation()
-            origins.append(reader.GetOrigin())
-            direction = direction or reader.GetDirection()
-        normal = np.asarray(direction, dtype=float).reshape(3, 3)[:, 2]
-        gaps = np.diff(np.asarray(origins, dtype=float) @ normal)
-        median = float(np.median(np.abs(gaps)))
-        return float(np.abs(np.abs(gaps) - median).max() / median) if median > 0 else float("inf")
-    except (RuntimeError, ValueError):
-        return float("inf")
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise DataError(path, f"DICOM header cannot be read (corrupt or truncated file): {sitk_problem(e)}") from e
+    return reader
+
+
+def dicom_series_info(folder: str | os.PathLike, series_id: str = "", allow_nonuniform: bool = False
+                      ) -> DicomSeriesInfo:
+    """Check the DICOM series in ``folder`` from its headers alone and describe the volume it reads as.
+
+    Used by :class:`SimpleITKReader` before reading the pixels, and by the pre-flight header check of a folder of
+    inputs (:func:`mednet.data.volumes.check_volume_headers`), so a series that cannot be read is refused before
+    anything is written. Each file's header is read once (``ReadImageInformation``, ~0.5 ms a slice).
+
+    Refused, as :class:`DataError` naming ``folder``: no series, several series and no ``series_id`` (or one not
+    there), a file of the series GDCM left out (truncated, corrupt), slices with different orientations
+    (ImageOrientationPatient: a 3-plane localizer, or a sagittal and an axial series sharing a UID), slices at the
+    same position along the normal (a 2D dynamic series or several echoes/time points of one slice: ITK would
+    stack them as a 3D volume with a made-up 1 mm spacing) and, unless ``allow_nonuniform`` (then a warning),
+    unevenly spaced slices (a missing slice: the affine would be wrong).
+    """
+    path = Path(folder)
+    try:
+        series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    except RuntimeError as e:
+        raise DataError(path, f"cannot list DICOM series: {sitk_problem(e)}") from e
+    if not series_ids:
+        raise DataError(path, "directory contains no readable DICOM series")
+    if series_id:
+        if series_id not in series_ids:
+            raise DataError(path, f"DICOM series {series_id!r} not found; series in this directory: {series_ids}")
+    elif len(series_ids) > 1:
+        raise DataError(
+            path,
+            f"directory holds {len(series_ids)} DICOM series {series_ids}; "
+            "choose one with SimpleITKReader(series_id=...)",
+        )
+    else:
+        series_id = series_ids[0]
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_id))
+    if not files:
+        raise DataError(path, f"DICOM series {series_id!r} has no readable files")
+    unread = _unread_series_files(path, series_id, files)
+
+    readers = [_file_information(f) for f in files]
+    first = readers[0]
+    size = list(first.GetSize()) + [1] * (3 - first.GetDimension())
+    directions = np.asarray([np.reshape(r.GetDirection(), (r.GetDimension(),) * 2)[:3, :3] for r in readers])
+    origins = np.asarray([r.GetOrigin()[:3] for r in readers], dtype=float)
+    affine = lps_affine(directions[0].ravel(), (list(first.GetSpacing()) + [1.0] * 3)[:3], origins[0])
+    deviation = 0.0
+    if len(files) > 1 and all(r.GetSize()[2:3] in ((), (1,)) for r in readers):  # single-frame slices
+        turned = [Path(f).name for f, d in zip(files, directions)
+                  if np.abs(d[:, :2] - directions[0][:, :2]).max() > _ORIENTATION_TOLERANCE]
+        if turned:
+            raise DataError(
+                path,
+                f"DICOM series {series_id!r}: {len(turned)} of {len(files)} slices have another orientation "
+                f"(ImageOrientationPatient) than {Path(files[0]).name} ({_names(turned)}): a localizer or several "
+                "planes in one series, not one 3D volume",
+            )
+        normal = directions[0][:, 2]
+        along = origins @ normal  # slice positions along the normal, in GDCM's order
+        # sorted: GDCM gives up sorting a series with repeated positions and keeps the file names' order
+        same = int((np.diff(np.sort(along)) < _SAME_POSITION_MM).sum())
+        if same:
+            n_positions = len(files) - same
+            raise DataError(
+                path,
+                f"DICOM series {series_id!r}: {len(files)} slices at only {n_positions} position"
+                f"{'' if n_positions == 1 else 's'} along the slice normal (several time points, echoes or "
+                "repetitions of the same slice(s): a 2D or 4D series, not one 3D volume); export one 3D volume",
+            )
+        deviation = _spacing_deviation(np.diff(along))
+        size[2] = len(files)
+        # as ITK's ImageSeriesReader: the first file's axes, slice spacing |last - first| / (files - 1)
+        affine[:3, 2] = normal * np.linalg.norm(origins[-1] - origins[0]) / (len(files) - 1)
+    if deviation > _SPACING_TOLERANCE:
+        problem = (
+            f"DICOM series {series_id!r}: slices are not evenly spaced ({len(files)} files read; a slice may "
+            "be missing or unreadable), so the voxel geometry is unreliable"
+        )
+        if unread:
+            problem += f"; not read: {_names(unread)}"
+        if not allow_nonuniform:
+            raise DataError(path, problem + "; pass allow_nonuniform_series=True to load it anyway")
+        warnings.warn(f"{path}: {problem}", stacklevel=3)
+    elif unread:  # evenly spaced without them: the first or last slice(s) were dropped
+        one = len(unread) == 1
+        raise DataError(
+            path,
+            f"{len(unread)} DICOM file{'' if one else 's'} {'is' if one else 'are'} not part of the series GDCM "
+            f"could read ({_names(unread)}): truncated or corrupt? remove {'it' if one else 'them'} or "
+            "re-export the series",
+        )
+    return DicomSeriesInfo(series_id, tuple(files), tuple(int(s) for s in size[:3]),
+                           int(first.GetNumberOfComponents()), affine, deviation, tuple(unread))
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:
@@ -310,85 +447,63 @@ class SimpleITKReader(ImageReader):
             reader.ReadImageInformation()
         except RuntimeError as e:
             raise DataError(
-                path, f"cannot be read by SimpleITK (corrupt, truncated or unsupported file): {_sitk_problem(e)}"
+                path, f"cannot be read by SimpleITK (corrupt, truncated or unsupported file): {sitk_problem(e)}"
             ) from e
         if reader.GetImageIO() == "NiftiImageIO" or path.name.lower().endswith((".nii", ".nii.gz")):
             self._check_nifti_complete(path, reader)
+        if (reader.GetImageIO() or reader.GetImageIOFromFileName(str(path))) == "GDCMImageIO":
+            self._dicom_pixel_type(reader, reader.GetNumberOfComponents())
+            self._apply_options(reader, options, path)  # an explicit outputPixelType wins
         try:
             return reader.Execute()
         except RuntimeError as e:
             raise DataError(
-                path, f"cannot be read by SimpleITK (corrupt or truncated file): {_sitk_problem(e)}"
+                path, f"cannot be read by SimpleITK (corrupt or truncated file): {sitk_problem(e)}"
             ) from e
 
     def _read_series(self, path: Path, options: dict[str, Any]) -> sitk.Image:
         """Read the DICOM series in directory ``path`` (``self.series_id`` picks one of several).
 
-        Files of other series (or a DICOMDIR) in the folder are ignored; a file of this series that GDCM left
-        out (truncated, corrupt) is an error: in the middle it shows as uneven spacing (see
-        ``allow_nonuniform_series``), at either end the volume would silently lose a slice.
+        The headers are checked first (:func:`dicom_series_info`): files of other series (or a DICOMDIR) in the
+        folder are ignored; a file of this series that GDCM left out (truncated, corrupt) is an error: in the
+        middle it shows as uneven spacing (see ``allow_nonuniform_series``), at either end the volume would
+        silently lose a slice; slices in several orientations or at one position are not a 3D volume.
+        Greyscale pixels are read as float32 (see :meth:`_dicom_pixel_type`).
         """
-        try:
-            series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
-        except RuntimeError as e:
-            raise DataError(path, f"cannot list DICOM series: {_sitk_problem(e)}") from e
-        if not series_ids:
-            raise DataError(path, "directory contains no readable DICOM series")
-        if self.series_id:
-            if self.series_id not in series_ids:
-                raise DataError(
-                    path, f"DICOM series {self.series_id!r} not found; series in this directory: {series_ids}"
-                )
-            series_id = self.series_id
-        elif len(series_ids) > 1:
-            raise DataError(
-                path,
-                f"directory holds {len(series_ids)} DICOM series {series_ids}; "
-                "choose one with SimpleITKReader(series_id=...)",
-            )
-        else:
-            series_id = series_ids[0]
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_id))
-        if not files:
-            raise DataError(path, f"DICOM series {series_id!r} has no readable files")
-        unread = _unread_series_files(path, series_id, files)
+        info = dicom_series_info(path, self.series_id, self.allow_nonuniform_series)
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
+        reader.SetFileNames(list(info.files))
         if self.series_meta:
             reader.MetaDataDictionaryArrayUpdateOn()
             reader.LoadPrivateTagsOn()
+        self._dicom_pixel_type(reader, info.components)
         self._apply_options(reader, options, path)
         try:
             image = reader.Execute()
         except RuntimeError as e:
             raise DataError(
-                path, f"DICOM series {series_id!r} cannot be read (corrupt slice?): {_sitk_problem(e)}"
+                path, f"DICOM series {info.series_id!r} cannot be read (corrupt slice?): {sitk_problem(e)}"
             ) from e
-        if image.HasMetaDataKey(_NON_UNIFORM_KEY) and _slice_spacing_deviation(files) > _SPACING_TOLERANCE:
-            problem = (
-                f"DICOM series {series_id!r}: slices are not evenly spaced ({len(files)} files read; a slice may "
-                "be missing or unreadable), so the voxel geometry is unreliable"
-            )
-            if unread:
-                problem += f"; not read: {_names(unread)}"
-            if not self.allow_nonuniform_series:
-                raise DataError(path, problem + "; pass allow_nonuniform_series=True to load it anyway")
-            warnings.warn(f"{path}: {problem}", stacklevel=3)
-        elif unread:  # evenly spaced without them: the first or last slice(s) were dropped
-            one = len(unread) == 1
-            raise DataError(
-                path,
-                f"{len(unread)} DICOM file{'' if one else 's'} {'is' if one else 'are'} not part of the series GDCM "
-                f"could read ({_names(unread)}): truncated or corrupt? remove {'it' if one else 'them'} or "
-                "re-export the series",
-            )
-        if self.series_meta and files:
+        if self.series_meta:
             for key in reader.GetMetaDataKeys(0):
                 try:
                     image.SetMetaData(key, reader.GetMetaData(0, key))
                 except (RuntimeError, UnicodeDecodeError):  # undecodable private tags: skip
                     continue
         return image
+
+    @staticmethod
+    def _dicom_pixel_type(reader: sitk.ImageReaderBase, components: int) -> None:
+        """Read greyscale DICOM as float32 (an ``outputPixelType`` option still overrides it).
+
+        GDCM applies each file's RescaleSlope/Intercept, but ITK picks the pixel type from the first slice alone
+        and casts the others into it: a series with slope 1 on its first slice and 40 on the rest wrapped around
+        int16 (half the brain negative), slope 2.5 / intercept 0.3 was truncated to integers. float32 holds the
+        rescaled values to float32 precision (integers below 2**24 exactly: every 16-bit value with slope 1).
+        Colour (RGB) pixels keep their type: a scalar output type would turn them into one grey channel.
+        """
+        if components == 1:
+            reader.SetOutputPixelType(sitk.sitkFloat32)
 
     @staticmethod
     def _check_nifti_complete(path: Path, reader: sitk.ImageFileReader) -> None:
@@ -452,14 +567,7 @@ class SimpleITKReader(ImageReader):
             img: a SimpleITK image.
             lps_to_ras: negate the first two rows (LPS -> RAS), as ``ITKReader`` does by default.
         """
-        ndim = img.GetDimension()
-        direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(ndim, ndim)
-        spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
-        origin = np.asarray(img.GetOrigin(), dtype=np.float64)
-        sr = min(max(direction.shape[0], 1), 3)
-        affine: np.ndarray = np.eye(sr + 1)
-        affine[:sr, :sr] = direction[:sr, :sr] @ np.diag(spacing[:sr])
-        affine[:sr, -1] = origin[:sr]
+        affine = lps_affine(img.GetDirection(), img.GetSpacing(), img.GetOrigin())
         if lps_to_ras:
             affine = orientation_ras_lps(affine)
         return affine

@@ -10,13 +10,19 @@ Signs (each measured on the volume as loaded, before any normalisation):
 
 * **CT-like intensities**: at least 1 % of voxels below −200 and a minimum ≤ −500 (Hounsfield units: air is
   −1000). Magnitude MR images are non-negative apart from small interpolation undershoot.
-* **Background not zero**: more than 5 % of the voxels on the volume's outer faces are non-zero, not counting
-  the two opposite faces with the most brain on them. A skull-stripped brain does not reach the edge of the
-  field of view (MNI template: 0.02 %) except where a slab acquisition or a crop cuts through it — along one
-  axis, hence the two faces left out; raw MR has noise in the air on every face, and a head that is masked but
-  not skull-stripped is caught by its size (below).
+* **Background not zero**: more than 5 % of the voxels on the volume's outer faces are non-zero (float residue
+  counted as 0, see below), not counting the two opposite faces with the most brain on them. A skull-stripped
+  brain does not reach the edge of the field of view (MNI template: 0.02 %) except where a slab acquisition or a
+  crop cuts through it — along one axis, hence the two faces left out; raw MR has noise in the air on every
+  face, and a head that is masked but not skull-stripped is caught by its size (below).
 * **Too large for a brain**: the non-zero region measures more than ``max_brain_ml`` (3,000 ml by default). An
   adult intracranial volume is 1.2–1.9 l (the MNI152 2009a brain mask: 1.93 l); a whole head is 3.5–5 l.
+
+Background residue: a skull-stripped scan stored as float after resampling or smoothing may hold background values
+that are not exactly 0 but float noise (nilearn's 2 mm MNI template saved as float32: 2.8e-16 on 266k voxels).
+Where intensity 0 is the background rule, values with ``|v| ≤ BACKGROUND_RESIDUE × the brain's 99th-percentile
+|intensity|`` are background (:func:`zero_background_residue` sets them to 0 at load); a scan whose
+background is exactly 0 is left unchanged, bit for bit.
 """
 
 from __future__ import annotations
@@ -28,10 +34,47 @@ import torch
 
 from mednet.errors import DataError
 
-__all__ = ["check_skull_stripped", "SKULL_STRIPPING_TOOLS"]
+__all__ = ["check_skull_stripped", "zero_background_residue", "background_residue_threshold", "BACKGROUND_RESIDUE",
+           "SKULL_STRIPPING_TOOLS"]
 
 #: named in the error message: tools that produce the brain mask / skull-stripped scan the model needs
 SKULL_STRIPPING_TOOLS = "SynthStrip (FreeSurfer mri_synthstrip), HD-BET, FSL BET or ANTs antsBrainExtraction"
+
+
+#: |intensity| at most this fraction of the brain's 99th-percentile |intensity| is background (float residue)
+BACKGROUND_RESIDUE = 1e-6
+
+
+def background_residue_threshold(image: torch.Tensor | np.ndarray) -> float:
+    """The largest |intensity| counted as background residue: ``BACKGROUND_RESIDUE`` × the brain's 99th-percentile
+    |intensity| (over the values above ``BACKGROUND_RESIDUE`` × the maximum); 0.0 (only exact zeros are
+    background) when no non-zero value is that small."""
+    arr = np.abs(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)).ravel()
+    values = arr[arr != 0]
+    if values.size == 0 or values.min() > BACKGROUND_RESIDUE * values.max():  # nothing can be below: skip the sort
+        return 0.0
+    # the brain: the values above the residue level of the maximum (many residue voxels must not drag the percentile)
+    brain = values[values > BACKGROUND_RESIDUE * values.max()]
+    cut = BACKGROUND_RESIDUE * float(np.percentile(brain, 99))
+    return cut if values.min() <= cut else 0.0
+
+
+def zero_background_residue(image: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``image`` with its background residue (non-zero ``|v| ≤`` :func:`background_residue_threshold`) set to
+    exactly 0, and the number of voxels changed; ``image`` itself (same object, unchanged) when there is none.
+
+    Only for the rule "intensity 0 is background" (no brain mask): the scan checks, the brain mask (non-zero
+    voxels) and the normalisation then see a background of exact zeros.
+
+    Args:
+        image: ``(1, X, Y, Z)`` (or any shape) intensities; a MetaTensor keeps its metadata.
+    """
+    cut = background_residue_threshold(image)
+    if cut == 0.0:
+        return image, 0
+    plain = image.as_tensor() if hasattr(image, "as_tensor") else image
+    residue = (plain != 0) & (plain.abs() <= cut)
+    return image.masked_fill(residue, 0), int(residue.sum())
 
 
 def _faces(arr: np.ndarray, skip_axis: int | None = None) -> np.ndarray:
@@ -53,7 +96,8 @@ def check_skull_stripped(
     max_brain_ml: float = 3000.0,
     max_face_fraction: float = 0.05,
 ) -> dict[str, float]:
-    """Raise :class:`DataError` unless ``image`` looks like a skull-stripped MRI (background exactly 0).
+    """Raise :class:`DataError` unless ``image`` looks like a skull-stripped MRI (background 0, float residue
+    below :func:`background_residue_threshold` counted as 0).
 
     Args:
         image: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` intensities as loaded.
@@ -74,7 +118,7 @@ def check_skull_stripped(
     if lo <= -500 and negative >= 0.01:
         raise DataError(path, f"intensities from {lo:g} to {float(arr.max()):g} with {negative:.0%} of voxels below -200 "
                               "look like CT (Hounsfield units); this model segments skull-stripped T1-weighted MRI")
-    nonzero = arr != 0
+    nonzero = np.abs(arr) > background_residue_threshold(arr)  # arr != 0 when there is no float residue
     face = _edge_fraction(nonzero)
     ml = float(nonzero.sum()) * float(np.prod(spacing)) / 1000.0
     if face > max_face_fraction:

@@ -1,8 +1,8 @@
 """Loading, checking and writing back 3D brain volumes.
 
-Every volume goes through MONAI's :class:`~monai.transforms.LoadImage` (NIfTI with nibabel, DICOM series,
-MHA/MHD and NRRD with :class:`mednet.data.readers.SimpleITKReader`) and is put in canonical RAS orientation
-with :class:`~monai.transforms.Orientation`. The returned :class:`~monai.data.MetaTensor` keeps the file's
+Every volume goes through MONAI's :class:`~monai.transforms.LoadImage` (NIfTI and FreeSurfer MGH with nibabel,
+DICOM series, MHA/MHD and NRRD with :class:`mednet.data.readers.SimpleITKReader`) and is put in canonical RAS
+orientation with :class:`~monai.transforms.Orientation`. The returned :class:`~monai.data.MetaTensor` keeps the file's
 original affine and the orientation step in its ``applied_operations``, so any output computed in RAS can be
 written back in the input's own space (same shape, same affine) by :func:`save_label_volume`.
 
@@ -19,15 +19,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor, NibabelReader
+from monai.data.utils import orientation_ras_lps
 from monai.transforms import HistogramNormalize, LoadImage, NormalizeIntensity, Orientation
 from monai.utils import TraceKeys, ensure_tuple
 
-from mednet.data.naming import NIFTI_SUFFIXES
+from mednet.data.naming import NIBABEL_SUFFIXES
 from mednet.errors import DataError
 from mednet.data.tissue_labels import LABEL_NAMES
-from mednet.data.readers import SimpleITKReader
+from mednet.data.scan_checks import BACKGROUND_RESIDUE, zero_background_residue
+from mednet.data.readers import SimpleITKReader, lps_affine, sitk_problem, dicom_series_info
 from mednet.io import atomic_path, refuse_existing
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,6 @@ __all__ = [
     "save_label_volume",
 ]
 
-#: suffixes handed to nibabel; everything else (DICOM dirs, .dcm, .mha, .mhd, .nrrd, .nhdr) goes to SimpleITK
 # One instance for the forward and the inverse step: MONAI matches an inverse to the instance that traced it.
 _TO_RAS = Orientation(axcodes="RAS", labels=None)
 
@@ -99,7 +101,7 @@ def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
     # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
     # squeeze_non_spatial_dims: a 3D volume stored as (X, Y, Z, 1) or (X, Y, Z, 1, 1) (FSL, ITK vector writers) is
     # 3D; without it the 5D form became (1, X, Y, Z, 1) and was refused as "4D".
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
+    if path.name.lower().endswith(NIBABEL_SUFFIXES):  # NIfTI, and FreeSurfer MGH (ITK has no reader for it)
         return _NiftiReader(squeeze_non_spatial_dims=True)
     return SimpleITKReader()
 
@@ -108,7 +110,7 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     """Load one 3D volume in canonical RAS orientation.
 
     Args:
-        path: NIfTI file, DICOM file or series directory, MHA/MHD or NRRD file.
+        path: NIfTI or FreeSurfer MGH file, DICOM file or series directory, MHA/MHD or NRRD file.
         kind: what the volume is (``"image"``, ``"label"``, ``"mask"``), used in error messages only.
 
     Returns:
@@ -127,6 +129,9 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
         raise
     except Exception as e:  # MONAI/nibabel/gzip raise many types; the user needs the file name
         raise DataError(path, f"cannot read {kind} ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+    if img.ndim < 4 and img.shape[0] > 1:  # channels of a 2D image: RGB(A) pixels
+        raise DataError(path, f"expected a 3D {kind} volume, got a 2D colour image (a photograph?): "
+                              f"{img.shape[0]} values per pixel on a {tuple(img.shape[1:])} grid")
     if img.ndim != 4 or img.shape[0] != 1:
         spatial = tuple(img.shape[1:]) if img.shape[0] == 1 else tuple(img.shape)
         raise DataError(path, f"expected a 3D {kind} volume, got shape {spatial} ({len(spatial)}D)")
@@ -140,20 +145,49 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     return _TO_RAS(img)
 
 
-def _header_shape(path: Path) -> tuple[int, ...]:
-    """Voxel grid of ``path`` from its header alone (no pixel data read); vector pixels add a last axis."""
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        shape = tuple(int(s) for s in nib.load(str(path)).header.get_data_shape())
-    else:
-        import SimpleITK as sitk
+def _header_geometry(path: Path) -> tuple[tuple[int, ...], int, np.ndarray | None]:
+    """Voxel grid of ``path`` from its header(s) alone, no pixel data read: ``(shape, components, RAS affine)``.
 
+    ``shape`` is the spatial grid (``(X, Y, Z)`` for a volume; trailing singleton axes dropped, as
+    :func:`load_volume` does), ``components`` the values per voxel (3 for RGB), the affine ``(4, 4)`` as the
+    reader will give it (None when the grid is not 3D). A DICOM series folder is checked as
+    :class:`~mednet.data.readers.SimpleITKReader` reads it (:func:`~mednet.data.readers.dicom_series_info`).
+    """
+    if path.is_dir():
+        info = dicom_series_info(path)
+        return info.size, info.components, orientation_ras_lps(info.affine_lps)
+    if path.name.lower().endswith(NIBABEL_SUFFIXES):
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.header.get_data_shape())
+        components, affine = 1, np.asarray(img.affine, dtype=np.float64)
+    else:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        shape = tuple(reader.GetSize()) + ((reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
+        shape, components = tuple(int(s) for s in reader.GetSize()), int(reader.GetNumberOfComponents())
+        affine = orientation_ras_lps(lps_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin()))
     while len(shape) > 3 and shape[-1] == 1:  # as load_volume: (X, Y, Z, 1[, 1]) is 3D
         shape = shape[:-1]
-    return shape
+    return shape, components, (affine if affine.shape == (4, 4) else None)
+
+
+def _ras_grid(shape: Sequence[int], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine after MONAI's ``Orientation("RAS")`` (nibabel's ``io_orientation``, as MONAI uses it): two
+    files storing the same grid in different voxel orders are loaded as the same RAS grid."""
+    ornt = nib.orientations.io_orientation(affine)
+    ras_shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt):
+        ras_shape[int(to)] = int(shape[axis])
+    return tuple(ras_shape), affine @ nib.orientations.inv_ornt_aff(ornt, tuple(shape))
+
+
+def _header_problem(err: Exception) -> str:
+    """The reason a header could not be read: SimpleITK's ERROR line (not its C++ source location), else the
+    exception's first line."""
+    if isinstance(err, RuntimeError) and "SimpleITK" in str(err):
+        return sitk_problem(err)
+    text = str(err).splitlines()[0][:200] if str(err) else ""
+    return f"{type(err).__name__}: {text}"
 
 
 def check_volume_headers(items: Sequence[Mapping[str, str]], keys: Sequence[str] = ("image", "mask", "label")
@@ -161,16 +195,20 @@ def check_volume_headers(items: Sequence[Mapping[str, str]], keys: Sequence[str]
     """Check every listed volume's header before any volume is processed; return ``items`` unchanged.
 
     Inference over a folder or datalist loads one volume at a time and writes its segmentation; a file that
-    cannot be read, or is not 3D, found only at its turn would stop the run with the earlier outputs written, and
-    the re-run (after fixing that file) would then stop on them. Reading the headers first (nibabel /
-    SimpleITK ``ReadImageInformation``, milliseconds per file) finds these problems before anything is written.
-    The pixel data is checked when the volume is loaded (:func:`load_volume`: NaN/Inf, truncation, affine);
-    DICOM series folders are checked then too (their files are read as a series).
+    cannot be read, is not 3D, or does not match its image, found only at its turn would stop the run with the
+    earlier outputs written, and the re-run (after fixing that file) would then stop on them. Reading the
+    headers first (nibabel / SimpleITK ``ReadImageInformation``, milliseconds per file; every slice header of
+    a DICOM series folder, as :func:`mednet.data.readers.dicom_series_info` checks it) finds these problems
+    before anything is written. A mask or label must have its image's grid: the same shape and affine after
+    reorientation to RAS (as :func:`load_labelled_volume` compares them). The pixel data is checked when the
+    volume is loaded (:func:`load_volume`: NaN/Inf, truncation, affine).
 
     Raises:
-        DataError: ``"<path>: <problem>"`` for a missing file, an unreadable header, or a grid that is not 3D.
+        DataError: ``"<path>: <problem>"`` for a missing file, an unreadable header or DICOM series, a grid that
+            is not 3D or has several values per voxel (colour), or a mask/label whose grid differs from its image.
     """
     for item in items:
+        grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
         for key in keys:
             value = item.get(key)
             if not value:
@@ -179,17 +217,34 @@ def check_volume_headers(items: Sequence[Mapping[str, str]], keys: Sequence[str]
             kind = "image" if key == "image" else key
             if not path.exists():
                 raise DataError(path, f"{kind} file does not exist")
-            if path.is_dir():
-                continue
             try:
-                shape = _header_shape(path)
+                shape, components, affine = _header_geometry(path)
+            except DataError:
+                raise
             except Exception as e:  # nibabel and SimpleITK raise many types; the user needs the file name
                 raise DataError(path, f"cannot read the {kind}'s header (corrupt, truncated or not an image file: "
-                                      f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+                                      f"{_header_problem(e)})") from e
+            if components > 1:  # RGB(A) pixels: SimpleITK reports them apart from the grid
+                flat = len(shape) < 3 or min(shape) < 2
+                what = "2D colour image (a photograph?)" if flat else "colour volume"
+                raise DataError(path, f"expected a 3D greyscale {kind} volume, got a {what}: {components} values "
+                                      f"per {'pixel' if flat else 'voxel'} on a {shape} grid")
             if len(shape) != 3:
                 raise DataError(path, f"expected a 3D {kind} volume, got shape {shape} ({len(shape)}D)")
             if any(s < 2 for s in shape):
                 raise DataError(path, f"expected a 3D {kind} volume, got shape {shape} (a 2D image?)")
+            if affine is not None and np.isfinite(affine).all() and abs(np.linalg.det(affine[:3, :3])) > 0:
+                grids[key] = _ras_grid(shape, affine)  # a broken affine is refused, naming it, at load
+        if "image" in grids:
+            for key in keys:
+                if key == "image" or key not in grids:
+                    continue
+                (shape, affine), (ref_shape, ref_affine) = grids[key], grids["image"]
+                if shape != ref_shape or not np.allclose(affine, ref_affine, atol=_GEOMETRY_ATOL):
+                    differs = (f"shape {shape} vs {ref_shape} (RAS)" if shape != ref_shape else
+                               f"affine differs by up to {np.abs(affine - ref_affine).max():.4g} mm")
+                    raise DataError(item[key], f"{key} does not match its image {item['image']}: {differs}; "
+                                               f"the {key} must be on the image's voxel grid")
     return list(items)
 
 
@@ -251,7 +306,11 @@ def binarize_brain_mask(mask: MetaTensor, path: str | os.PathLike | None, thresh
     return brain
 
 
-def _same_geometry(a: MetaTensor, b: MetaTensor, atol: float = 1e-3) -> bool:
+#: largest difference between an image's and its mask's/label's affine entries still read as the same grid
+_GEOMETRY_ATOL = 1e-3
+
+
+def _same_geometry(a: MetaTensor, b: MetaTensor, atol: float = _GEOMETRY_ATOL) -> bool:
     return a.shape[1:] == b.shape[1:] and np.allclose(
         np.asarray(a.affine, dtype=float), np.asarray(b.affine, dtype=float), atol=atol
     )
@@ -264,6 +323,9 @@ def load_labelled_volume(
 ) -> dict[str, MetaTensor]:
     """Load an image with its optional tissue label and brain mask, checked against each other.
 
+    Without a mask, intensity 0 is the background: background values that are float residue rather than exact
+    zeros are set to 0 (:func:`mednet.data.scan_checks.zero_background_residue`; exact-zero scans unchanged).
+
     Returns:
         ``{"image": (1, X, Y, Z), "label": (1, X, Y, Z) | absent, "mask": (1, X, Y, Z) bool | absent}``, all RAS.
 
@@ -274,6 +336,11 @@ def load_labelled_volume(
     out = {"image": load_volume(image, "image")}
     if float(out["image"].abs().max()) == 0:
         raise DataError(image, "image is all zero (empty volume)")
+    if mask is None:  # intensity 0 is background: float residue there (1e-16 after resampling) is background too
+        out["image"], n_residue = zero_background_residue(out["image"])
+        if n_residue:
+            logger.info("%s: %d background voxel(s) of float residue (|intensity| <= %g x the brain's 99th "
+                        "percentile) set to 0", image, n_residue, BACKGROUND_RESIDUE)
     for key, path in (("label", label), ("mask", mask)):
         if path is None:
             continue
