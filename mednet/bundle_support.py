@@ -76,16 +76,34 @@ def error_line(exc: BaseException) -> str:
     return f"mednet error: {message} {_TRACEBACK_HINT}"
 
 
+class _UserErrorTracebacks(logging.Filter):
+    """Drops log records that carry a user-facing error's traceback (:func:`user_error`): the error hook prints
+    that error as its one line; other exceptions (bugs) keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or user_error(exc) is None
+
+
 def install_error_hook() -> None:
     """Print user-facing errors (:func:`user_error`) as one line on stderr instead of a MONAI/Ignite traceback.
 
     Installed as ``sys.excepthook`` — the process still exits with status 1 — rather than by catching in the
     configs, because MONAI's ``run`` offers no place to catch errors raised by ``run``/``finalize``. Installing
-    twice is a no-op; with ``MEDNET_TRACEBACK`` set (not ``0``) nothing is installed.
+    twice is a no-op; with ``MEDNET_TRACEBACK`` set (not ``0``) nothing is installed. The log handlers present
+    then also drop records carrying such an error's traceback (:class:`_UserErrorTracebacks`).
     """
     if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0") or getattr(sys.excepthook, "mednet", False):
         return
     previous = sys.excepthook
+    # MONAI's StatsHandler logs every exception with its traceback (logger.exception) before re-raising it, once
+    # per engine: a bad validation image printed three tracebacks above the one line
+    handlers = list(logging.getLogger().handlers)
+    for logger_ in list(logging.Logger.manager.loggerDict.values()):
+        handlers += getattr(logger_, "handlers", [])
+    for handler in handlers:
+        if not any(isinstance(f, _UserErrorTracebacks) for f in handler.filters):
+            handler.addFilter(_UserErrorTracebacks())
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         shown = user_error(exc)

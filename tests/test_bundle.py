@@ -284,12 +284,21 @@ def test_compare_variants_writes_the_exercise_table(tiny_cohort: Path, tmp_path:
     out = compare_variants(dataset_dir=str(tiny_cohort), epochs=1, out="cmp", variants="unpool,skip",
                            max_patches_per_volume=300)
     assert out.is_absolute() and out.parent == tmp_path / "cmp" and (out / "runs").is_dir()
-    for protocol in ("whole_volume", "grid_patches"):
+    (skip_run,) = (out / "runs").glob("train-skip-*")
+    for protocol, key in (("whole_volume", "whole volume"), ("grid_patches", "grid patches")):
         df = pd.read_csv(out / f"variants_{protocol}.csv")
         assert list(df["model"]) == ["unpool", "unpool", "skip", "skip"]
         assert list(df["split"]) == ["training", "test"] * 2
         for col in ("Dice CSF", "Dice GM", "Dice WM", "Dice avg", "Acc CSF", "Acc GM", "Acc WM", "Acc avg"):
             assert df[col].between(0, 1).all(), col
         assert (out / f"variants_{protocol}.md").read_text(encoding="utf-8").count("| skip |") == 2
+        # each row holds the scores of its own variant's evaluation on its own split (summary.json of that run)
+        for split in ("training", "test"):
+            (evaluation,) = skip_run.glob(f"eval-{split}-*")
+            scores = json.loads((evaluation / "summary.json").read_text(encoding="utf-8"))["protocols"][key]
+            row = df[(df["model"] == "skip") & (df["split"] == split)].iloc[0]
+            assert row["Dice avg"] == pytest.approx(scores["mean_dice"], abs=1e-12), (protocol, split)
+            assert row["Dice GM"] == pytest.approx(scores["dice_GM"], abs=1e-12), (protocol, split)
+            assert row["Acc avg"] == pytest.approx(scores["mean_acc"], abs=1e-12), (protocol, split)
     with pytest.raises(ValueError, match="unknown variant"):
         compare_variants(dataset_dir=str(tiny_cohort), variants="vgg", out=str(tmp_path))

@@ -1,8 +1,10 @@
 """Every catalogued bad input ends a ``python -m monai.bundle run`` with one ``mednet error:`` line, no traceback.
 
-The subprocesses (≈ 5 s of imports each) are started together once per module and fail at their first step:
-a bad input volume, a bad datalist, a truncated or malicious checkpoint, a misspelt option. The error hook's
-choice of exception is unit-tested in-process below.
+One subprocess (≈ 5 s of imports) keeps the command line itself tested: a misspelt option, refused in the
+bundle's ``initialize`` with the one line on stderr, no traceback and a non-zero exit status. The other bad inputs
+(a bad input volume, a bad datalist, a truncated or malicious checkpoint, a bad label) run in-process through
+:func:`_bundle_cli.bundle_error_line` (the same configs, checks and error hook's choice of exception and line).
+The error hook itself is unit-tested in-process below.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from _bundle_cli import bundle_error_line
 from mednet.app.bundles import config_file_argument
 from mednet.bundle_support import error_line, install_error_hook, user_error
 from mednet.errors import DataError
@@ -37,8 +40,8 @@ class _Malicious:
         return os.system, (f"touch {self.marker}",)
 
 
-def _inputs(cohort: Path, tmp: Path) -> dict[str, list[str]]:
-    """The bad inputs, and the bundle command line of each."""
+def _inputs(cohort: Path, tmp: Path) -> dict[str, tuple[str, dict]]:
+    """The bad inputs, and the bundle config and overrides (``--key value``) of each."""
     from mednet.networks import TissueFCN
 
     good_ckpt = tmp / "model.pt"
@@ -59,37 +62,30 @@ def _inputs(cohort: Path, tmp: Path) -> dict[str, list[str]]:
     (tmp / "bad_label").mkdir()
     nib.save(nib.Nifti1Image(bad_label, label.affine), tmp / "bad_label" / "label7.nii.gz")
     (tmp / "bad_label" / "datalist.json").write_text(json.dumps({"test": [{"image": image, "label": "label7.nii.gz"}]}))
-    out = ["--output_dir", str(tmp / "predictions")]
+    out = {"output_dir": str(tmp / "predictions")}
     return {
-        "truncated_nifti": ["inference", "--input", str(tmp / "truncated.nii.gz"), "--ckpt_path", str(good_ckpt), *out],
-        "text_as_nifti": ["inference", "--input", str(tmp / "notes.nii.gz"), "--ckpt_path", str(good_ckpt), *out],
-        "bad_datalist": ["train", "--dataset_dir", str(tmp / "bad_datalist"), "--runs_root", str(tmp / "runs_bad")],
-        "truncated_checkpoint": ["inference", "--input", image, "--ckpt_path", str(tmp / "truncated.pt"), *out],
-        "malicious_checkpoint": ["inference", "--input", image, "--ckpt_path", str(tmp / "malicious.pt"), *out],
-        "evaluate_bad_label": ["evaluate", "--dataset_dir", str(tmp / "bad_label"), "--ckpt_path", str(good_ckpt)],
-        "misspelt_option": ["train", "--epoch", "2", "--dataset_dir", str(cohort), "--runs_root", str(tmp / "runs")],
+        "truncated_nifti": ("inference", {"input": str(tmp / "truncated.nii.gz"), "ckpt_path": str(good_ckpt), **out}),
+        "text_as_nifti": ("inference", {"input": str(tmp / "notes.nii.gz"), "ckpt_path": str(good_ckpt), **out}),
+        "bad_datalist": ("train", {"dataset_dir": str(tmp / "bad_datalist"), "runs_root": str(tmp / "runs_bad")}),
+        "truncated_checkpoint": ("inference", {"input": image, "ckpt_path": str(tmp / "truncated.pt"), **out}),
+        "malicious_checkpoint": ("inference", {"input": image, "ckpt_path": str(tmp / "malicious.pt"), **out}),
+        "evaluate_bad_label": ("evaluate", {"dataset_dir": str(tmp / "bad_label"), "ckpt_path": str(good_ckpt)}),
     }
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Each case's finished process (and ``"tmp"``: the inputs' folder); all started at once, since each only
-    imports and fails."""
+def bad_inputs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[str, dict]]]:
+    """The inputs' folder, and each case's config and overrides."""
     tmp = tmp_path_factory.mktemp("bad_inputs")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MEDNET_TRACEBACK", None)
-    procs = {}
-    for name, (config, *args) in _inputs(tiny_cohort, tmp).items():
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               config_file_argument("brain_tissue_fcn", config), *args]
-        with open(tmp / f"{name}.out", "w") as out, open(tmp / f"{name}.err", "w") as err:  # files: no pipe to fill
-            procs[name] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err), cmd)
-    done: dict = {"tmp": tmp}
-    for name, (proc, cmd) in procs.items():
-        proc.wait(timeout=600)
-        read = lambda suffix: (tmp / f"{name}{suffix}").read_text(encoding="utf-8", errors="replace")  # noqa: E731
-        done[name] = subprocess.CompletedProcess(cmd, proc.returncode, read(".out"), read(".err"))
-    return done
+    return tmp, _inputs(tiny_cohort, tmp)
+
+
+def case_line(bad_inputs: tuple[Path, dict], case: str) -> str:
+    """The one ``mednet error:`` line of ``case`` (in-process, :func:`bundle_error_line`)."""
+    config, overrides = bad_inputs[1][case]
+    line = bundle_error_line("brain_tissue_fcn", config, **overrides)
+    assert "MEDNET_TRACEBACK=1" in line
+    return line
 
 
 def the_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -109,30 +105,42 @@ def the_error_line(proc: subprocess.CompletedProcess) -> str:
     ("truncated_checkpoint", "truncated.pt", "cannot read checkpoint"),
     ("evaluate_bad_label", "label7.nii.gz", r"label values \{7\} are not in the allowed set"),
 ])
-def test_bad_input_is_one_line_naming_file_and_problem(runs: dict, case: str, file: str, problem: str) -> None:
-    line = the_error_line(runs[case])
-    tmp = runs["tmp"]
+def test_bad_input_is_one_line_naming_file_and_problem(bad_inputs: tuple, case: str, file: str, problem: str) -> None:
+    line = case_line(bad_inputs, case)
+    tmp = bad_inputs[0]
     assert line.startswith(f"mednet error: {tmp}") and f"{file}: " in line and re.search(problem, line), line
     assert not list(tmp.glob("eval-*")), "a failed evaluation left a report folder"
 
 
-def test_malicious_checkpoint_is_refused_without_running_it(runs: dict) -> None:
-    line = the_error_line(runs["malicious_checkpoint"])
-    assert not (runs["tmp"] / "PWNED").exists()  # the pickled os.system call never ran
+def test_malicious_checkpoint_is_refused_without_running_it(bad_inputs: tuple) -> None:
+    line = case_line(bad_inputs, "malicious_checkpoint")
+    assert not (bad_inputs[0] / "PWNED").exists()  # the pickled os.system call never ran
     assert "malicious.pt: refused to load the checkpoint" in line and re.search(r"(posix|nt)\.system", line), line
     assert "weights_only` set to `False` will likely succeed" not in line  # torch's advice, unsafe here
 
 
-def test_misspelt_option_is_refused_before_any_work(runs: dict) -> None:
-    proc = runs["misspelt_option"]
+def test_misspelt_option_is_refused_before_any_work(tiny_cohort: Path, tmp_path: Path) -> None:
+    """The command-line smoke path of the error hook: one line on stderr, no traceback, a failed exit status."""
+    import monai.bundle.scripts
+    from unittest import mock
+
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           config_file_argument("brain_tissue_fcn", "train"), "--epoch", "2", "--dataset_dir", str(tiny_cohort),
+           "--runs_root", str(tmp_path / "runs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MEDNET_TRACEBACK", None)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          timeout=600)
     line = the_error_line(proc)
     assert line.startswith("mednet error: --epoch: unknown option for train.json (did you mean --epochs?)"), line
     # it stopped inside `initialize`: MONAI logs its input summary only after initialize, and `run` would have
     # created the run directory before extracting any patch
     summary = "input summary of monai.bundle.scripts.run"
     assert summary not in proc.stdout + proc.stderr
-    assert summary in runs["truncated_checkpoint"].stdout + runs["truncated_checkpoint"].stderr
-    assert not (runs["tmp"] / "runs").exists()
+    with mock.patch.object(monai.bundle.scripts.logger, "info") as info:  # what a run past initialize logs
+        monai.bundle.scripts._log_input_summary(tag="run", args={})
+    assert summary in info.call_args_list[0].args[0]
+    assert not (tmp_path / "runs").exists()
 
 
 def _chain(*excs: BaseException) -> BaseException:
@@ -179,6 +187,33 @@ def test_user_error_raised_in_a_dataloader_worker() -> None:
     assert not isinstance(info.value, DataError) and "Original Traceback" in str(info.value)
     shown = user_error(_chain(RuntimeError("Failed to evaluate"), info.value))
     assert str(shown) == "a/sub-1.nii.gz: cannot read image (EOFError: Compressed file ended)"
+
+
+def test_engine_logs_drop_a_user_errors_traceback_and_keep_a_bugs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI's StatsHandler logs each exception with logger.exception before re-raising: a bad validation image
+    printed three tracebacks (141 lines) above the one line. Bugs keep their traceback in the log."""
+    import io
+    import logging
+
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    monkeypatch.delenv("MEDNET_TRACEBACK", raising=False)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    engine_log = logging.getLogger("mednet-test-engine")
+    engine_log.addHandler(handler)
+    try:
+        install_error_hook()
+        for error in (DataError("img.png", "cannot decode"), _chain(RuntimeError("wrapped"), DataError("a", "b")),
+                      ZeroDivisionError("a bug")):
+            try:
+                raise error
+            except Exception:
+                engine_log.exception(f"Exception: {error}")
+    finally:
+        engine_log.removeHandler(handler)
+    logged = stream.getvalue()
+    assert "cannot decode" not in logged and "wrapped" not in logged
+    assert "Exception: a bug" in logged and "Traceback" in logged and "ZeroDivisionError" in logged
 
 
 def test_hook_prints_one_line_and_keeps_tracebacks_for_bugs(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

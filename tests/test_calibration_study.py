@@ -42,8 +42,14 @@ def test_study_resumes_after_a_kill_and_writes_its_table(tiny_split: Path, tmp_p
                              start_new_session=True)
     victim = out / "runs" / "teacher-mixup"
     deadline = time.time() + 300
-    while time.time() < deadline and not (victim / "checkpoint_last.pt").is_file():
+    while not (victim / "checkpoint_last.pt").is_file():
         assert first.poll() is None, (tmp_path / "first.log").read_text(encoding="utf-8")[-3000:]
+        if time.time() > deadline:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            log.close()
+            pytest.fail(f"no {victim / 'checkpoint_last.pt'} after 300 s, so the study could not be killed mid-run; "
+                        "its log ends:\n" + (tmp_path / "first.log").read_text(encoding="utf-8")[-3000:])
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # mid-run: at least one epoch of four done
     first.wait()
@@ -71,6 +77,20 @@ def test_study_resumes_after_a_kill_and_writes_its_table(tiny_split: Path, tmp_p
                    "nll_T1", "nll_T", "brier_T", "aurc_T", "temperature", "images_per_s"):
         assert table[column].notna().all(), column
     assert ((table["accuracy"] >= 0) & (table["accuracy"] <= 1)).all()
+    # a row is its run's one test evaluation: the resumed teacher's row holds its eval's metrics.json, whose accuracy
+    # is that of the predictions written beside it (the model finished after the resume, not the killed one)
+    (evaluation,) = victim.glob("eval-test-*")
+    report = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
+    row = table.set_index("run").loc["teacher-mixup"]
+    for column, value in (("accuracy", report["metrics"]["accuracy"]),
+                          ("balanced_accuracy", report["metrics"]["balanced_accuracy"]),
+                          ("ece_T", report["metrics"]["ece"]), ("ece_T1", report["uncalibrated"]["ece"]),
+                          ("nll_T1", report["uncalibrated"]["nll"]), ("temperature", report["info"]["temperature"])):
+        assert row[column] == pytest.approx(value, rel=1e-9, abs=1e-12), column
+    predictions = pd.read_csv(evaluation / "predictions.csv")
+    assert row["accuracy"] == pytest.approx((predictions["label"] == predictions["prediction"]).mean())
+    calibration = json.loads((victim / "calibration.json").read_text(encoding="utf-8"))
+    assert row["temperature"] == pytest.approx(calibration["temperature"]) and row["ece_T"] != row["ece_T1"]
     assert (out / "study_table.md").read_text(encoding="utf-8").count("## ") == 5
     assert (out / "study_reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((out / "study.json").read_text(encoding="utf-8"))

@@ -303,6 +303,20 @@ def test_mask_with_a_datalist_input_is_refused(dataset, tmp_path):
     assert [Path(it["mask"]).name for it in items] == ["a_mask.nii.gz"]
 
 
+def test_mask_with_a_folder_input_is_refused(dataset, tmp_path):
+    """--mask names one volume's mask; a folder of volumes would have it silently applied to (or dropped for) all."""
+    from mednet.data.datalist import list_volume_inputs
+
+    mask = tmp_path / "brain_mask.nii.gz"
+    with pytest.raises(DataError) as err:
+        list_volume_inputs(dataset / "vols", mask=mask)
+    assert str(err.value).startswith(f"{mask}: --mask applies to a single input volume, not a folder"), err.value
+    assert "datalist with 'mask' entries" in str(err.value)  # what to do instead
+    assert len(list_volume_inputs(dataset / "vols")) == 9  # the same folder without --mask: one item per volume
+    (item,) = list_volume_inputs(dataset / "vols" / "a_img.nii.gz", mask=mask)  # one volume: --mask is its mask
+    assert item["mask"] == str(mask)
+
+
 def test_empty_label_or_mask_means_none_and_an_empty_image_is_refused(dataset):
     """An empty "label" used to resolve to the datalist's own folder, so the volume counted as labelled."""
     content = json.loads((dataset / "datalist.json").read_text())

@@ -2,16 +2,19 @@
 :func:`mednet.app.bundles.run_bundle`, the same configs and checks): the dermoscopy bundle on a tiny synthetic set.
 
 One 2-epoch training run (MixUp, shared by every test of this module) → evaluation with the full report on the
-test split → inference on a folder and on one file; plus the one-line errors a user meets first.
+test split → inference on a folder and on one file → refitting its calibration; plus the one-line errors a user
+meets first.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import monai
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +22,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from _bundle_cli import bundle_error_line, run_bundle_cli
 from _dermoscopy_fixtures import synthetic_split
-from mednet.app.bundles import run_bundle
+from mednet.app.bundles import CONFIG_BASES, run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -140,24 +143,55 @@ def test_inference_folder_and_file(trained: Path, split_dir: Path, tmp_path: Pat
                                table.set_index("image_id").loc[one.stem, CLASSES].to_numpy(dtype=float), atol=1e-5)
 
 
-def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path: Path) -> None:
+def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    proc = bundle("inference", "--input", str(folder), "--output_dir", str(tmp_path / "p"), *ARCH, "--ckpt_path",
-                  str(trained / "model.pt"), check=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode != 0 and last.startswith("mednet error: ") and "broken.jpg" in last
+    line = refusal("inference", input=str(folder), output_dir=str(tmp_path / "p"), **ARCH_SETTINGS,
+                   ckpt_path=str(trained / "model.pt"))
+    assert line.startswith("mednet error: ") and "broken.jpg" in line
     assert not (tmp_path / "p" / "predictions.csv").exists()
-    # evaluate.json is an override of inference.json: alone it says what to run
-    alone = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                            str(REPO / "bundles/dermoscopy_classification/configs/evaluate.json")],
-                           cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
-    assert alone.returncode != 0 and "evaluate.json is an override of inference.json" in alone.stderr
+    # evaluate.json is an override of inference.json: alone (as `python -m monai.bundle run` is given it) it says
+    # what to run; the check reads the command line, so the command line is what this process shows it
+    evaluate = REPO / "bundles" / "dermoscopy_classification" / "configs" / "evaluate.json"
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "argv", [str(Path(monai.__file__).parent / "bundle" / "__main__.py"), "run",
+                                    "--config_file", str(evaluate)])
+        patch.delitem(CONFIG_BASES, "evaluate")  # run_bundle would merge inference.json in
+        assert "evaluate.json is an override of inference.json" in refusal("evaluate")
     # a checkpoint used with another architecture: refused, naming the setting and the override
     line = refusal("inference", input=str(folder), output_dir=str(tmp_path / "q"), model="resnet18", image_size=32,
                    ckpt_path=str(trained / "model.pt"))
     assert "model='receptive_field_cnn' (this run: 'resnet18')" in line
+
+
+def test_calibrate_refits_the_runs_calibration_on_validation(trained: Path, split_dir: Path, tmp_path: Path) -> None:
+    """calibrate.json (an override of inference.json) on a copy of the shared run: it refuses to replace the
+    run's calibration.json without --overwrite and refuses the test split; with --overwrite it refits it."""
+    run = Path(shutil.copytree(trained, tmp_path / trained.name, ignore=shutil.ignore_patterns("eval-*")))
+    target = run / "calibration.json"
+    from_training = target.read_bytes()
+    common = {"dataset_dir": str(split_dir), **ARCH_SETTINGS, "ckpt_path": str(run / "model.pt")}
+    line = refusal("calibrate", **common)
+    assert f"{target}: output already exists" in line and "--overwrite" in line, line
+    line = refusal("calibrate", **common, split="test", overwrite=True)
+    assert line.startswith("mednet error: --split: calibration is fitted on the validation split only, not 'test'"), \
+        line
+    assert target.read_bytes() == from_training  # both refused before anything was written
+
+    proc = bundle("calibrate", "--dataset_dir", str(split_dir), *ARCH, "--ckpt_path", str(run / "model.pt"),
+                  "--overwrite", "True", "--target_accuracy", "0.9", "--referral_min_accepted", "10")
+    assert str(run) in proc.stdout
+    assert target.read_bytes() != from_training
+    calibration = json.loads(target.read_text(encoding="utf-8"))
+    validation = pd.read_csv(split_dir / "split.csv").query("split == 'validation'")
+    assert calibration["fitted_on"]["split"] == "validation" and calibration["fitted_on"]["n_images"] == len(validation)
+    assert Path(calibration["fitted_on"]["checkpoint"]).resolve() == (run / "model.pt").resolve()
+    assert calibration["referral"]["min_accepted"] == 10 and calibration["referral"]["target_accuracy"] == 0.9
+    # the same model on the same validation images: the temperature training fitted
+    assert calibration["temperature"] == pytest.approx(json.loads(from_training)["temperature"], rel=1e-3)
+    assert calibration["validation"]["after"]["nll"] <= calibration["validation"]["before"]["nll"] + 1e-9
 
 
 @pytest.fixture(scope="module")
