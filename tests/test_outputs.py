@@ -335,6 +335,41 @@ def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_trai
         attempt(stop_after=None)
 
 
+def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: Path) -> None:
+    """The bundles seed the global random states once per run (set_determinism at initialize): a resumed run drew
+    epoch 1's batch order again for its epoch 3. The states saved with each epoch continue the stream."""
+    from monai.utils import set_determinism
+
+    from mednet.engines.checkpoints import AtomicCheckpointSaver
+
+    def attempt(folder: Path, stop_after: int | None) -> list[list[int]]:
+        set_determinism(seed=0)  # what every bundle run does first
+        net = torch.nn.Linear(2, 1)
+        loader = torch.utils.data.DataLoader(list(range(12)), batch_size=12, shuffle=True)
+        trainer = Engine(lambda engine, batch: batch.tolist())
+        trainer.state.max_epochs, trainer.state.epoch_length = 4, 1  # as MONAI's trainers set them at construction
+        orders: list[list[int]] = []
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: orders.append(e.state.output))
+        AtomicCheckpointSaver(folder, {"network": net}, mark_finished=False,
+                              resume_dict={"network": net}).attach(trainer)
+        if stop_after is not None:
+            @trainer.on(Events.EPOCH_COMPLETED)
+            def _kill(engine: Engine) -> None:
+                if engine.state.epoch == stop_after:
+                    raise KeyboardInterrupt
+        try:
+            trainer.run(loader)
+        except KeyboardInterrupt:
+            pass
+        set_determinism(seed=None)
+        return orders
+
+    uninterrupted = attempt(tmp_path / "a", None)
+    assert len({tuple(o) for o in uninterrupted}) == 4  # four different orders
+    assert attempt(tmp_path / "b", stop_after=2) == uninterrupted[:2]
+    assert attempt(tmp_path / "b", stop_after=None) == uninterrupted[2:]  # resumed: epochs 3-4 as uninterrupted
+
+
 def test_a_run_killed_after_an_improving_validation_keeps_the_best_model_of_the_epochs_it_resumes(
         tmp_path: Path) -> None:
     """Killed after epoch 3's validation improved (0.9) but before the epoch's checkpoint_last.pt: the resumed run

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import pickle
+import random
 import re
 import time
 import weakref
@@ -22,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
@@ -52,6 +54,33 @@ def state_to_save(save_dict: Mapping[str, object]) -> dict:
 
 #: the key of the trainer's AMP GradScaler state in ``checkpoint_last.pt``
 _SCALER_KEY = "grad_scaler"
+_RNG_KEY = "rng"
+
+
+def _rng_state() -> dict:
+    """The global random states (torch, CUDA, NumPy, Python) as tensors, ints and lists: what ``weights_only``
+    loading accepts (NumPy's state tuple holds an array, so it is stored as its parts)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)},
+             "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping) -> None:
+    """Restore :func:`_rng_state`'s output (CUDA states only where the same number of devices is present)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _grad_scaler(engine: Engine) -> torch.amp.GradScaler | None:
@@ -115,8 +144,11 @@ class AtomicCheckpointSaver:
             written to ``save_dir/checkpoint_last.pt`` (with the trainer's epoch/iteration and this handler's
             best metric), and if that file exists when the handler is attached, the run **continues** from it:
             the objects are loaded, the trainer starts at the next epoch (Ignite resumes a state with epochs
-            left), and the best model so far is kept. Random streams (augmentation, shuffling) are not
-            restored, so a resumed run is equivalent, not bit-identical, to an uninterrupted one. A run that
+            left), and the best model so far is kept. The global random states (torch, CUDA, NumPy, Python) are
+            saved with each epoch and restored when the resumed run starts: the bundle seeds them once, at the
+            start of every run, so without this a resumed run drew epoch 1's shuffling again. Transforms with a
+            random state of their own (augmentation) start again from their seed, so a resumed run is equivalent,
+            not bit-identical, to an uninterrupted one. A run that
             trained every epoch but has no ``finished.json`` (stopped in a step after training) trains nothing
             and goes on to those steps; a finished run is refused.
 
@@ -194,6 +226,7 @@ class AtomicCheckpointSaver:
             state[_SCALER_KEY] = scaler.state_dict()
         state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
                             "max_epochs": engine.state.max_epochs}
+        state[_RNG_KEY] = _rng_state()
         state["saver"] = self.state_dict()
         if self._best_state is not None:
             state["best_model"] = self._best_state
@@ -244,6 +277,9 @@ class AtomicCheckpointSaver:
                     scaler.load_state_dict(scaler_state)
 
             engine.add_event_handler(Events.STARTED, restore_scaler)
+        if state.get(_RNG_KEY):  # at STARTED: after the run's own seeding, before the first batch is drawn
+            rng = state[_RNG_KEY]
+            engine.add_event_handler(Events.STARTED, lambda _: _set_rng_state(rng))
         if max_epochs is not None and epoch >= max_epochs:
             # every epoch was trained but the run stopped in a step after training (the dermoscopy bundle's
             # calibration, or before finished.json): train nothing and let the run go on to those steps. Ignite would
