@@ -10,7 +10,9 @@ Everything it knows comes from the config files themselves, so every bundle gets
 own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrides`):
 
 * **known options** — every id of the parsed config files (MONAI's ``ConfigParser`` reads and merges them and
-  resolves ``%`` macros without instantiating anything), top-level and nested (``train#trainer#max_epochs``).
+  resolves ``%`` macros without instantiating anything), top-level and nested (``validate#inferer#margin``). A
+  nested id whose default is a plain reference to another (``train#trainer#max_epochs``: ``"@epochs"``) is
+  refused, naming that option: the override would change one use while the run records the other value.
   A new key inside a ``_target_`` component is accepted when the component's callable takes that argument
   (``--optimizer#weight_decay 1e-4``), since MONAI passes it on as a keyword argument.
 * **types** — inferred from the config's default values (bool, int, float, str, list, dict; an int is accepted
@@ -274,6 +276,17 @@ def _checked_problem(check: str, value: Any, id_: str) -> str | None:
     return None
 
 
+def _referenced_option(id_: str, default: Any) -> str | None:
+    """The id a nested id's default plainly refers to (``train#trainer#max_epochs`` → ``epochs`` for
+    ``"@epochs"``), else None: overriding the nested id would change that one use only, while the run records (and
+    a resume checks) the other id's value — ``--train#trainer#max_epochs 3`` trained 3 epochs under a cosine
+    schedule over ``--epochs``' 20, recorded as 20."""
+    if ID_SEP_KEY not in id_ or not isinstance(default, str):
+        return None
+    match = re.fullmatch(r"@([\w#:]+)", default.strip())
+    return ReferenceResolver.normalize_id(match.group(1)) if match else None
+
+
 def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping[str, Any],
                     config_name: str) -> str | None:
     id_ = ReferenceResolver.normalize_id(key)
@@ -282,6 +295,11 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
     default = ids.get(id_, _MISSING)
     if default is _MISSING:
         return _unknown_problem(id_, ids, config_name)
+    source = _referenced_option(id_, default)
+    if source is not None:
+        return (f"is {_display(source)}'s value in this config; give {_display(source)} instead (what the run "
+                "records in settings.json and checks on resume, and every other place that uses it, e.g. the LR "
+                "schedule, follows it)")
     if _unresolved(value):
         return None
     rule = rules.get(id_, {})
@@ -307,7 +325,7 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
 
     Args:
         config_file: the bundle config (or configs, merged in order) the overrides are for.
-        overrides: ``{"epochs": 2, "train#trainer#max_epochs": 3, ...}`` as MONAI receives them (values already
+        overrides: ``{"epochs": 2, "validate#inferer#margin": 8, ...}`` as MONAI receives them (values already
             parsed, as python-fire does on the command line).
         entry_ids: the ids the run evaluates (``monai.bundle run``'s ``--init_id`` / ``--run_id`` /
             ``--final_id``), from which :func:`unused_ids` follows the references.

@@ -57,6 +57,16 @@ def test_wrong_type_or_value_names_the_option(option: str, value: object, proble
     assert refused(TRAIN, **{option: value}).startswith(problem)
 
 
+def test_a_nested_id_that_only_refers_to_an_option_names_that_option() -> None:
+    """--train#trainer#max_epochs 3 trained 3 epochs under a cosine schedule over 20 and recorded 20 (and bypassed
+    val_interval's at_most rule); --optimizer#lr was recorded as --learning_rate's default."""
+    assert refused(TRAIN, **{"train#trainer#max_epochs": 3}).startswith(
+        "--train#trainer#max_epochs: is --epochs's value in this config; give --epochs instead")
+    assert refused(TRAIN, **{"optimizer#lr": 0.1}).startswith("--optimizer#lr: is --learning_rate's value")
+    derm = REPO / "bundles" / "dermoscopy_classification" / "configs" / "train.json"
+    assert "give --referral_min_accepted instead" in refused(derm, **{"calibrate#handlers#0#min_accepted": 5})
+
+
 def test_yes_no_text_and_open_upper_bounds_are_refused() -> None:
     """fire passes --amp false as the text 'false' (truthy); options whose default is an expression or null are not
     typed by their default, so this needs its own check. A decay factor or label smoothing of 1 is out of range."""
@@ -77,7 +87,7 @@ def test_valid_overrides_pass() -> None:
         "min_pixels": 0.5,  # count or fraction: typed "float" by its rule although the default is 8
         "max_patches_per_volume": None, "patches_file": "p.npz",  # null defaults
         "views": [2], "variant": "unpool", "seed": 3,
-        "train#trainer#max_epochs": 3,  # nested id
+        "validate#inferer#margin": 8,  # nested id
         "optimizer#weight_decay": 1e-4,  # not in the config, but an argument torch.optim.Adam takes
         "dataset_dir": "@runs_root", "batch_size": "$8 * 2",  # references / expressions resolve later
         "_meta_#version": "9.9",  # metadata ids are not the configs'
