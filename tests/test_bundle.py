@@ -160,6 +160,36 @@ def test_mismatched_checkpoint_is_a_clear_error(trained: Path, tiny_cohort: Path
     assert "missing.pt: checkpoint not found" in line
 
 
+def test_evaluation_refuses_volumes_the_run_trained_or_selected_on(trained: Path, tiny_cohort: Path,
+                                                                     tmp_path: Path) -> None:
+    """Another cohort's datalist whose test split holds the run's training and validation scans: the score would be
+    a training score. Refused before any report folder; the same volumes asked for as --split training pass."""
+    data = json.loads((tiny_cohort / "datalist.json").read_text(encoding="utf-8"))
+    base = tiny_cohort.resolve()
+
+    def absolute(items: list) -> list:
+        return [{k: str(base / v) for k, v in item.items()} for item in items]
+
+    # another split of the same scans ("another seed"): its test split is the run's first training and its validation
+    # volume
+    leaky = {"training": absolute(data["training"][1:]), "validation": absolute(data["test"]),
+             "test": absolute(data["training"][:1] + data["validation"])}
+    (tmp_path / "datalist.json").write_text(json.dumps(leaky), encoding="utf-8")
+    before = set(trained.iterdir())
+    line = refusal("evaluate", dataset_dir=str(tmp_path), ckpt_path=str(trained / "model.pt"))
+    assert line.startswith(f"mednet error: {tmp_path / 'datalist.json'}: 2 volume(s) of its test split are volumes "
+                           f"the run of {trained / 'model.pt'} was trained or selected on (1 training, 1 validation; "
+                           "e.g. "), line
+    assert set(trained.iterdir()) == before  # no eval-* folder
+    from mednet.data.datalist import load_datalist
+    from mednet.data.splits import check_evaluated_volumes
+
+    training = load_datalist(tmp_path / "datalist.json", "training")  # run's training volumes, as --split training
+    assert check_evaluated_volumes(training, trained / "model.pt", "training", tmp_path) is training
+    own_test = load_datalist(tiny_cohort / "datalist.json", "test")
+    assert check_evaluated_volumes(own_test, trained / "model.pt", "test", tiny_cohort) is own_test
+
+
 def test_inputs_with_the_same_file_name_get_distinct_outputs(trained: Path, tiny_cohort: Path, tmp_path: Path) -> None:
     """BIDS-like tree: subA/anat/T1.nii.gz and subB/anat/T1.nii.gz; the latest finished run is the default model."""
     root = tmp_path / "bids"

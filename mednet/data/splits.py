@@ -21,7 +21,8 @@ from mednet.errors import DataError, OptionError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SPLITS", "check_disjoint_groups", "check_fit_rows", "check_evaluated_rows", "split_csv_path",
+__all__ = ["SPLITS", "check_disjoint_groups", "check_fit_rows", "check_evaluated_rows", "check_evaluated_volumes",
+           "split_csv_path",
            "recorded_dataset_dir", "split_fingerprint"]
 
 #: split names, in the order of MONAI datalists and of split CSVs
@@ -275,3 +276,48 @@ def check_evaluated_rows(table, checkpoints: str | os.PathLike | Sequence[str | 
                                     f"was trained or selected on — evaluate on that run's own split "
                                     f"(--dataset_dir {own})")
     return table
+
+
+def _run_volumes(checkpoint: str | os.PathLike) -> dict[str, set[str]]:
+    """``{"training": {...}, "validation": {...}}``: the real paths of the volumes a brain run trained and selected
+    on, from the records beside ``checkpoint`` (``patch_stats.json``'s per-volume rows, ``validation_volumes.json``);
+    a split without a record is left out (runs before those records existed)."""
+    run = Path(checkpoint).parent
+    found: dict[str, set[str]] = {}
+    for split, name, read in (
+            ("training", "patch_stats.json", lambda d: [row.get("volume") for row in d.get("per_volume") or []]),
+            ("validation", "validation_volumes.json", lambda d: [item.get("image") for item in d.get("validation") or []])):
+        try:
+            paths = read(json.loads((run / name).read_text(encoding="utf-8")))
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+        found[split] = {os.path.realpath(p) for p in paths if isinstance(p, str) and p}
+    return found
+
+
+def check_evaluated_volumes(items: Sequence[dict], checkpoint: str | os.PathLike, split: str,
+                            datalist: str | os.PathLike, job: str = "evaluation") -> Sequence[dict]:
+    """Return ``items`` (datalist entries a brain model is scored on) after checking that none is a volume the run
+    of ``checkpoint`` trained on or selected its epoch on — the brain counterpart of :func:`check_evaluated_rows`.
+
+    Evaluation picks the newest finished run with matching settings when ``--ckpt_path`` is not given, and that
+    run may have been trained on another cohort that holds the evaluated scans: its Dice would then be a training
+    score reported as a test score. A volume (by its real path) in the run's training split is refused unless the
+    evaluated split is ``training`` (the report then says so), likewise for validation.
+
+    Raises:
+        DataError: naming ``datalist``, the run and a few of the volumes.
+    """
+    seen = _run_volumes(checkpoint)
+    fitted = [s for s in ("training", "validation") if s != split and s in seen]
+    evaluated = {os.path.realpath(str(item["image"])): str(item["image"]) for item in items if item.get("image")}
+    shared = {s: sorted(p for p in evaluated if p in seen[s]) for s in fitted}
+    if any(shared.values()):
+        total = sorted({p for paths in shared.values() for p in paths})
+        examples = ", ".join(Path(evaluated[p]).name for p in total[:3]) + (", …" if len(total) > 3 else "")
+        counts = ", ".join(f"{len(shared[s])} {s}" for s in fitted)
+        raise DataError(datalist, f"{len(total)} volume(s) of its {split} split are volumes the run of {checkpoint} "
+                                  f"was trained or selected on ({counts}; e.g. {examples}); its {job} would report "
+                                  f"a training score as a {split} score — pass --ckpt_path of a run trained without "
+                                  f"them, or --split training / validation to score those on purpose")
+    return items
