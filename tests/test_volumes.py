@@ -663,7 +663,8 @@ def test_header_check_reads_dicom_series_folders(tmp_path):
     last.write_bytes(last.read_bytes()[:-200])
     off = _write(tmp_path / "off_mask.nii.gz", np.ones(SHAPE, np.uint8))  # identity affine: not the series' grid
     for bad, item, words in [
-        (two, {"image": str(two)}, ("holds 2 DICOM series",)),
+        (two, {"image": str(two)}, ("holds 2 DICOM series", f"file(s) (1.2.826.0.1.3680043.2.1125.1.778)",
+                                    "one series per folder", "dcm2niix")),
         (cut, {"image": str(cut)}, ("not part of the series", last.name)),
         (off, {"image": str(series), "mask": str(off)}, ("mask does not match its image", str(series))),
     ]:

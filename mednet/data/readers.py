@@ -197,6 +197,21 @@ def _file_information(path: str) -> sitk.ImageFileReader:
     return reader
 
 
+def _series_summary(folder: Path, series_id: str) -> str:
+    """``"<SeriesDescription>: N files (<uid>)"`` of one series in ``folder``, from its first file's header."""
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+    description = ""
+    if files:
+        try:
+            import pydicom
+
+            header = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=["SeriesDescription"])
+            description = str(header.get("SeriesDescription", "") or "").strip()
+        except Exception:  # an unreadable header: the count and uid still tell the series apart
+            description = ""
+    return f"{description or 'no description'}: {len(files)} file(s) ({series_id})"
+
+
 def dicom_series_info(folder: str | os.PathLike, series_id: str = "", allow_nonuniform: bool = False
                       ) -> DicomSeriesInfo:
     """Check the DICOM series in ``folder`` from its headers alone and describe the volume it reads as.
@@ -223,10 +238,14 @@ def dicom_series_info(folder: str | os.PathLike, series_id: str = "", allow_nonu
         if series_id not in series_ids:
             raise DataError(path, f"DICOM series {series_id!r} not found; series in this directory: {series_ids}")
     elif len(series_ids) > 1:
+        # a PACS export often puts the localizer and the T1 in one folder: say which is which
+        described = "; ".join(_series_summary(path, uid) for uid in series_ids[:6])
+        more = f"; and {len(series_ids) - 6} more" if len(series_ids) > 6 else ""
         raise DataError(
             path,
-            f"directory holds {len(series_ids)} DICOM series {series_ids}; "
-            "choose one with SimpleITKReader(series_id=...)",
+            f"directory holds {len(series_ids)} DICOM series ({described}{more}); give one series per folder (move "
+            "its files into a folder of their own, or convert each series to NIfTI, e.g. dcm2niix -o OUT DIR); "
+            "from Python, SimpleITKReader(series_id=...) reads one",
         )
     else:
         series_id = series_ids[0]
