@@ -16,6 +16,7 @@ record the checkpoint, its sha256 and both runs' settings (:func:`checkpoint_pro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -120,6 +121,25 @@ def settings_differences(trained: Mapping[str, object], requested: Mapping[str, 
     preprocessing option) does not make older runs unusable, and a run may record more than a job checks.
     """
     return {k: (trained[k], _jsonable(v)) for k, v in requested.items() if k in trained and trained[k] != _jsonable(v)}
+
+
+#: settings that name a folder: compared by the folder they resolve to, not as text
+_PATH_SETTINGS = ("dataset_dir",)
+
+
+def _same_folder(recorded: object, requested: object) -> bool:
+    """Whether a recorded folder (absolute, or relative as typed then: tried against the current folder and the
+    checkout) and a requested one are the same folder."""
+    if not isinstance(recorded, str) or not isinstance(requested, str):
+        return False
+    target = os.path.realpath(requested)
+    candidates = [Path(recorded)]
+    if not candidates[0].is_absolute():
+        with contextlib.suppress(FileNotFoundError):
+            from mednet.app.bundles import repo_root
+
+            candidates.append(repo_root() / recorded)
+    return any(os.path.realpath(c) == target for c in candidates)
 
 
 def _overrides(differ: Mapping[str, tuple]) -> str:
@@ -237,6 +257,12 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
     if old is None:  # a new run, or one that failed before its first epoch: nothing trained to protect
         return write_json_atomic(new, path, overwrite=True)
     differ = settings_differences(old, new)
+    # a folder recorded as typed (before runs recorded absolute paths) is the same folder when it resolves to it
+    differ = {k: v for k, v in differ.items() if not (k in _PATH_SETTINGS and _same_folder(*v))}
+    if "split_fingerprint" in differ:  # no option sets it: the split itself changed
+        raise DataError(path, "the run being resumed was trained on another assignment of its split's images "
+                              "(split_fingerprint differs: the split was re-made since); leave out --run_dir to "
+                              "start a new run")
     if differ:
         said = ", ".join(f"{k}={a!r} (this command: {b!r})" for k, (a, b) in differ.items())
         raise DataError(path, f"the run being resumed was started with {said}; pass {_overrides(differ)} to continue "

@@ -625,6 +625,25 @@ def test_resuming_with_other_settings_is_refused_and_keeps_the_run_settings(tmp_
     write_run_settings(tmp_path, {**started, "augmentation": True})  # a setting the file lacks is added
     assert json.loads(path.read_text(encoding="utf-8")) == {**started, "augmentation": True}
 
+    # a split folder recorded as typed by 0.3.2 ("demo/split") is the absolute path 0.3.3 records; a re-made split
+    # is refused without a hint to pass an option that does not exist
+    old_run = tmp_path / "old_run"
+    old_run.mkdir()
+    (old_run / "settings.json").write_text(json.dumps({"dataset_dir": "demo/split", "split_fingerprint": "a"}))
+    (old_run / "checkpoint_last.pt").write_bytes(b"")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        (tmp_path / "demo" / "split").mkdir(parents=True)
+        write_run_settings(old_run, {"dataset_dir": str(tmp_path / "demo" / "split"), "split_fingerprint": "a"})
+        with pytest.raises(DataError, match="another assignment of its split's images .*leave out --run_dir") as err:
+            write_run_settings(old_run, {"dataset_dir": str(tmp_path / "demo" / "split"), "split_fingerprint": "b"})
+        assert "--split_fingerprint" not in str(err.value)
+        with pytest.raises(DataError, match="started with dataset_dir='demo/split'"):
+            write_run_settings(old_run, {"dataset_dir": str(tmp_path / "other"), "split_fingerprint": "a"})
+    finally:
+        os.chdir(cwd)
+
     stats = {"patches": 10, "share": float("nan"), "views": (0, 1)}
     (tmp_path / "patch_stats.json").unlink()
     record = write_run_record(stats, tmp_path, "patch_stats.json")

@@ -184,3 +184,9 @@ def test_float_residue_in_the_background_is_background(template, tmp_path: Path)
     assert same is image and n == 0  # exact zeros: the very same tensor, bit for bit
     zeroed, n = zero_background_residue(torch.from_numpy(residue)[None])
     assert n == int((~brain).sum()) and torch.equal(zeroed, image)
+    # a few corrupt voxels 1e9 times brighter are a 6-decade gap too, with the brain below it: nothing is zeroed
+    hot = clean.copy()
+    hot[tuple(np.argwhere(brain)[0])], hot[tuple(np.argwhere(brain)[1])] = 1e9, 2e9
+    same, n = zero_background_residue(torch.from_numpy(hot)[None])
+    assert n == 0
+    assert int(load({"image": _save(tmp_path / "hot.nii.gz", hot, affine)})["mask"].sum()) == int(brain.sum())

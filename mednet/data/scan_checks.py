@@ -20,9 +20,10 @@ Signs (each measured on the volume as loaded, before any normalisation):
 
 Background residue: a skull-stripped scan stored as float after resampling or smoothing may hold background values
 that are not exactly 0 but float noise (nilearn's 2 mm MNI template saved as float32: 2.8e-16 on 266k voxels).
-Where intensity 0 is the background rule, values with ``|v| ≤ BACKGROUND_RESIDUE × the brain's 99th-percentile
-|intensity|`` are background (:func:`zero_background_residue` sets them to 0 at load); a scan whose
-background is exactly 0 is left unchanged, bit for bit.
+Where intensity 0 is the background rule, non-zero values at least 6 decades below a brain's worth of voxels
+(:func:`background_residue_threshold`) are background (:func:`zero_background_residue` sets them to 0 at load); a
+scan whose background is exactly 0 is left unchanged, bit for bit, and a few hot voxels never make the brain
+"residue".
 """
 
 from __future__ import annotations
@@ -41,22 +42,34 @@ __all__ = ["check_skull_stripped", "zero_background_residue", "background_residu
 SKULL_STRIPPING_TOOLS = "SynthStrip (FreeSurfer mri_synthstrip), HD-BET, FSL BET or ANTs antsBrainExtraction"
 
 
-#: |intensity| at most this fraction of the brain's 99th-percentile |intensity| is background (float residue)
+#: background residue lies at least this factor below the brain's intensities (a gap of 6 decades)
 BACKGROUND_RESIDUE = 1e-6
+#: the intensities above the gap must be a brain, not a few hot voxels: at least this many voxels, and this share
+MIN_BRAIN_VOXELS, MIN_BRAIN_SHARE = 1000, 0.01
 
 
 def background_residue_threshold(image: torch.Tensor | np.ndarray) -> float:
-    """The largest |intensity| counted as background residue: ``BACKGROUND_RESIDUE`` × the brain's 99th-percentile
-    |intensity| (over the values above ``BACKGROUND_RESIDUE`` × the maximum); 0.0 (only exact zeros are
-    background) when no non-zero value is that small."""
+    """The largest |intensity| counted as background residue, 0.0 when there is none (only exact zeros are then
+    background).
+
+    Residue (e.g. 1e-16 left by resampling a skull-stripped scan) is a group of non-zero values separated from
+    everything above it by a gap of at least a factor ``1 / BACKGROUND_RESIDUE`` (6 decades), where what lies
+    above the gap is a brain: at least :data:`MIN_BRAIN_VOXELS` voxels and :data:`MIN_BRAIN_SHARE` of the non-zero
+    ones. A few corrupt voxels 10⁹ times brighter than the brain are such a gap too, but with the brain *below* it:
+    the count rule keeps them from turning the whole brain into "residue" (the percentile clipping then handles
+    them). The lowest such gap is used.
+    """
     arr = np.abs(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)).ravel()
     values = arr[arr != 0]
-    if values.size == 0 or values.min() > BACKGROUND_RESIDUE * values.max():  # nothing can be below: skip the sort
+    if values.size == 0 or values.min() > BACKGROUND_RESIDUE * values.max():  # no 6-decade gap possible: no sort
         return 0.0
-    # the brain: the values above the residue level of the maximum (many residue voxels must not drag the percentile)
-    brain = values[values > BACKGROUND_RESIDUE * values.max()]
-    cut = BACKGROUND_RESIDUE * float(np.percentile(brain, 99))
-    return cut if values.min() <= cut else 0.0
+    logs = np.sort(np.log10(values.astype(np.float64)))
+    gaps = np.flatnonzero(np.diff(logs) >= -np.log10(BACKGROUND_RESIDUE))  # last index below each gap
+    above = logs.size - 1 - gaps
+    enough = (above >= MIN_BRAIN_VOXELS) & (above >= MIN_BRAIN_SHARE * logs.size)
+    if not enough.any():
+        return 0.0
+    return float(10 ** logs[gaps[np.argmax(enough)]])
 
 
 def zero_background_residue(image: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -41,7 +41,7 @@ class LoadLabelledVolumed(MapTransform):
 
     Preprocessing, in order (each step uses the brain mask: the given mask file, else the non-zero voxels):
 
-    1. without a mask file, background float residue (``|v| ≤ 1e-6 ×`` the brain's 99th percentile) is set to 0
+    1. without a mask file, background float residue (values 6 decades below the brain's) is set to 0
        at load (:func:`mednet.data.scan_checks.zero_background_residue`; exact zeros untouched), then scans that
        are not skull-stripped or look like CT are refused
        (:func:`mednet.data.scan_checks.check_skull_stripped`, ``check_skull_stripped=False`` to skip);

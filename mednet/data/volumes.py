@@ -339,8 +339,8 @@ def load_labelled_volume(
     if mask is None:  # intensity 0 is background: float residue there (1e-16 after resampling) is background too
         out["image"], n_residue = zero_background_residue(out["image"])
         if n_residue:
-            logger.info("%s: %d background voxel(s) of float residue (|intensity| <= %g x the brain's 99th "
-                        "percentile) set to 0", image, n_residue, BACKGROUND_RESIDUE)
+            logger.info("%s: %d background voxel(s) of float residue (at least %g times below the brain's "
+                        "intensities) set to 0", image, n_residue, 1 / BACKGROUND_RESIDUE)
     for key, path in (("label", label), ("mask", mask)):
         if path is None:
             continue
