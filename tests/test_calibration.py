@@ -539,3 +539,18 @@ def test_held_out_check_matches_images_follows_a_csv_path_and_sees_a_remade_spli
             check_evaluated_rows(pd.DataFrame({"lesion_id": ["HAM_1"]}), model, "test", dataset_dir)
     table.assign(split=["training", "validation", "test"], dx_type="other").to_csv(own / "split.csv", index=False)
     assert check_evaluated_rows(pd.DataFrame({"lesion_id": ["HAM_3"]}), model, "test", own) is not None  # same assignment
+
+
+def test_an_ensemble_member_that_cannot_be_checked_is_warned_about(tmp_path, caplog) -> None:
+    """A member recorded as typed (relative, before 0.3.3) and not found from here was skipped without a word."""
+    from mednet.data.splits import check_evaluated_rows
+
+    ensemble = tmp_path / "ens"
+    ensemble.mkdir()
+    (ensemble / "settings.json").write_text(json.dumps({"model": "ensemble", "members": ["runs/gone"]}),
+                                            encoding="utf-8")
+    rows = pd.DataFrame({"lesion_id": ["L1"]})
+    with caplog.at_level("WARNING", logger="mednet"):
+        assert check_evaluated_rows(rows, ensemble / "settings.json", "test", tmp_path) is rows
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("its member runs/gone" in m and "cannot check" in m for m in messages), messages

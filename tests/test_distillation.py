@@ -393,3 +393,22 @@ def test_teachers_must_not_have_seen_the_students_validation_or_test_lesions(tmp
     with pytest.raises(DataError, match=r"1 lesion\(s\) of its validation split are in the training split of the run "
                                         rf"that trained {re.escape(str(leaky / 'model.pt'))}"):
         check_teachers_held_out([ensemble / "settings.json"], student)
+
+
+def test_a_teacher_that_trained_on_the_students_test_image_under_another_id_is_refused(tmp_path):
+    """The student's split.csv holds paths relative to its folder: matched as files, not as text."""
+    import pandas as pd
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    for name, rows in (("teacher_split", [("I1", "L1", "../images/a.png", "training")]),
+                       ("student_split", [("X1", "Z1", "../images/a.png", "test"), ("X2", "Z2", "b.png", "validation")])):
+        (tmp_path / name).mkdir()
+        pd.DataFrame(rows, columns=["image_id", "lesion_id", "path", "split"]).to_csv(tmp_path / name / "split.csv",
+                                                                                       index=False)
+    teacher, _ = _teacher_run(tmp_path / "teacher")
+    settings = json.loads((teacher / "settings.json").read_text(encoding="utf-8"))
+    (teacher / "settings.json").write_text(json.dumps({**settings, "dataset_dir": str(tmp_path / "teacher_split")}),
+                                           encoding="utf-8")
+    with pytest.raises(DataError, match=r"1 lesion\(s\) of its test split are in the training or validation split .*1 training, 0 validation; e\.g\. Z1"):
+        check_teachers_held_out([teacher / "model.pt"], tmp_path / "student_split")

@@ -335,9 +335,12 @@ def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_trai
         attempt(stop_after=None)
 
 
-def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampling", ["shuffle", "weighted"])
+def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: Path, sampling: str) -> None:
     """The bundles seed the global random states once per run (set_determinism at initialize): a resumed run drew
-    epoch 1's batch order again for its epoch 3. The states saved with each epoch continue the stream."""
+    epoch 1's batch order again for its epoch 3. The states saved with each epoch continue the stream — also for
+    the dermoscopy bundle's --balanced_sampler (a WeightedRandomSampler on the global generator, as train.json
+    builds it: with a generator of its own it would replay its draws)."""
     from monai.utils import set_determinism
 
     from mednet.engines.checkpoints import AtomicCheckpointSaver
@@ -345,7 +348,8 @@ def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: 
     def attempt(folder: Path, stop_after: int | None) -> list[list[int]]:
         set_determinism(seed=0)  # what every bundle run does first
         net = torch.nn.Linear(2, 1)
-        loader = torch.utils.data.DataLoader(list(range(12)), batch_size=12, shuffle=True)
+        sampler = torch.utils.data.WeightedRandomSampler(torch.linspace(1, 2, 12), 12) if sampling == "weighted" else None
+        loader = torch.utils.data.DataLoader(list(range(12)), batch_size=12, shuffle=sampler is None, sampler=sampler)
         trainer = Engine(lambda engine, batch: batch.tolist())
         trainer.state.max_epochs, trainer.state.epoch_length = 4, 1  # as MONAI's trainers set them at construction
         orders: list[list[int]] = []

@@ -61,6 +61,7 @@ def _as_list(checkpoints: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     ``settings.json`` names only the split its weights were chosen on, while each member trained on its own."""
     found: list[str | os.PathLike] = []
     pending = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
+    members_of: dict[str, str] = {}  # member → the ensemble that names it (for the warning)
     while pending:
         checkpoint = pending.pop(0)
         if any(Path(checkpoint) == Path(c) for c in found):
@@ -69,11 +70,31 @@ def _as_list(checkpoints: str | os.PathLike | Sequence[str | os.PathLike]) -> li
         try:
             settings = json.loads((Path(checkpoint).parent / "settings.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            if str(checkpoint) in members_of:  # a top-level checkpoint without settings is checked elsewhere
+                logging.getLogger("mednet").warning(
+                    f"{members_of[str(checkpoint)]}: its member {checkpoint} has no readable settings.json here; "
+                    "cannot check that the evaluated rows are held out from it")
             continue
         members = settings.get("members") if isinstance(settings, dict) else None
         if isinstance(members, list):
-            pending += [Path(m) / "model.pt" if Path(m).is_dir() else Path(m) for m in members if isinstance(m, str)]
+            for member in (m for m in members if isinstance(m, str)):
+                path = _member_path(member)
+                members_of[str(path)] = str(checkpoint)
+                pending.append(path)
     return found
+
+
+def _member_path(member: str) -> Path:
+    """An ensemble member's checkpoint: recorded absolute since the bundle's 0.3.3, before that as typed (tried
+    against the current folder, then the checkout)."""
+    path = Path(member)
+    if not path.is_absolute() and not path.exists():
+        with contextlib.suppress(FileNotFoundError):
+            from mednet.app.bundles import repo_root
+
+            if (repo_root() / path).exists():
+                path = repo_root() / path
+    return path / "model.pt" if path.is_dir() else path
 
 
 def split_csv_path(dataset_dir: str | os.PathLike) -> Path:

@@ -269,6 +269,8 @@ def check_teachers_held_out(checkpoints: Sequence[str | os.PathLike], dataset_di
     if not csv.is_file():
         return  # the training config reports a missing split folder itself
     table = _read_csv(csv, ["lesion_id", "split"], allow_empty=True)
+    if "path" in table.columns:  # relative to the CSV's folder: resolved so that an image file is matched too
+        table["path"] = [os.path.normpath(csv.resolve().parent / p) if p else p for p in table["path"]]
     for split in ("validation", "test"):
         rows = table[table["split"] == split]
         rows.attrs["source"] = str(csv)
