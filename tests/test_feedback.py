@@ -181,6 +181,17 @@ def test_a_row_cut_inside_a_quoted_comment_does_not_swallow_later_rows(tmp_path:
     append_feedback(folder, _image(65), corrected="akiec", **common)
     assert list(read_feedback(folder)["corrected"]) == ["mel", "df", "vasc", "akiec"]
     assert (folder / FEEDBACK_DAMAGED).read_bytes() == damaged
+    # hand-edited: a quoted comment over two lines and no final line break — a whole row, kept
+    import csv as csv_module
+
+    rows = list(csv_module.reader(table_csv.open(encoding="utf-8", newline="")))
+    rows[-1][7] = "line one\nline two"  # the comment column
+    with table_csv.open("w", encoding="utf-8", newline="") as f:
+        csv_module.writer(f, lineterminator="\n").writerows(rows)
+    table_csv.write_bytes(table_csv.read_bytes().rstrip(b"\n"))
+    append_feedback(folder, _image(67), corrected="bkl", **common)
+    assert list(read_feedback(folder)["corrected"]) == ["mel", "df", "vasc", "akiec", "bkl"]
+    assert (folder / FEEDBACK_DAMAGED).read_bytes() == damaged  # nothing moved
     # the very first append died inside the header: the next one starts the table again
     fresh = tmp_path / "fresh"
     fresh.mkdir()

@@ -298,34 +298,39 @@ def _cut_row(f, size: int) -> int | None:
     """The offset of the last record of the open feedback table ``f`` (``size`` bytes) if it was cut short (a
     crash while it was written), else None.
 
-    Every row :func:`append_feedback` writes is one line (comments are folded), so what follows the last line
-    break is the last record. It is whole only when it parses strictly (every quote closed) as one row of
-    :data:`FEEDBACK_COLUMNS`: a hand-edited table may lack its final line break, and a cut inside a quoted comment
-    would otherwise open a quote that swallows every later row. A file without any line break is a cut header
-    when it is the start of :data:`_HEADER_LINE` (offset 0), else None (the header check refuses it)."""
+    Only a table that does not end with a line break can hold a cut row. It is read as CSV, quote-aware and
+    strict: if every record parses and the last one is a whole row of :data:`FEEDBACK_COLUMNS` (extra fields
+    empty), it is whole — a hand-edited table may lack its final line break or hold a quoted comment over several
+    lines. Otherwise its last record, from the line where it starts, is cut: a cut inside a quoted comment would
+    open a quote that swallows every later row. A table that is only a cut header gives offset 0; one that cannot
+    be read at all gives None (the header check refuses it)."""
     if size == 0:
         return None
     f.seek(size - 1)
     if f.read(1) == b"\n":
         return None
-    start = size
-    while start > 0:  # the last line break, read backwards in blocks
-        block = min(start, 1 << 16)
-        f.seek(start - block)
-        found = f.read(block).rfind(b"\n")
-        start -= block
-        if found >= 0:
-            start += found + 1
-            break
-    f.seek(start)
-    tail = f.read(size - start)
-    if start == 0:
-        return 0 if _HEADER_LINE.startswith(tail) else None
+    f.seek(0)
+    data = f.read(size)
     try:
-        rows = list(csv.reader(io.StringIO(tail.decode("utf-8"), newline=""), strict=True))
-    except (UnicodeDecodeError, csv.Error):
-        return start
-    return None if len(rows) == 1 and len(rows[0]) == len(FEEDBACK_COLUMNS) else start
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    line_starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == 0x0A]  # byte offset of each line
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    record_line, last_line, last_row, whole = 1, 1, None, True
+    try:
+        for row in reader:
+            last_line, last_row = record_line, row
+            record_line = reader.line_num + 1
+    except csv.Error:
+        whole, last_line = False, record_line  # the record that fails starts on this line
+    n = len(FEEDBACK_COLUMNS)
+    if whole and last_row is not None and len(last_row) >= n and not any(last_row[n:]):
+        return None
+    start = line_starts[min(last_line, len(line_starts)) - 1]
+    if start == 0:
+        return 0 if _HEADER_LINE.startswith(data) else None
+    return start
 
 
 def _move_cut_row(csv_path: Path, f, start: int) -> None:
