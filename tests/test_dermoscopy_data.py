@@ -189,6 +189,11 @@ def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(tmp_path: Path
     trailing.write_text("\n".join(lines[:1] + [line + "," for line in lines[1:]]) + "\n", encoding="utf-8")
     table = read_ham10000(trailing, dirs)
     assert table[["lesion_id", "image_id", "dx"]].equals(expected[["lesion_id", "image_id", "dx"]])
+    # a value beyond the header is not dropped without a word (an unquoted comma in a value, a missing column)
+    extra = tmp_path / "extra.csv"
+    extra.write_text("\n".join(lines[:1] + [line + ",face" for line in lines[1:]]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"extra\.csv:row 2: 8 fields for 7 header columns: the value\(s\) 'face'"):
+        read_ham10000(extra, dirs)
     with pytest.raises(DataError, match="image folder not found"):
         read_ham10000(csv, [tmp_path / "absent"])
 

