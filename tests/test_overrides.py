@@ -92,7 +92,8 @@ def test_valid_overrides_pass() -> None:
         "dataset_dir": "@runs_root", "batch_size": "$8 * 2",  # references / expressions resolve later
         "_meta_#version": "9.9",  # metadata ids are not the configs'
     })
-    check_overrides(INFERENCE, {"input": "x.nii.gz", "mask": "m.nii.gz", "ckpt_path": "a.pt", "overwrite": True})
+    check_overrides(INFERENCE, {"input": "x.nii.gz", "mask": "m.nii.gz", "ckpt_path": "a.pt", "overwrite": True,
+                                "series_id": "1.2.840.1"})
     check_overrides(EVALUATE, {"split": "training", "axis": 2, "ckpt_path": "run/model.pt"})
     check_overrides(TRAIN, {})
 
@@ -154,6 +155,8 @@ def test_an_option_the_run_never_reads_is_refused(tmp_path: Path) -> None:
         "--mask: not used by inference.json + evaluate.json (evaluation reads each volume's brain mask from the "
         "datalist's \"mask\" entries; --mask is for inference of one scan); it would be ignored")
     check_overrides(INFERENCE, {"mask": "brain_mask.nii.gz"})  # inference of one scan does read it
+    assert refused(EVALUATE, series_id="1.2.840.1").startswith("--series_id: not used by inference.json + evaluate.json "
+                                                              "(evaluation reads each volume's DICOM series from")
     dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs"
     assert refused([dermoscopy / "inference.json", dermoscopy / "calibrate.json"], temperature=2.0) == (
         "--temperature: not used by inference.json + calibrate.json (it is an option of another of this bundle's "

@@ -751,3 +751,31 @@ def test_input_dot_is_named_after_the_folder(tmp_path, monkeypatch, where):
     (item,) = list_volume_inputs(given)
     assert item["name"] == "t1_mprage"
     assert output_name(given) == "t1_mprage_seg.nii.gz"
+
+
+def test_a_series_is_chosen_from_a_folder_holding_several(tmp_path):
+    """A PACS export puts the localizer and the scan in one folder: --series_id (inference) or a datalist entry's
+    "series_id" picks the series, through the pre-flight header check and the loader alike."""
+    import json
+
+    folder = tmp_path / "export"
+    _write_dicom_series(folder)
+    _write_dicom_series(folder, name="second_{k:03d}.dcm", uid="1.2.826.0.1.3680043.2.1125.1.778")
+    with pytest.raises(DataError, match=r"holds 2 DICOM series .*choose one with --series_id UID"):
+        check_volume_headers([{"image": str(folder)}])
+    (item,) = list_volume_inputs(folder, series_id="1.2.826.0.1.3680043.2.1125.1.778")
+    assert item["series_id"] == "1.2.826.0.1.3680043.2.1125.1.778"
+    assert check_volume_headers([item]) == [item]
+    loaded = LoadLabelledVolumed(bias_correction="none", check_skull_stripped=False, intensity_normalization=None)(item)
+    direct = load_volume(folder, "image", series_id="1.2.826.0.1.3680043.2.1125.1.778")
+    assert loaded["image"].shape == direct.shape and sorted(direct.shape[1:]) == sorted(DICOM_ARRAY.shape)
+    with pytest.raises(DataError, match="series '1.2.3' not found"):
+        check_volume_headers([{"image": str(folder), "series_id": "1.2.3"}])
+    for wrong in (folder / "slice_000.dcm", tmp_path):  # a file, a folder of volumes
+        with pytest.raises(DataError, match="--series_id applies to one DICOM folder holding several series"):
+            list_volume_inputs(wrong, series_id="1.2.826.0.1.3680043.2.1125.1.777")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"test": [{"image": "export", "series_id": "1.2.826.0.1.3680043.2.1125.1.777"}]}),
+                        encoding="utf-8")
+    (entry,) = list_volume_inputs(datalist)
+    assert entry["series_id"] == "1.2.826.0.1.3680043.2.1125.1.777" and check_volume_headers([entry]) == [entry]

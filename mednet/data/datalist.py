@@ -165,7 +165,7 @@ def write_datalist(
 
 
 def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None = None, split: str = "test",
-                       output_dir: str | os.PathLike | None = None) -> list[dict]:
+                       output_dir: str | os.PathLike | None = None, series_id: str | None = None) -> list[dict]:
     """Volumes to segment: a file, a DICOM series folder, a folder of volumes, or a datalist JSON.
 
     Returns ``[{"image": path[, "mask": path], "name": output name}, …]``. A folder holding DICOM files (``.dcm``, or any name with the DICOM magic) is one
@@ -175,7 +175,8 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
     stem of every output written for that input.
 
     ``output_dir`` (where the segmentations go) may not be a folder input or inside it: the next run would read
-    its ``*_seg.nii.gz`` files as scans to segment.
+    its ``*_seg.nii.gz`` files as scans to segment. ``series_id`` picks one series of a DICOM folder holding several
+    (a PACS export with its localizer); datalist entries carry their own ``"series_id"``.
     """
     path = Path(input)
     if not path.exists():
@@ -185,11 +186,15 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
         if out == folder or folder in out.parents:
             raise DataError(output_dir, f"is inside the input folder {path}: a later run would read its segmentations "
                                         "as scans; choose an --output_dir outside it")
+    if series_id and not (path.is_dir() and holds_dicom_files(path)):
+        raise DataError(path, f"--series_id applies to one DICOM folder holding several series, not to "
+                              f"{'a datalist' if path.suffix == '.json' else 'a folder of volumes' if path.is_dir() else 'a file'}"
+                              " (give datalist entries a \"series_id\")")
     if path.suffix == ".json":
         if mask is not None:
             raise DataError(mask, f"--mask applies to a single input volume, not to the datalist {path} "
                                   "(give its items 'mask' entries, or pass --input with one volume)")
-        return with_names([{"image": it["image"], **({"mask": it["mask"]} if "mask" in it else {})}
+        return with_names([{"image": it["image"], **{k: it[k] for k in ("mask", "series_id") if it.get(k)}}
                            for it in load_datalist(path, split)])
     if path.is_dir() and not holds_dicom_files(path):
         items = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES) or
@@ -199,4 +204,5 @@ def list_volume_inputs(input: str | os.PathLike, mask: str | os.PathLike | None 
         if mask is not None:
             raise DataError(mask, "--mask applies to a single input volume, not a folder (use a datalist with 'mask' entries)")
         return with_names([{"image": p} for p in items])
-    return with_names([{"image": str(path), **({"mask": str(mask)} if mask else {})}])
+    return with_names([{"image": str(path), **({"mask": str(mask)} if mask else {}),
+                        **({"series_id": str(series_id)} if series_id else {})}])

@@ -243,9 +243,9 @@ def dicom_series_info(folder: str | os.PathLike, series_id: str = "", allow_nonu
         more = f"; and {len(series_ids) - 6} more" if len(series_ids) > 6 else ""
         raise DataError(
             path,
-            f"directory holds {len(series_ids)} DICOM series ({described}{more}); give one series per folder (move "
-            "its files into a folder of their own, or convert each series to NIfTI, e.g. dcm2niix -o OUT DIR); "
-            "from Python, SimpleITKReader(series_id=...) reads one",
+            f"directory holds {len(series_ids)} DICOM series ({described}{more}); choose one with --series_id UID "
+            "(a datalist entry's \"series_id\"), or give one series per folder (convert each to NIfTI, e.g. "
+            "dcm2niix -o OUT DIR)",
         )
     else:
         series_id = series_ids[0]

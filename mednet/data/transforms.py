@@ -79,7 +79,8 @@ class LoadLabelledVolumed(MapTransform):
         d = dict(data)
         if not self.allow_missing_label and not d.get("label"):
             raise DataError(d.get("image"), "no 'label' given for a volume that needs one")
-        vols = load_labelled_volume(d["image"], d.get("label") or None, d.get("mask") or None)
+        vols = load_labelled_volume(d["image"], d.get("label") or None, d.get("mask") or None,
+                                    str(d.get("series_id") or ""))  # a datalist entry's DICOM series
         image = vols["image"]
         spacing = voxel_spacing(image.affine)
         info: dict[str, object] = {}

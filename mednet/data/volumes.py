@@ -96,22 +96,23 @@ class _NiftiReader(NibabelReader):
         return data
 
 
-def _reader_for(path: Path) -> NibabelReader | SimpleITKReader:
+def _reader_for(path: Path, series_id: str = "") -> NibabelReader | SimpleITKReader:
     # The reader is passed per call, not registered: registered readers' errors are swallowed by LoadImage's
     # fallback to other readers, and the user would lose the actual problem (e.g. a truncated file).
     # squeeze_non_spatial_dims: a 3D volume stored as (X, Y, Z, 1) or (X, Y, Z, 1, 1) (FSL, ITK vector writers) is
     # 3D; without it the 5D form became (1, X, Y, Z, 1) and was refused as "4D".
     if path.name.lower().endswith(NIBABEL_SUFFIXES):  # NIfTI, and FreeSurfer MGH (ITK has no reader for it)
         return _NiftiReader(squeeze_non_spatial_dims=True)
-    return SimpleITKReader()
+    return SimpleITKReader(series_id=series_id or "")
 
 
-def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
+def load_volume(path: str | os.PathLike, kind: str = "image", series_id: str = "") -> MetaTensor:
     """Load one 3D volume in canonical RAS orientation.
 
     Args:
         path: NIfTI or FreeSurfer MGH file, DICOM file or series directory, MHA/MHD or NRRD file.
         kind: what the volume is (``"image"``, ``"label"``, ``"mask"``), used in error messages only.
+        series_id: the SeriesInstanceUID to read from a DICOM folder holding several series.
 
     Returns:
         ``(1, X, Y, Z)`` float32 MetaTensor (labels/masks keep their values) with ``meta["original_affine"]``
@@ -124,7 +125,7 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     if not path.exists():
         raise DataError(path, f"{kind} file does not exist")
     try:
-        img = _LOAD(str(path), reader=_reader_for(path))
+        img = _LOAD(str(path), reader=_reader_for(path, series_id))
     except DataError:
         raise
     except Exception as e:  # MONAI/nibabel/gzip raise many types; the user needs the file name
@@ -145,7 +146,7 @@ def load_volume(path: str | os.PathLike, kind: str = "image") -> MetaTensor:
     return _TO_RAS(img)
 
 
-def _header_geometry(path: Path) -> tuple[tuple[int, ...], int, np.ndarray | None]:
+def _header_geometry(path: Path, series_id: str = "") -> tuple[tuple[int, ...], int, np.ndarray | None]:
     """Voxel grid of ``path`` from its header(s) alone, no pixel data read: ``(shape, components, RAS affine)``.
 
     ``shape`` is the spatial grid (``(X, Y, Z)`` for a volume; trailing singleton axes dropped, as
@@ -154,7 +155,7 @@ def _header_geometry(path: Path) -> tuple[tuple[int, ...], int, np.ndarray | Non
     :class:`~mednet.data.readers.SimpleITKReader` reads it (:func:`~mednet.data.readers.dicom_series_info`).
     """
     if path.is_dir():
-        info = dicom_series_info(path)
+        info = dicom_series_info(path, series_id=series_id)
         return info.size, info.components, orientation_ras_lps(info.affine_lps)
     if path.name.lower().endswith(NIBABEL_SUFFIXES):
         img = nib.load(str(path))
@@ -218,7 +219,8 @@ def check_volume_headers(items: Sequence[Mapping[str, str]], keys: Sequence[str]
             if not path.exists():
                 raise DataError(path, f"{kind} file does not exist")
             try:
-                shape, components, affine = _header_geometry(path)
+                shape, components, affine = _header_geometry(path, str(item.get("series_id") or "")
+                                                             if key == "image" else "")
             except DataError:
                 raise
             except Exception as e:  # nibabel and SimpleITK raise many types; the user needs the file name
@@ -320,6 +322,7 @@ def load_labelled_volume(
     image: str | os.PathLike,
     label: str | os.PathLike | None = None,
     mask: str | os.PathLike | None = None,
+    series_id: str = "",
 ) -> dict[str, MetaTensor]:
     """Load an image with its optional tissue label and brain mask, checked against each other.
 
@@ -333,7 +336,7 @@ def load_labelled_volume(
         DataError: naming the file when a volume is unreadable, shapes or affines disagree, the label holds
             values other than 0–3 or no tissue, the mask is empty, or the image is all zero.
     """
-    out = {"image": load_volume(image, "image")}
+    out = {"image": load_volume(image, "image", series_id)}  # series_id: which series of a DICOM folder
     if float(out["image"].abs().max()) == 0:
         raise DataError(image, "image is all zero (empty volume)")
     if mask is None:  # intensity 0 is background: float residue there (1e-16 after resampling) is background too
