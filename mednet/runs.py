@@ -142,9 +142,31 @@ def _same_folder(recorded: object, requested: object) -> bool:
     return any(os.path.realpath(c) == target for c in candidates)
 
 
+def _cli_value(value: object) -> str:
+    """``value`` as the command line takes it: text as is, True/False/None as Python spells them (python-fire reads
+    ``true`` as text, which the option check refuses), lists as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return json.dumps(value)
+
+
+#: settings no option sets, each with the option that decides it: (option, value for a trained True/False)
+_DERIVED_SETTINGS = {"cosine_head": ("loss", {True: "ldam", False: "ce"})}
+
+
 def _overrides(differ: Mapping[str, tuple]) -> str:
-    """``--views [0, 1, 2] --variant skip``: the command-line overrides giving the trained values."""
-    return " ".join(f"--{k} {a if isinstance(a, str) else json.dumps(a)}" for k, (a, _) in differ.items())
+    """``--views [0, 1, 2] --variant skip``: the command-line overrides giving the trained values (a derived setting
+    such as ``cosine_head`` through the option that sets it: ``--loss ldam``)."""
+    options: dict[str, str] = {}
+    for key, (trained, _) in differ.items():
+        if key in _DERIVED_SETTINGS and isinstance(trained, bool):
+            option, values = _DERIVED_SETTINGS[key]
+            options.setdefault(option, values[trained])
+        else:
+            options[key] = _cli_value(trained)
+    return " ".join(f"--{k} {v}" for k, v in options.items())
 
 
 def mark_finished(run_dir: str | os.PathLike, **info: object) -> Path:

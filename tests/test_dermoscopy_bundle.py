@@ -164,6 +164,10 @@ def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path:
     line = refusal("inference", input=str(folder), output_dir=str(tmp_path / "q"), model="resnet18", image_size=32,
                    ckpt_path=str(trained / "model.pt"))
     assert "model='receptive_field_cnn' (this run: 'resnet18')" in line
+    # training on a split that is not there: one line, and no empty run folder left behind (as the brain bundle)
+    line = refusal("train", dataset_dir=str(tmp_path / "nowhere"), runs_root=str(tmp_path / "runs"), **ARCH_SETTINGS)
+    assert line.startswith("mednet error: ") and "split table not found" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_calibrate_refits_the_runs_calibration_on_validation(trained: Path, split_dir: Path, tmp_path: Path) -> None:

@@ -709,3 +709,16 @@ def test_evaluation_counts_labelled_tissue_outside_the_brain_mask(tmp_path: Path
     assert rows[0]["tissue_voxels_outside_mask"] == "3"
     assert "sub-09: 3 labelled tissue voxel(s) lie outside the brain mask" in caplog.text
     assert "tissue_voxels_outside_mask" not in engine.state.report["mean_over_volumes"]
+
+
+def test_a_settings_mismatch_suggests_overrides_the_command_line_accepts(tmp_path: Path) -> None:
+    """The hint printed `--cosine_head true` (JSON spelling): the option check refuses the text 'true', and no
+    option sets cosine_head — --loss ldam does."""
+    from mednet.runs import check_run_settings
+
+    (tmp_path / "settings.json").write_text(json.dumps({"cosine_head": True, "augmentation": False,
+                                                        "weights_path": None, "views": [0, 1]}), encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        check_run_settings(tmp_path / "model.pt", {"cosine_head": False, "augmentation": True,
+                                                   "weights_path": "w.pt", "views": [2]})
+    assert "pass --loss ldam --augmentation False --weights_path None --views [0, 1] to use it" in str(err.value)

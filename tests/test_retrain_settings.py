@@ -14,7 +14,7 @@ import pytest
 
 import mednet.app.retrain as retrain_module
 from mednet.app.retrain import retrain
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
 
 METRICS = {"balanced_accuracy": 0.5, "recall_mel": 0.5, "ece": 0.10}
 #: the real steps, before the fixtures replace them
@@ -116,6 +116,13 @@ def test_settings_the_old_run_ignored_are_not_carried(fake_bundle: dict, tmp_pat
     fake_bundle["calls"].clear()  # a loss given on the command line makes the recorded focal_gamma apply again
     retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain2"), loss="focal")
     assert fake_bundle["calls"][0][1]["focal_gamma"] == 3.0
+    # a misspelt flag of retrain itself (not of train.json) is named as such
+    with pytest.raises(OptionError, match=r"--tolerence: unknown option of retrain and of train\.json \(did you mean "
+                                          r"--tolerance, retrain's own option\?\)"):
+        retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain3"), tolerence=0.1)
+    with pytest.raises(OptionError, match=r"--learning_rat: unknown option for train\.json \(did you mean "
+                                          r"--learning_rate\?\)"):
+        retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain4"), learning_rat=0.1)
 
 
 def test_an_evaluation_is_reused_only_for_the_same_model(fake_bundle: dict, tmp_path: Path, monkeypatch) -> None:

@@ -44,6 +44,7 @@ evaluation, a command with another run, split or training options is refused.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -319,8 +320,25 @@ def _check_train_options(overrides: Mapping) -> None:
     from mednet.app.bundles import _cwd, bundle_config_files
     from mednet.overrides import check_overrides
 
-    with _cwd(repo_root()):
-        check_overrides([str(f) for f in bundle_config_files(BUNDLE, "train")], overrides)
+    try:
+        with _cwd(repo_root()):
+            check_overrides([str(f) for f in bundle_config_files(BUNDLE, "train")], overrides)
+    except OptionError as error:
+        raise OptionError({flag: _with_own_flag(flag, problem) for flag, problem in error.problems.items()}) from None
+
+
+def _with_own_flag(flag: str, problem: str) -> str:
+    """An unknown training option that is near one of this command's own flags (``--tolerence``) says so: the
+    bundle's check only knows ``train.json``'s options."""
+    import difflib
+
+    if not problem.startswith("unknown option"):
+        return problem
+    own = [name for name in inspect.signature(retrain).parameters if name not in ("train_options",)]
+    match = difflib.get_close_matches(flag.lstrip("-"), own, n=1)
+    if not match:
+        return problem
+    return f"unknown option of retrain and of train.json (did you mean --{match[0]}, retrain's own option?)"
 
 
 def _inapplicable(overrides: Mapping) -> list[str]:
@@ -431,7 +449,8 @@ def _markdown(report: Mapping) -> str:
         lines.append(f"Serving file updated: `{report['serving']}`." if report.get("serving")
                      else "No --serving file was given: nothing was switched.")
     elif report.get("serving_file"):
-        lines.append(f"Serving file `{report['serving_file']}` left unchanged.")
+        lines.append(f"Serving file `{report['serving_file']}` left unchanged." if Path(report["serving_file"]).exists()
+                     else f"Serving file `{report['serving_file']}` not written (nothing promoted).")
     return "\n".join(lines) + "\n"
 
 
