@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -124,6 +125,72 @@ def test_slicing_colliding_inputs_keeps_every_volume(colliding: Path, tmp_path: 
     with np.load(tmp_path / "slices" / "test" / "subB_anat_T1_axis2.npz") as z:
         assert str(z["source"]).endswith(os.path.join("subB", "anat", "T1.nii.gz"))
     assert not _leftovers(tmp_path / "slices")
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _check_slice_set(out: Path) -> None:
+    """slices.csv and the .npz files agree: every listed file exists with the listed slice indices, none unlisted."""
+    rows = list(csv.DictReader(open(out / "slices.csv", encoding="utf-8")))
+    listed: dict[str, list[int]] = {}
+    for r in rows:
+        listed.setdefault(r["file"], []).append(int(r["index"]))
+    assert sorted(Path(f).resolve() for f in listed) == sorted(p.resolve() for p in out.rglob("*.npz"))
+    for f, indices in listed.items():
+        with np.load(f) as z:
+            assert z["indices"].tolist() == indices
+
+
+@pytest.mark.parametrize("fail_at", ["second npz", "slices.csv"])
+def test_slicing_with_overwrite_keeps_the_earlier_set_whole_when_it_fails(colliding: Path, tmp_path: Path,
+                                                                         monkeypatch, fail_at: str) -> None:
+    """--overwrite over an earlier slice set: a failure while the new files go in place (a move fails half-way,
+    or the index cannot be written) leaves the earlier set exactly as it was, never new slices under the old
+    slices.csv; the same run without the failure replaces the set whole."""
+    import shutil
+
+    import mednet.data.slice_files as slice_files
+
+    out = tmp_path / "slices"
+    old_options = dict(axis=-1, intensity_normalization="scale", bias_correction="none")
+    new_options = dict(axis=-1, intensity_normalization="zscore", bias_correction="none", drop_empty=True)
+    slice_datalist = slice_files.slice_datalist
+    slice_datalist(str(colliding), str(out), **old_options)
+    before = _folder_bytes(out)
+    assert len(before) == 5  # slices.csv and 4 volumes
+
+    real_move = shutil.move
+    staged_moves = []
+
+    def failing_move(src, dst, *args, **kwargs):  # fails on the second staged file moved into place
+        if TEMP_MARKER in str(src) and "-replaced" not in str(src):
+            staged_moves.append(src)
+            if len(staged_moves) == 2:
+                raise OSError("No space left on device")
+        return real_move(src, dst, *args, **kwargs)
+
+    class FailingWriter:
+        def __init__(self, *args, **kwargs):
+            raise OSError("No space left on device")
+
+    if fail_at == "second npz":
+        monkeypatch.setattr(slice_files.shutil, "move", failing_move)
+    else:
+        monkeypatch.setattr(slice_files.csv, "DictWriter", FailingWriter)
+    with pytest.raises(OSError, match="No space left"):
+        slice_datalist(str(colliding), str(out), overwrite=True, **new_options)
+    monkeypatch.undo()
+    assert _folder_bytes(out) == before
+    _check_slice_set(out)
+    assert _leftovers(tmp_path) == []  # no staging folder, no folder of set-aside files
+
+    slice_datalist(str(colliding), str(out), overwrite=True, **new_options)
+    after = _folder_bytes(out)
+    assert set(after) == set(before) and all(after[k] != before[k] for k in after if k.endswith(".npz"))
+    _check_slice_set(out)
+    assert _leftovers(tmp_path) == []
 
 
 def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, tmp_path: Path) -> None:
@@ -722,3 +789,82 @@ def test_a_settings_mismatch_suggests_overrides_the_command_line_accepts(tmp_pat
         check_run_settings(tmp_path / "model.pt", {"cosine_head": False, "augmentation": True,
                                                    "weights_path": "w.pt", "views": [2]})
     assert "pass --loss ldam --augmentation False --weights_path None --views [0, 1] to use it" in str(err.value)
+
+
+def test_segmentation_report_never_replaces_an_earlier_report(tmp_path: Path) -> None:
+    """An --output_dir override pointing at an earlier report: refused with DataError naming the existing file,
+    when the handler is attached and again when the evaluator starts (before any volume is evaluated), and
+    nothing of the earlier report changes. The evaluation summary is refused the same way."""
+    from ignite.engine import Engine
+    from monai.data import MetaTensor
+
+    from mednet.engines.segmentation_report import REPORT_FILES, SegmentationReport, write_evaluation_summary
+
+    label = torch.zeros(1, 6, 6, 6)
+    label[0, 1:5, 1:5, 1:5] = torch.randint(1, 4, (4, 4, 4), generator=torch.Generator().manual_seed(0)).float()
+    image = MetaTensor(torch.rand(1, 6, 6, 6), affine=torch.eye(4), meta={"filename_or_obj": "/x/sub-01.nii.gz"})
+    evaluated = []
+
+    def engine() -> Engine:
+        def step(e, b):
+            evaluated.append(b)
+            return [{"pred": label, "label": label, "image": image, "mask": label > 0}]
+        return Engine(step)
+
+    first = engine()
+    SegmentationReport(tmp_path / "r", protocol="test").attach(first)
+    first.run([0], max_epochs=1)
+    written = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    assert set(REPORT_FILES) | {"slices_sub-01.png"} == set(written)
+    evaluated.clear()
+
+    with pytest.raises(DataError) as err:  # at attach: the evaluator is not even built
+        SegmentationReport(tmp_path / "r", protocol="again", qualitative=False).attach(engine())
+    assert err.value.path == str(tmp_path / "r" / "metrics.json") and "never overwritten" in err.value.problem
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "slices_old.png").write_bytes(b"png")  # any earlier slice figure counts
+    with pytest.raises(DataError) as err:
+        SegmentationReport(tmp_path / "s", protocol="again").attach(engine())
+    assert err.value.path == str(tmp_path / "s" / "slices_old.png")
+
+    later = engine()
+    SegmentationReport(tmp_path / "t", protocol="again").attach(later)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "per_volume.csv").write_text("earlier\n", encoding="utf-8")  # appears before the run
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "t" / "per_volume.csv"))):
+        later.run([0], max_epochs=1)
+    assert evaluated == [] and sorted(p.name for p in (tmp_path / "t").iterdir()) == ["per_volume.csv"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == written
+
+    reports = {"test": first.state.report}
+    write_evaluation_summary(tmp_path, reports, split="test")
+    summary = (tmp_path / "summary.md").read_bytes()
+    with pytest.raises(DataError) as err:
+        write_evaluation_summary(tmp_path, reports, split="other")
+    assert err.value.path == str(tmp_path / "summary.md")
+    assert (tmp_path / "summary.md").read_bytes() == summary and not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_slice_figure_titles_name_the_axis_not_top_or_bottom(tmp_path: Path, monkeypatch, axis: int) -> None:
+    """"top / bottom" only fits axial slices: the columns say the axis, the slice and its place in the brain."""
+    import mednet.reports.slice_figures as slice_figures
+
+    label = np.zeros((10, 12, 14), np.uint8)
+    label[1:9, 2:10, 3:13] = 2
+    titles = []
+    real_save = slice_figures.save_figure
+
+    def capture(fig, png, **kwargs):
+        titles.extend(ax.get_title() for ax in fig.axes if ax.get_title())
+        return real_save(fig, png, **kwargs)
+
+    monkeypatch.setattr(slice_figures, "save_figure", capture)
+    png = slice_figures.plot_tissue_slices(label.astype(np.float32), label, label, tmp_path / "s.png", axis=axis)
+    assert png.is_file()
+    a = axis % 3
+    lo, hi = {0: (1, 8), 1: (2, 9), 2: (3, 12)}[a]  # labelled slices along the axis
+    picks = [lo + round(q * (hi - lo)) for q in (0.8, 0.5, 0.2)]
+    assert titles == [f"axis {a}, slice {s} ({q}% of brain)" for s, q in zip(picks, (80, 50, 20))]
+    assert not any(word in t for t in titles for word in ("top", "bottom"))

@@ -316,6 +316,23 @@ def test_max_background_matches_naive_loop(max_background):
     assert ((fast.labels == 0).any(axis=(1, 2))).any()  # some windows do hold background
 
 
+@pytest.mark.parametrize("patch_size,min_pixels,max_background", [(1, 0, 1), (1, 0, 1.0), (3, 0, 9), (3, 0.0, 20)])
+def test_fast_and_reference_filters_refuse_windows_without_tissue_alike(patch_size, min_pixels, max_background):
+    """A rule that lets an all-background window pass is refused by both filters (the reference used to return
+    such windows while the fast one refused the setting)."""
+    image, label = _random_stack(shape=(2, 9, 9), bg=0.3)
+    for extract in (extract_balanced_patches, naive_extract_balanced_patches):
+        with pytest.raises(ValueError, match="keeps windows without any tissue"):
+            extract(image, label, patch_size=patch_size, stride=1, min_pixels=min_pixels,
+                    max_background=max_background)
+    # one pixel less background allowed: both accept, and agree
+    kw = dict(patch_size=3, stride=1, min_pixels=0, max_background=8)
+    fast = extract_balanced_patches(image, label, balance=False, **kw)
+    slow = naive_extract_balanced_patches(image, label, **kw)
+    np.testing.assert_array_equal(fast.positions, slow.positions)
+    assert ((fast.labels > 0).reshape(len(fast), -1).sum(1) >= 1).all()
+
+
 # ----------------------------------------------------------------------------------------------- patch files
 def _tiny_split(root: Path, labelled: list[bool], shape=(20, 20, 5)) -> Path:
     """A datalist whose ``test`` split holds one small NIfTI volume (with a brain mask) per entry of ``labelled``,
@@ -431,3 +448,38 @@ def test_tissue_labels_outside_the_brain_mask_are_background_for_training(tmp_pa
     assert len(patches) > 0
     for c, lab in zip(patches.positions[:, 4], patches.labels):
         assert not (lab[:, max(0, 14 - int(c)):] > 0).any()
+
+
+def test_grid_patch_labels_outside_the_brain_mask_are_background(tmp_path, caplog):
+    """Grid patches follow the training patches' rule: tissue labels outside the brain mask become background
+    (their intensities are zeroed), counted in a warning naming the volume; labels inside are kept."""
+    from mednet.data.slicing import slice_volume
+    from mednet.data.transforms import LoadLabelledVolumed
+
+    rng = np.random.default_rng(1)
+    shape = (20, 20, 5)
+    label = rng.integers(1, 4, size=shape).astype(np.uint8)
+    image = (label * 10 + rng.normal(size=shape)).astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    mask[:, :12] = 1
+    item = {}
+    for key, arr in {"image": image, "label": label, "mask": mask}.items():
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / f"{key}.nii.gz"))
+        item[key] = f"{key}.nii.gz"
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"test": [item]}), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="mednet"):
+        path = write_grid_patches(str(datalist), str(tmp_path / "out"), split="test", bias_correction="none")
+    outside = int(((label > 0) & (mask == 0)).sum())
+    assert outside == 20 * 8 * 5
+    assert f"image.nii.gz: {outside} labelled tissue voxel(s) lie outside the brain mask" in caplog.text
+    with np.load(path) as z:
+        labels, positions, shapes = z["labels"], z["positions"], z["slice_stack_shapes"]
+    # reassemble the label slices and compare with the masked label volume, sliced as write_grid_patches does
+    d = LoadLabelledVolumed(bias_correction="none")({k: str(tmp_path / v) for k, v in item.items()})
+    expected = slice_volume(d["image"], d["label"] * d["mask"], axis=-1).labels
+    got = np.zeros((shapes[0][0], 32, 32), labels.dtype)
+    for lab, (_, s, r, c) in zip(labels, positions):
+        got[s, r:r + 16, c:c + 16] = lab
+    np.testing.assert_array_equal(got[:, :20, :20], expected)
+    assert expected.sum() > 0 and int((expected > 0).sum()) == int(((label > 0) & (mask > 0)).sum())

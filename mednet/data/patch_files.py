@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,21 @@ def _check_all_or_no_labels(items: list[dict], split: str) -> None:
                                        "split or on none: add the missing labels or remove them all")
 
 
+def _labels_inside_mask(d: dict, source: str) -> None:
+    """Set ``d["label"]`` to background (0) wherever ``d["mask"]`` is off, warning with the count, in place.
+
+    The rule of :func:`mednet.data.datasets.extract_cohort_patches`: the image is 0 outside the brain mask, so
+    tissue labels there would pair zeroed intensities with tissue; inference predicts background there.
+    """
+    if d.get("label") is None:
+        return
+    outside = int(((d["label"] > 0) & ~d["mask"]).sum())
+    if outside:
+        d["label"] = d["label"] * d["mask"]
+        logging.getLogger("mednet").warning(
+            f"{source}: {outside} labelled tissue voxel(s) lie outside the brain mask; used as background")
+
+
 def write_grid_patches(datalist: str, out: str, split: str = "validation", patch_size: int = 16, axis: int = -1,
                        overwrite: bool = False, intensity_normalization: str = "histogram",
                        bias_correction: str = "n4") -> Path:
@@ -59,7 +75,8 @@ def write_grid_patches(datalist: str, out: str, split: str = "validation", patch
 
     The file holds ``images`` ``(N, P, P)``, ``positions`` ``(N, 4)`` ``(volume, slice, row, col)``, ``volumes``,
     ``slice_stack_shapes``, ``axis`` and, when the split is labelled, ``labels`` ``(N, P, P)`` aligned with
-    ``images`` row for row.
+    ``images`` row for row. Labels outside the brain mask are background (0), as in the training patches of
+    :func:`~mednet.data.datasets.extract_cohort_patches` (a warning gives their count per volume).
 
     Raises:
         DataError: naming the first unlabelled volume when only some volumes of ``split`` have a label (their
@@ -73,6 +90,7 @@ def write_grid_patches(datalist: str, out: str, split: str = "validation", patch
     images, labels, positions, volumes, shapes = [], [], [], [], []
     for v, item in enumerate(items):
         d = load(item)
+        _labels_inside_mask(d, item["image"])
         stack = slice_volume(d["image"], d.get("label"), axis=axis, source=item["image"])
         grid = grid_patches(stack.images, stack.labels, patch_size=patch_size)
         images.append(grid.images)

@@ -344,6 +344,24 @@ def _shares(s: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- training patches
+def _selection_counts(min_pixels: int | float, max_background: int | float, patch_size: int) -> tuple[int, int]:
+    """``(min pixels of each class, max background pixels)`` per window as counts, checked; shared by
+    :func:`extract_balanced_patches` and its reference :func:`naive_extract_balanced_patches` so both refuse
+    the same settings.
+
+    Raises:
+        ValueError: a count out of range, or a rule that lets an all-background window pass (``min_pixels`` 0
+            with ``max_background`` the whole window): nothing to learn from it, and a batch of them has a 0/0
+            loss (NaN).
+    """
+    m = _min_count(min_pixels, patch_size)
+    max_bg = _min_count(max_background, patch_size, at_most=True, name="max_background")
+    if m == 0 and max_bg >= patch_size * patch_size:
+        raise ValueError(f"min_pixels 0 with max_background {max_background!r} (the whole {patch_size}×{patch_size} "
+                         "window) keeps windows without any tissue; require ≥ 1 pixel of each class or less background")
+    return m, max_bg
+
+
 def extract_balanced_patches(
     image: np.ndarray,
     label: np.ndarray,
@@ -397,12 +415,7 @@ def extract_balanced_patches(
         DataError: image/label shapes differ, the patch is larger than the slices, or no window passes.
     """
     img, lab, classes = _check_inputs(image, label, patch_size, stride, classes, source)
-    m = _min_count(min_pixels, patch_size)
-    max_bg = _min_count(max_background, patch_size, at_most=True, name="max_background")
-    if m == 0 and max_bg >= patch_size * patch_size:
-        # an all-background window passes: nothing to learn from it, and a batch of them has a 0/0 loss (NaN)
-        raise ValueError(f"min_pixels 0 with max_background {max_background!r} (the whole {patch_size}×{patch_size} "
-                         "window) keeps windows without any tissue; require ≥ 1 pixel of each class or less background")
+    m, max_bg = _selection_counts(min_pixels, max_background, patch_size)
     if max_patches is not None and max_patches < 0:
         raise ValueError(f"max_patches must be ≥ 0 or None, got {max_patches!r}")
     s_, h, w = lab.shape
@@ -467,8 +480,7 @@ def naive_extract_balanced_patches(
     and no cap; slow on purpose — it is what the vectorised version is checked and benchmarked against.
     """
     img, lab, classes = _check_inputs(image, label, patch_size, stride, classes, source)
-    m = _min_count(min_pixels, patch_size)
-    max_bg = _min_count(max_background, patch_size, at_most=True, name="max_background")
+    m, max_bg = _selection_counts(min_pixels, max_background, patch_size)  # the same refusals as the fast filter
     s_, h, w = lab.shape
     p = patch_size
     positions = []

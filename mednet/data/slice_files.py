@@ -14,12 +14,16 @@ For every volume of the split (all splits by default) writes ``<out>/<split>/<na
 no volume's slices overwrite another's. Files are written atomically and never over an existing one unless
 ``--overwrite``; every output is checked before the first volume is loaded. The per-volume files are written to a
 hidden staging folder next to ``<out>`` and moved into place only after every volume succeeded, so a failed run
-leaves no outputs behind (and does not block its re-run).
+leaves no outputs behind (and does not block its re-run). With ``--overwrite`` the earlier files this run
+replaces (its ``.npz`` names and ``slices.csv``) are first moved aside to a second hidden folder next to ``<out>``
+and moved back if anything fails before the new ``slices.csv`` is in place, so ``<out>`` holds either the old
+set or the new one, never new slices under the old index; the old files are deleted only after success.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import secrets
 import shutil
 from pathlib import Path
@@ -60,8 +64,13 @@ def slice_datalist(
     # succeeded: a failure (a bad volume, Ctrl-C) leaves no partial set of .npz files without slices.csv, and the
     # re-run is not refused on them.
     target = out_dir.resolve()
-    staging = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(4)}"
+    token = secrets.token_hex(4)
+    staging = target.parent / f".{target.name}{TEMP_MARKER}{token}"
+    # with --overwrite: the earlier outputs this run replaces, moved here before the first new file goes in place
+    replaced_dir = target.parent / f".{target.name}{TEMP_MARKER}{token}-replaced"
     moved: list[Path] = []
+    replaced: list[tuple[Path, Path]] = []  # (output, where its earlier version waits)
+    restored = True
     try:
         rows = []
         for s, item, rel in plan:
@@ -82,20 +91,45 @@ def slice_datalist(
             print(f"{path}: {len(stack)} slices of {stack.images.shape[1:]} along axis {stack.axis}")
         if not rows:
             raise DataError(datalist, f"no slices to write (split {split or 'all'}{', --drop_empty' if drop_empty else ''})")
+        if overwrite:  # the earlier set goes aside whole (index first), to come back whole if a move fails
+            for rel in [index_csv.relative_to(out_dir)] + [rel for _, _, rel in plan]:
+                if (out_dir / rel).exists():
+                    (replaced_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(out_dir / rel, replaced_dir / rel)
+                    replaced.append((out_dir / rel, replaced_dir / rel))
         for _, _, rel in plan:
-            with atomic_path(out_dir / rel, overwrite=overwrite) as tmp:  # refuses a file that appeared meanwhile
+            with atomic_path(out_dir / rel, overwrite=False) as tmp:  # refuses a file that appeared meanwhile
                 shutil.move(staging / rel, tmp)  # a rename, or a copy if ``out`` is on another file system
             moved.append(out_dir / rel)
-        with atomic_path(index_csv, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(index_csv, overwrite=False) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
     except BaseException:
-        if not overwrite:  # files this run put in place (with overwrite they replaced earlier ones: keep them)
-            for path in moved:
-                path.unlink(missing_ok=True)
+        for path in moved:  # files this run put in place
+            path.unlink(missing_ok=True)
+        restored = _restore(replaced, replaced_dir)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if restored:  # after success the earlier versions are no longer needed; after a failure they are back
+            shutil.rmtree(replaced_dir, ignore_errors=True)
     print(f"wrote {len(rows)} slices; index {index_csv}")
     return index_csv
+
+
+def _restore(replaced: list[tuple[Path, Path]], replaced_dir: Path) -> bool:
+    """Move the earlier outputs set aside by an ``--overwrite`` run back in place; True if all came back.
+
+    A file that cannot be moved back is logged with the hidden folder it stays in, and that folder is kept.
+    """
+    ok = True
+    for path, aside in reversed(replaced):
+        try:
+            shutil.move(aside, path)
+        except Exception as e:  # keep restoring the others; the caller re-raises the original error
+            ok = False
+            logging.getLogger("mednet").error(f"{path}: could not restore the earlier version ({e}); it is in {aside}")
+    if not ok:
+        logging.getLogger("mednet").error(f"{replaced_dir}: earlier slice files kept here; move them back by hand")
+    return ok

@@ -15,21 +15,37 @@ from ignite.engine import Engine, Events
 from mednet.data.naming import NAME_KEY, volume_stem
 from mednet.data.tissue_labels import LABEL_NAMES, TISSUE_NAMES
 from mednet.data.volumes import describe_volume
+from mednet.errors import DataError
 from mednet.metrics.segmentation import scores_from_confusion, tissue_confusion_matrix
 from mednet.reports.plots import plot_confusion_matrix
 from mednet.reports.slice_figures import plot_tissue_slices
 from mednet.reports.tables import write_csv, write_json, write_table
 
-__all__ = ["SegmentationReport", "write_evaluation_summary"]
+__all__ = ["SegmentationReport", "write_evaluation_summary", "REPORT_FILES", "SUMMARY_FILES"]
 
 logger = logging.getLogger(__name__)
+
+#: the files :class:`SegmentationReport` writes to its folder (besides ``slices_<volume>.png``)
+REPORT_FILES = ("metrics.json", "per_volume.csv", "confusion.csv", "confusion.png", "summary.csv", "summary.md")
+#: the files :func:`write_evaluation_summary` writes to the evaluation folder
+SUMMARY_FILES = ("summary.md", "summary.csv", "summary.json")
+
+
+def _refuse_earlier_report(paths: list[Path]) -> None:
+    """:class:`DataError` naming the first of ``paths`` that exists: a report never replaces an earlier one
+    (``evaluate.json`` writes to a new folder; an ``--output_dir`` override may point at an old report)."""
+    for path in paths:
+        if path.exists():
+            raise DataError(path, "an earlier evaluation report is here and reports are never overwritten; "
+                                  "choose another --output_dir (or move the earlier report away)")
 
 
 class SegmentationReport:
     """Evaluation report of a tissue-segmentation evaluator, written when it completes.
 
     Per item (volume) it accumulates the label confusion matrix of ``pred`` (labels 0–3, already masked) vs
-    ``label`` and draws input / prediction / ground truth for a top, middle and bottom slice. At the end it
+    ``label`` and draws input / prediction / ground truth for three slices along ``axis`` (at 80 / 50 / 20 % of
+    the brain's extent: :func:`~mednet.reports.slice_figures.plot_tissue_slices`). At the end it
     writes to ``output_dir``: ``metrics.json`` (overall and per-volume scores, protocol, background rule),
     ``per_volume.csv``, ``confusion.csv`` and ``confusion.png``, and ``slices_<volume>.png``.
 
@@ -37,6 +53,11 @@ class SegmentationReport:
     :func:`mednet.data.naming.with_names`: ``subA_T1`` / ``subB_T1`` for two ``T1.nii.gz``), looked up in the
     engine's output and then in its batch (MONAI keeps input keys there). Items without one use the file stem,
     numbered ``-2``, ``-3``… if it repeats, so two volumes never share a figure or a row name.
+
+    An earlier report is never replaced: if ``output_dir`` already holds one of the files above (any
+    ``slices_*.png`` included), :class:`~mednet.errors.DataError` names it when the handler is attached (the
+    evaluator's construction) and again when the evaluator starts, before the first volume is evaluated and
+    before anything is written. An engine with this handler therefore runs once.
 
     Args:
         output_dir: where to write (created).
@@ -55,12 +76,18 @@ class SegmentationReport:
         self.cm = torch.zeros(len(LABEL_NAMES), len(LABEL_NAMES), dtype=torch.int64)
         self.mask_rules: set[str] = set()
 
+    def _refuse_existing(self) -> None:
+        _refuse_earlier_report([self.output_dir / name for name in REPORT_FILES]
+                               + sorted(self.output_dir.glob("slices_*.png")))
+
     def attach(self, engine: Engine) -> None:
+        self._refuse_existing()
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _reset(self, engine: Engine) -> None:
+        self._refuse_existing()  # again: a report may have appeared since the evaluator was built
         self.rows, self.mask_rules = [], set()
         self.cm.zero_()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -164,8 +191,13 @@ def write_evaluation_summary(output_dir: str | os.PathLike, reports: dict[str, d
         output_dir: the evaluation directory.
         reports: protocol name → ``engine.state.report`` set by :class:`SegmentationReport`.
         info: extra facts for the header (checkpoint, split, variant, …).
+
+    Raises:
+        DataError: naming an existing ``summary.md``, ``summary.csv`` or ``summary.json`` (checked before any
+            is written: an earlier evaluation's summary is never replaced).
     """
     output_dir = Path(output_dir)
+    _refuse_earlier_report([output_dir / name for name in SUMMARY_FILES])
     rows = []
     for protocol, rep in reports.items():
         o = rep["overall"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceLoss
 
-__all__ = ["SEGMENTATION_LOSSES", "IGNORE_INDEX", "TissueCrossEntropyLoss", "tissue_loss"]
+__all__ = ["SEGMENTATION_LOSSES", "IGNORE_INDEX", "TissueCrossEntropyLoss", "TissueDiceCELoss", "tissue_loss"]
 
 SEGMENTATION_LOSSES = ("ce", "dice_ce")
 #: target value of pixels that carry no tissue label (background inside a training patch)
@@ -25,23 +25,41 @@ class TissueCrossEntropyLoss(torch.nn.CrossEntropyLoss):
         return super().forward(input, target[:, 0].long())
 
 
-class _DiceCEWithoutIgnore(DiceCELoss):
-    """MONAI's Dice + CE; refuses ignored (−1) pixels, which its one-hot Dice term cannot skip."""
+class TissueDiceCELoss(torch.nn.Module):
+    """Dice + cross-entropy (equal weights) of ``(B, C, H, W)`` logits against ``(B, 1, H, W)`` class indices,
+    ignoring −1 targets in both terms.
+
+    The sum of MONAI's ``DiceLoss(to_onehot_y=True, softmax=True, ignore_index=-1)`` and
+    :class:`TissueCrossEntropyLoss`, i.e. what ``monai.losses.DiceCELoss`` computes, but over labelled pixels only.
+    ``DiceCELoss`` itself (MONAI 1.6.1) has no ``ignore_index``: its one-hot Dice term cannot skip the −1 pixels
+    that training patches carry wherever ``max_background`` > 0 lets background in, and its CE term would count
+    them. ``DiceLoss(ignore_index=-1)`` multiplies softmax and one-hot target by the validity mask, so an ignored
+    pixel adds nothing to either Dice sum and gets no gradient. The Dice term is per sample and per class
+    (MONAI's defaults, ``smooth_nr = smooth_dr = 1e-5``): a class absent from a sample's labelled pixels costs
+    ≈ 1 unless the network predicts it nowhere there, and a sample with no labelled pixel costs 0.
+    """
+
+    def __init__(self, lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> None:
+        super().__init__()
+        self.lambda_dice = float(lambda_dice)
+        self.lambda_ce = float(lambda_ce)
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, ignore_index=IGNORE_INDEX)
+        self.cross_entropy = TissueCrossEntropyLoss()
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if bool((target < 0).any()):
-            raise ValueError("loss 'dice_ce' cannot ignore background pixels in patches: use --loss ce or --max_background 0")
-        return super().forward(input, target)
+        target = target.long()
+        return self.lambda_dice * self.dice(input, target) + self.lambda_ce * self.cross_entropy(input, target)
 
 
 def tissue_loss(name: str = "ce") -> torch.nn.Module:
-    """Loss for ``(B, C, H, W)`` logits against ``(B, 1, H, W)`` class-index targets.
+    """Loss for ``(B, C, H, W)`` logits against ``(B, 1, H, W)`` class-index targets; pixels with target −1
+    (background let into training patches by ``max_background``) are ignored by both losses.
 
-    ``"ce"``: :class:`TissueCrossEntropyLoss` (pixels with target −1 ignored); ``"dice_ce"``: MONAI's
-    ``DiceCELoss`` (Dice + cross-entropy, equal weights), for patches without background.
+    ``"ce"``: :class:`TissueCrossEntropyLoss`; ``"dice_ce"``: :class:`TissueDiceCELoss` (MONAI's Dice +
+    cross-entropy, equal weights, over labelled pixels).
     """
     if name not in SEGMENTATION_LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {SEGMENTATION_LOSSES}")
     if name == "ce":
         return TissueCrossEntropyLoss()
-    return _DiceCEWithoutIgnore(to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
+    return TissueDiceCELoss()

@@ -22,19 +22,23 @@ TISSUE_CMAP = ListedColormap(["#000000", "#3b82f6", "#22a06b", "#facc15"])
 
 def plot_tissue_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None, png: str | os.PathLike,
                 axis: int = -1, title: str = "") -> Path:
-    """Input / prediction / ground truth for a top, middle and bottom slice of a volume along ``axis``.
+    """Input / prediction / ground truth for three slices of a volume along ``axis``.
 
-    ``image``, ``pred``, ``label``: ``(X, Y, Z)`` arrays on the same grid. The top/bottom slices are taken at
-    20 % / 80 % of the brain's extent along the axis so they show tissue.
+    ``image``, ``pred``, ``label``: ``(X, Y, Z)`` arrays on the same grid. The slices are taken at 80 %, 50 % and
+    20 % of the brain's extent along the axis (of the labelled slices, else of the predicted ones) so they show
+    tissue. Columns are titled by axis, slice index and that fraction (``"axis 2, slice 150 (80% of brain)"``),
+    not "top / bottom": those words fit axial slices (axis 2 of a RAS volume) only, and the arrays need not be
+    RAS-oriented.
     """
     axis = axis % 3
     fg = np.moveaxis(pred > 0 if label is None else label > 0, axis, 0).reshape(pred.shape[axis], -1).any(1)
     idx = np.flatnonzero(fg) if fg.any() else np.arange(pred.shape[axis])
-    picks = [int(idx[int(round(q * (len(idx) - 1)))]) for q in (0.8, 0.5, 0.2)]
+    fractions = (0.8, 0.5, 0.2)
+    picks = [int(idx[int(round(q * (len(idx) - 1)))]) for q in fractions]
     rows = [("input", image, "gray"), ("prediction", pred, TISSUE_CMAP)] + ([("ground truth", label, TISSUE_CMAP)] if label is not None else [])
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for r, (name, vol, cmap) in enumerate(rows):
-        for c, (pos, s) in enumerate(zip(("top", "middle", "bottom"), picks)):
+        for c, (q, s) in enumerate(zip(fractions, picks)):
             sl = np.take(vol, s, axis=axis)
             ax = axes[r, c]
             if cmap == "gray":  # background (exactly 0) drawn black, whatever the intensity scale
@@ -45,7 +49,7 @@ def plot_tissue_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | 
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"{pos} (slice {s})", fontsize=9)
+                ax.set_title(f"axis {axis}, slice {s} ({q:.0%} of brain)", fontsize=9)
             if c == 0:
                 ax.set_ylabel(name)
     if title:
