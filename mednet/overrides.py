@@ -21,8 +21,10 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   text ``true``/``false``: python-fire reads only ``True``/``False`` as booleans, and ``bool("false")`` is True.
 * **values** — rules declared per bundle in the config's ``option_rules`` dict, keyed by id:
   ``min``, ``max``, ``greater_than``, ``less_than``, ``multiple_of``, ``choices``, ``min_items``, ``unique_items``, ``items`` (a rule for each
-  element of a list) and ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
-  count-or-fraction). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
+  element of a list), ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
+  count-or-fraction) and ``nullable`` (``true``: ``None`` is a valid value besides the typed ones, e.g. ``--drw_start
+  None`` = never; python-fire reads only ``None`` as no value, so the text ``none``/``null`` is refused with that
+  hint). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
   into a bundle's train, evaluate and inference configs alike.
 * **value checks** — a rule's ``check`` names a function (dotted path) that takes the override's value and raises
   :class:`OptionError` for a bad one; it replaces the type and value rules of that id, so the command line gives
@@ -307,8 +309,11 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
     if check:
         return _checked_problem(check, value, id_)
     type_name = rule.get("type") or _inferred_type(default)
-    if value is None and default is None:
+    if value is None and (default is None or rule.get("nullable") is True):
         return None
+    if rule.get("nullable") is True and isinstance(value, str) and value.lower() in ("none", "null"):
+        # fire reads only None as Python's None: "none" / "null" arrive as text
+        return f"got the text {value!r}; write None for no value"
     if type_name is None and isinstance(value, str) and value.lower() in ("true", "false"):
         # fire reads only True/False as booleans: "false" arrives as text, and bool("false") is True
         return f"got the text {value!r}; write {value.capitalize()} for a yes/no value"

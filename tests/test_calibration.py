@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from mednet.calibration import (
+    accuracy_lower_bound,
     aurc,
     aurc_from_curve,
     check_temperature,
@@ -189,27 +191,125 @@ def test_optimal_aurc_is_a_lower_bound():
     assert aurc(ok.astype(float) + 0.01 * rng.random(50), ok) == pytest.approx(optimal_aurc(ok))
 
 
+def _lower_bound_by_definition(hits: int, n: int, level: float) -> float:
+    """The one-sided Clopper–Pearson lower bound from its definition, without scipy: the accuracy ``p`` at which
+    ``P(X ≥ hits | n, p) = 1 − level`` for ``X ~ Binomial(n, p)`` (the tail grows with ``p``; bisection)."""
+    if hits == 0:
+        return 0.0
+
+    def tail(p: float) -> float:
+        return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(hits, n + 1))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if tail(mid) < 1 - level else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_accuracy_lower_bound_by_hand():
+    # all correct: P(X = n) = p^n = 1 − level, so the bound is (1 − level)^(1/n): 20 of 20 at 0.9 → 0.891
+    assert accuracy_lower_bound([20], [20], 0.9)[0] == pytest.approx(0.1 ** (1 / 20), abs=1e-12)
+    assert accuracy_lower_bound([46], [46], 0.9)[0] == pytest.approx(0.9511759691, abs=1e-9)
+    for hits, n, level in ((3, 4, 0.5), (2, 3, 0.5), (76, 77, 0.9), (45, 60, 0.8), (1, 9, 0.99)):
+        expected = _lower_bound_by_definition(hits, n, level)
+        assert accuracy_lower_bound([hits], [n], level)[0] == pytest.approx(expected, abs=1e-9), (hits, n, level)
+    assert accuracy_lower_bound([0, 5], [7, 5], 0.9).tolist() == [0.0, pytest.approx(0.1 ** (1 / 5))]
+    with pytest.raises(ValueError, match="within"):
+        accuracy_lower_bound([3], [2])
+
+
 def test_referral_threshold_by_hand():
-    # accuracies at 0.9, 0.8, 0.6, 0.3: 1, 2/3, 3/4, 3/5 — not monotone: 0.75 is reached again at 0.6
-    r = referral_threshold(CONF, OK, target_accuracy=0.75, min_accepted=1)
-    assert r == {"threshold": 0.6, "coverage": 0.8, "accuracy": 0.75, "target_accuracy": 0.75, "min_accepted": 1,
-                 "achievable": True, "n": 5}
-    r = referral_threshold(CONF, OK, target_accuracy=1.0, min_accepted=1)
-    assert (r["threshold"], r["coverage"], r["accuracy"]) == (0.9, 0.2, 1.0)
+    # operating points at 0.9, 0.8, 0.6, 0.3: 1 of 1, 2 of 3, 3 of 4, 3 of 5 correct. Lower bounds at level 0.5
+    # (the medians of Beta(k, n − k + 1)): 0.5, 0.5, 0.6143 (4p³ − 3p⁴ = 0.5), 0.5 — not monotone: only 3 of 4
+    # reaches 0.6, although 1 of 1 has the higher point estimate
+    r = referral_threshold(CONF, OK, target_accuracy=0.6, min_accepted=1, confidence_level=0.5)
+    assert r == {"threshold": 0.6, "coverage": 0.8, "accuracy": 0.75,
+                 "accuracy_lower_bound": pytest.approx(0.6142724319, abs=1e-9), "target_accuracy": 0.6,
+                 "confidence_level": 0.5, "min_accepted": 1, "achievable": True, "n": 5}
+    assert 4 * 0.6142724319**3 - 3 * 0.6142724319**4 == pytest.approx(0.5, abs=1e-9)
+    # at the default level 0.9 five cases are no evidence for 60 %: every case is referred
     r = referral_threshold(CONF, OK, target_accuracy=0.6, min_accepted=1)
-    assert (r["threshold"], r["coverage"]) == (0.3, 1.0)
+    assert r["achievable"] is False and r["confidence_level"] == 0.9 and r["accuracy_lower_bound"] is None
+    # a target of 1 is never reached: no finite sample bounds the accuracy at 1
+    assert referral_threshold(np.linspace(1, 0.5, 500), np.ones(500), 1.0)["achievable"] is False
+
+
+def test_referral_threshold_uses_the_lower_bound_not_the_point_estimate():
+    """200 cases by decreasing confidence: 76 of the 77 most confident right (case 10 wrong), all others wrong.
+
+    By hand (binomial tail, :func:`_lower_bound_by_definition`): 76 of 77 at level 0.9 → 0.95042 ≥ 0.95, 76 of 78 →
+    0.9332 and 75 of 76 → 0.9497 < 0.95: the threshold accepts 77 cases. The point estimate would accept 80
+    (76 / 80 = 0.95) — and 46 of 46 (100 %) would not have counted either: bound 0.1^(1/46) = 0.9512 only just."""
+    conf = np.linspace(0.99, 0.2, 200)
+    ok = np.zeros(200, bool)
+    ok[:77] = True
+    ok[10] = False
+    r = referral_threshold(conf, ok, 0.95, confidence_level=0.9)
+    assert r["threshold"] == conf[76] and r["coverage"] == pytest.approx(77 / 200)
+    assert r["accuracy"] == pytest.approx(76 / 77)
+    assert r["accuracy_lower_bound"] == pytest.approx(_lower_bound_by_definition(76, 77, 0.9), abs=1e-9)
+    assert r["accuracy_lower_bound"] == pytest.approx(0.9504226396, abs=1e-9)
+    assert _lower_bound_by_definition(76, 78, 0.9) < 0.95 and _lower_bound_by_definition(75, 76, 0.9) < 0.95
+    curve = risk_coverage_curve(conf, ok)  # what the point-estimate rule took
+    assert curve.loc[curve["accuracy"] >= 0.95 - 1e-12, "accepted"].max() == 80
+    # a higher level asks for more evidence: at 0.95 the 77 cases are not enough, 46 correct of 46 neither
+    assert referral_threshold(conf, ok, 0.95, confidence_level=0.95)["achievable"] is False
+    only_right = np.r_[np.ones(46, bool), np.zeros(154, bool)]
+    r = referral_threshold(conf, only_right, 0.95)
+    assert r["coverage"] == pytest.approx(46 / 200) and r["accuracy_lower_bound"] == pytest.approx(0.1 ** (1 / 46))
+    assert referral_threshold(conf, np.r_[np.ones(44, bool), np.zeros(156, bool)], 0.95)["achievable"] is False
+
+
+def _kept_target(rule, repeats: int = 2000, n: int = 300, target: float = 0.95, low: float = 0.8,
+                 seed: int = 0) -> tuple[float, float]:
+    """Perfectly calibrated confidences ``c ~ U(low, 1)``, each case right with probability ``c``: ``n`` validation
+    cases choose a threshold ``t`` by ``rule``; on new data the accepted cases' accuracy is ``E[c | c ≥ t] =
+    (1 + t) / 2`` exactly. Returns (share of repeats whose accepted accuracy on new data is ≥ ``target`` — a repeat
+    that refers every case keeps it —, mean coverage on new data)."""
+    rng = np.random.default_rng(seed)
+    kept, coverage = 0, 0.0
+    for _ in range(repeats):
+        conf = rng.uniform(low, 1, n)
+        ok = rng.random(n) < conf
+        t = rule(conf, ok, target)
+        if t is None or t > 1:
+            kept += 1
+            continue
+        t = max(t, low)
+        kept += (1 + t) / 2 >= target
+        coverage += (1 - t) / (1 - low)
+    return kept / repeats, coverage / repeats
+
+
+def _point_estimate_rule(conf, ok, target):
+    curve = risk_coverage_curve(conf, ok)
+    good = curve[(curve["accuracy"] >= target - 1e-12) & (curve["accepted"] >= 20)]
+    return None if good.empty else float(good["threshold"].iloc[-1])
+
+
+def test_referral_threshold_keeps_its_target_on_new_data():
+    """The reviewer's finding, simulated: choosing by the point estimate is optimistic (the target was kept on new
+    data in ≈ 42 % of repeats here), the lower bound at the default level 0.9 keeps it in ≈ 90 %."""
+    old_kept, old_coverage = _kept_target(_point_estimate_rule)
+    new_kept, new_coverage = _kept_target(lambda c, ok, target: referral_threshold(c, ok, target)["threshold"])
+    assert old_kept < 0.5
+    assert new_kept >= 0.89
+    assert 0.1 < new_coverage < old_coverage  # it still accepts cases: the price is coverage
 
 
 def test_referral_threshold_needs_enough_accepted_cases():
     """A target "reached" by a handful of very confident cases is no evidence: the synthetic demo's threshold was
     once chosen on 6 of 305 validation cases (and accepted 4 of 303 test cases)."""
-    assert referral_threshold(CONF, OK, target_accuracy=0.75, min_accepted=4)["threshold"] == 0.6  # 4 accepted
-    r = referral_threshold(CONF, OK, target_accuracy=1.0, min_accepted=2)  # 100 % only on the most confident case
-    assert r["achievable"] is False and r["threshold"] > 1 and r["min_accepted"] == 2
+    # the hand example at level 0.5: 3 of 4 reach 0.6 (bound 0.614)
+    assert referral_threshold(CONF, OK, 0.6, min_accepted=4, confidence_level=0.5)["threshold"] == 0.6
+    r = referral_threshold(CONF, OK, 0.6, min_accepted=5, confidence_level=0.5)  # 3 of 5: bound 0.5
+    assert r["achievable"] is False and r["threshold"] > 1 and r["min_accepted"] == 5
     rng = np.random.default_rng(0)
     conf = np.sort(rng.random(300))[::-1]
     ok = np.r_[np.ones(6, bool), rng.random(294) < 0.6]  # the 6 most confident right, then 60 % accuracy
-    assert referral_threshold(conf, ok, 0.95, min_accepted=1)["coverage"] == pytest.approx(6 / 300)
+    # the bound alone already refuses 6 of 6 (0.1^(1/6) = 0.68), whatever the floor
+    assert referral_threshold(conf, ok, 0.95, min_accepted=1)["achievable"] is False
     default = referral_threshold(conf, ok, 0.95)  # MIN_ACCEPTED = 20
     assert default["achievable"] is False and default["min_accepted"] == 20
     for bad in (0, -1, 2.5, True, "20"):
@@ -217,10 +317,17 @@ def test_referral_threshold_needs_enough_accepted_cases():
             referral_threshold(CONF, OK, 0.75, min_accepted=bad)
 
 
+@pytest.mark.parametrize("level", [0.49, 1.0, 1.5, float("nan"), "0.9", True, None])
+def test_bad_referral_confidence_names_the_option(level):
+    with pytest.raises(OptionError, match=r"--referral_confidence: must be a number in \[0\.5, 1\)"):
+        referral_threshold(CONF, OK, 0.75, confidence_level=level)
+
+
 def test_referral_threshold_unachievable():
     conf = np.array([0.95, 0.7, 0.4])
     r = referral_threshold(conf, [0, 1, 1], target_accuracy=1.0)
     assert r["achievable"] is False and r["coverage"] == 0.0 and r["accuracy"] is None
+    assert r["accuracy_lower_bound"] is None
     assert r["threshold"] > conf.max()
     s = selective_summary(conf, [0, 1, 1], r["threshold"])
     assert s["accepted"] == 0 and s["referred"] == 3 and s["accuracy"] is None
@@ -301,6 +408,36 @@ def test_ensemble_log_probabilities_is_the_weighted_softmax_average():
     out = ensemble_log_probabilities(torch.as_tensor(z), [1.0, 0.0, 1.0])
     assert torch.isfinite(out).all()
     np.testing.assert_allclose(out.exp().numpy(), (_softmax(z[0]) + _softmax(z[2])) / 2, atol=1e-6)
+
+
+def test_ensemble_of_half_precision_logits_is_computed_in_float32():
+    """Under AMP the members' logits are float16: the weights (5:1:5:1:1, searched and fitted with T in float64) and
+    log_softmax must not be rounded to float16 — the result is float32 and equals the float64 computation of the
+    same logits to float32 precision; the EnsembleClassifier's output likewise."""
+    rng = np.random.default_rng(5)
+    z = torch.as_tensor(rng.normal(size=(5, 50, 7)) * 4).half()
+    w = parse_ratio("5:1:5:1:1", 5)
+    out = ensemble_log_probabilities(z, w)
+    assert out.dtype == torch.float32
+    reference = ensemble_log_probabilities(z.double(), w)  # the same float16 values, float64 throughout
+    assert reference.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), reference.numpy(), rtol=1e-6, atol=1e-6)
+    # a float16 computation is ~1e-3 off: what the check above would catch
+    half = torch.logsumexp(torch.log_softmax(z, -1) + torch.as_tensor(w).half().log()[:, None, None], 0)
+    assert (half.double() - reference).abs().max() > 1e-4
+
+    class Fixed(nn.Module):
+        def __init__(self, logits: torch.Tensor) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits
+
+    ensemble = EnsembleClassifier([Fixed(z[m]) for m in range(5)], "5:1:5:1:1")
+    got = ensemble(torch.zeros(1))
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), reference.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def ensemble_fixture(seed: int, n: int = 1200, k: int = 4, m: int = 4) -> tuple[np.ndarray, np.ndarray]:

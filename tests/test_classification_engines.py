@@ -6,11 +6,13 @@ logits, so every number in the written files can be checked against :mod:`mednet
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 from ignite.engine import Engine, Events
 
@@ -403,11 +405,33 @@ def test_calibration_fitter_writes_the_runs_calibration(tmp_path):
     assert accepted.float().mean().item() == pytest.approx(referral["coverage"])
     assert referral["achievable"] and 0 < referral["coverage"] < 1
     assert (probs.argmax(1) == labels)[accepted].float().mean().item() >= 0.8
+    # the accepted validation cases' accuracy and its Clopper–Pearson bound at the default level, by hand
+    hits, n = int((probs.argmax(1) == labels)[accepted].sum()), int(accepted.sum())
+    assert referral["accuracy"] == pytest.approx(hits / n)
+    assert referral["confidence_level"] == 0.9 and referral["target_accuracy"] == 0.8
+    assert referral["accuracy_lower_bound"] == pytest.approx(scipy.stats.beta.ppf(0.1, hits, n - hits + 1))
+    assert 0.8 <= referral["accuracy_lower_bound"] < referral["accuracy"]
     assert saved["fitted_on"]["split"] == "validation" and saved["fitted_on"]["n_images"] == len(labels)
     # what evaluation and inference read back
     got = read_calibration(tmp_path / "model.pt")
     assert got["temperature"] == pytest.approx(saved["temperature"])
     assert got["referral_threshold"] == pytest.approx(referral["threshold"])
+    assert got["referral"] == referral
+
+
+def test_calibration_fitter_passes_its_confidence_level_on(tmp_path):
+    """A higher level asks for more evidence: the threshold accepts fewer validation cases (or none)."""
+    logits, labels = _overconfident()
+    coverage = {}
+    for level in (0.5, 0.99):
+        engine = Engine(lambda e, b: {"pred": b["logits"], "label": b["label"]})
+        CalibrationFitter(tmp_path / str(level), DERMOSCOPY_CLASSES, target_accuracy=0.8,
+                          confidence_level=level).attach(engine)
+        engine.run([{"logits": logits, "label": labels}], max_epochs=1)
+        referral = json.loads((tmp_path / str(level) / "calibration.json").read_text(encoding="utf-8"))["referral"]
+        assert referral["confidence_level"] == level
+        coverage[level] = referral["coverage"]
+    assert coverage[0.99] < coverage[0.5]
 
 
 def test_calibration_fitter_never_overwrites_unless_asked(tmp_path):
@@ -416,13 +440,46 @@ def test_calibration_fitter_never_overwrites_unless_asked(tmp_path):
         CalibrationFitter(tmp_path, DERMOSCOPY_CLASSES, overwrite=False)
     with pytest.raises(OptionError, match="--target_accuracy"):
         CalibrationFitter(tmp_path, DERMOSCOPY_CLASSES, target_accuracy=1.5)
+    with pytest.raises(OptionError, match=r"--referral_confidence: must be a number in \[0\.5, 1\)"):
+        CalibrationFitter(tmp_path / "new", DERMOSCOPY_CLASSES, confidence_level=1.0)
 
 
 def test_read_calibration_without_file_and_with_a_bad_one(tmp_path):
-    assert read_calibration(tmp_path / "model.pt") == {"temperature": 1.0, "referral_threshold": None, "file": None}
+    assert read_calibration(tmp_path / "model.pt") == {"temperature": 1.0, "referral_threshold": None, "referral": {},
+                                                       "file": None}
     (tmp_path / "calibration.json").write_text('{"temperature": -1}', encoding="utf-8")
     with pytest.raises(DataError, match="calibration.json"):
         read_calibration(tmp_path)
+
+
+def test_report_referral_coverage_and_accuracy_on_the_test_split(tmp_path):
+    """The coverage and accuracy a validation-chosen threshold gives on the evaluated split, against a hand count.
+
+    Six images, T = 2; row i has logit 2·x_i for its predicted class and 0 for the other six, so its calibrated
+    confidence is e^x / (e^x + 6): x = 4, 3, 2.5, 2.3 → .901, .770, .670, .624 (≥ .6: accepted), x = 2, 1 →
+    .552, .312 (referred). Accepted: right, right, wrong, wrong → coverage 4/6, accuracy 2/4."""
+    xs, predicted, labels = [4.0, 3.0, 2.5, 2.3, 2.0, 1.0], [0, 1, 2, 3, 4, 5], [0, 1, 3, 4, 4, 6]
+    confidence = [math.exp(x) / (math.exp(x) + 6) for x in xs]
+    assert [c >= 0.6 for c in confidence] == [True] * 4 + [False] * 2
+    logits = torch.zeros(6, K)
+    logits[torch.arange(6), torch.tensor(predicted)] = 2 * torch.tensor(xs)
+    batch = {"logits": logits, "label": torch.tensor(labels), "image_id": [f"i{i}" for i in range(6)],
+             "path": [""] * 6}
+    engine = _engine()
+    ClassificationReport(tmp_path, DERMOSCOPY_CLASSES, n_bins=10, info={"split": "test"}, temperature=2.0,
+                         referral_threshold=0.6).attach(engine)
+    engine.run([batch], max_epochs=1)
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["referral_threshold"] == 0.6 and metrics["referral_n"] == 6
+    assert (metrics["referral_accepted"], metrics["referral_referred"]) == (4, 2)
+    assert metrics["referral_coverage"] == pytest.approx(4 / 6)
+    assert metrics["referral_accuracy"] == pytest.approx(2 / 4) and metrics["referral_risk"] == pytest.approx(2 / 4)
+    assert engine.state.report["referral_coverage"] == pytest.approx(4 / 6)
+    table = pd.read_csv(tmp_path / "predictions.csv")
+    assert table["refer"].tolist() == [False] * 4 + [True] * 2
+    np.testing.assert_allclose(table["confidence"], confidence, atol=1e-6)
+    row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
+    assert row["referral_accuracy"] == pytest.approx(0.5) and row["referral_coverage"] == pytest.approx(4 / 6)
 
 
 def test_predictions_mark_cases_below_the_referral_threshold():

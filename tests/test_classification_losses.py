@@ -356,3 +356,75 @@ def test_train_json_switches_drw_on_after_its_share_of_the_run(epochs: int, drw_
     parser.update({"loss": "ldam", "epochs": epochs, "drw_start": drw_start, "class_counts": [50, 20, 5, 9, 3, 7, 4],
                    "augmix_jsd": False})
     assert parser.get_parsed_content("loss_function").drw_start_epoch == first
+
+
+def _train_json_parser(monkeypatch, **overrides):
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the configs' % macros are relative to the checkout root
+    parser = ConfigParser()
+    parser.read_config(str(repo / "bundles" / "dermoscopy_classification" / "configs" / "train.json"))
+    parser.update({"class_counts": [50, 20, 5, 9, 3, 7, 4], "augmix_jsd": False, **overrides})
+    return parser
+
+
+def test_train_json_drw_start_none_is_plain_ldam_for_the_whole_run(monkeypatch) -> None:
+    """``--drw_start None``: LDAM without deferred re-weighting, also in the last epoch (``min(@epochs, …)`` used
+    to force DRW on at least there); the override check accepts it, for ``--loss ldam`` only."""
+    from mednet.overrides import check_overrides
+
+    parser = _train_json_parser(monkeypatch, loss="ldam", epochs=5, drw_start=None)
+    loss = parser.get_parsed_content("loss_function")
+    assert isinstance(loss, LDAMLoss) and loss.drw_start_epoch is None
+    assert _weights_per_epoch(loss, epochs=5) == [None] * 5
+    # the same run with the default 0.8 re-weights its last epoch
+    loss = _train_json_parser(monkeypatch, loss="ldam", epochs=5).get_parsed_content("loss_function")
+    assert [w is not None for w in _weights_per_epoch(loss, epochs=5)] == [False] * 4 + [True]
+    # recorded as given in settings.json
+    settings_call = next(item for item in parser["run"] if "write_run_settings" in item)
+    assert "drw_start=@drw_start" in settings_call
+    train = "bundles/dermoscopy_classification/configs/train.json"
+    check_overrides(train, {"loss": "ldam", "drw_start": None})
+    with pytest.raises(OptionError, match=r"--drw_start: got the text 'none'; write None for no value"):
+        check_overrides(train, {"loss": "ldam", "drw_start": "none"})
+    with pytest.raises(OptionError, match="--drw_start: applies only with --loss ldam"):
+        check_overrides(train, {"loss": "ce", "drw_start": None})
+    with pytest.raises(OptionError, match="--drw_start: must be ≤ 1"):
+        check_overrides(train, {"loss": "ldam", "drw_start": 2})
+
+
+def test_ldam_half_precision_logits_give_a_float32_loss() -> None:
+    """AMP: half-precision logits near ±s = ±30 (spacing 1/64) lost precision in the margin shift and gave a
+    float16 loss, 3e-4 off in relative terms; computed in float32 it is the float32 loss of the same values."""
+    g = torch.Generator().manual_seed(0)
+    logits = ((torch.rand(64, 7, generator=g) * 2 - 1) * 30).half()
+    labels = torch.randint(0, 7, (64,), generator=g)
+    loss = classification_loss("ldam", [10, 50, 200, 30, 120, 900, 15], drw_start_epoch=2)
+    for epoch in (1, 2):  # without and with DRW
+        loss.set_epoch(epoch)
+        got = loss(logits, labels)
+        assert got.dtype == torch.float32
+        reference = loss(logits.double(), labels)  # the same half-precision values, in float64
+        assert reference.dtype == torch.float64
+        assert got.item() == pytest.approx(reference.item(), rel=1e-6)
+        assert got.item() == loss(logits.float(), labels).item()
+    soft = F.one_hot(labels, 7).half()
+    assert loss(logits, soft).dtype == torch.float32
+
+
+def test_ldam_scale_default_is_the_networks_cosine_head_scale() -> None:
+    """The loss's s (margins scaled by it) and the cosine head's s are one constant."""
+    import inspect
+
+    from mednet.networks import build_classifier
+    from mednet.networks.classifiers import LDAM_SCALE, NormedLinear
+
+    assert inspect.signature(classification_loss).parameters["ldam_logit_scale"].default == LDAM_SCALE
+    loss = classification_loss("ldam", [591, 839, 324])
+    assert float(loss.margins.max()) == pytest.approx(0.5 * LDAM_SCALE) and loss.scale == 1.0
+    net = build_classifier("receptive_field_cnn", 3, 32, cosine_head=True)
+    heads = [m for m in net.modules() if isinstance(m, NormedLinear)]
+    assert len(heads) == 1 and heads[0].scale == LDAM_SCALE

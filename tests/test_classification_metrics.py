@@ -100,6 +100,26 @@ def test_classwise_ece_counts_zero_and_one() -> None:
     assert expected_calibration_error(probs, labels, n_bins=5) == pytest.approx(0.85, abs=1e-12)
 
 
+def test_confidence_on_an_inner_edge_goes_in_the_lower_bin() -> None:
+    """Bins are ((m−1)/M, m/M] (DESIGN.md, Guo et al. 2017): a confidence exactly m/M belongs to bin m, not m + 1."""
+    probs = np.array([[0.4, 0.3, 0.3], [0.4, 0.3, 0.3], [0.35, 0.33, 0.32]])
+    # the reviewer's labels [0, 1, 0]: all three in (.2, .4]: acc 2/3, conf 1.15/3 → |2/3 − .38333| = .283333. It
+    # does not tell the bins apart: with .4 in (.4, .6] it is 2/3·|.5 − .4| + 1/3·|1 − .35| = .283333 as well.
+    assert expected_calibration_error(probs, [0, 1, 0], n_bins=5) == pytest.approx(0.2833333333, abs=1e-9)
+    # labels [0, 0, 1] do: lower bin (right) 1·|2/3 − .38333| = .283333; upper bin (wrong) 2/3·|1 − .4| + 1/3·|0 − .35|
+    # = .516667
+    assert expected_calibration_error(probs, [0, 0, 1], n_bins=5) == pytest.approx(0.2833333333, abs=1e-9)
+    np.testing.assert_array_equal(reliability_bins(probs, [0, 0, 1], n_bins=5)["count"], [0, 3, 0, 0, 0])
+    # M = 6 and confidence 5/6: np.linspace's edge 5·(1/6) is one float below 5/6, which put it in (5/6, 1]
+    assert np.linspace(0, 1, 7)[5] < 5 / 6
+    probs = np.array([[5 / 6, 1 / 6], [0.9, 0.1]])
+    bins = reliability_bins(probs, [1, 0], n_bins=6)
+    np.testing.assert_array_equal(bins["count"], [0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(bins["edges"], np.arange(7) / 6)
+    # (4/6, 5/6]: wrong at 5/6; (5/6, 1]: right at .9 → ½·5/6 + ½·.1 = .466667 (one bin: |½ − .866667| = .366667)
+    assert expected_calibration_error(probs, [1, 0], n_bins=6) == pytest.approx(0.5 * 5 / 6 + 0.5 * 0.1, abs=1e-12)
+
+
 @pytest.mark.parametrize("n_bins", [10, 15])
 def test_ece_matches_torchmetrics_below_confidence_one(n_bins: int) -> None:
     torchmetrics = pytest.importorskip("torchmetrics")

@@ -80,6 +80,9 @@ def test_training_run_records_what_evaluation_repeats(trained: Path, split_dir: 
     # training ends by fitting the temperature and the referral threshold on the validation split
     calibration = json.loads((trained / "calibration.json").read_text(encoding="utf-8"))
     assert calibration["temperature"] > 0 and calibration["fitted_on"]["split"] == "validation"
+    # the referral threshold's settings, recorded in both files (gated retraining carries them)
+    assert settings["referral_confidence"] == calibration["referral"]["confidence_level"] == 0.9
+    assert {"accuracy", "accuracy_lower_bound", "target_accuracy", "min_accepted"} <= set(calibration["referral"])
     assert calibration["validation"]["after"]["nll"] <= calibration["validation"]["before"]["nll"] + 1e-9
     for name in ("calibration_reliability.png", "calibration_risk_coverage.csv", "checkpoint_last.pt"):
         assert (trained / name).is_file(), name
@@ -185,7 +188,8 @@ def test_calibrate_refits_the_runs_calibration_on_validation(trained: Path, spli
     assert target.read_bytes() == from_training  # both refused before anything was written
 
     proc = bundle("calibrate", "--dataset_dir", str(split_dir), *ARCH, "--ckpt_path", str(run / "model.pt"),
-                  "--overwrite", "True", "--target_accuracy", "0.9", "--referral_min_accepted", "10")
+                  "--overwrite", "True", "--target_accuracy", "0.9", "--referral_min_accepted", "10",
+                  "--referral_confidence", "0.8")
     assert str(run) in proc.stdout
     assert target.read_bytes() != from_training
     calibration = json.loads(target.read_text(encoding="utf-8"))
@@ -193,6 +197,7 @@ def test_calibrate_refits_the_runs_calibration_on_validation(trained: Path, spli
     assert calibration["fitted_on"]["split"] == "validation" and calibration["fitted_on"]["n_images"] == len(validation)
     assert Path(calibration["fitted_on"]["checkpoint"]).resolve() == (run / "model.pt").resolve()
     assert calibration["referral"]["min_accepted"] == 10 and calibration["referral"]["target_accuracy"] == 0.9
+    assert calibration["referral"]["confidence_level"] == 0.8
     # the same model on the same validation images: the temperature training fitted
     assert calibration["temperature"] == pytest.approx(json.loads(from_training)["temperature"], rel=1e-3)
     assert calibration["validation"]["after"]["nll"] <= calibration["validation"]["before"]["nll"] + 1e-9

@@ -102,6 +102,38 @@ def test_avg_softmax_target_is_weighted_mean_summing_to_one():
     assert loss.last_parts["kd"] == pytest.approx(0.8 * 16 * kl, rel=1e-4)
 
 
+# a second teacher, unlike the first: the modes differ only with distinct teachers
+TEACHER_2 = [[0.0, 0.0, 3.0], [1.0, -1.0, 2.0]]
+
+
+@pytest.mark.parametrize("teacher_weights", [None, [3.0, 1.0]])
+def test_two_teachers_add_and_avg_loss_hand_computed(teacher_weights):
+    """``avg_loss`` = γ·CE + α·T²·Σ_m w_m KL(softmax(t_m/T) ‖ softmax(s/T)) (w summing to 1), ``add_loss`` the same
+    with w summing to M = 2; written out with the per-teacher KL terms, and not ``avg_softmax``'s KL to the mean."""
+    t, alpha, gamma = 2.0, 0.8, 0.2
+    kl = []
+    for teacher in (TEACHER, TEACHER_2):  # KL(teacher ‖ student) summed over classes, averaged over the batch
+        kl.append(sum(_kl(_softmax(tt, t), _softmax(ss, t)) for ss, tt in zip(STUDENT, teacher)) / len(STUDENT))
+    ce = -sum(math.log(_softmax(ss)[y]) for ss, y in zip(STUDENT, LABELS)) / len(STUDENT)
+    raw = teacher_weights or [1.0, 1.0]
+    w = [r / sum(raw) for r in raw]  # (1/2, 1/2) or (3/4, 1/4)
+    expected_avg = gamma * ce + alpha * t * t * (w[0] * kl[0] + w[1] * kl[1])
+    expected_add = gamma * ce + alpha * t * t * 2 * (w[0] * kl[0] + w[1] * kl[1])
+    mean = [[w[0] * a + w[1] * b for a, b in zip(_softmax(r1, t), _softmax(r2, t))]
+            for r1, r2 in zip(TEACHER, TEACHER_2)]
+    expected_softmax = gamma * ce + alpha * t * t * sum(_kl(p, _softmax(ss, t)) for p, ss in zip(mean, STUDENT)) / 2
+    teachers = torch.stack([_t(TEACHER), _t(TEACHER_2)])
+    got = {mode: DistillationLoss(temperature=t, alpha=alpha, gamma=gamma, mode=mode,
+                                  teacher_weights=teacher_weights)(_t(STUDENT), teachers, torch.tensor(LABELS)).item()
+           for mode in KD_MODES}
+    assert got["avg_loss"] == pytest.approx(expected_avg, rel=1e-5)
+    assert got["add_loss"] == pytest.approx(expected_add, rel=1e-5)
+    assert got["avg_softmax"] == pytest.approx(expected_softmax, rel=1e-5)
+    # the KL to the teachers' mean is below the mean KL (convexity), strictly for distinct teachers
+    assert expected_avg - expected_softmax > 0.05
+    assert abs(got["avg_loss"] - got["avg_softmax"]) > 0.05
+
+
 def test_add_loss_is_m_times_avg_loss():
     g = torch.Generator().manual_seed(1)
     student, teachers, labels = torch.randn(6, 7, generator=g), torch.randn(5, 6, 7, generator=g) * 2, torch.randint(0, 7, (6,), generator=g)
@@ -256,6 +288,38 @@ def test_trainer_epoch_keeps_teachers_frozen():
     assert "teacher_pred" not in out
     assert float(out["ce_loss"] + out["kd_loss"]) == pytest.approx(out["loss"].item(), rel=1e-5)
     assert {"train_loss", "train_accuracy"} <= set(trainer.state.metrics)
+
+
+@pytest.mark.parametrize("mode", KD_MODES)
+def test_trainer_loss_is_the_distillation_loss_of_the_teachers_on_the_same_batch(mode):
+    """Each step's loss equals DistillationLoss(student(x), [teacher_m(x)], y) computed here, on the batch the
+    engine drew, before the optimiser step changes the student (LOSS_COMPLETED fires before backward and step).
+    Unequal teacher weights: teachers swapped, scored on another batch or in train mode would change the value."""
+    torch.manual_seed(0)
+    student, teachers = _student(), [_teacher(11), _teacher(12)]
+    kwargs = {"temperature": 3.0, "alpha": 0.7, "gamma": 0.3, "mode": mode, "teacher_weights": [3.0, 1.0]}
+    trainer = _trainer(student, teachers, **kwargs)
+    reference = DistillationLoss(**kwargs)
+    checked = []
+
+    @trainer.on(IterationEvents.LOSS_COMPLETED)
+    def _compare(engine):
+        x, y = engine.state.batch["image"], engine.state.batch["label"]  # the loader's batch, before prepare_batch
+        with torch.no_grad():
+            teacher_logits = torch.stack([copy.deepcopy(t).eval()(x) for t in teachers])
+            expected = reference(student(x), teacher_logits, y)
+        checked.append((engine.state.output["loss"].item(), expected.item()))
+
+    trainer.run()
+    assert len(checked) == 4
+    for got, expected in checked:
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    # and the teachers matter: the same student with the teachers swapped gives another loss
+    x, y = _data()[0]["image"][None], _data()[0]["label"][None]
+    with torch.no_grad():
+        swapped = reference(student(x), torch.stack([teachers[1](x), teachers[0](x)]), y)
+        right = reference(student(x), torch.stack([teachers[0](x), teachers[1](x)]), y)
+    assert abs(swapped.item() - right.item()) > 1e-4
 
 
 def test_trainer_with_mixup_soft_labels():

@@ -212,6 +212,23 @@ def test_an_option_that_another_setting_switches_off_is_refused() -> None:
         "drw_start": "applies only with --loss ldam, and this run has --loss ce; it would be ignored"}
 
 
+def test_referral_confidence_is_an_option_wherever_the_target_accuracy_is() -> None:
+    """--referral_confidence (the level of the accuracy's lower bound a referral threshold must reach the target
+    with) is checked in [0.5, 1) before any work, in every config that fits a threshold."""
+    dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs"
+    calibrate = [dermoscopy / "inference.json", dermoscopy / "calibrate.json"]
+    for config in (dermoscopy / "train.json", calibrate, dermoscopy / "ensemble.json"):
+        check_overrides(config, {"referral_confidence": 0.5, "target_accuracy": 0.9})
+        check_overrides(config, {"referral_confidence": 0.99})
+        assert refused(config, referral_confidence=1.0).startswith("--referral_confidence: must be < 1, got 1.0")
+        assert refused(config, referral_confidence=0.4).startswith("--referral_confidence: must be ≥ 0.5, got 0.4")
+        assert refused(config, referral_confidence="high").startswith("--referral_confidence: expects a number")
+    assert "give --referral_confidence instead" in refused(
+        dermoscopy / "train.json", **{"calibrate#handlers#0#confidence_level": 0.8})
+    assert refused(dermoscopy / "inference.json", referral_confidence=0.8).startswith(
+        "--referral_confidence: unknown option for inference.json")
+
+
 def test_validation_interval_is_at_most_the_epochs() -> None:
     """``--val_interval 5 --epochs 3`` would never validate: no model.pt after all the training."""
     dermoscopy = REPO / "bundles" / "dermoscopy_classification" / "configs" / "train.json"

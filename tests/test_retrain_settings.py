@@ -23,7 +23,7 @@ REAL_CHECK = retrain_module._check_train_options
 
 
 def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float | None = None,
-              min_accepted: int | None = None) -> Path:
+              min_accepted: int | None = None, confidence_level: float | None = None) -> Path:
     """What the retraining reads of a run: settings.json, model.pt and (optionally) calibration.json."""
     folder.mkdir(parents=True)
     (folder / "settings.json").write_text(json.dumps({"model": "receptive_field_cnn", "image_size": 32, "epochs": 1,
@@ -32,6 +32,8 @@ def _fake_run(folder: Path, settings: dict | None = None, target_accuracy: float
     (folder / "finished.json").write_text("{}", encoding="utf-8")
     if target_accuracy is not None:
         floor = {} if min_accepted is None else {"min_accepted": min_accepted}
+        if confidence_level is not None:
+            floor["confidence_level"] = confidence_level
         (folder / "calibration.json").write_text(json.dumps({"temperature": 1.3, "referral": {
             "threshold": 0.8, "target_accuracy": target_accuracy, "achievable": True, **floor}}), encoding="utf-8")
     return folder
@@ -69,7 +71,7 @@ def test_the_candidate_is_trained_and_calibrated_for_the_old_runs_target_accurac
     """A run whose referral threshold was fitted for 99 % accuracy: the candidate's must be too, not for the
     bundle's default 95 % — also when the candidate's calibration is completed after training."""
     old = _fake_run(tmp_path / "R0", settings={"val_interval": 3, "weights_path": "/models/imagenet.pt"},
-                    target_accuracy=0.99, min_accepted=50)
+                    target_accuracy=0.99, min_accepted=50, confidence_level=0.95)
     out = tmp_path / "retrain"
     retrain(str(old), str(fake_bundle["split"]), str(out))
     retrain(str(old), str(fake_bundle["split"]), str(out))  # resumed: the candidate's calibration.json is completed
@@ -77,6 +79,7 @@ def test_the_candidate_is_trained_and_calibrated_for_the_old_runs_target_accurac
     assert (train_config, calibrate_config) == ("train", "calibrate")
     assert train["target_accuracy"] == 0.99 and calibrate["target_accuracy"] == 0.99
     assert train["referral_min_accepted"] == 50 and calibrate["referral_min_accepted"] == 50
+    assert train["referral_confidence"] == 0.95 and calibrate["referral_confidence"] == 0.95
     # carried when settings.json records them (a fine-tuned run is not retrained from scratch)
     assert train["val_interval"] == 3 and train["weights_path"] == "/models/imagenet.pt"
     record = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
@@ -100,6 +103,24 @@ def test_a_run_without_calibration_keeps_the_bundle_default_and_a_bad_one_is_ref
     with pytest.raises(DataError, match=r"R1/calibration\.json: referral\.target_accuracy 1\.5 is not a number"):
         retrain(str(bad), str(fake_bundle["split"]), str(tmp_path / "retrain_bad"))
     assert fake_bundle["calls"] == []  # refused before any training
+    bad = _fake_run(tmp_path / "R2", target_accuracy=0.9, confidence_level=1.0)
+    with pytest.raises(DataError, match=r"R2/calibration\.json: referral\.confidence_level 1\.0 is not a number in "
+                                        r"\[0\.5, 1\)"):
+        retrain(str(bad), str(fake_bundle["split"]), str(tmp_path / "retrain_bad2"))
+    assert fake_bundle["calls"] == []
+
+
+def test_a_run_calibrated_before_the_confidence_level_gets_the_bundle_default(fake_bundle: dict,
+                                                                              tmp_path: Path) -> None:
+    """A calibration.json from before 0.3.4 records no confidence_level: none is carried (the bundle's default 0.9
+    applies, not the optimistic point estimate the old run used); one recorded in settings.json is carried."""
+    old = _fake_run(tmp_path / "R0", target_accuracy=0.95, min_accepted=20)
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain"))
+    assert all("referral_confidence" not in overrides for _, overrides in fake_bundle["calls"])
+    fake_bundle["calls"].clear()
+    old = _fake_run(tmp_path / "R1", settings={"referral_confidence": 0.8}, target_accuracy=0.95)
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain1"))
+    assert [c[1]["referral_confidence"] for c in fake_bundle["calls"]] == [0.8]
 
 
 def test_settings_the_old_run_ignored_are_not_carried(fake_bundle: dict, tmp_path: Path, monkeypatch) -> None:

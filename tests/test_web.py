@@ -175,6 +175,23 @@ def test_refer_flag_and_message_follow_the_threshold(tmp_path, jpeg, threshold):
     assert jpeg.is_file()  # a file outside the upload cache is never deleted
 
 
+def test_the_referral_message_says_what_the_threshold_was_chosen_for(tmp_path, jpeg):
+    """calibration.json records the target accuracy and the confidence level of its lower bound: the page says
+    both; a run calibrated before they were recorded says only where the threshold was chosen."""
+    from mednet.app.web import WebDemo, load_web_model, referral_basis
+
+    run = make_run(tmp_path / "run", threshold=0.999)
+    (run / "calibration.json").write_text(json.dumps({"temperature": TEMPERATURE, "referral": {
+        "threshold": 0.999, "target_accuracy": 0.95, "confidence_level": 0.9, "min_accepted": 20}}), encoding="utf-8")
+    model = load_web_model(run)
+    assert model.referral["confidence_level"] == 0.9
+    markdown = WebDemo(model, tmp_path / "fb").on_upload(str(jpeg))[0]
+    assert "chosen on the validation split: accepted cases ≥ 95 % accurate at 90 % confidence" in markdown
+    assert referral_basis({"threshold": 0.7}) == "chosen on the validation split"
+    assert referral_basis({"target_accuracy": 0.99}) == "chosen on the validation split for 99 % accuracy"
+    assert referral_basis({"target_accuracy": True, "confidence_level": "0.9"}) == "chosen on the validation split"
+
+
 def test_without_calibration_the_plain_softmax_and_no_referral(tmp_path, jpeg):
     from mednet.app.web import WebDemo, load_web_model
 

@@ -10,9 +10,9 @@ is not worse.
    0.2.0) the learning-rate schedule, milestones, momentum, weight decay and the augmentation/loss parameters.
    Older runs do not record those: they take the bundle's defaults unless given here as ``--lr_schedule cosine
    --weight_decay 1e-4`` …; ``--epochs`` and any other option given here override the run's. The candidate's
-   referral threshold is fitted for the old run's ``target_accuracy`` and ``min_accepted``, read from its
-   ``calibration.json`` (what the
-   served model was calibrated for, also after a refit with ``calibrate.json``). ``val_interval`` and
+   referral threshold is fitted for the old run's ``target_accuracy``, ``min_accepted`` and ``confidence_level``
+   (``--referral_confidence``), read from its ``calibration.json`` (what the served model was calibrated for, also
+   after a refit with ``calibrate.json``). ``val_interval`` and
    ``weights_path`` (fine-tuning from pre-trained weights) are carried when ``settings.json`` records them; runs
    that do not record them are retrained with the bundle's defaults (validation every epoch, from scratch) unless
    given here as ``--val_interval N --weights_path FILE``.
@@ -81,9 +81,12 @@ CARRIED_SETTINGS: tuple[str, ...] = ("model", "image_size", "cifar_stem", "batch
                                      "mixup_alpha", "augmix_jsd", "label_smoothing", "focal_gamma", "drw_start",
                                      "balanced_sampler",
                                      # carried when recorded (train.json's settings.json does not record them yet):
-                                     "val_interval", "weights_path", "target_accuracy", "referral_min_accepted")
+                                     "val_interval", "weights_path", "target_accuracy", "referral_min_accepted",
+                                     "referral_confidence")
 #: what evaluation must repeat to rebuild a run's network (``cosine_head`` follows from ``loss``)
 _MODEL_SETTINGS = ("model", "image_size", "cifar_stem", "batch_norm", "loss")
+#: what the referral threshold is fitted for (train.json's and calibrate.json's options)
+_REFERRAL_SETTINGS = ("target_accuracy", "referral_min_accepted", "referral_confidence")
 _EPS = 1e-12  # values equal up to float round-off are equal
 
 
@@ -276,10 +279,11 @@ def _check_held_out(run: Path, settings: Mapping, dataset: Path) -> Path:
 
 
 def _calibrated_referral(run: Path) -> dict:
-    """``{"target_accuracy", "referral_min_accepted"}`` the run's referral threshold was fitted for
-    (``calibration.json``), each only when recorded: none for a run without calibration (trained before the
-    bundle's 0.3.0), no ``referral_min_accepted`` for one fitted before the bundle's 0.3.3 (the candidate then gets
-    the bundle's default floor, not the old behaviour of none).
+    """``{"target_accuracy", "referral_min_accepted", "referral_confidence"}`` the run's referral threshold was
+    fitted for (``calibration.json``), each only when recorded: none for a run without calibration (trained before
+    the bundle's 0.3.0), no ``referral_min_accepted`` for one fitted before the bundle's 0.3.3 and no
+    ``referral_confidence`` for one fitted before 0.3.4 (the candidate then gets the bundle's default floor and
+    confidence level, not the old behaviour of none: a point estimate reaching the target was optimistic).
 
     The candidate must be calibrated for the same target: with the bundle's default instead, a run calibrated for
     e.g. 99 % would be replaced by one that refers fewer cases at a lower accuracy, which the gate does not see.
@@ -300,6 +304,11 @@ def _calibrated_referral(run: Path) -> dict:
         if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
             raise DataError(path, f"referral.min_accepted {floor!r} is not a whole number ≥ 1")
         found["referral_min_accepted"] = floor
+    level = referral.get("confidence_level")
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.5 <= level < 1:
+            raise DataError(path, f"referral.confidence_level {level!r} is not a number in [0.5, 1)")
+        found["referral_confidence"] = float(level)
     return found
 
 
@@ -366,8 +375,7 @@ def _train(candidate: Path, dataset: Path, overrides: Mapping) -> None:
         # finished, but stopped before calibration.json was written (bundle < 0.3.0 wrote finished.json first);
         # the referral threshold for the old run's target accuracy, as training would have fitted it
         run_bundle(BUNDLE, "calibrate", ckpt_path=str(candidate / "model.pt"), dataset_dir=str(dataset),
-                   **{k: overrides[k] for k in (*_MODEL_SETTINGS, "target_accuracy", "referral_min_accepted")
-                      if k in overrides},
+                   **{k: overrides[k] for k in (*_MODEL_SETTINGS, *_REFERRAL_SETTINGS) if k in overrides},
                    overwrite=True)
         return
     logger.info("retrain: %s %s", "resuming" if (candidate / "checkpoint_last.pt").is_file() else "training",

@@ -11,8 +11,9 @@ dermoscopic photograph (JPEG, PNG) or a DICOM dermoscopy file and shows
   (:func:`mednet.calibration.read_calibration`), the input preprocessed exactly as the run's evaluation does
   (:func:`mednet.data.dermoscopy.load_rgb`, centre crop and resize, the training split's normalisation);
 * **"Uncertain — refer"** when the calibrated confidence is below the run's referral threshold (chosen on the
-  validation split); without a ``calibration.json`` the plain softmax is shown and nothing is referred, and the page
-  says so;
+  validation split so that the accepted cases reach the target accuracy with the recorded confidence, e.g. 95 % at
+  90 %: :func:`mednet.calibration.referral_threshold`; the page says both); without a ``calibration.json`` the plain
+  softmax is shown and nothing is referred, and the page says so;
 * the Grad-CAM overlay (Grad-CAM++, Integrated Gradients or GradientSHAP on request, :mod:`mednet.explain`);
 * a disclaimer: the tool supports a clinician and does not replace one;
 * "flag as wrong": the correct class and an optional comment are recorded with the image's pixels
@@ -65,7 +66,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 # before anything imports gradio: no usage analytics, no Hugging Face telemetry
@@ -92,6 +93,7 @@ __all__ = [
     "oversized_script",
     "parse_file_size",
     "read_auth_file",
+    "referral_basis",
     "web",
 ]
 
@@ -190,6 +192,8 @@ class WebModel:
         calibration = read_calibration(self.classifier.run_dir)
         self.temperature = float(calibration["temperature"])
         self.threshold = calibration["referral_threshold"]
+        #: the run's recorded referral fit (target accuracy, confidence level, …; ``{}`` when not recorded)
+        self.referral = dict(calibration.get("referral") or {})
         self.calibration_file = calibration["file"]
         norm = self.classifier.normalization
         # evaluation's transform, exactly: (3, S, S) uint8 → float in [0, 1] → normalised by the training split
@@ -338,12 +342,29 @@ def load_web_model(run: str | os.PathLike, device: str | torch.device = "cpu") -
 
 
 # ---------------------------------------------------------------------------------------------------- page logic
+def referral_basis(referral: Mapping[str, object]) -> str:
+    """How a referral threshold was chosen, in words: ``"chosen on the validation split: accepted cases ≥ 95 %
+    accurate at 90 % confidence"``; the target and the level only when ``referral`` (calibration.json's record)
+    holds them as numbers (a run fitted before they were recorded says less, never a default it did not use)."""
+    def number(key: str) -> float | None:
+        value = referral.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    target, level = number("target_accuracy"), number("confidence_level")
+    if target is not None and level is not None:
+        return (f"chosen on the validation split: accepted cases ≥ {100 * target:g} % accurate at "
+                f"{100 * level:g} % confidence")
+    if target is not None:
+        return f"chosen on the validation split for {100 * target:g} % accuracy"
+    return "chosen on the validation split"
+
+
 def _result_markdown(model: WebModel, result: dict) -> str:
     lines = []
     if result["refer"]:
         lines += [f"## ⚠ {REFER_MESSAGE}",
                   f"The calibrated confidence ({100 * result['confidence']:.1f} %) is below this model's referral "
-                  f"threshold ({100 * result['referral_threshold']:.1f} %, chosen on the validation split). Do not "
+                  f"threshold ({100 * result['referral_threshold']:.1f} %, {referral_basis(model.referral)}). Do not "
                   "rely on this prediction: refer the case to a dermatologist.", ""]
     lines += ["### Top-3 classes (calibrated probabilities)", "", "| | class | probability |", "|---|---|---|"]
     for rank, (name, p) in enumerate(zip(result["classes"], result["probabilities"]), start=1):
@@ -626,8 +647,8 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
     if not _theme_at_launch():
         blocks_args["theme"] = theme
         blocks_args["js"] = script
-    calibration = (f"temperature {model.temperature:.2f}, referral threshold "
-                   f"{100 * model.threshold:.1f} %" if model.threshold is not None else
+    calibration = (f"temperature {model.temperature:.2f}, referral threshold {100 * model.threshold:.1f} % "
+                   f"({referral_basis(model.referral)})" if model.threshold is not None else
                    f"temperature {model.temperature:.2f}, no referral threshold")
     with gr.Blocks(**blocks_args) as app:
         gr.Markdown("# Dermoscopy classifier — demo")

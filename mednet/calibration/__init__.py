@@ -20,6 +20,7 @@ from mednet.calibration.run_calibration import (
     write_calibration,
 )
 from mednet.calibration.selective import (
+    accuracy_lower_bound,
     aurc,
     aurc_from_curve,
     optimal_aurc,
@@ -36,6 +37,7 @@ __all__ = [
     "fit_calibration",
     "read_calibration",
     "write_calibration",
+    "accuracy_lower_bound",
     "aurc",
     "aurc_from_curve",
     "check_temperature",

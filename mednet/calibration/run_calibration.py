@@ -6,8 +6,9 @@ inference and the web demo read them back (:func:`read_calibration`) and apply t
 ``calibration.json`` (in the run folder, beside ``model.pt``)::
 
     {"temperature": 1.84,                          # logits / T before the softmax (Guo et al. 2017)
-     "referral": {"threshold": 0.71, "target_accuracy": 0.95, "min_accepted": 20, "coverage": 0.62,
-                  "accuracy": 0.951, "achievable": true, "n": 300},  # refer a case less confident than this
+     "referral": {"threshold": 0.71, "target_accuracy": 0.95, "confidence_level": 0.9, "min_accepted": 20,
+                  "coverage": 0.62, "accuracy": 0.978, "accuracy_lower_bound": 0.955, "achievable": true,
+                  "n": 300},  # refer a case less confident than this; accepted: ≥ 95 % accurate at 90 % confidence
      "validation": {"before": {...}, "after": {...}},   # accuracy, ECE, OE, UCE, NLL, Brier, AURC at T = 1 and T
      "fitted_on": {"split": "validation", "n_images": 300, ...}}
 
@@ -28,7 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mednet.calibration.selective import MIN_ACCEPTED, aurc, referral_threshold, risk_coverage_curve
+from mednet.calibration.selective import (DEFAULT_REFERRAL_CONFIDENCE, MIN_ACCEPTED, aurc, referral_threshold,
+                                          risk_coverage_curve)
 from mednet.calibration.temperature import check_temperature, fit_temperature, scaled_probabilities
 from mednet.errors import DataError
 from mednet.io import refuse_existing, write_json_atomic
@@ -54,13 +56,15 @@ def calibration_scores(probs: np.ndarray, labels: np.ndarray, class_names: Seque
 
 
 def fit_calibration(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, class_names: Sequence[str],
-                    n_bins: int = 15, target_accuracy: float = 0.95, min_accepted: int = MIN_ACCEPTED) -> dict:
+                    n_bins: int = 15, target_accuracy: float = 0.95, min_accepted: int = MIN_ACCEPTED,
+                    confidence_level: float = DEFAULT_REFERRAL_CONFIDENCE) -> dict:
     """Fit the temperature and the referral threshold on validation ``logits`` ``(N, K)`` and ``labels`` ``(N,)``.
 
     ``logits`` are a network's logits, or an ensemble's averaged log-probabilities (their softmax is the
     ensemble's probabilities). The temperature minimises NLL (:func:`fit_temperature`, never raises it); the
     threshold is the one with the largest coverage whose accepted cases (at least ``min_accepted`` of them) reach
-    ``target_accuracy`` (:func:`referral_threshold`), on the *calibrated* confidence.
+    ``target_accuracy`` with confidence ``confidence_level`` (the Clopper–Pearson lower bound of their accuracy,
+    :func:`referral_threshold`), on the *calibrated* confidence.
 
     Returns:
         the content of ``calibration.json`` plus ``"curves"``: the risk–coverage curves before/after
@@ -74,14 +78,16 @@ def fit_calibration(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np
     scores = {"before": calibration_scores(before, y_np, class_names, n_bins),
               "after": calibration_scores(after, y_np, class_names, n_bins)}
     confidence, correct = after.max(1), after.argmax(1) == y_np
-    referral = referral_threshold(confidence, correct, target_accuracy, min_accepted)
+    referral = referral_threshold(confidence, correct, target_accuracy, min_accepted, confidence_level)
     curves = {"before": risk_coverage_curve(before.max(1), before.argmax(1) == y_np),
               "after": risk_coverage_curve(confidence, correct)}
     logger.info("temperature %.3f fitted on %d validation images: NLL %.4f -> %.4f, ECE %.4f -> %.4f; referral "
-                "threshold %.3f keeps %.0f %% of cases at accuracy %s (target %.2f)", temperature, len(y_np),
-                scores["before"]["nll"], scores["after"]["nll"], scores["before"]["ece"], scores["after"]["ece"],
-                referral["threshold"], 100 * referral["coverage"],
-                "n/a" if referral["accuracy"] is None else f"{referral['accuracy']:.3f}", target_accuracy)
+                "threshold %.3f keeps %.0f %% of cases at accuracy %s (lower bound %s at %.2f confidence; target %.2f)",
+                temperature, len(y_np), scores["before"]["nll"], scores["after"]["nll"], scores["before"]["ece"],
+                scores["after"]["ece"], referral["threshold"], 100 * referral["coverage"],
+                "n/a" if referral["accuracy"] is None else f"{referral['accuracy']:.3f}",
+                "n/a" if referral["accuracy_lower_bound"] is None else f"{referral['accuracy_lower_bound']:.3f}",
+                referral["confidence_level"], referral["target_accuracy"])
     return {"temperature": float(temperature), "referral": referral, "validation": scores, "n_bins": int(n_bins),
             "class_names": list(class_names), "curves": curves, "probs": {"before": before, "after": after},
             "labels": y_np}
@@ -141,34 +147,37 @@ def _clean(obj: object) -> object:
 def read_calibration(checkpoint: str | os.PathLike | None) -> dict:
     """The calibration of the run holding ``checkpoint`` (a ``model.pt`` or a run folder).
 
-    Returns ``{"temperature": T, "referral_threshold": t or None, "file": path or None}``: ``T = 1`` and no
-    threshold when the run has no ``calibration.json`` (trained before calibration existed, or an exported
-    model): the output is then the plain softmax, and a warning says how to fit one.
+    Returns ``{"temperature": T, "referral_threshold": t or None, "referral": {...}, "file": path or None}``:
+    ``T = 1`` and no threshold when the run has no ``calibration.json`` (trained before calibration existed, or an
+    exported model): the output is then the plain softmax, and a warning says how to fit one. ``referral`` is the
+    file's whole ``referral`` record (target accuracy, confidence level, validation coverage…, what the web demo
+    shows beside the threshold; ``{}`` without one).
 
     Raises:
         DataError: the file exists but is unreadable or holds a temperature that is not a finite number > 0.
     """
     if checkpoint is None:
-        return {"temperature": 1.0, "referral_threshold": None, "file": None}
+        return {"temperature": 1.0, "referral_threshold": None, "referral": {}, "file": None}
     run = Path(checkpoint)
     run = run if run.is_dir() else run.parent
     path = run / CALIBRATION_FILE
     if not path.is_file():
         logger.warning("%s: no %s — probabilities are not temperature-scaled and no case is referred (fit one with "
                        "calibrate.json)", run, CALIBRATION_FILE)
-        return {"temperature": 1.0, "referral_threshold": None, "file": None}
+        return {"temperature": 1.0, "referral_threshold": None, "referral": {}, "file": None}
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
         temperature = float(content["temperature"])
-        threshold = (content.get("referral") or {}).get("threshold")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        referral = content.get("referral") or {}
+        threshold = referral.get("threshold")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(path, f"cannot read the calibration ({type(e).__name__}: {e})") from e
     try:
         check_temperature(temperature)
     except ValueError as e:
         raise DataError(path, f"invalid temperature: {e}") from e
     return {"temperature": temperature, "referral_threshold": None if threshold is None else float(threshold),
-            "file": str(path)}
+            "referral": dict(referral), "file": str(path)}
 
 
 def check_calibration_split(split: str) -> None:

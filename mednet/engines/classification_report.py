@@ -270,7 +270,8 @@ class ClassificationReport(_Collector):
 
 class CalibrationFitter(_Collector):
     """Validation split → the run's ``calibration.json``: temperature (NLL, LBFGS on log T) and referral
-    threshold (target accuracy on the accepted cases), with before/after reliability and risk–coverage figures
+    threshold (target accuracy of the accepted cases, reached by its Clopper–Pearson lower bound at
+    ``confidence_level``), with before/after reliability and risk–coverage figures
     (:func:`mednet.calibration.run_calibration.fit_calibration` / ``write_calibration``).
 
     Run it on the **validation** split only: the test split is touched once, by evaluation. The result is also
@@ -283,15 +284,19 @@ class CalibrationFitter(_Collector):
         target_accuracy: accuracy the accepted (not referred) cases must reach (default 95 %).
         min_accepted: the fewest validation cases the threshold may accept
             (:data:`mednet.calibration.selective.MIN_ACCEPTED`).
+        confidence_level: one-sided level of the lower bound of the accepted cases' accuracy that must reach
+            ``target_accuracy`` (:data:`mednet.calibration.selective.DEFAULT_REFERRAL_CONFIDENCE`, 0.9).
         info: where it was fitted (split, data, checkpoint…), stored in the file.
         overwrite: replace an existing ``calibration.json`` (refused otherwise, before any image is read).
     """
 
     def __init__(self, output_dir: str | os.PathLike, class_names: Sequence[str], n_bins: int = 15,
                  target_accuracy: float = 0.95, info: Mapping[str, object] | None = None,
-                 overwrite: bool = True, min_accepted: int | None = None) -> None:
+                 overwrite: bool = True, min_accepted: int | None = None,
+                 confidence_level: float | None = None) -> None:
         from mednet.calibration.run_calibration import CALIBRATION_FILE
-        from mednet.calibration.selective import MIN_ACCEPTED, check_min_accepted, check_target_accuracy
+        from mednet.calibration.selective import (DEFAULT_REFERRAL_CONFIDENCE, MIN_ACCEPTED, check_min_accepted,
+                                                  check_referral_confidence, check_target_accuracy)
 
         super().__init__(1.0)
         self.output_dir = Path(output_dir)
@@ -299,6 +304,8 @@ class CalibrationFitter(_Collector):
         self.n_bins = int(n_bins)
         self.target_accuracy = check_target_accuracy(target_accuracy)
         self.min_accepted = check_min_accepted(MIN_ACCEPTED if min_accepted is None else min_accepted)
+        self.confidence_level = check_referral_confidence(
+            DEFAULT_REFERRAL_CONFIDENCE if confidence_level is None else confidence_level)
         self.info = dict(info or {})
         self.overwrite = overwrite
         refuse_existing(self.output_dir / CALIBRATION_FILE, overwrite=overwrite)
@@ -309,7 +316,7 @@ class CalibrationFitter(_Collector):
         if not self.labels:
             raise ValueError("calibration needs the labelled validation split")
         result = fit_calibration(self.all_logits(), torch.cat(self.labels), self.class_names, self.n_bins,
-                                 self.target_accuracy, self.min_accepted)
+                                 self.target_accuracy, self.min_accepted, self.confidence_level)
         write_calibration(result, self.output_dir, {**self.info, "n_images": len(result["labels"])},
                           overwrite=self.overwrite)
         engine.state.calibration = result

@@ -38,6 +38,7 @@ from ignite.engine import Engine, Events
 from monai.losses import FocalLoss
 
 from mednet.errors import DataError, OptionError
+from mednet.networks.classifiers import LDAM_SCALE
 
 __all__ = [
     "LOSS_NAMES",
@@ -258,16 +259,23 @@ class LDAMLoss(torch.nn.Module):
         self.drw_active = self.drw_start_epoch is not None and epoch >= self.drw_start_epoch
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``logits`` ``(B, K)``, ``target`` ``(B,)``, ``(B, 1)`` or soft ``(B, K)`` → scalar."""
-        _, probabilities = _targets(logits, target)
-        if logits.shape[1] != self.margins.numel():
-            raise ValueError(f"logits have {logits.shape[1]} classes, class counts {self.margins.numel()}")
-        shifted = self.scale * (logits - probabilities * self.margins.to(logits.dtype))
+        """``logits`` ``(B, K)``, ``target`` ``(B,)``, ``(B, 1)`` or soft ``(B, K)`` → float32 (or float64) scalar.
+
+        Computed in float32 at least, whatever the logits' dtype (AMP), as
+        :class:`mednet.losses.distillation.DistillationLoss` does: the cosine head's logits reach ``±s = ±30``, where
+        half precision's spacing is 1/64, and the margin shift ``z − s·m`` would be rounded again before the
+        cross-entropy (and the loss returned in float16).
+        """
+        z = logits if logits.dtype == torch.float64 else logits.float()
+        _, probabilities = _targets(z, target)
+        if z.shape[1] != self.margins.numel():
+            raise ValueError(f"logits have {z.shape[1]} classes, class counts {self.margins.numel()}")
+        shifted = self.scale * (z - probabilities * self.margins.to(z.dtype))
         if self.class_weight is None:
             return F.cross_entropy(shifted, probabilities)
         weight = self.class_weight.to(shifted.dtype)
         total = F.cross_entropy(shifted, probabilities, weight=weight, reduction="sum")
-        return total / (probabilities.to(weight.dtype) @ weight).sum()
+        return total / (probabilities @ weight).sum()
 
 
 def batch_false_negative_rates(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -395,12 +403,14 @@ def classification_loss(
     focal_gamma: float = 2.0,
     drw_start_epoch: int | None = None,
     augmix_jsd: bool = False,
-    ldam_logit_scale: float = 30.0,
+    ldam_logit_scale: float = LDAM_SCALE,
 ) -> torch.nn.Module:
     """The training loss selected by ``--loss`` (:data:`LOSS_NAMES`).
 
     ``ldam_logit_scale``: LDAM's s, already applied by the network's cosine head
-    (:class:`mednet.networks.classifiers.NormedLinear`); the margins are scaled by it and the loss adds no scale
+    (:class:`mednet.networks.classifiers.NormedLinear`, whose scale :func:`mednet.networks.build_classifier` sets to
+    :data:`mednet.networks.classifiers.LDAM_SCALE`, this argument's default: one constant, so the two cannot
+    disagree); the margins are scaled by it and the loss adds no scale
     (``s·cos − s·m`` = ``s(cos − m)``, the paper's loss), so evaluation sees the logits training saw.
 
     Args:

@@ -191,12 +191,14 @@ def scores_from_confusion(cm: ArrayLike, class_names: Sequence[str]) -> dict[str
 def _binned_gaps(confidence: np.ndarray, hit: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
     """Equal-width binning of ``confidence`` ``(N,)`` against outcomes ``hit`` ``(N,)`` (0/1).
 
-    Bin ``m`` (0-based) holds ``edges[m] < c <= edges[m+1]`` with ``edges = linspace(0, 1, n_bins + 1)``;
-    ``c = 0`` goes to the first bin and ``c = 1`` to the last (never to an extra bin).
+    Bin ``m`` (0-based) holds ``edges[m] < c <= edges[m+1]`` with ``edges[m] = m / n_bins`` (each the float
+    nearest to the fraction); ``c = 0`` goes to the first bin and ``c = 1`` to the last (never to an extra bin).
+    ``np.linspace(0, 1, M + 1)`` is not used: it computes ``m · (1 / M)``, which for some edges lands one float
+    below ``m / M`` (``M = 6``: 5/6), and a confidence exactly on that edge went to the upper bin.
     """
     if int(n_bins) < 1:
         raise DataError(None, f"n_bins must be a positive integer, got {n_bins}")
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    edges = np.arange(int(n_bins) + 1, dtype=np.float64) / int(n_bins)
     idx = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins)
     sum_conf = np.bincount(idx, weights=confidence, minlength=n_bins)
