@@ -14,8 +14,8 @@ def ensure_cohort(path: str, subjects: int = 6, zoom: float = 1.0, seed: int = 0
     from mednet.data.brain_demo_cohort import build_demo_cohort
 
     p = Path(path)
-    if not (p / "datalist.json").is_file():
-        build_demo_cohort(out=str(p), subjects=subjects, zoom=zoom, seed=seed)
+    if not (p / "datalist.json").is_file():  # none yet, or a build that stopped before its datalist: (re)build
+        build_demo_cohort(out=str(p), subjects=subjects, zoom=zoom, seed=seed, overwrite=True)
     return p
 
 
@@ -34,6 +34,7 @@ def brain_parser(config: str = "train", **overrides):
 
 def baseline_loader(n4: bool = False):
     """``LoadLabelledVolumed`` for the intensity baselines: the scan's own intensities ÷ brain mean (``scale``),
+    not clipped (the product clips to the brain's 0.5–99.5th percentiles; a baseline on raw intensities does not),
     without bias-field correction (the loader's default is N4) or, with ``n4``, after the product's N4.
 
     Raises ``RuntimeError`` for ``n4`` when this mednet's loader has no ``bias_correction`` option.
@@ -42,12 +43,13 @@ def baseline_loader(n4: bool = False):
 
     from mednet.data.transforms import LoadLabelledVolumed
 
-    if "bias_correction" not in inspect.signature(LoadLabelledVolumed).parameters:
+    params = inspect.signature(LoadLabelledVolumed).parameters
+    raw = {"clip_percentiles": None} if "clip_percentiles" in params else {}
+    if "bias_correction" not in params:
         if n4:
             raise RuntimeError("LoadLabelledVolumed has no bias_correction option in this mednet")
-        return LoadLabelledVolumed(intensity_normalization="scale")
-    return LoadLabelledVolumed(intensity_normalization="scale", bias_correction="n4" if n4 else "none")
-
+        return LoadLabelledVolumed(intensity_normalization="scale", **raw)
+    return LoadLabelledVolumed(intensity_normalization="scale", bias_correction="n4" if n4 else "none", **raw)
 
 
 def add_device_argument(parser) -> None:

@@ -1,7 +1,7 @@
 """Scan corruptions of graded severity for the robustness benchmark (``bench_brain_robustness.py``).
 
 Deliberately **independent of the training data generator** (``data_prep/demo_cohort.py``, MONAI
-``Rand3DElasticd`` / ``RandBiasFieldd`` / ``RandAdjustContrastd`` / ``RandGaussianNoised``) and kept out of
+``Rand3DElasticd`` / ``RandBiasField`` / ``AdjustContrast`` / ``RandRicianNoise``) and kept out of
 the ``mednet`` package so that training augmentation can never reuse it: numpy / scipy / SimpleITK only,
 different field models and a different noise model.
 
@@ -25,7 +25,8 @@ in the order an acquisition would produce them:
    (skull-stripped scan).
 
 A corruption at its neutral value (0, gamma 1, spacing ≤ native) is skipped, so ``Severity()`` returns the
-input unchanged.
+input unchanged. Each random step draws from its own stream, spawned from ``rng`` (``Generator.spawn``): leaving a
+corruption out does not change the warp, axis, field or noise the others draw.
 """
 
 from __future__ import annotations
@@ -172,12 +173,15 @@ def corrupt(image: np.ndarray, label: np.ndarray, affine: np.ndarray, severity: 
     image, label, affine = np.asarray(image, np.float32), np.asarray(label, np.uint8), np.asarray(affine, np.float64)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
     changed = False
+    # one independent stream per random step (spawning depends on no earlier draw): a subject with one corruption
+    # left out gets the same warp, axis, field and noise as with all of them
+    elastic_rng, axis_rng, bias_rng, noise_rng = rng.spawn(4)
     if severity.elastic_mm > 0:
-        disp = displacement_field(image.shape, spacing, severity.elastic_mm, rng, label > 0)
+        disp = displacement_field(image.shape, spacing, severity.elastic_mm, elastic_rng, label > 0)
         image, label = warp(image, label, disp, spacing)
         del disp
         changed = True
-    axis = severity.axis if severity.axis is not None else int(rng.integers(3))
+    axis = severity.axis if severity.axis is not None else int(axis_rng.integers(3))
     if severity.spacing_mm > spacing[axis] + 1e-6:
         image, label, affine = resample_axis(image, label, affine, axis, severity.spacing_mm)
         changed = True
@@ -186,10 +190,10 @@ def corrupt(image: np.ndarray, label: np.ndarray, affine: np.ndarray, severity: 
         image = gamma_contrast(image, brain, severity.gamma)
         changed = True
     if severity.bias > 0:
-        image = image * np.exp(smooth_log_field(image.shape, np.sqrt((affine[:3, :3] ** 2).sum(0)), severity.bias, rng, brain))
+        image = image * np.exp(smooth_log_field(image.shape, np.sqrt((affine[:3, :3] ** 2).sum(0)), severity.bias, bias_rng, brain))
         changed = True
     if severity.noise > 0:
-        image = rician_noise(image, brain, severity.noise, rng)
+        image = rician_noise(image, brain, severity.noise, noise_rng)
         changed = True
     if changed:
         floor = 0.01 * float(np.median(image[brain]))

@@ -87,6 +87,15 @@ class Level:
     name: str
     x: float
     params: dict = field(default_factory=dict)
+    #: drawn like the others, then set to its neutral value (``ablation``: every level of it draws the same
+    #: subjects, and one corruption is then left out of them)
+    left_out: str | None = None
+
+    @property
+    def deterministic(self) -> bool:
+        """The level's volumes are the same for every subject: fixed gamma only (no field, noise, warp or axis)."""
+        fixed = all(not isinstance(v, tuple) and not (isinstance(v, list) and len(v) > 1) for v in self.params.values())
+        return fixed and set(self.params) <= {"gamma"}
 
     def severity(self, subject: int, rng: np.random.Generator, zoom: float) -> Severity:
         values = {}
@@ -96,6 +105,8 @@ class Level:
             elif isinstance(v, list):
                 v = float(v[subject % len(v)])
             values[key] = float(v)
+        if self.left_out is not None:
+            values[self.left_out] = getattr(Severity(), self.left_out)  # neutral: 0, or gamma 1
         if "spacing_mm" in values:
             values["spacing_mm"] /= zoom  # the levels are for the 1 mm template
         return Severity(**values)
@@ -117,8 +128,9 @@ def levels() -> list[Level]:
                                           "spacing_mm": (2.5, 3.0), "elastic_mm": 5.0}),
     ]
     # which corruption costs most in combination: the realistic level, then without each one in turn
+    # (every ablation level draws the same subjects — see write_level_cohort — then leaves one corruption out)
     out.append(Level("ablation", "all", 1.0, dict(REALISTIC)))
-    out += [Level("ablation", name, 2.0 + i, {k: v for k, v in REALISTIC.items() if k != left_out})
+    out += [Level("ablation", name, 2.0 + i, dict(REALISTIC), left_out=left_out)
             for i, (name, left_out) in enumerate(ABLATED.items())]
     return out
 
@@ -139,11 +151,15 @@ def write_level_cohort(level: Level, index: int, template, args) -> tuple[Path, 
     folder = Path(args.out) / "cohorts" / slug
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
-    n = 1 if level.corruption == "none" else args.subjects  # the clean template is the same for every subject
+    # the clean template, and a fixed gamma, give the same volume for every subject: evaluated once
+    n = 1 if level.corruption == "none" or level.deterministic else args.subjects
     corruption_id = CORRUPTIONS.index(level.corruption) + 1 if level.corruption in CORRUPTIONS else 0
+    # ablation levels share their subjects (the same draws, one corruption then left out): their differences are
+    # the corruption's cost, not another subject's luck
+    level_key = 0 if level.corruption == "ablation" else index
     items, info = [], []
     for k in range(n):
-        rng = np.random.default_rng([args.seed, corruption_id, index, k])
+        rng = np.random.default_rng([args.seed, corruption_id, level_key, k])
         sev = level.severity(k, rng, args.zoom)
         if sev.spacing_mm:
             sev = Severity(**{**sev.as_dict(), "axis": int(rng.integers(3))})
@@ -239,9 +255,11 @@ def targets(means: list[dict], rows: list[dict]) -> list[str]:
     lines = []
     realistic = [r["fcn_mean"] for r in rows if r["corruption"] == "combined" and r["level"] == "realistic"]
     if realistic:
-        worst = min(realistic)
-        lines.append(f"lowest FCN mean Dice at realistic combined severity: {worst:.3f} over {len(realistic)} subject(s) "
-                     f"(target >= {TARGET_REALISTIC:.2f}) -> {'MET' if worst >= TARGET_REALISTIC else 'NOT MET'}")
+        # the target is the level's mean Dice (as the docs' table reports it); the worst subject is shown beside it
+        mean = float(np.mean(realistic))
+        lines.append(f"FCN mean Dice at realistic combined severity: {mean:.3f} over {len(realistic)} subject(s), worst "
+                     f"subject {min(realistic):.3f} (target >= {TARGET_REALISTIC:.2f}) -> "
+                     f"{'MET' if mean >= TARGET_REALISTIC else 'NOT MET'}")
     else:
         lines.append("realistic combined severity not run (add 'combined' to --corruptions)")
     worst = min(means, key=lambda m: m["margin_gmm"])
@@ -396,7 +414,7 @@ def main() -> None:
           f"Checkpoint `{ckpt}` (settings {json.dumps(settings)}); template zoom {args.zoom}; "
           f"{args.subjects} subject(s) per level (the clean template once); seed {args.seed}; {minutes:.1f} min.",
           "Generator: `benchmarks/_corruptions.py` (independent of `data_prep/demo_cohort.py`). FCN = the bundle's "
-          "`evaluate.json`, whole-volume protocol; GMM = 3-class Gaussian mixture on the raw brain intensities; "
+          "`evaluate.json`, whole-volume protocol; GMM = 3-class Gaussian mixture on the raw (unclipped) brain intensities; "
           "GMM+N4 = the same after the product's N4 bias correction" + ("" if n4 else " (not available in this mednet)")
           + ". Dice values are means over subjects of per-volume Dice; FCN min = the worst subject.", "",
           table, "", *[f"* {c}" for c in checks], "", "![robustness](robustness.png)", ""]

@@ -103,13 +103,44 @@ def test_robustness_ablation_levels_leave_out_one_realistic_corruption_each():
     realistic = next(lv for lv in levels if lv.corruption == "combined" and lv.name == "realistic")
     ablation = [lv for lv in levels if lv.corruption == "ablation"]
     assert realistic.params == bench.REALISTIC and ablation[0].params == bench.REALISTIC
-    left_out = [set(bench.REALISTIC) - set(lv.params) for lv in ablation[1:]]
-    assert left_out == [{k} for k in bench.ABLATED.values()] and len(left_out) == 5
+    assert all(lv.params == bench.REALISTIC for lv in ablation)
+    assert [lv.left_out for lv in ablation[1:]] == list(bench.ABLATED.values()) and len(ablation) == 6
     # opt-in, and appended last: the levels (and so the seeds) of the default benchmark do not move
     assert "ablation" not in bench.DEFAULT_CORRUPTIONS
     assert all(lv.corruption != "ablation" for lv in levels[: len(levels) - len(ablation)])
     severity = ablation[3].severity(0, np.random.default_rng(0), zoom=1.0)  # "-noise"
     assert severity.noise == 0 and severity.bias == 0.4 and 1.6 <= severity.spacing_mm <= 2.0
+
+
+def test_robustness_ablation_levels_share_their_subjects(corruptions):
+    """Every ablation level draws the same subject (parameters, axis, warp, field, noise) and leaves one corruption
+    out: the differences between levels are that corruption's cost, not another draw. Before, each level had its
+    own seed and "all" drew gamma 0.94 where "-bias" drew 0.64."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_brain_robustness as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    ablation = [lv for lv in bench.levels() if lv.corruption == "ablation"]
+    image, label = _three_tissue_volume(noise=0.0)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    results = {}
+    for lv in ablation:
+        rng = np.random.default_rng([7000, bench.CORRUPTIONS.index("ablation") + 1, 0, 0])  # as write_level_cohort
+        sev = lv.severity(0, rng, zoom=1.0)
+        results[lv.name] = (sev, corruptions.corrupt(image, label, affine, sev, rng))
+    full, (img, lab, aff) = results["all"]
+    for lv in ablation[1:]:
+        sev, (img2, lab2, aff2) = results[lv.name]
+        for key in bench.REALISTIC:
+            expected = getattr(corruptions.Severity(), key) if key == lv.left_out else getattr(full, key)
+            assert getattr(sev, key) == expected, (lv.name, key)
+        if lv.left_out not in ("spacing_mm", "elastic_mm"):  # same geometry and warp: the same label map
+            np.testing.assert_array_equal(lab2, lab)
+            np.testing.assert_array_equal(aff2, aff)
+        if lv.left_out == "noise":  # the same field and warp: only the noise differs
+            brain = lab > 0
+            assert np.corrcoef(img[brain], img2[brain])[0, 1] > 0.95
 
 
 def test_bench_3d_training_crops_are_class_balanced_brain_only_targets(tiny_cohort):

@@ -119,16 +119,19 @@ def test_demo_cohort_resampling_keeps_labels_on_the_image(index: int) -> None:
 
     t = load_mni152_template(zoom=0.5)
 
-    def centroids(label: np.ndarray, affine: np.ndarray) -> np.ndarray:
-        return np.stack([(affine @ np.r_[np.argwhere(label == c).mean(0), 1])[:3] for c in (1, 2, 3)])
+    def centroids(label: np.ndarray, affine: np.ndarray) -> np.ndarray:  # brain, CSF, GM, WM (world mm)
+        return np.stack([(affine @ np.r_[np.argwhere(np.isin(label, c)).mean(0), 1])[:3]
+                         for c in ((1, 2, 3), (1,), (2,), (3,))])
 
     data = {k: MetaTensor(torch.from_numpy(v[None].astype(np.float32)), affine=torch.as_tensor(t.affine))
             for k, v in (("image", t.t1), ("label", t.label))}
     out = _geometry(index, zoom=0.5)(data)
     affine = np.asarray(out["label"].affine, dtype=float)
-    shift = np.abs(centroids(np.rint(out["label"][0].numpy()), affine) - centroids(t.label, t.affine))
     voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    assert np.all(shift < 0.15 * voxel), f"labels shifted by {shift.round(2)} mm (voxel {voxel.round(2)} mm)"
+    shift = np.abs(centroids(np.rint(out["label"][0].numpy()), affine) - centroids(t.label, t.affine)) / voxel
+    # a half-voxel shift moves the whole brain by 0.5 voxel; thin CSF moves by up to ≈ 0.4 of these coarse
+    # (2–4 mm) voxels by nearest-neighbour sampling alone, so it gets a looser bound
+    assert np.all(shift[[0, 2, 3]] < 0.15) and np.all(shift[1] < 0.45), f"labels shifted by {shift.round(2)} voxels"
 
 
 def test_slice_cli(tiny_cohort: Path, tmp_path: Path) -> None:
@@ -300,13 +303,21 @@ def test_demos_refuse_to_reuse_data_made_with_other_options(tmp_path: Path) -> N
 
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    (cohort / "cohort.csv").write_text("subject,split,seed\n" + "".join(f"sub-{i:03d},training,{2000 + i}\n"
-                                                                       for i in range(6)), encoding="utf-8")
+    from mednet.data.brain_demo_cohort import GENERATOR
+
+    (cohort / "cohort.csv").write_text("subject,split,seed,generator\n" + "".join(
+        f"sub-{i:03d},training,2,{GENERATOR}\n" for i in range(6)), encoding="utf-8")
     _check_reused_cohort(cohort, subjects=6, seed=2)
     with pytest.raises(OptionError) as err:
         _check_reused_cohort(cohort, subjects=4, seed=0)
     assert set(err.value.problems) == {"--subjects", "--seed"}
     assert "was built with --subjects 6; pass --subjects 6 to reuse it" in str(err.value)
+    # a cohort an earlier generator made (seed column 1000 · seed + i, no generator) holds other subjects
+    (cohort / "cohort.csv").write_text("subject,split,seed\n" + "".join(f"sub-{i:03d},training,{2000 + i}\n"
+                                                                       for i in range(6)), encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(str(cohort / "cohort.csv")) + ": this demo cohort was made by an "
+                                        "earlier mednet"):
+        _check_reused_cohort(cohort, subjects=6, seed=2)
 
     synthetic = tmp_path / "synthetic"
     synthetic.mkdir()

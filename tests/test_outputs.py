@@ -363,6 +363,16 @@ def test_a_run_with_work_after_training_is_finished_only_by_its_last_step(tmp_pa
     assert gone() is None
 
 
+def _kill_after(trainer: Engine, stop_after: int | None) -> None:
+    """Make ``trainer``'s process "die" (KeyboardInterrupt) after epoch ``stop_after``. Attach it after the
+    checkpoint saver, so that this epoch's checkpoint_last.pt is written first."""
+    if stop_after is not None:
+        @trainer.on(Events.EPOCH_COMPLETED)
+        def _kill(engine: Engine) -> None:
+            if engine.state.epoch == stop_after:
+                raise KeyboardInterrupt
+
+
 def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_training(tmp_path: Path) -> None:
     """checkpoint_last.pt after 2 of 4 epochs: the next run trains epochs 3-4 only. A run that trained every epoch
     but stopped before finished.json (the dermoscopy bundle's calibration step) trains nothing and can be
@@ -378,11 +388,7 @@ def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_trai
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
         AtomicCheckpointSaver(tmp_path, {"network": net}, evaluator=evaluator, key_metric_name="val_dice",
                               mark_finished=False, resume_dict={"network": net}).attach(trainer)
-        if stop_after is not None:
-            @trainer.on(Events.EPOCH_COMPLETED)  # attached after the saver: this epoch's checkpoint_last.pt is written
-            def _kill(engine: Engine) -> None:
-                if engine.state.epoch == stop_after:
-                    raise KeyboardInterrupt  # the process "dies"
+        _kill_after(trainer, stop_after)
         try:
             trainer.run([0])
         except KeyboardInterrupt:
@@ -402,6 +408,25 @@ def test_resume_continues_an_interrupted_run_and_finishes_one_stopped_after_trai
         attempt(stop_after=None)
 
 
+def _run_killable(folder: Path, process, data, resume_dict: dict, stop_after: int | None) -> list:
+    """A 4-epoch resumable Ignite run of ``process`` over ``data`` (one iteration per epoch) with the product's
+    checkpoint saver; raises the process's "death" after epoch ``stop_after``. Returns each iteration's output."""
+    from mednet.engines.checkpoints import AtomicCheckpointSaver
+
+    trainer = Engine(process)
+    trainer.state.max_epochs, trainer.state.epoch_length = 4, 1  # as MONAI's trainers set them at construction
+    outputs: list = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    AtomicCheckpointSaver(folder, {"network": resume_dict["network"]}, mark_finished=False,
+                          resume_dict=resume_dict).attach(trainer)
+    _kill_after(trainer, stop_after)
+    try:
+        trainer.run(data)
+    except KeyboardInterrupt:
+        pass
+    return outputs
+
+
 @pytest.mark.parametrize("sampling", ["shuffle", "weighted"])
 def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: Path, sampling: str) -> None:
     """The bundles seed the global random states once per run (set_determinism at initialize): a resumed run drew
@@ -410,28 +435,12 @@ def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: 
     builds it: with a generator of its own it would replay its draws)."""
     from monai.utils import set_determinism
 
-    from mednet.engines.checkpoints import AtomicCheckpointSaver
-
     def attempt(folder: Path, stop_after: int | None) -> list[list[int]]:
         set_determinism(seed=0)  # what every bundle run does first
         net = torch.nn.Linear(2, 1)
         sampler = torch.utils.data.WeightedRandomSampler(torch.linspace(1, 2, 12), 12) if sampling == "weighted" else None
         loader = torch.utils.data.DataLoader(list(range(12)), batch_size=12, shuffle=sampler is None, sampler=sampler)
-        trainer = Engine(lambda engine, batch: batch.tolist())
-        trainer.state.max_epochs, trainer.state.epoch_length = 4, 1  # as MONAI's trainers set them at construction
-        orders: list[list[int]] = []
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: orders.append(e.state.output))
-        AtomicCheckpointSaver(folder, {"network": net}, mark_finished=False,
-                              resume_dict={"network": net}).attach(trainer)
-        if stop_after is not None:
-            @trainer.on(Events.EPOCH_COMPLETED)
-            def _kill(engine: Engine) -> None:
-                if engine.state.epoch == stop_after:
-                    raise KeyboardInterrupt
-        try:
-            trainer.run(loader)
-        except KeyboardInterrupt:
-            pass
+        orders = _run_killable(folder, lambda engine, batch: batch.tolist(), loader, {"network": net}, stop_after)
         set_determinism(seed=None)
         return orders
 
@@ -439,6 +448,31 @@ def test_a_resumed_run_draws_the_shuffling_an_uninterrupted_run_would(tmp_path: 
     assert len({tuple(o) for o in uninterrupted}) == 4  # four different orders
     assert attempt(tmp_path / "b", stop_after=2) == uninterrupted[:2]
     assert attempt(tmp_path / "b", stop_after=None) == uninterrupted[2:]  # resumed: epochs 3-4 as uninterrupted
+
+
+def test_a_resumed_run_draws_the_augmentation_an_uninterrupted_run_would(tmp_path: Path) -> None:
+    """The brain bundle's batch augmentation has a generator of its own (not the global states): as one of the
+    resume objects its state is saved with every epoch, so a resumed run's epoch 3 is augmented as an uninterrupted
+    run's epoch 3, not as epoch 1 again. The state is tensors only (checkpoint_last.pt loads weights_only)."""
+    from mednet.data.augment import TissuePatchAugmentation
+
+    image = torch.rand(8, 1, 16, 16) + 0.1
+    label = torch.ones(8, 1, 16, 16, dtype=torch.long)
+
+    def attempt(folder: Path, stop_after: int | None) -> list[torch.Tensor]:
+        augmentation = TissuePatchAugmentation(noise_prob=1.0, blur_prob=0.5, bias_prob=0.5, seed=3)
+        return _run_killable(folder, lambda engine, batch: augmentation(image, label), [0],
+                             {"network": torch.nn.Linear(2, 1), "patch_augmentation": augmentation}, stop_after)
+
+    uninterrupted = attempt(tmp_path / "a", None)
+    assert not torch.equal(uninterrupted[0], uninterrupted[2])  # the epochs draw differently
+    first = attempt(tmp_path / "b", stop_after=2)
+    resumed = attempt(tmp_path / "b", stop_after=None)
+    assert len(first) == len(resumed) == 2
+    for got, want in zip(first + resumed, uninterrupted):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    state = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)["patch_augmentation"]
+    assert set(state) == {"cpu"} and state["cpu"].dtype == torch.uint8
 
 
 def test_a_run_killed_after_an_improving_validation_keeps_the_best_model_of_the_epochs_it_resumes(

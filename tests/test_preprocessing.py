@@ -145,7 +145,7 @@ def test_patch_augmentation_keeps_background_and_is_reproducible() -> None:
 
 
 def test_demo_cohort_varies_widely_and_tests_on_a_harder_subject(tiny_cohort: Path) -> None:
-    from mednet.data.brain_demo_cohort import VARIATION
+    from mednet.data.brain_demo_cohort import GENERATOR, TEST_FIELD_MARGIN, VARIATION
 
     rows = list(csv.DictReader(open(tiny_cohort / "cohort.csv")))
     train = [r for r in rows if r["split"] != "test"]
@@ -154,11 +154,74 @@ def test_demo_cohort_varies_widely_and_tests_on_a_harder_subject(tiny_cohort: Pa
         lo, hi = VARIATION["test" if r["split"] == "test" else "training"]["bias_coeff"]
         assert lo <= float(r["bias_coeff_max"]) <= hi
         assert 0.6 <= float(r["gamma"]) <= 1.6 and 0 <= float(r["noise_pct_of_median"]) <= 6
-    assert float(test["bias_field_range"]) > max(float(r["bias_field_range"]) for r in train)
+    # the field as it is in the image (after gamma), at least TEST_FIELD_MARGIN × the widest training field
+    # (the CSV rounds to 3 decimals)
+    assert float(test["bias_field_range"]) >= TEST_FIELD_MARGIN * max(float(r["bias_field_range"]) for r in train) - 2e-3
+    assert {r["generator"] for r in rows} == {GENERATOR} and {r["seed"] for r in rows} == {"1"}
     assert float(test["noise_pct_of_median"]) >= max(float(r["noise_pct_of_median"]) for r in train)
-    assert abs(float(test["gamma"]) - 1) >= 0.45
+    g = float(test["gamma"])  # an end of the range: 0.6–0.7 or 1.45–1.6
+    assert 0.6 <= g <= 0.7 or 1.45 <= g <= 1.6
     spacings = [max(map(float, r["spacing_mm"].split("x"))) / min(map(float, r["spacing_mm"].split("x"))) for r in rows]
     assert max(spacings) > 1.3  # some subject is clearly anisotropic
+
+
+def test_demo_cohort_test_field_is_wider_by_construction() -> None:
+    """The test subject's guarantee does not depend on the draw: a weak drawn field is scaled up to the floor (its
+    shape kept), a field already wider is left alone, and gamma comes first, so the range measured is the range
+    in the image. Checked on many seeds through the cohort's own intensity step."""
+    from monai.data import MetaTensor
+
+    from mednet.data.brain_demo_cohort import _vary_intensity, field_log_range
+
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, 24),) * 3, indexing="ij")
+    brain = x**2 + y**2 + z**2 < 0.8
+    image = MetaTensor(torch.from_numpy(np.where(brain, 100.0, 0.0).astype(np.float32)[None]))
+    draw = {"bias_coeff": 0.3, "gamma": 0.6, "noise": 0.0}
+    for seed in range(20):
+        free, free_range = _vary_intensity(image, brain, draw, bias_seed=seed, noise_seed=0)
+        floor = np.log(free_range) * 1.5
+        forced, forced_range = _vary_intensity(image, brain, draw, bias_seed=seed, noise_seed=0, min_log_range=floor)
+        assert np.log(forced_range) == pytest.approx(floor, rel=1e-6)
+        # the field is what multiplies the (constant-brain) image: its range in the image is the recorded one
+        ratio = forced.array[0][brain] / 100.0
+        assert np.log(np.percentile(ratio, 99.5) / np.percentile(ratio, 0.5)) == pytest.approx(floor, rel=1e-3)
+        # same shape, only stronger: log-fields proportional
+        lf, lg = np.log(free.array[0][brain] / 100.0), np.log(forced.array[0][brain] / 100.0)
+        assert np.corrcoef(lf, lg)[0, 1] > 0.9999
+        _, kept_range = _vary_intensity(image, brain, draw, bias_seed=seed, noise_seed=0, min_log_range=0.01)
+        assert kept_range == pytest.approx(free_range)
+    assert field_log_range(np.where(brain, x, 0.0), brain) == pytest.approx(
+        np.percentile(x[brain], 99.5) - np.percentile(x[brain], 0.5))
+
+
+def test_demo_cohort_subjects_draw_from_independent_streams() -> None:
+    """No subject's stream is another's (the old ``seed·1000 + i`` / ``+ 1`` scheme gave subject i's noise the
+    seed of subject i+1's warp, and the warp and the bias field the same uniforms)."""
+    from mednet.data.brain_demo_cohort import _monai_seed, subject_streams
+
+    seeds = [_monai_seed(s) for seed in (0, 1) for i in range(12) for s in subject_streams(seed, i).values()]
+    assert len(set(seeds)) == len(seeds)
+    assert [_monai_seed(s) for s in subject_streams(3, 2).values()] == \
+        [_monai_seed(s) for s in subject_streams(3, 2).values()]  # reproducible
+
+
+def test_zoomed_template_affine_matches_the_resampling() -> None:
+    """``ndimage.zoom`` maps corner voxels onto corner voxels: the zoomed template's affine puts its last voxel
+    where the full template's last voxel is (1/zoom would misplace it by up to 2 mm at zoom 0.5)."""
+    from mednet.data.mni import load_mni152_template
+
+    full, half = load_mni152_template(), load_mni152_template(zoom=0.5)
+    for corner in ((0, 0, 0), tuple(n - 1 for n in full.t1.shape)):
+        scaled = tuple(0 if c == 0 else m - 1 for c, m in zip(corner, half.t1.shape))
+        np.testing.assert_allclose(half.affine @ (*scaled, 1), full.affine @ (*corner, 1), atol=1e-6)
+
+
+def test_preprocessing_description_names_the_clip() -> None:
+    from mednet.data.transforms import describe_preprocessing
+
+    assert "clipped to the brain's 0.5-99.5th percentiles" in describe_preprocessing("n4", "histogram")
+    assert "clipped to the brain's 1-99th percentiles" in describe_preprocessing("n4", "histogram", clip_percentiles=(1, 99))
+    assert "not clipped" in describe_preprocessing("none", None, clip_percentiles=None)
 
 
 def test_float_residue_in_the_background_is_background(template, tmp_path: Path) -> None:

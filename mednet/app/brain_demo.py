@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mednet.errors import OptionError
-from mednet.data.brain_demo_cohort import build_demo_cohort
+from mednet.errors import DataError, OptionError
+from mednet.data.brain_demo_cohort import GENERATOR, build_demo_cohort
 from mednet.data.patch_files import write_patches
 from mednet.app.bundles import run_bundle
 from mednet.data.transforms import describe_preprocessing
@@ -34,9 +34,14 @@ def _check_reused_cohort(cohort: Path, subjects: int, seed: int) -> None:
         return
     with open(record, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
+    generator = rows[0].get("generator") if rows else None
+    if rows and generator != GENERATOR:
+        raise DataError(record, f"this demo cohort was made by {'an earlier mednet' if generator is None else generator}"
+                                f", not by this mednet's generator ({GENERATOR}): its subjects differ from what "
+                                "--seed gives now; choose another --out or delete the cohort folder")
     built = {"--subjects": len(rows)}
     if rows and str(rows[0].get("seed", "")).lstrip("-").isdigit():
-        built["--seed"] = int(rows[0]["seed"]) // 1000  # subject i has seed 1000 · seed + i
+        built["--seed"] = int(rows[0]["seed"])
     wanted = {"--subjects": int(subjects), "--seed": int(seed)}
     differ = {k: f"the demo cohort in {cohort} was built with {k} {built[k]}; pass {k} {built[k]} to reuse it, or "
                  f"choose another --out" for k in built if built[k] != wanted[k]}

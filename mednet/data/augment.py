@@ -77,6 +77,22 @@ class TissuePatchAugmentation:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The random state of each device's generator (``{device: uint8 tensor}``), saved with every epoch of a
+        resumable run (``resume_objects``): a resumed run then draws the augmentation an uninterrupted run would,
+        instead of starting again from ``seed``. Tensors only, so the checkpoint loads with ``weights_only=True``."""
+        return {key: g.get_state() for key, g in self._generators.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`. A device this machine does not have (a CUDA state resumed on a CPU-only
+        machine) is skipped: its generator starts again from ``seed``, as the draws on another device would differ
+        anyway."""
+        for key, value in state.items():
+            device = torch.device(key)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                continue
+            self._generator(device).set_state(torch.as_tensor(value, dtype=torch.uint8).cpu())
+
     def _uniform(self, n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
 

@@ -10,22 +10,29 @@ subject's draws):
 * spatial, to image and label together: one resampling combining an affine (rotation ±8°, scale ±8 %,
   translation ±5 voxels) and an elastic deformation (:class:`~monai.transforms.Rand3DElasticd`, magnitude
   80–160, sigma 8–10 voxels);
-* intensity, to the image only, in acquisition order: a bias field (:class:`~monai.transforms.RandBiasFieldd`,
-  degree 3, coefficients up to 0.4 — the brain's brightest part up to ≈ 2× its darkest), a gamma contrast change
-  (0.6–1.6) and Rician noise of up to 5 % of the brain's median intensity
-  (:class:`~monai.transforms.RandRicianNoised`); the image is then re-masked so that background stays exactly 0
-  (a skull-stripped scan);
+* intensity, to the image only, in acquisition order: a gamma contrast change (0.6–1.6; the sequence's tissue
+  contrast), a bias field (:class:`~monai.transforms.RandBiasField`, degree 3, coefficients up to 0.4; the receive
+  coil's profile, multiplying whatever contrast the sequence produced) and Rician noise of up to 5 % of the
+  brain's median intensity (:class:`~monai.transforms.RandRicianNoise`; thermal noise of the magnitude image); the
+  image is then re-masked so that background stays exactly 0 (a skull-stripped scan);
 * geometry, so every later step runs off the template grid: subject ``i % 3 == 1`` is resampled to anisotropic
   voxels, 1.3–2.0 mm along one random axis and 0.9–1.2 mm along the others; subject ``i % 3 == 2`` to a
   256×128×256 grid stored in LPS orientation (0.77 × 1.82 × 0.74 mm, the course exercise's shape).
 
-Test subjects are **harder** than the training subjects: bias coefficients 0.4–0.5, gamma at the ends of the
-range (0.6–0.7 or 1.45–1.6) and 5–6 % noise — at or beyond the edge of what training saw.
+Test subjects are **harder** than the training subjects, by construction: gamma at the ends of the range (0.6–0.7
+or 1.45–1.6), 5–6 % noise (training: up to 5 %), and a bias field whose realised range inside the brain (99.5th
+over 0.5th percentile of the field) is at least ``TEST_FIELD_MARGIN`` × the largest of the training and
+validation subjects' (coefficients drawn up to 0.4–0.5, then the log-field scaled up if it falls short). The
+field is measured as it ends up in the image, after gamma, so the guarantee holds for what the network sees.
+
+Every subject draws from its own random streams (``numpy.random.SeedSequence([seed, i])``, spawned once per
+step: spatial, geometry, intensity draws, bias field, noise), so subjects and steps are independent and a change
+to one step's draws moves no other.
 
 Writes ``images/sub-XXX.nii.gz`` (float32), ``labels/sub-XXX.nii.gz`` (uint8), ``datalist.json``
 (training / validation / test, by subject) and ``cohort.csv`` (one row per subject: split, shape, spacing,
-orientation, seed, drawn bias coefficient bound and realised field range, gamma, noise). The same seed gives the
-same volumes.
+orientation, the cohort's seed and generator, drawn bias coefficient bound and realised field range, gamma,
+noise). The same seed gives the same volumes.
 """
 
 from __future__ import annotations
@@ -57,7 +64,8 @@ from mednet.errors import DataError, OptionError
 from mednet.data.mni import load_mni152_template
 from mednet.io import atomic_path
 
-__all__ = ["build_demo_cohort", "split_subjects", "VARIATION"]
+__all__ = ["build_demo_cohort", "split_subjects", "subject_streams", "field_log_range", "VARIATION",
+           "TEST_FIELD_MARGIN", "GENERATOR"]
 
 _KEYS = ("image", "label")
 
@@ -79,6 +87,28 @@ VARIATION = {
     "training": {"bias_coeff": (0.0, 0.4), "gamma": ((0.6, 1.6),), "noise": (0.0, 0.05)},
     "test": {"bias_coeff": (0.4, 0.5), "gamma": ((0.6, 0.7), (1.45, 1.6)), "noise": (0.05, 0.06)},
 }
+
+
+#: the test subjects' bias field spans at least this multiple of the widest training/validation field's range
+TEST_FIELD_MARGIN = 1.15
+#: written into ``cohort.csv``: a cohort from another generator is not reused as if it were this one's
+GENERATOR = "mednet-demo-cohort-2"
+#: the independent random streams of one subject, in spawn order
+_STREAMS = ("spatial", "geometry", "draw", "bias", "noise")
+
+
+def subject_streams(seed: int, index: int) -> dict[str, np.random.SeedSequence]:
+    """Subject ``index``'s independent random streams (:data:`_STREAMS`), from ``SeedSequence([seed, index])``.
+
+    Spawned, not ``seed + k``: seeds made by arithmetic collide between subjects (subject ``i``'s ``seed + 1`` is
+    subject ``i + 1``'s ``seed``) and between transforms sharing one seed draw the same uniforms.
+    """
+    return dict(zip(_STREAMS, np.random.SeedSequence([int(seed), int(index)]).spawn(len(_STREAMS))))
+
+
+def _monai_seed(stream: np.random.SeedSequence) -> int:
+    """A 32-bit seed for a MONAI transform's ``set_random_state`` from ``stream``."""
+    return int(stream.generate_state(1, dtype=np.uint32)[0])
 
 
 def _spatial(seed: int) -> Rand3DElasticd:
@@ -105,19 +135,34 @@ def _draw_intensity(rng: np.random.Generator, split: str) -> dict[str, float]:
             "noise": float(rng.uniform(*v["noise"]))}
 
 
-def _vary_intensity(image: MetaTensor, brain: np.ndarray, draw: dict[str, float], seed: int) -> tuple[MetaTensor, float]:
-    """Bias field, gamma, then Rician noise (MONAI transforms); returns the image and the realised field range."""
-    bias = RandBiasField(degree=3, coeff_range=(0.0, draw["bias_coeff"]), prob=1.0)
-    bias.set_random_state(seed=seed)
-    before = image
-    image = bias(image)
-    ratio = (image.array[0][brain] / np.maximum(before.array[0][brain], 1e-6))
-    field_range = float(np.percentile(ratio, 99.5) / max(np.percentile(ratio, 0.5), 1e-6))
+def field_log_range(log_field: np.ndarray, brain: np.ndarray) -> float:
+    """``ln`` of the field's range inside ``brain``: 99.5th minus 0.5th percentile of ``log_field[brain]``
+    (percentiles, so that a few voxels at the brain's edge do not decide it)."""
+    lo, hi = np.percentile(log_field[brain], [0.5, 99.5])
+    return float(hi - lo)
+
+
+def _vary_intensity(image: MetaTensor, brain: np.ndarray, draw: dict[str, float], bias_seed: int, noise_seed: int,
+                    min_log_range: float | None = None) -> tuple[MetaTensor, float]:
+    """Gamma, bias field, then Rician noise (MONAI transforms); returns the image and the realised field range.
+
+    ``min_log_range``: the field's log-range inside the brain (:func:`field_log_range`) is scaled up to at least
+    this (the test subjects' guarantee); the field's shape is kept.
+    """
     image = AdjustContrast(gamma=draw["gamma"])(image)
+    bias = RandBiasField(degree=3, coeff_range=(0.0, draw["bias_coeff"]), prob=1.0)
+    bias.set_random_state(seed=bias_seed)
+    # the field itself (MONAI multiplies the image by exp(field)): applied to ones, the output is exp(field)
+    log_field = np.log(np.asarray(bias(np.ones((1, *brain.shape), np.float32)))[0].astype(np.float64))
+    log_range = field_log_range(log_field, brain)
+    if min_log_range is not None and log_range < min_log_range:
+        log_field *= min_log_range / max(log_range, 1e-12)
+        log_range = field_log_range(log_field, brain)
+    image = image * torch.from_numpy(np.exp(log_field)[None].astype(np.float32))
     sigma = draw["noise"] * float(np.median(image.array[0][brain]))
     noise = RandRicianNoise(prob=1.0, std=sigma, relative=False, sample_std=False)
-    noise.set_random_state(seed=seed + 1)
-    return noise(image), field_range
+    noise.set_random_state(seed=noise_seed)
+    return noise(image), float(np.exp(log_range))
 
 
 def _geometry(index: int, zoom: float, rng: np.random.Generator | None = None) -> Compose | None:
@@ -221,22 +266,27 @@ def build_demo_cohort(
     split_of = {i: s for s, idx in splits.items() for i in idx}
     items: dict[str, list[dict[str, str]]] = {s: [] for s in splits}
     rows = []
+    widest = 0.0  # the widest realised log field range of the training/validation subjects so far
     for i in range(int(subjects)):
         t0 = time.perf_counter()
-        sub_seed = int(seed) * 1000 + i
+        streams = subject_streams(seed, i)
         data = {
             "image": MetaTensor(torch.from_numpy(template.t1[None].copy()), affine=torch.as_tensor(template.affine)),
             "label": MetaTensor(torch.from_numpy(template.label[None].astype(np.float32)), affine=torch.as_tensor(template.affine)),
         }
-        rng = np.random.default_rng(sub_seed)
-        data = _spatial(sub_seed)(data)
-        geometry = _geometry(i, zoom, rng)
+        data = _spatial(_monai_seed(streams["spatial"]))(data)
+        geometry = _geometry(i, zoom, np.random.default_rng(streams["geometry"]))
         if geometry is not None:
             data = geometry(data)
         label = np.rint(data["label"].array[0]).astype(np.uint8)
         brain = label > 0
-        draw = _draw_intensity(rng, split_of[i])
-        varied, field_range = _vary_intensity(data["image"], brain, draw, sub_seed)
+        draw = _draw_intensity(np.random.default_rng(streams["draw"]), split_of[i])
+        # test subjects come last (split_subjects), so every training/validation field is known by then
+        floor = math.log(TEST_FIELD_MARGIN) + widest if split_of[i] == "test" else None
+        varied, field_range = _vary_intensity(data["image"], brain, draw, _monai_seed(streams["bias"]),
+                                              _monai_seed(streams["noise"]), min_log_range=floor)
+        if split_of[i] != "test":
+            widest = max(widest, math.log(field_range))
         # re-mask after the intensity changes: a skull-stripped scan has background exactly 0
         image = np.where(brain, np.maximum(varied.array[0], 1.0), 0.0).astype(np.float32)
         affine = np.asarray(data["image"].affine, dtype=np.float64)
@@ -255,7 +305,8 @@ def build_demo_cohort(
                 "shape": "x".join(map(str, label.shape)),
                 "spacing_mm": "x".join(f"{s:.3g}" for s in spacing),
                 "orientation": "".join(nib.aff2axcodes(affine)),
-                "seed": sub_seed,
+                "seed": int(seed),
+                "generator": GENERATOR,
                 "bias_coeff_max": round(draw["bias_coeff"], 3),
                 "bias_field_range": round(field_range, 3),
                 "gamma": round(draw["gamma"], 3),

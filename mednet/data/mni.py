@@ -72,8 +72,13 @@ def load_mni152_template(zoom: float = 1.0) -> MNI152Template:
     wm = imgs["wm"].get_fdata(dtype=np.float32) / 255.0
     affine = imgs["t1"].affine.copy()
     if zoom != 1.0:
+        shape = t1.shape
         t1, gm, wm = (ndimage.zoom(a, zoom, order=1) for a in (t1, gm, wm))
-        affine[:3, :3] = affine[:3, :3] / zoom
+        # ndimage.zoom maps the first and last voxels onto the first and last (grid_mode=False): output voxel j
+        # samples input voxel j · (n − 1) / (m − 1), so that is the new voxel size in input voxels, not 1 / zoom
+        # (at zoom 0.5 the difference reaches 2 mm at the far end of the volume); voxel 0 stays where it was
+        step = np.array([(n - 1) / max(m - 1, 1) for n, m in zip(shape, t1.shape)])
+        affine[:3, :3] = affine[:3, :3] * step[None, :]
     label = mni152_tissue_labels(gm, wm)
     brain = label > 0
     # a few brain voxels are 0 in the T1; keep them distinguishable from background

@@ -110,10 +110,12 @@ class LoadLabelledVolumed(MapTransform):
         return d
 
 
-def describe_preprocessing(bias_correction: str, intensity_normalization: str | None, views: object = None) -> str:
+def describe_preprocessing(bias_correction: str, intensity_normalization: str | None, views: object = None,
+                           clip_percentiles: tuple[float, float] | None = (0.5, 99.5)) -> str:
     """One line for reports: the preprocessing :class:`LoadLabelledVolumed` applied with these settings."""
-    steps = ["brain mask (mask file, else non-zero voxels; scans that are not skull-stripped refused)",
-             "clipped to the brain's 0.5-99.5th percentiles",
+    clip = (f"clipped to the brain's {clip_percentiles[0]:g}-{clip_percentiles[1]:g}th percentiles"
+            if clip_percentiles is not None else "not clipped")
+    steps = ["brain mask (mask file, else non-zero voxels; scans that are not skull-stripped refused)", clip,
              "N4 bias-field correction inside the mask" if bias_correction == "n4" else "no bias-field correction",
              f"{intensity_normalization} intensity normalisation over the mask" if intensity_normalization else "no intensity normalisation"]
     if views is not None:

@@ -146,9 +146,11 @@ class AtomicCheckpointSaver:
             the objects are loaded, the trainer starts at the next epoch (Ignite resumes a state with epochs
             left), and the best model so far is kept. The global random states (torch, CUDA, NumPy, Python) are
             saved with each epoch and restored when the resumed run starts: the bundle seeds them once, at the
-            start of every run, so without this a resumed run drew epoch 1's shuffling again. Transforms with a
-            random state of their own (augmentation) start again from their seed, so a resumed run is equivalent,
-            not bit-identical, to an uninterrupted one. A run that
+            start of every run, so without this a resumed run drew epoch 1's shuffling again. A transform with a
+            random state of its own continues its stream when it is one of the resume objects (the brain bundle's
+            batch augmentation, :meth:`~mednet.data.augment.TissuePatchAugmentation.state_dict`); others (the
+            dermoscopy bundle's per-image transforms, in data-loader workers) start again from their seed, so such a
+            resumed run is equivalent, not bit-identical, to an uninterrupted one. A run that
             trained every epoch but has no ``finished.json`` (stopped in a step after training) trains nothing
             and goes on to those steps; a finished run is refused.
 
