@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -10,12 +11,31 @@ sys.path.insert(0, str(REPO))
 
 
 def ensure_cohort(path: str, subjects: int = 6, zoom: float = 1.0, seed: int = 0) -> Path:
-    """``path`` if it holds a datalist, else build a demo cohort there."""
-    from mednet.data.brain_demo_cohort import build_demo_cohort
+    """``path`` if it holds a datalist, else build a demo cohort there.
+
+    A demo cohort (one with ``cohort.csv``) made by another generator than this mednet's is refused: its subjects
+    are not what ``seed`` gives now. A folder without a datalist is built into only when it is empty or holds
+    nothing but a cohort build that stopped before its datalist (``images/``, ``labels/``, ``cohort.csv``);
+    anything else there is refused by :func:`build_demo_cohort`, never deleted.
+    """
+    from mednet.data.brain_demo_cohort import GENERATOR, build_demo_cohort
+    from mednet.io import TEMP_MARKER
 
     p = Path(path)
-    if not (p / "datalist.json").is_file():  # none yet, or a build that stopped before its datalist: (re)build
-        build_demo_cohort(out=str(p), subjects=subjects, zoom=zoom, seed=seed, overwrite=True)
+    record = p / "cohort.csv"
+    if (p / "datalist.json").is_file():
+        if record.is_file():
+            with open(record, encoding="utf-8", newline="") as f:
+                made_by = next(csv.DictReader(f), {}).get("generator")
+            if made_by != GENERATOR:
+                raise SystemExit(f"mednet error: {record}: this demo cohort was made by "
+                                 f"{made_by or 'an earlier mednet'}, not by {GENERATOR}; delete {p} or choose another folder")
+        return p
+    half_built = p.is_dir() and all(
+        (f.name == "cohort.csv" and f.is_file())
+        or (f.name in ("images", "labels") and f.is_dir() and all(g.name.startswith("sub-") or TEMP_MARKER in g.name for g in f.iterdir()))
+        for f in p.iterdir())
+    build_demo_cohort(out=str(p), subjects=subjects, zoom=zoom, seed=seed, overwrite=half_built)
     return p
 
 

@@ -22,9 +22,12 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
 * **values** — rules declared per bundle in the config's ``option_rules`` dict, keyed by id:
   ``min``, ``max``, ``greater_than``, ``less_than``, ``multiple_of``, ``choices``, ``min_items``, ``unique_items``, ``items`` (a rule for each
   element of a list), ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
-  count-or-fraction) and ``nullable`` (``true``: ``None`` is a valid value besides the typed ones, e.g. ``--drw_start
-  None`` = never; python-fire reads only ``None`` as no value, so the text ``none``/``null`` is refused with that
-  hint). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
+  count-or-fraction) and ``nullable`` (``true``: ``None`` is a valid value besides the typed ones, e.g.
+  ``drw_start=None`` = never from Python; python-fire reads only ``None`` as no value, so the text ``none``/``null``
+  is refused with that hint), ``cli_none`` (what to type instead of ``None`` on the command line: MONAI's
+  ``create_workflow`` drops every ``None`` it is given, so ``--drw_start None`` would silently keep its default —
+  the command line refuses ``None`` where the default is not ``None``, naming ``cli_none`` when the bundle gives
+  it). Rules for ids a config does not have are ignored, so one dict can be copied (``%`` macro)
   into a bundle's train, evaluate and inference configs alike.
 * **value checks** — a rule's ``check`` names a function (dotted path) that takes the override's value and raises
   :class:`OptionError` for a bad one; it replaces the type and value rules of that id, so the command line gives
@@ -290,7 +293,7 @@ def _referenced_option(id_: str, default: Any) -> str | None:
 
 
 def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping[str, Any],
-                    config_name: str) -> str | None:
+                    config_name: str, cli: bool = False) -> str | None:
     id_ = ReferenceResolver.normalize_id(key)
     if id_.split(ID_SEP_KEY)[0] == "_meta_":  # metadata (meta_file) ids: not part of the configs read here
         return None
@@ -309,6 +312,12 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
     if check:
         return _checked_problem(check, value, id_)
     type_name = rule.get("type") or _inferred_type(default)
+    if value is None and cli and default is not None:
+        # monai.bundle's create_workflow drops None-valued arguments (update_kwargs(ignore_none=True)): the run
+        # would keep the default while the command line asked for None
+        instead = f"; give {_display(id_)} {rule['cli_none']} instead" if "cli_none" in rule else ""
+        return (f"MONAI's command line drops None values, so the run would keep the default {default!r}"
+                f"{instead}")
     if value is None and (default is None or rule.get("nullable") is True):
         return None
     if rule.get("nullable") is True and isinstance(value, str) and value.lower() in ("none", "null"):
@@ -325,7 +334,8 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
 
 
 def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike],
-                    overrides: Mapping[str, Any], entry_ids: Sequence[str] = _WORKFLOW_ROOTS) -> None:
+                    overrides: Mapping[str, Any], entry_ids: Sequence[str] = _WORKFLOW_ROOTS,
+                    cli: bool = False) -> None:
     """Refuse unknown overrides, overrides of the wrong type or value, and overrides the run never reads.
 
     Args:
@@ -334,6 +344,8 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
             parsed, as python-fire does on the command line).
         entry_ids: the ids the run evaluates (``monai.bundle run``'s ``--init_id`` / ``--run_id`` /
             ``--final_id``), from which :func:`unused_ids` follows the references.
+        cli: the overrides come from ``python -m monai.bundle run``, which drops ``None`` values: ``None`` is
+            refused where the default is not ``None`` (see the module docstring's ``cli_none``).
 
     Raises:
         OptionError: naming every bad option, what is wrong and, for unknown ones, the nearest valid name.
@@ -347,7 +359,7 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
     config_name = " + ".join(Path(f).name for f in _config_files(config_file))
     problems = {}
     for key, value in overrides.items():
-        problem = _option_problem(str(key), value, ids, rules, config_name)
+        problem = _option_problem(str(key), value, ids, rules, config_name, cli=cli)
         if problem:
             problems[f"--{key}"] = problem
     # the run's reference graph with the valid overrides in place: an override may itself reference an id
@@ -501,7 +513,7 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     parsed = cli_overrides(argv)
     if parsed is not None:
-        check_overrides(*parsed, entry_ids=cli_entry_ids(argv))
+        check_overrides(*parsed, entry_ids=cli_entry_ids(argv), cli=True)
 
 
 def require_base_config(base: str, override: str, argv: Sequence[str] | None = None) -> None:

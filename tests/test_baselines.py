@@ -165,3 +165,28 @@ def test_bench_3d_training_crops_are_class_balanced_brain_only_targets(tiny_coho
             centres.append(int(label[0, 6, 6, 6]))
     counts = np.bincount(np.asarray(centres), minlength=3)
     assert counts.sum() == 40 and (counts >= 5).all()  # each tissue ≈ 1/3 of 40 centres (CSF is ~15 % of voxels)
+
+
+def test_benchmark_cohort_helper_never_deletes_user_files(tmp_path):
+    """``ensure_cohort`` builds a demo cohort only into an empty folder or over a half-built cohort of its own; a
+    folder with other files is refused (nothing deleted), and a cohort of an earlier generator is not reused."""
+    from mednet.errors import DataError
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    user = tmp_path / "mine"
+    (user / "images").mkdir(parents=True)
+    (user / "images" / "sub-001.nii.gz").write_bytes(b"scan")
+    (user / "notes.txt").write_text("keep", encoding="utf-8")
+    with pytest.raises(DataError, match="not empty"):
+        _common.ensure_cohort(str(user))
+    assert (user / "images" / "sub-001.nii.gz").read_bytes() == b"scan" and (user / "notes.txt").is_file()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "datalist.json").write_text("{}", encoding="utf-8")
+    (old / "cohort.csv").write_text("subject,split,seed\nsub-000,training,0\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="made by an earlier mednet"):
+        _common.ensure_cohort(str(old))

@@ -240,7 +240,7 @@ def test_referral_threshold_uses_the_lower_bound_not_the_point_estimate():
 
     By hand (binomial tail, :func:`_lower_bound_by_definition`): 76 of 77 at level 0.9 → 0.95042 ≥ 0.95, 76 of 78 →
     0.9332 and 75 of 76 → 0.9497 < 0.95: the threshold accepts 77 cases. The point estimate would accept 80
-    (76 / 80 = 0.95) — and 46 of 46 (100 %) would not have counted either: bound 0.1^(1/46) = 0.9512 only just."""
+    (76 / 80 = 0.95). All correct needs 45 cases at least: 0.1^(1/45) = 0.9501 ≥ 0.95, 0.1^(1/44) = 0.9490."""
     conf = np.linspace(0.99, 0.2, 200)
     ok = np.zeros(200, bool)
     ok[:77] = True

@@ -340,11 +340,12 @@ def test_drw_reaches_a_loss_inside_augmix_and_ignores_losses_without_drw():
 
 
 @pytest.mark.parametrize(("epochs", "drw_start", "first"), [(200, 0.8, 161), (10, 0.8, 9), (15, 0.8, 13), (1, 0.8, 1),
-                                                            (5, 1.0, 5)])
+                                                            (5, 0.95, 5), (5, 1.0, None)])
 def test_train_json_switches_drw_on_after_its_share_of_the_run(epochs: int, drw_start: float, first: int,
                                                                monkeypatch) -> None:
     """``--drw_start 0.8`` of 200 epochs: DRW from epoch 161 (1-based), i.e. for the last 40 epochs, as the paper's
-    ``epoch // 160`` on 0-based epochs; never later than the last epoch."""
+    ``epoch // 160`` on 0-based epochs; never later than the last epoch, except ``1`` (after the whole run: never,
+    plain LDAM)."""
     from pathlib import Path
 
     from monai.bundle import ConfigParser
@@ -394,6 +395,28 @@ def test_train_json_drw_start_none_is_plain_ldam_for_the_whole_run(monkeypatch) 
         check_overrides(train, {"loss": "ce", "drw_start": None})
     with pytest.raises(OptionError, match="--drw_start: must be ≤ 1"):
         check_overrides(train, {"loss": "ldam", "drw_start": 2})
+
+
+def test_drw_start_1_is_plain_ldam_and_the_command_line_refuses_none(monkeypatch) -> None:
+    """MONAI's command line (``create_workflow``) drops every None-valued argument, so ``--drw_start None`` would
+    have kept DRW at 0.8 while the override check accepted it. ``--drw_start 1`` (re-weight from the end of the
+    run on) is plain LDAM; ``None`` on the command line is refused with that hint (it still works from Python)."""
+    from monai.bundle.scripts import create_workflow
+
+    from mednet.overrides import check_cli_overrides
+
+    loss = _train_json_parser(monkeypatch, loss="ldam", epochs=5, drw_start=1).get_parsed_content("loss_function")
+    assert isinstance(loss, LDAMLoss) and loss.drw_start_epoch is None
+    assert _weights_per_epoch(loss, epochs=5) == [None] * 5
+    train = "bundles/dermoscopy_classification/configs/train.json"
+    # the behaviour the refusal guards against: MONAI's own CLI path loses the None
+    workflow = create_workflow(config_file=train, loss="ldam", drw_start=None)
+    assert workflow.parser["drw_start"] == 0.8
+    argv = ["x/monai/bundle/__main__.py", "run", "--config_file", train, "--loss", "ldam", "--drw_start", "None"]
+    with pytest.raises(OptionError, match=r"--drw_start: MONAI's command line drops None values, so the run would "
+                                          r"keep the default 0\.8; give --drw_start 1 instead"):
+        check_cli_overrides(argv)
+    check_cli_overrides([*argv[:-1], "1"])
 
 
 def test_ldam_half_precision_logits_give_a_float32_loss() -> None:

@@ -467,12 +467,29 @@ def test_a_resumed_run_draws_the_augmentation_an_uninterrupted_run_would(tmp_pat
     uninterrupted = attempt(tmp_path / "a", None)
     assert not torch.equal(uninterrupted[0], uninterrupted[2])  # the epochs draw differently
     first = attempt(tmp_path / "b", stop_after=2)
+    after_epoch_2 = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)
     resumed = attempt(tmp_path / "b", stop_after=None)
     assert len(first) == len(resumed) == 2
     for got, want in zip(first + resumed, uninterrupted):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     state = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)["patch_augmentation"]
     assert set(state) == {"cpu"} and state["cpu"].dtype == torch.uint8
+    # a checkpoint from before the augmentation saved its state (0.3.5) still resumes: the augmentation restarts
+    # from its seed, as it did then; other objects stay required
+    old = after_epoch_2
+    del old["patch_augmentation"]
+    (tmp_path / "c").mkdir()
+    torch.save(old, tmp_path / "c" / "checkpoint_last.pt")
+    restarted = attempt(tmp_path / "c", stop_after=None)
+    assert len(restarted) == 2 and torch.equal(restarted[0], uninterrupted[0])  # epoch 3 drew epoch 1's draws
+    del old["network"]
+    (tmp_path / "d").mkdir()
+    torch.save(old, tmp_path / "d" / "checkpoint_last.pt")
+    with pytest.raises(DataError, match="not a resumable checkpoint of this run \\(no network\\)"):
+        attempt(tmp_path / "d", stop_after=None)
+    # a state for a device this machine lacks is skipped, not an error
+    augmentation = TissuePatchAugmentation(seed=3)
+    augmentation.load_state_dict({"cuda:7": torch.zeros(16, dtype=torch.uint8)})
 
 
 def test_a_run_killed_after_an_improving_validation_keeps_the_best_model_of_the_epochs_it_resumes(

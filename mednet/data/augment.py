@@ -77,6 +77,10 @@ class TissuePatchAugmentation:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
+    #: a resumed run whose checkpoint has no state for this object (written before mednet 0.3.6 saved it) is not
+    #: refused: the augmentation then starts again from ``seed``, as every resumed run did before
+    resume_optional = True
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The random state of each device's generator (``{device: uint8 tensor}``), saved with every epoch of a
         resumable run (``resume_objects``): a resumed run then draws the augmentation an uninterrupted run would,
@@ -85,11 +89,12 @@ class TissuePatchAugmentation:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`state_dict`. A device this machine does not have (a CUDA state resumed on a CPU-only
-        machine) is skipped: its generator starts again from ``seed``, as the draws on another device would differ
-        anyway."""
+        machine, or ``cuda:1`` on a one-GPU machine) is skipped: its generator starts again from ``seed``, as the
+        draws on another device would differ anyway."""
         for key, value in state.items():
             device = torch.device(key)
-            if device.type == "cuda" and not torch.cuda.is_available():
+            if device.type == "cuda" and not (torch.cuda.is_available()
+                                              and (device.index or 0) < torch.cuda.device_count()):
                 continue
             self._generator(device).set_state(torch.as_tensor(value, dtype=torch.uint8).cpu())
 

@@ -17,7 +17,9 @@ hidden staging folder next to ``<out>`` and moved into place only after every vo
 leaves no outputs behind (and does not block its re-run). With ``--overwrite`` the earlier files this run
 replaces (its ``.npz`` names and ``slices.csv``) are first moved aside to a second hidden folder next to ``<out>``
 and moved back if anything fails before the new ``slices.csv`` is in place, so ``<out>`` holds either the old
-set or the new one, never new slices under the old index; the old files are deleted only after success.
+set or the new one, never new slices under the old index; the old files are deleted only after success. A process
+killed outright (SIGKILL, power loss) in between cannot move them back: they are then in the hidden
+``.<out>.tmp-*-replaced`` folder next to ``<out>``, never deleted.
 """
 
 from __future__ import annotations

@@ -249,10 +249,17 @@ class AtomicCheckpointSaver:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise DataError(path, _unreadable(e)) from e
-        missing = [k for k in (*(self.resume_dict or {}), "trainer", "saver") if k not in state]
+        # an object marked ``resume_optional`` (state added in a later version, e.g. the batch augmentation's
+        # generator) may be absent: it then starts again as it would in a new run
+        optional = {k for k, obj in (self.resume_dict or {}).items() if getattr(obj, "resume_optional", False)}
+        missing = [k for k in (*(self.resume_dict or {}), "trainer", "saver") if k not in state and k not in optional]
         if missing:
             raise DataError(path, f"not a resumable checkpoint of this run (no {', '.join(missing)})")
         for name, obj in (self.resume_dict or {}).items():
+            if name not in state:
+                logger.warning("%s: no saved state of the %s (a checkpoint from an earlier mednet): it starts again "
+                               "as in a new run", path, name)
+                continue
             try:
                 obj.load_state_dict(state[name])  # type: ignore[attr-defined]
             except (RuntimeError, ValueError, KeyError) as e:
