@@ -6,8 +6,8 @@
 Subjects are made from the MNI152 template (``mednet.data.mni.load_mni152_template``) by a corruption generator
 **independent of the training one** (``benchmarks/_corruptions.py``: numpy/scipy/SimpleITK field and noise
 models, not the MONAI transforms of ``data_prep/demo_cohort.py``), with seeds (``--seed``) the demo cohort never
-uses. The default, ``--seed 11000``, is the draw no decision has seen; the bundle docs' main table is ``--seed
-7000``, whose subjects informed some default choices. The subjects are warps of the template's anatomy, as the training subjects are:
+uses. The default, ``--seed 11000``, is the draw no decision has seen and the bundle docs' main table (version 0.3.6); ``--seed
+7000`` made version 0.3.5's table, and its subjects informed some default choices. The subjects are warps of the template's anatomy, as the training subjects are:
 this measures robustness to acquisition, not to another brain. One corruption at a time, at graded severity, then all together:
 
 =========  ==========================================================  =====================================
@@ -321,7 +321,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="output folder (default runs/bench_robustness/<time>)")
     ap.add_argument("--subjects", type=int, default=2, help="subjects per severity level")
     ap.add_argument("--seed", type=int, default=11000,
-                    help="subject draw: 11000 informed no decision; 7000 is the bundle docs' table (informed some)")
+                    help="subject draw: 11000 informed no decision (the bundle docs' table); 7000 informed some")
     ap.add_argument("--zoom", type=float, default=1.0, help="template zoom (0.5 for quick trials)")
     ap.add_argument("--corruptions", nargs="+", default=list(DEFAULT_CORRUPTIONS), choices=CORRUPTIONS,
                     help="ablation (not run by default): realistic combined severity with each corruption left out")

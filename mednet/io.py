@@ -16,7 +16,9 @@ file itself and it gets the usual permissions (umask). Why not MONAI: it has no 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +26,20 @@ from pathlib import Path
 
 from mednet.errors import DataError
 
-__all__ = ["atomic_path", "refuse_existing", "temp_name", "write_text_atomic", "write_json_atomic", "nan_to_none", "TEMP_MARKER"]
+__all__ = ["atomic_path", "refuse_existing", "temp_name", "is_temp_name", "remove_stale_temp_files",
+           "write_text_atomic", "write_json_atomic", "nan_to_none", "TEMP_MARKER"]
+
+logger = logging.getLogger(__name__)
 
 #: part of every temporary file name (``.model.tmp-1a2b3c4d.pt``): lets tools and tests recognise leftovers
 TEMP_MARKER = ".tmp-"
+
+#: the whole of a :func:`temp_name`: a dot, the (possibly shortened, possibly empty) stem, the marker, 8 hex digits
+#: and the target's suffix (none, one or two parts)
+_TEMP_NAME = re.compile(r"\.(?s:.*)" + re.escape(TEMP_MARKER) + r"[0-9a-f]{8}(?:\.[^.]*){0,2}")
+
+#: the longest file name most file systems take (ext4, XFS, Btrfs, tmpfs, APFS, NTFS), where ``pathconf`` cannot tell
+_NAME_MAX = 255
 
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
@@ -41,12 +53,67 @@ def _suffix(name: str) -> str:
     return suffix
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) ``folder``'s file system takes; 255 where it cannot say."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), folder not there yet, no such limit
+        return _NAME_MAX
+
+
 def temp_name(target: str | os.PathLike) -> Path:
-    """``dir/model.pt`` → ``dir/.model.tmp-<8 hex>.pt``: hidden, unique, in the same folder, same suffix."""
+    """``dir/model.pt`` → ``dir/.model.tmp-<8 hex>.pt``: hidden, unique, in the same folder, same suffix.
+
+    The temporary name is 14 characters longer than the target's, so for a target name near the file system's
+    limit (255 bytes on most) the stem is shortened from its end until the temporary name fits: a legal target name
+    must never fail because of the temporary one. The name still matches :func:`is_temp_name`.
+    """
     target = Path(target)
     suffix = _suffix(target.name)
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
-    return target.with_name(f".{stem}{TEMP_MARKER}{secrets.token_hex(4)}{suffix}")
+    token = secrets.token_hex(4)
+    limit = _name_max(target.parent)
+    name = f".{stem}{TEMP_MARKER}{token}{suffix}"
+    while len(os.fsencode(name)) > limit and stem:
+        stem = stem[:-1]
+        name = f".{stem}{TEMP_MARKER}{token}{suffix}"
+    return target.with_name(name)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a :func:`temp_name` (``.model.tmp-1a2b3c4d.pt``): a write that never completed when it
+    is still there after its writer ended."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of interrupted writes (:func:`is_temp_name`) directly inside ``folder``.
+
+    :func:`atomic_path` removes its temporary file on any exception, but a process killed outright (``SIGKILL``,
+    a power cut, or ``SIGTERM`` before the run turned it into an exception) leaves it behind: a resumed training run
+    calls this on its run folder before it writes anything, so the leftovers of earlier attempts do not pile up.
+    Only plain files with exactly that name pattern, only in ``folder`` itself (not its sub-folders, which may be
+    evaluations being written right now); each removal is logged. Call it only when no other process writes to
+    ``folder``.
+
+    Returns:
+        the files removed.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # missing or unreadable: nothing of ours to clean
+        return removed
+    for path in sorted(entries):
+        if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+            logger.info("%s: removed the temporary file of a write that was interrupted", path)
+    return removed
 
 
 def _exists(target: Path) -> DataError:
@@ -88,6 +155,9 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
 
         with atomic_path(run_dir / "model.pt") as tmp:
             torch.save(state_dict, tmp)
+
+    A ``target`` that is a symbolic link is replaced by a regular file (the rename replaces the link itself, as
+    every atomic writer does); the file it linked to is left unchanged.
 
     Args:
         target: the file to (re)write; its folder is created.

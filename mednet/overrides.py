@@ -14,11 +14,23 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   nested id whose default is a plain reference to another (``train#trainer#max_epochs``: ``"@epochs"``) is
   refused, naming that option: the override would change one use while the run records the other value.
   A new key inside a ``_target_`` component is accepted when the component's callable takes that argument
-  (``--optimizer#weight_decay 1e-4``), since MONAI passes it on as a keyword argument.
+  (``--optimizer#weight_decay 1e-4``), since MONAI passes it on as a keyword argument; ``**kwargs`` are followed
+  to where they go (a base class's ``__init__``, or :data:`_FORWARDED_KWARGS`), so ``--train#dataloader#bogus 1``
+  is refused by torch's ``DataLoader`` signature, not after minutes of patch extraction.
+* **computed ids are not options** — an id whose value the config computes (a ``$`` expression, or a list/dict
+  of ``$``/``@`` values) is refused, naming what to give instead: overriding ``output_dir`` of train.json would
+  bypass the run-folder rules (``--run_dir``), ``run_settings`` every settings check, ``checkpoint`` the
+  checkpoint resolution (``--ckpt_path``). A rule's ``overridable`` (``true``, or the list of config files —
+  the job's last, e.g. ``evaluate.json`` — where it is) lets one be overridden (``--device``, ``--amp``, an
+  evaluation's ``--output_dir``), typed by the rule's ``type`` or ``check``; a rule's ``instead`` is the text
+  naming what to use otherwise. Ids inside an engine's event handlers (``train#handlers#6#final_filename``), the
+  ``option_rules`` themselves and ``_``-prefixed ids (comments) are refused too.
 * **types** — inferred from the config's default values (bool, int, float, str, list, dict; an int is accepted
-  for a float). ``$`` expressions, ``@`` references, ``%`` macros and null defaults are not typed, and override
-  values written as such are passed through unchecked (they are resolved only when the workflow runs), except the
-  text ``true``/``false``: python-fire reads only ``True``/``False`` as booleans, and ``bool("false")`` is True.
+  for a float; numbers must be finite). ``@`` references, ``%`` macros and null defaults are not typed (a rule's
+  ``type`` types them), and override values written as ``$``/``@``/``%`` are passed through unchecked (they are
+  resolved only when the workflow runs), except the text ``true``/``false``: python-fire reads only
+  ``True``/``False`` as booleans, and ``bool("false")`` is True. A number given for text (fire reads
+  ``--run_dir 2024`` as an int) is refused with the quoting that keeps it text.
 * **values** — rules declared per bundle in the config's ``option_rules`` dict, keyed by id:
   ``min``, ``max``, ``greater_than``, ``less_than``, ``multiple_of``, ``choices``, ``min_items``, ``unique_items``, ``items`` (a rule for each
   element of a list), ``type`` (to type a null default or widen an inferred one, e.g. ``"float"`` for a
@@ -54,6 +66,7 @@ import contextlib
 import copy
 import difflib
 import inspect
+import math
 import numbers
 import os
 import re
@@ -71,7 +84,7 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY
 from mednet.errors import OptionError
 
 __all__ = ["OptionError", "RULES_KEY", "load_config", "config_ids", "unused_ids", "check_overrides", "cli_entry_ids",
-           "cli_overrides", "check_cli_overrides", "require_base_config", "inapplicable_overrides"]
+           "cli_overrides", "check_cli_overrides", "require_base_config", "inapplicable_overrides", "check_device"]
 
 RULES_KEY = "option_rules"
 _UNRESOLVED = (EXPR_KEY, ID_REF_KEY, MACRO_KEY)
@@ -205,6 +218,8 @@ def _unmet_rule(value: Any, rule: Mapping[str, Any]) -> str | None:
     if "choices" in rule and value not in rule["choices"]:
         return f"must be one of {', '.join(map(repr, rule['choices']))}"
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # 1e999 reaches fire as inf
+            return "must be a finite number"
         for key, text, fails in (("min", "≥", value < rule.get("min", value)),
                                  ("greater_than", ">", "greater_than" in rule and value <= rule["greater_than"]),
                                  ("max", "≤", value > rule.get("max", value)),
@@ -224,16 +239,57 @@ def _unmet_rule(value: Any, rule: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: classes whose ``**kwargs`` go not to their base class but to another callable (minus the names they set
+#: themselves): the project's whole-volume inferer builds one :class:`~mednet.inference.BatchedSliceInferer` per
+#: view with them (setting ``spatial_dim``), ignite's progress bar passes them to its ``tqdm`` bar
+_FORWARDED_KWARGS: dict[str, tuple[str, frozenset[str]]] = {
+    "mednet.inference.view_aggregation.ViewAggregationInferer": (
+        "mednet.inference.slice_inferer.BatchedSliceInferer", frozenset({"spatial_dim"})),
+    "ignite.handlers.tqdm_logger.ProgressBar": ("tqdm.autonotebook.tqdm", frozenset({"iterable", "total"})),
+}
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _accepted_keywords(target: Any) -> set[str] | None:
+    """Keyword arguments ``target`` (a class or function) accepts; None when any name may go.
+
+    ``**kwargs`` are followed to where they go, so that a misspelt argument of a component is refused before any
+    work rather than after minutes of patch extraction: for a class, to the next ``__init__`` of its MRO (the
+    ``super().__init__(**kwargs)`` pattern: MONAI's ``DataLoader`` → torch's, ``SliceInferer`` →
+    ``SlidingWindowInferer``, the project's ``ProgressBar`` → ignite's), or to the callable
+    :data:`_FORWARDED_KWARGS` names. A plain function taking ``**kwargs`` cannot be followed: any name goes.
+    """
+    names: set[str] = set()
+    if not inspect.isclass(target):
+        params = inspect.signature(target).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return {n for n, p in params.items() if p.kind in _NAMED}
+    for cls in target.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        if cls is object:  # object.__init__ takes no argument
+            return names
+        params = inspect.signature(cls.__init__).parameters
+        names |= {n for n, p in params.items() if p.kind in _NAMED and n != "self"}
+        forwarded = _FORWARDED_KWARGS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if forwarded is not None:
+            destination = _accepted_keywords(locate(forwarded[0]))
+            return None if destination is None else names | (destination - forwarded[1])
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names
+    return names
+
+
 def _component_arguments(component: Mapping) -> set[str] | None:
-    """Argument names of a ``_target_`` component's callable; None when any name goes (``**kwargs``) or unknown."""
+    """Argument names of a ``_target_`` component's callable (its ``**kwargs`` followed, see
+    :func:`_accepted_keywords`); None when any name goes or the callable is unknown."""
     try:
         target = ConfigComponent(config=dict(component), locator=ComponentLocator()).resolve_module_name()
-        params = inspect.signature(locate(target) if isinstance(target, str) else target).parameters
+        arguments = _accepted_keywords(locate(target) if isinstance(target, str) else target)
     except Exception:  # an unresolvable target fails at instantiation with MONAI's own message
         return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params) | set(ConfigComponent.non_arg_keys)
+    return None if arguments is None else arguments | set(ConfigComponent.non_arg_keys)
 
 
 def _display(id_: str) -> str:
@@ -281,6 +337,26 @@ def _checked_problem(check: str, value: Any, id_: str) -> str | None:
     return None
 
 
+def check_device(value: Any) -> None:
+    """The value check of ``--device`` (the bundles' ``option_rules``): a device name torch knows (``cpu``,
+    ``cuda``, ``cuda:1``) or a ``torch.device``; anything else would fail only when the network is moved.
+
+    Raises:
+        OptionError: naming ``--device``.
+    """
+    import torch
+
+    if isinstance(value, torch.device):
+        return
+    problem = f"expects a device such as cpu, cuda or cuda:1, got {value!r}"
+    if not isinstance(value, str):
+        raise OptionError({"--device": problem})
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        raise OptionError({"--device": problem}) from None
+
+
 def _referenced_option(id_: str, default: Any) -> str | None:
     """The id a nested id's default plainly refers to (``train#trainer#max_epochs`` → ``epochs`` for
     ``"@epochs"``), else None: overriding the nested id would change that one use only, while the run records (and
@@ -292,22 +368,71 @@ def _referenced_option(id_: str, default: Any) -> str | None:
     return ReferenceResolver.normalize_id(match.group(1)) if match else None
 
 
+_HANDLER_KEYS = ("handlers", "train_handlers", "val_handlers")
+
+
+def _in_handlers(id_: str) -> bool:
+    """``id_`` is, or is inside, an engine's event-handler list (``train#handlers#6#final_filename``)."""
+    return any(part in _HANDLER_KEYS for part in id_.split(ID_SEP_KEY))
+
+
+def _computed(default: Any) -> bool:
+    """A config value the config computes rather than sets: a ``$`` expression, or a list/dict holding ``$``
+    expressions or ``@`` references (``run_settings``: what settings.json records, built from the options)."""
+    if isinstance(default, str):
+        return default.startswith(EXPR_KEY)
+    return isinstance(default, (Mapping, list)) and any(s.startswith((EXPR_KEY, ID_REF_KEY)) for s in _strings(default))
+
+
+def _overridable(rule: Mapping[str, Any], job: str) -> bool:
+    """The rule lets a computed id be overridden in this job: ``"overridable": true``, or a list of the config
+    files (the job's last, e.g. ``evaluate.json`` for inference.json + evaluate.json) where it may be."""
+    allowed = rule.get("overridable")
+    return allowed is True or isinstance(allowed, list) and job in allowed
+
+
+def _computed_problem(id_: str, default: Any, ids: Mapping[str, Any], rules: Mapping[str, Any], config_name: str,
+                      job: str) -> str:
+    """Why a computed id (:func:`_computed`) is not an option, and what to give instead: the rule's ``instead``
+    text, else the options its value refers to directly."""
+    instead = rules.get(id_, {}).get("instead")
+    if not instead:
+        options = []
+        for ref in (m for text in _strings(default) for m in _REFERENCE.findall(text)):
+            if (ref in ids and ref not in options and not ref.startswith("_") and ref != RULES_KEY
+                    and (not _computed(ids[ref]) or _overridable(rules.get(ref, {}), job))):
+                options.append(ref)
+        instead = f"set {', '.join(map(_display, options))} instead" if options else ""
+    return f"is computed by {config_name}, not an option" + (f"; {instead}" if instead else "")
+
+
 def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping[str, Any],
-                    config_name: str, cli: bool = False) -> str | None:
+                    config_name: str, cli: bool = False, job: str = "") -> str | None:
     id_ = ReferenceResolver.normalize_id(key)
-    if id_.split(ID_SEP_KEY)[0] == "_meta_":  # metadata (meta_file) ids: not part of the configs read here
+    top = id_.split(ID_SEP_KEY)[0]
+    if top == "_meta_":  # metadata (meta_file) ids: not part of the configs read here
         return None
+    if top == RULES_KEY:  # MONAI would apply it, and the run would go unchecked or be checked by other rules
+        return f"changes {config_name}'s checks of the options, not an option"
+    if top.startswith("_"):  # the configs' comments (_comment_run) and private ids
+        return f"is a comment of {config_name}, not an option"
     default = ids.get(id_, _MISSING)
-    if default is _MISSING:
-        return _unknown_problem(id_, ids, config_name)
-    source = _referenced_option(id_, default)
-    if source is not None:
+    source = None if default is _MISSING else _referenced_option(id_, default)
+    if source is not None and not _in_handlers(source):
         return (f"is {_display(source)}'s value in this config; give {_display(source)} instead (what the run "
                 "records in settings.json and checks on resume, and every other place that uses it, e.g. the LR "
                 "schedule, follows it)")
+    if _in_handlers(id_) or source is not None:
+        # e.g. --train#handlers#6#final_filename model.pt: the final weights would overwrite the best model.pt
+        return ("is part of an engine's event handlers (checkpoints, reports, logs), which the bundle sets; "
+                "not an option")
+    if default is _MISSING:
+        return _unknown_problem(id_, ids, config_name)
+    rule = rules.get(id_, {})
+    if _computed(default) and not _overridable(rule, job):
+        return _computed_problem(id_, default, ids, rules, config_name, job)
     if _unresolved(value):
         return None
-    rule = rules.get(id_, {})
     check = rule.get("check")
     if check:
         return _checked_problem(check, value, id_)
@@ -328,7 +453,11 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
         return f"got the text {value!r}; write {value.capitalize()} for a yes/no value"
     if type_name and not _has_type(value, type_name):
         shown = "" if default is None or _unresolved(default) else f" (default {default!r})"
-        return f"expects {_TYPE_WORDS[type_name]}{shown}, got {value!r}"
+        quote = ""
+        if type_name == "str" and isinstance(value, numbers.Number) and not isinstance(value, bool):
+            # fire reads --run_dir 2024 as a number: quoted twice, it stays the text
+            quote = f"; quote a name that reads as a number: {_display(id_)} \"'{value}'\""
+        return f"expects {_TYPE_WORDS[type_name]}{shown}, got {value!r}{quote}"
     unmet = _unmet_rule(value, {k: v for k, v in rule.items() if k != "type"})
     return f"{unmet}, got {value!r}" if unmet else None
 
@@ -356,10 +485,11 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
     ids = config_ids(config)
     rules = {ReferenceResolver.normalize_id(k): v for k, v in (config.get(RULES_KEY) or {}).items()
              if isinstance(v, Mapping)}  # not its "_comment"
-    config_name = " + ".join(Path(f).name for f in _config_files(config_file))
+    names = [Path(f).name for f in _config_files(config_file)]
+    config_name = " + ".join(names)
     problems = {}
     for key, value in overrides.items():
-        problem = _option_problem(str(key), value, ids, rules, config_name, cli=cli)
+        problem = _option_problem(str(key), value, ids, rules, config_name, cli=cli, job=names[-1])
         if problem:
             problems[f"--{key}"] = problem
     # the run's reference graph with the valid overrides in place: an override may itself reference an id

@@ -23,19 +23,23 @@ import logging
 import math
 import os
 import platform
+import shlex
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
-from mednet.errors import DataError
-from mednet.io import nan_to_none, write_json_atomic
+from mednet.errors import DataError, OptionError
+from mednet.io import is_temp_name, nan_to_none, remove_stale_temp_files, write_json_atomic
 
 __all__ = [
     "run_setting",
     "new_run_dir", "training_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
-    "sidecar_path", "write_sidecar", "file_sha256", "SETTINGS_FILE", "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE",
+    "sidecar_path", "write_sidecar", "file_sha256", "command_overrides", "nested_overrides", "SETTINGS_FILE",
+    "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ FINISHED_FILE = "finished.json"
 RESUME_FILE = "checkpoint_last.pt"
 #: written into every evaluation folder: which checkpoint, with which settings
 PROVENANCE_FILE = "provenance.json"
+#: the best model of a training run (the default checkpoint of evaluation and inference)
+MODEL_FILE = "model.pt"
+#: the key of ``settings.json`` that records the run's nested (``--a#b``) command-line overrides
+OVERRIDES_KEY = "overrides"
 
 _MAX_LISTED = 8  # runs named in the "no run qualifies" message
 
@@ -57,10 +65,28 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def _cannot_create(path: Path, e: OSError) -> DataError:
+    """The user's error for a run folder the file system refuses (a file in the way, no permission, disk full)."""
+    if isinstance(e, FileExistsError):  # exist_ok covers folders only
+        why = "a file of that name is in the way"
+    elif isinstance(e, NotADirectoryError):
+        why = "a part of its path is a file"
+    else:
+        why = e.strerror or str(e)
+    return DataError(path, f"cannot create the run folder ({why})")
+
+
 def new_run_dir(root: str | os.PathLike, name: str) -> Path:
-    """Create and return ``root/name-<timestamp>`` (``-2``, ``-3``… appended if that exists already)."""
+    """Create and return ``root/name-<timestamp>`` (``-2``, ``-3``… appended if that exists already).
+
+    Raises:
+        DataError: the folder cannot be created (``root`` or a parent is a file, no permission, …).
+    """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # FileExistsError when root is a file, NotADirectoryError under one, PermissionError
+        raise _cannot_create(root, e) from e
     stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 1000):
         path = root / (stem if i == 1 else f"{stem}-{i}")
@@ -69,6 +95,8 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise _cannot_create(path, e) from e
     raise DataError(root, f"could not create a new run directory for {name}")
 
 
@@ -78,21 +106,66 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
 
     A given ``run_dir`` is created if missing; if it holds an interrupted run (``checkpoint_last.pt`` without
     ``finished.json``) training **continues** from its last completed epoch
-    (:class:`mednet.engines.checkpoints.AtomicCheckpointSaver`); a finished run is never trained over.
+    (:class:`mednet.engines.checkpoints.AtomicCheckpointSaver`), after the temporary files of writes the
+    interruption cut short are removed (:func:`mednet.io.remove_stale_temp_files`). Anything else that holds
+    files is refused, so that no run's files are written over or mixed with another's: a finished run, a folder
+    with a trained ``model.pt`` but nothing to resume from (a run of an earlier mednet, or copied), and a folder of
+    other files (``--run_dir runs/brain_tissue_fcn``: the runs root). A folder whose run stopped before its first
+    epoch (``settings.json`` and other records, no ``checkpoint_last.pt``) may be used again.
 
     Raises:
-        DataError: ``run_dir`` holds a finished run, or is a file.
+        OptionError: ``run_dir`` is blank (``--run_dir " "`` would create a folder named by a space).
+        DataError: ``run_dir`` is a file, holds a finished or otherwise trained run, holds files but no mednet run
+            records, or cannot be created.
     """
     if run_dir in (None, ""):
         return new_run_dir(runs_root, name)
+    if isinstance(run_dir, str) and any(not part.strip() for part in Path(run_dir).parts):
+        raise OptionError({"--run_dir": f"{run_dir!r} has a blank folder name; give a name, or leave --run_dir out "
+                                        "for a new timestamped run"})
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
         raise DataError(path, "--run_dir is a file, not a folder")
     if (path / FINISHED_FILE).is_file():
         raise DataError(path, f"holds a finished training run ({FINISHED_FILE}); it is never trained over — "
                               "choose another --run_dir, or leave it out for a new timestamped run")
-    path.mkdir(parents=True, exist_ok=True)
+    if (path / MODEL_FILE).is_file() and not (path / RESUME_FILE).is_file():
+        raise DataError(path, f"holds a trained model ({MODEL_FILE}) but no {RESUME_FILE} to resume from (a run of "
+                              "an earlier mednet, or not a mednet run); it is never trained over — choose another "
+                              "--run_dir, or leave it out for a new timestamped run")
+    if path.is_dir():
+        _adopt(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way (NotADirectoryError, FileExistsError), no permission, …
+        raise _cannot_create(path, e) from e
     return path
+
+
+#: files that only a mednet training run writes into its folder before its first epoch ends
+_RUN_RECORDS = (SETTINGS_FILE, RESUME_FILE)
+_MAX_SHOWN = 5  # entries of a foreign folder named in its refusal
+
+
+def _adopt(path: Path) -> None:
+    """Check that an existing ``--run_dir`` folder is empty or a mednet run, and clean a run's interrupted writes.
+
+    Raises:
+        DataError: the folder holds files (other than temporary files of interrupted writes) but no run records.
+    """
+    try:
+        entries = sorted(p.name for p in path.iterdir() if not is_temp_name(p.name))
+    except OSError as e:
+        raise DataError(path, f"cannot read the run folder ({e.strerror or e})") from e
+    if not entries:
+        return
+    if not any((path / record).is_file() for record in _RUN_RECORDS):
+        shown = ", ".join(entries[:_MAX_SHOWN]) + (f" and {len(entries) - _MAX_SHOWN} more"
+                                                   if len(entries) > _MAX_SHOWN else "")
+        raise DataError(path, f"holds {shown} but no mednet run records ({' or '.join(_RUN_RECORDS)}): --run_dir "
+                              "must be a new or empty folder, or an interrupted mednet training run — choose "
+                              "another, or leave it out for a new timestamped run")
+    remove_stale_temp_files(path)
 
 
 def _jsonable(value: object) -> object:
@@ -142,14 +215,30 @@ def _same_folder(recorded: object, requested: object) -> bool:
     return any(os.path.realpath(c) == target for c in candidates)
 
 
+def _fire_reads_as_text(text: str) -> bool:
+    """Whether python-fire (``python -m monai.bundle run``) reads the argument ``text`` as that same text: it
+    evaluates arguments as Python literals, so ``1`` arrives as an int, ``[a, b]`` as a list and ``a#b`` as ``a``
+    (``#`` starts a comment)."""
+    import fire.parser
+
+    try:
+        return fire.parser.DefaultParseValue(text) == text
+    except Exception:  # fire's parser is lenient; any failure means: do not rely on it
+        return False
+
+
 def _cli_value(value: object) -> str:
-    """``value`` as the command line takes it: text as is, True/False/None as Python spells them (python-fire reads
-    ``true`` as text, which the option check refuses), lists as JSON."""
-    if isinstance(value, str):
-        return value
+    """``value`` as a shell passes it to the command line, pasted as is: True/False/None as Python spells them
+    (python-fire reads ``true`` as text, which the option check refuses), numbers as JSON, lists and mappings as
+    compact JSON and text as is — each quoted for the shell (``--views '[0,1,2]'``: unquoted, ``[0, 1, 2]`` is three
+    arguments). Text that python-fire would read as something else (``1``, ``a#b``) is passed as a JSON string."""
     if value is None or isinstance(value, bool):
         return repr(value)
-    return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return shlex.quote(value if _fire_reads_as_text(value) else json.dumps(value))
+    return shlex.quote(json.dumps(_jsonable(value), separators=(",", ":")))
 
 
 #: settings no option sets, each with the option that decides it: (option, value for a trained True/False)
@@ -157,8 +246,8 @@ _DERIVED_SETTINGS = {"cosine_head": ("loss", {True: "ldam", False: "ce"})}
 
 
 def _overrides(differ: Mapping[str, tuple]) -> str:
-    """``--views [0, 1, 2] --variant skip``: the command-line overrides giving the trained values (a derived setting
-    such as ``cosine_head`` through the option that sets it: ``--loss ldam``)."""
+    """``--views '[0,1,2]' --variant skip``: the command-line overrides giving the trained values, ready to paste
+    into a shell (a derived setting such as ``cosine_head`` through the option that sets it: ``--loss ldam``)."""
     options: dict[str, str] = {}
     for key, (trained, _) in differ.items():
         if key in _DERIVED_SETTINGS and isinstance(trained, bool):
@@ -188,9 +277,11 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
                settings: Mapping[str, object] | None = None) -> Path:
     """The most recently finished ``root/<prefix>*`` run holding ``required_file`` and compatible with ``settings``.
 
-    A run qualifies when it has ``required_file``, a ``finished.json`` (:func:`mark_finished`), and a
-    ``settings.json`` that agrees with ``settings`` on every key present in both (:func:`settings_differences`;
-    a run without ``settings.json`` is not checked). "Most recent" is by the time ``finished.json`` was written.
+    A run qualifies when it has ``required_file``, a ``finished.json`` (:func:`mark_finished`), and — when
+    ``settings`` are asked for — a ``settings.json`` that agrees with them on every key present in both
+    (:func:`settings_differences`). A run without ``settings.json`` (copied, or of another tool) has unknown
+    settings, so it is never the default for a job that names settings: the job would silently use a model trained
+    with other ones; ``--ckpt_path`` still uses it. "Most recent" is by the time ``finished.json`` was written.
 
     Raises:
         DataError: no run qualifies — the message lists the runs found (newest first) with the reason each was
@@ -217,6 +308,9 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
         except DataError as e:
             skipped.append((run, f"unreadable {SETTINGS_FILE} ({e.problem})"))
             continue
+        if trained is None and settings:
+            skipped.append((run, f"no {SETTINGS_FILE} (trained with unknown settings)"))
+            continue
         differ = settings_differences(trained, settings) if (trained is not None and settings) else {}
         if differ:
             said = ", ".join(f"{k}={a!r} (requested {b!r})" for k, (a, b) in differ.items())
@@ -236,49 +330,132 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
 def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.PathLike, prefix: str,
                        settings: Mapping[str, object] | None = None) -> Path:
     """``ckpt_path`` if given (must exist; a run folder means its ``model.pt``), else ``model.pt`` of the
-    latest finished run compatible with ``settings`` (:func:`latest_run`).
+    latest finished run compatible with ``settings`` (:func:`latest_run`); returned with every symbolic link
+    resolved (:meth:`pathlib.Path.resolve`).
+
+    Resolved because a run's records lie beside the file itself: ``shared/best.pt -> run/model.pt`` would otherwise
+    be checked against (and recorded with) ``shared/settings.json`` — none, so a checkpoint trained with other
+    settings passed unchecked. Every later step (settings check, normalisation, provenance) then reads the run of
+    the weights it loads.
 
     An explicit checkpoint of a run that did not finish is used (the user chose it) with a warning.
     """
     if ckpt_path:
-        path = Path(ckpt_path)
-        if path.is_dir():
-            path = path / "model.pt"
+        given = Path(ckpt_path)
+        path = given / MODEL_FILE if given.is_dir() else given
         if not path.is_file():
             raise DataError(path, "checkpoint not found")
+        path = path.resolve()
         if (path.parent / SETTINGS_FILE).is_file() and not (path.parent / FINISHED_FILE).is_file():
             logger.warning("%s: its training run has no %s (still training, crashed or stopped); using it as asked",
                            path, FINISHED_FILE)
         return path
-    return latest_run(runs_root, prefix, "model.pt", settings) / "model.pt"
+    return (latest_run(runs_root, prefix, MODEL_FILE, settings) / MODEL_FILE).resolve()
 
 
 def _has_trained(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a run that completed at least one epoch (a resumable state, or a finished run).
+    """Whether ``run_dir`` holds a run that completed at least one epoch (a resumable state, a finished run, or a
+    trained ``model.pt`` — of a run from before ``checkpoint_last.pt`` existed, or copied in).
 
     Records of a run that failed before its first epoch (bad validation data, a wrong option) bind nothing: the
     corrected command may rewrite them in the same ``--run_dir``.
     """
-    return (Path(run_dir) / RESUME_FILE).is_file() or (Path(run_dir) / FINISHED_FILE).is_file()
+    return any((Path(run_dir) / name).is_file() for name in (RESUME_FILE, FINISHED_FILE, MODEL_FILE))
 
 
-def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object]) -> Path:
-    """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``.
+#: the nested overrides given to the bundle run in progress by a Python caller (:func:`command_overrides`)
+_COMMAND_OVERRIDES: ContextVar[Mapping[str, object] | None] = ContextVar("mednet_command_overrides", default=None)
+
+
+@contextlib.contextmanager
+def command_overrides(overrides: Mapping[str, object]) -> Iterator[None]:
+    """Within the block, ``overrides`` are the overrides of the bundle run in progress (for
+    :func:`write_run_settings`).
+
+    ``python -m monai.bundle run`` needs nothing: its command line is read (:func:`mednet.overrides.cli_overrides`).
+    A Python caller that gives the workflow its overrides itself (``ConfigWorkflow(**overrides)``, as
+    :func:`mednet.app.bundles.run_bundle` does) wraps the run in this, since the config cannot see which of its
+    values were overridden.
+    """
+    token = _COMMAND_OVERRIDES.set(dict(overrides))
+    try:
+        yield
+    finally:
+        _COMMAND_OVERRIDES.reset(token)
+
+
+def _nested(key: str) -> bool:
+    return "#" in key or "::" in key
+
+
+def nested_overrides(overrides: Mapping[str, object] | None = None) -> dict[str, object] | None:
+    """The nested (``--optimizer#weight_decay 0.1``) overrides of this run, keyed as typed with ``#``, as JSON
+    values; None when they cannot be known.
+
+    ``overrides`` when given; else those of :func:`command_overrides`; else the command line of
+    ``python -m monai.bundle run``. Top-level options (``--epochs``) are not included: a bundle records the ones
+    that matter under their own names.
+    """
+    if overrides is None:
+        overrides = _COMMAND_OVERRIDES.get()
+    if overrides is None:
+        from mednet.overrides import cli_overrides
+
+        parsed = cli_overrides(sys.argv)
+        if parsed is None:
+            return None
+        overrides = parsed[1]
+    nested = {str(k).replace("::", "#"): v for k, v in overrides.items() if _nested(str(k))}
+    return {k: json.loads(json.dumps(nan_to_none(nested[k]), default=str)) for k in sorted(nested)}
+
+
+_ABSENT = object()
+
+
+def _override_hint(recorded: Mapping[str, object], given: Mapping[str, object]) -> str:
+    """What to type to resume with the recorded nested overrides: ``--a#b 1`` for each one the run was started
+    with, ``leave out --c#d`` for each one it was not."""
+    parts = [f"--{k} {_cli_value(v)}" for k, v in recorded.items() if given.get(k, _ABSENT) != v]
+    dropped = [f"--{k}" for k in given if k not in recorded]
+    return " ".join(parts) + (" and " if parts and dropped else "") + (
+        f"leave out {', '.join(dropped)}" if dropped else "")
+
+
+def _shown(values: Mapping[str, object], key: str) -> str:
+    return json.dumps(values[key]) if key in values else "not given"
+
+
+def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object],
+                       overrides: Mapping[str, object] | None = None) -> Path:
+    """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``, with
+    the run's nested command-line overrides under ``"overrides"`` (:func:`nested_overrides`).
+
+    The nested overrides (``--optimizer#weight_decay 0.1``, ``--train#trainer#epoch_length 2``) change the
+    training as much as a named option, but no bundle names them in its settings: without this record a run
+    trained with them would be indistinguishable from one trained without. ``overrides``: the run's overrides
+    (all of them; the nested ones are kept), default those of :func:`command_overrides` or of the
+    ``python -m monai.bundle run`` command line. When they cannot be known (a Python caller outside
+    :func:`command_overrides`) nothing is recorded under ``"overrides"`` and nothing is compared.
 
     A folder that already has one holds an interrupted run being resumed (``--run_dir``): its settings are
-    kept, and a request that differs from them is refused before any work — continuing with other settings
-    would label the earlier epochs' ``model.pt`` with settings it was not trained with.
+    kept, and a request that differs from them — nested overrides included — is refused before any work:
+    continuing with other settings would label the earlier epochs' ``model.pt`` with settings it was not trained
+    with.
 
     Raises:
-        DataError: ``run_dir`` has settings that differ from ``settings`` (naming each and the overrides that
-            resume it as it was).
+        DataError: ``run_dir`` has settings or nested overrides that differ from these (naming each and the
+            overrides that resume it as it was).
     """
     path = Path(run_dir) / SETTINGS_FILE
-    new = {k: _jsonable(v) for k, v in settings.items()}
+    new = {k: _jsonable(v) for k, v in settings.items() if k != OVERRIDES_KEY}
+    nested = nested_overrides(overrides)
+    if nested is not None:
+        new[OVERRIDES_KEY] = nested
     old = _read_json(path) if _has_trained(run_dir) else None
     if old is None:  # a new run, or one that failed before its first epoch: nothing trained to protect
         return write_json_atomic(new, path, overwrite=True)
-    differ = settings_differences(old, new)
+    differ = settings_differences({k: v for k, v in old.items() if k != OVERRIDES_KEY},
+                                  {k: v for k, v in new.items() if k != OVERRIDES_KEY})
     # a folder recorded as typed (before runs recorded absolute paths) is the same folder when it resolves to it
     differ = {k: v for k, v in differ.items() if not (k in _PATH_SETTINGS and _same_folder(*v))}
     if "split_fingerprint" in differ:  # no option sets it: the split itself changed
@@ -289,6 +466,13 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
         said = ", ".join(f"{k}={a!r} (this command: {b!r})" for k, (a, b) in differ.items())
         raise DataError(path, f"the run being resumed was started with {said}; pass {_overrides(differ)} to continue "
                               "it, or leave out --run_dir to start a new run")
+    recorded = old.get(OVERRIDES_KEY)  # absent in a run of an earlier mednet: its nested overrides are unknown
+    if isinstance(recorded, dict) and nested is not None and recorded != nested:
+        changed = sorted(k for k in {*recorded, *nested} if recorded.get(k, _ABSENT) != nested.get(k, _ABSENT))
+        said = ", ".join(f"--{k} {_shown(recorded, k)} (this command: {_shown(nested, k)})" for k in changed)
+        raise DataError(path, f"the run being resumed was started with other nested overrides: {said}; give "
+                              f"{_override_hint(recorded, nested)} to continue it, or leave out --run_dir to start "
+                              "a new run")
     merged = {**new, **old}
     return path if merged == old else write_json_atomic(merged, path)
 
@@ -317,13 +501,15 @@ def check_run_settings(checkpoint: str | os.PathLike, settings: Mapping[str, obj
     """Refuse to use ``checkpoint`` with settings other than those it was trained with.
 
     Reads ``settings.json`` beside the checkpoint (written by training; a checkpoint without one — exported or
-    from elsewhere — is not checked) and compares every key present in both. A network evaluated with another
-    intensity normalisation or other views runs without error but segments badly, so this is an error.
+    from elsewhere — is not checked) and compares every key present in both. A symbolic link to a checkpoint is
+    followed first: the settings are those of the run folder that holds the weights, not of the link's folder. A
+    network evaluated with another intensity normalisation or other views runs without error but segments badly,
+    so this is an error.
 
     Raises:
         DataError: naming the checkpoint, each differing setting and the override that fixes it.
     """
-    path = Path(checkpoint).parent / SETTINGS_FILE
+    path = Path(checkpoint).resolve().parent / SETTINGS_FILE  # beside the file itself, through any link to it
     trained = _read_json(path)
     if trained is None:
         return
@@ -334,13 +520,14 @@ def check_run_settings(checkpoint: str | os.PathLike, settings: Mapping[str, obj
 
 
 def run_setting(checkpoint: str | os.PathLike, key: str) -> object:
-    """A setting recorded by training in ``settings.json`` beside ``checkpoint`` that evaluation must repeat
-    (e.g. the training split's normalisation ``mean``/``std``), not a user option.
+    """A setting recorded by training in ``settings.json`` beside ``checkpoint`` (a link followed to the file
+    itself, as in :func:`check_run_settings`) that evaluation must repeat (e.g. the training split's normalisation
+    ``mean``/``std``), not a user option.
 
     Raises:
         DataError: no ``settings.json`` beside the checkpoint, or it lacks ``key``.
     """
-    path = Path(checkpoint).parent / SETTINGS_FILE
+    path = Path(checkpoint).resolve().parent / SETTINGS_FILE
     trained = _read_json(path)
     if trained is None or key not in trained:
         raise DataError(checkpoint, f"{key!r} is not recorded in {path}; use a checkpoint inside the training run "

@@ -4,7 +4,9 @@ One subprocess (≈ 5 s of imports) keeps the command line itself tested: a miss
 bundle's ``initialize`` with the one line on stderr, no traceback and a non-zero exit status. The other bad inputs
 (a bad input volume, a bad datalist, a truncated or malicious checkpoint, a bad label) run in-process through
 :func:`_bundle_cli.bundle_error_line` (the same configs, checks and error hook's choice of exception and line).
-The error hook itself is unit-tested in-process below.
+The error hook itself is unit-tested in-process below, with two small scripts run as subprocesses where only a
+process shows it: a user error inside an engine (no traceback on stdout either), and SIGTERM during an atomic write
+(the temporary file is removed, exit status 143).
 """
 
 from __future__ import annotations
@@ -89,9 +91,11 @@ def case_line(bad_inputs: tuple[Path, dict], case: str) -> str:
 
 
 def the_error_line(proc: subprocess.CompletedProcess) -> str:
-    """The run failed with exactly one ``mednet error:`` line on stderr and no traceback."""
+    """The run failed with exactly one ``mednet error:`` line on stderr and no traceback on stderr or stdout (MONAI's
+    StatsHandler logs to stdout)."""
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-5000:]
+    assert "Traceback" not in proc.stdout, proc.stdout[-5000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mednet error:")]
     assert len(lines) == 1, proc.stderr[-3000:]
     assert "MEDNET_TRACEBACK=1" in lines[0]
@@ -163,10 +167,22 @@ def test_hook_shows_the_outermost_user_error() -> None:
     assert user_error(_chain(RuntimeError("wrap"), wrapper)) is wrapper
     option = OptionError({"--epoch": "unknown option for train.json"})
     assert user_error(_chain(RuntimeError("Failed to evaluate"), option)) is option
-    # fallback: the deepest ValueError / FileNotFoundError (e.g. MONAI's own messages)
-    missing = FileNotFoundError("Cannot find the config file: x.json.")
+    # fallback: only a deepest FileNotFoundError that names its file
+    missing = FileNotFoundError(2, "No such file or directory", "x.json")
     assert user_error(_chain(RuntimeError("wrap"), missing)) is missing
     assert user_error(_chain(ValueError("wrap"), KeyError("image"))) is None
+
+
+def test_a_plain_value_error_is_a_bug_with_its_traceback() -> None:
+    """Any deepest ValueError was printed as one line: ``$int('x')`` in a config gave ``mednet error: invalid literal
+    for int() with base 10: 'x'`` — no path, and the bug's traceback hidden."""
+    try:
+        int("x")
+    except ValueError as e:
+        bug = e
+    assert user_error(_chain(RuntimeError("Failed to evaluate"), bug)) is None
+    assert user_error(FileNotFoundError("the writer wrote nothing")) is None  # names no file: a bug too
+    assert user_error(_chain(RuntimeError("wrap"), DataError("a.png", "cannot decode"), bug)).path == "a.png"
 
 
 class _Unreadable(torch.utils.data.Dataset):
@@ -201,8 +217,8 @@ def test_engine_logs_drop_a_user_errors_traceback_and_keep_a_bugs(monkeypatch: p
     handler = logging.StreamHandler(stream)
     engine_log = logging.getLogger("mednet-test-engine")
     engine_log.addHandler(handler)
+    restore = install_error_hook()
     try:
-        install_error_hook()
         for error in (DataError("img.png", "cannot decode"), _chain(RuntimeError("wrapped"), DataError("a", "b")),
                       ZeroDivisionError("a bug")):
             try:
@@ -211,17 +227,20 @@ def test_engine_logs_drop_a_user_errors_traceback_and_keep_a_bugs(monkeypatch: p
                 engine_log.exception(f"Exception: {error}")
     finally:
         engine_log.removeHandler(handler)
+        restore()
     logged = stream.getvalue()
     assert "cannot decode" not in logged and "wrapped" not in logged
     assert "Exception: a bug" in logged and "Traceback" in logged and "ZeroDivisionError" in logged
 
 
-def test_hook_prints_one_line_and_keeps_tracebacks_for_bugs(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_hook_prints_one_line_and_keeps_tracebacks_for_bugs(monkeypatch: pytest.MonkeyPatch, capsys,
+                                                            request: pytest.FixtureRequest) -> None:
     seen = []
     monkeypatch.setattr(sys, "excepthook", lambda *a: seen.append(a))
     monkeypatch.delenv("MEDNET_TRACEBACK", raising=False)
-    install_error_hook()
+    restore = install_error_hook()
     install_error_hook()  # idempotent: not chained twice
+    request.addfinalizer(restore)
     err = _chain(RuntimeError("Failed"), DataError("x.pt", "cannot read\n   checkpoint\n(details)"))
     sys.excepthook(type(err), err, None)
     assert capsys.readouterr().err == "mednet error: x.pt: cannot read checkpoint (details) " \
@@ -237,5 +256,217 @@ def test_traceback_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     previous = lambda *a: None  # noqa: E731
     monkeypatch.setattr(sys, "excepthook", previous)
     monkeypatch.setenv("MEDNET_TRACEBACK", "1")
-    install_error_hook()
-    assert sys.excepthook is previous
+    restore = install_error_hook()
+    try:
+        assert sys.excepthook is previous
+    finally:
+        restore()
+
+
+_ENGINE_ERROR_SCRIPT = """
+from ignite.engine import Engine
+from monai.handlers import StatsHandler
+
+from mednet.bundle_support import install_error_hook
+from mednet.errors import DataError
+
+install_error_hook()  # as a bundle's initialize does: before the engines and their StatsHandler loggers exist
+
+
+def step(engine, batch):
+    try:
+        raise EOFError("Compressed file ended")
+    except EOFError as e:
+        raise DataError("a/broken.jpg", "cannot decode image") from e
+
+
+engine = Engine(step)
+StatsHandler(iteration_log=False).attach(engine)  # monai.apps.get_logger: a new stdout handler, not propagated
+engine.run([0], max_epochs=1)
+"""
+
+
+def test_a_user_error_inside_an_engine_prints_no_traceback_on_stdout(tmp_path: Path) -> None:
+    """A DataError raised inside an evaluator printed two full tracebacks on stdout (StatsHandler's logger.exception,
+    on a logger created after the hook's filter was given to the handlers of that moment)."""
+    script = tmp_path / "engine_error.py"
+    script.write_text(_ENGINE_ERROR_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MEDNET_TRACEBACK", None)
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=300)
+    line = the_error_line(proc)
+    assert line.startswith("mednet error: a/broken.jpg: cannot decode image"), line
+    assert "cannot decode image" not in proc.stdout, proc.stdout[-3000:]
+
+
+def test_a_handler_created_after_the_hook_drops_a_user_errors_record_and_keeps_a_bugs(capsys) -> None:
+    from monai.apps import get_logger
+
+    restore = install_error_hook()
+    try:
+        late = get_logger("mednet-test-late-stats")  # its stdout handler is created now, after the hook
+        for error in (DataError("img.png", "cannot decode"), ZeroDivisionError("a bug")):
+            try:
+                raise error
+            except Exception:
+                late.exception(f"Exception: {error}")
+    finally:
+        restore()
+    out = capsys.readouterr().out
+    assert "cannot decode" not in out
+    assert "Exception: a bug" in out and "Traceback" in out and "ZeroDivisionError" in out
+    # undone: the handlers lose the filter, the record factory is the previous one
+    import logging
+
+    assert not any(f for h in late.handlers for f in h.filters)
+    assert not getattr(logging.getLogRecordFactory(), "mednet", False)
+
+
+def test_run_bundle_undoes_the_hook_when_the_run_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After one refused run_bundle, an unrelated bug in the caller's script printed ``mednet error: cannot
+    reshape…`` without its traceback: the hook stayed installed for good."""
+    import logging
+    import signal
+
+    import mednet.app.bundles as bundles
+    from mednet.app.bundles import run_bundle
+
+    monkeypatch.delenv("MEDNET_TRACEBACK", raising=False)
+    hook, factory = sys.excepthook, logging.getLogRecordFactory()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    during = {}
+
+    def refuse(config_file, overrides) -> None:  # what check_overrides sees: the run in progress
+        during.update(hook=getattr(sys.excepthook, "mednet", False), sigterm=signal.getsignal(signal.SIGTERM))
+        raise OptionError({"--epoch": "unknown option for train.json"})
+
+    monkeypatch.setattr(bundles, "check_overrides", refuse)
+    with pytest.raises(OptionError):
+        run_bundle("brain_tissue_fcn", "train", epoch=1)
+    assert during["hook"] is True and during["sigterm"] not in (signal.SIG_DFL, None)
+    assert sys.excepthook is hook and logging.getLogRecordFactory() is factory
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+_SIGTERM_SCRIPT = """
+import sys
+import time
+
+from mednet.bundle_support import install_error_hook
+from mednet.io import atomic_path
+
+install_error_hook()  # as a bundle's initialize does
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    print(tmp, flush=True)
+    time.sleep(120)  # Slurm's time limit arrives here
+"""
+
+
+def test_sigterm_unwinds_the_run_so_temporary_files_are_removed(tmp_path: Path) -> None:
+    """SIGTERM (Slurm timeouts, torchrun teardown) ended the process without running ``finally``: an atomic write in
+    progress left its ``.model.tmp-….pt`` beside the run's files. Now it exits with 143 after the cleanup."""
+    import signal
+
+    script = tmp_path / "writer.py"
+    script.write_text(_SIGTERM_SCRIPT, encoding="utf-8")
+    target = tmp_path / "run" / "model.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(target)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    try:
+        tmp = Path(proc.stdout.readline().strip())
+        assert tmp.is_file(), proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 143
+    assert not tmp.exists() and not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_sigterm_handling_only_replaces_the_default_in_the_main_thread() -> None:
+    import signal
+    import threading
+
+    from mednet.bundle_support import install_sigterm_exit
+
+    def own(signum, frame) -> None:
+        """A caller's own handler."""
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        install_sigterm_exit()()
+        assert signal.getsignal(signal.SIGTERM) is own  # theirs decides
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(install_sigterm_exit()))
+    thread.start()
+    thread.join()
+    results[0]()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_bad_training_image_leaves_no_run_folder(tmp_path: Path) -> None:
+    """MONAI resolved ``@output_dir`` (creating the run folder) before ``@normalization`` (decoding every training
+    image): a bad image left an empty train-*/ folder behind, contrary to the config's ``_comment_run``."""
+    import pandas as pd
+
+    from _dermoscopy_fixtures import synthetic_split
+
+    split = synthetic_split(tmp_path / "data", n_images=30, size=32, seed=1)
+    table = pd.read_csv(split / "split.csv")
+    bad = (split / table[table["split"] == "training"]["path"].iloc[0]).resolve()
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    runs = tmp_path / "runs"
+    line = bundle_error_line("dermoscopy_classification", "train", dataset_dir=str(split), runs_root=str(runs),
+                             model="receptive_field_cnn", image_size=32, epochs=1)
+    assert line.startswith(f"mednet error: {bad}: cannot decode image"), line
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def _fake_member(folder: Path, dataset_dir: Path, classes: list[str], size: int) -> Path:
+    """A dermoscopy run folder as training leaves it (settings.json, calibration.json, finished.json), holding an
+    untrained network: an ensemble member, with nothing trained."""
+    from mednet.networks import build_classifier
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.save(build_classifier("receptive_field_cnn", len(classes), size).state_dict(), folder / "model.pt")
+    settings = {"model": "receptive_field_cnn", "image_size": size, "cifar_stem": None, "cosine_head": False,
+                "batch_norm": True, "class_names": classes, "loss": "ce", "augmentation": "none",
+                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "seed": 0, "dataset_dir": str(dataset_dir)}
+    (folder / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 1.0}), encoding="utf-8")
+    (folder / "finished.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+def test_a_bad_validation_image_leaves_no_ensemble_folder(tmp_path: Path) -> None:
+    """ensemble.json's run list resolved ``@output_dir`` (creating ensemble-*/) before ``@run_settings``, whose
+    weights need the members' outputs on every validation image: a bad one left an empty ensemble folder."""
+    import pandas as pd
+    from PIL import Image
+
+    classes, size = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], 32
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    splits = {1: "training", 2: "training", 3: "validation", 4: "validation", 5: "test", 6: "test"}
+    for i in splits:
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(images / f"L{i}.png")
+    (images / "L4.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    data = tmp_path / "split"
+    data.mkdir()
+    pd.DataFrame([{"image_id": f"I{i}", "lesion_id": f"L{i}", "dx": classes[i % 7], "dx_type": "synthetic",
+                   "path": str(images / f"L{i}.png"), "split": split} for i, split in splits.items()]).to_csv(
+        data / "split.csv", index=False)
+    members = [str(_fake_member(tmp_path / name, data, classes, size)) for name in ("a", "b")]
+    runs = tmp_path / "ensembles"
+    line = bundle_error_line("dermoscopy_classification", "ensemble", dataset_dir=str(data), members=members,
+                             runs_root=str(runs), device="cpu")
+    assert line.startswith(f"mednet error: {images / 'L4.png'}: cannot decode image"), line
+    assert not runs.exists() or not any(runs.iterdir())

@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from _dermoscopy_fixtures import kept_figures
+
 from mednet.calibration import (
     accuracy_lower_bound,
     aurc,
@@ -550,6 +552,53 @@ def test_risk_coverage_png(tmp_path):
     png = plot_risk_coverage(curves, tmp_path / "rc.png",
                              threshold_points={"before": (r["coverage"], 1 - r["accuracy"])}, title="risk")
     assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000
+
+
+def _bin_counts(probs: np.ndarray, n_bins: int) -> list[int]:
+    """Samples per confidence bin ``((m-1)/M, m/M]`` (0 in the first), counted here from the top-1 confidences."""
+    index = np.clip(np.ceil(probs.max(1) * n_bins).astype(int) - 1, 0, n_bins - 1)
+    return np.bincount(index, minlength=n_bins).tolist()
+
+
+def test_reliability_comparison_draws_one_column_per_panel(monkeypatch):
+    import mednet.reports.calibration as calibration_figure
+
+    base, y = calibrated_logits(5, n=400)
+    z = 4 * base
+    t = fit_temperature(z, y)
+    panels = [("before (T = 1)", scaled_probabilities(z, 1.0)), (f"after (T = {t:.2f})", scaled_probabilities(z, t))]
+    figures = kept_figures(monkeypatch, calibration_figure)
+    plot_reliability_comparison(panels, y, "unused.png", n_bins=15, title="temperature scaling")
+    (fig,) = figures
+    assert fig.get_suptitle() == "temperature scaling"
+    top, bottom = fig.axes[:2], fig.axes[2:]  # row-major: the two diagrams, then their histograms
+    assert [ax.get_title() for ax in top] == [f"{name} (n = 400)" for name, _ in panels]
+    for (name, probs), reliability, histogram in zip(panels, top, bottom):
+        assert [int(b.get_height()) for b in histogram.patches] == _bin_counts(probs, 15), name
+        legend = [text.get_text() for text in reliability.get_legend().get_texts()]
+        ece = expected_calibration_error(probs, y, 15)
+        assert any(line.startswith(f"ECE = {ece:.3f}, ") for line in legend), (name, legend)
+    # the temperature made a difference the figure shows: other histograms
+    assert [b.get_height() for b in bottom[0].patches] != [b.get_height() for b in bottom[1].patches]
+
+
+def test_risk_coverage_draws_each_curve_its_aurc_and_the_referral_point(monkeypatch):
+    import mednet.reports.selective as selective_figure
+
+    figures = kept_figures(monkeypatch, selective_figure)
+    hand = risk_coverage_curve(CONF, OK)  # see test_risk_coverage_curve_by_hand and test_aurc_by_hand_and_tie_aware
+    plot_risk_coverage({"hand": hand}, "unused.png", threshold_points={"hand": (0.6, 1 / 3)}, title="risk")
+    ((ax,),) = [fig.axes for fig in figures]
+    assert ax.get_title() == "risk"
+    step, point = ax.get_lines()
+    assert step.get_label() == f"hand  (AURC = {79 / 300:.4f})" and step.get_drawstyle() == "steps-pre"
+    x, r = np.asarray(step.get_xdata()), np.asarray(step.get_ydata())
+    np.testing.assert_allclose(x, [0.0, 0.2, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(r, [0.0, 0.0, 1 / 3, 1 / 4, 2 / 5])
+    assert float((np.diff(x) * r[1:]).sum()) == pytest.approx(79 / 300)  # the drawn area is the AURC of the legend
+    assert point.get_label() == "hand: referral point (coverage 0.60, risk 0.333)"
+    assert (list(point.get_xdata()), list(point.get_ydata())) == ([0.6], [1 / 3])
+    assert point.get_color() == step.get_color()  # marked on its own curve
 
 
 def _split_folder(folder: Path, assignment: dict[str, str]) -> Path:

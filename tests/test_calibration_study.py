@@ -18,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _bundle_cli import command_in_process
 from _dermoscopy_fixtures import synthetic_split
+from mednet.app.calibration_study import run_calibration_study
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -99,9 +101,8 @@ def test_study_resumes_after_a_kill_and_writes_its_table(tiny_split: Path, tmp_p
     searched = json.loads((out / "runs" / "ensemble-teachers-searched" / "settings.json").read_text(encoding="utf-8"))
     assert searched["weight_choice"] == "searched" and abs(sum(searched["weights"]) - 1) < 1e-9
 
-    # the same folder with other settings is refused, not mixed
-    other = subprocess.run([*_study(tiny_split, out)[:-2], "--image_size", "48"], cwd=REPO, capture_output=True,
-                           text=True, encoding="utf-8", errors="replace", env=env, timeout=300)
+    # the same folder with other settings is refused, not mixed (in-process: the command line ran twice above)
+    other = command_in_process(run_calibration_study, *_study(tiny_split, out)[3:-2], "--image_size", "48")
     assert other.returncode == 2 and "mednet error:" in other.stderr and "other settings" in other.stderr
 
 

@@ -372,6 +372,42 @@ def _train_json_parser(monkeypatch, **overrides):
     return parser
 
 
+def test_train_json_balanced_sampler_and_recall_mel_selection(monkeypatch) -> None:
+    """``--balanced_sampler True``: every class is drawn with the same total weight (inverse-frequency sampling,
+    no shuffle); ``--selection_metric recall_mel``: the model is selected on validation melanoma recall, which
+    is then no additional metric (Ignite would compute and log it twice)."""
+    import numpy as np
+    import pandas as pd
+    from torch.utils.data import RandomSampler, WeightedRandomSampler
+
+    from mednet.data.dermoscopy import DERMOSCOPY_CLASSES
+    from mednet.overrides import check_overrides
+
+    counts = [50, 20, 5, 9, 3, 7, 4]  # the class_counts _train_json_parser sets: the table holds exactly these
+    dx = np.random.default_rng(0).permutation(np.repeat(DERMOSCOPY_CLASSES, counts))
+    table = pd.DataFrame({"image_id": [f"img{i}" for i in range(len(dx))], "dx": dx, "path": ""})
+    fixed = {"train_table": table, "normalization": [[0.5] * 3, [0.25] * 3]}  # no image is read
+    parser = _train_json_parser(monkeypatch, **fixed, balanced_sampler=True, selection_metric="recall_mel")
+    loader = parser.get_parsed_content("train#dataloader")
+    sampler = loader.sampler
+    assert isinstance(sampler, WeightedRandomSampler) and sampler.replacement and sampler.num_samples == len(table)
+    assert loader.batch_sampler.sampler is sampler  # drawn by the weights, not shuffled
+    labels = np.asarray(loader.dataset.labels)
+    assert labels.tolist() == [DERMOSCOPY_CLASSES.index(d) for d in dx]
+    per_class = [float(sampler.weights[labels == k].sum()) for k in range(len(counts))]
+    assert per_class == pytest.approx([per_class[0]] * len(counts))
+    assert isinstance(_train_json_parser(monkeypatch, **fixed).get_parsed_content("train#dataloader").sampler,
+                      RandomSampler)  # the default: shuffled, every image once an epoch
+
+    assert list(parser.get_parsed_content("validate#key_metric")) == ["val_recall_mel"]
+    additional = parser.get_parsed_content("validate#evaluator#additional_metrics")
+    assert "val_recall_mel" not in additional and {"val_balanced_accuracy", "val_recall_nv"} <= set(additional)
+    train = "bundles/dermoscopy_classification/configs/train.json"
+    check_overrides(train, {"balanced_sampler": True, "selection_metric": "recall_mel"})
+    with pytest.raises(OptionError, match="--selection_metric"):
+        check_overrides(train, {"selection_metric": "recall_melanoma"})
+
+
 def test_train_json_drw_start_none_is_plain_ldam_for_the_whole_run(monkeypatch) -> None:
     """``--drw_start None``: LDAM without deferred re-weighting, also in the last epoch (``min(@epochs, …)`` used
     to force DRW on at least there); the override check accepts it, for ``--loss ldam`` only."""

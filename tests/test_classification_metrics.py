@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchmetrics.classification
 from ignite.engine import Engine
 from sklearn.metrics import (
     balanced_accuracy_score,
@@ -17,6 +18,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+from _dermoscopy_fixtures import kept_figures
 
 from mednet.errors import DataError
 from mednet.metrics.classification import (
@@ -122,7 +125,6 @@ def test_confidence_on_an_inner_edge_goes_in_the_lower_bin() -> None:
 
 @pytest.mark.parametrize("n_bins", [10, 15])
 def test_ece_matches_torchmetrics_below_confidence_one(n_bins: int) -> None:
-    torchmetrics = pytest.importorskip("torchmetrics")
     _, probs, labels = _random(seed=n_bins)
     assert probs.max() < 1.0  # torchmetrics puts 1.0 into a hidden extra bin (issue #3510)
     reference = torchmetrics.classification.MulticlassCalibrationError(num_classes=7, n_bins=n_bins, norm="l1")
@@ -131,7 +133,6 @@ def test_ece_matches_torchmetrics_below_confidence_one(n_bins: int) -> None:
 
 
 def test_confidence_one_is_in_the_top_bin_unlike_torchmetrics() -> None:
-    torchmetrics = pytest.importorskip("torchmetrics")
     # preds [.95, 1.0] for class 1, targets [1, 0]; one bin (.9, 1] holds both: acc 1/2, conf .975 -> .475
     probs, labels = np.array([[0.05, 0.95], [0.0, 1.0]]), np.array([1, 0])
     assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(0.475, abs=1e-12)
@@ -297,3 +298,26 @@ def test_reliability_diagram_png(tmp_path) -> None:
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert [p.name for p in out.parent.iterdir()] == ["reliability.png"]  # no temporary file left behind
+
+
+def test_reliability_diagram_draws_the_hand_example(monkeypatch) -> None:
+    """The figure shows the hand example's bins (see the table above HAND_PROBS): accuracy bars where a bin holds
+    samples, the sample count of every bin, the ECE/OE in the legend and the lines at mean confidence and accuracy."""
+    import mednet.reports.calibration as calibration_figure
+
+    figures = kept_figures(monkeypatch, calibration_figure)
+    plot_reliability_diagram(HAND_PROBS, HAND_LABELS, "unused.png", n_bins=5, title="hand example")
+    ((top, bottom),) = [fig.axes for fig in figures]
+    counts = [(round(b.get_x(), 6), b.get_height()) for b in bottom.patches]
+    assert counts == [(0.0, 0), (0.2, 1), (0.4, 2), (0.6, 0), (0.8, 3)]
+    bars = sorted((round(b.get_x(), 6), round(b.get_y(), 6), round(b.get_height(), 6)) for b in top.patches)
+    # (left, bottom, height): the accuracy bar from 0, then the gap bar from min(accuracy, confidence)
+    assert bars == [(0.2, 0.0, 1.0), (0.2, 0.38, 0.62), (0.4, 0.0, 0.5), (0.4, 0.5, 0.0),
+                    (0.8, 0.0, round(2 / 3, 6)), (0.8, round(2 / 3, 6), 0.25)]
+    assert top.get_title() == "hand example"
+    legend = [t.get_text() for t in top.get_legend().get_texts()]
+    assert f"ECE = {HAND_ECE:.3f}, OE = {HAND_OE:.3f}  (5 bins)" in legend
+    lines = {line.get_label(): line.get_xdata()[0] for line in bottom.get_lines()}
+    mean_confidence = HAND_PROBS.max(1).mean()
+    assert lines == {f"mean confidence {mean_confidence:.3f}": pytest.approx(mean_confidence),
+                     f"accuracy {4 / 6:.3f}": pytest.approx(4 / 6)}

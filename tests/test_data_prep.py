@@ -191,14 +191,15 @@ def test_patches_of_each_plane_come_from_where_their_positions_say(tiny_cohort: 
     from mednet.data.datasets import extract_cohort_patches
     from mednet.data.transforms import LoadLabelledVolumed
 
-    patches = extract_cohort_patches(tiny_cohort / "datalist.json", views=(2, 0), max_per_volume=301, progress=False)
+    patches = extract_cohort_patches(tiny_cohort / "datalist.json", views=(2, 0), max_per_volume=301, progress=False,
+                                     bias_correction="none")  # N4 is not what is tested here
     assert patches.views == [2, 0] and patches.stats["params"]["views"] == [2, 0]
     pos = patches.positions
     per_volume_axis = np.bincount(pos[:, 0] * 3 + pos[:, 1], minlength=9).reshape(3, 3)
     assert (per_volume_axis[:, [0, 2]] > 0).all() and (per_volume_axis[:, 1] == 0).all()
     assert (per_volume_axis.sum(1) <= 302).all()  # the per-volume cap is shared by the axes (151 each)
     items = load_datalist(tiny_cohort / "datalist.json", "training")
-    vols = [LoadLabelledVolumed(intensity_normalization="histogram")(item) for item in items]
+    vols = [LoadLabelledVolumed(intensity_normalization="histogram", bias_correction="none")(item) for item in items]
     rng = np.random.default_rng(0)
     for i in rng.choice(len(patches), size=20, replace=False):
         v, axis, s, r, c = (int(x) for x in pos[i])
@@ -219,7 +220,7 @@ def test_patch_file_feeds_the_training_dataset(tiny_cohort: Path, tmp_path: Path
     from mednet.data.datasets import CohortPatches, PatchDataset, extract_cohort_patches
 
     patches = extract_cohort_patches(tiny_cohort / "datalist.json", max_per_volume=200, progress=False,
-                                     max_background=0.25)
+                                     max_background=0.25, bias_correction="none")
     path = patches.save(tmp_path / "p.npz")
     with pytest.raises(DataError, match="already exists"):
         patches.save(path)
@@ -238,7 +239,8 @@ def test_a_prepared_patch_file_must_come_from_the_runs_training_split(tiny_cohor
     from mednet.data.datasets import check_patch_params, check_patch_source, extract_cohort_patches
 
     datalist = tiny_cohort / "datalist.json"
-    training = extract_cohort_patches(datalist, max_per_volume=31, progress=False, max_background=0.25)
+    training = extract_cohort_patches(datalist, max_per_volume=31, progress=False, max_background=0.25,
+                                      bias_correction="none")
     per_volume: dict[str, int] = {}
     for row in training.stats["per_volume"]:
         per_volume[row["volume"]] = per_volume.get(row["volume"], 0) + row["patches"]
@@ -247,7 +249,8 @@ def test_a_prepared_patch_file_must_come_from_the_runs_training_split(tiny_cohor
     check_patch_params(training, "p.npz", patch_size=16, max_background=0.25, min_pixels=8, stride=1)
     with pytest.raises(DataError, match=r"p.npz: patches were extracted with patch_size=16 \(this run: 32\)"):
         check_patch_params(training, "p.npz", patch_size=32, max_background=0.25)
-    validation = extract_cohort_patches(datalist, split="validation", max_per_volume=30, progress=False)
+    validation = extract_cohort_patches(datalist, split="validation", max_per_volume=30, progress=False,
+                                        bias_correction="none")
     with pytest.raises(DataError, match="p.npz: patches were extracted from the 'validation' split"):
         check_patch_source(validation, "p.npz", datalist)
     # the same file claiming the training split is still refused: its volume is the validation volume

@@ -146,6 +146,44 @@ def test_inference_folder_and_file(trained: Path, split_dir: Path, tmp_path: Pat
                                table.set_index("image_id").loc[one.stem, CLASSES].to_numpy(dtype=float), atol=1e-5)
 
 
+def test_inference_refers_exactly_the_cases_below_the_runs_threshold(trained: Path, split_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """A 2-epoch run does not reach the 95 % target on validation: its threshold is above 1 and every case is
+    referred (the check above then tests little; its temperature is near the fit's bound, every confidence ≈ 1/7).
+    On a copy of the run whose calibration.json holds T = 1 and a threshold between the middle confidences of the
+    test split, inference refers the cases below it and decides the others."""
+    run = Path(shutil.copytree(trained, tmp_path / trained.name, ignore=shutil.ignore_patterns("eval-*")))
+    calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
+
+    def calibrate(**changes: float) -> None:
+        calibration["temperature"] = 1.0
+        calibration["referral"].update(changes)
+        (run / "calibration.json").write_text(json.dumps(calibration), encoding="utf-8")
+
+    calibrate()
+    common = {"input": str(split_dir), "split": "test", **ARCH_SETTINGS, "ckpt_path": str(run / "model.pt")}
+    run_bundle("dermoscopy_classification", "inference", output_dir=str(tmp_path / "first"), **common)
+    first = pd.read_csv(tmp_path / "first" / "predictions.csv")
+    # the widest gap between neighbouring confidences of the middle half: the 6-digit CSV values cannot cross it
+    levels = np.unique(first["confidence"])
+    assert len(levels) >= 2, levels
+    middle = np.arange(len(levels) // 4, max(3 * len(levels) // 4, len(levels) // 4 + 1))
+    low = middle[np.argmax(levels[middle + 1] - levels[middle])]
+    assert levels[low + 1] - levels[low] > 2e-6, levels
+    threshold = float(levels[low] + levels[low + 1]) / 2
+    calibrate(threshold=threshold)
+
+    run_bundle("dermoscopy_classification", "inference", output_dir=str(tmp_path / "second"), **common)
+    table = pd.read_csv(tmp_path / "second" / "predictions.csv")
+    assert len(table) == (pd.read_csv(split_dir / "split.csv")["split"] == "test").sum()
+    np.testing.assert_allclose(table["confidence"], first["confidence"])  # the same model and temperature
+    assert set(table["refer"]) == {True, False}
+    assert (table["refer"] == (table["confidence"] < threshold)).all()
+    kept = ~table["refer"]
+    assert (table.loc[kept, "decision"] == table.loc[kept, "prediction"]).all()
+    assert (table.loc[table["refer"], "decision"] == "refer").all()
+
+
 def test_bad_inputs_fail_with_one_line(trained: Path, split_dir: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "imgs"

@@ -198,6 +198,33 @@ def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(tmp_path: Path
         read_ham10000(csv, [tmp_path / "absent"])
 
 
+HAM_HEADER = "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+HAM_LINE = "HAM_0001,ISIC_0001,bkl,histo,55.0,female,back\n"
+
+
+@pytest.mark.parametrize(("content", "where", "problem"), [
+    (b"", "", "the CSV file is empty"),
+    (HAM_HEADER.encode(), "", "the CSV file has a header but no rows"),
+    # a spreadsheet's "CSV" on Windows: cp1252, 'é' = 0xe9 (followed by 'p', not a UTF-8 continuation byte)
+    ((HAM_HEADER + HAM_LINE + "HAM_0002,ISIC_0002,nv,histo,40.0,male,dos (épaule)\n").encode("cp1252"), ":row 3",
+     "not UTF-8 text (byte 0xe9: invalid continuation byte); save the CSV as UTF-8"),
+    ((HAM_HEADER + HAM_LINE).encode("utf-16"), ":row 1", "not UTF-8 text (byte 0xff: invalid start byte)"),
+    # pandas says "EOF inside string starting at row 2" for both: it counts records from 0, not lines
+    ((HAM_HEADER + HAM_LINE + 'HAM_0002,"ISIC_0002,nv,histo,40.0,male,back\n' + HAM_LINE).encode(), ":row 3",
+     "a quoted value starts on this row and is never closed"),
+    ((HAM_HEADER + 'HAM_0001,ISIC_0001,bkl,histo,55.0,female,"back\nleft"\nHAM_0002,ISIC_0002,nv,histo,40.0,male,"'
+      + "back\n" + HAM_LINE).encode(), ":row 4", "a quoted value starts on this row and is never closed"),
+], ids=["empty", "header_only", "cp1252", "utf16", "unbalanced_quote", "unbalanced_after_multiline_value"])
+def test_a_broken_csv_is_refused_naming_it_and_what_is_wrong(tmp_path: Path, content: bytes, where: str,
+                                                             problem: str) -> None:
+    csv = tmp_path / "HAM10000_metadata.csv"
+    csv.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_ham10000(csv, [tmp_path])
+    assert str(err.value).startswith(f"{csv}{where}: {problem}"), str(err.value)
+    assert err.value.path == f"{csv}{where}"
+
+
 def test_read_isic2018_groundtruth_one_hot_and_lesion_groups(tmp_path: Path, caplog) -> None:
     images = tmp_path / "ISIC2018_Task3_Training_Input"
     gt = tmp_path / "gt.csv"
@@ -304,6 +331,22 @@ def test_read_dermamnist_errors(tmp_path: Path) -> None:
         read_dermamnist(tmp_path / "junk.npz")
 
 
+@pytest.mark.parametrize(("images", "got"), [
+    (lambda a: a[..., 0], r"\(7, 28, 28\) uint8"),  # grey, as MedMNIST's other 2D sets store them
+    (lambda a: a.astype(np.float32) / 255, r"\(7, 28, 28, 3\) float32"),
+    (lambda a: np.concatenate([a, a[..., :1]], axis=-1), r"\(7, 28, 28, 4\) uint8"),
+], ids=["grey", "float", "rgba"])
+def test_read_dermamnist_refuses_images_that_are_not_rgb_uint8(tmp_path: Path, images, got: str) -> None:
+    npz = write_dermamnist(tmp_path / "d.npz")
+    with np.load(npz) as loaded:
+        arrays = dict(loaded)
+    arrays["train_images"] = images(arrays["train_images"])
+    np.savez(npz, **arrays)
+    with pytest.raises(DataError, match=rf"d\.npz: train_images must be \(N, H, W, 3\) uint8, got {got}$") as err:
+        read_dermamnist(npz)
+    assert err.value.path == str(npz)
+
+
 def test_read_dermamnist_refuses_a_npy_file_renamed_npz(tmp_path: Path) -> None:
     np.save(tmp_path / "images.npy", np.zeros((2, 28, 28, 3), np.uint8))
     renamed = (tmp_path / "images.npy").rename(tmp_path / "dermamnist.npz")
@@ -360,6 +403,30 @@ def test_an_image_listed_twice_is_refused_naming_both_rows(tmp_path: Path) -> No
                      "ISIC_1-2,L3,nv,histo,imgs/ISIC_1.jpg,test\n")
     with pytest.raises(DataError, match=rf"split\.csv:row 4: duplicate path {duplicate} \(first listed at row 2\)"):
         load_split_table(split)
+
+
+@pytest.mark.parametrize(("column", "value"), [("split", "valid"), ("split", "train "), ("split", "Test"),
+                                             ("dx", "melanoma"), ("dx", "MEL")])
+def test_a_hand_edited_split_table_with_an_unknown_value_is_refused_naming_the_row(tmp_path: Path, column: str,
+                                                                                  value: str) -> None:
+    """split.csv edited in a spreadsheet: a split or a class the bundle does not know is refused at its row, not
+    dropped (a row in no split) or trained as a class of its own."""
+    rows = [("ISIC_1", "L1", "nv", "training"), ("ISIC_2", "L2", "mel", "validation "), ("ISIC_3", "L3", "bcc", "test")]
+    for image_id, _, dx, _ in rows:
+        write_jpeg(tmp_path / "imgs" / f"{image_id}.jpg", COLOUR[dx])
+    lines = ["image_id,lesion_id,dx,dx_type,path,split"] + [
+        f"{i},{lesion},{dx},histo,imgs/{i}.jpg,{split}" for i, lesion, dx, split in rows]
+    csv = tmp_path / "split.csv"
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert list(load_split_table(csv)["split"]) == ["training", "validation", "test"]  # spaces around a value: fine
+    edited = lines[:2] + [lines[2].replace(",mel,", f",{value},") if column == "dx" else
+                          lines[2].replace(",validation ", f",{value}")] + lines[3:]
+    csv.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    expected = {"split": f"unknown split '{value.strip()}' (expected one of training, validation, test)",
+                "dx": f"unknown dx '{value}' (expected one of {', '.join(DERMOSCOPY_CLASSES)})"}[column]
+    with pytest.raises(DataError) as err:
+        load_split_table(tmp_path)
+    assert str(err.value) == f"{csv}:row 3: {expected}"
 
 
 # ------------------------------------------------------------------------------------------------ images

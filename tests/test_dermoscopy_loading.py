@@ -4,12 +4,15 @@ Every decoder failure reaches the caller as one ``DataError`` naming the file (n
 traceback): DICOM element values damaged where pydicom only converts them on access, an unknown value
 representation, a TIFF whose second page has no size. Images declaring more than ``MAX_IMAGE_PIXELS`` are refused
 from their header, before any pixel is decoded (a decompression bomb). A JPEG with an MPF segment (Pillow's MPO) is
-read as its primary image.
+read as its primary image. A photograph's EXIF orientation is applied (the image as a viewer shows it), a CMYK JPEG
+comes out RGB, MONOCHROME1 DICOM is inverted, and a DICOM without pixels, with a photometric interpretation the
+reader does not convert, or a GIF/TIFF of several pictures is refused naming the file.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -153,3 +156,89 @@ def test_mpo_jpeg_gives_its_primary_image(tmp_path: Path) -> None:
     assert out.shape == (40, 48, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, load_rgb(plain))
     assert np.abs(out[:, :20].astype(int) - (200, 40, 30)).max() <= 4  # the primary's colours, not the white view
+
+
+# ---------------------------------------------------------------------------------------------------- orientation, colour
+def _quadrants(h: int = 16, w: int = 32) -> np.ndarray:
+    """An asymmetric image: four colours, one per quadrant (every rotation and mirror of it differs)."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[: h // 2, : w // 2], image[: h // 2, w // 2:] = (220, 30, 30), (30, 200, 40)
+    image[h // 2:, : w // 2], image[h // 2:, w // 2:] = (40, 40, 210), (230, 220, 20)
+    return image
+
+
+# EXIF Orientation (TIFF 6.0 tag 274): 3 = stored upside down, 6 = the viewer turns it 90° clockwise, 8 = 90°
+# counter-clockwise; np.rot90 turns counter-clockwise for k > 0
+@pytest.mark.parametrize(("orientation", "k"), [(3, 2), (6, -1), (8, 1)])
+def test_jpeg_exif_orientation_is_applied(tmp_path: Path, orientation: int, k: int) -> None:
+    image = _quadrants()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    turned, plain = tmp_path / "turned.jpg", tmp_path / "plain.jpg"
+    Image.fromarray(image).save(turned, quality=100, subsampling=0, exif=exif)
+    Image.fromarray(image).save(plain, quality=100, subsampling=0)  # the same pixels, no orientation tag
+    out = load_rgb(turned)
+    assert out.shape == np.rot90(image, k).shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.rot90(load_rgb(plain), k))  # the same decode, turned
+    assert np.abs(out.astype(int) - np.rot90(image, k)).max() <= 8  # and the direction is the tag's
+
+
+def test_cmyk_jpeg_loads_as_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "print.jpg"
+    cmyk = Image.new("CMYK", (8, 6), (0, 255, 255, 0))  # no cyan, full magenta and yellow: red
+    cmyk.paste((0, 0, 0, 128), (0, 3, 8, 6))  # black at half: grey
+    cmyk.save(path, quality=100)
+    with Image.open(path) as img:
+        assert img.mode == "CMYK"
+    out = load_rgb(path)
+    assert out.shape == (6, 8, 3) and out.dtype == np.uint8
+    assert np.abs(out[:3].astype(int) - (255, 0, 0)).max() <= 3
+    assert np.abs(out[3:].astype(int) - 127).max() <= 3
+
+
+# ---------------------------------------------------------------------------------------------------- decode branches
+def test_monochrome1_dicom_is_inverted(tmp_path: Path) -> None:
+    """MONOCHROME1: the minimum is displayed white; the photograph is returned as MONOCHROME2 would show it."""
+    grey = np.arange(0, 240, 10, dtype=np.uint8).reshape(4, 6)
+    path = write_dicom(tmp_path / "mono1.dcm", np.repeat(grey[..., None], 3, axis=2), "MONOCHROME1")
+    out = load_rgb(path)
+    assert out.shape == (4, 6, 3) and out.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_array_equal(out[..., channel], 255 - grey)
+
+
+def _edited_dicom(path: Path, edit) -> Path:
+    ds = pydicom.dcmread(write_dicom(path, _rgb(4, 6)))
+    edit(ds)
+    ds.save_as(path)
+    return path
+
+
+def test_dicom_without_pixel_data_is_refused(tmp_path: Path) -> None:
+    path = _edited_dicom(tmp_path / "empty.dcm", lambda ds: delattr(ds, "PixelData"))
+    with pytest.raises(DataError, match=r"empty\.dcm: the DICOM file holds no pixel data") as err:
+        load_rgb(path)
+    assert err.value.path == str(path)
+
+
+@pytest.mark.parametrize("photometric", ["PALETTE COLOR", "YBR_ICT"])
+def test_dicom_with_an_unsupported_photometric_interpretation_is_refused(tmp_path: Path, photometric: str) -> None:
+    def set_photometric(ds) -> None:
+        ds.PhotometricInterpretation = photometric
+
+    path = _edited_dicom(tmp_path / "odd.dcm", set_photometric)
+    with pytest.raises(DataError, match=rf"odd\.dcm: unsupported photometric interpretation '{photometric}' "
+                                        r"\(expected RGB, YBR_FULL, YBR_FULL_422 or MONOCHROME1/2\)"):
+        load_rgb(path)
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "pages.tif"])
+def test_a_photograph_file_of_several_pictures_is_refused(tmp_path: Path, name: str) -> None:
+    """A GIF animation or a 2-page TIFF: which page is the photograph is unknown (an MPO JPEG's is frame 0)."""
+    path = tmp_path / name
+    first, second = Image.fromarray(_rgb(8, 8, seed=1)), Image.fromarray(_rgb(8, 8, seed=2))
+    first.save(path, save_all=True, append_images=[second])
+    with pytest.raises(DataError, match=rf"{re.escape(name)}: multi-frame image \(2 frames\); expected one "
+                                        "photograph") as err:
+        load_rgb(path)
+    assert err.value.path == str(path)

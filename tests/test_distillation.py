@@ -209,7 +209,6 @@ def test_teacher_weight_count_and_shape_errors():
 
 
 def test_teacher_weights_ratio_string():
-    pytest.importorskip("mednet.calibration.ensemble")
     loss = DistillationLoss(mode="avg_softmax", teacher_weights="5:1:5")
     assert loss.weights_for(3) == pytest.approx([5 / 11, 1 / 11, 5 / 11])
     with pytest.raises(OptionError, match="--teacher_weights"):

@@ -3,7 +3,8 @@
 A split folder of another seed of the same source puts lesions of the run's training and validation splits in its
 "test" split; scoring the model there reports inflated scores with no sign of it. The check
 (:func:`mednet.data.splits.check_evaluated_rows`) is wired into both configs; the runs here use an untrained
-network saved as a run folder (nothing is trained), on nine tiny images.
+network saved as a run folder (nothing is trained), on nine tiny images. The evaluation the check lets through
+writes the probabilities of an independent forward pass (PIL decode, the run's normalisation, its temperature).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import torch
 from PIL import Image
 
 from _bundle_cli import bundle_error_line
+from _dermoscopy_fixtures import independent_probabilities
 from mednet.app.bundles import run_bundle
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 SIZE = 32
+MEAN, STD, TEMPERATURE = [0.5] * 3, [0.25] * 3, 1.5
 
 
 def _split_folder(folder: Path, images: Path, assignment: dict[str, str]) -> Path:
@@ -35,17 +38,25 @@ def _split_folder(folder: Path, images: Path, assignment: dict[str, str]) -> Pat
 
 
 def _run(folder: Path, dataset_dir: Path) -> Path:
-    """A run folder trained (as its settings.json says) on ``dataset_dir``, holding an untrained network."""
+    """A run folder trained (as its settings.json says) on ``dataset_dir``, holding an untrained network (its
+    BatchNorm statistics moved away from 0/1, so the train-mode network would give other outputs) and a
+    calibration.json with temperature :data:`TEMPERATURE`."""
     from mednet.networks import build_classifier
 
     folder.mkdir()
     torch.manual_seed(0)
-    torch.save(build_classifier("receptive_field_cnn", len(CLASSES), SIZE).state_dict(), folder / "model.pt")
+    network = build_classifier("receptive_field_cnn", len(CLASSES), SIZE)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    torch.save(network.state_dict(), folder / "model.pt")
     settings = {"model": "receptive_field_cnn", "image_size": SIZE, "cifar_stem": None, "cosine_head": False,
                 "batch_norm": True, "class_names": CLASSES, "loss": "ce", "augmentation": "none",
-                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "seed": 0,
-                "dataset_dir": str(dataset_dir)}
+                "normalization": {"mean": MEAN, "std": STD}, "seed": 0, "dataset_dir": str(dataset_dir)}
     (folder / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    (folder / "calibration.json").write_text(json.dumps({"temperature": TEMPERATURE}), encoding="utf-8")
     (folder / "finished.json").write_text("{}", encoding="utf-8")
     return folder
 
@@ -81,6 +92,23 @@ def test_evaluate_refuses_another_splits_test_lesions_the_run_trained_on(folders
                     model="receptive_field_cnn", image_size=SIZE)
     report = json.loads((Path(wf.parser.get_parsed_content("output_dir")) / "metrics.json").read_text("utf-8"))
     assert report["info"]["n_images"] == 3 and report["info"]["split"] == "test"
+
+
+def test_evaluation_writes_the_probabilities_of_an_independent_forward_pass(folders) -> None:
+    """evaluate.json builds its own dataset line from the run's normalisation: its predictions.csv must be
+    softmax(net((x / 255 - mean) / std) / T) of each test image, computed here without the project's code."""
+    run, own = folders["run"], folders["own"]
+    wf = run_bundle("dermoscopy_classification", "evaluate", dataset_dir=str(own), ckpt_path=str(run / "model.pt"),
+                    model="receptive_field_cnn", image_size=SIZE)
+    out = Path(wf.parser.get_parsed_content("output_dir"))
+    assert json.loads((out / "metrics.json").read_text("utf-8"))["info"]["temperature"] == TEMPERATURE
+    predictions = pd.read_csv(out / "predictions.csv").set_index("image_id")
+    assert sorted(predictions.index) == ["I7", "I8", "I9"]
+    for image_id in predictions.index:
+        image = folders["root"] / "images" / f"L{image_id[1:]}.png"
+        _, expected = independent_probabilities(run, image, MEAN, STD, TEMPERATURE, SIZE)
+        np.testing.assert_allclose(predictions.loc[image_id, CLASSES].to_numpy(float), expected, atol=2e-6)
+        assert predictions.loc[image_id, "prediction"] == CLASSES[int(np.argmax(expected))]
 
 
 def test_ensemble_refuses_a_test_split_holding_a_members_training_lesions(folders) -> None:

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+from _dermoscopy_fixtures import kept_figures
+
 from mednet.errors import OptionError
 from mednet.explain import (
     EXPLAIN_METHODS,
@@ -265,6 +267,71 @@ def test_overlay_and_explanation_figure(tmp_path: Path) -> None:
     png = plot_explanation(image, {"gradcam": heat, "integrated_gradients": np.random.rand(48, 48)},
                            tmp_path / "x.png", "pred mel p=0.83, true nv")
     assert png.is_file() and png.stat().st_size > 1000
+
+
+def test_explanation_figure_shows_the_image_and_each_overlay(monkeypatch) -> None:
+    import mednet.reports.explanation_figure as explanation_figure
+    from mednet.reports.explanation_figure import overlay_heatmap, plot_explanation
+
+    figures = kept_figures(monkeypatch, explanation_figure)
+    image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    maps = {"gradcam": np.random.default_rng(1).random((4, 4)), "integrated_gradients": np.random.rand(48, 48)}
+    plot_explanation(image, maps, "unused.png", "pred mel p=0.83, true nv", resolutions={"gradcam": (4, 4)})
+    ((fig, axes),) = [(f, f.axes) for f in figures]
+    assert fig.get_suptitle() == "pred mel p=0.83, true nv"
+    assert [ax.get_title() for ax in axes] == ["image", "Grad-CAM\n(4×4 map)", "Integrated Gradients\n(48×48 map)"]
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), image)  # the image as it is, no overlay
+    for ax, heat in zip(axes[1:], maps.values()):
+        np.testing.assert_array_equal(ax.images[0].get_array(), overlay_heatmap(image, heat, 0.45))
+
+
+def _drawn_explanations(trained: SimpleNamespace, images: torch.Tensor, out: Path, monkeypatch,
+                        **options: object) -> tuple[pd.DataFrame, dict[str, tuple[str, dict]]]:
+    """An ExplanationWriter (Grad-CAM and IG, classes red/green/blue/yellow, T = 1.5) over ``images``: its table and
+    ``{image_id: (figure title, maps)}`` as handed to the figure (not written: the maps are what is compared)."""
+    import mednet.reports.explanation_figure as explanation_figure
+    from monai.engines import SupervisedEvaluator
+
+    from mednet.data.lesion_images import MixingPrepareBatch
+    from mednet.engines.explanation_writer import ExplanationWriter
+
+    drawn: dict[str, tuple[str, dict]] = {}
+
+    def keep(image, maps, png, title="", **kwargs):
+        drawn[Path(png).stem] = (title, {m: np.array(v) for m, v in maps.items()})
+        return Path(png)
+
+    monkeypatch.setattr(explanation_figure, "plot_explanation", keep)
+    items = [{"image": x, "label": torch.tensor(-1), "image_id": f"img{i}", "path": ""} for i, x in enumerate(images)]
+    writer = ExplanationWriter(out, ["red", "green", "blue", "yellow"], methods=["gradcam", "integrated_gradients"],
+                               temperature=1.5, normalization=BLOB_NORMALIZATION, n_steps=8, **options)
+    SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=torch.utils.data.DataLoader(items, batch_size=3),
+                        network=trained.net, decollate=False, prepare_batch=MixingPrepareBatch(),
+                        val_handlers=[writer]).run()
+    return pd.read_csv(out / "explanations.csv", keep_default_na=False), drawn
+
+
+def test_explanation_writer_explains_the_requested_target_class_in_every_image(trained: SimpleNamespace,
+                                                                             tmp_path: Path, monkeypatch) -> None:
+    with torch.no_grad():
+        logits = trained.net(trained.x)
+    pred = logits.argmax(1)
+    chosen = np.flatnonzero(pred == 1)[:2].tolist() + np.flatnonzero(pred != 1)[:4].tolist()
+    assert len(chosen) == 6  # images predicted green and images predicted otherwise
+    images = trained.x[chosen]
+    default, default_maps = _drawn_explanations(trained, images, tmp_path / "predicted", monkeypatch)
+    table, maps = _drawn_explanations(trained, images, tmp_path / "green", monkeypatch, target_class="green")
+    assert list(table["target"]) == ["green"] * 6 and list(table["prediction"]) == list(default["prediction"])
+    expected = (logits[chosen] / 1.5).softmax(1)[:, 1].numpy()
+    np.testing.assert_allclose(table["target_probability"], expected, atol=1e-6)
+    for i, (image_id, prediction) in enumerate(zip(table["image_id"], table["prediction"])):
+        title, green = maps[image_id]
+        assert title.endswith("; maps for green") == (prediction != "green"), title
+        difference = max(float(np.abs(green[m] - default_maps[image_id][1][m]).max()) for m in green)
+        if prediction == "green":  # the same class explained: the same maps
+            assert difference < 1e-6, image_id
+        else:
+            assert difference > 0.05, image_id
 
 
 def test_explanation_writer_on_an_evaluator(trained: SimpleNamespace, tmp_path: Path) -> None:

@@ -399,6 +399,58 @@ def test_merge_takes_the_image_from_its_hash_never_from_the_image_file_column(ti
         merge_feedback(feedback, tiny_split, tmp_path / "merged_superseded")
 
 
+def _edit_cell(rows: list[list[str]], column: str, value: str) -> list[list[str]]:
+    rows[1][rows[0].index(column)] = value
+    return rows
+
+
+# each edit of a one-flag feedback folder (its csv rows, its stored PNG) → what the refusal says; {csv}, {png} and
+# {short_hash} (the first 12 digits of the image's hash) are filled in. Every check runs before the merge writes anything.
+HAND_EDITS = {
+    "header_only": (lambda rows, png: rows[:1], "{csv}: the feedback file has a header but no rows: nothing to merge"),
+    "hash": (lambda rows, png: _edit_cell(rows, "image_sha256", "ab12" * 16 + "zz"),
+             "{csv}:row 2: image_sha256 '" + "ab12" * 16 + "zz' is not a SHA-256 hex digest"),
+    "class": (lambda rows, png: _edit_cell(rows, "corrected", "melanoma"),
+              "{csv}:row 2: unknown corrected class 'melanoma' (expected one of akiec, bcc, bkl, df, mel, nv, vasc)"),
+    "timestamp": (lambda rows, png: _edit_cell(rows, "timestamp", "25/11/2026 09:15"),
+                  "{csv}:row 2: timestamp '25/11/2026 09:15' is not an ISO 8601 time (the latest flag of an image "
+                  "wins, so every flag needs its time)"),
+    "probability": (lambda rows, png: _edit_cell(rows, "probability", "0,73"),
+                    "{csv}:row 2: probability '0,73' is not a number"),
+    "deleted_png": (lambda rows, png: png.unlink() or rows,
+                    "{csv}:row 2: image_file images/{png.name} does not exist in {png.parent.parent}"),
+    "tampered_png": (lambda rows, png: _overwrite_png(png) or rows,
+                     "{png}: its pixels do not match image_sha256 {short_hash}… of {csv}:row 2 (the file was "
+                     "changed after it was recorded)"),
+}
+
+
+def _overwrite_png(png: Path) -> None:
+    from PIL import Image
+
+    pixels = load_rgb(png)
+    pixels[0, 0] = 255 - pixels[0, 0]  # one pixel changed, e.g. by an image editor
+    Image.fromarray(pixels).save(png)
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITS))
+def test_a_hand_edited_feedback_table_is_refused_at_merge_naming_the_row(tiny_split: Path, tmp_path: Path,
+                                                                         edit: str) -> None:
+    import csv as csv_module
+
+    feedback = tmp_path / "feedback"
+    append_feedback(feedback, _image(23), model_run="run-a", predicted="nv", probability=0.73, corrected="mel")
+    table_csv, (png,) = feedback / "feedback.csv", list((feedback / "images").iterdir())
+    change, expected = HAND_EDITS[edit]
+    rows = change(list(csv_module.reader(table_csv.open(encoding="utf-8", newline=""))), png)
+    with table_csv.open("w", encoding="utf-8", newline="") as f:
+        csv_module.writer(f, lineterminator="\n").writerows(rows)
+    with pytest.raises(DataError) as err:
+        merge_feedback(feedback, tiny_split, tmp_path / "merged")
+    assert str(err.value) == expected.format(csv=table_csv.resolve(), png=png.resolve(), short_hash=png.stem[:12])
+    assert not (tmp_path / "merged").exists()  # refused before the output folder was made
+
+
 def _resaved(image: np.ndarray, folder: Path, how: str) -> np.ndarray:
     """``image`` as a clinician might upload a copy of it: a JPEG re-save (quality 75) or a bilinear ×2 resize,
     written to a file and decoded with load_rgb, as the web demo decodes an upload."""

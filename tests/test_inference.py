@@ -41,7 +41,7 @@ def test_foreground_box() -> None:
     assert foreground_box(torch.zeros(1, 1, 4, 4, 4)) is None
 
 
-@pytest.mark.parametrize("axis", [0, 2])
+@pytest.mark.parametrize("axis", [0, 1, 2])  # all three: the default views slice along each
 def test_brain_slice_inferer_matches_slice_inferer_inside_the_brain(axis: int) -> None:
     torch.manual_seed(0)
     net = TissueFCN("skip", base_channels=8).eval()
@@ -171,6 +171,6 @@ def test_run_settings_are_checked_against_the_training_run(tmp_path: Path) -> No
     write_run_settings(run, trained)
     check_run_settings(ckpt, {"variant": "skip", "views": [0, 1, 2], "intensity_normalization": "histogram"})
     check_run_settings(ckpt, {"variant": "skip", "not_recorded": 1})  # only keys present in both are compared
-    with pytest.raises(DataError, match=r"views=\[0, 1, 2\] \(this run: \[2\]\).*--views \[0, 1, 2\]"):
+    with pytest.raises(DataError, match=r"views=\[0, 1, 2\] \(this run: \[2\]\).*--views '\[0,1,2\]'"):
         check_run_settings(ckpt, {**trained, "views": [2]})
     check_run_settings(tmp_path / "elsewhere" / "model.pt", {"views": [2]})  # no settings.json: nothing to check

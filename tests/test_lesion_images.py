@@ -234,6 +234,10 @@ def test_every_training_augmentation_gives_a_normalised_square_image(augmentatio
     assert torch.isfinite(out).all()
     lowest = min((0 - m) / s for m, s in zip(MEAN, STD))
     assert out.min() >= lowest - 1e-5  # normalised uint8 data, not raw 0–255
+    # it augments: not the evaluation transform (which only normalises), and another draw gives another image
+    plain = image_transform(24, MEAN, STD, train=False)(image)
+    assert (out - plain).abs().mean() > 0.1, augmentation
+    assert not torch.equal(out, image_transform(24, MEAN, STD, train=True, augmentation=augmentation)(image))
 
 
 def test_augmix_with_jensen_shannon_gives_clean_and_two_augmented_views():

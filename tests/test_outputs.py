@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import time
@@ -193,6 +194,37 @@ def test_slicing_with_overwrite_keeps_the_earlier_set_whole_when_it_fails(collid
     assert _leftovers(tmp_path) == []
 
 
+def check_report_against_predictions(report: Path, predictions: Path, labels: dict[str, Path]) -> np.ndarray:
+    """A :class:`~mednet.engines.segmentation_report.SegmentationReport` folder against a numpy recount from the
+    files the evaluation wrote: for each volume (``labels``: per_volume.csv's names in order → label file) the
+    confusion matrix of ``<predictions>/<volume>_seg.nii.gz`` against its label gives that row's Dice; the pooled
+    matrix of metrics.json and confusion.csv is the sum over the volumes, and ``overall`` its scores. Returns the
+    pooled matrix."""
+    from mednet.metrics.segmentation import scores_from_confusion
+
+    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
+    with open(report / "per_volume.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["volume"] for r in rows] == list(labels)
+    total = np.zeros((4, 4), np.int64)
+    for row in rows:
+        pred = np.asarray(nib.load(predictions / f"{row['volume']}_seg.nii.gz").dataobj).astype(np.int64)
+        true = np.rint(np.asarray(nib.load(labels[row["volume"]]).dataobj)).astype(np.int64)
+        assert pred.shape == true.shape, row["volume"]
+        total += np.bincount((true * 4 + pred).ravel(), minlength=16).reshape(4, 4)
+        for c, name in ((1, "CSF"), (2, "GM"), (3, "WM")):
+            p, t = pred == c, true == c
+            assert float(row[f"dice_{name}"]) == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()), abs=1e-12), \
+                (row["volume"], name)
+    assert metrics["confusion_matrix"]["labels"] == ["background", "CSF", "GM", "WM"]
+    np.testing.assert_array_equal(np.asarray(metrics["confusion_matrix"]["rows_true_cols_pred"]), total)
+    np.testing.assert_array_equal(np.loadtxt(report / "confusion.csv", delimiter=",", skiprows=1,
+                                             usecols=(1, 2, 3, 4), dtype=np.int64), total)
+    overall = {k: math.nan if v is None else v for k, v in metrics["overall"].items()}  # JSON null is NaN
+    assert overall == pytest.approx(scores_from_confusion(total), abs=1e-12, nan_ok=True)
+    return total
+
+
 def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, tmp_path: Path) -> None:
     """A real MONAI SupervisedEvaluator with the bundle's transforms and report handler."""
     from monai.data import DataLoader
@@ -223,6 +255,17 @@ def test_evaluation_of_colliding_inputs_writes_one_output_each(colliding: Path, 
     per_volume_dice = [float(r["mean_dice"]) for r in per_volume]
     assert metrics["mean_over_volumes"]["mean_dice"] == pytest.approx(np.mean(per_volume_dice))
     assert set(evaluator.state.report) == {"overall", "mean_over_volumes", "output_dir"}
+    # every number is that of the predictions written: per volume, and pooled = the sum of both volumes' matrices
+    root = colliding.parent
+    labels = {f"{sub}_anat_T1": root / sub / "anat" / "T1_label.nii.gz" for sub in ("subA", "subB")}
+    pooled = check_report_against_predictions(tmp_path / "whole_volume", tmp_path / "predictions", labels)
+    assert pooled.sum() == 2 * np.prod(SHAPE)
+    # the evaluation summary carries the report's pooled scores
+    from mednet.engines.segmentation_report import write_evaluation_summary
+
+    write_evaluation_summary(tmp_path, {"test": evaluator.state.report})
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["protocols"] == {"test": metrics["overall"]}
     assert {p.name for p in (tmp_path / "whole_volume").glob("slices_*.png")} == {
         "slices_subA_anat_T1.png", "slices_subB_anat_T1.png"}
     assert not _leftovers(tmp_path)
@@ -703,8 +746,9 @@ def test_latest_run_is_the_newest_finished_compatible_one(tmp_path: Path) -> Non
     assert latest_run(tmp_path, "train-skip-", settings={"views": [2]}).name == "train-skip-20260102-000000"
     # a setting only one side records (added after the run was trained) does not disqualify it
     assert latest_run(tmp_path, "train-skip-", settings={**wanted, "bias_correction": True}) == old
-    newer = _run(tmp_path, "train-skip-20260104-000000", None, True)  # no settings.json: not checked
-    assert latest_run(tmp_path, "train-skip-", settings=wanted) == newer
+    newer = _run(tmp_path, "train-skip-20260104-000000", None, True)  # no settings.json: unknown settings
+    assert latest_run(tmp_path, "train-skip-", settings=wanted) == old  # never the default for named settings
+    assert latest_run(tmp_path, "train-skip-") == newer
 
 
 def test_no_qualifying_run_says_what_was_found_and_the_fix(tmp_path: Path) -> None:
@@ -718,7 +762,7 @@ def test_no_qualifying_run_says_what_was_found_and_the_fix(tmp_path: Path) -> No
     assert msg.startswith(f"{tmp_path}: no finished run 'train-skip-*'")
     assert "train-skip-20260103-000000: unfinished (no finished.json" in msg
     assert "train-skip-20260102-000000: other settings: views=[2] (requested [0, 1, 2])" in msg
-    assert "--ckpt_path" in msg and "--views [2]" in msg
+    assert "--ckpt_path" in msg and "--views '[2]'" in msg
     with pytest.raises(DataError, match="no run 'train-unpool-\\*' found"):
         latest_run(tmp_path, "train-unpool-")
 
@@ -741,7 +785,7 @@ def test_resuming_with_other_settings_is_refused_and_keeps_the_run_settings(tmp_
         write_run_settings(tmp_path, {**started, "intensity_normalization": "zscore", "views": [2]})
     msg = str(err.value)
     assert msg.startswith(f"{path}: the run being resumed was started with intensity_normalization='histogram'")
-    assert "--intensity_normalization histogram --views [0, 1, 2]" in msg and "leave out --run_dir" in msg
+    assert "--intensity_normalization histogram --views '[0,1,2]'" in msg and "leave out --run_dir" in msg
     assert path.read_bytes() == before
     assert write_run_settings(tmp_path, started) == path and path.read_bytes() == before  # same: untouched
     write_run_settings(tmp_path, {**started, "augmentation": True})  # a setting the file lacks is added
@@ -788,7 +832,7 @@ def test_provenance_and_sidecars(tmp_path: Path) -> None:
     assert prov["checkpoint"]["training_finished"]["epochs"] == 1
     assert prov["settings"] == {"variant": "skip", "views": [0, 1, 2]} and prov["job"] == "inference"
     assert {"mednet", "monai", "torch"} <= set(prov["versions"])
-    with pytest.raises(DataError, match="--views \\[0, 1, 2\\]"):  # never recorded for a checkpoint it may not use
+    with pytest.raises(DataError, match="--views '\\[0,1,2\\]'"):  # never recorded for a checkpoint it may not use
         checkpoint_provenance(run / "model.pt", {"views": [2]})
     path = write_provenance(prov, tmp_path / "eval")
     assert json.loads(path.read_text(encoding="utf-8"))["checkpoint"]["path"] == str((run / "model.pt").resolve())
@@ -839,7 +883,7 @@ def test_a_settings_mismatch_suggests_overrides_the_command_line_accepts(tmp_pat
     with pytest.raises(DataError) as err:
         check_run_settings(tmp_path / "model.pt", {"cosine_head": False, "augmentation": True,
                                                    "weights_path": "w.pt", "views": [2]})
-    assert "pass --loss ldam --augmentation False --weights_path None --views [0, 1] to use it" in str(err.value)
+    assert "pass --loss ldam --augmentation False --weights_path None --views '[0,1]' to use it" in str(err.value)
 
 
 def test_segmentation_report_never_replaces_an_earlier_report(tmp_path: Path) -> None:

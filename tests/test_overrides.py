@@ -74,7 +74,7 @@ def test_yes_no_text_and_open_upper_bounds_are_refused() -> None:
     assert refused(TRAIN, amp="false").startswith("--amp: expects True or False")  # typed by its rule
     assert refused(derm / "train.json", cifar_stem="false").startswith("--cifar_stem: expects True or False")
     check_overrides(derm / "train.json", {"cifar_stem": None, "amp": False})  # null = by image size
-    assert refused(INFERENCE, mask="False").startswith("--mask: got the text 'False'; write False")  # null default
+    assert refused(INFERENCE, mask=False).startswith("--mask: expects text, got False")  # null default, typed by its rule
     assert refused(derm / "train.json", label_smoothing=1.0).startswith("--label_smoothing: must be < 1, got 1.0")
     assert refused(derm / "train.json", lr_schedule="plateau", lr_gamma=2).startswith("--lr_gamma: must be < 1")
     assert refused(derm / "train.json", lr_schedule="multistep", milestones=[5, 8]).startswith(
@@ -287,7 +287,10 @@ def test_merged_config_files_are_checked_together(tmp_path: Path) -> None:
     extra = tmp_path / "extra.json"
     extra.write_text(json.dumps({"world_size": 2, "epochs": "$2 * @world_size"}))
     for files in ([TRAIN, extra], f"{TRAIN},{extra}"):
-        check_overrides(files, {"world_size": 4, "epochs": 1})
+        check_overrides(files, {"world_size": 4, "batch_size": 8})
+        # the later file computes --epochs: what it is computed from is the option
+        assert refused(files, epochs=1) == ("--epochs: is computed by train.json + extra.json, not an option; set "
+                                            "--world_size instead")
         assert refused(files, world_sise=4) == ("--world_sise: unknown option for train.json + extra.json "
                                                 "(did you mean --world_size?)")
     assert refused(TRAIN, world_size=4).startswith("--world_size: unknown option for train.json")

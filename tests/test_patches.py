@@ -420,6 +420,40 @@ def test_balanced_patch_files_are_written_whole(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_other_npz_files_given_as_patch_files_are_refused_naming_them(tmp_path):
+    """``--patches_file`` reads :meth:`CohortPatches.load`: a grid-patch file or a slice file (the other ``.npz``
+    files mednet writes), or a patch file whose arrays do not fit together, is refused naming the file and what
+    is wrong, not loaded as training patches."""
+    from mednet.data.slice_files import slice_datalist
+
+    datalist = _tiny_split(tmp_path, [True])
+    grid = write_grid_patches(str(datalist), str(tmp_path / "grid"), split="test", bias_correction="none")
+    slice_datalist(str(datalist), str(tmp_path / "slices"), split="test", bias_correction="none")
+    (sliced,) = (tmp_path / "slices" / "test").glob("*.npz")
+    for path, missing in ((grid, "['axes']"), (sliced, "['axes', 'positions', 'volumes']")):
+        with pytest.raises(DataError) as err:
+            CohortPatches.load(path)
+        assert str(err.value) == f"{path}: not a mednet patch file (missing arrays {missing})"
+
+    good = {"images": np.zeros((4, 16, 16), np.float32), "labels": np.ones((4, 16, 16), np.uint8),
+            "positions": np.zeros((4, 5), np.int32), "volumes": np.asarray(["v.nii.gz"]), "axes": np.asarray([2])}
+    np.savez(tmp_path / "good.npz", **good)
+    assert len(CohortPatches.load(tmp_path / "good.npz")) == 4
+    for name, change, problem in (
+            ("labels", np.ones((4, 16, 8), np.uint8), "images (4, 16, 16) and labels (4, 16, 8) must both be (N, P, P)"),
+            ("images", np.zeros((4, 256), np.float32), "images (4, 256) and labels (4, 16, 16) must both be (N, P, P)"),
+            ("positions", np.zeros((4, 4), np.int32), "positions must be (N, 5) (volume, axis, slice, row, col), got (4, 4)"),
+            ("positions", np.zeros((3, 5), np.int32), "got (3, 5)")):
+        path = tmp_path / f"bad_{name}.npz"
+        np.savez(path, **{**good, name: change})
+        with pytest.raises(DataError) as err:
+            CohortPatches.load(path)
+        assert str(err.value).startswith(f"{path}: ") and problem in str(err.value), str(err.value)
+    with pytest.raises(DataError) as err:
+        CohortPatches.load(tmp_path / "missing.npz")
+    assert str(err.value) == f"{tmp_path / 'missing.npz'}: patch file does not exist"
+
+
 def test_tissue_labels_outside_the_brain_mask_are_background_for_training(tmp_path, caplog):
     """A mask tighter than the label (e.g. BET against manual labels): the tissue outside it has zeroed
     intensities, so it is background for training — counted, logged and recorded, never a silent "0 is tissue"."""

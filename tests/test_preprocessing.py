@@ -117,6 +117,28 @@ def test_scans_that_are_not_skull_stripped_are_refused(template, tmp_path: Path)
     LoadLabelledVolumed(bias_correction="none", check_skull_stripped=False)({"image": head})
 
 
+def test_clip_range_of_a_large_brain_is_the_percentile_of_all_its_voxels() -> None:
+    """Above 4 M brain voxels (a 0.5 mm scan) the clip range came from every other voxel: on a scan whose odd
+    slices are darker (interleaved acquisition) that read the even slices only, 25 % off. Heavy-tailed intensities
+    with that pattern must give ``np.percentile`` of every brain voxel; voxels outside the mask are untouched."""
+    from mednet.data.volumes import clip_brain_intensity
+
+    shape = (1, 176, 176, 168)
+    image = (1 + np.random.default_rng(0).pareto(2.0, shape)).astype(np.float32)  # a heavy upper tail
+    image[..., 1::2] *= 0.8
+    brain = np.ones(shape, bool)
+    brain[..., :6] = False  # outside: bright, never clipped
+    image[~brain] = 500.0
+    assert brain.sum() > 5_000_000
+    for image, brain in ((image, brain), (image[..., :48], brain[..., :48])):  # and a 1.4 M-voxel brain
+        out, (lo, hi) = clip_brain_intensity(torch.from_numpy(image), torch.from_numpy(brain))
+        ref_lo, ref_hi = np.percentile(image[brain], [0.5, 99.5])
+        assert lo == pytest.approx(ref_lo, rel=1e-5) and hi == pytest.approx(ref_hi, rel=1e-5), brain.sum()
+        out = out.numpy()
+        np.testing.assert_array_equal(out[brain], np.clip(image[brain], np.float32(lo), np.float32(hi)))
+        np.testing.assert_array_equal(out[~brain], image[~brain])
+
+
 def test_patch_augmentation_keeps_background_and_is_reproducible() -> None:
     from mednet.data.augment import AugmentingPrepareBatch, TissuePatchAugmentation
 
@@ -142,6 +164,65 @@ def test_patch_augmentation_keeps_background_and_is_reproducible() -> None:
     assert torch.equal(y, label) and (x[label < 0] == 0).all()
     with pytest.raises(ValueError, match=r"\(B, 1, P, P\)"):
         aug(image[:, 0], label[:, 0])
+
+
+def _fixed_draws(monkeypatch: pytest.MonkeyPatch, aug, *values: np.ndarray) -> None:
+    """``aug``'s uniform draws (blur sigmas, field coefficients, noise levels) return ``values`` in turn, each cut
+    to the number of patches asked for (only the chosen patches are blurred)."""
+    queue = [torch.as_tensor(v, dtype=torch.float32) for v in values]
+    monkeypatch.setattr(aug, "_uniform", lambda n, lo, hi, g, device: queue.pop(0)[:n])
+
+
+def _chosen(out: torch.Tensor, image: torch.Tensor) -> np.ndarray:
+    """Which patches the augmentation changed (the others must come back exactly)."""
+    return ~(out == image).flatten(1).all(1).numpy()
+
+
+def test_patch_augmentation_matches_per_patch_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched blur (grouped convolution), field (einsum) and noise against per-patch references: scipy's
+    Gaussian filter along each axis (replicate padding = mode "nearest"), the field's polynomial patch by patch,
+    and the share of noised patches."""
+    from scipy import ndimage
+
+    from mednet.data.augment import TissuePatchAugmentation
+
+    b = 32
+    image = torch.rand(b, 1, 16, 16, generator=torch.Generator().manual_seed(1)) + 0.5
+    label = torch.zeros(b, 1, 16, 16, dtype=torch.long)  # all tissue
+    rng = np.random.default_rng(0)
+    x = image[:, 0].numpy().astype(np.float64)
+
+    aug = TissuePatchAugmentation(noise_prob=0, bias_prob=0, blur_prob=0.5, blur_sigma=(0.3, 1.0))
+    rows, cols = rng.uniform(0.3, 1.0, b), rng.uniform(0.3, 1.0, b)  # sigma along each patch axis
+    _fixed_draws(monkeypatch, aug, rows, cols)
+    out = aug(image, label)
+    chosen = _chosen(out, image)
+    assert 0 < chosen.sum() < b
+    for rank, k in enumerate(np.flatnonzero(chosen)):  # the k-th blurred patch got the k-th sigmas
+        ref = ndimage.gaussian_filter1d(x[k], rows[rank], axis=0, mode="nearest", radius=3)  # radius ceil(3 × 1.0)
+        ref = ndimage.gaussian_filter1d(ref, cols[rank], axis=1, mode="nearest", radius=3)
+        np.testing.assert_allclose(out[k, 0].numpy(), ref, rtol=0, atol=2e-6, err_msg=f"patch {k}")
+
+    aug = TissuePatchAugmentation(noise_prob=0, blur_prob=0, bias_prob=0.5, bias_coeff=0.1)
+    coeff = rng.uniform(-0.1, 0.1, (b, 5))
+    _fixed_draws(monkeypatch, aug, coeff.ravel())
+    out = aug(image, label)
+    chosen = _chosen(out, image)
+    assert 0 < chosen.sum() < b
+    u, v = np.linspace(-1, 1, 16)[:, None], np.linspace(-1, 1, 16)[None, :]
+    for k in np.flatnonzero(chosen):  # exp of the patch's own quadratic in (u = row, v = column)
+        c = coeff[k]
+        field = np.exp(c[0] * u + c[1] * v + c[2] * u * v + c[3] * u**2 + c[4] * v**2)
+        np.testing.assert_allclose(out[k, 0].numpy(), x[k] * field, rtol=2e-6, err_msg=f"patch {k}")
+
+    # noise: on ≈ noise_prob of the patches, at the drawn level (pooled residual ≈ the rms of U(0.02, 0.05) = 0.036)
+    n = 4000
+    flat = torch.full((n, 1, 8, 8), 1.0)
+    out = TissuePatchAugmentation(noise_prob=0.3, noise_std=(0.02, 0.05), blur_prob=0, bias_prob=0)(
+        flat, torch.zeros(n, 1, 8, 8, dtype=torch.long))
+    noised = _chosen(out, flat)
+    assert noised.mean() == pytest.approx(0.3, abs=0.03)
+    assert float((out - flat)[torch.from_numpy(noised)].std()) == pytest.approx(0.036, rel=0.1)
 
 
 def test_demo_cohort_varies_widely_and_tests_on_a_harder_subject(tiny_cohort: Path) -> None:

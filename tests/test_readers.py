@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom  # a core dependency: never skipped
 import pytest
 import SimpleITK as sitk
 from monai.data import NibabelReader
@@ -320,7 +321,6 @@ def test_series_with_truncated_end_slice_names_the_file(files, tmp_path, which):
 def test_intact_series_loads_all_slices_beside_other_files(files, tmp_path):
     """Non-DICOM files, a DICOM file without a series (like a DICOMDIR) and a broken file of *another* series
     in the folder are not slices of the chosen series: it loads whole, without error."""
-    pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import FileMetaDataset
 
     folder = shutil.copytree(files["two_series"], tmp_path / "series")
@@ -345,7 +345,6 @@ def test_intact_series_loads_all_slices_beside_other_files(files, tmp_path):
 
 
 def test_pydicom_ct_small_file():
-    pydicom = pytest.importorskip("pydicom")
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("CT_small.dcm")
@@ -413,7 +412,6 @@ def test_errors_through_load_image(files):
 
 def _edit_slices(folder: Path, edit) -> list[Path]:  # noqa: ANN001 (edit: (index, pydicom Dataset) -> None)
     """Apply ``edit(k, dataset)`` to every slice of ``folder`` (in slice order) with pydicom and save it back."""
-    pydicom = pytest.importorskip("pydicom")
     paths = sorted(folder.glob("*.dcm"))
     for k, path in enumerate(paths):
         ds = pydicom.dcmread(path)
@@ -476,7 +474,6 @@ def test_series_info_gives_the_read_geometry(files, tmp_path):
 def test_series_with_slices_at_one_position_is_refused(files, tmp_path):
     """Several time points / echoes of the same slice(s) in one series: ITK stacked them as 3D with a made-up 1 mm
     spacing (all at one position) or interleaved them."""
-    pydicom = pytest.importorskip("pydicom")
     same = shutil.copytree(files["dicom"], tmp_path / "dynamic")
     first = list(pydicom.dcmread(sorted(same.glob("*.dcm"))[0]).ImagePositionPatient)
     _edit_slices(same, lambda k, ds: setattr(ds, "ImagePositionPatient", first))

@@ -198,3 +198,15 @@ def test_an_evaluation_is_reused_only_for_the_same_model(fake_bundle: dict, tmp_
         assert again["evaluations"]["candidate"][split] != first["evaluations"]["candidate"][split]
         assert Path(first["evaluations"]["candidate"][split], "metrics.json").is_file()  # never deleted
         assert again["metrics"]["candidate"][split]["balanced_accuracy"] == 0.9
+
+
+def test_the_old_runs_nested_overrides_are_repeated(fake_bundle: dict, tmp_path: Path, monkeypatch) -> None:
+    """A run trained with ``--train#trainer#epoch_length 2`` (recorded under settings.json's ``overrides``): the
+    candidate is trained the same way, or the gate would compare two recipes; the command line still wins."""
+    monkeypatch.setattr(retrain_module, "_check_train_options", REAL_CHECK)  # the real train.json check
+    old = _fake_run(tmp_path / "R0", settings={"overrides": {"train#trainer#epoch_length": 2}})
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain"))
+    assert fake_bundle["calls"][0][1]["train#trainer#epoch_length"] == 2
+    fake_bundle["calls"].clear()
+    retrain(str(old), str(fake_bundle["split"]), str(tmp_path / "retrain2"), **{"train#trainer#epoch_length": 5})
+    assert fake_bundle["calls"][0][1]["train#trainer#epoch_length"] == 5

@@ -521,11 +521,11 @@ def _expected_dicom_affine_ras() -> np.ndarray:
 
 
 def _write_dicom_series(out_dir: Path, name: str = "slice_{k:03d}.dcm", jitter_mm: float = 0.0,
-                        uid: str = "1.2.826.0.1.3680043.2.1125.1.777") -> None:
-    """A CT series, one file per slice (after SimpleITK's DicomSeriesFromArray example); ``jitter_mm`` moves
-    every other slice along the normal (the rounding of real ImagePositionPatient values); ``uid``: its
-    SeriesInstanceUID (two series may share a folder)."""
-    img = sitk.GetImageFromArray(np.ascontiguousarray(DICOM_ARRAY.T))  # SimpleITK numpy order is (z, y, x)
+                        uid: str = "1.2.826.0.1.3680043.2.1125.1.777", array: np.ndarray = DICOM_ARRAY) -> None:
+    """A CT series of ``array`` (int16, ``(X, Y, Z)``), one file per slice (after SimpleITK's DicomSeriesFromArray
+    example); ``jitter_mm`` moves every other slice along the normal (the rounding of real ImagePositionPatient
+    values); ``uid``: its SeriesInstanceUID (two series may share a folder)."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array.T))  # SimpleITK numpy order is (z, y, x)
     img.SetSpacing(SPACING)
     img.SetOrigin(ORIGIN_LPS)
     img.SetDirection(DIRECTION_LPS.ravel().tolist())
@@ -621,6 +621,15 @@ def test_labels_stored_with_rounding_are_integers(pair, tmp_path):
     half[0, 0, 0] = 2.5
     with pytest.raises(DataError, match=r"label values \{2.5\}"):
         load_labelled_volume(image, _write(tmp_path / "half.nii.gz", half))
+    # the tolerance is 0.001: 2.9991 is label 3; 2.0012 (even beside values within it) is refused, naming the file
+    near = _label().astype(np.float32)
+    near[near == 3] -= np.float32(9e-4)
+    out = load_labelled_volume(image, _write(tmp_path / "near.nii.gz", near))
+    np.testing.assert_array_equal(out["label"][0].numpy(), _label())
+    near[1, 0, 0] = 2.0012
+    with pytest.raises(DataError) as err:
+        load_labelled_volume(image, path := _write(tmp_path / "beyond.nii.gz", near))
+    _assert_data_error(err, path, "label values {2.0012, 2.9991} are not in the allowed set [0, 1, 2, 3]")
 
 
 def test_probability_map_mask_is_thresholded_and_never_takes_over_the_geometry(pair, tmp_path):
@@ -759,16 +768,23 @@ def test_a_series_is_chosen_from_a_folder_holding_several(tmp_path):
     import json
 
     folder = tmp_path / "export"
+    second = (DICOM_ARRAY[::-1] + 60).astype(np.int16)  # other pixels: loading the other series would show
     _write_dicom_series(folder)
-    _write_dicom_series(folder, name="second_{k:03d}.dcm", uid="1.2.826.0.1.3680043.2.1125.1.778")
+    _write_dicom_series(folder, name="second_{k:03d}.dcm", uid="1.2.826.0.1.3680043.2.1125.1.778", array=second)
+    (tmp_path / "ref").mkdir()
+    expected = {uid: load_volume(_write(tmp_path / "ref" / f"{uid[-3:]}.nii.gz", array, _expected_dicom_affine_ras()))
+                for uid, array in (("1.2.826.0.1.3680043.2.1125.1.777", DICOM_ARRAY),
+                                   ("1.2.826.0.1.3680043.2.1125.1.778", second))}
+    raw = LoadLabelledVolumed(bias_correction="none", check_skull_stripped=False, intensity_normalization=None,
+                              clip_percentiles=None)  # the stored values, unprocessed
     with pytest.raises(DataError, match=r"holds 2 DICOM series .*choose one with --series_id UID"):
         check_volume_headers([{"image": str(folder)}])
     (item,) = list_volume_inputs(folder, series_id="1.2.826.0.1.3680043.2.1125.1.778")
     assert item["series_id"] == "1.2.826.0.1.3680043.2.1125.1.778"
     assert check_volume_headers([item]) == [item]
-    loaded = LoadLabelledVolumed(bias_correction="none", check_skull_stripped=False, intensity_normalization=None)(item)
     direct = load_volume(folder, "image", series_id="1.2.826.0.1.3680043.2.1125.1.778")
-    assert loaded["image"].shape == direct.shape and sorted(direct.shape[1:]) == sorted(DICOM_ARRAY.shape)
+    np.testing.assert_array_equal(direct.numpy(), expected["1.2.826.0.1.3680043.2.1125.1.778"].numpy())
+    np.testing.assert_array_equal(raw(item)["image"].numpy(), direct.numpy())
     with pytest.raises(DataError, match="series '1.2.3' not found"):
         check_volume_headers([{"image": str(folder), "series_id": "1.2.3"}])
     for wrong in (folder / "slice_000.dcm", tmp_path):  # a file, a folder of volumes
@@ -779,3 +795,4 @@ def test_a_series_is_chosen_from_a_folder_holding_several(tmp_path):
                         encoding="utf-8")
     (entry,) = list_volume_inputs(datalist)
     assert entry["series_id"] == "1.2.826.0.1.3680043.2.1125.1.777" and check_volume_headers([entry]) == [entry]
+    np.testing.assert_array_equal(raw(entry)["image"].numpy(), expected["1.2.826.0.1.3680043.2.1125.1.777"].numpy())

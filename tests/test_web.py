@@ -42,7 +42,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from _dermoscopy_fixtures import PATIENT_ID, write_dicom  # noqa: E402
+from _dermoscopy_fixtures import PATIENT_ID, independent_probabilities, write_dicom  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -117,31 +117,10 @@ def jpeg(tmp_path_factory) -> Path:
     return write_jpeg(tmp_path_factory.mktemp("images") / "lesion_0001.jpg", lesion_image())
 
 
-def independent_probabilities(run: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, softmax(logits / T))`` without the app's code: PIL decode, centre crop, bicubic resize,
-    ``(x / 255 − mean) / std``, the network rebuilt from the saved state dict."""
-    from mednet.networks import build_classifier
-
-    with Image.open(image_path) as img:
-        img = img.convert("RGB")
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
-        x = np.asarray(img, dtype=np.float32) / 255.0
-    x = (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
-    network = build_classifier("receptive_field_cnn", 7, SIZE)
-    network.load_state_dict(torch.load(run / "model.pt", weights_only=True))
-    network.eval()
-    with torch.no_grad():
-        logits = network(torch.from_numpy(x).permute(2, 0, 1)[None]).double()[0]
-    return logits.numpy(), torch.softmax(logits / TEMPERATURE, 0).numpy()
-
-
 # ---------------------------------------------------------------------------------------------------- no browser
 def test_predict_matches_independent_calibrated_softmax(web_run, web_model, jpeg):
     result = web_model.predict(jpeg)
-    logits, probs = independent_probabilities(web_run, jpeg)
+    logits, probs = independent_probabilities(web_run, jpeg, MEAN, STD, TEMPERATURE, SIZE)
     order = np.argsort(-probs)[:3]
     assert result["classes"] == [CLASSES[i] for i in order]
     assert len(result["probabilities"]) == 3
@@ -198,7 +177,7 @@ def test_without_calibration_the_plain_softmax_and_no_referral(tmp_path, jpeg):
     run = make_run(tmp_path / "run", threshold=None)
     model = load_web_model(run)
     result = model.predict(jpeg, method=None)
-    _, probs = independent_probabilities(run, jpeg)
+    _, probs = independent_probabilities(run, jpeg, MEAN, STD, TEMPERATURE, SIZE)
     probs = torch.softmax(torch.log(torch.as_tensor(probs)) * TEMPERATURE, 0).numpy()  # back to T = 1
     np.testing.assert_allclose(result["probabilities"], np.sort(probs)[::-1][:3], atol=1e-5)
     assert result["temperature"] == 1.0 and result["referral_threshold"] is None and not result["refer"]

@@ -10,6 +10,7 @@ from monai.bundle import ConfigWorkflow
 
 from mednet.bundle_support import install_error_hook
 from mednet.overrides import check_overrides
+from mednet.runs import command_overrides
 
 __all__ = ["repo_root", "bundle_config", "bundle_config_files", "config_file_argument", "run_bundle", "CONFIG_BASES"]
 
@@ -59,17 +60,25 @@ def run_bundle(bundle: str, config: str, **overrides: object) -> ConfigWorkflow:
     raises :class:`mednet.overrides.OptionError` before anything is read. The bundle runs from the checkout root,
     so relative paths in ``overrides`` are relative to it: pass absolute paths. Returns the finished workflow
     (its parsed content holds e.g. ``output_dir``).
+
+    For the run's duration the bundle's error hook and ``SIGTERM`` handling are in place
+    (:func:`mednet.bundle_support.install_error_hook`, which the bundle's ``initialize`` would otherwise install
+    for good); they are undone when it ends, however it ends, so the caller's own later errors keep their
+    tracebacks. Errors reach the caller as exceptions.
     """
     root = repo_root()
     meta = root / "bundles" / bundle / "configs" / "metadata.json"
     logging_conf = root / "bundles" / bundle / "configs" / "logging.conf"
     config_file = [str(f) for f in bundle_config_files(bundle, config)]
-    install_error_hook()  # what the bundle's initialize would do: an OptionError below reads as one line too
-    with _cwd(root):
-        check_overrides(config_file, overrides)
-        wf = ConfigWorkflow(config_file=config_file, meta_file=str(meta), logging_file=str(logging_conf),
-                            workflow_type="train" if config == "train" else "infer", **overrides)
-        wf.initialize()
-        wf.run()
-        wf.finalize()
+    restore = install_error_hook()  # before initialize's own call, which is then a no-op; undone below
+    try:
+        with _cwd(root), command_overrides(overrides):  # for the run's settings.json (nested overrides)
+            check_overrides(config_file, overrides)
+            wf = ConfigWorkflow(config_file=config_file, meta_file=str(meta), logging_file=str(logging_conf),
+                                workflow_type="train" if config == "train" else "infer", **overrides)
+            wf.initialize()
+            wf.run()
+            wf.finalize()
+    finally:
+        restore()
     return wf

@@ -495,6 +495,8 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     dataset = _split_dir(dataset_dir)
     old_dataset = _check_held_out(old_run, settings, dataset)
     overrides = {k: settings[k] for k in CARRIED_SETTINGS if k in settings}
+    # nested overrides the old run was trained with (--optimizer#weight_decay 0.1): the candidate repeats them
+    overrides.update(settings.get("overrides") or {})
     # what the served model was calibrated for (calibrate.json may have refitted it)
     overrides.update(_calibrated_referral(old_run))
     if epochs is not None:

@@ -33,6 +33,7 @@ float arrays in (W, H) order, keep grey/RGBA/16-bit images as they are and do no
 
 from __future__ import annotations
 
+import codecs
 import csv as csv_module
 import functools
 import logging
@@ -149,6 +150,36 @@ def _check_no_values_beyond_header(csv: Path) -> None:
                                                                "unquoted comma in a value)")
 
 
+def _not_utf8(csv: Path) -> DataError:
+    """The error for a CSV that is not UTF-8 (a spreadsheet's "CSV" in Latin-1/cp1252, a UTF-16 export), naming
+    the line of its first undecodable byte (pandas' decoder reports an offset in its read buffer, not the file)."""
+    data = csv.read_bytes()
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = body.count(b"\n", 0, e.start) + 1
+        return DataError(f"{csv}:row {line}",
+                         f"not UTF-8 text (byte 0x{body[e.start]:02x}: {e.reason}); save the CSV as UTF-8 (a "
+                         "spreadsheet's \"CSV UTF-8\" format)")
+    return DataError(csv, "not UTF-8 text; save the CSV as UTF-8")
+
+
+def _unclosed_quote_line(csv: Path) -> int | None:
+    """The file line on which the quoted value that runs to the end of ``csv`` starts (the last record); None if the
+    ``csv`` module cannot tell. pandas' "EOF inside string starting at row n" counts records from 0 (blank lines
+    included, a multi-line record once), not the line an editor shows."""
+    try:
+        with open(csv, encoding="utf-8-sig", newline="") as f:
+            reader = csv_module.reader(f)
+            start = end = 0
+            for _ in reader:
+                start, end = end + 1, reader.line_num
+    except (OSError, UnicodeDecodeError, csv_module.Error):
+        return None
+    return start or None
+
+
 def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool = False) -> pd.DataFrame:
     """The CSV as strings (no NaN guessing, BOM and surrounding spaces removed), checked for ``required`` columns."""
     csv = Path(csv)
@@ -166,7 +197,13 @@ def _read_csv(csv: str | os.PathLike, required: Sequence[str], allow_empty: bool
             _check_no_values_beyond_header(csv)
     except pd.errors.EmptyDataError:
         raise DataError(csv, "the CSV file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise _not_utf8(csv) from None
+    except pd.errors.ParserError as e:
+        line = _unclosed_quote_line(csv) if "EOF inside string" in str(e) else None
+        if line is not None:
+            raise DataError(f"{csv}:row {line}", "a quoted value starts on this row and is never closed (an unbalanced "
+                                                 "'\"'): every later row would be read into it") from None
         raise DataError(csv, f"not a readable CSV file ({str(e).strip()})") from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]

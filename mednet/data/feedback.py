@@ -469,7 +469,8 @@ def read_feedback(feedback_dir: str | os.PathLike) -> pd.DataFrame:
     Read under the append lock, so a row being written is never read half-way.
 
     Raises:
-        DataError: no ``feedback.csv``, an unreadable file, or a missing column (naming the file and column).
+        DataError: no ``feedback.csv``, an unreadable file, a missing column (naming the file and column), or a
+            probability that is not a number (naming its row).
     """
     folder = Path(feedback_dir)
     csv_path = folder / FEEDBACK_CSV
@@ -481,6 +482,12 @@ def read_feedback(feedback_dir: str | os.PathLike) -> pd.DataFrame:
     try:
         table["probability"] = pd.to_numeric(table["probability"]).astype(float)
     except (TypeError, ValueError) as e:
+        # pandas names the value's 0-based position; a hand-edited table's user needs its row (the line shown)
+        for i, value in enumerate(table["probability"]):
+            try:
+                pd.to_numeric(pd.Series([value], dtype=str))
+            except (TypeError, ValueError):
+                raise DataError(_row(csv_path, i), f"probability {value!r} is not a number") from None
         raise DataError(csv_path, f"column probability holds a value that is not a number ({e})") from None
     table.attrs["source"] = str(csv_path)
     return table

@@ -439,7 +439,12 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, map_loc
     """Load a state dict saved by training into ``network`` (``torch.load(weights_only=True)``).
 
     ``settings`` (e.g. ``{"variant": ..., "views": ...}``) are checked against the training run's
-    ``settings.json`` first (:func:`mednet.runs.check_run_settings`).
+    ``settings.json`` first (:func:`mednet.runs.check_run_settings`). A symbolic link is followed to the file
+    first: the run whose settings are checked is the one that holds the weights loaded (``shared/best.pt ->
+    run/model.pt`` is checked against ``run/settings.json``, not against the link's folder).
+
+    Besides a plain state dict, the network's part of a checkpoint holding several objects is read (``{"network":
+    state_dict, ...}``: MONAI's ``CheckpointSaver``, or a ``checkpoint_last.pt`` given as ``--ckpt_path``).
 
     Raises:
         DataError: the file is missing, unreadable, not a state dict, or its tensors do not match the network
@@ -448,6 +453,7 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, map_loc
     path = Path(ckpt_path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
+    path = path.resolve()
     if settings:
         check_run_settings(path, settings)
     try:
