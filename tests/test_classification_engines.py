@@ -314,10 +314,14 @@ def test_report_refuses_decollated_output_with_a_clear_message(tmp_path):
 
 
 def test_report_without_labels_is_refused(tmp_path):
-    engine = _engine(with_label=False)
-    ClassificationReport(tmp_path / "eval", DERMOSCOPY_CLASSES).attach(engine)
-    with pytest.raises(ValueError, match="labelled images"):
-        engine.run(_batches(_logits()), max_epochs=1)
+    """A user error (one ``mednet error:`` line through a bundle), not a bug's traceback."""
+    for writer, words in ((ClassificationReport, "evaluation needs labelled images"),
+                          (CalibrationFitter, "calibration needs the labelled validation split")):
+        engine = _engine(with_label=False)
+        writer(tmp_path / writer.__name__, DERMOSCOPY_CLASSES).attach(engine)
+        with pytest.raises(DataError, match=words):
+            engine.run(_batches(_logits()), max_epochs=1)
+        assert not (tmp_path / writer.__name__ / "calibration.json").exists()
 
 
 def test_report_restarts_its_collection_with_each_run(tmp_path, monkeypatch):

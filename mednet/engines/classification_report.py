@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 
+from mednet.errors import DataError
 from mednet.io import refuse_existing
 from mednet.metrics.classification import classification_report, confusion_matrix, report_table
 from mednet.reports.calibration import plot_reliability_comparison, plot_reliability_diagram
@@ -126,7 +127,7 @@ def collect_logits(network: torch.nn.Module, dataloader: torch.utils.data.DataLo
                                     val_handlers=[ProgressBar(every=1, persist=False, desc=desc), collector])
     evaluator.run()
     if not collector.labels:
-        raise ValueError(f"{desc}: the data have no labels")
+        raise DataError(None, f"{desc}: the data have no labels")
     return collector.all_logits(), torch.cat(collector.labels)
 
 
@@ -225,7 +226,7 @@ class ClassificationReport(_Collector):
 
     def _write(self, engine: Engine) -> None:
         if not self.labels:
-            raise ValueError("evaluation needs labelled images (use inference.json for unlabelled ones)")
+            raise DataError(None, "evaluation needs labelled images (use inference.json for unlabelled ones)")
         probs, labels = self.probabilities(), torch.cat(self.labels).numpy()
         report = classification_report(probs, labels, self.class_names, self.n_bins)
         calibrated = self.temperature != 1.0
@@ -314,7 +315,7 @@ class CalibrationFitter(_Collector):
         from mednet.calibration.run_calibration import fit_calibration, write_calibration
 
         if not self.labels:
-            raise ValueError("calibration needs the labelled validation split")
+            raise DataError(None, "calibration needs the labelled validation split")
         result = fit_calibration(self.all_logits(), torch.cat(self.labels), self.class_names, self.n_bins,
                                  self.target_accuracy, self.min_accepted, self.confidence_level)
         write_calibration(result, self.output_dir, {**self.info, "n_images": len(result["labels"])},
