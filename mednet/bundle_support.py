@@ -215,7 +215,8 @@ def _recorded(path: Path) -> dict:
 
 
 def recorded_setting(checkpoint: str | os.PathLike, key: str, default: object) -> object:
-    """``key`` as training recorded it in ``settings.json`` beside ``checkpoint``, else ``default``.
+    """``key`` as the run's ``calibration.json`` records it (the referral settings its threshold was last fitted
+    for), else as training recorded it in ``settings.json`` beside ``checkpoint``, else ``default``.
 
     For a config's default that must follow the run rather than the bundle: calibrate.json's referral target
     (``target_accuracy``, ``referral_min_accepted``, ``referral_confidence``) — a literal 0.95 refitted a run
@@ -225,10 +226,14 @@ def recorded_setting(checkpoint: str | os.PathLike, key: str, default: object) -
     Raises:
         DataError: ``settings.json`` is unreadable.
     """
+    from mednet.calibration.run_calibration import calibrated_referral_settings
     from mednet.runs import SETTINGS_FILE
 
-    settings = _recorded(Path(checkpoint).parent / SETTINGS_FILE)
-    value = settings.get(key)
+    run = Path(checkpoint).parent
+    # the referral settings the served threshold was fitted for: an earlier refit's --target_accuracy 0.99 is kept
+    value = calibrated_referral_settings(run).get(key)
+    if value is None:
+        value = _recorded(run / SETTINGS_FILE).get(key)
     return default if value is None else value
 
 

@@ -185,20 +185,25 @@ def run_cli(fn: Callable) -> None:
     """Run ``fn`` as a command line: ``--name value`` per keyword argument; user errors end with one line."""
     import fire
 
-    from mednet.bundle_support import error_line
+    from mednet.bundle_support import error_line, user_error
 
-    def fail(e: Exception) -> None:
+    def fail(e: Exception, shown: BaseException | None = None) -> None:
         if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0"):
             raise e
-        print(error_line(e), file=sys.stderr, flush=True)
+        print(error_line(shown or e), file=sys.stderr, flush=True)
         sys.exit(2)
 
     @functools.wraps(fn)
     def command(*args, **kwargs) -> None:  # fire would otherwise print (or browse) the return value
         try:
             fn(*args, **kwargs)
-        except (DataError, OptionError) as e:
-            fail(e)
+        except Exception as e:
+            # a bundle run inside the command (run_bundle) raises MONAI's wrapper of the user error; run_bundle has
+            # undone its error hook by then, so the one line is chosen here, as the bundle's hook would
+            shown = user_error(e)
+            if shown is None:
+                raise
+            fail(e, shown)
 
     try:
         argv = check_cli_flags(fn, sys.argv[1:])

@@ -21,7 +21,7 @@ own (bundles/common/runtime.json's ``initialize`` calls :func:`check_cli_overrid
   of ``$``/``@`` values) is refused, naming what to give instead: overriding ``output_dir`` of train.json would
   bypass the run-folder rules (``--run_dir``), ``run_settings`` every settings check, ``checkpoint`` the
   checkpoint resolution (``--ckpt_path``). A rule's ``overridable`` (``true``, or the list of config files —
-  the job's last, e.g. ``evaluate.json`` — where it is) lets one be overridden (``--device``, ``--amp``, an
+  e.g. ``evaluate.json`` — of which the job must use one) lets one be overridden (``--device``, ``--amp``, an
   evaluation's ``--output_dir``), typed by the rule's ``type`` or ``check``; a rule's ``instead`` is the text
   naming what to use otherwise. Ids inside an engine's event handlers (``train#handlers#6#final_filename``), the
   ``option_rules`` themselves and ``_``-prefixed ids (comments) are refused too.
@@ -384,30 +384,45 @@ def _computed(default: Any) -> bool:
     return isinstance(default, (Mapping, list)) and any(s.startswith((EXPR_KEY, ID_REF_KEY)) for s in _strings(default))
 
 
-def _overridable(rule: Mapping[str, Any], job: str) -> bool:
-    """The rule lets a computed id be overridden in this job: ``"overridable": true``, or a list of the config
-    files (the job's last, e.g. ``evaluate.json`` for inference.json + evaluate.json) where it may be."""
+#: options named as what to set instead of a computed id
+_MAX_SUGGESTED = 8
+
+
+def _overridable(rule: Mapping[str, Any], job: Sequence[str]) -> bool:
+    """The rule lets a computed id be overridden in this job: ``"overridable": true``, or a list of config files
+    (e.g. ``evaluate.json``) of which the job's files (``job``: their names; inference.json + evaluate.json, with a
+    site's own override file after them too) hold one."""
     allowed = rule.get("overridable")
-    return allowed is True or isinstance(allowed, list) and job in allowed
+    return allowed is True or isinstance(allowed, list) and any(name in allowed for name in job)
 
 
 def _computed_problem(id_: str, default: Any, ids: Mapping[str, Any], rules: Mapping[str, Any], config_name: str,
-                      job: str) -> str:
+                      job: Sequence[str]) -> str:
     """Why a computed id (:func:`_computed`) is not an option, and what to give instead: the rule's ``instead``
     text, else the options its value refers to directly."""
     instead = rules.get(id_, {}).get("instead")
     if not instead:
-        options = []
-        for ref in (m for text in _strings(default) for m in _REFERENCE.findall(text)):
-            if (ref in ids and ref not in options and not ref.startswith("_") and ref != RULES_KEY
-                    and (not _computed(ids[ref]) or _overridable(rules.get(ref, {}), job))):
-                options.append(ref)
-        instead = f"set {', '.join(map(_display, options))} instead" if options else ""
+        # the options it is computed from, followed through the computed ids it refers to (--network: from
+        # network_def: --variant, --base_channels, …), in the order they appear
+        options: list[str] = []
+        seen = {id_}
+        pending = [default]
+        while pending and len(options) < _MAX_SUGGESTED:
+            value = pending.pop(0)
+            for ref in (m for text in _strings(value) for m in _REFERENCE.findall(text)):
+                if ref in seen or ref not in ids or ref.startswith("_") or ref == RULES_KEY:
+                    continue
+                seen.add(ref)
+                if not _computed(ids[ref]) or _overridable(rules.get(ref, {}), job):
+                    options.append(ref)
+                else:
+                    pending.append(ids[ref])
+        instead = f"set {', '.join(map(_display, options[:_MAX_SUGGESTED]))} instead" if options else ""
     return f"is computed by {config_name}, not an option" + (f"; {instead}" if instead else "")
 
 
 def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping[str, Any],
-                    config_name: str, cli: bool = False, job: str = "") -> str | None:
+                    config_name: str, cli: bool = False, job: Sequence[str] = ()) -> str | None:
     id_ = ReferenceResolver.normalize_id(key)
     top = id_.split(ID_SEP_KEY)[0]
     if top == "_meta_":  # metadata (meta_file) ids: not part of the configs read here
@@ -418,6 +433,10 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
         return f"is a comment of {config_name}, not an option"
     default = ids.get(id_, _MISSING)
     source = None if default is _MISSING else _referenced_option(id_, default)
+    if source is not None and not _in_handlers(source) and _computed(ids.get(source)) and not _overridable(
+            rules.get(source, {}), job):  # --train#trainer#network: --network is computed too
+        return (f"is {_display(source)}'s value in this config, which "
+                + _computed_problem(source, ids[source], ids, rules, config_name, job))
     if source is not None and not _in_handlers(source):
         return (f"is {_display(source)}'s value in this config; give {_display(source)} instead (what the run "
                 "records in settings.json and checks on resume, and every other place that uses it, e.g. the LR "
@@ -489,7 +508,7 @@ def check_overrides(config_file: str | os.PathLike | Sequence[str | os.PathLike]
     config_name = " + ".join(names)
     problems = {}
     for key, value in overrides.items():
-        problem = _option_problem(str(key), value, ids, rules, config_name, cli=cli, job=names[-1])
+        problem = _option_problem(str(key), value, ids, rules, config_name, cli=cli, job=tuple(names))
         if problem:
             problems[f"--{key}"] = problem
     # the run's reference graph with the valid overrides in place: an override may itself reference an id

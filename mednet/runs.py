@@ -144,6 +144,8 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
 
 #: files that only a mednet training run writes into its folder before its first epoch ends
 _RUN_RECORDS = (SETTINGS_FILE, RESUME_FILE)
+#: a job launcher's own output files, which may be in the folder before the run starts
+_LAUNCHER_LOGS = (".log", ".out", ".err")
 _MAX_SHOWN = 5  # entries of a foreign folder named in its refusal
 
 
@@ -157,9 +159,9 @@ def _adopt(path: Path) -> None:
         entries = sorted(p.name for p in path.iterdir() if not is_temp_name(p.name))
     except OSError as e:
         raise DataError(path, f"cannot read the run folder ({e.strerror or e})") from e
-    if not entries:
-        return
-    if not any((path / record).is_file() for record in _RUN_RECORDS):
+    # a launcher's log made before Python starts (Slurm's --output=RUN/slurm-%j.out, `> RUN/train.log`)
+    entries = [e for e in entries if not (Path(e).suffix.lower() in _LAUNCHER_LOGS and (path / e).is_file())]
+    if entries and not any((path / record).is_file() for record in _RUN_RECORDS):
         shown = ", ".join(entries[:_MAX_SHOWN]) + (f" and {len(entries) - _MAX_SHOWN} more"
                                                    if len(entries) > _MAX_SHOWN else "")
         raise DataError(path, f"holds {shown} but no mednet run records ({' or '.join(_RUN_RECORDS)}): --run_dir "
@@ -243,6 +245,9 @@ def _cli_value(value: object) -> str:
 
 #: settings no option sets, each with the option that decides it: (option, value for a trained True/False)
 _DERIVED_SETTINGS = {"cosine_head": ("loss", {True: "ldam", False: "ce"})}
+#: settings computed from the training data, not set by any option (the dermoscopy bundle's channel statistics and
+#: class list): a resume hint cannot name an override for them
+_DATA_SETTINGS = ("normalization", "class_names", "class_counts", "data")
 
 
 def _overrides(differ: Mapping[str, tuple]) -> str:
@@ -405,7 +410,8 @@ def nested_overrides(overrides: Mapping[str, object] | None = None) -> dict[str,
         if parsed is None:
             return None
         overrides = parsed[1]
-    nested = {str(k).replace("::", "#"): v for k, v in overrides.items() if _nested(str(k))}
+    # ids starting with "_" (``--_meta_#version``) are the bundle's metadata and comments, not training settings
+    nested = {str(k).replace("::", "#"): v for k, v in overrides.items() if _nested(str(k)) and not str(k).startswith("_")}
     return {k: json.loads(json.dumps(nan_to_none(nested[k]), default=str)) for k in sorted(nested)}
 
 
@@ -462,6 +468,10 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
         raise DataError(path, "the run being resumed was trained on another assignment of its split's images "
                               "(split_fingerprint differs: the split was re-made since); leave out --run_dir to "
                               "start a new run")
+    from_data = sorted(k for k in differ if k in _DATA_SETTINGS)
+    if from_data:  # no option sets them either: the training images themselves changed
+        raise DataError(path, f"the run being resumed was trained on other data ({', '.join(from_data)} differ: the "
+                              "training split's images or labels changed since); leave out --run_dir to start a new run")
     if differ:
         said = ", ".join(f"{k}={a!r} (this command: {b!r})" for k, (a, b) in differ.items())
         raise DataError(path, f"the run being resumed was started with {said}; pass {_overrides(differ)} to continue "
@@ -474,6 +484,8 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
                               f"{_override_hint(recorded, nested)} to continue it, or leave out --run_dir to start "
                               "a new run")
     merged = {**new, **old}
+    if OVERRIDES_KEY not in old and OVERRIDES_KEY in new:
+        merged[OVERRIDES_KEY] = None  # started by an earlier mednet: what it was started with stays unknown
     return path if merged == old else write_json_atomic(merged, path)
 
 

@@ -323,7 +323,17 @@ def test_a_handler_created_after_the_hook_drops_a_user_errors_record_and_keeps_a
     assert not getattr(logging.getLogRecordFactory(), "mednet", False)
 
 
-def test_run_bundle_undoes_the_hook_when_the_run_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM at its default for the test (a test runner may install its own handler), restored after."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_run_bundle_undoes_the_hook_when_the_run_ends(monkeypatch: pytest.MonkeyPatch, default_sigterm) -> None:
     """After one refused run_bundle, an unrelated bug in the caller's script printed ``mednet error: cannot
     reshape…`` without its traceback: the hook stayed installed for good."""
     import logging
@@ -387,7 +397,7 @@ def test_sigterm_unwinds_the_run_so_temporary_files_are_removed(tmp_path: Path) 
     assert not tmp.exists() and not target.exists() and list(target.parent.iterdir()) == []
 
 
-def test_sigterm_handling_only_replaces_the_default_in_the_main_thread() -> None:
+def test_sigterm_handling_only_replaces_the_default_in_the_main_thread(default_sigterm) -> None:
     import signal
     import threading
 

@@ -111,3 +111,28 @@ def test_a_size_flag_takes_numbers_and_text() -> None:
     assert fire.parser.DefaultParseValue(tokens[-1].partition("=")[2]) == 1e7
     tokens = check_cli_flags(web, ["--run", "r", "--max_file_size", "2mb"])
     assert fire.parser.DefaultParseValue(tokens[-1].partition("=")[2]) == "2mb"
+
+
+def evaluate_missing_cohort(dataset_dir: str) -> None:
+    """An app step that runs a bundle (as brain_demo, compare_variants and retrain do)."""
+    from mednet.app.bundles import run_bundle
+
+    run_bundle("brain_tissue_fcn", "evaluate", dataset_dir=dataset_dir, ckpt_path=dataset_dir)
+
+
+def broken_app(value: str) -> None:
+    int(value)  # a bug: its traceback is kept
+
+
+def test_a_user_error_inside_an_apps_bundle_run_is_one_line_and_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
+    """run_bundle undoes its error hook when it returns, so the command line picks the one line itself from MONAI's
+    wrapper of the user error — not the 50-line traceback the default hook printed."""
+    from _bundle_cli import command_in_process
+
+    missing = tmp_path / "no_such_cohort"
+    proc = command_in_process(evaluate_missing_cohort, "--dataset_dir", str(missing))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mednet error:")]
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(ValueError, match="invalid literal"):
+        command_in_process(broken_app, "--value", "x")

@@ -61,6 +61,12 @@ def refused(config: Path | list[Path], **overrides: object) -> str:
     (EXPLAIN, "image_size", 32, "--image_size: is computed by explain.json, not an option"),
     (ENSEMBLE, "image_size", 32, "--image_size: is computed by ensemble.json, not an option; the members' own"),
     (TRAIN, "datalist", "d.json", "--datalist: is computed by train.json, not an option; set --dataset_dir instead"),
+    # followed through the computed ids it is made of (network_def: the variant and its width)
+    (TRAIN, "network", 1, "--network: is computed by train.json, not an option; set --device, --variant, "
+                          "--base_channels instead"),
+    # a nested id whose option is computed too: not "give --network", which is refused in turn
+    (TRAIN, "train#trainer#network", 1, "--train#trainer#network: is --network's value in this config, which is "
+                                        "computed by train.json, not an option; set --device, --variant"),
 ])
 def test_a_computed_id_is_refused_naming_what_to_give(config, option: str, value: object, problem: str) -> None:
     assert refused(config, **{option: value}).startswith(problem)
@@ -82,6 +88,16 @@ def test_documented_and_used_overrides_of_computed_ids_pass() -> None:
     assert refused(INFERENCE, amp="yes").startswith("--amp: expects True or False")
     assert refused(DERM_TRAIN, device="gpu0") == "--device: expects a device such as cpu, cuda or cuda:1, got 'gpu0'"
     assert refused(DERM_TRAIN, device=0).startswith("--device: expects a device")
+
+
+def test_a_sites_own_config_file_after_the_job_keeps_its_overridable_ids(tmp_path: Path) -> None:
+    """``overridable: ["evaluate.json"]`` matched only the job's last file: a site override file appended to
+    inference.json + evaluate.json made the evaluation's --output_dir a refused option."""
+    site = tmp_path / "site.json"
+    site.write_text('{"device": "cpu"}', encoding="utf-8")
+    check_overrides([*EVALUATE, site], {"output_dir": "/tmp/report"})
+    assert refused([*DERM_EVALUATE, site], run_settings={}).startswith("--run_settings: is computed by")
+    assert refused([BRAIN / "train.json", site], output_dir="/tmp/x").startswith("--output_dir: is computed by")
 
 
 @pytest.mark.parametrize(("config", "option"), [
@@ -169,7 +185,7 @@ def test_numbers_must_be_finite(value: float) -> None:
     assert refused(TRAIN, learning_rate=value).startswith("--learning_rate: must be a finite number")
     assert refused(DERM_TRAIN, lr_schedule="multistep", milestones=[0.5, value]).startswith(
         "--milestones: every item must be a finite number")
-    check_overrides(TRAIN, {"epochs": 10**400 // 10**398})  # a big int is finite (no float conversion error)
+    check_overrides(TRAIN, {"epochs": 10**400})  # a big int is finite (no float conversion error)
 
 
 @pytest.mark.parametrize(("config", "option", "problem"), [
@@ -251,6 +267,13 @@ def test_calibration_refit_uses_the_runs_referral_settings(tmp_path: Path) -> No
     parsed = _parsed(CALIBRATE, checkpoint=checkpoint)
     assert [parsed.get_parsed_content(k) for k in ("target_accuracy", "referral_min_accepted",
                                                    "referral_confidence")] == [0.95, 20, 0.9]
+    # a refit's explicit target (calibration.json) is what the served threshold was fitted for: a later refit keeps it
+    (run / "settings.json").write_text(json.dumps({"target_accuracy": 0.9}), encoding="utf-8")
+    (run / "calibration.json").write_text(json.dumps({"temperature": 1.2, "referral": {
+        "threshold": 0.7, "target_accuracy": 0.99, "min_accepted": 30}}), encoding="utf-8")
+    parsed = _parsed(CALIBRATE, checkpoint=checkpoint)
+    assert [parsed.get_parsed_content(k) for k in ("target_accuracy", "referral_min_accepted",
+                                                   "referral_confidence")] == [0.99, 30, 0.9]
     # the names read are the ones train.json records
-    recorded = load_config(DERM_TRAIN)["run"][2]
+    recorded = next(step for step in load_config(DERM_TRAIN)["run"] if "write_run_settings" in step)
     assert all(f"{k}=@{k}" in recorded for k in ("target_accuracy", "referral_min_accepted", "referral_confidence"))

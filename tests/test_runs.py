@@ -162,6 +162,17 @@ def test_run_dir_accepts_a_new_empty_or_interrupted_run_and_cleans_its_interrupt
     only_tmp.mkdir()
     (only_tmp / ".settings.tmp-1a2b3c4d.json").write_bytes(b"{")
     assert training_run_dir(str(only_tmp), tmp_path, "x") == only_tmp
+    assert list(only_tmp.iterdir()) == []  # and its leftovers are removed too
+    # a job launcher's log, made before Python starts (sbatch --output=RUN/slurm-%j.out, `> RUN/train.log`)
+    launched = tmp_path / "launched"
+    launched.mkdir()
+    for name in ("slurm-123.out", "train.log", "train.err"):
+        (launched / name).write_text("starting\n", encoding="utf-8")
+    assert training_run_dir(str(launched), tmp_path, "x") == launched
+    assert sorted(p.name for p in launched.iterdir()) == ["slurm-123.out", "train.err", "train.log"]
+    (launched / "tensorboard").mkdir()  # but not another job's outputs
+    with pytest.raises(DataError, match="holds tensorboard but no mednet run records"):
+        training_run_dir(str(launched), tmp_path, "x")
 
 
 @pytest.mark.parametrize("blank", [" ", "\t", "runs/ ", "runs/  /x"])
@@ -222,6 +233,20 @@ def test_nested_overrides_are_recorded_and_compared_on_resume(tmp_path: Path) ->
     (other / "checkpoint_last.pt").write_bytes(b"state")
     with pytest.raises(DataError, match="--lr_scheduler#eta_min not given \\(this command: 0.5\\)"):
         write_run_settings(other, settings, overrides={"lr_scheduler#eta_min": 0.5})
+
+    # metadata ids are not settings; a run of an earlier mednet (no record) resumes, and stays "unknown"
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_run_settings(meta, settings, overrides={"_meta_#version": "9", "optimizer#weight_decay": 0.1})
+    assert json.loads((meta / "settings.json").read_text(encoding="utf-8"))[OVERRIDES_KEY] == {
+        "optimizer#weight_decay": 0.1}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    (old / "checkpoint_last.pt").write_bytes(b"state")
+    write_run_settings(old, settings, overrides={"optimizer#weight_decay": 0.1})
+    assert json.loads((old / "settings.json").read_text(encoding="utf-8")) == {**settings, OVERRIDES_KEY: None}
+    write_run_settings(old, settings, overrides={"optimizer#weight_decay": 0.3})  # still not compared
 
 
 def test_nested_overrides_come_from_the_command_line_or_the_python_caller(tmp_path: Path, monkeypatch) -> None:
@@ -296,3 +321,20 @@ def test_the_resume_and_latest_run_hints_survive_a_shell(tmp_path: Path) -> None
     with pytest.raises(DataError) as err:
         write_run_settings(run, TRAINED, overrides={"optimizer#betas": [0.9, 0.999]})
     assert _hint_pairs(str(err.value), "; give ", " to continue it") == {"optimizer#betas": [0.5, 0.9]}
+
+
+def test_a_resume_on_changed_training_data_names_no_override(tmp_path: Path) -> None:
+    """The channel statistics and class counts come from the training images: the resume hint suggested
+    ``--normalization '{…}'``, an override the bundle refuses (a computed value)."""
+    settings = {"model": "resnet18", "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+                "class_counts": [3, 4]}
+    path = write_run_settings(tmp_path, settings, overrides={})
+    (tmp_path / "checkpoint_last.pt").write_bytes(b"state")
+    before = path.read_bytes()
+    changed = {**settings, "normalization": {"mean": [0.6, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}, "class_counts": [3, 5]}
+    with pytest.raises(DataError) as err:
+        write_run_settings(tmp_path, changed, overrides={})
+    assert str(err.value) == (f"{path}: the run being resumed was trained on other data (class_counts, normalization "
+                              "differ: the training split's images or labels changed since); leave out --run_dir to "
+                              "start a new run")
+    assert path.read_bytes() == before

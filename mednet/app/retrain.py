@@ -55,6 +55,7 @@ from pathlib import Path
 import pandas as pd
 
 from mednet.app.bundles import repo_root, run_bundle
+from mednet.calibration.run_calibration import calibrated_referral_settings
 from mednet.data.feedback import _LOCK_TIMEOUT_S, held_out_rows
 from mednet.errors import DataError, OptionError
 from mednet.io import write_json_atomic, write_text_atomic
@@ -278,40 +279,6 @@ def _check_held_out(run: Path, settings: Mapping, dataset: Path) -> Path:
                              f"(python -m data_prep.feedback merge --dataset_dir {trained_on} …)")
 
 
-def _calibrated_referral(run: Path) -> dict:
-    """``{"target_accuracy", "referral_min_accepted", "referral_confidence"}`` the run's referral threshold was
-    fitted for (``calibration.json``), each only when recorded: none for a run without calibration (trained before
-    the bundle's 0.3.0), no ``referral_min_accepted`` for one fitted before the bundle's 0.3.3 and no
-    ``referral_confidence`` for one fitted before 0.3.4 (the candidate then gets the bundle's default floor and
-    confidence level, not the old behaviour of none: a point estimate reaching the target was optimistic).
-
-    The candidate must be calibrated for the same target: with the bundle's default instead, a run calibrated for
-    e.g. 99 % would be replaced by one that refers fewer cases at a lower accuracy, which the gate does not see.
-    """
-    path = run / "calibration.json"
-    if not path.is_file():
-        return {}
-    referral = _read_json(path, "the run's calibration").get("referral")
-    referral = referral if isinstance(referral, Mapping) else {}
-    found = {}
-    target = referral.get("target_accuracy")
-    if target is not None:
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-            raise DataError(path, f"referral.target_accuracy {target!r} is not a number in (0, 1]")
-        found["target_accuracy"] = float(target)
-    floor = referral.get("min_accepted")
-    if floor is not None:
-        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
-            raise DataError(path, f"referral.min_accepted {floor!r} is not a whole number ≥ 1")
-        found["referral_min_accepted"] = floor
-    level = referral.get("confidence_level")
-    if level is not None:
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.5 <= level < 1:
-            raise DataError(path, f"referral.confidence_level {level!r} is not a number in [0.5, 1)")
-        found["referral_confidence"] = float(level)
-    return found
-
-
 def _run_settings(run: Path) -> dict:
     settings = _read_json(run / SETTINGS_FILE, "the run's settings")
     if settings.get("model") == "ensemble" or settings.get("distillation"):
@@ -498,7 +465,7 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     # nested overrides the old run was trained with (--optimizer#weight_decay 0.1): the candidate repeats them
     overrides.update(settings.get("overrides") or {})
     # what the served model was calibrated for (calibrate.json may have refitted it)
-    overrides.update(_calibrated_referral(old_run))
+    overrides.update(calibrated_referral_settings(old_run))
     if epochs is not None:
         overrides["epochs"] = epochs
     blocked = {f"--{k}": "set by this command" for k in ("run_dir", "dataset_dir") if k in train_options}

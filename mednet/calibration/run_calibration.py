@@ -37,7 +37,7 @@ from mednet.io import refuse_existing, write_json_atomic
 from mednet.metrics.classification import classification_report
 
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_SCORES", "calibration_scores", "check_calibration_split", "fit_calibration", "write_calibration",
-           "read_calibration"]
+           "read_calibration", "calibrated_referral_settings"]
 
 logger = logging.getLogger("mednet")
 
@@ -178,6 +178,48 @@ def read_calibration(checkpoint: str | os.PathLike | None) -> dict:
         raise DataError(path, f"invalid temperature: {e}") from e
     return {"temperature": temperature, "referral_threshold": None if threshold is None else float(threshold),
             "referral": dict(referral), "file": str(path)}
+
+
+def calibrated_referral_settings(run: str | os.PathLike) -> dict:
+    """``{"target_accuracy", "referral_min_accepted", "referral_confidence"}`` the referral threshold of ``run`` (a
+    run folder) was fitted for (its ``calibration.json``), each only when recorded: none for a run without
+    calibration (trained before the dermoscopy bundle's 0.3.0), no ``referral_min_accepted`` for one fitted before
+    0.3.3 and no ``referral_confidence`` for one fitted before 0.3.4.
+
+    The calibration, not ``settings.json``, is what the served threshold was fitted for: ``calibrate.json`` may have
+    refitted it with another ``--target_accuracy``. A retraining candidate is calibrated for the same target (with
+    the bundle's default instead, a run calibrated for 99 % would be replaced by one that refers fewer cases at a
+    lower accuracy, which the gate does not see), and a refit without options keeps it.
+
+    Raises:
+        DataError: the file is unreadable or records a value out of range.
+    """
+    path = Path(run) / CALIBRATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read ({e})") from None
+    referral = content.get("referral") if isinstance(content, Mapping) else None
+    referral = referral if isinstance(referral, Mapping) else {}
+    found = {}
+    target = referral.get("target_accuracy")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise DataError(path, f"referral.target_accuracy {target!r} is not a number in (0, 1]")
+        found["target_accuracy"] = float(target)
+    floor = referral.get("min_accepted")
+    if floor is not None:
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
+            raise DataError(path, f"referral.min_accepted {floor!r} is not a whole number ≥ 1")
+        found["referral_min_accepted"] = floor
+    level = referral.get("confidence_level")
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.5 <= level < 1:
+            raise DataError(path, f"referral.confidence_level {level!r} is not a number in [0.5, 1)")
+        found["referral_confidence"] = float(level)
+    return found
 
 
 def check_calibration_split(split: str) -> None:
