@@ -36,7 +36,7 @@ from mednet.io import is_temp_name, nan_to_none, remove_stale_temp_files, write_
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "training_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
+    "new_run_dir", "training_run_dir", "check_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "command_overrides", "nested_overrides", "SETTINGS_FILE",
     "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY",
@@ -120,6 +120,26 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
     """
     if run_dir in (None, ""):
         return new_run_dir(runs_root, name)
+    path = check_run_dir(run_dir)
+    if path.is_dir():
+        remove_stale_temp_files(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way (NotADirectoryError, FileExistsError), no permission, …
+        raise _cannot_create(path, e) from e
+    return path
+
+
+def check_run_dir(run_dir: str | os.PathLike | None) -> Path | None:
+    """The refusals of :func:`training_run_dir` for a given ``--run_dir``, without creating or cleaning anything:
+    a bundle checks them first, before minutes of patch extraction or image decoding, and again when it makes the
+    folder. Returns the folder (None without ``run_dir``).
+
+    Raises:
+        OptionError, DataError: as :func:`training_run_dir`.
+    """
+    if run_dir in (None, ""):
+        return None
     if isinstance(run_dir, str) and any(not part.strip() for part in Path(run_dir).parts):
         raise OptionError({"--run_dir": f"{run_dir!r} has a blank folder name; give a name, or leave --run_dir out "
                                         "for a new timestamped run"})
@@ -135,10 +155,6 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
                               "--run_dir, or leave it out for a new timestamped run")
     if path.is_dir():
         _adopt(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file on the way (NotADirectoryError, FileExistsError), no permission, …
-        raise _cannot_create(path, e) from e
     return path
 
 
@@ -150,7 +166,8 @@ _MAX_SHOWN = 5  # entries of a foreign folder named in its refusal
 
 
 def _adopt(path: Path) -> None:
-    """Check that an existing ``--run_dir`` folder is empty or a mednet run, and clean a run's interrupted writes.
+    """Check that an existing ``--run_dir`` folder is empty (but for temporary files of interrupted writes and a job
+    launcher's logs) or a mednet run.
 
     Raises:
         DataError: the folder holds files (other than temporary files of interrupted writes) but no run records.
@@ -167,7 +184,6 @@ def _adopt(path: Path) -> None:
         raise DataError(path, f"holds {shown} but no mednet run records ({' or '.join(_RUN_RECORDS)}): --run_dir "
                               "must be a new or empty folder, or an interrupted mednet training run — choose "
                               "another, or leave it out for a new timestamped run")
-    remove_stale_temp_files(path)
 
 
 def _jsonable(value: object) -> object:

@@ -338,3 +338,16 @@ def test_a_resume_on_changed_training_data_names_no_override(tmp_path: Path) -> 
                               "differ: the training split's images or labels changed since); leave out --run_dir to "
                               "start a new run")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("bundle", ["brain_tissue_fcn", "dermoscopy_classification"])
+def test_a_bad_run_dir_is_refused_before_the_data_are_read(tmp_path: Path, bundle: str) -> None:
+    """--run_dir of a finished run was refused only when the run folder was made: after minutes of patch
+    extraction (brain) or decoding every training image (dermoscopy)."""
+    from _bundle_cli import bundle_error_line
+
+    run = _run(tmp_path / "done", {"variant": "skip"})  # finished
+    line = bundle_error_line(bundle, "train", run_dir=str(run), dataset_dir=str(tmp_path / "no_such_data"),
+                             runs_root=str(tmp_path / "runs"))
+    assert f"{run}: holds a finished training run" in line and "no_such_data" not in line
+    assert not (tmp_path / "runs").exists()
