@@ -36,10 +36,10 @@ from mednet.io import is_temp_name, nan_to_none, remove_stale_temp_files, write_
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "training_run_dir", "check_run_dir", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
+    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "command_overrides", "nested_overrides", "SETTINGS_FILE",
-    "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY",
+    "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY", "LOCK_FILE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ PROVENANCE_FILE = "provenance.json"
 MODEL_FILE = "model.pt"
 #: the key of ``settings.json`` that records the run's nested (``--a#b``) command-line overrides
 OVERRIDES_KEY = "overrides"
+#: held in a training run's folder while a process trains it (pid, host, start): a second process resuming the same
+#: folder would interleave its checkpoints and metrics with the first's
+LOCK_FILE = "run.lock"
 
 _MAX_LISTED = 8  # runs named in the "no run qualifies" message
 
@@ -119,15 +122,115 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
             records, or cannot be created.
     """
     if run_dir in (None, ""):
-        return new_run_dir(runs_root, name)
+        path = new_run_dir(runs_root, name)
+        acquire_run_lock(path)
+        return path
     path = check_run_dir(run_dir)
-    if path.is_dir():
-        remove_stale_temp_files(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file on the way (NotADirectoryError, FileExistsError), no permission, …
         raise _cannot_create(path, e) from e
+    acquire_run_lock(path)  # before the clean-up: another process's temporary files may be live
+    remove_stale_temp_files(path)
     return path
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+_HELD_LOCKS: set[Path] = set()
+
+
+def _release_locks() -> None:
+    for lock in list(_HELD_LOCKS):
+        release_run_lock(lock.parent)
+
+
+def _lock_holder(path: Path) -> str:
+    """Who holds the lock file ``path``: ``"mine"``, ``"stale"`` (a process of this host that no longer runs, or a
+    file cut short while it was written), ``"gone"`` (no file).
+
+    Raises:
+        DataError: another live process of this host, or a process of another host, holds it.
+    """
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+        pid, host = int(held["pid"]), str(held["host"])
+    except FileNotFoundError:
+        return "gone"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "stale"
+    if host == platform.node() and pid == os.getpid():
+        return "mine"
+    if host != platform.node():
+        raise DataError(path, f"the run folder is in use by process {pid} on host {host} (since "
+                              f"{held.get('started')}); wait for that run to end, or delete this file if it is no "
+                              "longer running")
+    if pid > 0 and _process_alive(pid):
+        raise DataError(path, f"the run folder is in use by process {pid} (since {held.get('started')}), still "
+                              "running; wait for it to end, or stop it before resuming")
+    return "stale"
+
+
+def acquire_run_lock(run_dir: str | os.PathLike) -> Path:
+    """Hold ``run_dir/run.lock`` for this process until it exits (or :func:`release_run_lock`).
+
+    Created exclusively (``O_EXCL``), so of two processes starting on one folder (two resumes of the same
+    ``--run_dir``, or a resume of a run that is still training) only one trains it. A lock this process holds
+    already is kept (a run resumed in the same process); one left by a process of this host that no longer runs
+    (killed with SIGKILL, or the machine stopped) is taken over. A lock of another host cannot be checked and is
+    refused, naming the file to delete once that run has stopped.
+
+    Raises:
+        DataError: another live process (or another host) holds the folder.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    me = {"pid": os.getpid(), "host": platform.node(), "started": now_iso()}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder == "gone":
+                continue  # released in between: try again
+            if holder == "mine":
+                _HELD_LOCKS.add(path)
+                return path
+            logger.warning("%s: taking over the lock of a process that no longer runs", path)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        if not _HELD_LOCKS:
+            import atexit
+
+            atexit.register(_release_locks)  # SIGTERM unwinds to here too (mednet.bundle_support)
+        _HELD_LOCKS.add(path)
+        return path
+    raise DataError(path, "could not take the run folder's lock (it keeps changing); is another run starting here?")
+
+
+def release_run_lock(run_dir: str | os.PathLike) -> None:
+    """Remove ``run_dir/run.lock`` if this process holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    if path not in _HELD_LOCKS:
+        return
+    _HELD_LOCKS.discard(path)
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+        if int(held.get("pid", -1)) == os.getpid() and held.get("host") == platform.node():
+            path.unlink()
+    except (OSError, ValueError, TypeError):
+        pass
 
 
 def check_run_dir(run_dir: str | os.PathLike | None) -> Path | None:
@@ -155,6 +258,7 @@ def check_run_dir(run_dir: str | os.PathLike | None) -> Path | None:
                               "--run_dir, or leave it out for a new timestamped run")
     if path.is_dir():
         _adopt(path)
+        _lock_holder(path / LOCK_FILE)  # a run still training there: refused now, before the data are read
     return path
 
 
@@ -173,7 +277,7 @@ def _adopt(path: Path) -> None:
         DataError: the folder holds files (other than temporary files of interrupted writes) but no run records.
     """
     try:
-        entries = sorted(p.name for p in path.iterdir() if not is_temp_name(p.name))
+        entries = sorted(p.name for p in path.iterdir() if not is_temp_name(p.name) and p.name != LOCK_FILE)
     except OSError as e:
         raise DataError(path, f"cannot read the run folder ({e.strerror or e})") from e
     # a launcher's log made before Python starts (Slurm's --output=RUN/slurm-%j.out, `> RUN/train.log`)
@@ -286,7 +390,9 @@ def mark_finished(run_dir: str | os.PathLike, **info: object) -> Path:
     stopped, and :func:`latest_run` does not pick it.
     """
     clean = {k: None if isinstance(v, float) and math.isnan(v) else _jsonable(v) for k, v in info.items()}
-    return write_json_atomic({"finished": now_iso(), **clean}, Path(run_dir) / FINISHED_FILE)
+    path = write_json_atomic({"finished": now_iso(), **clean}, Path(run_dir) / FINISHED_FILE)
+    release_run_lock(run_dir)  # nothing trains it any more
+    return path
 
 
 def read_finished(run_dir: str | os.PathLike) -> dict | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,9 +17,9 @@ import torch
 
 from mednet.engines.checkpoints import load_weights
 from mednet.errors import DataError, OptionError
-from mednet.runs import (OVERRIDES_KEY, check_run_settings, checkpoint_provenance, command_overrides, latest_run,
-                         mark_finished, new_run_dir, resolve_checkpoint, run_setting, training_run_dir,
-                         write_run_settings)
+from mednet.runs import (LOCK_FILE, OVERRIDES_KEY, RESUME_FILE, check_run_dir, check_run_settings,
+                         checkpoint_provenance, command_overrides, latest_run, mark_finished, new_run_dir,
+                         resolve_checkpoint, run_setting, training_run_dir, write_run_settings)
 
 
 def _run(folder: Path, settings: dict | None, finished: bool = True) -> Path:
@@ -154,7 +155,7 @@ def test_run_dir_accepts_a_new_empty_or_interrupted_run_and_cleans_its_interrupt
         assert training_run_dir(str(run), tmp_path, "x") == run
     assert not any(p.exists() for p in stale)
     assert (run / "eval-test-1" / ".metrics.tmp-1a2b3c4d.json").is_file()
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_last.pt", "eval-test-1", "model.pt",
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_last.pt", "eval-test-1", "model.pt", "run.lock",
                                                      "settings.json"]
     assert all(str(path) in caplog.text for path in stale)
     # a folder holding only such leftovers is a run that died writing its first record
@@ -162,14 +163,14 @@ def test_run_dir_accepts_a_new_empty_or_interrupted_run_and_cleans_its_interrupt
     only_tmp.mkdir()
     (only_tmp / ".settings.tmp-1a2b3c4d.json").write_bytes(b"{")
     assert training_run_dir(str(only_tmp), tmp_path, "x") == only_tmp
-    assert list(only_tmp.iterdir()) == []  # and its leftovers are removed too
+    assert [p.name for p in only_tmp.iterdir()] == ["run.lock"]  # and its leftovers are removed too
     # a job launcher's log, made before Python starts (sbatch --output=RUN/slurm-%j.out, `> RUN/train.log`)
     launched = tmp_path / "launched"
     launched.mkdir()
     for name in ("slurm-123.out", "train.log", "train.err"):
         (launched / name).write_text("starting\n", encoding="utf-8")
     assert training_run_dir(str(launched), tmp_path, "x") == launched
-    assert sorted(p.name for p in launched.iterdir()) == ["slurm-123.out", "train.err", "train.log"]
+    assert sorted(p.name for p in launched.iterdir()) == ["run.lock", "slurm-123.out", "train.err", "train.log"]
     (launched / "tensorboard").mkdir()  # but not another job's outputs
     with pytest.raises(DataError, match="holds tensorboard but no mednet run records"):
         training_run_dir(str(launched), tmp_path, "x")
@@ -351,3 +352,56 @@ def test_a_bad_run_dir_is_refused_before_the_data_are_read(tmp_path: Path, bundl
                              runs_root=str(tmp_path / "runs"))
     assert f"{run}: holds a finished training run" in line and "no_such_data" not in line
     assert not (tmp_path / "runs").exists()
+
+
+# --- one process per run folder -----------------------------------------------------------------------------------
+
+
+def _lock(folder: Path, pid: int, host: str | None = None) -> Path:
+    import platform
+
+    path = folder / LOCK_FILE
+    path.write_text(json.dumps({"pid": pid, "host": host or platform.node(), "started": "then"}), encoding="utf-8")
+    return path
+
+
+def test_a_run_folder_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
+    """Two resumes of one --run_dir (or a resume of a run still training) interleaved checkpoint_last.pt, model.pt
+    and metrics.csv: each write was atomic, but the run mixed two trainings."""
+    import subprocess
+
+    run = _run(tmp_path / "interrupted", {"variant": "skip"}, finished=False)
+    (run / RESUME_FILE).write_bytes(b"state")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = _lock(run, other.pid)
+        for check in (lambda: check_run_dir(str(run)), lambda: training_run_dir(str(run), tmp_path, "x")):
+            with pytest.raises(DataError, match=f"in use by process {other.pid} .*still running"):
+                check()
+        assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == other.pid  # not taken
+    finally:
+        other.kill()
+        other.wait()
+    # that process has ended (killed): its lock is taken over, and held by this process until the run finishes
+    assert training_run_dir(str(run), tmp_path, "x") == run
+    assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == os.getpid()
+    assert training_run_dir(str(run), tmp_path, "x") == run  # the same process again (a resume in-process)
+    mark_finished(run, epochs=1)
+    assert not lock.exists()
+    # another host's lock cannot be checked: refused, naming the file to delete
+    fresh = tmp_path / "shared"
+    fresh.mkdir()
+    _lock(fresh, 1, host="node-17")
+    with pytest.raises(DataError, match="in use by process 1 on host node-17 .*delete this file"):
+        training_run_dir(str(fresh), tmp_path, "x")
+
+
+def test_a_new_run_holds_its_lock_until_the_process_exits(tmp_path: Path) -> None:
+    import subprocess
+
+    code = ("import sys; from mednet.runs import training_run_dir; "
+            "print(training_run_dir(None, sys.argv[1], 'train-x'))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          encoding="utf-8", check=True, cwd=Path(__file__).resolve().parents[1])
+    run = Path(proc.stdout.strip())
+    assert run.is_dir() and not (run / LOCK_FILE).exists()  # removed at exit
