@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ from types import FrameType, TracebackType
 from mednet.errors import DataError
 from mednet.errors import OptionError
 
-__all__ = ["install_error_hook", "install_sigterm_exit", "user_error", "error_line", "root_cause", "select_metrics",
+__all__ = ["install_error_hook", "install_sigterm_exit", "user_error", "error_line", "end_progress_bars", "root_cause", "select_metrics",
            "report_paths", "recorded_setting", "recorded_patch_size"]
 
 logger = logging.getLogger("mednet")
@@ -66,6 +67,8 @@ def user_error(exc: BaseException) -> BaseException | None:
     one string): the user error's line is then read from that text.
     """
     chain = list(_chain(exc))
+    if any(isinstance(e, KeyboardInterrupt) for e in chain):  # Ctrl-C: the user's own act, not a bug
+        return _interrupted()
     for e in chain:
         if isinstance(e, _USER_ERRORS):
             return e
@@ -74,6 +77,37 @@ def user_error(exc: BaseException) -> BaseException | None:
             return DataError(None, in_worker[-1])
     deepest = chain[-1]
     return deepest if isinstance(deepest, FileNotFoundError) and deepest.filename else None
+
+
+def _interrupted() -> DataError:
+    """Ctrl-C's one line: what was interrupted and, for a training run that completed an epoch, how to continue
+    it (the folders this process trains hold its lock, :func:`mednet.runs.acquire_run_lock`)."""
+    from mednet.runs import RESUME_FILE, held_run_dirs
+
+    resumable = [run for run in held_run_dirs() if (run / RESUME_FILE).is_file()]
+    if resumable:
+        return DataError(None, "interrupted (Ctrl-C); continue the training run with "
+                               + " / ".join(f"--run_dir {shlex.quote(str(run))}" for run in resumable))
+    started = held_run_dirs()
+    return DataError(None, "interrupted (Ctrl-C)" + (f"; {started[0]} completed no epoch: start again" if started
+                                                     else ""))
+
+
+def end_progress_bars() -> None:
+    """Close the progress bars still open (an exception left them mid-line), so that the error starts a line of its
+    own — also in a log file, where a bar's carriage returns do not end its line."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with MONAI's and Ignite's progress bars
+        return
+    bars = list(getattr(tqdm, "_instances", []))
+    for bar in bars:
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar of a broken stream: nothing to tidy
+            pass
+    if bars:
+        print(file=sys.stderr, flush=True)
 
 
 def error_line(exc: BaseException) -> str:
@@ -185,6 +219,7 @@ def install_error_hook() -> Callable[[], None]:
         if shown is None:
             previous(exc_type, exc, tb)
             return
+        end_progress_bars()
         print(error_line(shown), file=sys.stderr, flush=True)
 
     hook.mednet = True  # type: ignore[attr-defined]

@@ -185,19 +185,20 @@ def run_cli(fn: Callable) -> None:
     """Run ``fn`` as a command line: ``--name value`` per keyword argument; user errors end with one line."""
     import fire
 
-    from mednet.bundle_support import error_line, user_error
+    from mednet.bundle_support import end_progress_bars, error_line, user_error
 
-    def fail(e: Exception, shown: BaseException | None = None) -> None:
+    def fail(e: BaseException, shown: BaseException | None = None) -> None:
         if os.environ.get("MEDNET_TRACEBACK", "") not in ("", "0"):
             raise e
+        end_progress_bars()
         print(error_line(shown or e), file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
 
     @functools.wraps(fn)
     def command(*args, **kwargs) -> None:  # fire would otherwise print (or browse) the return value
         try:
             fn(*args, **kwargs)
-        except Exception as e:
+        except (Exception, KeyboardInterrupt) as e:
             # a bundle run inside the command (run_bundle) raises MONAI's wrapper of the user error; run_bundle has
             # undone its error hook by then, so the one line is chosen here, as the bundle's hook would
             shown = user_error(e)

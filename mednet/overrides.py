@@ -66,6 +66,7 @@ import contextlib
 import copy
 import difflib
 import inspect
+import json
 import math
 import numbers
 import os
@@ -661,8 +662,39 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     """
     argv = sys.argv if argv is None else argv
     parsed = cli_overrides(argv)
-    if parsed is not None:
-        check_overrides(*parsed, entry_ids=cli_entry_ids(argv), cli=True)
+    if parsed is None:
+        return
+    if parsed[1].get("help") is True or parsed[1].get("h") is True:
+        # MONAI's `run` has no help of its own for a config: list the options instead of refusing --help
+        print(option_summary(parsed[0]))
+        raise SystemExit(0)
+    check_overrides(*parsed, entry_ids=cli_entry_ids(argv), cli=True)
+
+
+def option_summary(config_file: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    """The options of a bundle job, one ``--name default`` line each (choices and bounds from the option rules),
+    for ``--help``: the top-level ids a user sets — plain values and the computed ones a rule lets be overridden —
+    not components, computed values or comments."""
+    config = load_config(config_file)
+    rules = {k: v for k, v in (config.get(RULES_KEY) or {}).items() if isinstance(v, Mapping)}
+    names = tuple(Path(f).name for f in _config_files(config_file))
+    lines = [f"options of {' + '.join(names)} (--name value; nested ids such as --optimizer#weight_decay too):"]
+    for key, value in config.items():
+        key = str(key)
+        if key.startswith("_") or key == RULES_KEY or key in _WORKFLOW_ROOTS:
+            continue
+        rule = rules.get(key, {})
+        if _computed(value) and not _overridable(rule, names):
+            continue
+        if isinstance(value, Mapping) or (isinstance(value, list) and any(isinstance(v, Mapping) for v in value)):
+            continue  # a component or a list of them
+        shown = "(computed unless given)" if _computed(value) else (
+            value if isinstance(value, str) else repr(value) if value is None or isinstance(value, bool)
+            else json.dumps(value))
+        notes = [f"{k} {v}" for k, v in rule.items() if k in ("choices", "min", "max", "less_than", "only_with")]
+        lines.append(f"  --{key} {shown}" + (f"   [{'; '.join(notes)}]" if notes else ""))
+    lines.append("The bundle's docs/README.md says what each does.")
+    return "\n".join(lines)
 
 
 def require_base_config(base: str, override: str, argv: Sequence[str] | None = None) -> None:

@@ -36,7 +36,7 @@ from mednet.io import is_temp_name, nan_to_none, remove_stale_temp_files, write_
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "latest_run", "resolve_checkpoint", "write_run_settings", "write_run_record", "check_run_settings",
+    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "held_run_dirs", "latest_run", "resolve_checkpoint", "write_run_settings", "check_resume_settings", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "command_overrides", "nested_overrides", "SETTINGS_FILE",
     "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY", "LOCK_FILE",
@@ -147,7 +147,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-_HELD_LOCKS: set[Path] = set()
+_HELD_LOCKS: dict[Path, None] = {}  # insertion-ordered set
 
 
 def _release_locks() -> None:
@@ -203,7 +203,7 @@ def acquire_run_lock(run_dir: str | os.PathLike) -> Path:
             if holder == "gone":
                 continue  # released in between: try again
             if holder == "mine":
-                _HELD_LOCKS.add(path)
+                _HELD_LOCKS[path] = None
                 return path
             logger.warning("%s: taking over the lock of a process that no longer runs", path)
             path.unlink(missing_ok=True)
@@ -214,9 +214,14 @@ def acquire_run_lock(run_dir: str | os.PathLike) -> Path:
             import atexit
 
             atexit.register(_release_locks)  # SIGTERM unwinds to here too (mednet.bundle_support)
-        _HELD_LOCKS.add(path)
+        _HELD_LOCKS[path] = None
         return path
     raise DataError(path, "could not take the run folder's lock (it keeps changing); is another run starting here?")
+
+
+def held_run_dirs() -> list[Path]:
+    """The training run folders this process holds the lock of (it is training them), oldest first."""
+    return [lock.parent for lock in _HELD_LOCKS]
 
 
 def release_run_lock(run_dir: str | os.PathLike) -> None:
@@ -224,7 +229,7 @@ def release_run_lock(run_dir: str | os.PathLike) -> None:
     path = Path(run_dir) / LOCK_FILE
     if path not in _HELD_LOCKS:
         return
-    _HELD_LOCKS.discard(path)
+    _HELD_LOCKS.pop(path, None)
     try:
         held = json.loads(path.read_text(encoding="utf-8"))
         if int(held.get("pid", -1)) == os.getpid() and held.get("host") == platform.node():
@@ -418,7 +423,9 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
     root = Path(root)
     runs = [p for p in root.glob(f"{prefix}*") if p.is_dir()] if root.is_dir() else []
     if not runs:
-        raise DataError(root, f"no run '{prefix}*' found; train first or pass --ckpt_path")
+        raise DataError(root, f"no run '{prefix}*' found; train first, pass --ckpt_path RUN/{required_file}, or "
+                              "--runs_root FOLDER where the runs are (python -m mednet.app.demo writes them under its "
+                              "--out: demo/runs, demo/dermoscopy/runs)")
     finished: list[tuple[float, Path]] = []
     skipped: list[tuple[Path, str]] = []
     fix = ""
@@ -442,16 +449,20 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
         if differ:
             said = ", ".join(f"{k}={a!r} (requested {b!r})" for k, (a, b) in differ.items())
             skipped.append((run, f"other settings: {said}"))
-            fix = fix or f"; or pass {_overrides(differ)} to use {run.name}"
+            fix = fix or f"Pass {_overrides(differ)} to use {run.name} (the newest with other settings); or "
             continue
         finished.append((marker.stat().st_mtime, run))
     if finished:
-        return max(finished, key=lambda t: (t[0], t[1].name))[1]
+        chosen = max(finished, key=lambda t: (t[0], t[1].name))[1]
+        newer = [f"{run.name} ({why.split(' (')[0]})" for run, why in skipped if run.name > chosen.name]
+        if newer:  # e.g. the run just interrupted: say that an older one is used instead
+            logger.warning("%s: using %s; newer runs skipped: %s", root, chosen.name, "; ".join(newer[:_MAX_LISTED]))
+        return chosen
     listed = "; ".join(f"{run.name}: {why}" for run, why in skipped[:_MAX_LISTED])
     more = f"; and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
     wanted = f" with settings {json.dumps({k: _jsonable(v) for k, v in settings.items()})}" if settings else ""
     raise DataError(root, f"no finished run '{prefix}*'{wanted} found — {listed}{more}. "
-                          f"Pass --ckpt_path RUN/{required_file} to choose one{fix}")
+                          f"{fix or 'Pass '}--ckpt_path RUN/{required_file} together with that run's settings")
 
 
 def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.PathLike, prefix: str,
@@ -553,8 +564,22 @@ def _shown(values: Mapping[str, object], key: str) -> str:
     return json.dumps(values[key]) if key in values else "not given"
 
 
+def check_resume_settings(run_dir: str | os.PathLike | None, settings: Mapping[str, object],
+                          overrides: Mapping[str, object] | None = None) -> None:
+    """The refusals of :func:`write_run_settings` for a ``--run_dir`` being resumed, without writing anything: a
+    bundle checks the settings its options give first, before minutes of patch extraction (the data-derived ones
+    are checked when the record is written).
+
+    Raises:
+        DataError: as :func:`write_run_settings`.
+    """
+    if run_dir in (None, ""):
+        return
+    write_run_settings(run_dir, settings, overrides, check_only=True)
+
+
 def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object],
-                       overrides: Mapping[str, object] | None = None) -> Path:
+                       overrides: Mapping[str, object] | None = None, check_only: bool = False) -> Path:
     """Write ``settings`` (e.g. variant, width, intensity normalisation, views) to ``run_dir/settings.json``, with
     the run's nested command-line overrides under ``"overrides"`` (:func:`nested_overrides`).
 
@@ -581,7 +606,7 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
         new[OVERRIDES_KEY] = nested
     old = _read_json(path) if _has_trained(run_dir) else None
     if old is None:  # a new run, or one that failed before its first epoch: nothing trained to protect
-        return write_json_atomic(new, path, overwrite=True)
+        return path if check_only else write_json_atomic(new, path, overwrite=True)
     differ = settings_differences({k: v for k, v in old.items() if k != OVERRIDES_KEY},
                                   {k: v for k, v in new.items() if k != OVERRIDES_KEY})
     # a folder recorded as typed (before runs recorded absolute paths) is the same folder when it resolves to it
@@ -605,6 +630,8 @@ def write_run_settings(run_dir: str | os.PathLike, settings: Mapping[str, object
         raise DataError(path, f"the run being resumed was started with other nested overrides: {said}; give "
                               f"{_override_hint(recorded, nested)} to continue it, or leave out --run_dir to start "
                               "a new run")
+    if check_only:
+        return path
     merged = {**new, **old}
     if OVERRIDES_KEY not in old and OVERRIDES_KEY in new:
         merged[OVERRIDES_KEY] = None  # started by an earlier mednet: what it was started with stays unknown

@@ -54,3 +54,20 @@ def test_brain_demo_reuses_a_cohort_trains_and_writes_the_evaluation_report(tiny
     for protocol in ("whole volume", "grid patches"):
         assert 0 < summary["protocols"][protocol]["mean_dice"] <= 1, protocol  # NaN fails too
     assert (eval_dir / "summary.md").read_text(encoding="utf-8") in printed
+
+
+def test_the_main_job_names_its_own_options_for_a_demo_folder_built_otherwise(tiny_cohort: Path,
+                                                                            tmp_path: Path) -> None:
+    """A cohort built by ``brain_demo --subjects 5``: ``python -m mednet.app.demo`` said "pass --subjects 5 to
+    reuse it", an option it does not take."""
+    from _bundle_cli import command_in_process
+    from mednet.app.demo import demo
+
+    out = tmp_path / "demo"
+    shutil.copytree(tiny_cohort, out / "cohort")
+    proc = command_in_process(demo, "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("mednet error:")]
+    assert line.startswith(f"mednet error: {out}: the demo cohort in {out / 'cohort'} was built with --subjects 5")
+    assert "python -m mednet.app.demo has no --subjects: choose another --out" in line
+    assert "pass --subjects" not in line and not (out / "runs").exists()

@@ -136,3 +136,35 @@ def test_a_user_error_inside_an_apps_bundle_run_is_one_line_and_a_bug_keeps_its_
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     with pytest.raises(ValueError, match="invalid literal"):
         command_in_process(broken_app, "--value", "x")
+
+
+def interrupted_training(run_dir: str) -> None:
+    """Ctrl-C during a training run that completed an epoch, a progress bar open."""
+    from tqdm import tqdm
+
+    from mednet.runs import training_run_dir
+
+    run = training_run_dir(run_dir, run_dir, "x")
+    (run / "checkpoint_last.pt").write_bytes(b"state")
+    bar = tqdm(total=10, desc="epoch 2")
+    bar.update(3)
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_continue_the_run(tmp_path: Path) -> None:
+    """Ctrl-C printed two KeyboardInterrupt tracebacks and no word on resuming; a progress bar left mid-line had the
+    error line appended to it (one line in a log file)."""
+    from _bundle_cli import command_in_process
+
+    from mednet.runs import release_run_lock
+
+    run = tmp_path / "my run"
+    try:
+        proc = command_in_process(interrupted_training, "--run_dir", str(run))
+    finally:
+        release_run_lock(run)
+    assert proc.returncode == 130, proc.stderr
+    lines = proc.stderr.splitlines()
+    (line,) = [line for line in lines if "mednet error:" in line]
+    assert line.startswith("mednet error: interrupted (Ctrl-C); continue the training run with --run_dir ")
+    assert f"--run_dir '{run}'" in line and "Traceback" not in proc.stderr

@@ -951,8 +951,11 @@ def test_slice_figure_titles_name_the_axis_not_top_or_bottom(tmp_path: Path, mon
     titles = []
     real_save = slice_figures.save_figure
 
+    legends = []
+
     def capture(fig, png, **kwargs):
         titles.extend(ax.get_title() for ax in fig.axes if ax.get_title())
+        legends.extend([text.get_text() for text in legend.get_texts()] for legend in fig.legends)
         return real_save(fig, png, **kwargs)
 
     monkeypatch.setattr(slice_figures, "save_figure", capture)
@@ -963,3 +966,4 @@ def test_slice_figure_titles_name_the_axis_not_top_or_bottom(tmp_path: Path, mon
     picks = [lo + round(q * (hi - lo)) for q in (0.8, 0.5, 0.2)]
     assert titles == [f"axis {a}, slice {s} ({q}% of brain)" for s, q in zip(picks, (80, 50, 20))]
     assert not any(word in t for t in titles for word in ("top", "bottom"))
+    assert legends == [["CSF", "grey matter", "white matter"]]  # which colour is which tissue

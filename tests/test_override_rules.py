@@ -277,3 +277,19 @@ def test_calibration_refit_uses_the_runs_referral_settings(tmp_path: Path) -> No
     # the names read are the ones train.json records
     recorded = next(step for step in load_config(DERM_TRAIN)["run"] if "write_run_settings" in step)
     assert all(f"{k}=@{k}" in recorded for k in ("target_accuracy", "referral_min_accepted", "referral_confidence"))
+
+
+def test_help_lists_the_options_of_the_job(capsys: pytest.CaptureFixture) -> None:
+    """``python -m monai.bundle run --config_file …/train.json --help`` said "--help: unknown option"."""
+    from mednet.overrides import check_cli_overrides
+
+    argv = ["/venv/lib/site-packages/monai/bundle/__main__.py", "run", "--config_file", str(TRAIN), "--help"]
+    with pytest.raises(SystemExit) as done:
+        check_cli_overrides(argv)
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("options of train.json")
+    assert "  --variant skip   [choices ['unpool', 'transposed', 'strided', 'skip']]" in lines
+    assert "  --run_dir None" in lines and "  --augmentation True" in lines and "  --views [0, 1, 2]" in lines
+    assert "  --device (computed unless given)" in lines  # overridable
+    assert not [line for line in lines if line.startswith(("  --network", "  --run_settings", "  --train", "  --_"))]

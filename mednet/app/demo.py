@@ -10,19 +10,40 @@ on 2 CPU cores.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import time
+from collections.abc import Iterator
 
 from mednet.app.brain_demo import brain_demo
 from mednet.app.dermoscopy_demo import dermoscopy_demo
+from mednet.errors import DataError, OptionError
 
 __all__ = ["demo"]
+
+
+@contextlib.contextmanager
+def _only_own_options(out: str) -> Iterator[None]:
+    """A demo folder built by ``brain_demo --subjects 3`` (or ``dermoscopy_demo --images 500``) is refused by the
+    part it belongs to with "pass --subjects 3 to reuse it" — an option this command does not take."""
+    try:
+        yield
+    except OptionError as e:
+        foreign = [flag for flag in e.problems if flag.lstrip("-") not in inspect.signature(demo).parameters]
+        if not foreign:
+            raise
+        built = "; ".join(e.problems[flag].split("; pass ")[0] for flag in foreign)
+        raise DataError(out, f"{built} — python -m mednet.app.demo has no {', '.join(foreign)}: choose another --out "
+                             "(or delete that folder), or run python -m mednet.app.brain_demo / dermoscopy_demo with "
+                             "those options") from None
 
 
 def demo(out: str = "demo", seed: int = 0) -> dict:
     """Both demos under ``out``; returns their result dictionaries."""
     t0 = time.perf_counter()
-    brain = brain_demo(out=out, seed=seed)
-    dermoscopy = dermoscopy_demo(out=out, seed=seed)
+    with _only_own_options(out):
+        brain = brain_demo(out=out, seed=seed)
+        dermoscopy = dermoscopy_demo(out=out, seed=seed)
     minutes = (time.perf_counter() - t0) / 60
     m = dermoscopy["metrics"]
     print(f"\nmednet demo finished in {minutes:.1f} min (brain {brain['minutes']:.1f}, dermoscopy {dermoscopy['minutes']:.1f})")

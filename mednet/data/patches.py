@@ -333,7 +333,7 @@ def balance_probabilities(
             else:
                 hi = mid
         p, _, _, s, _ = evaluate(lo * lam)
-        logger.warning("%sbalancing the classes to %s would keep %.1f of %d windows (shares %s); keeping %.0f "
+        logger.warning("%sbalancing the classes to %s would keep about %.0f of %d windows (shares %s); keeping %.0f "
                        "(%.0f %%) with shares %s instead", f"{source}: " if source else "", _shares(t), kept, len(n),
                        _shares(reached), p.sum(), 100 * p.sum() / len(n), _shares(s))
     return p

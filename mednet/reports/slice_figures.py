@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from mednet.reports.plots import save_figure  # noqa: E402
 
@@ -18,6 +19,8 @@ __all__ = ["plot_tissue_slices", "TISSUE_CMAP"]
 
 #: background black, CSF blue, GM grey-green, WM yellow
 TISSUE_CMAP = ListedColormap(["#000000", "#3b82f6", "#22a06b", "#facc15"])
+#: label values 0–3
+TISSUE_NAMES = ("background", "CSF", "grey matter", "white matter")
 
 
 def plot_tissue_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None, png: str | os.PathLike,
@@ -54,5 +57,9 @@ def plot_tissue_slices(image: np.ndarray, pred: np.ndarray, label: np.ndarray | 
                 ax.set_ylabel(name)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # which colour is which tissue (the label maps have no other key)
+    handles = [Patch(facecolor=TISSUE_CMAP(k), edgecolor="white", label=name)
+               for k, name in enumerate(TISSUE_NAMES) if k > 0]
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     return save_figure(fig, png, dpi=90)
