@@ -36,7 +36,7 @@ from mednet.io import is_temp_name, nan_to_none, remove_stale_temp_files, write_
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "held_run_dirs", "latest_run", "resolve_checkpoint", "write_run_settings", "check_resume_settings", "write_run_record", "check_run_settings",
+    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "held_run_dirs", "latest_run", "resolve_checkpoint", "write_run_settings", "check_resume_settings", "run_default", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "command_overrides", "nested_overrides", "SETTINGS_FILE",
     "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY", "LOCK_FILE",
@@ -562,6 +562,29 @@ def _override_hint(recorded: Mapping[str, object], given: Mapping[str, object]) 
 
 def _shown(values: Mapping[str, object], key: str) -> str:
     return json.dumps(values[key]) if key in values else "not given"
+
+
+def run_default(ckpt_path: str | os.PathLike | None, key: str, default: object) -> object:
+    """The default of an evaluation/inference option: the value the run of ``ckpt_path`` recorded in its
+    ``settings.json``, else ``default`` (no ``--ckpt_path``: the latest run with the default settings is used; a
+    checkpoint without a run folder; a setting the run did not record).
+
+    With ``--ckpt_path`` named, a user should not have to repeat the training command's ``--views "[2]"
+    --bias_correction none`` (or ``--image_size 32 --loss ldam``): the run says what it was trained with. An
+    option given on the command line still replaces this, and is checked against the run as before.
+
+    Raises:
+        DataError: the run's ``settings.json`` is unreadable.
+    """
+    if ckpt_path in (None, ""):
+        return default
+    path = Path(ckpt_path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    folder = path.resolve().parent  # a symbolic link's own run (as resolve_checkpoint)
+    settings = _read_json(folder / SETTINGS_FILE) or {}
+    value = settings.get(key)
+    return default if value is None else value
 
 
 def check_resume_settings(run_dir: str | os.PathLike | None, settings: Mapping[str, object],

@@ -293,3 +293,30 @@ def test_help_lists_the_options_of_the_job(capsys: pytest.CaptureFixture) -> Non
     assert "  --run_dir None" in lines and "  --augmentation True" in lines and "  --views [0, 1, 2]" in lines
     assert "  --device (computed unless given)" in lines  # overridable
     assert not [line for line in lines if line.startswith(("  --network", "  --run_settings", "  --train", "  --_"))]
+
+
+@pytest.mark.parametrize(("config", "recorded", "defaults"), [
+    (EVALUATE, {"variant": "unpool", "base_channels": 4, "intensity_normalization": "zscore",
+                "bias_correction": "none", "views": [2]},
+     {"variant": "skip", "base_channels": 8, "intensity_normalization": "histogram", "bias_correction": "n4",
+      "views": [0, 1, 2]}),
+    (DERM_EVALUATE, {"model": "receptive_field_cnn", "image_size": 32, "cifar_stem": True, "batch_norm": False,
+                     "loss": "ldam"},
+     {"model": "resnet18", "image_size": 64, "cifar_stem": None, "batch_norm": True, "loss": "ce"}),
+])
+def test_a_named_checkpoint_brings_its_runs_settings(tmp_path: Path, config, recorded: dict, defaults: dict) -> None:
+    """With --ckpt_path, evaluation and inference made the user repeat the training command's settings
+    (--views "[2]" --bias_correction none; --image_size 32 --loss ldam), then refused the checkpoint without them."""
+    run = tmp_path / "train-x-1"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps(recorded), encoding="utf-8")
+    for ckpt in (str(run), str(run / "model.pt")):  # a run folder or its model.pt
+        parsed = _parsed(config, ckpt_path=ckpt)
+        assert {k: parsed.get_parsed_content(k) for k in recorded} == recorded
+    key, value = next(iter(defaults.items()))  # a given option still wins (and is checked against the run)
+    assert _parsed(config, ckpt_path=str(run), **{key: value}).get_parsed_content(key) == value
+    check_overrides(config, {"ckpt_path": str(run), key: value})
+    parsed = _parsed(config)  # no --ckpt_path: the defaults pick the latest run
+    assert {k: parsed.get_parsed_content(k) for k in defaults} == defaults
+    bare = tmp_path / "copied.pt"  # a checkpoint without its run folder: the defaults
+    assert {k: _parsed(config, ckpt_path=str(bare)).get_parsed_content(k) for k in defaults} == defaults
