@@ -238,15 +238,9 @@ def install_error_hook() -> Callable[[], None]:
 
 def _recorded(path: Path) -> dict:
     """The JSON object in a run's record ``path``; ``{}`` when the run has no such record."""
-    if not path.is_file():
-        return {}
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read the run's record ({e})") from e
-    if not isinstance(obj, dict):
-        raise DataError(path, f"expected a JSON object, got {type(obj).__name__}")
-    return obj
+    from mednet.io import read_json_object
+
+    return read_json_object(path) or {}
 
 
 def recorded_setting(checkpoint: str | os.PathLike, key: str, default: object) -> object:

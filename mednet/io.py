@@ -27,7 +27,7 @@ from pathlib import Path
 from mednet.errors import DataError
 
 __all__ = ["atomic_path", "refuse_existing", "temp_name", "is_temp_name", "remove_stale_temp_files",
-           "write_text_atomic", "write_json_atomic", "nan_to_none", "TEMP_MARKER"]
+           "write_text_atomic", "write_json_atomic", "read_json_object", "nan_to_none", "TEMP_MARKER"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,3 +219,21 @@ def write_json_atomic(obj: object, path: str | os.PathLike, overwrite: bool = Tr
     """``json.dumps(obj, indent=2)`` to ``path`` through :func:`atomic_path` (no NaN cleaning: see
     :func:`mednet.reports.write_json` for reports)."""
     return write_text_atomic(json.dumps(obj, indent=2) + "\n", path, overwrite=overwrite)
+
+
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """``path``'s JSON object (a run's ``settings.json``, ``calibration.json``, …), or None if the file is missing.
+
+    Raises:
+        DataError: the file is unreadable, not UTF-8 JSON, or holds something other than an object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read ({e})") from e
+    if not isinstance(obj, dict):
+        raise DataError(path, f"expected a JSON object, got {type(obj).__name__}")
+    return obj

@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mednet.errors import DataError, OptionError
-from mednet.io import is_temp_name, nan_to_none, remove_stale_temp_files, write_json_atomic
+from mednet.io import is_temp_name, nan_to_none, read_json_object, remove_stale_temp_files, write_json_atomic
 
 __all__ = [
     "run_setting",
@@ -301,17 +301,7 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def _read_json(path: Path) -> dict | None:
-    """``path``'s JSON object, or None if the file is missing; DataError if it is unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read ({e})") from e
-    if not isinstance(obj, dict):
-        raise DataError(path, "not a JSON object")
-    return obj
+_read_json = read_json_object  # ``path``'s JSON object, None if missing, DataError if unreadable
 
 
 def settings_differences(trained: Mapping[str, object], requested: Mapping[str, object]) -> dict[str, tuple]:

@@ -33,7 +33,7 @@ from mednet.calibration.selective import (DEFAULT_REFERRAL_CONFIDENCE, MIN_ACCEP
                                           risk_coverage_curve)
 from mednet.calibration.temperature import check_temperature, fit_temperature, scaled_probabilities
 from mednet.errors import DataError
-from mednet.io import refuse_existing, write_json_atomic
+from mednet.io import read_json_object, refuse_existing, write_json_atomic
 from mednet.metrics.classification import classification_report
 
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_SCORES", "calibration_scores", "check_calibration_split", "fit_calibration", "write_calibration",
@@ -195,13 +195,7 @@ def calibrated_referral_settings(run: str | os.PathLike) -> dict:
         DataError: the file is unreadable or records a value out of range.
     """
     path = Path(run) / CALIBRATION_FILE
-    if not path.is_file():
-        return {}
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read ({e})") from None
-    referral = content.get("referral") if isinstance(content, Mapping) else None
+    referral = (read_json_object(path) or {}).get("referral")
     referral = referral if isinstance(referral, Mapping) else {}
     found = {}
     target = referral.get("target_accuracy")
