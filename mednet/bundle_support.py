@@ -10,7 +10,6 @@ so that the atomic writers remove their temporary files.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
