@@ -84,9 +84,9 @@ def _interrupted() -> DataError:
     from mednet.runs import RESUME_FILE, held_run_dirs
 
     resumable = [run for run in held_run_dirs() if (run / RESUME_FILE).is_file()]
-    if resumable:
-        return DataError(None, "interrupted (Ctrl-C); continue the training run with "
-                               + " / ".join(f"--run_dir {shlex.quote(str(run))}" for run in resumable))
+    if resumable:  # the newest: the run just interrupted
+        return DataError(None, f"interrupted (Ctrl-C); continue the training run with --run_dir "
+                               f"{shlex.quote(str(resumable[-1]))}")
     started = held_run_dirs()
     return DataError(None, "interrupted (Ctrl-C)" + (f"; {started[0]} completed no epoch: start again" if started
                                                      else ""))

@@ -192,7 +192,8 @@ def run_cli(fn: Callable) -> None:
             raise e
         end_progress_bars()
         print(error_line(shown or e), file=sys.stderr, flush=True)
-        sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
+        interrupted = any(isinstance(c, KeyboardInterrupt) for c in (e, e.__cause__, e.__context__))
+        sys.exit(130 if interrupted else 2)
 
     @functools.wraps(fn)
     def command(*args, **kwargs) -> None:  # fire would otherwise print (or browse) the return value

@@ -385,6 +385,8 @@ def _computed(default: Any) -> bool:
     return isinstance(default, (Mapping, list)) and any(s.startswith((EXPR_KEY, ID_REF_KEY)) for s in _strings(default))
 
 
+#: an option whose default is the named run's recorded value (``mednet.runs.run_default``): its fallback, for --help
+_RUN_DEFAULT = re.compile(r"^\$mednet\.runs\.run_default\(@ckpt_path, '[^']+', (.+)\)$")
 #: options named as what to set instead of a computed id
 _MAX_SUGGESTED = 8
 
@@ -457,7 +459,8 @@ def _option_problem(key: str, value: Any, ids: Mapping[str, Any], rules: Mapping
     if check:
         return _checked_problem(check, value, id_)
     type_name = rule.get("type") or _inferred_type(default)
-    if value is None and cli and default is not None:
+    if value is None and cli and default is not None and not (_computed(default) and rule.get("nullable") is True):
+        # (a computed default that may be None — --cifar_stem from the run — is checked against the run instead)
         # monai.bundle's create_workflow drops None-valued arguments (update_kwargs(ignore_none=True)): the run
         # would keep the default while the command line asked for None
         instead = f"; give {_display(id_)} {rule['cli_none']} instead" if "cli_none" in rule else ""
@@ -664,6 +667,9 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     parsed = cli_overrides(argv)
     if parsed is None:
         return
+    for key in ("help", "h"):
+        if parsed[1].get(key) is False:  # --help False: no help asked for
+            del parsed[1][key]
     if parsed[1].get("help") is True or parsed[1].get("h") is True:
         # MONAI's `run` has no help of its own for a config: list the options instead of refusing --help
         print(option_summary(parsed[0]))
@@ -678,6 +684,7 @@ def option_summary(config_file: str | os.PathLike | Sequence[str | os.PathLike])
     config = load_config(config_file)
     rules = {k: v for k, v in (config.get(RULES_KEY) or {}).items() if isinstance(v, Mapping)}
     names = tuple(Path(f).name for f in _config_files(config_file))
+    unused = set(unused_ids(config, raw=load_config(config_file, raw=True)))
     lines = [f"options of {' + '.join(names)} (--name value; nested ids such as --optimizer#weight_decay too):"]
     for key, value in config.items():
         key = str(key)
@@ -688,7 +695,10 @@ def option_summary(config_file: str | os.PathLike | Sequence[str | os.PathLike])
             continue
         if isinstance(value, Mapping) or (isinstance(value, list) and any(isinstance(v, Mapping) for v in value)):
             continue  # a component or a list of them
-        shown = "(computed unless given)" if _computed(value) else (
+        if key in unused:
+            continue  # inherited from a shared file, never read by this job (refused if given)
+        fallback = _RUN_DEFAULT.match(value) if isinstance(value, str) else None
+        shown = f"(the --ckpt_path run's, else {fallback.group(1)})" if fallback else "(computed unless given)" if _computed(value) else (
             value if isinstance(value, str) else repr(value) if value is None or isinstance(value, bool)
             else json.dumps(value))
         notes = [f"{k} {v}" for k, v in rule.items() if k in ("choices", "min", "max", "less_than", "only_with")]

@@ -36,7 +36,7 @@ from mednet.io import is_temp_name, nan_to_none, read_json_object, remove_stale_
 
 __all__ = [
     "run_setting",
-    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "held_run_dirs", "latest_run", "resolve_checkpoint", "write_run_settings", "check_resume_settings", "run_default", "write_run_record", "check_run_settings",
+    "new_run_dir", "training_run_dir", "check_run_dir", "acquire_run_lock", "release_run_lock", "held_run_dirs", "held_locks", "release_run_locks_since", "latest_run", "resolve_checkpoint", "write_run_settings", "check_resume_settings", "run_default", "write_run_record", "check_run_settings",
     "settings_differences", "mark_finished", "read_finished", "checkpoint_provenance", "write_provenance",
     "sidecar_path", "write_sidecar", "file_sha256", "command_overrides", "nested_overrides", "SETTINGS_FILE",
     "FINISHED_FILE", "PROVENANCE_FILE", "RESUME_FILE", "MODEL_FILE", "OVERRIDES_KEY", "LOCK_FILE",
@@ -135,19 +135,16 @@ def training_run_dir(run_dir: str | os.PathLike | None, runs_root: str | os.Path
     return path
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except OSError:
-        return True
-    return True
+try:  # advisory file locks: POSIX (Linux, macOS); Windows has none here and runs unlocked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
-
-_HELD_LOCKS: dict[Path, None] = {}  # insertion-ordered set
+#: the lock file descriptors this process holds, by resolved lock path (insertion order: oldest first)
+_HELD_LOCKS: dict[Path, int] = {}
+#: training run folders this process has trained (held), in order, for the Ctrl-C message
+_TRAINED_HERE: list[Path] = []
+_RELEASE_AT_EXIT = False
 
 
 def _release_locks() -> None:
@@ -155,87 +152,112 @@ def _release_locks() -> None:
         release_run_lock(lock.parent)
 
 
-def _lock_holder(path: Path) -> str:
-    """Who holds the lock file ``path``: ``"mine"``, ``"stale"`` (a process of this host that no longer runs, or a
-    file cut short while it was written), ``"gone"`` (no file).
+def _lock_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir).resolve() / LOCK_FILE  # the same key whatever the working folder
 
-    Raises:
-        DataError: another live process of this host, or a process of another host, holds it.
-    """
+
+def _holder_text(path: Path) -> str:
     try:
         held = json.loads(path.read_text(encoding="utf-8"))
-        pid, host = int(held["pid"]), str(held["host"])
-    except FileNotFoundError:
-        return "gone"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "stale"
-    if host == platform.node() and pid == os.getpid():
-        return "mine"
-    if host != platform.node():
-        raise DataError(path, f"the run folder is in use by process {pid} on host {host} (since "
-                              f"{held.get('started')}); wait for that run to end, or delete this file if it is no "
-                              "longer running")
-    if pid > 0 and _process_alive(pid):
-        raise DataError(path, f"the run folder is in use by process {pid} (since {held.get('started')}), still "
-                              "running; wait for it to end, or stop it before resuming")
-    return "stale"
+        return f"process {held.get('pid')} on host {held.get('host')} (since {held.get('started')})"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return "another process"
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _refuse_locked(path: Path) -> DataError:
+    return DataError(path, f"the run folder is in use by {_holder_text(path)}, still training it; wait for that run "
+                           "to end (or stop it) before resuming")
+
+
+def _check_unlocked(path: Path) -> None:
+    """Refuse now if another process holds ``path`` (before the data are read); take nothing."""
+    if fcntl is None or path in _HELD_LOCKS or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)  # NFS emulates flock with fcntl locks: an exclusive one needs write access
+    except OSError:
+        return  # unreadable: acquire_run_lock reports it
+    try:
+        if not _try_lock(fd):
+            raise _refuse_locked(path)
+    finally:
+        os.close(fd)  # closing drops a lock taken just to look
 
 
 def acquire_run_lock(run_dir: str | os.PathLike) -> Path:
-    """Hold ``run_dir/run.lock`` for this process until it exits (or :func:`release_run_lock`).
+    """Hold an exclusive lock on ``run_dir/run.lock`` until the run finishes or this process ends.
 
-    Created exclusively (``O_EXCL``), so of two processes starting on one folder (two resumes of the same
-    ``--run_dir``, or a resume of a run that is still training) only one trains it. A lock this process holds
-    already is kept (a run resumed in the same process); one left by a process of this host that no longer runs
-    (killed with SIGKILL, or the machine stopped) is taken over. A lock of another host cannot be checked and is
-    refused, naming the file to delete once that run has stopped.
+    Of two processes on one folder (two resumes of the same ``--run_dir``, or a resume of a run still training)
+    only one trains it: their checkpoints, ``model.pt`` and ``metrics.csv`` would otherwise interleave. An OS
+    advisory lock (``flock``) rather than a pid written into a file, because the kernel drops it with the process
+    however it ends (SIGKILL, OOM, a lost node's NFS lease), so no lock is ever stale, and it holds across
+    containers that share the folder but not a pid namespace. The file records pid, host and start time for the
+    message only. Taken again by the process holding it, it is kept (a run resumed in-process).
 
     Raises:
-        DataError: another live process (or another host) holds the folder.
+        DataError: another process holds it, or the lock file cannot be made.
     """
-    path = Path(run_dir) / LOCK_FILE
-    me = {"pid": os.getpid(), "host": platform.node(), "started": now_iso()}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder == "gone":
-                continue  # released in between: try again
-            if holder == "mine":
-                _HELD_LOCKS[path] = None
-                return path
-            logger.warning("%s: taking over the lock of a process that no longer runs", path)
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
-        if not _HELD_LOCKS:
-            import atexit
-
-            atexit.register(_release_locks)  # SIGTERM unwinds to here too (mednet.bundle_support)
-        _HELD_LOCKS[path] = None
+    global _RELEASE_AT_EXIT
+    path = _lock_path(run_dir)
+    if fcntl is None or path in _HELD_LOCKS:
         return path
-    raise DataError(path, "could not take the run folder's lock (it keeps changing); is another run starting here?")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DataError(path, f"cannot create the run folder's lock file ({e.strerror or e})") from e
+    if not _try_lock(fd):
+        os.close(fd)
+        raise _refuse_locked(path)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "started": now_iso()}).encode("utf-8"))
+    _HELD_LOCKS[path] = fd
+    if path.parent not in _TRAINED_HERE:
+        _TRAINED_HERE.append(path.parent)
+    if not _RELEASE_AT_EXIT:
+        import atexit
+
+        atexit.register(_release_locks)  # SIGTERM unwinds to here too (mednet.bundle_support)
+        _RELEASE_AT_EXIT = True
+    return path
 
 
 def held_run_dirs() -> list[Path]:
-    """The training run folders this process holds the lock of (it is training them), oldest first."""
-    return [lock.parent for lock in _HELD_LOCKS]
+    """The training run folders this process trains now or trained without finishing, oldest first (the lock
+    may already be released: :func:`mednet.app.bundles.run_bundle` releases a failed run's when it returns)."""
+    return list(_TRAINED_HERE)
 
 
 def release_run_lock(run_dir: str | os.PathLike) -> None:
-    """Remove ``run_dir/run.lock`` if this process holds it."""
-    path = Path(run_dir) / LOCK_FILE
-    if path not in _HELD_LOCKS:
+    """Release and remove ``run_dir/run.lock`` if this process holds it."""
+    path = _lock_path(run_dir)
+    fd = _HELD_LOCKS.pop(path, None)
+    if fd is None:
         return
-    _HELD_LOCKS.pop(path, None)
     try:
-        held = json.loads(path.read_text(encoding="utf-8"))
-        if int(held.get("pid", -1)) == os.getpid() and held.get("host") == platform.node():
-            path.unlink()
-    except (OSError, ValueError, TypeError):
+        path.unlink(missing_ok=True)  # while still held: no other process took it in between
+    except OSError:
         pass
+    os.close(fd)
+
+
+def release_run_locks_since(before: Mapping[Path, int]) -> None:
+    """Release the locks taken since ``before`` (a copy of the held locks): a Python caller's failed run does not
+    keep its folder locked for the rest of a long-lived process (a notebook)."""
+    for path in [p for p in _HELD_LOCKS if p not in before]:
+        release_run_lock(path.parent)
+
+
+def held_locks() -> dict[Path, int]:
+    """A copy of the locks this process holds (for :func:`release_run_locks_since`)."""
+    return dict(_HELD_LOCKS)
 
 
 def check_run_dir(run_dir: str | os.PathLike | None) -> Path | None:
@@ -263,7 +285,7 @@ def check_run_dir(run_dir: str | os.PathLike | None) -> Path | None:
                               "--run_dir, or leave it out for a new timestamped run")
     if path.is_dir():
         _adopt(path)
-        _lock_holder(path / LOCK_FILE)  # a run still training there: refused now, before the data are read
+        _check_unlocked(_lock_path(path))  # a run still training there: refused now, before the data are read
     return path
 
 
@@ -387,6 +409,9 @@ def mark_finished(run_dir: str | os.PathLike, **info: object) -> Path:
     clean = {k: None if isinstance(v, float) and math.isnan(v) else _jsonable(v) for k, v in info.items()}
     path = write_json_atomic({"finished": now_iso(), **clean}, Path(run_dir) / FINISHED_FILE)
     release_run_lock(run_dir)  # nothing trains it any more
+    finished = Path(run_dir).resolve()
+    if finished in _TRAINED_HERE:
+        _TRAINED_HERE.remove(finished)
     return path
 
 
@@ -444,7 +469,8 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
         finished.append((marker.stat().st_mtime, run))
     if finished:
         chosen = max(finished, key=lambda t: (t[0], t[1].name))[1]
-        newer = [f"{run.name} ({why.split(' (')[0]})" for run, why in skipped if run.name > chosen.name]
+        newer = [f"{run.name} ({why.split(' (')[0]})" for run, why in skipped
+                 if (run / required_file).is_file() and (run / required_file).stat().st_mtime > max(finished)[0]]
         if newer:  # e.g. the run just interrupted: say that an older one is used instead
             logger.warning("%s: using %s; newer runs skipped: %s", root, chosen.name, "; ".join(newer[:_MAX_LISTED]))
         return chosen
@@ -452,7 +478,7 @@ def latest_run(root: str | os.PathLike, prefix: str, required_file: str = "model
     more = f"; and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
     wanted = f" with settings {json.dumps({k: _jsonable(v) for k, v in settings.items()})}" if settings else ""
     raise DataError(root, f"no finished run '{prefix}*'{wanted} found — {listed}{more}. "
-                          f"{fix or 'Pass '}--ckpt_path RUN/{required_file} together with that run's settings")
+                          f"{fix or 'Pass '}--ckpt_path RUN/{required_file} (its settings.json gives the rest)")
 
 
 def resolve_checkpoint(ckpt_path: str | os.PathLike | None, runs_root: str | os.PathLike, prefix: str,

@@ -292,6 +292,13 @@ def test_help_lists_the_options_of_the_job(capsys: pytest.CaptureFixture) -> Non
     assert "  --variant skip   [choices ['unpool', 'transposed', 'strided', 'skip']]" in lines
     assert "  --run_dir None" in lines and "  --augmentation True" in lines and "  --views [0, 1, 2]" in lines
     assert "  --device (computed unless given)" in lines  # overridable
+    check_cli_overrides([*argv[:-1], "--help", "False"])  # no help asked for: a plain run's check
+    argv = [argv[0], "run", "--config_file", str([str(f) for f in EVALUATE]), "-h"]
+    with pytest.raises(SystemExit):
+        check_cli_overrides(argv)
+    lines = capsys.readouterr().out.splitlines()
+    assert "  --variant (the --ckpt_path run's, else 'skip')   [choices ['unpool', 'transposed', 'strided', 'skip']]" in lines
+    assert not [line for line in lines if line.startswith(("  --mask", "  --input", "  --overwrite"))]  # unused here
     assert not [line for line in lines if line.startswith(("  --network", "  --run_settings", "  --train", "  --_"))]
 
 
@@ -318,5 +325,7 @@ def test_a_named_checkpoint_brings_its_runs_settings(tmp_path: Path, config, rec
     check_overrides(config, {"ckpt_path": str(run), key: value})
     parsed = _parsed(config)  # no --ckpt_path: the defaults pick the latest run
     assert {k: parsed.get_parsed_content(k) for k in defaults} == defaults
+    if "cifar_stem" in recorded:  # None from the command line: the run's own check, not MONAI's dropped-None refusal
+        check_overrides(config, {"ckpt_path": str(run), "cifar_stem": None}, cli=True)
     bare = tmp_path / "copied.pt"  # a checkpoint without its run folder: the defaults
     assert {k: _parsed(config, ckpt_path=str(bare)).get_parsed_content(k) for k in defaults} == defaults

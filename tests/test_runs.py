@@ -357,43 +357,42 @@ def test_a_bad_run_dir_is_refused_before_the_data_are_read(tmp_path: Path, bundl
 # --- one process per run folder -----------------------------------------------------------------------------------
 
 
-def _lock(folder: Path, pid: int, host: str | None = None) -> Path:
-    import platform
-
-    path = folder / LOCK_FILE
-    path.write_text(json.dumps({"pid": pid, "host": host or platform.node(), "started": "then"}), encoding="utf-8")
-    return path
+_HOLDER = """
+import sys, time
+from mednet.runs import acquire_run_lock
+acquire_run_lock(sys.argv[1])
+print("held", flush=True)
+time.sleep(120)
+"""
 
 
 def test_a_run_folder_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
     """Two resumes of one --run_dir (or a resume of a run still training) interleaved checkpoint_last.pt, model.pt
     and metrics.csv: each write was atomic, but the run mixed two trainings."""
+    import signal
     import subprocess
 
     run = _run(tmp_path / "interrupted", {"variant": "skip"}, finished=False)
     (run / RESUME_FILE).write_bytes(b"state")
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
     try:
-        lock = _lock(run, other.pid)
+        assert other.stdout.readline().strip() == "held"
         for check in (lambda: check_run_dir(str(run)), lambda: training_run_dir(str(run), tmp_path, "x")):
-            with pytest.raises(DataError, match=f"in use by process {other.pid} .*still running"):
+            with pytest.raises(DataError, match=f"in use by process {other.pid} on host .*still training it"):
                 check()
-        assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == other.pid  # not taken
+        other.send_signal(signal.SIGKILL)  # killed: the kernel drops its lock, no file to delete by hand
+        other.wait(timeout=30)
     finally:
         other.kill()
         other.wait()
-    # that process has ended (killed): its lock is taken over, and held by this process until the run finishes
+        other.stdout.close()
+    assert (run / LOCK_FILE).is_file()  # left behind by the kill, and no obstacle
     assert training_run_dir(str(run), tmp_path, "x") == run
-    assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == os.getpid()
+    assert json.loads((run / LOCK_FILE).read_text(encoding="utf-8"))["pid"] == os.getpid()
     assert training_run_dir(str(run), tmp_path, "x") == run  # the same process again (a resume in-process)
     mark_finished(run, epochs=1)
-    assert not lock.exists()
-    # another host's lock cannot be checked: refused, naming the file to delete
-    fresh = tmp_path / "shared"
-    fresh.mkdir()
-    _lock(fresh, 1, host="node-17")
-    with pytest.raises(DataError, match="in use by process 1 on host node-17 .*delete this file"):
-        training_run_dir(str(fresh), tmp_path, "x")
+    assert not (run / LOCK_FILE).exists()
 
 
 def test_a_new_run_holds_its_lock_until_the_process_exits(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from monai.bundle import ConfigWorkflow
 
 from mednet.bundle_support import install_error_hook
 from mednet.overrides import check_overrides
-from mednet.runs import command_overrides
+from mednet.runs import command_overrides, held_locks, release_run_locks_since
 
 __all__ = ["repo_root", "bundle_config", "bundle_config_files", "config_file_argument", "run_bundle", "CONFIG_BASES"]
 
@@ -71,6 +71,7 @@ def run_bundle(bundle: str, config: str, **overrides: object) -> ConfigWorkflow:
     logging_conf = root / "bundles" / bundle / "configs" / "logging.conf"
     config_file = [str(f) for f in bundle_config_files(bundle, config)]
     restore = install_error_hook()  # before initialize's own call, which is then a no-op; undone below
+    locks = held_locks()
     try:
         with _cwd(root), command_overrides(overrides):  # for the run's settings.json (nested overrides)
             check_overrides(config_file, overrides)
@@ -80,5 +81,6 @@ def run_bundle(bundle: str, config: str, **overrides: object) -> ConfigWorkflow:
             wf.run()
             wf.finalize()
     finally:
+        release_run_locks_since(locks)  # a failed run's folder is not kept locked for the rest of the process
         restore()
     return wf

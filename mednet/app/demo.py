@@ -29,10 +29,11 @@ def _only_own_options(out: str) -> Iterator[None]:
     try:
         yield
     except OptionError as e:
-        foreign = [flag for flag in e.problems if flag.lstrip("-") not in inspect.signature(demo).parameters]
-        if not foreign:
+        reuse = {flag: why for flag, why in e.problems.items() if " was built with " in why or " was made with " in why}
+        foreign = [flag for flag in reuse if flag.lstrip("-") not in inspect.signature(demo).parameters]
+        if not foreign:  # not a demo folder's refusal, or one this command's own options fix
             raise
-        built = "; ".join(e.problems[flag].split("; pass ")[0] for flag in foreign)
+        built = "; ".join(why.split("; pass ")[0] for why in reuse.values())  # every difference, --seed too
         raise DataError(out, f"{built} — python -m mednet.app.demo has no {', '.join(foreign)}: choose another --out "
                              "(or delete that folder), or run python -m mednet.app.brain_demo / dermoscopy_demo with "
                              "those options") from None

@@ -59,7 +59,7 @@ from mednet.calibration.run_calibration import calibrated_referral_settings
 from mednet.data.feedback import _LOCK_TIMEOUT_S, held_out_rows
 from mednet.errors import DataError, OptionError
 from mednet.io import write_json_atomic, write_text_atomic
-from mednet.runs import FINISHED_FILE, PROVENANCE_FILE, SETTINGS_FILE, file_sha256, new_run_dir, now_iso
+from mednet.runs import FINISHED_FILE, LOCK_FILE, PROVENANCE_FILE, SETTINGS_FILE, file_sha256, new_run_dir, now_iso
 
 __all__ = ["CRITERIA", "GATE_SPLITS", "promotion_decision", "resolve_serving", "retrain"]
 
@@ -329,7 +329,9 @@ def _inapplicable(overrides: Mapping) -> list[str]:
 def _started(root: Path) -> bool:
     """Whether an earlier command in ``root`` already trained or evaluated something."""
     candidate, evaluations = root / "candidate", root / "evaluations"
-    return any(candidate.iterdir()) if candidate.is_dir() else evaluations.is_dir() and any(evaluations.iterdir())
+    if candidate.is_dir():  # a lock file alone (a kill before the first record) started nothing
+        return any(p.name != LOCK_FILE for p in candidate.iterdir())
+    return evaluations.is_dir() and any(evaluations.iterdir())
 
 
 def _train(candidate: Path, dataset: Path, overrides: Mapping) -> None:
