@@ -155,7 +155,7 @@ def test_slice_cli(tiny_cohort: Path, tmp_path: Path) -> None:
 def test_patches_cli_balances_classes(tiny_cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "patches"
     proc = cli("data_prep.patches", "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out),
-               "--stride", "1", "--min_pixels", "8", "--max_per_volume", "2000")
+               "--stride", "1", "--min_pixels", "8", "--max_patches_per_volume", "2000")
     assert proc.returncode == 0, proc.stderr
     assert "before" in proc.stdout and "after" in proc.stdout
     stats = json.loads((out / "stats_training.json").read_text(encoding="utf-8"))

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from mednet.data.datasets import CohortPatches
 from mednet.data.patch_files import write_grid_patches, write_patches
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
 from mednet.io import TEMP_MARKER
 from mednet.data.patches import (
     GridPatches,
@@ -418,6 +418,22 @@ def test_balanced_patch_files_are_written_whole(tmp_path):
     write_patches(str(datalist), str(out), split="test", views=2, max_per_volume=20, bias_correction="none",
                   overwrite=True)
     assert _leftovers(tmp_path) == []
+
+
+def test_patch_cap_takes_the_bundles_option_name_and_its_earlier_spelling(tmp_path):
+    """``--max_patches_per_volume`` (the bundle's name) and ``--max_per_volume`` (its earlier spelling) are one cap;
+    two different values are refused before any volume is read, naming both options."""
+    datalist = _tiny_split(tmp_path, [True, True])
+    npz = write_patches(str(datalist), str(tmp_path / "new"), split="test", views=2, max_patches_per_volume=10,
+                        bias_correction="none")
+    old = write_patches(str(datalist), str(tmp_path / "old"), split="test", views=2, max_per_volume=10,
+                        bias_correction="none")
+    a, b = CohortPatches.load(npz), CohortPatches.load(old)
+    assert len(a) == len(b) == 20 and np.array_equal(a.images, b.images)
+    with pytest.raises(OptionError, match="--max_per_volume: 10 disagrees with --max_patches_per_volume 20"):
+        write_patches(str(datalist), str(tmp_path / "both"), split="test", views=2, max_per_volume=10,
+                      max_patches_per_volume=20, bias_correction="none")
+    assert not (tmp_path / "both").exists()
 
 
 def test_other_npz_files_given_as_patch_files_are_refused_naming_them(tmp_path):

@@ -67,7 +67,7 @@ def brain_demo(out: str = "demo", epochs: int = 6, subjects: int = 6, seed: int 
         _check_reused_cohort(cohort, subjects, seed)
         print(f"reusing the demo cohort in {cohort}")
     patches_dir = new_run_dir(Path(out).resolve(), "patches")
-    patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_per_volume=max_patches_per_volume,
+    patches = write_patches(str(cohort / "datalist.json"), str(patches_dir), max_patches_per_volume=max_patches_per_volume,
                             max_background=max_background, seed=seed,
                             intensity_normalization=intensity_normalization, views=views,
                             bias_correction=bias_correction)

@@ -1,7 +1,7 @@
 """Extract class-balanced 2D training patches (or grid patches) from a datalist split.
 
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches [--split training]
-        [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_per_volume N] [--no-balance] [--seed 0]
+        [--patch_size 16] [--stride 1] [--min_pixels 8] [--max_background 0] [--max_patches_per_volume N] [--no-balance] [--seed 0]
         [--views 0,1,2] [--intensity_normalization histogram|scale|zscore] [--bias_correction n4|none] [--overwrite]
     python -m data_prep.patches --datalist demo/cohort/datalist.json --out demo/patches --grid --split test [--axis -1]
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from mednet.data.datalist import load_datalist
 from mednet.data.datasets import CohortPatches, extract_cohort_patches
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
 from mednet.io import atomic_path, refuse_existing
 from mednet.data.tissue_labels import TISSUE_NAMES
 from mednet.data.patches import grid_patches
@@ -118,7 +118,7 @@ def write_patches(
     stride: int = 1,
     min_pixels: float = 8,
     max_background: float = 0,
-    max_per_volume: int | None = None,
+    max_patches_per_volume: int | None = None,
     balance: bool = True,
     seed: int = 0,
     views: int | tuple[int, ...] = (0, 1, 2),
@@ -127,13 +127,23 @@ def write_patches(
     overwrite: bool = False,
     intensity_normalization: str = "histogram",
     bias_correction: str = "n4",
+    max_per_volume: int | None = None,
 ) -> Path:
     """Balanced training patches along ``views`` (or ``grid`` patches along ``axis``) of ``split``; returns the ``.npz`` path.
+
+    ``max_patches_per_volume`` is the bundle's option of the same name (the cap shared by the views);
+    ``max_per_volume`` is its earlier spelling, still accepted.
 
     ``intensity_normalization`` (``scale``, ``histogram`` or ``zscore``) and ``bias_correction`` (``n4`` or
     ``none``) must match the bundle's ``--intensity_normalization`` / ``--bias_correction`` when the patches are
     used for training.
     """
+    if max_per_volume is not None:
+        if max_patches_per_volume is not None and max_patches_per_volume != max_per_volume:
+            raise OptionError({"--max_per_volume": f"{max_per_volume} disagrees with --max_patches_per_volume "
+                                                   f"{max_patches_per_volume}: they are the same option (give "
+                                                   "--max_patches_per_volume only)"})
+        max_patches_per_volume = max_per_volume
     if grid:
         return write_grid_patches(datalist, out, split, patch_size, axis, overwrite, intensity_normalization,
                                   bias_correction)
@@ -143,7 +153,7 @@ def write_patches(
     patches: CohortPatches = extract_cohort_patches(
         datalist, split=split, views=views, patch_size=patch_size, stride=stride,
         min_pixels=min_pixels, max_background=max_background,  # as given: read exactly as the bundle reads them
-        max_per_volume=max_per_volume, balance=balance, seed=seed, intensity_normalization=intensity_normalization,
+        max_per_volume=max_patches_per_volume, balance=balance, seed=seed, intensity_normalization=intensity_normalization,
         bias_correction=bias_correction,
     )
     with atomic_path(npz, overwrite=overwrite) as tmp:  # tmp ends in .npz: NumPy adds no suffix
