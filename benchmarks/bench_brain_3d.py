@@ -39,7 +39,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import REPO
+from _common import REPO, positive_int
 from bench_brain_robustness import REALISTIC, levels, write_level_cohort
 
 STEPS_PER_EPOCH = 200
@@ -149,19 +149,23 @@ def train_unet3d(datalist: Path, args, out: Path):
     return net.eval(), device
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset_dir", default="demo/cohort", help="demo cohort: training + validation subjects")
     ap.add_argument("--ckpt_path", default=None, help="the 2D run's model.pt (default: latest skip run under demo/runs)")
-    ap.add_argument("--epochs", type=int, default=16, help=f"epochs of {STEPS_PER_EPOCH} steps")
-    ap.add_argument("--crop", type=int, default=48)
+    ap.add_argument("--epochs", type=positive_int, default=16, help=f"epochs of {STEPS_PER_EPOCH} steps")
+    ap.add_argument("--crop", type=positive_int, default=48)
     ap.add_argument("--train_seed", type=int, default=0)
     ap.add_argument("--seed", type=int, default=11000,
                     help="seed of the evaluation subjects (as bench_brain_robustness; the docs' run: 7000)")
-    ap.add_argument("--subjects", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--subjects", type=positive_int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     import numpy as np
     import torch

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import REPO, baseline_loader, ensure_cohort
+from _common import REPO, baseline_loader, ensure_cohort, positive_int
 
 
 def gmm_baseline(items: list[dict]) -> dict[str, float]:
@@ -35,14 +35,18 @@ def gmm_baseline(items: list[dict]) -> dict[str, float]:
     return scores_from_confusion(cm)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset_dir", default="demo/cohort")
     ap.add_argument("--variant", default="skip")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--max_patches_per_volume", type=int, default=10000)
+    ap.add_argument("--epochs", type=positive_int, default=6)
+    ap.add_argument("--max_patches_per_volume", type=positive_int, default=10000)
     ap.add_argument("--runs_root", default="runs/bench_dice")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     from mednet.app.bundles import run_bundle
     from mednet.data.datalist import load_datalist

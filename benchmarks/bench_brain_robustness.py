@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO, baseline_loader
+from _common import REPO, baseline_loader, positive_int
 from _corruptions import Severity, corrupt
 
 CORRUPTIONS = ("bias", "gamma", "noise", "spacing", "elastic", "combined", "ablation")
@@ -313,24 +313,29 @@ def plot(means: list[dict], rows: list[dict], corruptions: list[str], path: Path
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt_path", default=None, help="a trained run's model.pt (default: latest --variant run under --runs_root)")
     ap.add_argument("--runs_root", default="demo/runs", help="where to look for the latest run when --ckpt_path is not given")
     ap.add_argument("--variant", default="skip")
     ap.add_argument("--out", default=None, help="output folder (default runs/bench_robustness/<time>)")
-    ap.add_argument("--subjects", type=int, default=2, help="subjects per severity level")
+    ap.add_argument("--subjects", type=positive_int, default=2, help="subjects per severity level")
     ap.add_argument("--seed", type=int, default=11000,
                     help="subject draw: 11000 informed no decision (the bundle docs' table); 7000 informed some")
     ap.add_argument("--zoom", type=float, default=1.0, help="template zoom (0.5 for quick trials)")
     ap.add_argument("--corruptions", nargs="+", default=list(DEFAULT_CORRUPTIONS), choices=CORRUPTIONS,
                     help="ablation (not run by default): realistic combined severity with each corruption left out")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--keep_volumes", action="store_true", help="keep the generated images/labels (default: deleted "
                     "after each level; the evaluation reports are kept)")
-    args = ap.parse_args()
-    if args.subjects < 1 or not 0 < args.zoom <= 1:
-        ap.error("--subjects must be >= 1 and --zoom in (0, 1]")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not 0 < args.zoom <= 1:
+        ap.error(f"--zoom must be in (0, 1], got {args.zoom:g}")
 
     import torch
 

@@ -14,7 +14,9 @@
    run (progress bar, stats, TensorBoard, per-epoch CSV + plot, checkpoint) against a plain loop with the same
    network, initial weights, DataLoader, loss (CE), optimiser (SGD 0.05, momentum 0.9, wd 5e-4) for one epoch;
    validation off on both sides, both on ``--device`` (``auto``: CUDA when present, with AMP, as the bundles).
-   Rounds alternate the order; the median of the paired ratios is the headline.
+   One untimed warm-up of each side (its first ``WARMUP_STEPS`` batches) comes first, so that the process's
+   one-off costs fall on no timed round; rounds alternate the order; the median of the paired ratios is the
+   headline.
    ``--engine_models`` (default the demo's CNN: a ResNet-18 epoch at 64 px takes ≈ 3 min on 2 cores).
 3. **Peak RSS of one training epoch** at ``--image_size`` (target ≤ 3 GiB): ``train.json`` run for one epoch in a
    fresh process on a HAM10000-sized synthetic set (``--rss_images``), for each model; ``ru_maxrss`` of that
@@ -36,7 +38,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, add_device_argument, device_overrides, resolve_device, synchronize
+from _common import (
+    REPO,
+    add_device_argument,
+    cli_path,
+    device_overrides,
+    non_negative_int,
+    paired_rounds,
+    positive_int,
+    resolve_device,
+    synchronize,
+)
+
+#: batches of each side's untimed warm-up run (part 2)
+WARMUP_STEPS = 3
 
 
 def ensure_set(folder: Path, n: int, size: int) -> Path:
@@ -107,8 +122,13 @@ def compare_engines(split: Path, model: str, image_size: int, rounds: int, devic
             dataset.raw_image(i)
         init = copy.deepcopy(base.get_parsed_content("network_def").state_dict())
         n = len(dataset) // 64 * 64
+        if n == 0:
+            raise SystemExit(f"part 2 needs at least one batch of 64 training images, the split has {len(dataset)}: "
+                             f"raise --images")
+        warmup_steps = min(WARMUP_STEPS, n // 64)
 
-        def plain() -> float:
+        def plain(steps: int | None = None) -> float:
+            """Images/s of one epoch (``steps``: only the first batches, for the warm-up)."""
             torch.manual_seed(0)
             net = base.get_parsed_content("network_def", lazy=False)
             net.load_state_dict(init)
@@ -118,7 +138,9 @@ def compare_engines(split: Path, model: str, image_size: int, rounds: int, devic
             scaler = torch.amp.GradScaler(device.type, enabled=amp)
             synchronize(device)
             t0 = time.perf_counter()
-            for batch in loader:
+            for step, batch in enumerate(loader):
+                if step == steps:
+                    break
                 opt.zero_grad(set_to_none=True)
                 image, label = batch["image"].to(device), batch["label"].to(device)
                 with torch.autocast(device.type, enabled=amp):
@@ -129,12 +151,15 @@ def compare_engines(split: Path, model: str, image_size: int, rounds: int, devic
             synchronize(device)
             return n / (time.perf_counter() - t0)
 
-        def bundle() -> float:
+        def bundle(steps: int | None = None) -> float:
+            """Images/s of ``trainer.run()`` (``steps``: an epoch of only that many batches, for the warm-up)."""
             torch.manual_seed(0)
             parser = parser_for("train", dataset_dir=str(split), model=model, image_size=image_size, epochs=1,
                                 val_interval=10**6, runs_root=runs, **device_overrides(device))
             parser["train"]["images"] = base.get_parsed_content("train#images")  # same decoded images
             parser["normalization"] = base.get_parsed_content("normalization")
+            if steps is not None:
+                parser["train"]["trainer"]["epoch_length"] = steps
             parser.parse()
             parser.get_parsed_content("network").load_state_dict(init)
             trainer = parser.get_parsed_content("train#trainer")
@@ -144,15 +169,8 @@ def compare_engines(split: Path, model: str, image_size: int, rounds: int, devic
             synchronize(device)
             return n / (time.perf_counter() - t0)
 
-        ratios = []
-        for r in range(rounds):
-            order = ("plain", "bundle") if r % 2 == 0 else ("bundle", "plain")
-            rate = {side: (plain() if side == "plain" else bundle()) for side in order}
-            ratios.append(rate["bundle"] / rate["plain"])
-            print(f"  round {r + 1} ({' then '.join(order)}): plain {rate['plain']:.0f} img/s, bundle "
-                  f"{rate['bundle']:.0f} img/s, ratio {ratios[-1]:.3f}")
-        ratios.sort()
-        return ratios[len(ratios) // 2]
+        return paired_rounds(plain, bundle, rounds, unit="img/s", indent="  ",
+                             warmup=(lambda: plain(warmup_steps), lambda: bundle(warmup_steps))).median_ratio
 
 
 RSS_CHILD = """
@@ -179,36 +197,61 @@ def peak_rss(split: Path, model: str, image_size: int, iterations: int | None = 
         return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--source_size", type=int, default=256, help="size of the synthetic JPEGs (decoding cost)")
-    ap.add_argument("--image_size", type=int, default=64)
+    ap.add_argument("--images", type=positive_int, default=2000)
+    ap.add_argument("--source_size", type=positive_int, default=256, help="size of the synthetic JPEGs (decoding cost)")
+    ap.add_argument("--image_size", type=positive_int, default=64)
     ap.add_argument("--models", default="receptive_field_cnn,resnet18")
     ap.add_argument("--engine_models", default="receptive_field_cnn")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rss_iterations", type=int, default=20)
-    ap.add_argument("--rss_full_epoch_below", type=int, default=1_000_000, help="parameters")
-    ap.add_argument("--rss_images", type=int, default=10015, help="0 skips the memory measurement")
-    ap.add_argument("--work", default="demo/bench_dermoscopy")
-    ap.add_argument("--parts", default="1,2,3", help="which measurements to run")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=positive_int, default=3)
+    ap.add_argument("--rss_iterations", type=positive_int, default=20)
+    ap.add_argument("--rss_full_epoch_below", type=positive_int, default=1_000_000, help="parameters")
+    ap.add_argument("--rss_images", type=non_negative_int, default=10015, help="0 skips the memory measurement")
+    ap.add_argument("--work", type=cli_path, default=REPO / "demo" / "bench_dermoscopy",
+                    help="where the synthetic sets are built (default: demo/bench_dermoscopy in the repository)")
+    ap.add_argument("--parts", default="1,2,3", help="which measurements to run (comma-separated, of 1,2,3)")
+    ap.add_argument("--threads", type=positive_int, default=2)
     add_device_argument(ap)
-    args = ap.parse_args()
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """The arguments, checked: the synthetic generator's limits are refused here, not after minutes of work."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    from mednet.data.synthetic_dermoscopy import HAM10000_CLASSES, MIN_LESIONS_PER_CLASS
+
+    minimum = MIN_LESIONS_PER_CLASS * len(HAM10000_CLASSES)  # the generator's smallest set
+    if args.images < minimum or 0 < args.rss_images < minimum:
+        ap.error(f"--images and --rss_images (unless 0) must be >= {minimum}")
+    if not 16 <= args.source_size <= 1024 or not 16 <= args.image_size <= 1024:
+        ap.error("--source_size and --image_size must be from 16 to 1024 pixels")
+    try:
+        args.parts = {int(p) for p in args.parts.split(",") if p.strip()}
+    except ValueError:
+        ap.error(f"--parts: comma-separated numbers of 1, 2, 3, got {args.parts!r}")
+    if not args.parts or not args.parts <= {1, 2, 3}:
+        ap.error(f"--parts: comma-separated numbers of 1, 2, 3, got {','.join(map(str, sorted(args.parts)))!r}")
+    return args, ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, ap = parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, ap)
     models = [m for m in args.models.split(",") if m]
-    split = ensure_set(Path(args.work) / f"n{args.images}_s{args.source_size}", args.images, args.source_size)
+    split = ensure_set(args.work / f"n{args.images}_s{args.source_size}", args.images, args.source_size)
     base = parser_for("train", dataset_dir=str(split), image_size=args.image_size, runs_root=tempfile.mkdtemp())
     cached = base.get_parsed_content("train#dataset")
     images = base.get_parsed_content("train#images")
     naive = images.with_transform(cached.transform)
     naive.cache, naive._images = False, {}
 
-    parts = {int(p) for p in args.parts.split(",") if p}
+    parts = args.parts
     if 1 in parts:
         measure_loader(cached, images, naive, models, args)
     if 2 in parts:
@@ -244,7 +287,7 @@ def measure_loader(cached, images, naive, models, args) -> None:
 
 
 def measure_rss(models, args) -> None:
-    big = ensure_set(Path(args.work) / f"n{args.rss_images}_s{args.image_size}", args.rss_images, args.image_size)
+    big = ensure_set(args.work / f"n{args.rss_images}_s{args.image_size}", args.rss_images, args.image_size)
     print(f"\n3. peak RSS of one training epoch through train.json ({args.rss_images} images, HAM10000-sized, "
           f"{args.image_size} px)")
     from mednet.networks import build_classifier, count_parameters

@@ -2,7 +2,8 @@
 PyTorch KD loop, with 1 and with 5 teachers.
 
     python benchmarks/bench_distillation_throughput.py [--image_size 32] [--batch_size 64] [--iterations 30]
-        [--warmup 3] [--student receptive_field_cnn] [--teacher shufflenet_v2_x0_5] [--repeats 3] [--out kd.json]
+        [--warmup 3] [--student receptive_field_cnn] [--teacher shufflenet_v2_x0_5] [--teacher_counts 1,5]
+        [--repeats 3] [--threads 2] [--device auto|cpu|cuda] [--out kd.json]
 
 What is measured: training images per second of one KD step — the teachers' forward (no gradient, eval mode),
 the student's forward, :class:`mednet.losses.distillation.DistillationLoss` (``avg_loss``, T = 4), backward and an
@@ -11,11 +12,13 @@ sides use the same student and teachers (``mednet.networks.build_classifier(name
 starts from the same initial student weights), the same loss, optimiser settings and batches. The data are random
 images and labels in an in-memory ``TensorDataset`` read by a ``DataLoader`` (``num_workers`` 0), so image
 decoding and augmentation are *not* measured: the ratio is the cost of the MONAI/Ignite engine around the step.
+Both sides run on ``--device`` (``auto``: CUDA when present) with the bundles' AMP rule, as ``distill.json``: on
+CUDA, teachers, student and loss under ``torch.autocast`` and the backward through a ``GradScaler``.
 
 - **plain**: a hand-written loop over the DataLoader (the baseline).
 - **trainer**: ``DistillationTrainer`` on the same DataLoader with ``epoch_length = iterations``, ``decollate``
-  off and ``optim_set_to_none`` as in the bundle, a ``train_loss`` ``Average`` metric (what the bundle attaches),
-  no other handlers.
+  off, ``optim_set_to_none`` and ``amp`` as in the bundle, a ``train_loss`` ``Average`` metric (what the bundle
+  attaches), no other handlers.
 
 The two are measured alternately (plain first in odd repeats, trainer first in even ones); each rate is the median
 over ``--repeats``, and the headline is the median of the paired trainer / plain ratios (target ≥ 0.9).
@@ -28,9 +31,16 @@ import copy
 import json
 import statistics
 import time
-from pathlib import Path
 
-from _common import REPO  # noqa: F401  (puts the repository on sys.path)
+from _common import (
+    add_device_argument,
+    cli_path,
+    device_overrides,
+    paired_rounds,
+    positive_int,
+    resolve_device,
+    synchronize,
+)
 
 
 def _loader(args, n_batches: int):
@@ -51,28 +61,32 @@ def _optimizer(student):
 
 
 def plain_rate(student, teachers, loader, args, device) -> float:
-    """Images/s of the hand-written KD loop (the first ``warmup`` batches untimed)."""
+    """Images/s of the hand-written KD loop (the first ``warmup`` batches untimed), AMP on CUDA as the trainer."""
     import torch
 
     from mednet.losses.distillation import DistillationLoss
 
+    amp = device_overrides(device)["amp"]
     loss_function = DistillationLoss(mode="avg_loss")
     optimizer = _optimizer(student)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
     student.train()
     n, t0 = 0, None
     for i, (images, labels) in enumerate(loader):
         if i == args.warmup:
-            _sync(device)
+            synchronize(device)
             t0, n = time.perf_counter(), 0
         images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)  # before the forward pass, as MONAI's trainers (same peak memory)
-        with torch.no_grad():
-            teacher_logits = torch.stack([t(images) for t in teachers])
-        loss = loss_function(student(images), teacher_logits, labels)
-        loss.backward()
-        optimizer.step()
+        with torch.autocast(device.type, enabled=amp):  # teachers too, as DistillationTrainer
+            with torch.no_grad():
+                teacher_logits = torch.stack([t(images) for t in teachers])
+            loss = loss_function(student(images), teacher_logits, labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         n += len(labels)
-    _sync(device)
+    synchronize(device)
     return n / (time.perf_counter() - t0)
 
 
@@ -92,72 +106,83 @@ def trainer_rate(student, teachers, loader, args, device) -> float:
         epoch_length=args.warmup + args.iterations, network=student, optimizer=_optimizer(student),
         loss_function=DistillationLoss(mode="avg_loss"), prepare_batch=prepare_batch,
         additional_metrics={"train_loss": Average(output_transform=lambda out: out["loss"])},
-        decollate=False, optim_set_to_none=True)
+        decollate=False, optim_set_to_none=True, amp=device_overrides(device)["amp"])
     marks: dict[str, float] = {}
 
     @trainer.on(Events.ITERATION_COMPLETED(once=args.warmup))
     def _start(engine):
-        _sync(device)
+        synchronize(device)
         marks["t0"] = time.perf_counter()
 
     trainer.run()
-    _sync(device)
+    synchronize(device)
     return args.iterations * args.batch_size / (time.perf_counter() - marks["t0"])
 
 
-def _sync(device) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--image_size", type=positive_int, default=32)
+    p.add_argument("--batch_size", type=positive_int, default=64)
+    p.add_argument("--iterations", type=positive_int, default=30)
+    p.add_argument("--warmup", type=positive_int, default=3, help="untimed batches at the start of each run")
     p.add_argument("--student", default="receptive_field_cnn")
     p.add_argument("--teacher", default="shufflenet_v2_x0_5")
     p.add_argument("--teacher_counts", default="1,5", help="numbers of teachers to measure, comma-separated")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--out", default=None, help="optional JSON file for the numbers")
-    args = p.parse_args()
-    if args.warmup < 1 or args.iterations < 1:
-        p.error("--warmup and --iterations must be >= 1")
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--threads", type=positive_int, default=2)
+    add_device_argument(p)
+    p.add_argument("--out", type=cli_path, default=None, help="optional JSON file for the numbers (not overwritten)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """The arguments, checked before minutes of measurement: ``--teacher_counts`` as a list of integers >= 1, and
+    an existing ``--out`` refused (a run's numbers are not replaced by another's)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        args.teacher_counts = [int(x) for x in args.teacher_counts.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--teacher_counts: comma-separated integers >= 1, got {args.teacher_counts!r}")
+    if not args.teacher_counts or min(args.teacher_counts) < 1:
+        p.error(f"--teacher_counts: comma-separated integers >= 1, got {args.teacher_counts!r}")
+    if args.out is not None and args.out.exists():
+        p.error(f"--out {args.out}: exists; choose another file")
+    return args, p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, p = parse_args(argv)
 
     import torch
 
     from mednet.networks import build_classifier
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"device {device}, torch threads {torch.get_num_threads()}, student {args.student}, teacher "
-          f"{args.teacher}, {args.image_size} px, batch {args.batch_size}, {args.iterations} timed iterations "
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device, p)
+    amp = device_overrides(device)["amp"]
+    print(f"device {device}{' (AMP)' if amp else ''}, torch threads {torch.get_num_threads()}, student {args.student}, "
+          f"teacher {args.teacher}, {args.image_size} px, batch {args.batch_size}, {args.iterations} timed iterations "
           f"(+{args.warmup} warm-up), {args.repeats} repeats; in-memory random data (loading not measured)")
     loader = _loader(args, args.warmup + args.iterations)
     torch.manual_seed(0)
     initial_student = build_classifier(args.student, 7, args.image_size)
+
+    def run(rate, teachers):
+        """One measurement of ``rate`` (``plain_rate`` or ``trainer_rate``), from the same initial student."""
+        return lambda: rate(copy.deepcopy(initial_student).to(device), teachers, loader, args, device)
+
     rows = []
-    for n_teachers in (int(x) for x in args.teacher_counts.split(",")):
+    for n_teachers in args.teacher_counts:
         teachers = []
         for m in range(n_teachers):
             torch.manual_seed(100 + m)
             teachers.append(build_classifier(args.teacher, 7, args.image_size).to(device).eval().requires_grad_(False))
-        plain, engine, ratios = [], [], []
-        for r in range(args.repeats):
-            order = ("plain", "trainer") if r % 2 == 0 else ("trainer", "plain")
-            rates = {}
-            for side in order:
-                student = copy.deepcopy(initial_student).to(device)
-                fn = plain_rate if side == "plain" else trainer_rate
-                rates[side] = fn(student, teachers, loader, args, device)
-            plain.append(rates["plain"])
-            engine.append(rates["trainer"])
-            ratios.append(rates["trainer"] / rates["plain"])
+        # the untimed batches of every run (--warmup) absorb the one-off costs: no separate warm-up run
+        rounds = paired_rounds(run(plain_rate, teachers), run(trainer_rate, teachers), args.repeats, log=None)
+        plain, engine = rounds.baseline, rounds.measured
         row = {"teachers": n_teachers, "plain_img_s": statistics.median(plain),
-               "trainer_img_s": statistics.median(engine), "ratio": statistics.median(ratios),
+               "trainer_img_s": statistics.median(engine), "ratio": rounds.median_ratio,
                "plain_runs": plain, "trainer_runs": engine}
         rows.append(row)
         print(f"  {n_teachers} teacher(s): plain {', '.join(f'{x:.0f}' for x in plain)} img/s; "
@@ -169,8 +194,10 @@ def main() -> None:
     print("target: ratio (trainer / plain, median of paired repeats) >= 0.9")
     if args.out:
         options = {k: v for k, v in vars(args).items() if k not in ("out", "device")}
-        result = {**options, "device": str(device), "threads": torch.get_num_threads(), "rows": rows}
-        Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        result = {**options, "device": str(device), "amp": amp, "threads": torch.get_num_threads(), "rows": rows}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "x", encoding="utf-8") as f:  # "x": never replaces a file made meanwhile
+            json.dump(result, f, indent=2)
         print(f"wrote {args.out}")
 
 

@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=2 python benchmarks/bench_explain.py [--images 8] [--size 64]
         [--models receptive_field_cnn,resnet18]
-        [--sanity_size 64] [--sanity_images 16] [--epochs 6] [--seed 0] [--docs bundles/dermoscopy_classification/docs]
-        [--json results.json] [--skip_timing] [--skip_sanity]
+        [--sanity_size 64] [--sanity_images 16] [--epochs 6] [--seed 0]
+        [--out DIR | --docs bundles/dermoscopy_classification/docs] [--json results.json]
+        [--skip_timing] [--skip_sanity]
 
 1. **Time per image** of each method (Grad-CAM, Grad-CAM++, Integrated Gradients n_steps 50, GradientSHAP
    n_samples 20, internal_batch_size 16 — the explain.json defaults) for 7-class untrained networks at ``--size``
@@ -20,7 +21,10 @@
    and deletion/insertion curves (20 steps, baseline 0 = the mean colour) against random pixel order, on
    ``--sanity_images`` held-out images, and the same for Grad-CAM at the network's last 3×3 block
    (``convblock12``, coarser than the default ``convblock10``: the comparison behind that default). Writes ``explanation_sanity.png`` and ``explanations.png`` (four
-   example images, every method) into ``--docs``.
+   example images, every method) into ``--out`` (default ``runs/bench_explain/<time>/``; figures already there
+   are never replaced), or, to refresh the bundle's docs, into the folder given with ``--docs``
+   (``bundles/dermoscopy_classification/docs``), replacing its figures: only on request, since those are tracked
+   files.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import os
 import time
 from pathlib import Path
 
-from _common import REPO
+from _common import REPO, cli_path, default_output, positive_int
 
 METHODS = ("gradcam", "gradcampp", "integrated_gradients", "gradient_shap")
+#: what :func:`sanity` writes into its folder
+FIGURES = ("explanation_sanity.png", "explanations.png")
 
 
 def timing(models: list[str], size: int, n_images: int) -> dict:
@@ -99,7 +105,8 @@ def _direct_library_seconds(net, x) -> dict[str, float]:
     return seconds
 
 
-def sanity(size: int, n_images: int, epochs: int, docs: Path, seed: int = 0) -> dict:
+def sanity(size: int, n_images: int, epochs: int, folder: Path, seed: int = 0) -> dict:
+    """Train the disc-task classifier, run the sanity checks and write :data:`FIGURES` into ``folder``."""
     import numpy as np
     import torch
 
@@ -168,12 +175,12 @@ def sanity(size: int, n_images: int, epochs: int, docs: Path, seed: int = 0) -> 
               f"inside the disc / map mean {inside:.2f}", flush=True)
     print(f"receptive field: {default} {field(default)} px ({res[0]}×{res[1]} map), {earlier} {field(earlier)} px "
           f"({res_early[0]}×{res_early[1]} map)", flush=True)
-    docs.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     task = (f"receptive_field_cnn trained {epochs} epochs on the synthetic disc task at {size} px "
             f"(class = disc colour; "
             f"held-out accuracy {accuracy:.2f}), {n_images} held-out images")
     titled = {METHOD_TITLES.get(k, k): v for k, v in randomisation.items()}
-    plot_sanity(titled, {METHOD_TITLES.get(k, k): v for k, v in deletion.items()}, docs / "explanation_sanity.png",
+    plot_sanity(titled, {METHOD_TITLES.get(k, k): v for k, v in deletion.items()}, folder / "explanation_sanity.png",
                 title=f"Sanity of the attribution maps — {task}")
     rows = [0, 1, 2, 3]
     raw = denormalize(x[rows], BLOB_NORMALIZATION)
@@ -181,41 +188,67 @@ def sanity(size: int, n_images: int, epochs: int, docs: Path, seed: int = 0) -> 
               f"true {colours[int(test_labels[i])]}"
               for i in rows]
     shown = {k: maps[k][rows].numpy() for k in (*METHODS, early_key)}
-    plot_explanation_grid(raw, shown, docs / "explanations.png", titles,
+    plot_explanation_grid(raw, shown, folder / "explanations.png", titles,
                           title=f"Attribution maps — receptive_field_cnn on the synthetic disc task ({size} px); "
                                 f"Grad-CAM at the default layer {default.split('.')[-1]} and at the "
                                 f"last 3×3 block {earlier.split('.')[-1]}",
                           resolutions={"gradcam": res, "gradcampp": res, early_key: res_early})
-    print(f"figures written to {docs / 'explanation_sanity.png'} and {docs / 'explanations.png'}", flush=True)
+    print(f"figures written to {folder / 'explanation_sanity.png'} and {folder / 'explanations.png'}", flush=True)
     return {"size": size, "epochs": epochs, "train_seconds": train_s, "accuracy": accuracy, "images": n_images,
             "gradcam_map": f"{res[0]}x{res[1]}", "earlier_layer": earlier, "gradcam_map_earlier":
             f"{res_early[0]}x{res_early[1]}", "receptive_field": {default: field(default), earlier: field(earlier)},
             "methods": summary}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--images", type=positive_int, default=8)
+    parser.add_argument("--size", type=positive_int, default=64)
     parser.add_argument("--models", default="receptive_field_cnn,resnet18")
-    parser.add_argument("--sanity_size", type=int, default=64)
-    parser.add_argument("--sanity_images", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--sanity_size", type=positive_int, default=64)
+    parser.add_argument("--sanity_images", type=positive_int, default=16)
+    parser.add_argument("--epochs", type=positive_int, default=6)
     parser.add_argument("--seed", type=int, default=0, help="network, training and held-out images (0: the docs' "
                         "figures; another seed checks the layer choice on images it was not made on)")
-    parser.add_argument("--docs", default=str(REPO / "bundles" / "dermoscopy_classification" / "docs"))
-    parser.add_argument("--json", default=None)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=cli_path, default=None,
+                       help="folder for the sanity figures (default runs/bench_explain/<time>; never overwritten)")
+    where.add_argument("--docs", type=cli_path, default=None,
+                       help="write the sanity figures into this docs folder instead, replacing them (to refresh "
+                            "bundles/dermoscopy_classification/docs)")
+    parser.add_argument("--json", type=cli_path, default=None, help="file for the numbers (not overwritten)")
     parser.add_argument("--skip_timing", action="store_true")
     parser.add_argument("--skip_sanity", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with ``args.figures`` the folder the figures go to; files a run would replace are refused
+    before any work, except the figures of an explicit ``--docs``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.figures = args.docs or args.out or default_output("bench_explain")
+    if not args.skip_sanity and args.docs is None:
+        existing = [name for name in FIGURES if (args.figures / name).exists()]
+        if existing:
+            parser.error(f"--out {args.figures}: {', '.join(existing)} exist; choose another folder")
+    if args.json is not None and args.json.exists():
+        parser.error(f"--json {args.json}: exists; choose another file")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)  # paths made absolute here, before the change of directory
     os.chdir(REPO)
     results = {}
     if not args.skip_timing:
         results["timing"] = timing(args.models.split(","), args.size, args.images)
     if not args.skip_sanity:
-        results["sanity"] = sanity(args.sanity_size, args.sanity_images, args.epochs, Path(args.docs), args.seed)
+        results["sanity"] = sanity(args.sanity_size, args.sanity_images, args.epochs, args.figures, args.seed)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "x", encoding="utf-8") as f:  # "x": never replaces a file made meanwhile
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO  # noqa: F401  (puts the repository on sys.path)
+from _common import positive_int  # also puts the repository on sys.path
 
 #: the near-copies measured, in the table's order
 COPIES = ("jpeg_q60", "jpeg_q75", "jpeg_q90", "resize_x0.5", "resize_x2", "crop_90pct", "brightness_x1.1",
@@ -190,21 +190,40 @@ def _print_table(title: str, distances: dict[str, np.ndarray], thresholds: list[
     print()
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0,
                         help="generator seed (NEAR_DUPLICATE_DISTANCE was chosen on 0 and confirmed on 1)")
-    parser.add_argument("--images", type=int, default=1000, help="synthetic images (>= 21)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--images", type=positive_int, default=1000, help="synthetic images (>= 21)")
+    parser.add_argument("--size", type=positive_int, default=128, help="image side in pixels (16 to 1024)")
     parser.add_argument("--thresholds", default="0,1,2,4,6,8", help="comma-separated distances to tabulate")
-    parser.add_argument("--held_out", type=int, default=3000,
+    parser.add_argument("--held_out", type=positive_int, default=3000,
                         help="held-out images a flag is compared with (HAM10000's validation + test: ~3000)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from mednet.data.feedback import NEAR_DUPLICATE_DISTANCE, TURNED_EXTRA_BITS
+    from mednet.data.synthetic_dermoscopy import HAM10000_CLASSES, MIN_LESIONS_PER_CLASS
+
+    # the synthetic generator's limits, refused here rather than by a traceback from inside it
+    minimum = MIN_LESIONS_PER_CLASS * len(HAM10000_CLASSES)
+    if args.images < minimum:
+        parser.error(f"--images must be >= {minimum} ({MIN_LESIONS_PER_CLASS} lesions per class), got {args.images}")
+    if not 16 <= args.size <= 1024:
+        parser.error(f"--size must be from 16 to 1024 pixels, got {args.size}")
+    try:
+        thresholds = {int(t) for t in args.thresholds.split(",") if t.strip()}
+    except ValueError:
+        parser.error(f"--thresholds: comma-separated integers >= 0, got {args.thresholds!r}")
+    if min(thresholds, default=0) < 0:
+        parser.error(f"--thresholds: comma-separated integers >= 0, got {args.thresholds!r}")
+    thresholds = sorted(thresholds | {NEAR_DUPLICATE_DISTANCE})
 
     t0 = time.perf_counter()
     measured = measure(args.seed, args.images, args.size)
-    thresholds = sorted({int(t) for t in args.thresholds.split(",") if t.strip()} | {NEAR_DUPLICATE_DISTANCE})
     print(f"Hamming distances of 64-bit hashes; synthetic dermoscopy, seed {args.seed}, {args.images} images at "
           f"{args.size} px ({time.perf_counter() - t0:.0f} s). Columns t=…: distinct pairs: number at distance "
           "<= t (dropped); copies: fraction at distance > t (leaked). * = NEAR_DUPLICATE_DISTANCE\n")

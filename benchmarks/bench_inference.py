@@ -27,7 +27,7 @@ import math
 import tempfile
 import time
 
-from _common import add_device_argument, brain_parser, resolve_device, synchronize
+from _common import add_device_argument, brain_parser, positive_int, resolve_device, synchronize
 
 
 def best_of(fn, repeats: int, device=None) -> float:
@@ -41,15 +41,21 @@ def best_of(fn, repeats: int, device=None) -> float:
     return min(times)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="skip")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--slice_batch_size", type=int, default=16)
-    ap.add_argument("--views", type=int, nargs="+", default=None, help="slicing axes (default: the bundle's)")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="timed runs of each (best reported)")
+    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--slice_batch_size", type=positive_int, default=16)
+    ap.add_argument("--views", type=int, nargs="+", default=None, choices=(0, 1, 2),
+                    help="slicing axes (default: the bundle's)")
     add_device_argument(ap)
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = build_parser()
+    args = ap.parse_args(argv)
 
     import nibabel as nib
     import torch
@@ -57,7 +63,7 @@ def main() -> None:
     from mednet.data.mni import load_mni152_template
 
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, ap)
     amp = device.type == "cuda"  # the bundles' rule (bundles/common/runtime.json)
     overrides = {} if args.views is None else {"views": args.views}
     parser = brain_parser("train", variant=args.variant, slice_batch_size=args.slice_batch_size, **overrides)
