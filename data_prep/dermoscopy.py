@@ -3,7 +3,7 @@
     python -m data_prep.dermoscopy --metadata HAM10000_metadata.csv \\
         --images HAM10000_images_part_1 HAM10000_images_part_2 --out data/ham10000 \\
         [--val 0.15 --test 0.15 --seed 0] [--cache_size 64] [--format ham10000|isic2018|path_label|dermamnist] \\
-        [--lesion_groups CSV] [--overwrite]
+        [--lesion_groups CSV] [--allow_missing] [--overwrite]
 
 Writes ``OUT/split.csv`` (``image_id, lesion_id, dx, dx_type, path, split`` [+ ``cache_path``]),
 ``OUT/split_stats.csv``/``.md``, ``OUT/split.json`` and, with ``--cache_size N``, ``OUT/cache_N/*.png``; the
@@ -18,7 +18,17 @@ two folders ``a`` and ``b`` (a folder name containing a comma is not supported).
 Formats (``--metadata`` is): ``ham10000`` the HAM10000 metadata CSV; ``isic2018`` an ISIC 2018 Task 3
 ground-truth CSV (``--lesion_groups`` HAM10000 metadata or ISIC lesion groupings, else every image is its own
 lesion); ``path_label`` a ``path,label`` CSV (no ``--images``); ``dermamnist`` a DermaMNIST(-C/-E) ``.npz``
-(images written to ``OUT/images``, its own split kept).
+(no ``--images``; images written to ``OUT/images``, its own split kept). ``--images`` is refused for the formats
+that do not read image folders, ``--lesion_groups`` for every format but ``isic2018``: they would be ignored while
+``split.json`` recorded them.
+
+``--allow_missing`` (``ham10000``/``isic2018``): go on when more than 1 % of the listed images have no file
+(e.g. one of HAM10000's two image folders left out on purpose); ``split.json`` records ``n_listed`` and
+``n_missing`` either way.
+
+``--out`` must be a folder (a file there is refused before anything is read). Everything ``--format dermamnist``
+can be refused for (images too small for ``--cache_size``, existing PNGs) is checked before its first PNG is
+written, so a refused run does not block the corrected one.
 
 Without lesion ids (``lesion_id`` = ``image_id``) ``split.json`` records ``"lesion_ids_known": false`` and
 ``split_stats.md`` says the split is by image; a class missing from a split is warned about and recorded

@@ -2,14 +2,14 @@
 
     python -m data_prep.feedback merge --feedback FEEDBACK_DIR --dataset_dir SPLIT_DIR --out NEW_SPLIT_DIR
 
-Writes a **new** split folder ``NEW_SPLIT_DIR`` (refused if it already holds a ``split.csv``; ``SPLIT_DIR`` is only
-read): ``split.csv`` = every original row unchanged + one ``training`` row per flagged image that is in no split
-yet (pixel-hash deduplicated; a near-copy of a validation or test image by perceptual hash is left out; the latest
-flag of an image by time wins, and relabels a training row an earlier merge added), with a ``provenance`` column;
-``merge.json`` (counts: flags, added per class, duplicates skipped per split, near-copies of held-out images left
-out, relabelled rows, label conflicts; flags that disagree on an image's class), ``split.json``,
-``split_stats.csv``/``.md`` and ``image_hashes.csv``. Train on it with the gated retraining,
-``python -m mednet.app.retrain --run RUN --dataset_dir NEW_SPLIT_DIR --out DIR``.
+Writes a **new** split folder ``NEW_SPLIT_DIR`` (refused if it already holds a ``split.csv`` or is a file: a merge
+never overwrites, there is no ``--overwrite``; ``SPLIT_DIR`` is only read): ``split.csv`` = every original row
+unchanged + one ``training`` row per flagged image that is in no split yet (pixel-hash deduplicated; a near-copy of
+a validation or test image by perceptual hash is left out; the latest flag of an image by time wins, and relabels a
+training row an earlier merge added), with a ``provenance`` column; ``merge.json`` (counts: flags, added per class,
+duplicates skipped per split, near-copies of held-out images left out, relabelled rows, label conflicts; flags that
+disagree on an image's class), ``split.json``, ``split_stats.csv``/``.md`` and ``image_hashes.csv``. Train on it
+with the gated retraining, ``python -m mednet.app.retrain --run RUN --dataset_dir NEW_SPLIT_DIR --out DIR``.
 See :func:`mednet.data.feedback.merge_feedback`.
 """
 

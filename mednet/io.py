@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mednet.errors import DataError
 
-__all__ = ["atomic_path", "refuse_existing", "temp_name", "is_temp_name", "remove_stale_temp_files",
+__all__ = ["atomic_path", "refuse_existing", "refuse_file_as_folder", "temp_name", "is_temp_name", "remove_stale_temp_files",
            "write_text_atomic", "write_json_atomic", "read_json_object", "nan_to_none", "TEMP_MARKER"]
 
 logger = logging.getLogger(__name__)
@@ -116,21 +116,50 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _exists(target: Path) -> DataError:
-    return DataError(target, "output already exists; choose another path or pass --overwrite")
+#: what :func:`refuse_existing` tells the user to do by default (commands that take ``--overwrite``)
+_EXISTS_HINT = "choose another path or pass --overwrite"
 
 
-def refuse_existing(*paths: str | os.PathLike, overwrite: bool = False) -> None:
+def _exists(target: Path, hint: str | None = None) -> DataError:
+    return DataError(target, f"output already exists; {hint or _EXISTS_HINT}")
+
+
+def refuse_file_as_folder(out: str | os.PathLike, *subfolders: str,
+                          hint: str = "choose another --out") -> Path:
+    """Raise :class:`~mednet.errors.DataError` if the output folder ``out`` (or one of its ``subfolders``) is a file,
+    or ``out`` lies under a file; returns ``Path(out)``.
+
+    Called by the commands that write a folder (``data_prep.dermoscopy``, ``data_prep.synthetic_dermoscopy``,
+    ``data_prep.demo_cohort``, ``data_prep.feedback merge``) before they read or write anything: ``mkdir`` or the
+    first atomic write under a file would otherwise fail with a ``FileExistsError`` / ``NotADirectoryError``
+    traceback after the work, and a "pass --overwrite" advice would not help. ``hint`` ends the message (what to
+    do instead).
+    """
+    out = Path(out)
+    for folder in (*(out / sub for sub in subfolders), out):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(folder, f"is a file, not a folder; {hint}")
+    for parent in out.parents:
+        if parent.exists():  # the nearest existing ancestor: False for every path under a file
+            if not parent.is_dir():
+                raise DataError(parent, f"is a file, not a folder (--out {out} would lie inside it); {hint}")
+            break
+    return out
+
+
+def refuse_existing(*paths: str | os.PathLike, overwrite: bool = False, hint: str | None = None) -> None:
     """Raise :class:`~mednet.errors.DataError` for the first of ``paths`` that exists, unless ``overwrite``.
 
     The one check every writer makes before it starts (so a run never loses earlier outputs, and fails before
     hours of work rather than at the end); :func:`atomic_path` with ``overwrite=False`` checks again at the rename.
+    ``hint`` replaces the default advice ("choose another path or pass --overwrite") for a command that has no
+    ``--overwrite``: the message must not name a flag the user cannot give.
     """
     if overwrite:
         return
     for path in paths:
         if Path(path).exists():
-            raise _exists(Path(path))
+            raise _exists(Path(path), hint)
 
 
 def _fsync(path: Path) -> None:

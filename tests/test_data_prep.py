@@ -85,6 +85,61 @@ def test_demo_cohort_overwrite_keeps_foreign_files_and_replaces_the_cohort(tmp_p
     assert not [p for p in out.rglob("*") if TEMP_MARKER in p.name]
 
 
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_demo_cohort_overwrite_that_fails_midway_keeps_the_earlier_cohort(tmp_path: Path, monkeypatch) -> None:
+    """--overwrite generates the new cohort whole before it replaces the old one: a failure while generating (here
+    the second subject), or while the new files are moved in, leaves the earlier cohort byte for byte."""
+    import mednet.data.brain_demo_cohort as cohort
+
+    out = tmp_path / "cohort"
+    build_demo_cohort(out=str(out), subjects=3, seed=1, zoom=0.2)
+    (out / "notes.txt").write_text("mine")
+    before = _files(out)
+    vary, calls = cohort._vary_intensity, []
+
+    def fail_on_the_second_subject(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return vary(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(cohort, "_vary_intensity", fail_on_the_second_subject)
+        with pytest.raises(RuntimeError, match="disk full"):
+            build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)
+    assert _files(out) == before
+    assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]  # no staging folder left either
+    move, moves = shutil.move, []
+
+    def fail_on_the_third_new_file(src, dst):
+        if TEMP_MARKER in str(src) and "-replaced" not in str(src):  # from staging, not an earlier file put back
+            moves.append(src)
+            if len(moves) == 3:
+                raise OSError("disk full")
+        return move(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(cohort.shutil, "move", fail_on_the_third_new_file)
+        with pytest.raises(OSError, match="disk full"):
+            build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)
+    assert _files(out) == before and len(moves) == 3
+    assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
+    build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)  # the re-run then works
+    after = _files(out)
+    assert after[Path("notes.txt")] == b"mine" and after[Path("cohort.csv")] != before[Path("cohort.csv")]
+
+
+def test_demo_cohort_out_under_a_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(blocker))}: is a file, not a folder \(--out "):
+        build_demo_cohort(out=str(blocker / "cohort"), subjects=3, zoom=0.2)
+    assert sorted(tmp_path.iterdir()) == [blocker]
+
+
 @pytest.mark.parametrize("options, option", [
     ({"zoom": 0}, "--zoom"), ({"zoom": 1.5}, "--zoom"), ({"zoom": "abc"}, "--zoom"),
     ({"subjects": "abc"}, "--subjects"), ({"subjects": 2}, "--subjects"), ({"subjects": 3.5}, "--subjects"),
@@ -104,7 +159,7 @@ def test_demo_cohort_bad_options_are_refused_before_creating_anything(tmp_path: 
 def test_demo_cohort_out_being_a_file_is_refused_naming_it(tmp_path: Path) -> None:
     out = tmp_path / "cohort"
     out.write_text("a file")
-    with pytest.raises(DataError, match=rf"^{re.escape(str(out))}: .*is a file"):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(out))}: is a file, not a folder; choose another --out$"):
         build_demo_cohort(out=str(out), subjects=3, zoom=0.2)
     assert out.read_text() == "a file" and sorted(tmp_path.iterdir()) == [out]
 

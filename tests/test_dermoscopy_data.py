@@ -724,6 +724,92 @@ def test_prepare_refuses_a_requested_split_left_empty_and_records_empty_classes(
     assert "No image of: akiec in validation, test;" in (out / "split_stats.md").read_text(encoding="utf-8")
 
 
+def _path_label_listing(root: Path) -> Path:
+    """A ``path,label`` CSV of 12 JPEGs (3 classes) in ``root``."""
+    lines = ["path,label"]
+    for k in range(12):
+        dx = ("nv", "mel", "bkl")[k % 3]
+        write_jpeg(root / f"p{k}.jpg", COLOUR[dx])
+        lines.append(f"p{k}.jpg,{dx}")
+    listing = root / "list.csv"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+def test_prepare_refuses_images_and_lesion_groups_a_format_does_not_read(tmp_path: Path) -> None:
+    """They would be ignored while split.json recorded them as the source; refused before anything is written."""
+    from _bundle_cli import command_in_process
+
+    listing = _path_label_listing(tmp_path / "src")
+    groups, _ = write_ham(tmp_path / "ham")  # a lesion grouping file (HAM10000 metadata)
+    out = tmp_path / "out"
+    with pytest.raises(OptionError) as err:
+        prepare_dermoscopy_split(listing, out, images=str(tmp_path / "src"), lesion_groups=groups,
+                                 format="path_label")
+    assert set(err.value.problems) == {"--images", "--lesion_groups"}
+    assert "--format path_label reads no image folder" in err.value.problems["--images"]
+    assert err.value.problems["--lesion_groups"].startswith("only --format isic2018 reads lesion groups; "
+                                                            "--format path_label ")
+    npz = write_dermamnist(tmp_path / "d.npz")
+    with pytest.raises(OptionError, match=r"^--images: --format dermamnist reads no image folder"):
+        prepare_dermoscopy_split(npz, out, images=str(tmp_path / "src"), format="dermamnist")
+    csv, dirs = write_ham(tmp_path / "ham2")
+    with pytest.raises(OptionError, match=r"^--lesion_groups: only --format isic2018 .*--format ham10000"):
+        prepare_dermoscopy_split(csv, out, images=dirs, lesion_groups=groups)
+    assert not out.exists()
+    proc = command_in_process(prepare_dermoscopy_split, "--metadata", str(listing), "--out", str(out), "--format",
+                              "path_label", "--lesion_groups", str(groups))
+    assert proc.returncode == 2 and proc.stderr.startswith("mednet error: --lesion_groups: only --format isic2018")
+    assert not out.exists()
+    prepare_dermoscopy_split(listing, out, format="path_label", val=0.25, test=0.25)  # without them: accepted
+    settings = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    assert settings["image_dirs"] == [] and settings["lesion_groups"] is None
+
+
+def test_prepare_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    """--out naming a file (or a path under one): one DataError naming it, before anything is read."""
+    listing = _path_label_listing(tmp_path / "src")
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, overwrite in ((afile, False), (afile, True), (afile / "sub", False)):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(afile))}: is a file, not a folder"):
+            prepare_dermoscopy_split(listing, out, format="path_label", overwrite=overwrite)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").write_text("not a folder")  # where --format dermamnist writes its PNGs
+    with pytest.raises(DataError, match=rf"^{re.escape(str(out / 'images'))}: is a file, not a folder; choose "
+                                        r"another --out$"):
+        prepare_dermoscopy_split(write_dermamnist(tmp_path / "d.npz"), out, format="dermamnist")
+    assert afile.read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["images"]
+
+
+def test_dermamnist_too_small_for_the_cache_is_refused_before_any_png(tmp_path: Path, monkeypatch) -> None:
+    """28 px images and --cache_size 128: refused naming the .npz before the first PNG, so the corrected run
+    (--cache_size 64) is not refused as "output already exists"; a failure while writing leaves no PNG either."""
+    npz = write_dermamnist(tmp_path / "dermamnist.npz")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(npz))}: image is 28×28 px, far too small for "
+                                        r"--cache_size 128"):
+        prepare_dermoscopy_split(npz, out, format="dermamnist", cache_size=128)
+    assert not [p for p in tmp_path.rglob("*.png")]
+    save, saved = Image.Image.save, []
+
+    def fail_on_the_fifth(self, *args, **kwargs):
+        saved.append(1)
+        if len(saved) == 5:
+            raise OSError("No space left on device")
+        return save(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", fail_on_the_fifth)
+        with pytest.raises(OSError, match="No space left"):
+            prepare_dermoscopy_split(npz, out, format="dermamnist", cache_size=64)
+    assert not [p for p in tmp_path.rglob("*.png")] and not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+    prepare_dermoscopy_split(npz, out, format="dermamnist", cache_size=64)  # the corrected run, no --overwrite
+    table = load_split_table(out)
+    assert len(table) == 14 and Image.open(table["cache_path"][0]).size == (64, 64)
+
+
 def test_dicom_patient_identifiers_never_reach_an_output(tmp_path: Path) -> None:
     rgb = np.full((6, 6, 3), COLOUR["mel"], np.uint8)
     write_dicom(tmp_path / "src" / "lesion_photo.dcm", rgb, "YBR_FULL")
@@ -753,6 +839,18 @@ def test_cli_end_to_end_with_images_as_separate_values(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert len(load_split_table(out)) == 10  # images from both folders
     assert json.loads((out / "split.json").read_text(encoding="utf-8"))["fractions"] == {"validation": 0.2, "test": 0.2}
+
+
+def test_cli_usage_names_every_option() -> None:
+    """The usage text of ``python -m data_prep.dermoscopy`` lists every flag the command takes (--allow_missing was
+    missing)."""
+    import inspect
+
+    import data_prep.dermoscopy as command
+
+    usage = command.__doc__.split("Writes ``OUT/split.csv``")[0]
+    missing = [name for name in inspect.signature(prepare_dermoscopy_split).parameters if f"--{name}" not in usage]
+    assert not missing, missing
 
 
 def test_cli_joins_image_folders_for_fire() -> None:

@@ -204,6 +204,39 @@ def test_bad_options_and_ensembles() -> None:
     assert heat.shape == (S, S)
 
 
+def test_a_layer_whose_output_is_modified_in_place_is_refused_when_options_are_checked() -> None:
+    """torchvision's ResNet adds the shortcut in place right after ``bn2`` (``out += identity``): the forward check
+    passes, but MONAI's backward hook makes autograd refuse the first batch. The option check runs Grad-CAM once."""
+    from mednet.engines.explanation_writer import check_explain_options
+
+    torch.manual_seed(0)
+    resnet = build_classifier("resnet18", 7, S).eval()
+    assert feature_map_size(resnet, "layer4.1.bn2", S) == (4, 4)  # what the check ran before: it passes
+    problem = r"^--layer: .*'layer4\.1\.bn2'.*modified in place by the next operation.*e\.g\. 'layer4\.1'$"
+    for methods in (["gradcam"], ["gradcampp", "integrated_gradients"]):
+        with pytest.raises(OptionError, match=problem):
+            check_explain_options(resnet, CLASSES7, methods, layer="layer4.1.bn2", image_size=S)
+    with pytest.raises(OptionError, match=problem):  # and from the library call, not autograd's RuntimeError
+        attribution_maps(resnet, torch.randn(2, 3, S, S), ("gradcam",), layer="layer4.1.bn2")
+    assert not any(m._forward_hooks or m._backward_hooks for m in resnet.modules())  # hooks removed after the error
+    assert all(p.requires_grad for p in resnet.parameters())
+    assert check_explain_options(resnet, CLASSES7, ["gradcam"], layer="layer4.1", image_size=S)[2] == "layer4.1"
+
+
+@pytest.mark.parametrize("layer", [None, "null", "none", "None", ""], ids=["None", "null", "none", "text-None", "empty"])
+def test_layer_null_means_the_default_layer(layer: str | None) -> None:
+    """``--layer null`` as documented (python-fire passes ``null`` and ``none`` as text)."""
+    from mednet.engines.explanation_writer import check_explain_options
+    from mednet.explain import check_layer
+
+    torch.manual_seed(0)
+    net = build_classifier("receptive_field_cnn", 7, S).eval()
+    assert check_layer(net, layer) == "features.convblock10"
+    assert check_explain_options(net, CLASSES7, ["gradcam"], layer=layer, image_size=S)[2] == "features.convblock10"
+    heat = attribution_maps(net, torch.randn(1, 3, S, S), ("gradcam",), layer=layer)["gradcam"]
+    assert heat.shape == (1, S, S)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # sanity checks on the trained classifier
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,33 +289,57 @@ def test_deleting_top_attributed_pixels_lowers_the_class_probability_faster_than
 # ---------------------------------------------------------------------------------------------------------------
 # figures and the evaluator handler
 # ---------------------------------------------------------------------------------------------------------------
+def _hot_corner_maps() -> dict[str, np.ndarray]:
+    """Maps of a 40×60 (H × W) image, each 0 but for one hot corner cell: Grad-CAM's coarse 4×6 map hot at the
+    top right, a full-resolution 40×60 map hot at the bottom left — a transposed or flipped overlay moves them."""
+    coarse = np.zeros((4, 6))
+    coarse[0, -1] = 1.0
+    fine = np.zeros((40, 60))
+    fine[-10:, :10] = 1.0
+    return {"gradcam": coarse, "integrated_gradients": fine}
+
+
+def _assert_hot_at(overlay: np.ndarray, hot: tuple[int, int], cold: tuple[int, int]) -> None:
+    """``overlay`` of a grey 40×60 image: red (jet's top) at pixel ``hot``, blue (jet's bottom) at ``cold``."""
+    assert overlay.shape == (40, 60, 3) and overlay.dtype == np.uint8
+    r, _, b = (int(v) for v in overlay[hot])
+    assert r > b + 40, (hot, overlay[hot])
+    r, _, b = (int(v) for v in overlay[cold])
+    assert b > r + 40, (cold, overlay[cold])
+
+
+# (row, column) of the hot and of the opposite corner of each map of _hot_corner_maps
+_CORNERS = {"gradcam": ((2, 57), (37, 2)), "integrated_gradients": ((37, 2), (2, 57))}
+
+
 def test_overlay_and_explanation_figure(tmp_path: Path) -> None:
+    """The overlay keeps the map's orientation on a non-square image (rows = height, columns = width)."""
     from mednet.reports.explanation_figure import overlay_heatmap, plot_explanation
 
-    image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
-    heat = np.random.default_rng(1).random((4, 4))
-    out = overlay_heatmap(image, heat, alpha=0.45)
-    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(overlay_heatmap(image, heat, alpha=0.0), image)
-    png = plot_explanation(image, {"gradcam": heat, "integrated_gradients": np.random.rand(48, 48)},
-                           tmp_path / "x.png", "pred mel p=0.83, true nv")
+    image = np.full((40, 60, 3), 128, dtype=np.uint8)
+    maps = _hot_corner_maps()
+    for method, heat in maps.items():
+        _assert_hot_at(overlay_heatmap(image, heat, alpha=0.45), *_CORNERS[method])
+    np.testing.assert_array_equal(overlay_heatmap(image, maps["gradcam"], alpha=0.0), image)
+    png = plot_explanation(image, maps, tmp_path / "x.png", "pred mel p=0.83, true nv")
     assert png.is_file() and png.stat().st_size > 1000
 
 
 def test_explanation_figure_shows_the_image_and_each_overlay(monkeypatch) -> None:
     import mednet.reports.explanation_figure as explanation_figure
-    from mednet.reports.explanation_figure import overlay_heatmap, plot_explanation
+    from mednet.reports.explanation_figure import plot_explanation
 
     figures = kept_figures(monkeypatch, explanation_figure)
-    image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
-    maps = {"gradcam": np.random.default_rng(1).random((4, 4)), "integrated_gradients": np.random.rand(48, 48)}
-    plot_explanation(image, maps, "unused.png", "pred mel p=0.83, true nv", resolutions={"gradcam": (4, 4)})
+    image = np.full((40, 60, 3), 128, dtype=np.uint8)
+    image[0, 0] = (255, 0, 0)  # a marked pixel: the image panel shows the image as it is, not transposed
+    maps = _hot_corner_maps()
+    plot_explanation(image, maps, "unused.png", "pred mel p=0.83, true nv", resolutions={"gradcam": (4, 6)})
     ((fig, axes),) = [(f, f.axes) for f in figures]
     assert fig.get_suptitle() == "pred mel p=0.83, true nv"
-    assert [ax.get_title() for ax in axes] == ["image", "Grad-CAM\n(4×4 map)", "Integrated Gradients\n(48×48 map)"]
+    assert [ax.get_title() for ax in axes] == ["image", "Grad-CAM\n(4×6 map)", "Integrated Gradients\n(40×60 map)"]
     np.testing.assert_array_equal(axes[0].images[0].get_array(), image)  # the image as it is, no overlay
-    for ax, heat in zip(axes[1:], maps.values()):
-        np.testing.assert_array_equal(ax.images[0].get_array(), overlay_heatmap(image, heat, 0.45))
+    for ax, method in zip(axes[1:], maps):  # each panel: its map's overlay, hot where the map is
+        _assert_hot_at(np.asarray(ax.images[0].get_array()), *_CORNERS[method])
 
 
 def _drawn_explanations(trained: SimpleNamespace, images: torch.Tensor, out: Path, monkeypatch,
@@ -408,19 +465,31 @@ def test_explanation_writer_refuses_an_existing_png_before_writing_anything(tmp_
     assert [p.name for p in out.iterdir()] == ["d.png"] and (out / "d.png").read_bytes() == b"earlier"
 
 
+def test_explanation_writer_creates_its_folder_only_with_the_first_figure(tmp_path: Path, monkeypatch) -> None:
+    """A run failing before its first figure (here: in the attribution of the first batch) leaves no folder."""
+    import mednet.engines.explanation_writer as explanation_writer
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("attribution failed")
+
+    monkeypatch.setattr(explanation_writer, "attribution_maps_timed", fail)
+    with pytest.raises(RuntimeError, match="attribution failed"):
+        _explain(tmp_path / "explain", ["a", "b"])
+    assert not (tmp_path / "explain").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # explain.json through python -m monai.bundle run
 # ---------------------------------------------------------------------------------------------------------------
-def test_explain_bundle_on_a_run_folder(tmp_path: Path) -> None:
+def _run_folder(tmp_path: Path, model: str = "receptive_field_cnn") -> tuple[Path, Path]:
+    """A trained-run folder (untrained ``model`` at 32 px, 7 classes, T = 1.5) and a folder of three images."""
     from PIL import Image
-
-    from _bundle_cli import bundle_error_line, run_bundle_cli
 
     run = tmp_path / "run"
     run.mkdir()
     torch.manual_seed(0)
-    torch.save(build_classifier("receptive_field_cnn", 7, S).state_dict(), run / "model.pt")
-    settings = {"model": "receptive_field_cnn", "image_size": S, "cifar_stem": None, "cosine_head": False,
+    torch.save(build_classifier(model, 7, S).state_dict(), run / "model.pt")
+    settings = {"model": model, "image_size": S, "cifar_stem": None, "cosine_head": False,
                 "batch_norm": True, "class_names": CLASSES7,
                 "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, "augmentation": "none"}
     (run / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
@@ -431,6 +500,13 @@ def test_explain_bundle_on_a_run_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(images / f"lesion_{i}.jpg")
+    return run, images
+
+
+def test_explain_bundle_on_a_run_folder(tmp_path: Path) -> None:
+    from _bundle_cli import bundle_error_line, run_bundle_cli
+
+    run, images = _run_folder(tmp_path)
     proc = run_bundle_cli("dermoscopy_classification", "explain", "--ckpt_path", str(run), "--input", str(images),
                           "--n_steps", "8", "--n_samples", "4")
     (out,) = [p for p in run.iterdir() if p.name.startswith("explain-")]
@@ -443,3 +519,28 @@ def test_explain_bundle_on_a_run_folder(tmp_path: Path) -> None:
                              methods=["gradcam", "lime"])  # in-process: the command line was run once above
     assert line.startswith("mednet error: --methods")
     assert len([p for p in run.iterdir() if p.name.startswith("explain-")]) == 1  # refused before any output
+
+
+def test_explain_bundle_failures_leave_no_folder_and_layer_null_is_the_default(tmp_path: Path) -> None:
+    """In-process runs of explain.json on a ResNet run: a layer modified in place is refused in initialize, an
+    unreadable first image fails the run — neither leaves an ``explain-*`` folder — and ``--layer null`` (as the
+    docs write it) explains at the default layer."""
+    from _bundle_cli import bundle_error_line
+
+    from mednet.app.bundles import run_bundle
+
+    run, images = _run_folder(tmp_path, "resnet18")
+    fast = {"methods": ["gradcam"], "n_steps": 4, "n_samples": 2}
+    line = bundle_error_line("dermoscopy_classification", "explain", ckpt_path=str(run), input=str(images),
+                             layer="layer4.1.bn2", **fast)
+    assert line.startswith("mednet error: --layer: ") and "modified in place" in line and "'layer4.1'" in line, line
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i, path in enumerate(sorted(images.iterdir())):
+        (broken / path.name).write_bytes(b"not an image" if i == 0 else path.read_bytes())
+    line = bundle_error_line("dermoscopy_classification", "explain", ckpt_path=str(run), input=str(broken), **fast)
+    assert line.startswith(f"mednet error: {broken / 'lesion_0.jpg'}: cannot decode image"), line
+    assert not [p for p in run.iterdir() if p.name.startswith("explain-")]
+    run_bundle("dermoscopy_classification", "explain", ckpt_path=str(run), input=str(images), layer="null", **fast)
+    (out,) = [p for p in run.iterdir() if p.name.startswith("explain-")]
+    assert set(pd.read_csv(out / "explanations.csv")["resolution_gradcam"]) == {"4x4"}  # layer4 at 32 px

@@ -663,6 +663,68 @@ def test_formula_like_comments_and_upload_names_are_written_as_text(tmp_path: Pa
     assert {r["model_run"] for r in rows} == {"-run"} and {r["corrected"] for r in rows} == {"mel"}  # not free text
 
 
+def test_a_formula_after_a_field_separator_is_written_as_text(tmp_path: Path) -> None:
+    """Opened with ";" as the separator (many European locales), "see;=HYPERLINK(…)" becomes a cell "=HYPERLINK(…)":
+    a formula start after ; | or tab (spaces between) gets a ' too; the rest of the text is left as it was. After a
+    comma nothing changes: the writer quotes a field holding one, and a quoted field stays one cell."""
+    import csv as csv_module
+
+    folder = tmp_path / "feedback"
+    cases = [('see;=HYPERLINK("http://evil.example","x")', "a;@SUM(A1).jpg"), ("a, -2 mm", "x|+1.png"),
+             ("one;  +1", "b.jpg"), ("a;b, c|d - e = f", "a-b;c.jpg"), ("=x;@y", "c.jpg")]
+    for i, (comment, name) in enumerate(cases):
+        append_feedback(folder, _image(60 + i), model_run="run", predicted="nv", probability=0.5, corrected="mel",
+                        comment=comment, source_name=name)
+    rows = list(csv_module.DictReader((folder / "feedback.csv").open(encoding="utf-8", newline="")))
+    assert [(r["comment"], r["source_name"]) for r in rows] == [
+        ('see;\'=HYPERLINK("http://evil.example","x")', "a;'@SUM(A1).jpg"), ("a, -2 mm", "x|'+1.png"),
+        ("one;  '+1", "b.jpg"), ("a;b, c|d - e = f", "a-b;c.jpg"), ("'=x;'@y", "c.jpg")]
+    assert '"a, -2 mm"' in (folder / "feedback.csv").read_text(encoding="utf-8")  # quoted: one cell anywhere
+    for row in rows:  # no cell a spreadsheet could split off starts like a formula
+        for field in (row["comment"], row["source_name"]):
+            cells = re.split(r"[;|\t]", field)
+            assert not any(c.lstrip(" ").startswith(("=", "+", "-", "@")) for c in cells), field
+
+
+def test_merge_refuses_an_out_that_is_a_file_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--out naming a file, or a folder under a file: one error line naming the file, not a FileExistsError
+    traceback after every image was hashed."""
+    from data_prep.feedback import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["data_prep.feedback"])
+    for out in (afile, afile / "x", afile / "x" / "y"):
+        with pytest.raises(DataError, match=rf"^{afile}: is a file, not a folder.*choose a new --out folder"):
+            merge_feedback(tmp_path / "feedback", tmp_path / "split", out)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["merge", "--feedback", str(tmp_path / "feedback"), "--dataset_dir", str(tmp_path / "split"),
+                  "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err
+        assert [line for line in err.splitlines() if line.startswith("mednet error:")] == [
+            f"mednet error: {afile}: is a file, not a folder"
+            + ("" if out == afile else f" (--out {out} would lie inside it)")
+            + "; choose a new --out folder (MEDNET_TRACEBACK=1 shows the traceback)"]
+    assert afile.read_text(encoding="utf-8") == "not a folder\n"
+
+
+def test_an_existing_merge_is_refused_without_naming_an_overwrite_flag(tmp_path: Path) -> None:
+    """merge has no --overwrite: its refusal must not tell the user to pass one (other writers still do)."""
+    from mednet.io import refuse_existing
+
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "split.csv").write_text("image_id\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        merge_feedback(tmp_path / "feedback", tmp_path / "split", out)
+    assert str(info.value) == f"{out / 'split.csv'}: output already exists; choose a new --out folder (a merge never " \
+                              "overwrites)"
+    with pytest.raises(DataError, match=r"already exists; choose another path or pass --overwrite$"):
+        refuse_existing(out / "split.csv")  # the default advice is unchanged
+
+
 # ---------------------------------------------------------------------------------------------------- the gate
 def _metrics(bacc: float = 0.6, mel: float = 0.5, ece: float = 0.1) -> dict:
     return {"balanced_accuracy": bacc, "recall_mel": mel, "ece": ece}
@@ -782,25 +844,35 @@ def test_gated_retraining_end_to_end(tiny_split: Path, tmp_path: Path, monkeypat
     else:
         assert serving.read_bytes() == before
 
-    # resumed: nothing trained or evaluated again; the serving file follows the decision only
+    # resumed: nothing trained or evaluated again; a serving file given only now follows the written decision
     finished = (candidate / "finished.json").stat().st_mtime_ns
     evaluations = sorted((out / "evaluations").iterdir())
-    real = retrain_module.promotion_decision
     kept = tmp_path / "kept.json"
     kept.write_text(json.dumps({"run": str(old_run)}), encoding="utf-8")
     kept_bytes = kept.read_bytes()
-    monkeypatch.setattr(retrain_module, "promotion_decision", lambda o, n, t=0.0: {**real(o, n, t), "promote": False})
-    assert not retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(kept))["promote"]
-    assert kept.read_bytes() == kept_bytes
-    assert json.loads((out / "comparison.json").read_text(encoding="utf-8"))["promote"] is False
-    fresh = tmp_path / "fresh.json"
-    monkeypatch.setattr(retrain_module, "promotion_decision", lambda o, n, t=0.0: {**real(o, n, t), "promote": True})
-    assert retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(fresh))["promote"]
-    assert resolve_serving(fresh).resolve() == candidate.resolve()
+    assert retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(kept))["promote"] == result["promote"]
+    if result["promote"]:
+        assert resolve_serving(kept).resolve() == candidate.resolve()
+    else:
+        assert kept.read_bytes() == kept_bytes
     assert (candidate / "finished.json").stat().st_mtime_ns == finished
     assert sorted((out / "evaluations").iterdir()) == evaluations
+
+    # a gate that now decides otherwise (a candidate trained again…) never replaces the written decision
+    written = {name: (out / name).read_bytes() for name in ("comparison.json", "comparison.md")}
+    real = retrain_module.promotion_decision
+    fresh = tmp_path / "fresh.json"
+    with monkeypatch.context() as m:
+        m.setattr(retrain_module, "promotion_decision",
+                  lambda o, n, t=0.0: {**real(o, n, t), "promote": not result["promote"]})
+        with pytest.raises(DataError, match="records the decision"):
+            retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(fresh))
+    assert not fresh.exists()
+    with pytest.raises(OptionError, match="^--tolerance: 0.05 differs from 0,"):  # nor does a looser gate
+        retrain(str(old_run), str(merged), str(out), epochs=1, serving=str(fresh), tolerance=0.05)
     with pytest.raises(DataError, match="another run, split or training options"):
         retrain(str(old_run), str(merged), str(out), epochs=2)
+    assert {name: (out / name).read_bytes() for name in written} == written and not fresh.exists()
 
 
 def test_perceptual_distance_is_the_larger_of_the_two_hash_distances() -> None:

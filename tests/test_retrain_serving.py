@@ -16,10 +16,12 @@ import pytest
 
 import mednet.app.retrain as retrain_module
 from mednet.app.retrain import resolve_serving, retrain
-from mednet.errors import DataError
+from mednet.errors import DataError, OptionError
 
 OLD_METRICS = {"balanced_accuracy": 0.5, "recall_mel": 0.5, "ece": 0.10}
 NEW_METRICS = {"balanced_accuracy": 0.6, "recall_mel": 0.6, "ece": 0.05}  # better on every criterion
+#: the real check, before the fixture replaces it
+REAL_CHECK_HELD_OUT = retrain_module._check_held_out
 
 
 def _fake_run(folder: Path) -> Path:
@@ -48,6 +50,8 @@ def fake_training(tmp_path: Path, monkeypatch) -> dict:
              "during_training": None}
 
     def train(candidate: Path, dataset: Path, overrides) -> None:
+        if (candidate / "finished.json").is_file():  # resumed: as the real step, nothing trained again
+            return
         state["trained"].append(candidate)
         if state["during_training"] is not None:
             state["during_training"]()
@@ -86,8 +90,10 @@ def test_a_serving_file_naming_another_run_is_refused_before_training(fake_train
     assert Path(record["run"]) == (out / "candidate").resolve() and record["previous"] == str(r0.resolve())
 
     # run again after its promotion: the file now serves the candidate, not R0 — said, not promoted twice
-    with pytest.raises(DataError, match="already names this retraining's candidate"):
-        retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))
+    served = serving.read_bytes()
+    again = retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))
+    assert again["repeated"] and again["promote"] and again["markdown"] == str(out.resolve() / "comparison.md")
+    assert serving.read_bytes() == served and len(fake_training["trained"]) == 1
 
 
 @pytest.mark.parametrize("bad", ["model.pt", "folder"])
@@ -135,3 +141,128 @@ def test_a_promotion_records_the_run_it_replaces_and_creates_a_missing_file(fake
     fresh.parent.mkdir()
     result = retrain(str(r0), str(fake_training["split"]), str(tmp_path / "again"), serving=str(fresh))
     assert resolve_serving(fresh).resolve() == (tmp_path / "again" / "candidate").resolve()
+
+
+# ---------------------------------------------------------------------------------------------------- re-runs
+def _worse_candidate(monkeypatch, by: float = 0.05) -> None:
+    """The candidate's balanced accuracy ``by`` below the old run's: not promoted at tolerance 0."""
+    worse = {**OLD_METRICS, "balanced_accuracy": OLD_METRICS["balanced_accuracy"] - by}
+    monkeypatch.setattr(retrain_module, "_gate_metrics",
+                        lambda path: dict(worse if path.name.startswith("candidate") else OLD_METRICS))
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in ("comparison.json", "comparison.md")}
+
+
+def test_another_tolerance_on_a_started_retraining_is_refused(fake_training: dict, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """A NOT PROMOTED decision must not become PROMOTED by running the same --out again with a looser gate: the
+    tolerance is recorded in retrain.json and another one refused, naming the recorded value; nothing is rewritten."""
+    _worse_candidate(monkeypatch)
+    r0, serving = fake_training["r0"], _write_serving(tmp_path / "serving.json", fake_training["r0"])
+    out = tmp_path / "retrain"
+    assert not retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))["promote"]
+    assert json.loads((out / "retrain.json").read_text(encoding="utf-8"))["tolerance"] == 0.0
+    before, served = _outputs(out), serving.read_bytes()
+    for tolerance in (0.1, "0.06"):
+        with pytest.raises(OptionError, match=r"^--tolerance: 0\.(1|06) differs from 0, the tolerance this retraining "
+                                              r"was started with .*retrain\.json.*--tolerance 0\b"):
+            retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving), tolerance=tolerance)
+    assert _outputs(out) == before and serving.read_bytes() == served
+    assert not retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving), tolerance=0)["promote"]
+    assert _outputs(out) == before  # the same decision, rewritten as it was
+
+    # a retrain.json written before it recorded the tolerance: the one of the decision in comparison.json
+    record = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
+    del record["tolerance"]
+    (out / "retrain.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(OptionError, match=r"^--tolerance: 0\.1 differs from 0,"):
+        retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving), tolerance=0.1)
+    assert _outputs(out) == before and serving.read_bytes() == served
+    # a new --out with the looser gate is a new decision, recorded as such
+    looser = retrain(str(r0), str(fake_training["split"]), str(tmp_path / "looser"), tolerance=0.1)
+    assert looser["promote"] and json.loads(Path(looser["comparison"]).read_text())["decision"]["tolerance"] == 0.1
+
+
+@pytest.mark.parametrize("tolerance", [-0.01, 0.11, 1, float("nan"), "much"])
+def test_a_tolerance_outside_0_to_0_1_is_refused_before_training(fake_training: dict, tmp_path: Path,
+                                                                 tolerance) -> None:
+    with pytest.raises(OptionError, match=r"^--tolerance: must be a number in \[0, 0\.1\]"):
+        retrain(str(fake_training["r0"]), str(fake_training["split"]), str(tmp_path / "out"), tolerance=tolerance)
+    assert fake_training["trained"] == [] and not (tmp_path / "out").exists()
+
+
+def test_an_earlier_decision_is_never_replaced_by_another(fake_training: dict, tmp_path: Path, monkeypatch) -> None:
+    """Resumed after the candidate was trained again (or an evaluation replaced), the gate says PROMOTED where
+    comparison.json says NOT PROMOTED: refused, the earlier comparison and the serving file kept as they were."""
+    _worse_candidate(monkeypatch)
+    r0, serving = fake_training["r0"], _write_serving(tmp_path / "serving.json", fake_training["r0"])
+    out = tmp_path / "retrain"
+    retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))
+    before, served = _outputs(out), serving.read_bytes()
+    _worse_candidate(monkeypatch, by=-0.1)  # now better than the old run
+    with pytest.raises(DataError, match=r"comparison\.json: records the decision NOT PROMOTED, but this run's gate "
+                                        r"says PROMOTED .*choose another --out"):
+        retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))
+    assert _outputs(out) == before and serving.read_bytes() == served
+
+
+def test_the_same_command_after_its_promotion_exits_0_with_one_line(fake_training: dict, tmp_path: Path) -> None:
+    """A finished job run again is not an error: status 0 and one line naming the earlier decision; with other
+    settings the refusals still apply."""
+    from _bundle_cli import command_in_process
+
+    r0, serving = fake_training["r0"], _write_serving(tmp_path / "serving.json", fake_training["r0"])
+    out = tmp_path / "retrain"
+    args = ["--run", str(r0), "--dataset_dir", str(fake_training["split"]), "--out", str(out), "--serving",
+            str(serving)]
+    first = command_in_process(retrain, *args)
+    assert first.returncode == 0, first.stderr
+    promoted = serving.read_bytes()
+    again = command_in_process(retrain, *args)
+    assert again.returncode == 0 and "mednet error" not in again.stderr, again.stderr
+    assert again.stdout.splitlines() == [f"nothing to do: {serving.resolve()} already serves this retraining's "
+                                         f"candidate {(out / 'candidate').resolve()} (PROMOTED by an earlier run of "
+                                         f"this command: {out.resolve() / 'comparison.md'})"]
+    assert serving.read_bytes() == promoted and len(fake_training["trained"]) == 1
+    other = command_in_process(retrain, *args, "--tolerance", "0.05")
+    assert other.returncode == 2 and "mednet error: --tolerance: 0.05 differs from 0" in other.stderr
+    other = command_in_process(retrain, *args, "--epochs", "3")
+    assert other.returncode == 2 and "another run, split or training options" in other.stderr
+
+
+def test_run_takes_only_a_run_folder_its_model_or_a_serving_file(fake_training: dict, tmp_path: Path) -> None:
+    """``--run R0/model_final.pt`` used to retrain (and the web demo to serve) R0/model.pt without a word."""
+    r0 = fake_training["r0"]
+    (r0 / "model_final.pt").write_bytes(b"other weights")
+    (r0 / "notes.txt").write_text("not a serving file\n", encoding="utf-8")
+    assert resolve_serving(r0 / "model.pt") == r0
+    for name in ("model_final.pt", "notes.txt"):
+        with pytest.raises(DataError, match=rf"{name}: .*takes only a run folder, its model\.pt or a serving file"):
+            resolve_serving(r0 / name)
+        with pytest.raises(DataError, match="only a run folder, its model.pt or a serving file"):
+            retrain(str(r0 / name), str(fake_training["split"]), str(tmp_path / "out"))
+    assert fake_training["trained"] == [] and not (tmp_path / "out").exists()
+
+
+def test_a_split_remade_since_the_run_was_trained_is_refused_before_training(fake_training: dict, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """The old run's split.csv re-made (--overwrite) after training: its split_fingerprint in settings.json no longer
+    matches, and the retraining stops before training, naming the split — not after the candidate trained."""
+    from mednet.data.splits import split_fingerprint
+
+    monkeypatch.setattr(retrain_module, "_check_held_out", REAL_CHECK_HELD_OUT)
+    split = fake_training["split"]
+    (split / "split.csv").write_text("image_id,lesion_id,split\na,l1,training\nb,l2,test\n", encoding="utf-8")
+    run = tmp_path / "R2"
+    _fake_run(run)
+    settings = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+    settings.update(dataset_dir=str(split), split_fingerprint=split_fingerprint(split))
+    (run / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    # re-made: the same images, assigned otherwise
+    (split / "split.csv").write_text("image_id,lesion_id,split\na,l1,test\nb,l2,training\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{split.resolve()}: this split changed since R2 was trained on it "
+                                        r"\(.*split_fingerprint"):
+        retrain(str(run), str(split), str(tmp_path / "out"))
+    assert fake_training["trained"] == [] and not (tmp_path / "out").exists()

@@ -164,6 +164,25 @@ def test_refuses_to_overwrite(synthetic_set: Path, tmp_path: Path) -> None:
     assert json.loads((out / "synthetic.json").read_text(encoding="utf-8"))["seed"] == 5
 
 
+def test_an_out_that_is_a_file_is_refused_also_with_overwrite(tmp_path: Path) -> None:
+    """--overwrite cannot turn a file into a folder: one DataError naming it (not mkdir's FileExistsError), and the
+    file is left as it was."""
+    from _bundle_cli import command_in_process
+
+    from data_prep.synthetic_dermoscopy import synthetic_dermoscopy
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match=rf"^{afile}: is a file, not a folder; choose another --out$"):
+            generate_synthetic_dermoscopy(afile, n_images=30, size=32, overwrite=overwrite)
+    with pytest.raises(DataError, match=rf"^{afile}: is a file, not a folder \(--out "):
+        generate_synthetic_dermoscopy(afile / "set", n_images=30, size=32)
+    proc = command_in_process(synthetic_dermoscopy, "--out", str(afile), "--images", "30", "--overwrite")
+    assert proc.returncode == 2 and proc.stderr.startswith(f"mednet error: {afile}: is a file, not a folder")
+    assert afile.read_text() == "mine" and sorted(tmp_path.iterdir()) == [afile]
+
+
 def test_bad_options_name_the_flag(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="--images"):
         generate_synthetic_dermoscopy(tmp_path / "a", n_images=20)

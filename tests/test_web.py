@@ -587,6 +587,105 @@ def test_startup_with_a_missing_or_mismatched_run_is_one_error_line(tmp_path, mo
     assert bad_device.returncode == 2 and "--device: expected cpu, cuda" in "".join(_error_lines(bad_device.stderr))
 
 
+def test_an_unfinished_run_or_another_checkpoint_is_not_served(tmp_path, monkeypatch):
+    """A run without finished.json (still training, or stopped) has no calibration and a model.pt that may still
+    change: refused at start. --run RUN/model_final.pt would have served RUN/model.pt: refused; RUN/model.pt is the
+    run."""
+    from unittest import mock
+
+    from _bundle_cli import command_in_process
+    from mednet.app.web import load_web_model, web
+    from mednet.errors import DataError
+
+    monkeypatch.setattr("mednet.app.web.launch_app", mock.Mock(side_effect=AssertionError("the web app started")))
+    run = make_run(tmp_path / "run")
+    assert load_web_model(run / "model.pt").run_dir == run.resolve()
+    (run / "model_final.pt").write_bytes((run / "model.pt").read_bytes())
+    with pytest.raises(DataError, match=r"model_final\.pt: takes only a run folder, its model\.pt or a serving file"):
+        load_web_model(run / "model_final.pt")
+    (run / "finished.json").unlink()
+    (run / "calibration.json").unlink()
+    with pytest.raises(DataError, match=rf"^{run.resolve()}: training did not finish \(no finished\.json\): finish "
+                                        r"it with .*--run_dir .*, or serve a finished run$"):
+        load_web_model(run)
+    serving = tmp_path / "serving.json"  # a serving file naming it: the same
+    serving.write_text(json.dumps({"run": str(run)}), encoding="utf-8")
+    refused = command_in_process(web, "--run", str(serving), "--cache_dir", str(tmp_path / "cache"))
+    lines = _error_lines(refused.stderr)
+    assert refused.returncode == 2 and len(lines) == 1 and "training did not finish" in lines[0], refused.stderr
+    assert not (tmp_path / "cache").exists() and not (run / "feedback").exists()
+
+
+def test_an_unusable_feedback_folder_is_refused_before_serving(web_model, tmp_path, monkeypatch):
+    """Every flag would otherwise fail with "Not recorded (FileExistsError)" one by one, after clinicians took the
+    time: a --feedback_dir that is a file, lies under one, holds a file as images/ or cannot be written stops the
+    start, naming the option, and leaves no private cache behind."""
+    from unittest import mock
+
+    from _bundle_cli import command_in_process
+    from mednet.app.web import build_app, web
+    from mednet.errors import OptionError
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+    cache = tmp_path / "cache"
+    afile = tmp_path / "afile"
+    afile.write_text("x\n", encoding="utf-8")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "images").write_text("x\n", encoding="utf-8")
+    for feedback, problem in ((afile, "is a file, not a folder"), (afile / "fb", "a part of its path is a file"),
+                              (odd, "is a file, not the folder of the flagged images")):
+        with pytest.raises(OptionError, match=rf"^--feedback_dir: .*: {problem}; give a folder this server can "
+                                              "write to$"):
+            build_app(web_model, feedback_dir=feedback, cache_dir=cache)
+    assert not cache.exists()
+    if os.name == "posix" and os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        try:
+            with pytest.raises(OptionError, match=r"^--feedback_dir: .*locked: cannot write there"):
+                build_app(web_model, feedback_dir=locked, cache_dir=cache)
+        finally:
+            locked.chmod(0o700)
+    with monkeypatch.context() as m:  # the same refusal where the test runs as root (which writes anywhere)
+        denied = mock.Mock(side_effect=PermissionError(13, "Permission denied"))
+        m.setattr("mednet.app.web.tempfile.TemporaryFile", denied)
+        with pytest.raises(OptionError, match=r"^--feedback_dir: .*ro: cannot write there \(Permission denied\)"):
+            build_app(web_model, feedback_dir=tmp_path / "ro", cache_dir=cache)
+    assert not cache.exists()
+    app = build_app(web_model, feedback_dir=tmp_path / "new" / "fb", cache_dir=cache)
+    assert (tmp_path / "new" / "fb").is_dir() and app.mednet_demo.feedback_dir == tmp_path / "new" / "fb"
+
+    launch = mock.Mock(side_effect=AssertionError("the web app started"))
+    monkeypatch.setattr("mednet.app.web.launch_app", launch)
+    refused = command_in_process(web, "--run", str(web_model.run_dir), "--feedback_dir", str(afile),
+                                 "--cache_dir", str(tmp_path / "cache2"))
+    lines = _error_lines(refused.stderr)
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert lines[0].startswith(f"mednet error: --feedback_dir: {afile}: is a file, not a folder")
+    assert not launch.called and not (tmp_path / "cache2").exists()
+
+
+def test_a_port_in_use_is_one_error_line_and_the_cache_is_removed(web_run, tmp_path, monkeypatch):
+    """Another server on --port: one mednet error line naming --port (Gradio raised an OSError traceback), and the
+    private upload cache made for this server is removed. No browser needed."""
+    from _bundle_cli import command_in_process
+    from mednet.app.web import web
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # web() sets it; restored after the test
+    cache = tmp_path / "cache"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        refused = command_in_process(web, "--run", str(web_run), "--port", str(port), "--cache_dir", str(cache))
+    assert refused.returncode == 2, refused.stderr
+    assert _error_lines(refused.stderr) == [f"mednet error: --port: {port} is in use on 127.0.0.1; choose another "
+                                            "--port (MEDNET_TRACEBACK=1 shows the traceback)"]
+    assert "Traceback" not in refused.stderr
+    assert cache.is_dir() and not any(cache.iterdir())  # the private mednet-web-* folder was removed
+
+
 # ---------------------------------------------------------------------------------------------------- browser
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -4,7 +4,8 @@ is not worse.
     python -m mednet.app.retrain --run RUN --dataset_dir MERGED_SPLIT --out DIR [--epochs N]
         [--serving FILE] [--tolerance 0.0] [--<train.json option> VALUE ...]
 
-1. ``--run`` is a training run folder (or a serving file, :func:`resolve_serving`). Its ``settings.json`` gives
+1. ``--run`` is a finished training run folder, its ``model.pt``, or a serving file (:func:`resolve_serving`; any
+   other file is refused: the run's ``model.pt`` is what is retrained and compared). Its ``settings.json`` gives
    the training settings repeated here — model, image size, cifar stem, batch norm, augmentation, loss,
    optimiser, learning rate, epochs, batch size, selection metric, seed, and (runs trained since the bundle's
    0.2.0) the learning-rate schedule, milestones, momentum, weight decay and the augmentation/loss parameters.
@@ -18,12 +19,14 @@ is not worse.
    given here as ``--val_interval N --weights_path FILE``.
 2. ``--dataset_dir`` is the split with the feedback (``python -m data_prep.feedback merge``). Its validation and
    test rows must be exactly those of the split the run was trained on (same images, lesions, labels and files),
-   else nothing is trained: the comparison is only fair on unchanged held-out data.
+   and that split must still assign its images as when the run was trained (its ``split_fingerprint`` in
+   ``settings.json``), else nothing is trained: the comparison is only fair on unchanged held-out data.
 3. The candidate is trained in ``DIR/candidate`` (``train.json``, ``--run_dir``), then both models are evaluated
    on the validation and the test split (``evaluate.json``; each applies its own run's ``calibration.json``,
    i.e. its temperature fitted on validation) into ``DIR/evaluations/``.
 4. The gate (:func:`promotion_decision`): on **both** splits the candidate's balanced accuracy ≥ old − tolerance,
-   melanoma sensitivity (``recall_mel``) ≥ old − tolerance and ECE ≤ old + tolerance.
+   melanoma sensitivity (``recall_mel``) ≥ old − tolerance and ECE ≤ old + tolerance (``--tolerance`` in
+   ``[0, 0.1]``, default 0).
 5. ``DIR/comparison.md`` and ``DIR/comparison.json`` are written either way (old and new per split and
    criterion, pass/fail, the decision and its reasons). Only when the candidate is promoted and ``--serving FILE``
    is given, ``FILE`` is (atomically) replaced by ``{"run": candidate, "promoted_at", "previous": old run,
@@ -37,9 +40,14 @@ is not worse.
 Resumable: run the same command again — a finished candidate (``DIR/candidate/finished.json``) is not trained
 again, an interrupted one continues from its last epoch, and a finished evaluation is reused when its
 ``provenance.json`` names the same ``model.pt`` (SHA-256), split and dataset (a candidate trained again after
-``DIR/candidate`` was deleted is evaluated again). ``DIR/retrain.json``
-records the run, split and training options; once ``DIR`` holds a (partly) trained candidate or an
-evaluation, a command with another run, split or training options is refused.
+``DIR/candidate`` was deleted is evaluated again). ``DIR/retrain.json`` records the run, split, training options
+and tolerance (and the last ``--serving`` given); once ``DIR`` holds a (partly) trained candidate or an evaluation,
+a command with another run, split or training options is refused, and one with another ``--tolerance`` too (the
+same candidate would be judged again by another gate). A decision once written is never replaced by another:
+``comparison.json``/``.md`` are rewritten only with the same decision (e.g. to record a promotion into a
+``--serving`` file given only now), and a resumed command whose gate decides otherwise (the candidate was trained
+again after ``DIR/candidate`` was deleted) is refused. The same command run again after its promotion (``FILE``
+now names the candidate) has nothing to do: it says so in one line naming ``comparison.md`` and exits with status 0.
 """
 
 from __future__ import annotations
@@ -61,7 +69,8 @@ from mednet.errors import DataError, OptionError
 from mednet.io import write_json_atomic, write_text_atomic
 from mednet.runs import FINISHED_FILE, LOCK_FILE, PROVENANCE_FILE, SETTINGS_FILE, file_sha256, new_run_dir, now_iso
 
-__all__ = ["CRITERIA", "GATE_SPLITS", "promotion_decision", "resolve_serving", "retrain"]
+__all__ = ["CRITERIA", "GATE_SPLITS", "MAX_TOLERANCE", "check_tolerance", "promotion_decision", "resolve_serving",
+           "retrain"]
 
 logger = logging.getLogger("mednet")
 
@@ -89,27 +98,37 @@ _MODEL_SETTINGS = ("model", "image_size", "cifar_stem", "batch_norm", "loss")
 #: what the referral threshold is fitted for (train.json's and calibrate.json's options)
 _REFERRAL_SETTINGS = ("target_accuracy", "referral_min_accepted", "referral_confidence")
 _EPS = 1e-12  # values equal up to float round-off are equal
+#: the largest ``--tolerance`` (:func:`check_tolerance`)
+MAX_TOLERANCE = 0.1
 
 
 # ---------------------------------------------------------------------------------------------------- serving
 def resolve_serving(path: str | os.PathLike) -> Path:
-    """The run folder ``path`` stands for: a run folder is itself, a ``model.pt`` its folder, a serving file
+    """The run folder ``path`` stands for: a run folder is itself, its ``model.pt`` its folder, a serving file
     (JSON written by a promotion) the ``"run"`` it names (relative to the file's folder if relative).
 
+    Only ``model.pt`` stands for its run: the web demo and the retraining use the run's ``model.pt``, so another
+    checkpoint of the run (``model_final.pt``, ``checkpoint_last.pt``) would silently be replaced by it.
+
     Raises:
-        DataError: ``path`` missing, neither a folder nor a serving file, or naming a run that is not there.
+        DataError: ``path`` missing, a file other than ``model.pt`` that is not a serving file, or naming a run
+            that is not there.
     """
     p = Path(path)
     if p.is_dir():
         return p
     if not p.is_file():
         raise DataError(p, "not found (expected a run folder or a serving file)")
-    if p.suffix == ".pt":
+    if p.name == "model.pt":
         return p.parent
+    if p.suffix == ".pt":
+        raise DataError(p, f"takes only a run folder, its model.pt or a serving file: the run's model.pt is what is "
+                           f"used, not {p.name} (give the run folder {p.parent})")
     try:
         record = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(p, f"not a run folder or a serving file (JSON with \"run\"): {e}") from None
+        raise DataError(p, f"not a run folder or a serving file (JSON with \"run\"): takes only a run folder, its "
+                           f"model.pt or a serving file ({e})") from None
     if not isinstance(record, dict) or not isinstance(record.get("run"), str) or not record["run"]:
         raise DataError(p, "not a serving file: expected a JSON object with \"run\" (a run folder)")
     run = Path(record["run"])
@@ -144,17 +163,40 @@ def _serving_lock(serving: Path):
     return FileLock(f"{serving}.lock", timeout=_LOCK_TIMEOUT_S)
 
 
-def _check_serving(serving: Path, old_run: Path, candidate: Path) -> None:
+def _check_serving(serving: Path, old_run: Path, candidate: Path) -> bool:
     """Refuse, before any training, a serving file that names another run than the one the candidate will be
-    compared with: a promotion would otherwise replace a model the gate never looked at."""
+    compared with: a promotion would otherwise replace a model the gate never looked at.
+
+    Returns:
+        True when the file already names this retraining's candidate (an earlier run of the command promoted it:
+        :func:`_promoted_before` says so), False when it names ``old_run`` or does not exist yet.
+    """
     current = _serving_run(serving)
     if current is None or current == old_run:
-        return
+        return False
     if current == candidate.resolve():
-        raise DataError(serving, f"already names this retraining's candidate {current} (promoted by an earlier run "
-                                 "of this command); nothing to do")
+        return True
     raise DataError(serving, f"names run {current}, not --run {old_run}: the candidate would be compared with a model "
                              f"that is not served; retrain the served model (--run {serving})")
+
+
+def _promoted_before(root: Path, serving: Path, candidate: Path) -> dict:
+    """The result of a command run again after it promoted its candidate into ``serving``: nothing to do, said in
+    one line naming the earlier decision (a finished job run again is not an error).
+
+    Raises:
+        DataError: ``serving`` names the candidate, yet ``comparison.json`` records no promotion (edited by hand,
+            or the comparison is gone): nothing here can tell that the served model passed the gate.
+    """
+    comparison, markdown = root / "comparison.json", root / "comparison.md"
+    report = _read_json(comparison, "this retraining's decision") if comparison.is_file() else {}
+    if report.get("promote") is not True:
+        raise DataError(serving, f"already names this retraining's candidate {candidate}, but {comparison} records "
+                                 "no promotion: check how it came to be served, or give another --serving file")
+    print(f"nothing to do: {serving} already serves this retraining's candidate {candidate} (PROMOTED by an earlier "
+          f"run of this command: {markdown})")
+    return {"promote": True, "comparison": str(comparison), "markdown": str(markdown), "candidate": str(candidate),
+            "serving": str(serving), "serving_refused": None, "repeated": True}
 
 
 # ---------------------------------------------------------------------------------------------------- the gate
@@ -167,13 +209,32 @@ def _number(metrics: Mapping, split: str, key: str) -> float | None:
     return math.nan if value is None else float(value)
 
 
+def check_tolerance(tolerance: object) -> float:
+    """``--tolerance`` as a float in ``[0, MAX_TOLERANCE]``.
+
+    Raises:
+        OptionError: not a number, or outside that range (the metrics are fractions in [0, 1]: a tolerance above
+            :data:`MAX_TOLERANCE` would let balanced accuracy or melanoma sensitivity drop by more than 10 points
+            and still promote).
+    """
+    try:
+        tol = float(tolerance)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise OptionError({"--tolerance": f"must be a number in [0, {MAX_TOLERANCE:g}], got {tolerance!r}"}) from None
+    if not 0.0 <= tol <= MAX_TOLERANCE:  # also refuses NaN
+        raise OptionError({"--tolerance": f"must be a number in [0, {MAX_TOLERANCE:g}] (a worsening the gate still "
+                                          f"accepts, in the metrics' units), got {tolerance!r}"})
+    return tol
+
+
 def promotion_decision(old: Mapping, new: Mapping, tolerance: float = 0.0) -> dict:
     """Whether the candidate (``new``) may replace ``old``: not worse on every criterion of :data:`CRITERIA` on
     every split of :data:`GATE_SPLITS`.
 
     Args:
         old, new: ``{split: {"balanced_accuracy": …, "recall_mel": …, "ece": …}}`` (evaluation ``metrics``).
-        tolerance: how much worse still counts as not worse (same units as the metrics; ≥ 0).
+        tolerance: how much worse still counts as not worse (same units as the metrics; in
+            ``[0, MAX_TOLERANCE]``, :func:`check_tolerance`).
 
     A criterion passes when ``new ≥ old − tolerance`` (balanced accuracy, mel sensitivity) or ``new ≤ old +
     tolerance`` (ECE). A value recorded as NaN for **both** models (e.g. sensitivity on a split without
@@ -185,12 +246,7 @@ def promotion_decision(old: Mapping, new: Mapping, tolerance: float = 0.0) -> di
         "limit", "passed", "note"}, …], "reasons": [str, …]}`` — the reasons name every failed criterion, or say
         that none failed.
     """
-    try:
-        tol = float(tolerance)
-    except (TypeError, ValueError):
-        raise OptionError({"--tolerance": f"must be a number ≥ 0, got {tolerance!r}"}) from None
-    if not tol >= 0 or math.isinf(tol):
-        raise OptionError({"--tolerance": f"must be a finite number ≥ 0, got {tolerance!r}"})
+    tol = check_tolerance(tolerance)
     criteria, reasons = [], []
     for split in GATE_SPLITS:
         for key, better, label in CRITERIA:
@@ -263,8 +319,19 @@ def _trained_split(run: Path, settings: Mapping) -> Path:
 
 
 def _check_held_out(run: Path, settings: Mapping, dataset: Path) -> Path:
-    """Refuse ``dataset`` unless its validation and test rows equal those of the run's own split."""
+    """Refuse ``dataset`` unless its validation and test rows equal those of the run's own split, and that split
+    is still the one the run was trained on (its ``split_fingerprint`` in ``settings.json``, when recorded): a split
+    re-made with ``--overwrite`` would pass the comparison of rows and fail only at the evaluation of the old run,
+    after the candidate trained."""
+    from mednet.data.splits import split_fingerprint
+
     trained_on = _trained_split(run, settings)
+    recorded = settings.get("split_fingerprint")
+    if recorded and split_fingerprint(trained_on) != recorded:
+        raise DataError(trained_on, f"this split changed since {run.name} was trained on it (its images are assigned "
+                                    f"to splits differently from {run / SETTINGS_FILE}'s split_fingerprint: re-made "
+                                    "with --overwrite?); the old run's held-out rows are no longer known, so no fair "
+                                    "comparison is possible — retrain a run trained on this split")
     old, new = held_out_rows(trained_on), held_out_rows(dataset)
     if old.equals(new):
         return trained_on
@@ -431,6 +498,43 @@ def _markdown(report: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_same_retraining(record: Path, wanted: Mapping, tolerance: float) -> None:
+    """Refuse to go on in a folder that holds a (partly) trained candidate or an evaluation of another retraining:
+    another run, split or training options (:class:`DataError`), or another ``--tolerance``
+    (:class:`OptionError`: the same candidate and evaluations would otherwise be judged again by a looser gate,
+    and a decision flip in place without a trace)."""
+    previous = _read_json(record, "this retraining's record")
+    if {k: previous.get(k) for k in wanted} != wanted:
+        raise DataError(record, "this folder holds a retraining with another run, split or training options; "
+                                "resume it with the same options, or choose another --out")
+    recorded = previous.get("tolerance")
+    if recorded is None:  # recorded before retrain.json held it: the decision's, if there is one
+        comparison = record.parent / "comparison.json"
+        decision = (_read_json(comparison, "this retraining's decision").get("decision") if comparison.is_file()
+                    else None)
+        recorded = decision.get("tolerance") if isinstance(decision, Mapping) else None
+    if recorded is not None and float(recorded) != tolerance:
+        raise OptionError({"--tolerance": f"{tolerance:g} differs from {float(recorded):g}, the tolerance this "
+                                          f"retraining was started with ({record}); resume it with --tolerance "
+                                          f"{float(recorded):g}, or choose another --out: a gate decision is never "
+                                          "made again in place"})
+
+
+def _check_same_decision(comparison: Path, decision: Mapping) -> None:
+    """Never replace an earlier decision with another (the candidate was trained again after ``DIR/candidate`` was
+    deleted, an evaluation was replaced by hand…): ``comparison.json``/``.md`` are rewritten by a resumed command
+    only when its decision is the same."""
+    if not comparison.is_file():
+        return
+    earlier = _read_json(comparison, "this retraining's decision").get("promote")
+    if isinstance(earlier, bool) and earlier != decision["promote"]:
+        said = {True: "PROMOTED", False: "NOT PROMOTED"}
+        raise DataError(comparison, f"records the decision {said[earlier]}, but this run's gate says "
+                                    f"{said[bool(decision['promote'])]} (the candidate or an evaluation changed "
+                                    "since): the earlier decision is kept; choose another --out for a new gated "
+                                    "retraining")
+
+
 def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, serving: str | None = None,
             tolerance: float = 0.0, **train_options: object) -> dict:
     """Retrain ``run``'s settings on ``dataset_dir``, compare, promote only if not worse (module docstring).
@@ -444,22 +548,28 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
         epochs: training epochs (default: the old run's).
         serving: a serving file to point at the candidate if, and only if, it is promoted; if it exists it must
             name ``run``'s run folder (checked before training, and again under a lock when it is replaced).
-        tolerance: allowed worsening per criterion (≥ 0; default 0: not worse at all).
+        tolerance: allowed worsening per criterion (in ``[0, MAX_TOLERANCE]``; default 0: not worse at all); must
+            be the one recorded in ``out/retrain.json`` when ``out`` holds a started retraining.
         train_options: further ``train.json`` options (``lr_schedule``, ``weight_decay``, …), checked by the
             bundle.
 
     Returns:
         ``{"promote", "comparison" (comparison.json), "markdown", "candidate", "serving" (path, or None when
-        nothing was switched), "serving_refused" (why a promoted candidate was not switched to, or None)}``.
+        nothing was switched), "serving_refused" (why a promoted candidate was not switched to, or None)}``; when
+        ``serving`` already names the candidate (an earlier run of the command promoted it), nothing is done and
+        the earlier decision is returned with ``"serving"`` = that file and ``"repeated": True``.
 
     Raises:
-        DataError: ``serving`` names another run than ``run`` (before any training), and the checks above.
+        DataError: ``serving`` names another run than ``run`` (before any training), ``out`` holds a retraining
+            with another run, split or training options, or a decision other than this run's, and the checks above.
+        OptionError: a ``tolerance`` outside ``[0, MAX_TOLERANCE]`` or other than the one ``out`` was started with.
     """
-    promotion_decision({}, {}, tolerance)  # checks --tolerance before hours of training
+    tolerance = check_tolerance(tolerance)  # before hours of training
     old_run = resolve_serving(run).resolve()
     serving_path = Path(serving).resolve() if serving else None
-    if serving_path is not None:
-        _check_serving(serving_path, old_run, Path(out).resolve() / "candidate")
+    root = Path(out).resolve()
+    candidate = root / "candidate"
+    promoted_before = serving_path is not None and _check_serving(serving_path, old_run, candidate)
     settings = _run_settings(old_run)
     dataset = _split_dir(dataset_dir)
     old_dataset = _check_held_out(old_run, settings, dataset)
@@ -478,18 +588,16 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
             del overrides[key]
     overrides.update(train_options)
     _check_train_options(overrides)
-    root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     record = root / "retrain.json"
     wanted = json.loads(json.dumps({"run": str(old_run), "dataset_dir": str(dataset), "train": overrides}))
     if record.is_file() and _started(root):
-        previous = _read_json(record, "this retraining's record")
-        if {k: previous.get(k) for k in wanted} != wanted:
-            raise DataError(record, "this folder holds a retraining with another run, split or training options; "
-                                    "resume it with the same options, or choose another --out")
-    write_json_atomic({**wanted, "old_dataset_dir": str(old_dataset), "started": now_iso()}, record)
+        _check_same_retraining(record, wanted, tolerance)
+    if promoted_before:  # the same command again after its promotion: a finished job, not an error
+        return _promoted_before(root, serving_path, candidate)
+    write_json_atomic({**wanted, "tolerance": tolerance, "serving": None if serving_path is None else str(serving_path),
+                       "old_dataset_dir": str(old_dataset), "started": now_iso()}, record)
 
-    candidate = root / "candidate"
     _train(candidate, dataset, overrides)
     candidate_settings = _run_settings(candidate)
     folder = root / "evaluations"
@@ -498,6 +606,7 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     metrics = {who: {split: _gate_metrics(path) for split, path in by_split.items()}
                for who, by_split in evaluations.items()}
     decision = promotion_decision(metrics["old"], metrics["candidate"], tolerance)
+    _check_same_decision(root / "comparison.json", decision)
     merge_file = dataset / "merge.json"
     merge = _read_json(merge_file, "merge summary") if merge_file.is_file() else None
     report = {

@@ -3,9 +3,10 @@
     python -m mednet.app.web --run RUN_DIR [--port 7860] [--host 127.0.0.1] [--auth USERS_FILE]
         [--feedback_dir RUN/feedback] [--cache_dir RUN/web_cache] [--max_file_size 10mb] [--device cpu]
 
-``--run`` is a classification training run folder (``model.pt``, ``settings.json``; an ensemble run works too) or a
-serving file written by a promotion (:func:`mednet.app.retrain.resolve_serving`). The page (Gradio) takes a
-dermoscopic photograph (JPEG, PNG) or a DICOM dermoscopy file and shows
+``--run`` is a finished classification training run folder (``model.pt``, ``settings.json``, ``finished.json``; an
+ensemble run works too), its ``model.pt``, or a serving file written by a promotion
+(:func:`mednet.app.retrain.resolve_serving`). The page (Gradio) takes a dermoscopic photograph (JPEG, PNG) or a
+DICOM dermoscopy file and shows
 
 * the top-3 classes with **calibrated** probabilities, ``softmax(logits / T)`` with the run's temperature
   (:func:`mednet.calibration.read_calibration`), the input preprocessed exactly as the run's evaluation does
@@ -45,7 +46,9 @@ file's name is never logged, and a DICOM upload is recorded in the feedback as `
 
 Files that are not images, are corrupt, or are larger than ``--max_file_size`` get a message on the page and the
 previous image is forgotten (an oversized file never reaches the server: the page's script reports it to a hidden
-event that clears the session's image, correction and comment). A missing or unusable run stops the start with one
+event that clears the session's image, correction and comment). A missing or unusable run, a run whose training did
+not finish (no ``finished.json``: no calibration, no referral threshold yet), a ``--feedback_dir`` that cannot be
+created or written (checked before serving, not at the first flag) and a ``--port`` in use stop the start with one
 ``mednet error:`` line (exit status 2).
 
 :func:`build_app` returns the :class:`gradio.Blocks` (its :class:`WebModel` as ``app.mednet_model``) and
@@ -55,6 +58,8 @@ function (no browser, no Gradio).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import inspect
 import ipaddress
@@ -63,6 +68,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -163,6 +169,24 @@ def _serialised(method: Callable) -> Callable:
     return locked
 
 
+def _check_finished(run_dir: Path) -> None:
+    """Refuse a run whose training did not finish (no ``finished.json``, the marker every training, ensemble and
+    distillation run writes last: :func:`mednet.runs.mark_finished`). Its ``model.pt`` is the best epoch *so far*
+    and it has no calibration yet — no temperature, no referral threshold — so a clinician would see uncalibrated
+    probabilities and no "refer" warning from a model that may still change.
+
+    Raises:
+        DataError: naming the run, with the command that finishes it.
+    """
+    from mednet.runs import FINISHED_FILE, read_finished
+
+    if read_finished(run_dir) is None:  # also DataError when finished.json is unreadable
+        raise DataError(run_dir, f"training did not finish (no {FINISHED_FILE}): finish it with its training command "
+                                 "and --run_dir (python -m monai.bundle run --config_file "
+                                 f"bundles/dermoscopy_classification/configs/train.json --run_dir {run_dir} and the "
+                                 "options it was started with), or serve a finished run")
+
+
 class WebModel:
     """A run's classifier, calibration and preprocessing: what the page computes, without the page.
 
@@ -171,9 +195,9 @@ class WebModel:
         device: where the network runs.
 
     Raises:
-        DataError: the run is missing, not a classification run, its weights do not fit its settings, or its
-            calibration is unreadable (:func:`mednet.networks.trained.load_trained_classifier`,
-            :func:`mednet.calibration.read_calibration`).
+        DataError: the run is missing, did not finish training (no ``finished.json``: :func:`_check_finished`), is
+            not a classification run, its weights do not fit its settings, or its calibration is unreadable
+            (:func:`mednet.networks.trained.load_trained_classifier`, :func:`mednet.calibration.read_calibration`).
 
     The methods that run the network hold :attr:`lock` (re-entrant), so one model can serve several threads.
     """
@@ -187,6 +211,7 @@ class WebModel:
         #: held by every use of the network (Gradio runs the page's events in parallel threads)
         self.lock = threading.RLock()
         self.run_dir = resolve_serving(run).resolve()
+        _check_finished(self.run_dir)
         self.device = torch.device(device)
         self.classifier = load_trained_classifier(self.run_dir, self.device)
         calibration = read_calibration(self.classifier.run_dir)
@@ -594,6 +619,62 @@ def oversized_script(max_bytes: int) -> str:
             "}\n")
 
 
+def _check_cache_dir(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> Path:
+    """``cache_dir`` resolved, unless it is or contains the run folder or the feedback folder (Gradio serves every
+    file under it, and the demo deletes the uploads it finds there).
+
+    Raises:
+        OptionError: naming ``--cache_dir``.
+    """
+    root = cache_dir.resolve()
+    for what, folder in (("run folder", run_dir.resolve()), ("feedback folder", feedback_dir.resolve())):
+        if root == folder or root in folder.parents:
+            raise OptionError({"--cache_dir": f"{root} is or contains the {what} {folder}; choose a folder of its "
+                                              "own for Gradio's uploads, such as RUN/web_cache"})
+    return root
+
+
+def _check_feedback_dir(feedback_dir: Path) -> None:
+    """Create the feedback folder and check, before serving, that a flag can be recorded there: the folder, its
+    ``images/`` (if there) and its ``feedback.csv`` (if there) are writable and of the right kind. Otherwise every
+    "flag as wrong" of the session would fail one by one with "Not recorded", after clinicians took the time.
+
+    Raises:
+        OptionError: naming ``--feedback_dir`` (the default ``RUN/feedback`` too: the option that moves it).
+    """
+    from mednet.data.feedback import FEEDBACK_CSV, FEEDBACK_IMAGES
+
+    def refuse(path: Path, problem: str) -> OptionError:
+        return OptionError({"--feedback_dir": f"{path}: {problem}; give a folder this server can write to"})
+
+    try:
+        feedback_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok covers folders only
+        raise refuse(feedback_dir, "is a file, not a folder") from None
+    except NotADirectoryError:
+        raise refuse(feedback_dir, "a part of its path is a file") from None
+    except OSError as e:
+        raise refuse(feedback_dir, f"cannot create the folder ({e.strerror or e})") from None
+    images, table = feedback_dir / FEEDBACK_IMAGES, feedback_dir / FEEDBACK_CSV
+    if images.exists() and not images.is_dir():
+        raise refuse(images, "is a file, not the folder of the flagged images")
+    if table.exists() and not table.is_file():
+        raise refuse(table, "is not a file")
+    for folder in (feedback_dir, images):
+        if folder.is_dir():
+            try:  # a real write: os.access is wrong for root, ACLs and read-only mounts
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as e:
+                raise refuse(folder, f"cannot write there ({e.strerror or e})") from None
+    if table.is_file():
+        try:
+            with open(table, "ab"):  # opened for appending, nothing written
+                pass
+        except OSError as e:
+            raise refuse(table, f"cannot append to it ({e.strerror or e})") from None
+
+
 def _private_cache(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> Path:
     """A fresh folder of this server's own (``mednet-web-*``, mode 700) inside ``cache_dir``: Gradio serves, and
     accepts as input, every file under its cache folder, and the demo deletes the uploads it finds there.
@@ -601,11 +682,7 @@ def _private_cache(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> Path:
     Raises:
         OptionError: ``cache_dir`` is or contains the run folder or the feedback folder, or cannot be created.
     """
-    root = cache_dir.resolve()
-    for what, folder in (("run folder", run_dir.resolve()), ("feedback folder", feedback_dir.resolve())):
-        if root == folder or root in folder.parents:
-            raise OptionError({"--cache_dir": f"{root} is or contains the {what} {folder}; choose a folder of its "
-                                              "own for Gradio's uploads, such as RUN/web_cache"})
+    root = _check_cache_dir(cache_dir, run_dir, feedback_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix="mednet-web-", dir=root)).resolve()
@@ -629,12 +706,16 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
     ``mednet_theme`` and ``mednet_js`` (:func:`oversized_script`).
 
     Raises:
-        OptionError: the cache folder is or contains the run or the feedback folder (:func:`_private_cache`).
+        OptionError: the cache folder is or contains the run or the feedback folder (:func:`_private_cache`); the
+            feedback folder cannot be created or written (:func:`_check_feedback_dir`).
     """
     max_bytes = parse_file_size(max_file_size)
     model = run if isinstance(run, WebModel) else load_web_model(run)
     feedback = Path(feedback_dir) if feedback_dir else model.run_dir / "feedback"
-    cache = _private_cache(Path(cache_dir) if cache_dir else model.run_dir / "web_cache", model.run_dir, feedback)
+    cache_dir = Path(cache_dir) if cache_dir else model.run_dir / "web_cache"
+    _check_cache_dir(cache_dir, model.run_dir, feedback)  # before the feedback folder is created
+    _check_feedback_dir(feedback)
+    cache = _private_cache(cache_dir, model.run_dir, feedback)
     # Gradio reads its cache folder when components are built: the uploads land here, not in the system /tmp
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     import gradio as gr
@@ -771,7 +852,8 @@ def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = Tru
     returns at once (the server runs in a thread; ``app.close()``).
 
     Raises:
-        OptionError: a non-loopback ``host`` without ``auth`` (:func:`check_host`).
+        OptionError: a non-loopback ``host`` without ``auth`` (:func:`check_host`); ``port`` in use (or reserved)
+            on ``host`` (:func:`_port_problem`; Gradio raises an OSError).
     """
     import gradio as gr
 
@@ -797,7 +879,28 @@ def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = Tru
                         ("pwa", False), ("mcp_server", False)):
         if name in params:
             args[name] = value
-    return app.launch(**args)
+    try:
+        return app.launch(**args)
+    except OSError as e:  # Gradio: "Cannot find empty port in range: 7891-7891 …" (uvicorn's bind failed)
+        if "empty port" not in str(e) and e.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        with contextlib.suppress(Exception):  # whatever launch() set up before the server failed
+            app.close()
+        raise OptionError({"--port": _port_problem(host, int(port))}) from None
+
+
+def _port_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be served: in use (another server, or a demo still running), or a privileged port
+    (below 1024) for a user without the right to bind it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except PermissionError:
+        return f"{port} is reserved on {host} (ports below 1024 need administrator rights); choose another --port"
+    except OSError:
+        pass
+    return f"{port} is in use on {host}; choose another --port"
 
 
 # ---------------------------------------------------------------------------------------------------- command line

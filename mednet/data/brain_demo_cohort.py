@@ -32,14 +32,20 @@ to one step's draws moves no other.
 Writes ``images/sub-XXX.nii.gz`` (float32), ``labels/sub-XXX.nii.gz`` (uint8), ``datalist.json``
 (training / validation / test, by subject) and ``cohort.csv`` (one row per subject: split, shape, spacing,
 orientation, the cohort's seed and generator, drawn bias coefficient bound and realised field range, gamma,
-noise). The same seed gives the same volumes.
+noise). The same seed gives the same volumes. The cohort is generated in a hidden staging folder next to the
+output folder and moved into place only when complete; with ``--overwrite`` the earlier cohort's files are moved
+aside first and deleted only once the new ones are in place (moved back if that fails), so a run that fails midway
+leaves the earlier cohort intact.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import numbers
+import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -60,9 +66,10 @@ from monai.transforms import (
 from monai.utils import set_determinism
 
 from mednet.data.datalist import write_datalist
+from mednet.io import refuse_file_as_folder
 from mednet.errors import DataError, OptionError
 from mednet.data.mni import load_mni152_template
-from mednet.io import atomic_path
+from mednet.io import TEMP_MARKER, atomic_path
 
 __all__ = ["build_demo_cohort", "split_subjects", "subject_streams", "field_log_range", "VARIATION",
            "TEST_FIELD_MARGIN", "GENERATOR"]
@@ -219,15 +226,52 @@ def _check_options(subjects, seed, zoom) -> tuple[int, int, float]:
     return n, s, z
 
 
-def _remove_cohort_files(out_dir: Path) -> None:
-    """Delete the files a cohort writes in ``out_dir`` (and nothing else a user keeps there)."""
-    files = [out_dir / "datalist.json", out_dir / "cohort.csv"]
+def _cohort_files(out_dir: Path) -> list[Path]:
+    """The files a cohort writes in ``out_dir`` that are there now (and nothing else a user keeps there), relative
+    to ``out_dir``: ``datalist.json``, ``cohort.csv``, ``images/sub-*.nii.gz``, ``labels/sub-*.nii.gz``."""
+    files = [Path("datalist.json"), Path("cohort.csv")]
     for sub in ("images", "labels"):
         if (out_dir / sub).is_dir():
-            files += sorted((out_dir / sub).glob("sub-*.nii.gz"))
-    for f in files:
-        if f.is_file() or f.is_symlink():
-            f.unlink()
+            files += sorted(f.relative_to(out_dir) for f in (out_dir / sub).glob("sub-*.nii.gz"))
+    return [f for f in files if (out_dir / f).is_file() or (out_dir / f).is_symlink()]
+
+
+def _put_in_place(staging: Path, out_dir: Path, replaced_dir: Path) -> None:
+    """Move the complete new cohort from ``staging`` into ``out_dir``, replacing the earlier cohort's files.
+
+    The earlier files are first moved aside into ``replaced_dir`` (the whole set, so that a cohort is never a mix of
+    two), then the new ones moved in, ``datalist.json`` last; if a move fails, the new files are taken out and the
+    earlier ones moved back. ``replaced_dir`` is deleted after success, and after a failure once everything is back;
+    a file that cannot be moved back stays there (logged).
+    """
+    new = sorted((f.relative_to(staging) for f in staging.rglob("*") if f.is_file()),
+                 key=lambda f: f == Path("datalist.json"))  # the datalist last: it names the volumes
+    replaced: list[Path] = []
+    moved: list[Path] = []
+    restored = True
+    try:
+        for rel in _cohort_files(out_dir):
+            (replaced_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(out_dir / rel, replaced_dir / rel)
+            replaced.append(rel)
+        for rel in new:
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staging / rel, out_dir / rel)  # a rename: staging is next to out_dir
+            moved.append(rel)
+    except BaseException:
+        for rel in moved:
+            (out_dir / rel).unlink(missing_ok=True)
+        for rel in reversed(replaced):
+            try:
+                shutil.move(replaced_dir / rel, out_dir / rel)
+            except Exception as e:  # keep restoring the others; the original error is re-raised
+                restored = False
+                logging.getLogger("mednet").error("%s: could not restore the earlier version (%s); it is in %s",
+                                                  out_dir / rel, e, replaced_dir / rel)
+        raise
+    finally:
+        if restored:
+            shutil.rmtree(replaced_dir, ignore_errors=True)
 
 
 def build_demo_cohort(
@@ -246,21 +290,37 @@ def build_demo_cohort(
     Raises:
         OptionError: ``subjects`` or ``seed`` not a whole number, fewer than 3 subjects, ``zoom`` not in (0, 1];
             checked before anything is created.
-        DataError: ``out`` (or its ``images``/``labels``) is a file, or ``out`` is not empty and not ``overwrite``.
+        DataError: ``out`` (or its ``images``/``labels``) is a file or ``out`` lies under one, or ``out`` is not
+            empty and not ``overwrite``.
+
+    The new cohort is generated whole before it replaces the earlier one: a run that fails (or is interrupted)
+    midway leaves ``out`` as it was.
     """
     subjects, seed, zoom = _check_options(subjects, seed, zoom)
-    out_dir = Path(out)
-    for d in (out_dir, out_dir / "images", out_dir / "labels"):
-        if d.exists() and not d.is_dir():
-            raise DataError(d, "is a file, not a directory; choose another --out")
+    out_dir = refuse_file_as_folder(out, "images", "labels")
     splits = split_subjects(subjects)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise DataError(out_dir, "output directory is not empty; choose another --out or pass --overwrite")
-        _remove_cohort_files(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DataError(out_dir, "output directory is not empty; choose another --out or pass --overwrite")
+    # The cohort is written whole into a hidden staging folder next to ``out`` and only then replaces the earlier
+    # one (:func:`_put_in_place`): a failure while generating (Ctrl-C, a full disk, a bug) leaves the earlier
+    # cohort as it was, and no partial one that blocks the re-run.
+    target = out_dir.resolve()
+    token = secrets.token_hex(4)
+    staging = target.parent / f".{target.name}{TEMP_MARKER}{token}"
+    try:
+        (staging / "images").mkdir(parents=True)
+        (staging / "labels").mkdir()
+        datalist = _write_cohort(staging, subjects, seed, zoom, splits)
+        _put_in_place(staging, out_dir, target.parent / f".{target.name}{TEMP_MARKER}{token}-replaced")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {subjects} subjects, {out_dir / 'cohort.csv'} and {out_dir / datalist.name}")
+    return out_dir / datalist.name
 
+
+def _write_cohort(staging: Path, subjects: int, seed: int, zoom: float, splits: dict[str, list[int]]) -> Path:
+    """Generate every subject, ``cohort.csv`` and ``datalist.json`` into ``staging``; returns the staged datalist
+    (its paths are relative to its folder, so it moves with the volumes)."""
     set_determinism(seed=seed)
     template = load_mni152_template(zoom=zoom)
     split_of = {i: s for s, idx in splits.items() for i in idx}
@@ -291,9 +351,9 @@ def build_demo_cohort(
         image = np.where(brain, np.maximum(varied.array[0], 1.0), 0.0).astype(np.float32)
         affine = np.asarray(data["image"].affine, dtype=np.float64)
         name = f"sub-{i:03d}"
-        img_path, lab_path = out_dir / "images" / f"{name}.nii.gz", out_dir / "labels" / f"{name}.nii.gz"
+        img_path, lab_path = staging / "images" / f"{name}.nii.gz", staging / "labels" / f"{name}.nii.gz"
         for arr, path in ((image, img_path), (label, lab_path)):
-            with atomic_path(path) as tmp:  # never a half-written NIfTI; tmp ends in .nii.gz
+            with atomic_path(path) as tmp:  # flushed to disk before it is renamed; tmp ends in .nii.gz
                 nib.save(nib.Nifti1Image(arr, affine), str(tmp))
         items[split_of[i]].append({"image": str(img_path), "label": str(lab_path)})
         counts = np.bincount(label[brain], minlength=4)[1:4]
@@ -319,17 +379,14 @@ def build_demo_cohort(
         print(f"{name} [{split_of[i]}] {rows[-1]['shape']} {rows[-1]['spacing_mm']} mm {rows[-1]['orientation']}, "
               f"bias field x{field_range:.2f}, gamma {draw['gamma']:.2f}, noise {100 * draw['noise']:.1f} % "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    with atomic_path(out_dir / "cohort.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(staging / "cohort.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    datalist = write_datalist(
-        out_dir / "datalist.json",
+    return write_datalist(
+        staging / "datalist.json",
         items,
-        overwrite=True,
         name="mednet MNI152 demo cohort",
         description=f"{subjects} subjects derived from MNI ICBM152 2009a (nilearn), seed {seed}, zoom {zoom}",
         labels={"0": "background", "1": "CSF", "2": "GM", "3": "WM"},
     )
-    print(f"wrote {subjects} subjects, {out_dir / 'cohort.csv'} and {datalist}")
-    return datalist

@@ -39,6 +39,8 @@ import functools
 import logging
 import os
 import re
+import secrets
+import shutil
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -51,7 +53,7 @@ from tqdm.auto import tqdm
 from mednet.errors import DataError
 from mednet.data.naming import DICOM_SUFFIXES, PHOTO_SUFFIXES, unique_names
 from mednet.data.splits import SPLITS as _SPLIT_NAMES
-from mednet.io import atomic_path, refuse_existing
+from mednet.io import TEMP_MARKER, atomic_path, refuse_existing
 
 __all__ = [
     "DERMOSCOPY_CLASSES",
@@ -564,26 +566,51 @@ def read_dermamnist(
 
 def dermamnist_table(
     npz_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
-    class_names: Sequence[str] = DERMOSCOPY_CLASSES,
+    class_names: Sequence[str] = DERMOSCOPY_CLASSES, cache_size: int = 0,
 ) -> pd.DataFrame:
     """Write every DermaMNIST image as ``out_dir/images/dermamnist_<split>_<i>.png``; return their table.
 
     ``image_id = lesion_id = dermamnist_<split>_<i>`` (DermaMNIST has no lesion ids), ``dx_type = unknown``,
-    ``split`` = the file's own split, ``path`` absolute. Existing PNGs are refused unless ``overwrite``.
+    ``split`` = the file's own split, ``path`` absolute.
+
+    Everything that can be checked is checked before the first PNG is written, so a refused run leaves nothing that
+    blocks its corrected re-run: the images' size against ``cache_size`` (> 0: the resized cache the caller writes
+    next, :func:`check_image_size` — DermaMNIST's 28 px images cannot feed a 128 px cache) and every PNG that exists
+    already (refused unless ``overwrite``). The PNGs are written into a hidden staging folder next to ``images`` and
+    moved in only when all are written, so an interrupted run (Ctrl-C, a full disk) leaves no partial set either.
     """
     data = read_dermamnist(npz_path, num_classes=len(class_names))
     from PIL import Image
 
+    if int(cache_size) > 0:  # one size per split array: its first image stands for all
+        for images, _ in data.values():
+            if len(images):
+                check_image_size(images[0], int(cache_size), npz_path, "--cache_size")
     image_dir = Path(out_dir) / "images"
-    rows = []
-    for split, (images, labels) in data.items():
-        for i in tqdm(range(len(images)), desc=f"DermaMNIST {split}", unit="image", disable=None, leave=False):
-            image_id = f"dermamnist_{split}_{i}"
-            path = image_dir / f"{image_id}.png"
-            with atomic_path(path, overwrite=overwrite) as tmp:
-                Image.fromarray(images[i]).save(tmp)
-            rows.append({"image_id": image_id, "lesion_id": image_id, "dx": class_names[int(labels[i])],
-                         "dx_type": UNKNOWN_DX_TYPE, "path": str(path.resolve()), "split": split})
+    plan = [(split, i, f"dermamnist_{split}_{i}") for split, (images, _) in data.items() for i in range(len(images))]
+    refuse_existing(*(image_dir / f"{image_id}.png" for _, _, image_id in plan), overwrite=overwrite)
+    image_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = image_dir.parent / f".{image_dir.name}{TEMP_MARKER}{secrets.token_hex(4)}"
+    moved: list[Path] = []
+    try:
+        staging.mkdir()
+        for split, (images, _) in data.items():
+            for i in tqdm(range(len(images)), desc=f"DermaMNIST {split}", unit="image", disable=None, leave=False):
+                Image.fromarray(images[i]).save(staging / f"dermamnist_{split}_{i}.png")
+        for _, _, image_id in plan:  # a rename each; atomic_path refuses a file that appeared meanwhile
+            with atomic_path(image_dir / f"{image_id}.png", overwrite=overwrite) as tmp:
+                os.replace(staging / f"{image_id}.png", tmp)
+            moved.append(image_dir / f"{image_id}.png")
+    except BaseException:
+        if not overwrite:  # what this run put in place (with overwrite, earlier versions are already replaced)
+            for path in moved:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    rows = [{"image_id": image_id, "lesion_id": image_id, "dx": class_names[int(data[split][1][i])],
+             "dx_type": UNKNOWN_DX_TYPE, "path": str((image_dir / f"{image_id}.png").resolve()), "split": split}
+            for split, i, image_id in plan]
     return _finish(pd.DataFrame(rows), Path(npz_path), extra=("split",))
 
 

@@ -40,7 +40,9 @@ uploaded photograph (no folders) and for a DICOM upload is always ``"dicom"``: D
 from patient names or ids. Identifiers burned into the pixels themselves cannot be detected here. Comments are
 free text written by the clinician: they are kept in ``feedback.csv`` but never copied into a split. A comment or
 upload name that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, carriage return) is written
-with a leading ``'``, so that opening ``feedback.csv`` in a spreadsheet shows it instead of running it.
+with a leading ``'``, and so is such a start after a ``;``, ``,``, ``|`` or tab inside the text (a spreadsheet that
+splits on ``;`` would make it a cell of its own), so that opening ``feedback.csv`` in a spreadsheet shows it instead
+of running it.
 
 **Merge** (:func:`merge_feedback`, ``python -m data_prep.feedback merge``): a *new* split folder holding every
 row of the original split unchanged plus one training row per flagged image that is not already in any split and
@@ -68,7 +70,7 @@ import pandas as pd
 from mednet.data.dermoscopy import DERMOSCOPY_CLASSES, DICOM_SUFFIXES, _read_csv, _row, load_rgb
 from mednet.data.splits import SPLITS
 from mednet.errors import DataError, OptionError
-from mednet.io import atomic_path, refuse_existing, write_json_atomic
+from mednet.io import atomic_path, refuse_existing, refuse_file_as_folder, write_json_atomic
 
 __all__ = [
     "FEEDBACK_COLUMNS",
@@ -151,6 +153,11 @@ _MAX_RUN_CHARS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 #: first characters a spreadsheet reads as the start of a formula (OWASP "CSV injection")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: a formula start after a field separator a spreadsheet may split a cell on (``;`` in many European locales,
+#: ``|``, tab), spaces between allowed: "see;=HYPERLINK(…)" opens as a second cell "=HYPERLINK(…)". Not after
+#: ``,``: the csv writer quotes every field holding one, and a quoted field stays one cell whatever the separator,
+#: so prose like "a, -2 mm" is left as written
+_INNER_FORMULA = re.compile(r"([;|\t] *)(?=[=+\-@\t\r])")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PERCEPTUAL_HASH = re.compile(r"[0-9a-f]{32}")
 
@@ -253,13 +260,19 @@ def _one_line(text: object, what: str, limit: int) -> str:
 
 
 def _no_formula(text: str) -> str:
-    """``text`` with a ``'`` in front when it starts like a spreadsheet formula (:data:`_FORMULA_START`).
+    """``text`` with a ``'`` in front when it starts like a spreadsheet formula (:data:`_FORMULA_START`), and
+    before every formula start that follows a ``;``, ``,``, ``|`` or tab (spaces between allowed).
 
     ``feedback.csv`` is opened by clinicians in Excel/LibreOffice, which run a cell such as ``=HYPERLINK(…)`` or
-    ``@SUM(…)`` as a formula (OWASP "CSV injection"); a leading apostrophe makes the cell text. Applied to the
-    free-text fields only (comment, upload name): every other field is a class name, a number, a hash, a time or
-    the run folder this server was started with.
+    ``@SUM(…)`` as a formula (OWASP "CSV injection"); a leading apostrophe makes the cell text. The CSV quoting
+    keeps a comment in one field only for a program that splits on commas: a spreadsheet opened with ``;`` as the
+    separator (the default in many European locales) or told to split on ``|`` or tab cuts ``see;=HYPERLINK(…)``
+    into a second cell that starts with ``=``, hence the apostrophe after such separators too
+    (``see;'=HYPERLINK(…)``); the text is otherwise unchanged. Applied to the free-text fields only (comment, upload
+    name): every other field is a class name, a number, a hash, a time or the run folder this server was started
+    with.
     """
+    text = _INNER_FORMULA.sub(r"\1'", text)
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
@@ -396,7 +409,8 @@ def append_feedback(
         corrected: the class the clinician says is right.
         comment: optional free text; line breaks become spaces; at most :data:`MAX_COMMENT_CHARS` characters.
             Written with a leading ``'`` when it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return,
-            so that a spreadsheet shows it as text instead of running it as a formula (OWASP CSV injection).
+            and with a ``'`` before such a character that follows a ``;``, ``,``, ``|`` or tab, so that a
+            spreadsheet shows it as text instead of running it as a formula (OWASP CSV injection; :func:`_no_formula`).
         source_name: the uploaded file's name; only its base name is kept (with a ``'`` in front as for
             ``comment``).
         is_dicom: the upload was a DICOM file: ``source_name`` is then recorded as ``"dicom"`` whatever it was
@@ -772,9 +786,10 @@ def merge_feedback(
         The path of ``out_dir/split.csv``.
 
     Raises:
-        DataError: ``out_dir`` already holds a split (or is ``dataset_dir``), no or bad feedback (a missing image,
-            an ``image_file`` other than ``images/<image_sha256>.png``, an unknown class, a bad timestamp, an image
-            changed since it was flagged), a bad source split (also a feedback ``provenance`` without its time).
+        DataError: ``out_dir`` already holds a split (or is ``dataset_dir``), is a file or lies under one, no or bad
+            feedback (a missing image, an ``image_file`` other than ``images/<image_sha256>.png``, an unknown class,
+            a bad timestamp, an image changed since it was flagged), a bad source split (also a feedback
+            ``provenance`` without its time).
     """
     from mednet.data.lesion_split import (
         _PATH_COLUMNS,
@@ -792,7 +807,9 @@ def merge_feedback(
                                                     out / "merge.json")
     if out.resolve() == dataset_dir:
         raise OptionError({"--out": f"must be a new folder, not the source split {dataset_dir} (never overwritten)"})
-    refuse_existing(csv_out, settings_out, merge_out, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"))
+    refuse_file_as_folder(out, hint="choose a new --out folder")
+    refuse_existing(csv_out, settings_out, merge_out, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"),
+                    hint="choose a new --out folder (a merge never overwrites)")
     table = load_split_table(dataset_dir, None, class_names)
     source_csv = Path(table.attrs["source"])
     feedback, superseded, flags = _checked_feedback(feedback_dir, class_names)
@@ -800,7 +817,10 @@ def merge_feedback(
     images = [_feedback_image(feedback_dir, row, _row_ref(feedback_csv, i))
               for i, row in zip(feedback.index, feedback.itertuples(index=False))]
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. no permission (a file in the way was refused above)
+        raise DataError(out, f"cannot create the --out folder ({e.strerror or e})") from None
     hash_rows = _image_hashes(list(table["path"]), [dataset_dir / HASH_CACHE, out / HASH_CACHE], out)
     first: dict[str, int] = {}
     for i, r in enumerate(hash_rows):

@@ -46,7 +46,7 @@ from mednet.data.dermoscopy import (
 )
 from mednet.data.splits import SPLITS, check_disjoint_groups
 from mednet.errors import DataError, OptionError
-from mednet.io import atomic_path, refuse_existing
+from mednet.io import atomic_path, refuse_existing, refuse_file_as_folder
 from mednet.reports import write_json, write_table
 
 __all__ = [
@@ -71,10 +71,18 @@ SPLIT_COLUMNS: tuple[str, ...] = (*TABLE_COLUMNS, "split")
 #: the ``--format`` values of :func:`prepare_dermoscopy_split`
 SOURCE_FORMATS: tuple[str, ...] = ("ham10000", "isic2018", "path_label", "dermamnist")
 _PATH_COLUMNS = ("path", "cache_path")
+#: the formats that read ``--images`` folders; the others name (``path_label``) or hold (``dermamnist``) their images
+_IMAGE_FOLDER_FORMATS = ("ham10000", "isic2018")
+_OWN_IMAGES = {"path_label": "its CSV's path column names each image", "dermamnist": "the .npz holds the images"}
 
 
 def _source(table: pd.DataFrame, source: str | os.PathLike | None) -> str | None:
     return os.fspath(source) if source is not None else table.attrs.get("source")
+
+
+def _positive_int(value: object) -> bool:
+    """``value`` is a whole number > 0 (not a bool): a usable ``--cache_size`` before it is checked."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 def _check_fractions(val: float, test: float) -> None:
@@ -294,16 +302,34 @@ def read_dermoscopy_source(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     allow_missing: bool = False,
+    cache_size: int = 0,
 ) -> pd.DataFrame:
     """Read one source in ``format`` (:data:`SOURCE_FORMATS`) as a table (``dermamnist`` writes its PNGs
-    under ``out/images``). ``allow_missing``: HAM10000 / ISIC 2018 may lack files for more than 1 % of the
-    listed images (``attrs["n_listed"]``, ``attrs["n_missing"]`` count them)."""
+    under ``out/images``, after checking them against ``cache_size``: :func:`~mednet.data.dermoscopy.
+    dermamnist_table`). ``allow_missing``: HAM10000 / ISIC 2018 may lack files for more than 1 % of the
+    listed images (``attrs["n_listed"]``, ``attrs["n_missing"]`` count them).
+
+    Raises:
+        OptionError: an unknown ``format``; no ``images`` for a format that reads image folders; ``images`` or
+            ``lesion_groups`` given to a format that does not read them (they would be ignored, while
+            ``split.json`` records them as the source).
+    """
     if format not in SOURCE_FORMATS:
         raise OptionError({"--format": f"unknown format {format!r} (expected one of {', '.join(SOURCE_FORMATS)})"})
     dirs = _image_dirs(images)
-    if format in ("ham10000", "isic2018") and not dirs:
-        raise OptionError({"--images": f"the {format} format needs the image folder(s): --images DIR or "
-                                       "--images DIR1,DIR2"})
+    problems = {}
+    if format in _IMAGE_FOLDER_FORMATS and not dirs:
+        problems["--images"] = f"the {format} format needs the image folder(s): --images DIR or --images DIR1,DIR2"
+    elif format not in _IMAGE_FOLDER_FORMATS and dirs:
+        problems["--images"] = (f"--format {format} reads no image folder ({_OWN_IMAGES[format]}); leave --images "
+                                "out")
+    if lesion_groups not in (None, "") and format != "isic2018":
+        problems["--lesion_groups"] = (f"only --format isic2018 reads lesion groups; --format {format} "
+                                       + ("has its own lesion_id column" if format == "ham10000" else
+                                          "takes lesion ids from its own lesion_id column" if format == "path_label"
+                                          else "has no lesion ids") + "; leave --lesion_groups out")
+    if problems:
+        raise OptionError(problems)
     if format == "ham10000":
         return read_ham10000(metadata, dirs, allow_missing=allow_missing)
     if format == "isic2018":
@@ -312,7 +338,7 @@ def read_dermoscopy_source(
         return read_path_label_csv(metadata)
     if out is None:
         raise OptionError({"--out": "the dermamnist format writes its images under --out"})
-    return dermamnist_table(metadata, out, overwrite=overwrite)
+    return dermamnist_table(metadata, out, overwrite=overwrite, cache_size=cache_size)
 
 
 def data_provenance(table: pd.DataFrame) -> str:
@@ -377,8 +403,9 @@ def prepare_dermoscopy_split(
 
     Args:
         metadata: HAM10000 metadata CSV, ISIC 2018 ground-truth CSV, ``path,label`` CSV or DermaMNIST ``.npz``.
-        images: image folder(s) for ``ham10000``/``isic2018``: a list, or one string with commas.
-        lesion_groups: ``isic2018`` only: image → lesion_id CSV
+        images: image folder(s) for ``ham10000``/``isic2018`` (refused for the other formats): a list, or one string
+            with commas.
+        lesion_groups: ``isic2018`` only (refused for the other formats): image → lesion_id CSV
             (see :func:`~mednet.data.dermoscopy.read_isic2018_groundtruth`).
         allow_missing: ``ham10000``/``isic2018``: go on when more than 1 % of the listed images have no file
             (e.g. one of HAM10000's two image folders on purpose); ``split.json`` records ``n_listed`` and
@@ -389,9 +416,16 @@ def prepare_dermoscopy_split(
 
     Raises:
         DataError: naming ``metadata``, when a split given a non-zero fraction would get no image (too few lesions
-            per class: each class needs one lesion per split to reach it); nothing is written then.
+            per class: each class needs one lesion per split to reach it); nothing is written then. Naming ``out``
+            (or its ``images``/``cache_<size>``) when it is a file or lies under one, before anything is read.
+            For ``dermamnist``, images too small for ``cache_size`` and existing PNGs are refused before the first
+            PNG is written.
+        OptionError: bad fractions, seed or cache size; ``images``/``lesion_groups`` missing for, or given to a
+            format that does not read them (:func:`read_dermoscopy_source`).
     """
-    out = Path(out)
+    # a file as --out (or as the folder of its images or cache) is refused before the first read or write
+    out = refuse_file_as_folder(out, *(["images"] if format == "dermamnist" else []),
+                                *([f"cache_{cache_size}"] if _positive_int(cache_size) else []))
     csv, stats_stem, settings = out / "split.csv", out / "split_stats", out / "split.json"
     refuse_existing(csv, stats_stem.with_suffix(".csv"), stats_stem.with_suffix(".md"), settings, overwrite=overwrite)
     _check_fractions(val, test)
@@ -399,7 +433,8 @@ def prepare_dermoscopy_split(
         raise OptionError({"--seed": f"must be a whole number ≥ 0, got {seed!r}"})
     if int(cache_size) < 0:
         raise OptionError({"--cache_size": f"must be 0 (no cache) or a number of pixels, got {cache_size}"})
-    table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite, allow_missing)
+    table = read_dermoscopy_source(metadata, images, format, lesion_groups, out, overwrite, allow_missing,
+                                   cache_size=int(cache_size))
     n_listed, n_missing = table.attrs.get("n_listed"), table.attrs.get("n_missing")  # before attrs can be lost
     source = table.attrs.get("source", os.fspath(metadata))
     kept = "split" in table.columns

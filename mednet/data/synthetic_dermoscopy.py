@@ -83,6 +83,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mednet.io import refuse_file_as_folder
 from mednet.errors import DataError, OptionError
 from mednet.io import TEMP_MARKER, atomic_path, write_json_atomic
 
@@ -759,12 +760,13 @@ def generate_synthetic_dermoscopy(out_dir: str | os.PathLike, n_images: int, siz
         overwrite: replace the metadata, ``synthetic.json`` and the whole ``images/`` folder of an earlier set.
 
     Raises:
-        DataError: ``out_dir`` holds files and ``overwrite`` is False.
+        DataError: ``out_dir`` holds files and ``overwrite`` is False; ``out_dir`` (or its ``images``) is a file or
+            lies under one (also with ``overwrite``).
         OptionError: ``n_images`` or ``size`` out of range.
     """
     _check_options(n_images, size)
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    out = refuse_file_as_folder(out_dir, "images")  # --overwrite cannot turn a file into a folder
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(out, "output already exists; choose another folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     lesions = plan_lesions(n_images, seed)

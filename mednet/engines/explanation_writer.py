@@ -44,14 +44,15 @@ from mednet.explain.attribution import (
     EXPLAIN_METHODS,
     IG_BASELINES,
     attribution_maps_timed,
+    check_cam_layer,
     check_layer,
     check_methods,
-    feature_map_size,
     map_resolution,
 )
 from mednet.io import refuse_existing
 
-__all__ = ["ExplanationWriter", "check_explain_options", "check_target_class_option", "denormalize", "resolve_target_class"]
+__all__ = ["ExplanationWriter", "check_explain_options", "check_target_class_option", "denormalize",
+           "resolve_target_class", "run_explanations"]
 
 logger = logging.getLogger("mednet")
 
@@ -148,12 +149,14 @@ def check_explain_options(network: torch.nn.Module | None, class_names: Sequence
         ``(methods, target class index or None, Grad-CAM layer)`` — the layer resolved to the default when a
         Grad-CAM method is asked for and ``network`` is given, else ``layer`` as given.
 
-    With ``image_size``, a Grad-CAM layer is also run once on a blank image: its output must be a feature map,
-    computed once per forward pass (:func:`~mednet.explain.attribution.feature_map_size`).
+    With ``image_size``, Grad-CAM at the layer is also run once, forward and backward, on a blank image: its output
+    must be a feature map, computed once per forward pass and not modified in place by the next operation
+    (:func:`~mednet.explain.attribution.check_cam_layer`).
 
     Raises:
         OptionError: naming every bad option (unknown method, baseline, class or layer; a layer whose output is
-            no feature map or that runs twice; Grad-CAM on an ensemble; counts below 1).
+            no feature map, that runs twice or whose output is modified in place; Grad-CAM on an ensemble; counts
+            below 1).
     """
     methods = check_methods(methods)
     target = resolve_target_class(target_class, class_names)
@@ -168,16 +171,36 @@ def check_explain_options(network: torch.nn.Module | None, class_names: Sequence
         raise OptionError(problems)
     if network is not None and any(m in CAM_METHODS for m in methods):
         layer = check_layer(network, layer)
-        if image_size is not None:
-            feature_map_size(network, layer, int(image_size))
+        if image_size is not None:  # forward and backward once: a bad layer fails here, not at the first batch
+            check_cam_layer(network, layer, int(image_size))
     return methods, target, layer
+
+
+def run_explanations(evaluator: Engine, output_dir: str | os.PathLike) -> None:
+    """``evaluator.run()`` (explain.json's ``run``), removing ``output_dir`` if the run fails while it is still empty.
+
+    explain.json's ``output_dir`` is a new ``RUN/explain-<time>/`` that :func:`mednet.runs.new_run_dir` creates when
+    the config is resolved (creating it is what reserves the name). A run that fails before its first figure (an
+    unreadable image in the first batch, Ctrl-C) would otherwise leave an empty folder next to the good ones. A
+    folder holding anything (figures of earlier batches) is kept: outputs are never deleted.
+    """
+    try:
+        evaluator.run()
+    except BaseException:
+        folder = Path(output_dir)
+        try:
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                folder.rmdir()  # fails (and is left) if a file appeared meanwhile
+        except OSError as e:
+            logger.warning("%s: could not remove the empty explanation folder (%s)", folder, e)
+        raise
 
 
 class ExplanationWriter:
     """Attribution maps, one figure per image, ``explanations.csv`` and ``timing.csv`` (see the module docstring).
 
     Args:
-        output_dir: the explanation folder (created if missing).
+        output_dir: the explanation folder (created if missing, when the first figure is written).
         class_names: the run's classes, in output order.
         network: the network to explain (default: the engine's ``network``).
         methods: any of :data:`mednet.explain.attribution.EXPLAIN_METHODS`.
@@ -232,7 +255,6 @@ class ExplanationWriter:
             used: set[str] = set()
             refuse_existing(*(self.output_dir / f"{_unique_stem(i, used)}.png" for i in ids[: self.max_images]),
                             overwrite=self.overwrite)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def _network(self, engine: Engine) -> torch.nn.Module:
         network = self.network if self.network is not None else getattr(engine, "network", None)
@@ -276,6 +298,8 @@ class ExplanationWriter:
         raw = denormalize(images, self.normalization)
         pngs = [self.output_dir / f"{_unique_stem(ids[i], self.stems)}.png" for i in range(n)]
         refuse_existing(*pngs, overwrite=self.overwrite)  # all of the batch before its first figure
+        # created only now, with the first figure's maps computed: a run failing before leaves no empty folder
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         from mednet.reports.explanation_figure import plot_explanation
 
         for i in range(n):
