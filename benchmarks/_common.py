@@ -141,6 +141,24 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def int_list(minimum: int = 1, allowed: tuple[int, ...] | None = None) -> Callable[[str], list[int]]:
+    """An argparse ``type=``: comma-separated integers, each ≥ ``minimum`` (and one of ``allowed`` if given), at
+    least one (see :func:`int_at_least` for why at parsing). argparse applies it to a string default too."""
+    rule = f"each one of {', '.join(map(str, allowed))}" if allowed else f"each >= {minimum}"
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"comma-separated integers {rule}, got {text!r}") from None
+        if not values or min(values) < minimum or (allowed and not set(values) <= set(allowed)):
+            raise argparse.ArgumentTypeError(f"comma-separated integers {rule}, got {text!r}")
+        return values
+
+    parse.__name__ = "int_list"
+    return parse
+
+
 def positive_float(text: str) -> float:
     """An argparse ``type=``: a finite number > 0 (see :func:`int_at_least` for why at parsing)."""
     try:

@@ -43,6 +43,7 @@ from _common import (
     add_device_argument,
     cli_path,
     device_overrides,
+    int_list,
     non_negative_int,
     paired_rounds,
     positive_int,
@@ -210,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rss_images", type=non_negative_int, default=10015, help="0 skips the memory measurement")
     ap.add_argument("--work", type=cli_path, default=REPO / "demo" / "bench_dermoscopy",
                     help="where the synthetic sets are built (default: demo/bench_dermoscopy in the repository)")
-    ap.add_argument("--parts", default="1,2,3", help="which measurements to run (comma-separated, of 1,2,3)")
+    ap.add_argument("--parts", type=int_list(allowed=(1, 2, 3)), default="1,2,3",
+                    help="which measurements to run (comma-separated, of 1,2,3)")
     ap.add_argument("--threads", type=positive_int, default=2)
     add_device_argument(ap)
     return ap
@@ -227,12 +229,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
         ap.error(f"--images and --rss_images (unless 0) must be >= {minimum}")
     if not 16 <= args.source_size <= 1024 or not 16 <= args.image_size <= 1024:
         ap.error("--source_size and --image_size must be from 16 to 1024 pixels")
-    try:
-        args.parts = {int(p) for p in args.parts.split(",") if p.strip()}
-    except ValueError:
-        ap.error(f"--parts: comma-separated numbers of 1, 2, 3, got {args.parts!r}")
-    if not args.parts or not args.parts <= {1, 2, 3}:
-        ap.error(f"--parts: comma-separated numbers of 1, 2, 3, got {','.join(map(str, sorted(args.parts)))!r}")
+    args.parts = set(args.parts)
     return args, ap
 
 

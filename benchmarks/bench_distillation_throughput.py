@@ -36,6 +36,7 @@ from _common import (
     add_device_argument,
     cli_path,
     device_overrides,
+    int_list,
     paired_rounds,
     positive_int,
     resolve_device,
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=positive_int, default=3, help="untimed batches at the start of each run")
     p.add_argument("--student", default="receptive_field_cnn")
     p.add_argument("--teacher", default="shufflenet_v2_x0_5")
-    p.add_argument("--teacher_counts", default="1,5", help="numbers of teachers to measure, comma-separated")
+    p.add_argument("--teacher_counts", type=int_list(minimum=1), default="1,5",
+                   help="numbers of teachers to measure, comma-separated")
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=positive_int, default=2)
     add_device_argument(p)
@@ -140,12 +142,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
     an existing ``--out`` refused (a run's numbers are not replaced by another's)."""
     p = build_parser()
     args = p.parse_args(argv)
-    try:
-        args.teacher_counts = [int(x) for x in args.teacher_counts.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--teacher_counts: comma-separated integers >= 1, got {args.teacher_counts!r}")
-    if not args.teacher_counts or min(args.teacher_counts) < 1:
-        p.error(f"--teacher_counts: comma-separated integers >= 1, got {args.teacher_counts!r}")
     if args.out is not None and args.out.exists():
         p.error(f"--out {args.out}: exists; choose another file")
     return args, p
