@@ -293,8 +293,27 @@ def select_metrics(metrics: Mapping, include: Iterable[str] | None = None, exclu
 
 
 def report_paths(output_dir: str | os.PathLike, what: str = "report") -> str:
-    """Log and return a one-line pointer to a run's outputs (the last thing a bundle prints)."""
+    """Log and return a one-line pointer to a run's outputs (the last thing a bundle prints).
+
+    Logged where logging shows INFO (a bundle's ``logging.conf`` sends it to stdout), printed otherwise (a
+    workflow run from Python without logging set up): never both, so the line appears once.
+    """
     msg = f"mednet: {what} written to {Path(output_dir).resolve()}"
-    logger.info(msg)
-    print(msg, flush=True)
+    if _shows_info(logger):
+        logger.info(msg)
+    else:
+        print(msg, flush=True)
     return msg
+
+
+def _shows_info(log: logging.Logger) -> bool:
+    """Whether an INFO record of ``log`` reaches a handler that emits it (Python's last-resort handler, used when
+    none is configured, shows only warnings)."""
+    if not log.isEnabledFor(logging.INFO):
+        return False
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(h.level <= logging.INFO for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False

@@ -480,3 +480,35 @@ def test_a_bad_validation_image_leaves_no_ensemble_folder(tmp_path: Path) -> Non
                              runs_root=str(runs), device="cpu")
     assert line.startswith(f"mednet error: {images / 'L4.png'}: cannot decode image"), line
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_the_closing_report_line_appears_once(tmp_path, capsys) -> None:
+    """``report_paths`` is logged where logging shows INFO (a bundle's logging.conf: stdout) and printed only when
+    nothing would show it; it printed *and* logged, so every bundle command ended with the line twice."""
+    import io
+    import logging
+
+    from mednet.bundle_support import report_paths
+
+    root, mednet_logger = logging.getLogger(), logging.getLogger("mednet")
+    saved = root.handlers[:], root.level, mednet_logger.handlers[:], mednet_logger.level
+    stream = io.StringIO()
+    try:
+        root.handlers[:] = []
+        mednet_logger.handlers[:] = []
+        mednet_logger.setLevel(logging.NOTSET)
+        root.setLevel(logging.WARNING)  # nothing shows INFO: printed
+        line = report_paths(tmp_path, "report")
+        assert capsys.readouterr().out == line + "\n" and line == f"mednet: report written to {tmp_path.resolve()}"
+        handler = logging.StreamHandler(stream)
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)  # a handler, but one that drops INFO: still printed
+        report_paths(tmp_path, "report")
+        assert capsys.readouterr().out == line + "\n" and stream.getvalue() == ""
+        handler.setLevel(logging.INFO)  # logging.conf's console handler: logged once, not printed
+        report_paths(tmp_path, "report")
+        assert capsys.readouterr().out == "" and stream.getvalue() == line + "\n"
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        mednet_logger.handlers[:], mednet_logger.level = saved[2], saved[3]
