@@ -740,3 +740,79 @@ def test_an_ensemble_member_that_cannot_be_checked_is_warned_about(tmp_path, cap
         assert check_evaluated_rows(rows, ensemble / "settings.json", "test", tmp_path) is rows
     messages = [r.getMessage() for r in caplog.records]
     assert any("its member runs/gone" in m and "cannot check" in m for m in messages), messages
+
+
+# ---------------------------------------------------------------- a run's calibration belongs to its model.pt
+
+def _calibrated_run(tmp_path: Path) -> tuple[Path, dict]:
+    """A run folder with two checkpoints (their bytes differ, as a training run's model.pt and model_final.pt do)
+    and a calibration.json fitted on model.pt by :func:`write_calibration`, as training writes it."""
+    from mednet.calibration import fit_calibration, write_calibration
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"best validation epoch")
+    (run / "model_final.pt").write_bytes(b"last epoch")
+    z, y = calibrated_logits(0, n=400, k=3)
+    result = fit_calibration(z * 3.0, y, ["a", "b", "c"], target_accuracy=0.6)  # over-confident: T near 3
+    write_calibration(result, run, {"split": "validation", "checkpoint": str(run / "model.pt")})
+    return run, json.loads((run / "calibration.json").read_text(encoding="utf-8"))
+
+
+def test_calibration_is_applied_only_to_the_checkpoint_it_was_fitted_on(tmp_path, caplog) -> None:
+    """model.pt (or the run folder, meaning it) gets the fitted temperature and threshold; model_final.pt of the
+    same run gets T = 1 and no referral, with a warning saying why and what to do (it had model.pt's)."""
+    import hashlib
+
+    from mednet.calibration import read_calibration
+
+    run, saved = _calibrated_run(tmp_path)
+    assert saved["fitted_on"]["checkpoint_sha256"] == hashlib.sha256(b"best validation epoch").hexdigest()
+    assert saved["temperature"] > 1.5 and saved["referral"]["threshold"] is not None
+    for given in (run, run / "model.pt"):
+        got = read_calibration(given)
+        assert got["temperature"] == pytest.approx(saved["temperature"]), given
+        assert got["referral_threshold"] == pytest.approx(saved["referral"]["threshold"]), given
+        assert got["file"] == str(run / "calibration.json")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mednet"):
+        got = read_calibration(run / "model_final.pt")
+    assert got == {"temperature": 1.0, "referral_threshold": None, "referral": {}, "file": None}
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"{run / 'calibration.json'}: fitted on model.pt" in message and "not applied" in message
+    assert "belongs to the run's model.pt" in message and "calibrate model_final.pt" in message
+
+
+def test_calibration_of_replaced_weights_or_of_another_file_is_not_applied(tmp_path, caplog) -> None:
+    """A model.pt replaced after the fit no longer matches the recorded SHA-256; a calibration.json written before
+    the hash was recorded is matched by the name of the checkpoint it names (model.pt when it names none)."""
+    from mednet.calibration import read_calibration
+
+    run, saved = _calibrated_run(tmp_path)
+    (run / "model.pt").write_bytes(b"weights copied in after the fit")
+    with caplog.at_level("WARNING", logger="mednet"):
+        assert read_calibration(run)["temperature"] == 1.0
+        assert read_calibration(run / "model.pt")["referral_threshold"] is None
+    assert all("replaced after the fit" in r.getMessage() and "--overwrite True" in r.getMessage()
+               for r in caplog.records)
+    assert len(caplog.records) == 2
+    # older files: no hash; the bug's product (fitted on model_final.pt) is not applied to model.pt, and vice versa
+    legacy = dict(saved, fitted_on={"split": "validation", "checkpoint": str(run / "model_final.pt")})
+    (run / "calibration.json").write_text(json.dumps(legacy), encoding="utf-8")
+    assert read_calibration(run)["temperature"] == 1.0
+    assert read_calibration(run / "model_final.pt")["temperature"] == pytest.approx(saved["temperature"])
+    (run / "calibration.json").write_text(json.dumps(dict(saved, fitted_on={"split": "validation"})),
+                                          encoding="utf-8")
+    assert read_calibration(run / "model.pt")["temperature"] == pytest.approx(saved["temperature"])
+    assert read_calibration(run / "checkpoint_last.pt")["temperature"] == 1.0
+
+
+def test_calibrate_refuses_a_checkpoint_other_than_model_pt(tmp_path) -> None:
+    from mednet.calibration.run_calibration import check_calibration_checkpoint
+
+    check_calibration_checkpoint(tmp_path / "model.pt")
+    with pytest.raises(OptionError) as err:
+        check_calibration_checkpoint(tmp_path / "model_final.pt")
+    msg = str(err.value)
+    assert msg.startswith("--ckpt_path: calibrate.json fits the run's model.pt only, not model_final.pt: "), msg
+    assert f"{tmp_path / 'calibration.json'} is model.pt's" in msg and "evaluate model_final.pt uncalibrated" in msg

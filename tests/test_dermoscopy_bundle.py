@@ -288,3 +288,29 @@ def test_ensemble_with_searched_weights(trained: Path, student: Path, split_dir:
     line = refusal("ensemble", dataset_dir=str(split_dir), runs_root=str(tmp_path / "x"),
                    members=[str(trained), str(student)], weights="5:1:x")
     assert "--weights" in line and "'x' is not a number" in line
+
+
+def test_calibration_json_belongs_to_model_pt(trained: Path, split_dir: Path, tmp_path: Path) -> None:
+    """The run's calibration.json is model.pt's (it records its SHA-256): calibrate.json refuses model_final.pt
+    (its fit would have replaced model.pt's, which the web demo then applied to other weights), and evaluation of
+    model_final.pt runs uncalibrated instead of applying model.pt's temperature and referral threshold."""
+    from mednet.runs import file_sha256
+
+    run = Path(shutil.copytree(trained, tmp_path / trained.name, ignore=shutil.ignore_patterns("eval-*")))
+    target = run / "calibration.json"
+    from_training = target.read_bytes()
+    calibration = json.loads(from_training)
+    assert calibration["fitted_on"]["checkpoint_sha256"] == file_sha256(run / "model.pt")
+    assert calibration["temperature"] != pytest.approx(1.0)
+    final = run / "model_final.pt"
+    line = refusal("calibrate", dataset_dir=str(split_dir), **ARCH_SETTINGS, ckpt_path=str(final), overwrite=True)
+    assert line.startswith("mednet error: --ckpt_path: calibrate.json fits the run's model.pt only, not "
+                           "model_final.pt"), line
+    assert target.read_bytes() == from_training
+    run_bundle("dermoscopy_classification", "evaluate", dataset_dir=str(split_dir), **ARCH_SETTINGS,
+               ckpt_path=str(final))
+    (eval_dir,) = [p for p in run.iterdir() if p.name.startswith("eval-test-")]
+    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert report["info"]["checkpoint"] == str(final.resolve())
+    assert report["info"]["temperature"] == 1.0 and report["info"]["referral_threshold"] is None
+    assert "refer" not in pd.read_csv(eval_dir / "predictions.csv").columns

@@ -10,10 +10,18 @@ inference and the web demo read them back (:func:`read_calibration`) and apply t
                   "coverage": 0.62, "accuracy": 0.978, "accuracy_lower_bound": 0.955, "achievable": true,
                   "n": 300},  # refer a case less confident than this; accepted: ≥ 95 % accurate at 90 % confidence
      "validation": {"before": {...}, "after": {...}},   # accuracy, ECE, OE, UCE, NLL, Brier, AURC at T = 1 and T
-     "fitted_on": {"split": "validation", "n_images": 300, ...}}
+     "fitted_on": {"split": "validation", "n_images": 300, "checkpoint": ".../model.pt",
+                   "checkpoint_sha256": "9f2c...", ...}}
 
 plus ``calibration_reliability.png`` (before / after, side by side) and ``calibration_risk_coverage.csv/.png``.
 Every choice is made on the validation split: the test split is touched once, by evaluation.
+
+``calibration.json`` belongs to the run's ``model.pt`` (the model evaluation, inference, the web demo and gated
+retraining serve), and to those very weights: it records their SHA-256, and :func:`read_calibration` applies it to
+a checkpoint only if it was fitted on that file — another checkpoint of the run (``model_final.pt``) or a
+``model.pt`` replaced since is used uncalibrated (T = 1, no referral), with a warning. ``calibrate.json`` refits
+``model.pt`` only (:func:`check_calibration_checkpoint`): a calibration of ``model_final.pt`` written there would be
+applied to ``model.pt``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import logging
 import math
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,7 +46,7 @@ from mednet.io import read_json_object, refuse_existing, write_json_atomic
 from mednet.metrics.classification import classification_report
 
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_SCORES", "calibration_scores", "check_calibration_split", "fit_calibration", "write_calibration",
-           "read_calibration", "calibrated_referral_settings"]
+           "read_calibration", "calibrated_referral_settings", "check_calibration_checkpoint"]
 
 logger = logging.getLogger("mednet")
 
@@ -99,7 +108,9 @@ def write_calibration(result: Mapping, output_dir: str | os.PathLike, info: Mapp
     ``calibration_reliability.png`` (before / after side by side) and ``calibration_risk_coverage.csv/.png``.
 
     Args:
-        info: where it was fitted (split, data, number of images, checkpoint…), stored as ``fitted_on``.
+        info: where it was fitted (split, data, number of images, checkpoint…), stored as ``fitted_on``; with a
+            ``"checkpoint"`` that exists, its SHA-256 is added as ``"checkpoint_sha256"`` (what
+            :func:`read_calibration` compares with the checkpoint it is asked for).
         overwrite: refuse an existing ``calibration.json`` when False (``calibrate.json`` without ``--overwrite``).
     """
     from mednet.reports.calibration import plot_reliability_comparison
@@ -125,7 +136,13 @@ def write_calibration(result: Mapping, output_dir: str | os.PathLike, info: Mapp
                        threshold_points={f"after (T = {t:.2f})": point["after"]} if point else None,
                        title="validation split: risk–coverage")
     content = {k: result[k] for k in ("temperature", "referral", "validation", "n_bins", "class_names")}
-    content["fitted_on"] = dict(info or {})
+    fitted_on = dict(info or {})
+    checkpoint = fitted_on.get("checkpoint")
+    if checkpoint and "checkpoint_sha256" not in fitted_on and Path(str(checkpoint)).is_file():
+        from mednet.runs import file_sha256
+
+        fitted_on["checkpoint_sha256"] = file_sha256(str(checkpoint))
+    content["fitted_on"] = fitted_on
     return write_json_atomic(_clean(content), path)
 
 
@@ -145,7 +162,8 @@ def _clean(obj: object) -> object:
 
 
 def read_calibration(checkpoint: str | os.PathLike | None) -> dict:
-    """The calibration of the run holding ``checkpoint`` (a ``model.pt`` or a run folder).
+    """The calibration of ``checkpoint`` (a checkpoint file, or a run folder: its ``model.pt``), from the run's
+    ``calibration.json``.
 
     Returns ``{"temperature": T, "referral_threshold": t or None, "referral": {...}, "file": path or None}``:
     ``T = 1`` and no threshold when the run has no ``calibration.json`` (trained before calibration existed, or an
@@ -153,31 +171,97 @@ def read_calibration(checkpoint: str | os.PathLike | None) -> dict:
     file's whole ``referral`` record (target accuracy, confidence level, validation coverage…, what the web demo
     shows beside the threshold; ``{}`` without one).
 
+    ``calibration.json`` is applied only to the checkpoint it was fitted on: the one whose SHA-256 it records
+    (``fitted_on.checkpoint_sha256``), or, for a file written before the hash was recorded, the one with the name of
+    its ``fitted_on.checkpoint`` (``model.pt`` when it names none). Any other checkpoint (``model_final.pt``,
+    ``checkpoint_last.pt``, a ``model.pt`` replaced after fitting) gets the result of a run without calibration,
+    with a warning saying why and how to fit one. A run folder without ``model.pt`` (an ensemble run) has its
+    calibration applied as it is.
+
     Raises:
         DataError: the file exists but is unreadable or holds a temperature that is not a finite number > 0.
     """
+    uncalibrated = {"temperature": 1.0, "referral_threshold": None, "referral": {}, "file": None}
     if checkpoint is None:
-        return {"temperature": 1.0, "referral_threshold": None, "referral": {}, "file": None}
-    run = Path(checkpoint)
-    run = run if run.is_dir() else run.parent
+        return uncalibrated
+    from mednet.runs import MODEL_FILE
+
+    given = Path(checkpoint)
+    run, model = (given, given / MODEL_FILE) if given.is_dir() else (given.parent, given)
     path = run / CALIBRATION_FILE
     if not path.is_file():
         logger.warning("%s: no %s — probabilities are not temperature-scaled and no case is referred (fit one with "
                        "calibrate.json)", run, CALIBRATION_FILE)
-        return {"temperature": 1.0, "referral_threshold": None, "referral": {}, "file": None}
+        return uncalibrated
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
         temperature = float(content["temperature"])
         referral = content.get("referral") or {}
         threshold = referral.get("threshold")
+        fitted_on = content.get("fitted_on") or {}
+        if not isinstance(fitted_on, Mapping):
+            raise TypeError(f"fitted_on is {type(fitted_on).__name__}, not an object")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(path, f"cannot read the calibration ({type(e).__name__}: {e})") from e
     try:
         check_temperature(temperature)
     except ValueError as e:
         raise DataError(path, f"invalid temperature: {e}") from e
+    other = _fitted_on_another_checkpoint(fitted_on, model)
+    if other:
+        if model.name == MODEL_FILE:
+            fix = (f"refit it for this {MODEL_FILE} with calibrate.json --ckpt_path {shlex.quote(str(run))} "
+                   "--overwrite True")
+        else:
+            fix = (f"{CALIBRATION_FILE} belongs to the run's {MODEL_FILE}; to calibrate {model.name}, copy it as "
+                   f"{MODEL_FILE}, with settings.json, into a folder of its own and run calibrate.json with "
+                   "--ckpt_path on that folder")
+        logger.warning("%s: fitted on %s — not applied: probabilities are not temperature-scaled and no case is "
+                       "referred; %s", path, other, fix)
+        return uncalibrated
     return {"temperature": temperature, "referral_threshold": None if threshold is None else float(threshold),
             "referral": dict(referral), "file": str(path)}
+
+
+def _fitted_on_another_checkpoint(fitted_on: Mapping, model: Path) -> str | None:
+    """``"<what it was fitted on>, not on <model>"`` when a calibration's ``fitted_on`` record is not ``model``'s;
+    None when it is (the same SHA-256 when recorded and ``model`` exists; else the same file name, ``model.pt``
+    when the record names no checkpoint)."""
+    from mednet.runs import MODEL_FILE, file_sha256
+
+    recorded = fitted_on.get("checkpoint")
+    name = Path(str(recorded)).name if recorded else MODEL_FILE
+    digest = fitted_on.get("checkpoint_sha256")
+    if digest and model.is_file():
+        actual = file_sha256(model)
+        if actual == str(digest):
+            return None
+        if model.name == name:
+            return (f"{name} with SHA-256 {str(digest)[:12]}…, not on {model} as it is now "
+                    f"(SHA-256 {actual[:12]}…: replaced after the fit)")
+        return f"{name} (SHA-256 {str(digest)[:12]}…), not on {model}"
+    return None if model.name == name else f"{name}, not on {model}"
+
+
+def check_calibration_checkpoint(checkpoint: str | os.PathLike) -> None:
+    """``calibrate.json`` refits the run's ``model.pt`` only: its ``calibration.json`` is ``model.pt``'s (what
+    evaluation, inference, the web demo and retraining serve), and a temperature and threshold fitted on
+    ``model_final.pt`` written there would replace it (the web demo applied them to ``model.pt``).
+
+    Raises:
+        OptionError: ``checkpoint`` is not a ``model.pt`` (names ``--ckpt_path`` and what to do instead).
+    """
+    from mednet.errors import OptionError
+    from mednet.runs import MODEL_FILE
+
+    path = Path(checkpoint)
+    if path.name != MODEL_FILE:
+        raise OptionError({"--ckpt_path": f"calibrate.json fits the run's {MODEL_FILE} only, not {path.name}: "
+                                          f"{path.parent / CALIBRATION_FILE} is {MODEL_FILE}'s (evaluation, "
+                                          f"inference and the web demo apply it to {MODEL_FILE}); calibrate "
+                                          f"{MODEL_FILE} (--ckpt_path {shlex.quote(str(path.parent))}), or evaluate "
+                                          f"{path.name} uncalibrated (evaluate.json --ckpt_path "
+                                          f"{shlex.quote(str(path))}: T = 1, no referral)"})
 
 
 def calibrated_referral_settings(run: str | os.PathLike) -> dict:
