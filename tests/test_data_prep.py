@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -89,6 +90,25 @@ def _files(folder: Path) -> dict[Path, bytes]:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _fail_moving_in(m: pytest.MonkeyPatch, root: Path, at: int, error: BaseException) -> list[Path]:
+    """os.replace raises ``error`` on the ``at``-th file moved from a hidden staging folder under ``root`` into place
+    (not on the earlier files moved aside or back, nor on atomic writes inside the staging folder); the files moved
+    in are listed."""
+    real, moves, root = os.replace, [], root.resolve()
+
+    def replace(src, dst, *args, **kwargs):
+        parts = Path(src).relative_to(root).parts if Path(src).is_relative_to(root) else ()
+        staged = any(TEMP_MARKER in p for p in parts) and "new" in parts
+        if staged and not any(TEMP_MARKER in p for p in Path(dst).relative_to(root).parts):
+            moves.append(Path(dst))
+            if len(moves) == at:
+                raise error
+        return real(src, dst, *args, **kwargs)
+
+    m.setattr(os, "replace", replace)
+    return moves
+
+
 def test_demo_cohort_overwrite_that_fails_midway_keeps_the_earlier_cohort(tmp_path: Path, monkeypatch) -> None:
     """--overwrite generates the new cohort whole before it replaces the old one: a failure while generating (here
     the second subject), or while the new files are moved in, leaves the earlier cohort byte for byte."""
@@ -112,21 +132,13 @@ def test_demo_cohort_overwrite_that_fails_midway_keeps_the_earlier_cohort(tmp_pa
             build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)
     assert _files(out) == before
     assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]  # no staging folder left either
-    move, moves = shutil.move, []
-
-    def fail_on_the_third_new_file(src, dst):
-        if TEMP_MARKER in str(src) and "-replaced" not in str(src):  # from staging, not an earlier file put back
-            moves.append(src)
-            if len(moves) == 3:
-                raise OSError("disk full")
-        return move(src, dst)
-
-    with monkeypatch.context() as m:
-        m.setattr(cohort.shutil, "move", fail_on_the_third_new_file)
-        with pytest.raises(OSError, match="disk full"):
-            build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)
-    assert _files(out) == before and len(moves) == 3
-    assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
+    for error in (OSError("disk full"), KeyboardInterrupt()):  # a failed move, or Ctrl-C, while the files move in
+        with monkeypatch.context() as m:
+            moves = _fail_moving_in(m, tmp_path, at=3, error=error)
+            with pytest.raises(type(error)):
+                build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)
+        assert _files(out) == before and len(moves) == 3
+        assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
     build_demo_cohort(out=str(out), subjects=3, seed=2, zoom=0.2, overwrite=True)  # the re-run then works
     after = _files(out)
     assert after[Path("notes.txt")] == b"mine" and after[Path("cohort.csv")] != before[Path("cohort.csv")]
@@ -351,6 +363,91 @@ def test_slice_failure_on_a_later_volume_leaves_nothing_and_the_rerun_works(tiny
     with pytest.raises(DataError, match=re.escape(str(out / "training" / "b_axis2.npz")) + ": output already exists"):
         slice_datalist(str(datalist), str(out), **options)
     assert not (out / "training" / "a_axis2.npz").exists()
+
+
+def _tiny_datalist(folder: Path) -> Path:
+    """Two tiny labelled volumes (24×24×12, all four labels) and their datalist: slicing them takes milliseconds."""
+    rng = np.random.default_rng(0)
+    items = []
+    for name in ("a", "b"):
+        label = np.zeros((24, 24, 12), np.uint8)
+        label[2:-2, 2:-2, 1:-1] = rng.integers(1, 4, (20, 20, 10))
+        image = ((label * 100.0 + rng.uniform(1, 20, label.shape)) * (label > 0)).astype(np.float32)
+        for data, sub in ((image, "images"), (label, "labels")):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(folder / sub / f"{name}.nii.gz"))
+        items.append({"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz"})
+    (folder / "datalist.json").write_text(json.dumps({"training": items}))
+    return folder / "datalist.json"
+
+
+#: a run replacing ``dest``'s files ``names`` (other bytes), killed outright (SIGKILL) after 2 files moved in
+_KILLED_WHILE_MOVING_IN = """
+import os, signal, sys
+from pathlib import Path
+from mednet.io import replace_files
+dest, names = Path(sys.argv[1]), sys.argv[2:]
+real, moved = os.replace, []
+def replace(src, dst):
+    if "new" in Path(src).parts[-4:]:
+        moved.append(dst)
+        if len(moved) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.replace = replace
+with replace_files(dest, old=names, last=names[-1]) as staging:
+    for name in names:
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(b"half-replaced")
+"""
+
+
+def test_slicing_overwrite_interrupted_or_killed_keeps_the_earlier_slice_set(tmp_path: Path, monkeypatch) -> None:
+    """--overwrite over an earlier slice set: Ctrl-C while the new files move in leaves the earlier set byte for
+    byte; a run killed outright (SIGKILL) midway is rolled back by the next run before it checks anything (so
+    without --overwrite it refuses the earlier set, unchanged); with --overwrite the set is then replaced whole."""
+    datalist = _tiny_datalist(tmp_path / "data")
+    out = tmp_path / "slices"
+    options = dict(split="training", axis=-1, intensity_normalization="scale", bias_correction="none")
+    slice_datalist(str(datalist), str(out), **options)
+    before = _files(out)
+    assert sorted(map(str, before)) == ["slices.csv", "training/a_axis2.npz", "training/b_axis2.npz"]
+    with monkeypatch.context() as m:
+        moves = _fail_moving_in(m, tmp_path, at=2, error=KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            slice_datalist(str(datalist), str(out), overwrite=True, drop_empty=True, **options)
+    assert _files(out) == before and len(moves) == 2
+    assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
+    if os.name == "posix":
+        names = [str(rel) for rel in before if rel.name != "slices.csv"] + ["slices.csv"]
+        proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MOVING_IN, str(out), *names], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -9, proc.stderr
+        assert _files(out) != before and [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
+        with pytest.raises(DataError, match="output already exists"):
+            slice_datalist(str(datalist), str(out), **options)
+        assert _files(out) == before and not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
+    slice_datalist(str(datalist), str(out), overwrite=True, drop_empty=True, **options)
+    after = _files(out)
+    assert set(after) == set(before) and all(after[k] != before[k] for k in after)
+    assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_demo_cohort_after_a_run_killed_while_moving_in(tmp_path: Path) -> None:
+    """A cohort run killed outright (SIGKILL) with 2 new files in place: the next run puts the earlier cohort back
+    before its "not empty" check (so it refuses it, unchanged, without --overwrite) and leaves no hidden folder."""
+    out = tmp_path / "cohort"
+    build_demo_cohort(out=str(out), subjects=3, seed=1, zoom=0.2)
+    before = _files(out)
+    names = [str(rel) for rel in before if rel.name != "datalist.json"] + ["datalist.json"]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MOVING_IN, str(out), *names], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert _files(out) != before and [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
+    with pytest.raises(DataError, match="not empty"):
+        build_demo_cohort(out=str(out), subjects=3, seed=1, zoom=0.2)
+    assert _files(out) == before and not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
 
 
 def test_demos_refuse_to_reuse_data_made_with_other_options(tmp_path: Path) -> None:

@@ -317,6 +317,88 @@ def test_read_dermamnist_and_folder_through_one_split_csv(tmp_path: Path) -> Non
         dermamnist_to_folder(npz, tmp_path / "out")
 
 
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("write, fail_at, error", [
+    ("to_folder", 5, OSError("No space left on device")),   # the reviewer's case: while the old images move aside
+    ("to_folder", 20, KeyboardInterrupt()),                 # Ctrl-C while the new ones move in
+    ("table", 5, OSError("No space left on device")),       # dermamnist_table, as data_prep.dermoscopy calls it
+])
+def test_dermamnist_overwrite_that_fails_midway_keeps_every_earlier_image(tmp_path: Path, monkeypatch, write: str,
+                                                                         fail_at: int, error: BaseException) -> None:
+    """Built from a.npz, then from b.npz with overwrite while os.replace fails on its n-th call: every PNG (and
+    split.csv) is still a.npz's — before, the images moved in so far stayed, under the old split.csv's labels."""
+    from mednet.data.dermoscopy import dermamnist_table
+
+    out = tmp_path / "out"
+    a, b = write_dermamnist(tmp_path / "a.npz", seed=0), write_dermamnist(tmp_path / "b.npz", seed=1)
+    build = (lambda npz: dermamnist_to_folder(npz, out, overwrite=True)) if write == "to_folder" else \
+        (lambda npz: dermamnist_table(npz, out, overwrite=True))
+    build(a)
+    before = _folder_bytes(out)
+    assert len([k for k in before if k.endswith(".png")]) == 14
+    real, calls = os.replace, []
+
+    def failing(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == fail_at:
+            raise error
+        return real(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", failing)
+        with pytest.raises(type(error)):
+            build(b)
+    assert _folder_bytes(out) == before
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+    table = build(b)  # the re-run replaces the set whole
+    after = _folder_bytes(out)
+    assert set(after) == set(before) and all(after[k] != before[k] for k in after if k.endswith(".png"))
+    if write == "to_folder":
+        table = load_split_table(out)
+    np.testing.assert_array_equal(load_rgb(table["path"][0]), read_dermamnist(b)["training"][0][0])
+
+
+#: a run replacing ``dest``'s files ``names`` (other bytes), killed outright (SIGKILL) after 3 files moved in
+KILLED_WHILE_MOVING_IN = """
+import os, signal, sys
+from pathlib import Path
+from mednet.io import replace_files
+dest, names = Path(sys.argv[1]), sys.argv[2:]
+real, moved = os.replace, []
+def replace(src, dst):
+    if "new" in Path(src).parts[-4:]:
+        moved.append(dst)
+        if len(moved) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.replace = replace
+with replace_files(dest, old=names, last=names[-1]) as staging:
+    for name in names:
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(b"half-replaced")
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_dermamnist_after_a_run_killed_while_moving_in(tmp_path: Path) -> None:
+    """A run killed outright (SIGKILL) with 3 new images moved in: the next run puts the earlier images back before
+    it checks anything (so without overwrite it refuses them, unchanged), and leaves no hidden folder."""
+    out = tmp_path / "out"
+    dermamnist_to_folder(write_dermamnist(tmp_path / "a.npz", seed=0), out)
+    before = _folder_bytes(out)
+    names = [k for k in before if k != "split.csv"] + ["split.csv"]
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_MOVING_IN, str(out), *names], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert _folder_bytes(out) != before and [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    with pytest.raises(DataError, match="output already exists"):
+        dermamnist_to_folder(tmp_path / "a.npz", out)
+    assert _folder_bytes(out) == before and not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
 def test_read_dermamnist_errors(tmp_path: Path) -> None:
     missing = write_dermamnist(tmp_path / "m.npz", drop="val_labels")
     with pytest.raises(DataError, match=r"m\.npz: missing key\(s\) val_labels \(present: test_images, test_labels, "

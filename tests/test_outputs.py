@@ -150,8 +150,6 @@ def test_slicing_with_overwrite_keeps_the_earlier_set_whole_when_it_fails(collid
     """--overwrite over an earlier slice set: a failure while the new files go in place (a move fails half-way,
     or the index cannot be written) leaves the earlier set exactly as it was, never new slices under the old
     slices.csv; the same run without the failure replaces the set whole."""
-    import shutil
-
     import mednet.data.slice_files as slice_files
 
     out = tmp_path / "slices"
@@ -162,22 +160,22 @@ def test_slicing_with_overwrite_keeps_the_earlier_set_whole_when_it_fails(collid
     before = _folder_bytes(out)
     assert len(before) == 5  # slices.csv and 4 volumes
 
-    real_move = shutil.move
+    real_replace = os.replace
     staged_moves = []
 
-    def failing_move(src, dst, *args, **kwargs):  # fails on the second staged file moved into place
-        if TEMP_MARKER in str(src) and "-replaced" not in str(src):
+    def failing_replace(src, dst, *args, **kwargs):  # fails on the second staged file moved into place
+        if TEMP_MARKER in str(src) and "new" in Path(src).parts[-4:]:  # from staging, not a file put back
             staged_moves.append(src)
             if len(staged_moves) == 2:
                 raise OSError("No space left on device")
-        return real_move(src, dst, *args, **kwargs)
+        return real_replace(src, dst, *args, **kwargs)
 
     class FailingWriter:
         def __init__(self, *args, **kwargs):
             raise OSError("No space left on device")
 
     if fail_at == "second npz":
-        monkeypatch.setattr(slice_files.shutil, "move", failing_move)
+        monkeypatch.setattr(os, "replace", failing_replace)
     else:
         monkeypatch.setattr(slice_files.csv, "DictWriter", FailingWriter)
     with pytest.raises(OSError, match="No space left"):

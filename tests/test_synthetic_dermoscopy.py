@@ -164,6 +164,34 @@ def test_refuses_to_overwrite(synthetic_set: Path, tmp_path: Path) -> None:
     assert json.loads((out / "synthetic.json").read_text(encoding="utf-8"))["seed"] == 5
 
 
+@pytest.mark.parametrize("failure", [OSError("No space left on device"), KeyboardInterrupt()])
+def test_an_overwrite_that_fails_while_moving_in_keeps_the_earlier_set(tmp_path: Path, monkeypatch,
+                                                                       failure: BaseException) -> None:
+    """--overwrite replaces images, synthetic.json and the metadata all or nothing: a failure (or Ctrl-C) while the
+    new files move in leaves the earlier set byte for byte, never new images under the old metadata."""
+    import os
+
+    out = tmp_path / "set"
+    generate_synthetic_dermoscopy(out, n_images=30, size=32, seed=1)
+    before = folder_bytes(out)
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst, *args, **kwargs):
+        calls.append(src)
+        if len(calls) == 12:  # past the old files set aside, among the new images moving in
+            raise failure
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(type(failure)):
+        generate_synthetic_dermoscopy(out, n_images=25, size=32, seed=5, overwrite=True)
+    monkeypatch.undo()
+    assert folder_bytes(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no hidden staging folder left
+    generate_synthetic_dermoscopy(out, n_images=25, size=32, seed=5, overwrite=True)
+    assert len(read_rows(out)) == 25 and len(list((out / "images").iterdir())) == 25
+
+
 def test_an_out_that_is_a_file_is_refused_also_with_overwrite(tmp_path: Path) -> None:
     """--overwrite cannot turn a file into a folder: one DataError naming it (not mkdir's FileExistsError), and the
     file is left as it was."""

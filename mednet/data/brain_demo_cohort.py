@@ -33,19 +33,18 @@ Writes ``images/sub-XXX.nii.gz`` (float32), ``labels/sub-XXX.nii.gz`` (uint8), `
 (training / validation / test, by subject) and ``cohort.csv`` (one row per subject: split, shape, spacing,
 orientation, the cohort's seed and generator, drawn bias coefficient bound and realised field range, gamma,
 noise). The same seed gives the same volumes. The cohort is generated in a hidden staging folder next to the
-output folder and moved into place only when complete; with ``--overwrite`` the earlier cohort's files are moved
-aside first and deleted only once the new ones are in place (moved back if that fails), so a run that fails midway
-leaves the earlier cohort intact.
+output folder and moved into place only when complete (:func:`mednet.io.replace_files`); with ``--overwrite`` the
+earlier cohort's files are moved aside first and deleted only once the new ones are in place (moved back if that
+fails, Ctrl-C included), so a run that fails midway leaves the earlier cohort intact. A run killed outright
+(SIGKILL) leaves that hidden folder; the next run on the same ``--out`` puts the earlier cohort back from it and
+deletes it.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import numbers
-import secrets
-import shutil
 import time
 from pathlib import Path
 
@@ -69,7 +68,7 @@ from mednet.data.datalist import write_datalist
 from mednet.io import refuse_file_as_folder
 from mednet.errors import DataError, OptionError
 from mednet.data.mni import load_mni152_template
-from mednet.io import TEMP_MARKER, atomic_path
+from mednet.io import atomic_path, recover_replacements, replace_files
 
 __all__ = ["build_demo_cohort", "split_subjects", "subject_streams", "field_log_range", "VARIATION",
            "TEST_FIELD_MARGIN", "GENERATOR"]
@@ -236,44 +235,6 @@ def _cohort_files(out_dir: Path) -> list[Path]:
     return [f for f in files if (out_dir / f).is_file() or (out_dir / f).is_symlink()]
 
 
-def _put_in_place(staging: Path, out_dir: Path, replaced_dir: Path) -> None:
-    """Move the complete new cohort from ``staging`` into ``out_dir``, replacing the earlier cohort's files.
-
-    The earlier files are first moved aside into ``replaced_dir`` (the whole set, so that a cohort is never a mix of
-    two), then the new ones moved in, ``datalist.json`` last; if a move fails, the new files are taken out and the
-    earlier ones moved back. ``replaced_dir`` is deleted after success, and after a failure once everything is back;
-    a file that cannot be moved back stays there (logged).
-    """
-    new = sorted((f.relative_to(staging) for f in staging.rglob("*") if f.is_file()),
-                 key=lambda f: f == Path("datalist.json"))  # the datalist last: it names the volumes
-    replaced: list[Path] = []
-    moved: list[Path] = []
-    restored = True
-    try:
-        for rel in _cohort_files(out_dir):
-            (replaced_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(out_dir / rel, replaced_dir / rel)
-            replaced.append(rel)
-        for rel in new:
-            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(staging / rel, out_dir / rel)  # a rename: staging is next to out_dir
-            moved.append(rel)
-    except BaseException:
-        for rel in moved:
-            (out_dir / rel).unlink(missing_ok=True)
-        for rel in reversed(replaced):
-            try:
-                shutil.move(replaced_dir / rel, out_dir / rel)
-            except Exception as e:  # keep restoring the others; the original error is re-raised
-                restored = False
-                logging.getLogger("mednet").error("%s: could not restore the earlier version (%s); it is in %s",
-                                                  out_dir / rel, e, replaced_dir / rel)
-        raise
-    finally:
-        if restored:
-            shutil.rmtree(replaced_dir, ignore_errors=True)
-
-
 def build_demo_cohort(
     out: str = "demo/cohort", subjects: int = 6, seed: int = 0, zoom: float = 1.0, overwrite: bool = False
 ) -> Path:
@@ -293,27 +254,26 @@ def build_demo_cohort(
         DataError: ``out`` (or its ``images``/``labels``) is a file or ``out`` lies under one, or ``out`` is not
             empty and not ``overwrite``.
 
-    The new cohort is generated whole before it replaces the earlier one: a run that fails (or is interrupted)
-    midway leaves ``out`` as it was.
+    The new cohort is generated whole before it replaces the earlier one (:func:`mednet.io.replace_files`): a run
+    that fails (or is interrupted) midway leaves ``out`` as it was; if an earlier file cannot be put back, the
+    :class:`DataError` names the hidden folder that keeps it. A run killed outright (SIGKILL) leaves a hidden
+    ``.<out>.tmp-<8 hex>`` folder next to ``out``; the next run on ``out`` puts the earlier cohort back from it
+    and deletes it, before it checks ``out``.
     """
     subjects, seed, zoom = _check_options(subjects, seed, zoom)
     out_dir = refuse_file_as_folder(out, "images", "labels")
+    recover_replacements(out_dir)  # a run killed while replacing the cohort: the earlier one back, before the check
     splits = split_subjects(subjects)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise DataError(out_dir, "output directory is not empty; choose another --out or pass --overwrite")
     # The cohort is written whole into a hidden staging folder next to ``out`` and only then replaces the earlier
-    # one (:func:`_put_in_place`): a failure while generating (Ctrl-C, a full disk, a bug) leaves the earlier
-    # cohort as it was, and no partial one that blocks the re-run.
-    target = out_dir.resolve()
-    token = secrets.token_hex(4)
-    staging = target.parent / f".{target.name}{TEMP_MARKER}{token}"
-    try:
-        (staging / "images").mkdir(parents=True)
+    # one's files, datalist.json last (:func:`mednet.io.replace_files`): a failure while generating or while the
+    # files move (Ctrl-C, a full disk, a bug) leaves the earlier cohort as it was, and no partial one that blocks
+    # the re-run.
+    with replace_files(out_dir, old=_cohort_files(out_dir), last="datalist.json") as staging:
+        (staging / "images").mkdir()
         (staging / "labels").mkdir()
         datalist = _write_cohort(staging, subjects, seed, zoom, splits)
-        _put_in_place(staging, out_dir, target.parent / f".{target.name}{TEMP_MARKER}{token}-replaced")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {subjects} subjects, {out_dir / 'cohort.csv'} and {out_dir / datalist.name}")
     return out_dir / datalist.name
 

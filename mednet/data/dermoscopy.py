@@ -39,8 +39,6 @@ import functools
 import logging
 import os
 import re
-import secrets
-import shutil
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -53,7 +51,7 @@ from tqdm.auto import tqdm
 from mednet.errors import DataError
 from mednet.data.naming import DICOM_SUFFIXES, PHOTO_SUFFIXES, unique_names
 from mednet.data.splits import SPLITS as _SPLIT_NAMES
-from mednet.io import TEMP_MARKER, atomic_path, refuse_existing
+from mednet.io import atomic_path, recover_replacements, refuse_existing, replace_files
 
 __all__ = [
     "DERMOSCOPY_CLASSES",
@@ -576,42 +574,14 @@ def dermamnist_table(
     Everything that can be checked is checked before the first PNG is written, so a refused run leaves nothing that
     blocks its corrected re-run: the images' size against ``cache_size`` (> 0: the resized cache the caller writes
     next, :func:`check_image_size` — DermaMNIST's 28 px images cannot feed a 128 px cache) and every PNG that exists
-    already (refused unless ``overwrite``). The PNGs are written into a hidden staging folder next to ``images`` and
-    moved in only when all are written, so an interrupted run (Ctrl-C, a full disk) leaves no partial set either.
+    already (refused unless ``overwrite``). The PNGs are written into a hidden staging folder next to ``out_dir``
+    and replace the earlier ones all or nothing (:func:`mednet.io.replace_files`): an interrupted run (Ctrl-C, a
+    full disk, a failed move) leaves no partial set, and with ``overwrite`` the earlier PNGs exactly as they were —
+    never some images of the new file under the labels of the old ``split.csv``. A run killed outright (SIGKILL)
+    leaves the hidden ``.<out_dir>.tmp-<8 hex>`` folder; the next run on ``out_dir`` puts the earlier PNGs back
+    from it and deletes it before it checks anything.
     """
-    data = read_dermamnist(npz_path, num_classes=len(class_names))
-    from PIL import Image
-
-    if int(cache_size) > 0:  # one size per split array: its first image stands for all
-        for images, _ in data.values():
-            if len(images):
-                check_image_size(images[0], int(cache_size), npz_path, "--cache_size")
-    image_dir = Path(out_dir) / "images"
-    plan = [(split, i, f"dermamnist_{split}_{i}") for split, (images, _) in data.items() for i in range(len(images))]
-    refuse_existing(*(image_dir / f"{image_id}.png" for _, _, image_id in plan), overwrite=overwrite)
-    image_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = image_dir.parent / f".{image_dir.name}{TEMP_MARKER}{secrets.token_hex(4)}"
-    moved: list[Path] = []
-    try:
-        staging.mkdir()
-        for split, (images, _) in data.items():
-            for i in tqdm(range(len(images)), desc=f"DermaMNIST {split}", unit="image", disable=None, leave=False):
-                Image.fromarray(images[i]).save(staging / f"dermamnist_{split}_{i}.png")
-        for _, _, image_id in plan:  # a rename each; atomic_path refuses a file that appeared meanwhile
-            with atomic_path(image_dir / f"{image_id}.png", overwrite=overwrite) as tmp:
-                os.replace(staging / f"{image_id}.png", tmp)
-            moved.append(image_dir / f"{image_id}.png")
-    except BaseException:
-        if not overwrite:  # what this run put in place (with overwrite, earlier versions are already replaced)
-            for path in moved:
-                path.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    rows = [{"image_id": image_id, "lesion_id": image_id, "dx": class_names[int(data[split][1][i])],
-             "dx_type": UNKNOWN_DX_TYPE, "path": str((image_dir / f"{image_id}.png").resolve()), "split": split}
-            for split, i, image_id in plan]
-    return _finish(pd.DataFrame(rows), Path(npz_path), extra=("split",))
+    return _write_dermamnist(npz_path, out_dir, overwrite, class_names, cache_size, with_split_csv=False)
 
 
 def dermamnist_to_folder(
@@ -620,13 +590,51 @@ def dermamnist_to_folder(
 ) -> Path:
     """:func:`dermamnist_table` plus ``out_dir/split.csv`` (paths relative to it); returns the CSV path.
 
-    The folder then reads like any prepared dataset (:func:`mednet.data.lesion_split.load_split_table`).
+    The folder then reads like any prepared dataset (:func:`mednet.data.lesion_split.load_split_table`). The PNGs
+    and ``split.csv`` replace the earlier ones together, ``split.csv`` last (:func:`mednet.io.replace_files`): a
+    failure leaves the earlier images and the table naming them as they were.
     """
-    from mednet.data.lesion_split import write_split_table  # lesion_split imports this module
-
     csv = Path(out_dir) / "split.csv"
+    recover_replacements(out_dir)
     refuse_existing(csv, overwrite=overwrite)
-    return write_split_table(dermamnist_table(npz_path, out_dir, overwrite, class_names), csv, overwrite=overwrite)
+    _write_dermamnist(npz_path, out_dir, overwrite, class_names, 0, with_split_csv=True)
+    return csv
+
+
+def _write_dermamnist(npz_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool,
+                      class_names: Sequence[str], cache_size: int, with_split_csv: bool) -> pd.DataFrame:
+    """:func:`dermamnist_table`, and with ``with_split_csv`` the table as ``out_dir/split.csv``, replaced together."""
+    data = read_dermamnist(npz_path, num_classes=len(class_names))
+    from PIL import Image
+
+    if int(cache_size) > 0:  # one size per split array: its first image stands for all
+        for images, _ in data.values():
+            if len(images):
+                check_image_size(images[0], int(cache_size), npz_path, "--cache_size")
+    out_dir = Path(out_dir)
+    image_dir = out_dir / "images"
+    recover_replacements(out_dir)  # a run killed while replacing the images: the earlier ones back, before the check
+    plan = [(split, i, f"dermamnist_{split}_{i}") for split, (images, _) in data.items() for i in range(len(images))]
+    pngs = [f"{image_dir.name}/{image_id}.png" for _, _, image_id in plan]
+    refuse_existing(*(out_dir / png for png in pngs), overwrite=overwrite)
+    rows = [{"image_id": image_id, "lesion_id": image_id, "dx": class_names[int(data[split][1][i])],
+             "dx_type": UNKNOWN_DX_TYPE, "path": str((image_dir / f"{image_id}.png").resolve()), "split": split}
+            for split, i, image_id in plan]
+    table = _finish(pd.DataFrame(rows), Path(npz_path), extra=("split",))
+    retired = [*pngs, *(["split.csv"] if with_split_csv else [])] if overwrite else []
+    with replace_files(out_dir, old=retired, last="split.csv" if with_split_csv else None) as staging:
+        (staging / image_dir.name).mkdir()
+        for split, (images, _) in data.items():
+            for i in tqdm(range(len(images)), desc=f"DermaMNIST {split}", unit="image", disable=None, leave=False):
+                Image.fromarray(images[i]).save(staging / image_dir.name / f"dermamnist_{split}_{i}.png")
+        if with_split_csv:
+            from mednet.data.lesion_split import write_split_table  # lesion_split imports this module
+
+            # written in the staging folder with the staged images' paths, so that its relative paths hold once moved
+            staged = table.copy()
+            staged["path"] = [str(staging / image_dir.name / f"{image_id}.png") for _, _, image_id in plan]
+            write_split_table(staged, staging / "split.csv")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------- images
