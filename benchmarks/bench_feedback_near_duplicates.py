@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import positive_int  # also puts the repository on sys.path
+from _common import int_list, positive_int  # also puts the repository on sys.path
 
 #: the near-copies measured, in the table's order
 COPIES = ("jpeg_q60", "jpeg_q75", "jpeg_q90", "resize_x0.5", "resize_x2", "crop_90pct", "brightness_x1.1",
@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generator seed (NEAR_DUPLICATE_DISTANCE was chosen on 0 and confirmed on 1)")
     parser.add_argument("--images", type=positive_int, default=1000, help="synthetic images (>= 21)")
     parser.add_argument("--size", type=positive_int, default=128, help="image side in pixels (16 to 1024)")
-    parser.add_argument("--thresholds", default="0,1,2,4,6,8", help="comma-separated distances to tabulate")
+    parser.add_argument("--thresholds", type=int_list(minimum=0), default="0,1,2,4,6,8",
+                        help="comma-separated distances (>= 0) to tabulate; NEAR_DUPLICATE_DISTANCE is always added")
     parser.add_argument("--held_out", type=positive_int, default=3000,
                         help="held-out images a flag is compared with (HAM10000's validation + test: ~3000)")
     return parser
@@ -214,13 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--images must be >= {minimum} ({MIN_LESIONS_PER_CLASS} lesions per class), got {args.images}")
     if not 16 <= args.size <= 1024:
         parser.error(f"--size must be from 16 to 1024 pixels, got {args.size}")
-    try:
-        thresholds = {int(t) for t in args.thresholds.split(",") if t.strip()}
-    except ValueError:
-        parser.error(f"--thresholds: comma-separated integers >= 0, got {args.thresholds!r}")
-    if min(thresholds, default=0) < 0:
-        parser.error(f"--thresholds: comma-separated integers >= 0, got {args.thresholds!r}")
-    thresholds = sorted(thresholds | {NEAR_DUPLICATE_DISTANCE})
+    thresholds = sorted(set(args.thresholds) | {NEAR_DUPLICATE_DISTANCE})
 
     t0 = time.perf_counter()
     measured = measure(args.seed, args.images, args.size)

@@ -67,6 +67,8 @@ def test_every_benchmark_prints_its_help(monkeypatch, capsys, path):
     ("bench_distillation_throughput", ["--device", "gpu"], "--device"),
     ("bench_explain", ["--sanity_images", "0"], "--sanity_images"),
     ("bench_feedback_near_duplicates", ["--images", "20"], "--images"),
+    ("bench_feedback_near_duplicates", ["--thresholds", "1,-2"], "--thresholds"),
+    ("bench_feedback_near_duplicates", ["--thresholds", "1,x"], "--thresholds"),
     ("bench_patch_extraction", ["--min-pixels", "0"], "--min-pixels"),
     ("bench_patch_extraction", ["--shape", "64", "0", "64"], "--shape"),
 ])
@@ -76,6 +78,14 @@ def test_bad_arguments_are_refused_at_parsing(monkeypatch, capsys, script, args,
     assert run_script(monkeypatch, BENCHMARKS / f"{script}.py", *args) == 2
     err = capsys.readouterr().err
     assert "usage:" in err and option in err.splitlines()[-1], err
+
+
+def test_near_duplicate_thresholds_are_parsed_by_the_shared_int_list(bench):
+    """--thresholds was a string split by hand after the other checks: it is parsed (and checked) by argparse with
+    the shared ``int_list`` like every other list option of the benchmarks."""
+    parser = bench("bench_feedback_near_duplicates").build_parser()
+    assert parser.parse_args([]).thresholds == [0, 1, 2, 4, 6, 8]
+    assert parser.parse_args(["--thresholds", "3, 0,3"]).thresholds == [3, 0, 3]
 
 
 def test_cuda_without_a_gpu_is_an_argument_error(monkeypatch, capsys):

@@ -152,7 +152,10 @@ def test_bad_input_is_refused_with_what_to_fix(tmp_path: Path) -> None:
     assert str(bad) in str(info.value) and "corrected" in str(info.value)
     with pytest.raises(DataError, match="not a feedback table"):  # never appended to a foreign table
         append_feedback(folder, _image(1), **common, corrected="mel")
-    with pytest.raises(DataError, match="no feedback recorded"):
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'elsewhere'}: feedback folder not found$"):
+        read_feedback(tmp_path / "elsewhere")  # a mistyped folder is not "no feedback yet"
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(DataError, match=r"elsewhere/feedback\.csv: no feedback recorded here"):
         read_feedback(tmp_path / "elsewhere")
 
 
@@ -646,7 +649,8 @@ def test_hash_cache_keeps_perceptual_hashes_and_accepts_an_old_cache(tiny_split:
 
 
 def test_formula_like_comments_and_upload_names_are_written_as_text(tmp_path: Path) -> None:
-    """A spreadsheet runs a cell starting with = + - @ (tab, CR) as a formula: such free text gets a leading '."""
+    """A spreadsheet runs a cell starting with = + - @ as a formula: such free text gets a leading ' (after tabs and
+    line breaks became spaces and the spaces around the text were removed: "\\t=1+1" is written "'=1+1")."""
     import csv as csv_module
 
     folder = tmp_path / "feedback"
@@ -665,8 +669,9 @@ def test_formula_like_comments_and_upload_names_are_written_as_text(tmp_path: Pa
 
 def test_a_formula_after_a_field_separator_is_written_as_text(tmp_path: Path) -> None:
     """Opened with ";" as the separator (many European locales), "see;=HYPERLINK(…)" becomes a cell "=HYPERLINK(…)":
-    a formula start after ; | or tab (spaces between) gets a ' too; the rest of the text is left as it was. After a
-    comma nothing changes: the writer quotes a field holding one, and a quoted field stays one cell."""
+    a formula start after ; or | (spaces between) gets a ' too; the rest of the text is left as it was (a tab is a
+    space by then). After a comma nothing changes: the writer quotes a field holding one, and a quoted field stays
+    one cell."""
     import csv as csv_module
 
     folder = tmp_path / "feedback"
@@ -708,6 +713,28 @@ def test_merge_refuses_an_out_that_is_a_file_in_one_line(tmp_path: Path, capsys,
             + ("" if out == afile else f" (--out {out} would lie inside it)")
             + "; choose a new --out folder (MEDNET_TRACEBACK=1 shows the traceback)"]
     assert afile.read_text(encoding="utf-8") == "not a folder\n"
+
+
+def test_merge_from_a_missing_feedback_folder_says_so_in_one_line(tiny_split: Path, tmp_path: Path, capsys,
+                                                                  monkeypatch) -> None:
+    """``--feedback RUN/feedbak`` (mistyped) used to say "feedback.csv: no feedback recorded here (flag a prediction
+    in the web demo first)", as if the folder held no flag yet: it names the folder as not found; a file given as the
+    folder is named as such; nothing is written."""
+    from data_prep.feedback import main
+
+    monkeypatch.setattr(sys, "argv", ["data_prep.feedback"])
+    typo, afile = tmp_path / "run" / "feedbak", tmp_path / "feedback.csv"
+    afile.write_text("timestamp\n", encoding="utf-8")
+    for feedback, problem in ((typo, "feedback folder not found"),
+                              (afile, "is a file, not a feedback folder (give the folder that holds feedback.csv)")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["merge", "--feedback", str(feedback), "--dataset_dir", str(tiny_split), "--out",
+                  str(tmp_path / "merged")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err
+        assert [line for line in err.splitlines() if line.startswith("mednet error:")] == [
+            f"mednet error: {feedback}: {problem} (MEDNET_TRACEBACK=1 shows the traceback)"]
+    assert not (tmp_path / "merged").exists() and not typo.parent.exists()
 
 
 def test_an_existing_merge_is_refused_without_naming_an_overwrite_flag(tmp_path: Path) -> None:

@@ -266,3 +266,125 @@ def test_a_split_remade_since_the_run_was_trained_is_refused_before_training(fak
                                         r"\(.*split_fingerprint"):
         retrain(str(run), str(split), str(tmp_path / "out"))
     assert fake_training["trained"] == [] and not (tmp_path / "out").exists()
+
+
+def test_a_rerun_keeps_the_record_of_the_serving_file_it_switched(fake_training: dict, tmp_path: Path) -> None:
+    """Run again without --serving after a promotion into S1, the command used to reach the same decision and rewrite
+    comparison.json/.md and retrain.json with no serving file: which file serves the candidate was erased. Now it has
+    nothing to do (one line, status 0, nothing rewritten), and another --serving S2 is refused (S2 not switched)."""
+    from _bundle_cli import command_in_process
+
+    r0, s1 = fake_training["r0"], _write_serving(tmp_path / "s1.json", fake_training["r0"])
+    s2 = _write_serving(tmp_path / "s2.json", r0)
+    out = tmp_path / "retrain"
+    args = ["--run", str(r0), "--dataset_dir", str(fake_training["split"]), "--out", str(out)]
+    assert command_in_process(retrain, *args, "--serving", str(s1)).returncode == 0
+    kept = {name: (out / name).read_bytes() for name in ("comparison.json", "comparison.md", "retrain.json")}
+    served1, served2 = s1.read_bytes(), s2.read_bytes()
+
+    again = command_in_process(retrain, *args)
+    assert again.returncode == 0 and "mednet error" not in again.stderr, again.stderr
+    assert again.stdout.splitlines() == [f"nothing to do: this retraining's candidate {(out / 'candidate').resolve()} "
+                                         "was PROMOTED by an earlier run of this command, which switched serving file "
+                                         f"{s1.resolve()}: {out.resolve() / 'comparison.md'}"]
+    result = retrain(str(r0), str(fake_training["split"]), str(out))
+    assert result["repeated"] and result["serving"] == str(s1.resolve()) and result["serving_refused"] is None
+
+    other = command_in_process(retrain, *args, "--serving", str(s2))
+    assert other.returncode == 2, other.stderr
+    assert f"mednet error: --serving: {s2.resolve()} is not {s1.resolve()}, the serving file this retraining's " \
+           "promotion switched" in other.stderr
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    assert s1.read_bytes() == served1 and s2.read_bytes() == served2 and len(fake_training["trained"]) == 1
+    comparison = json.loads(kept["comparison.json"])
+    assert comparison["serving"] == comparison["serving_file"] == str(s1.resolve())
+
+
+def test_a_rerun_keeps_the_record_of_a_serving_file_left_alone(fake_training: dict, tmp_path: Path) -> None:
+    """Promoted, but the serving file was not switched (another promotion came first): run again without --serving,
+    the recorded refusal is kept too."""
+    r0, r1 = fake_training["r0"], fake_training["r1"]
+    serving = _write_serving(tmp_path / "serving.json", r0)
+    fake_training["during_training"] = lambda: _write_serving(serving, r1)
+    out = tmp_path / "retrain"
+    first = retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))
+    before = _outputs(out)
+    again = retrain(str(r0), str(fake_training["split"]), str(out))
+    assert again["repeated"] and again["serving"] is None and again["serving_refused"] == first["serving_refused"]
+    assert _outputs(out) == before
+    with pytest.raises(OptionError, match=r"^--serving: .*other\.json is not .*serving\.json, the serving file this "
+                                          "retraining's promotion was recorded for"):
+        retrain(str(r0), str(fake_training["split"]), str(out), serving=str(tmp_path / "other.json"))
+    assert _outputs(out) == before and not (tmp_path / "other.json").exists()
+
+
+def test_a_promotion_without_serving_may_still_switch_one_given_later(fake_training: dict, tmp_path: Path) -> None:
+    """The documented flow stays: promoted without --serving, the same command with --serving switches it and
+    records it."""
+    r0 = fake_training["r0"]
+    out = tmp_path / "retrain"
+    assert retrain(str(r0), str(fake_training["split"]), str(out))["serving"] is None
+    serving = _write_serving(tmp_path / "serving.json", r0)
+    result = retrain(str(r0), str(fake_training["split"]), str(out), serving=str(serving))
+    assert result["serving"] == str(serving.resolve()) and len(fake_training["trained"]) == 1
+    assert json.loads((out / "comparison.json").read_text(encoding="utf-8"))["serving"] == str(serving.resolve())
+
+
+@pytest.mark.parametrize("where", ["retrain.json", "comparison.json"])
+def test_a_tolerance_edited_into_a_non_number_is_a_data_error(fake_training: dict, tmp_path: Path, where: str) -> None:
+    """A hand-edited tolerance ("loose") in retrain.json, or in comparison.json for a retrain.json that records none
+    (written before it did), was read with float(): a ValueError traceback. Now one error naming the file."""
+    r0 = fake_training["r0"]
+    out = tmp_path / "retrain"
+    retrain(str(r0), str(fake_training["split"]), str(out))
+    record = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
+    if where == "retrain.json":
+        record["tolerance"] = "loose"
+    else:
+        del record["tolerance"]
+        comparison = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+        comparison["decision"]["tolerance"] = "loose"
+        (out / "comparison.json").write_text(json.dumps(comparison), encoding="utf-8")
+    (out / "retrain.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{out.resolve() / where}: records the tolerance \"loose\", which is not a "
+                                        "number"):
+        retrain(str(r0), str(fake_training["split"]), str(out))
+
+
+def _split_csv(folder: Path, training: list[str], held_out: list[tuple[str, str]]) -> Path:
+    """A split folder: ``training`` image ids, and ``(image_id, split)`` validation/test rows (one lesion each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(i, "training") for i in training] + held_out
+    lines = ["image_id,lesion_id,dx,dx_type,path,split"]
+    lines += [f"{i},L_{i},nv,histo,images/{i}.jpg,{split}" for i, split in rows]
+    (folder / "split.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_training_rows_of_the_old_split_missing_from_the_new_are_warned_and_recorded(
+        fake_training: dict, tmp_path: Path, monkeypatch, caplog) -> None:
+    """The next round merged from demo/syn_split instead of the candidate's syn_split_fb1: the earlier feedback rows
+    are silently not trained on. Not refused (it may be meant), but logged and counted in comparison.json/.md."""
+    import logging
+
+    held_out = [("v1", "validation"), ("t1", "test")]
+    old_split = _split_csv(tmp_path / "syn_split_fb1", ["a", "b", "fb_1", "fb_2", "fb_3"], held_out)
+    new_split = _split_csv(tmp_path / "syn_split_fb2", ["a", "b", "fb_2", "fb_9"], held_out)
+    monkeypatch.setattr(retrain_module, "_check_held_out", lambda run, settings, dataset: old_split.resolve())
+    out = tmp_path / "retrain"
+    with caplog.at_level(logging.WARNING, logger="mednet"):
+        result = retrain(str(fake_training["r0"]), str(new_split), str(out))
+    warned = [r.getMessage() for r in caplog.records if "training row(s)" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"retrain: 2 training row(s) of {old_split.resolve()}")
+    assert "(e.g. fb_1, fb_3)" in warned[0]
+    comparison = json.loads(Path(result["comparison"]).read_text(encoding="utf-8"))
+    assert comparison["training_rows_dropped"] == {"count": 2, "examples": ["fb_1", "fb_3"]}
+    assert result["promote"]  # a warning, not a refusal
+    markdown = Path(result["markdown"]).read_text(encoding="utf-8")
+    assert "**2 training row(s) of" in markdown and "`fb_1`, `fb_3`" in markdown
+
+    # the split merged from the run's own split keeps every row: nothing recorded
+    complete = _split_csv(tmp_path / "complete", ["a", "b", "fb_1", "fb_2", "fb_3", "fb_9"], held_out)
+    again = retrain(str(fake_training["r0"]), str(complete), str(tmp_path / "retrain2"))
+    assert json.loads(Path(again["comparison"]).read_text(encoding="utf-8"))["training_rows_dropped"] is None
+    assert "training row(s)" not in Path(again["markdown"]).read_text(encoding="utf-8")

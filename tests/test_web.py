@@ -6,7 +6,9 @@ patient attributes and file name reach neither the feedback, nor the log, nor th
 (an oversized one clears the previous image), two threads predicting at once get what each would get alone, the
 upload cache is a private folder (never the run or the feedback), a non-loopback ``--host`` needs ``--auth`` and the
 served app refuses requests without a login, and a missing or mismatched run stops the start with one
-``mednet error:`` line.
+``mednet error:`` line, as do a port in use and a host that is not this machine's or does not resolve (checked before
+any folder is made). A real server process stopped by SIGTERM exits with 143 and leaves no upload cache; a cache left
+by a killed server is removed by the next start.
 
 In a real browser (Debian's Chromium through Playwright, never a downloaded browser): the app is started as a
 subprocess, a JPEG is uploaded, the top-3 and the overlay appear, another explanation is chosen, the prediction is
@@ -20,6 +22,7 @@ request of the page leaves 127.0.0.1**. A screenshot is written to ``tmp_path`` 
 from __future__ import annotations
 
 import csv
+import errno
 import http.cookiejar
 import json
 import logging
@@ -451,7 +454,9 @@ def test_the_upload_cache_is_a_private_folder_and_never_the_run(web_run, web_mod
     notes.write_text("not an upload\n", encoding="utf-8")
     app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=cache)
     private = app.mednet_cache_dir
-    assert private.parent == cache.resolve() and private.name.startswith("mednet-web-") and not any(private.iterdir())
+    # fresh: no file in it (Gradio ≥ 6 makes an empty folder of its own there, vibe_edit_history/)
+    assert private.parent == cache.resolve() and private.name.startswith("mednet-web-")
+    assert not any(p.is_file() for p in private.rglob("*"))
     assert os.environ["GRADIO_TEMP_DIR"] == str(private) and app.mednet_demo.upload_dir == private
     assert "Cannot analyse" in app.mednet_demo.on_upload(str(notes))[0]
     assert notes.is_file()  # outside the private folder: never deleted
@@ -659,31 +664,231 @@ def test_an_unusable_feedback_folder_is_refused_before_serving(web_model, tmp_pa
     launch = mock.Mock(side_effect=AssertionError("the web app started"))
     monkeypatch.setattr("mednet.app.web.launch_app", launch)
     refused = command_in_process(web, "--run", str(web_model.run_dir), "--feedback_dir", str(afile),
-                                 "--cache_dir", str(tmp_path / "cache2"))
+                                 "--cache_dir", str(tmp_path / "cache2"), "--port", str(_free_port()))
     lines = _error_lines(refused.stderr)
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr
     assert lines[0].startswith(f"mednet error: --feedback_dir: {afile}: is a file, not a folder")
     assert not launch.called and not (tmp_path / "cache2").exists()
 
 
-def test_a_port_in_use_is_one_error_line_and_the_cache_is_removed(web_run, tmp_path, monkeypatch):
-    """Another server on --port: one mednet error line naming --port (Gradio raised an OSError traceback), and the
-    private upload cache made for this server is removed. No browser needed."""
+def test_a_port_in_use_is_one_error_line_and_leaves_no_folder(web_run, tmp_path, monkeypatch):
+    """Another server on --port: one mednet error line naming --port (Gradio raised an OSError traceback), no
+    "serving …" line before it, and neither the feedback folder nor the upload cache was made (the port is checked
+    first). No browser needed."""
     from _bundle_cli import command_in_process
     from mednet.app.web import web
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # web() sets it; restored after the test
-    cache = tmp_path / "cache"
+    cache, feedback = tmp_path / "cache", tmp_path / "run2" / "feedback"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        refused = command_in_process(web, "--run", str(web_run), "--port", str(port), "--cache_dir", str(cache))
+        refused = command_in_process(web, "--run", str(web_run), "--port", str(port), "--cache_dir", str(cache),
+                                     "--feedback_dir", str(feedback))
     assert refused.returncode == 2, refused.stderr
     assert _error_lines(refused.stderr) == [f"mednet error: --port: {port} is in use on 127.0.0.1; choose another "
                                             "--port (MEDNET_TRACEBACK=1 shows the traceback)"]
-    assert "Traceback" not in refused.stderr
-    assert cache.is_dir() and not any(cache.iterdir())  # the private mednet-web-* folder was removed
+    assert "Traceback" not in refused.stderr and " serving " not in refused.stderr
+    assert not cache.exists() and not feedback.parent.exists()
+
+
+@pytest.mark.parametrize("host, option, problem", [
+    ("192.0.2.1", "--host", "192.0.2.1 is not an address of this machine (it cannot listen there)"),
+    ("no-such-host.invalid", "--host", "no-such-host.invalid: unknown host (no address found for this name)"),
+])
+def test_a_host_that_cannot_be_served_is_named_not_the_port(web_run, tmp_path, monkeypatch, host, option, problem):
+    """Gradio reports every failed bind as "Cannot find empty port", which the demo turned into "--port N is in use"
+    for an address of another machine or a mistyped host name too: the bind's own error tells them apart."""
+    from _bundle_cli import command_in_process
+    from mednet.app.web import web
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))
+    users = tmp_path / "users.txt"
+    users.write_text("alice:s3cret\n", encoding="utf-8")
+    users.chmod(0o600)
+    cache, feedback = tmp_path / "cache", tmp_path / "fb"
+    port = _free_port()
+    refused = command_in_process(web, "--run", str(web_run), "--host", host, "--auth", str(users), "--port",
+                                 str(port), "--cache_dir", str(cache), "--feedback_dir", str(feedback))
+    assert refused.returncode == 2, refused.stderr
+    lines = _error_lines(refused.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"mednet error: {option}: {problem}"), refused.stderr
+    assert "in use" not in refused.stderr and not cache.exists() and not feedback.exists()
+
+
+@pytest.mark.parametrize("error, port, expected", [
+    (errno.EACCES, 80, "--port: 80 is reserved on 127.0.0.1 (ports below 1024 need administrator rights)"),
+    (errno.EACCES, 8080, "--host: cannot listen on 127.0.0.1 port 8080 (Permission denied)"),  # not privileged
+    (errno.EADDRINUSE, 8080, "--port: 8080 is in use on 127.0.0.1"),
+    (errno.EADDRNOTAVAIL, 8080, "--host: 127.0.0.1 is not an address of this machine"),
+])
+def test_the_bind_error_names_the_option_to_change(monkeypatch, error, port, expected):
+    """What a failed bind means, by its errno (EACCES, EADDRINUSE, EADDRNOTAVAIL), also where the test cannot
+    provoke it (root binds port 80)."""
+    import mednet.app.web as web_module
+
+    class RefusingSocket(socket.socket):
+        def bind(self, address):
+            raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(web_module.socket, "socket", RefusingSocket)
+    assert str(web_module._bind_problem("127.0.0.1", port)).startswith(expected)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # uvicorn's failed bind thread
+def test_a_failed_launch_is_diagnosed_by_a_bind_of_its_own(web_model, tmp_path, monkeypatch):
+    """Where Gradio's own bind fails (its "Cannot find empty port"), launch_app says why from the bind's errno: a port
+    in use, an address of another machine; and when the port can be bound after all, not "in use" but Gradio's
+    message, in one line. The refused start removes its cache and the empty folders it made."""
+    from _bundle_cli import command_in_process
+    from mednet.app.web import _bind_problem, build_app, launch_app, web
+    from mednet.errors import DataError, OptionError
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))
+    app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=tmp_path / "cache")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(OptionError, match=rf"^--port: {port} is in use on 127\.0\.0\.1"):
+            launch_app(app, "127.0.0.1", port, block=False)
+    assert _bind_problem("127.0.0.1", port) is None
+    # Gradio's probe binds localhost only: an address of another machine reaches uvicorn, whose bind fails (5 s)
+    with pytest.raises(OptionError, match=r"^--host: 192\.0\.2\.1 is not an address of this machine"):
+        launch_app(app, "192.0.2.1", _free_port(), block=False, auth=[("alice", "pw")])
+    assert not getattr(app, "mednet_serving", False)
+
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(gr.Blocks.launch)  # the same signature: launch_app reads which options it takes
+    def failing_launch(self, *args, **kwargs):
+        raise OSError("Cannot find empty port in range: 1-1. You can specify a different port …")
+
+    monkeypatch.setattr(gr.Blocks, "launch", failing_launch)
+    port = _free_port()
+    with pytest.raises(DataError, match=rf"^the web server did not start on http://127\.0\.0\.1:{port}/, although "
+                                        r"this port can be bound now \(Gradio: Cannot find empty port"):
+        launch_app(app, "127.0.0.1", port, block=False)
+    # the same through the command: one line, and nothing left of this start (its cache, the folders it made)
+    cache, feedback = tmp_path / "cache2", tmp_path / "run2" / "feedback"
+    refused = command_in_process(web, "--run", str(web_model.run_dir), "--port", str(port), "--cache_dir",
+                                 str(cache), "--feedback_dir", str(feedback))
+    assert refused.returncode == 2 and len(_error_lines(refused.stderr)) == 1, refused.stderr
+    assert "the web server did not start" in _error_lines(refused.stderr)[0] and " serving " not in refused.stderr
+    assert not cache.exists() and not feedback.parent.exists()
+
+
+def test_sigterm_stops_the_server_and_removes_its_cache(web_run, tmp_path):
+    """kill, systemctl stop and docker stop send SIGTERM, which ended the demo at once: no finally ran, and every
+    stop left a mednet-web-* folder in RUN/web_cache. Now the server stops, its cache and lock go, and the status is
+    143. Gradio's banner (with its "set share=True" hint) is not printed; one line names the address, once the
+    server listens. No browser needed (≈ 10 s)."""
+    import signal
+
+    port = _free_port()
+    cache, log = tmp_path / "web_cache", tmp_path / "web.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env.pop("MEDNET_TRACEBACK", None)
+    with open(log, "w", encoding="utf-8") as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "mednet.app.web", "--run", str(web_run), "--port", str(port),
+                                   "--feedback_dir", str(tmp_path / "feedback"), "--cache_dir", str(cache)],
+                                  cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_server(f"http://127.0.0.1:{port}/", server, log, timeout=120)
+        assert [p.name.startswith("mednet-web-") for p in cache.iterdir()] == [True, True]  # the folder, its lock
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 143, log.read_text(encoding="utf-8")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    output = log.read_text(encoding="utf-8")
+    assert list(cache.iterdir()) == [], output
+    assert "share=True" not in output and "public link" not in output and "Running on" not in output, output
+    serving = [line for line in output.splitlines() if " INFO serving " in line]
+    assert len(serving) == 1 and serving[0].endswith(f"on http://127.0.0.1:{port}/ (feedback: "
+                                                      f"{tmp_path / 'feedback'}; no login)"), output
+    assert "Traceback" not in output, output
+
+
+def test_a_start_removes_the_caches_of_servers_that_are_gone_only(web_model, tmp_path, monkeypatch):
+    """A server killed outright (SIGKILL, OOM, a power cut) leaves its mednet-web-* folder: the next start in the same
+    cache folder removes it, as its lock (flock on mednet-web-*.lock, dropped by the kernel with the process) is
+    free. A live server's folder (lock held) and a folder without a lock file (an older demo's, or one being made)
+    are left alone."""
+    import fcntl
+    import signal
+
+    from mednet.app.web import _release_private_cache, build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # a server that was killed: a real process took the lock, made its folder and an upload, and got SIGKILL
+    code = ("import sys, time; from pathlib import Path; from mednet.app.web import _new_private_cache; "
+            "folder, fd = _new_private_cache(Path(sys.argv[1])); (folder / 'upload.png').write_bytes(b'x'); "
+            "print(folder, flush=True); time.sleep(600)")
+    killed = subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        dead = Path(killed.stdout.readline().strip())
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        killed.stdout.close()
+    assert (dead / "upload.png").is_file() and dead.with_name(dead.name + ".lock").is_file()
+    live, old = cache / "mednet-web-live0000", cache / "mednet-web-old00000"
+    for folder in (live, old):
+        folder.mkdir()
+        (folder / "upload.png").write_bytes(b"x")
+    held = os.open(live.with_name(live.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a server still running
+        app = build_app(web_model, feedback_dir=tmp_path / "fb", cache_dir=cache)
+        assert not dead.exists() and not dead.with_name(dead.name + ".lock").exists()
+        assert (live / "upload.png").is_file() and (old / "upload.png").is_file()
+        assert sorted(p.name for p in cache.iterdir()) == sorted(
+            [live.name, live.name + ".lock", old.name, app.mednet_cache_dir.name, app.mednet_cache_dir.name + ".lock"])
+        _release_private_cache(app)
+        assert sorted(p.name for p in cache.iterdir()) == [live.name, live.name + ".lock", old.name]
+    finally:
+        os.close(held)
+
+
+@pytest.mark.parametrize("kind", ["train", "distill", "ensemble", "unknown"])
+def test_an_unfinished_run_is_told_how_to_finish_with_its_own_config(tmp_path, kind):
+    """The message named train.json for every run: a distilled student is resumed with train.json and distill.json
+    (and its teachers), an ensemble is built again (ensemble.json has no --run_dir), a run without settings.json
+    gets the generic advice."""
+    from mednet.app.web import _check_finished
+    from mednet.errors import DataError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = {"train": {"model": "receptive_field_cnn", "distillation": None},
+                "distill": {"model": "shufflenet_v1", "distillation": {"teachers": ["T1", "T2"]}},
+                "ensemble": {"model": "ensemble", "members": ["A/model.pt", "B/model.pt"]}}.get(kind)
+    if settings is not None:
+        (run / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    expected = {
+        "train": rf"finish it with python -m monai.bundle run --config_file "
+                 rf"bundles/dermoscopy_classification/configs/train\.json --run_dir {run} and the options it was "
+                 r"started with, ",
+        "distill": r"finish it with python -m monai\.bundle run --config_file \"\['bundles/dermoscopy_classification/"
+                   r"configs/train\.json','bundles/dermoscopy_classification/configs/distill\.json'\]\" --run_dir "
+                   rf"{run} and the options it was started with \(its --teachers too\), ",
+        "ensemble": r"build the ensemble again \(python -m monai\.bundle run --config_file bundles/"
+                    r"dermoscopy_classification/configs/ensemble\.json --members …: it makes a new run folder\), ",
+        "unknown": rf"finish it with the command that started it and --run_dir {run}, ",
+    }[kind]
+    with pytest.raises(DataError, match=rf"^{run}: training did not finish \(no finished\.json\): {expected}or serve "
+                                        r"a finished run$") as info:
+        _check_finished(run)
+    if kind != "train":
+        assert "train.json --run_dir" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------------- browser

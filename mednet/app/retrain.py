@@ -20,7 +20,10 @@ is not worse.
 2. ``--dataset_dir`` is the split with the feedback (``python -m data_prep.feedback merge``). Its validation and
    test rows must be exactly those of the split the run was trained on (same images, lesions, labels and files),
    and that split must still assign its images as when the run was trained (its ``split_fingerprint`` in
-   ``settings.json``), else nothing is trained: the comparison is only fair on unchanged held-out data.
+   ``settings.json``), else nothing is trained: the comparison is only fair on unchanged held-out data. Training
+   rows of that split missing from ``--dataset_dir`` (a merge from an earlier split drops the earlier rounds'
+   feedback) are not refused, but warned about and counted in ``comparison.json`` (``training_rows_dropped``:
+   count and a few image ids) and ``comparison.md``.
 3. The candidate is trained in ``DIR/candidate`` (``train.json``, ``--run_dir``), then both models are evaluated
    on the validation and the test split (``evaluate.json``; each applies its own run's ``calibration.json``,
    i.e. its temperature fitted on validation) into ``DIR/evaluations/``.
@@ -47,7 +50,10 @@ same candidate would be judged again by another gate). A decision once written i
 ``comparison.json``/``.md`` are rewritten only with the same decision (e.g. to record a promotion into a
 ``--serving`` file given only now), and a resumed command whose gate decides otherwise (the candidate was trained
 again after ``DIR/candidate`` was deleted) is refused. The same command run again after its promotion (``FILE``
-now names the candidate) has nothing to do: it says so in one line naming ``comparison.md`` and exits with status 0.
+now names the candidate) has nothing to do: it says so in one line naming ``comparison.md`` and exits with status 0;
+so has the command run again without ``--serving`` once ``comparison.json`` records a promotion into a serving file
+(the record of which file serves the candidate is kept), and another ``--serving`` is then refused (one serving
+file per retraining).
 """
 
 from __future__ import annotations
@@ -178,6 +184,54 @@ def _check_serving(serving: Path, old_run: Path, candidate: Path) -> bool:
         return True
     raise DataError(serving, f"names run {current}, not --run {old_run}: the candidate would be compared with a model "
                              f"that is not served; retrain the served model (--run {serving})")
+
+
+def _recorded_serving(root: Path) -> tuple[dict, Path] | None:
+    """``(comparison.json, its serving file)`` when an earlier run of this retraining PROMOTED its candidate with a
+    ``--serving`` file (switched, or left alone and the reason recorded: ``serving_refused``); None otherwise
+    (no decision yet, not promoted, or promoted without ``--serving``: a later command may still name one)."""
+    comparison = root / "comparison.json"
+    if not comparison.is_file():
+        return None
+    report = _read_json(comparison, "this retraining's decision")
+    recorded = report.get("serving") or report.get("serving_file")
+    if report.get("promote") is not True or not isinstance(recorded, str) or not recorded:
+        return None
+    return report, Path(recorded)
+
+
+def _check_recorded_serving(root: Path, serving: Path | None, candidate: Path) -> dict | None:
+    """Keep the record of the serving file a promotion switched (or was refused): the command run again without
+    ``--serving`` has nothing to do (rewriting ``comparison.json``/``.md`` and ``retrain.json`` would erase which
+    file serves the candidate); the same ``--serving`` goes on (:func:`_promoted_before` when it names the
+    candidate); another one is refused — a retraining records one serving file.
+
+    Returns:
+        The "nothing to do" result when ``serving`` is None and a promotion into a file is recorded, else None.
+
+    Raises:
+        OptionError: ``serving`` is another file than the recorded one.
+    """
+    found = _recorded_serving(root)
+    if found is None:
+        return None
+    report, recorded = found
+    comparison, markdown = root / "comparison.json", root / "comparison.md"
+    switched = bool(report.get("serving"))
+    if serving is None:
+        outcome = (f"which switched serving file {recorded}: {markdown}" if switched
+                   else f"but serving file {recorded} was NOT switched (why: {markdown})")
+        print(f"nothing to do: this retraining's candidate {candidate} was PROMOTED by an earlier run of this "
+              f"command, {outcome}")
+        return {"promote": True, "comparison": str(comparison), "markdown": str(markdown), "candidate": str(candidate),
+                "serving": str(recorded) if switched else None, "serving_refused": report.get("serving_refused"),
+                "repeated": True}
+    if serving != recorded:
+        raise OptionError({"--serving": f"{serving} is not {recorded}, the serving file this retraining's promotion "
+                                        f"{'switched' if switched else 'was recorded for'} ({comparison}); a "
+                                        "retraining records one serving file: leave out --serving, or give "
+                                        f"--serving {recorded}"})
+    return None
 
 
 def _promoted_before(root: Path, serving: Path, candidate: Path) -> dict:
@@ -346,6 +400,27 @@ def _check_held_out(run: Path, settings: Mapping, dataset: Path) -> Path:
                              f"(python -m data_prep.feedback merge --dataset_dir {trained_on} …)")
 
 
+#: how many of the dropped training images ``comparison.json``/``.md`` name
+_DROPPED_EXAMPLES = 5
+
+
+def _dropped_training_rows(trained_on: Path, dataset: Path) -> list[str]:
+    """The image ids of ``trained_on``'s training rows (the split the old run was trained on) that are not
+    training rows of ``dataset``, sorted. Not a refusal — a merge from an earlier split (``demo/syn_split`` rather
+    than the candidate's ``demo/syn_split_fb1``) drops the earlier rounds' feedback rows silently, which is seldom
+    what was meant, but may be; a relabelled row (a later flag) keeps its image id and is not dropped."""
+    from mednet.data.lesion_split import load_split_table
+
+    if trained_on.resolve() == dataset.resolve():
+        return []
+
+    def training(split: Path) -> set[str]:
+        table = load_split_table(split, None, check_files=False)
+        return set(table.loc[table["split"] == "training", "image_id"].astype(str))
+
+    return sorted(training(trained_on) - training(dataset))
+
+
 def _run_settings(run: Path) -> dict:
     settings = _read_json(run / SETTINGS_FILE, "the run's settings")
     if settings.get("model") == "ensemble" or settings.get("distillation"):
@@ -470,6 +545,7 @@ def _markdown(report: Mapping) -> str:
                           "result": ("pass" if c["passed"] else "FAIL") + (f" ({c['note']})" if c["note"] else "")}
                          for c in decision["criteria"]])
     merge = report.get("merge") or {}
+    dropped = report.get("training_rows_dropped")
     lines = [
         f"# Gated retraining: {'PROMOTED' if decision['promote'] else 'NOT PROMOTED'}"
         + (" (serving file not switched)" if report.get("serving_refused") else ""),
@@ -478,6 +554,9 @@ def _markdown(report: Mapping) -> str:
         f"- candidate: `{report['candidate_run']}`, trained on `{report['dataset_dir']}`"
         + (f" ({merge['added']} feedback training rows added by the merge)" if "added" in merge else ""),
         f"- held-out splits: validation and test rows identical to those of `{report['old_dataset_dir']}`",
+        *([f"- **{dropped['count']} training row(s) of `{report['old_dataset_dir']}` (the old run's split) are not "
+           f"in the candidate's training split** (e.g. {', '.join(f'`{i}`' for i in dropped['examples'])})"]
+          if dropped else []),
         f"- rule: on validation and test, balanced accuracy ≥ old − t, mel sensitivity ≥ old − t, ECE ≤ old + t "
         f"(t = {decision['tolerance']:g}); metrics after each run's own temperature scaling",
         "",
@@ -507,16 +586,25 @@ def _check_same_retraining(record: Path, wanted: Mapping, tolerance: float) -> N
     if {k: previous.get(k) for k in wanted} != wanted:
         raise DataError(record, "this folder holds a retraining with another run, split or training options; "
                                 "resume it with the same options, or choose another --out")
-    recorded = previous.get("tolerance")
-    if recorded is None:  # recorded before retrain.json held it: the decision's, if there is one
-        comparison = record.parent / "comparison.json"
-        decision = (_read_json(comparison, "this retraining's decision").get("decision") if comparison.is_file()
-                    else None)
-        recorded = decision.get("tolerance") if isinstance(decision, Mapping) else None
-    if recorded is not None and float(recorded) != tolerance:
-        raise OptionError({"--tolerance": f"{tolerance:g} differs from {float(recorded):g}, the tolerance this "
-                                          f"retraining was started with ({record}); resume it with --tolerance "
-                                          f"{float(recorded):g}, or choose another --out: a gate decision is never "
+    raw, source = previous.get("tolerance"), record
+    if raw is None:  # recorded before retrain.json held it: the decision's, if there is one
+        source = record.parent / "comparison.json"
+        decision = (_read_json(source, "this retraining's decision").get("decision") if source.is_file() else None)
+        raw = decision.get("tolerance") if isinstance(decision, Mapping) else None
+    if raw is None:
+        return
+    try:
+        recorded = math.nan if isinstance(raw, bool) else float(raw)
+    except (TypeError, ValueError):  # a hand-edited record: "0.05 " is read, "loose" is not
+        recorded = math.nan
+    if not math.isfinite(recorded):
+        raise DataError(source, f"records the tolerance {json.dumps(raw, ensure_ascii=False)}, which is not a number "
+                                "(edited by hand?): the gate this retraining was started with is unknown; restore it, "
+                                "or choose another --out")
+    if recorded != tolerance:
+        raise OptionError({"--tolerance": f"{tolerance:g} differs from {recorded:g}, the tolerance this "
+                                          f"retraining was started with ({source}); resume it with --tolerance "
+                                          f"{recorded:g}, or choose another --out: a gate decision is never "
                                           "made again in place"})
 
 
@@ -556,13 +644,15 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     Returns:
         ``{"promote", "comparison" (comparison.json), "markdown", "candidate", "serving" (path, or None when
         nothing was switched), "serving_refused" (why a promoted candidate was not switched to, or None)}``; when
-        ``serving`` already names the candidate (an earlier run of the command promoted it), nothing is done and
-        the earlier decision is returned with ``"serving"`` = that file and ``"repeated": True``.
+        ``serving`` already names the candidate (an earlier run of the command promoted it), or is not given while
+        ``out/comparison.json`` records a promotion into a serving file, nothing is done and the earlier decision
+        is returned with ``"serving"`` = that file (None if it was not switched) and ``"repeated": True``.
 
     Raises:
         DataError: ``serving`` names another run than ``run`` (before any training), ``out`` holds a retraining
             with another run, split or training options, or a decision other than this run's, and the checks above.
-        OptionError: a ``tolerance`` outside ``[0, MAX_TOLERANCE]`` or other than the one ``out`` was started with.
+        OptionError: a ``tolerance`` outside ``[0, MAX_TOLERANCE]`` or other than the one ``out`` was started with;
+            a ``serving`` other than the file ``out/comparison.json`` records a promotion into.
     """
     tolerance = check_tolerance(tolerance)  # before hours of training
     old_run = resolve_serving(run).resolve()
@@ -573,6 +663,7 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     settings = _run_settings(old_run)
     dataset = _split_dir(dataset_dir)
     old_dataset = _check_held_out(old_run, settings, dataset)
+    dropped = _dropped_training_rows(old_dataset, dataset)
     overrides = {k: settings[k] for k in CARRIED_SETTINGS if k in settings}
     # nested overrides the old run was trained with (--optimizer#weight_decay 0.1): the candidate repeats them
     overrides.update(settings.get("overrides") or {})
@@ -593,8 +684,16 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     wanted = json.loads(json.dumps({"run": str(old_run), "dataset_dir": str(dataset), "train": overrides}))
     if record.is_file() and _started(root):
         _check_same_retraining(record, wanted, tolerance)
+        repeated = _check_recorded_serving(root, serving_path, candidate)
+        if repeated is not None:  # promoted into a file earlier, and no --serving now: the record is kept
+            return repeated
     if promoted_before:  # the same command again after its promotion: a finished job, not an error
         return _promoted_before(root, serving_path, candidate)
+    if dropped:  # said before hours of training, and recorded in the comparison
+        logger.warning("retrain: %d training row(s) of %s, the split %s was trained on, are not training rows of %s "
+                       "(e.g. %s): the candidate does not train on them (a merge from an earlier split drops the "
+                       "earlier feedback rows; merge into the split the run was trained on to keep them)",
+                       len(dropped), old_dataset, old_run.name, dataset, ", ".join(dropped[:_DROPPED_EXAMPLES]))
     write_json_atomic({**wanted, "tolerance": tolerance, "serving": None if serving_path is None else str(serving_path),
                        "old_dataset_dir": str(old_dataset), "started": now_iso()}, record)
 
@@ -623,6 +722,9 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
         "merge": None if merge is None else {k: merge.get(k) for k in ("feedback_rows", "added", "added_per_class",
                                                                        "duplicates_skipped", "duplicates_per_split",
                                                                        "relabelled")},
+        # training rows of the old run's split the candidate did not train on (None: none)
+        "training_rows_dropped": None if not dropped else {"count": len(dropped),
+                                                           "examples": dropped[:_DROPPED_EXAMPLES]},
         "serving_file": None if serving_path is None else str(serving_path),
         "serving": None,
         "serving_refused": None,

@@ -38,7 +38,11 @@ are switched off; the theme names system fonts only, so the page loads no web fo
 (``tests/test_web.py``) checks in a real browser that the page requests nothing from outside 127.0.0.1. Gradio keeps
 uploads on disk in its cache and serves (and accepts as input) any file there, so the demo gives it a fresh private
 folder ``mednet-web-*`` inside ``--cache_dir`` (default ``RUN/web_cache``; a folder that is or holds the run or the
-feedback folder is refused), removed when the server stops normally (Ctrl-C). The demo deletes each upload as soon as it is decoded
+feedback folder is refused), removed when the server stops (Ctrl-C, or ``SIGTERM``: ``kill``, ``systemctl stop``,
+``docker stop``). Each server holds a lock (``flock``) on ``mednet-web-*.lock`` next to its folder for its whole
+life, so a folder left by a server killed outright (``SIGKILL``, a crash) is removed by the next start in the same
+cache folder. Gradio's console banner (with its "set share=True" hint) is off: the demo logs one line naming its
+address once the server listens. The demo deletes each upload as soon as it is decoded
 (a DICOM file holds patient attributes; its pixels only are kept, in the browser session's memory), and Gradio
 deletes the images it served after an hour. Only decoded pixels are shown, explained or stored: no DICOM
 attribute is read (:func:`mednet.data.dermoscopy.read_dermoscopy_dicom` reads the pixel module only), the uploaded
@@ -47,9 +51,10 @@ file's name is never logged, and a DICOM upload is recorded in the feedback as `
 Files that are not images, are corrupt, or are larger than ``--max_file_size`` get a message on the page and the
 previous image is forgotten (an oversized file never reaches the server: the page's script reports it to a hidden
 event that clears the session's image, correction and comment). A missing or unusable run, a run whose training did
-not finish (no ``finished.json``: no calibration, no referral threshold yet), a ``--feedback_dir`` that cannot be
-created or written (checked before serving, not at the first flag) and a ``--port`` in use stop the start with one
-``mednet error:`` line (exit status 2).
+not finish (no ``finished.json``: no calibration, no referral threshold yet; the message names the run's own
+config), a ``--port`` in use or reserved, a ``--host`` that is not an address of this machine or does not resolve,
+and a ``--feedback_dir`` that cannot be created or written (checked before serving, not at the first flag) stop the
+start with one ``mednet error:`` line (exit status 2), checked in that order: a refused start leaves no new folder.
 
 :func:`build_app` returns the :class:`gradio.Blocks` (its :class:`WebModel` as ``app.mednet_model``) and
 :func:`launch_app` serves it with the settings above; :meth:`WebModel.predict` is the page's prediction as a plain
@@ -169,6 +174,37 @@ def _serialised(method: Callable) -> Callable:
     return locked
 
 
+#: the configs of a distillation run (distill.json overrides train.json)
+_DISTILL_CONFIGS = ("['bundles/dermoscopy_classification/configs/train.json',"
+                    "'bundles/dermoscopy_classification/configs/distill.json']")
+
+
+def _how_to_finish(run_dir: Path) -> str:
+    """How to finish the unfinished run ``run_dir``, from what its ``settings.json`` records (training writes it
+    before the first epoch): a distilled student (``"distillation"``: its teachers) is resumed with train.json and
+    distill.json, a train.json run with train.json; an ensemble (``"model": "ensemble"``; ensemble.json writes its
+    settings just before ``finished.json`` and has no ``--run_dir``) is made again. Without a readable record the
+    config is not known, and the advice stays generic."""
+    from mednet.io import read_json_object
+    from mednet.runs import SETTINGS_FILE
+
+    try:
+        settings = read_json_object(run_dir / SETTINGS_FILE) or {}
+    except (DataError, OSError, ValueError):
+        settings = {}
+    if settings.get("model") == "ensemble":
+        return ("build the ensemble again (python -m monai.bundle run --config_file "
+                "bundles/dermoscopy_classification/configs/ensemble.json --members …: it makes a new run folder)")
+    if settings.get("distillation"):
+        return (f'finish it with python -m monai.bundle run --config_file "{_DISTILL_CONFIGS}" --run_dir {run_dir} '
+                "and the options it was started with (its --teachers too)")
+    if settings.get("model"):
+        return ("finish it with python -m monai.bundle run --config_file "
+                f"bundles/dermoscopy_classification/configs/train.json --run_dir {run_dir} and the options it was "
+                "started with")
+    return f"finish it with the command that started it and --run_dir {run_dir}"
+
+
 def _check_finished(run_dir: Path) -> None:
     """Refuse a run whose training did not finish (no ``finished.json``, the marker every training, ensemble and
     distillation run writes last: :func:`mednet.runs.mark_finished`). Its ``model.pt`` is the best epoch *so far*
@@ -176,15 +212,14 @@ def _check_finished(run_dir: Path) -> None:
     probabilities and no "refer" warning from a model that may still change.
 
     Raises:
-        DataError: naming the run, with the command that finishes it.
+        DataError: naming the run, with the command that finishes it (:func:`_how_to_finish`: the run's own
+            config, as its ``settings.json`` tells).
     """
     from mednet.runs import FINISHED_FILE, read_finished
 
     if read_finished(run_dir) is None:  # also DataError when finished.json is unreadable
-        raise DataError(run_dir, f"training did not finish (no {FINISHED_FILE}): finish it with its training command "
-                                 "and --run_dir (python -m monai.bundle run --config_file "
-                                 f"bundles/dermoscopy_classification/configs/train.json --run_dir {run_dir} and the "
-                                 "options it was started with), or serve a finished run")
+        raise DataError(run_dir, f"training did not finish (no {FINISHED_FILE}): {_how_to_finish(run_dir)}, or serve "
+                                 "a finished run")
 
 
 class WebModel:
@@ -634,10 +669,32 @@ def _check_cache_dir(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> Path
     return root
 
 
-def _check_feedback_dir(feedback_dir: Path) -> None:
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, outermost first: what a ``mkdir(parents=True)``
+    of it would create."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    return missing[::-1]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (outermost first, as :func:`_missing_folders` lists them) that are empty,
+    innermost first: what a refused start created and nothing has used."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _check_feedback_dir(feedback_dir: Path) -> list[Path]:
     """Create the feedback folder and check, before serving, that a flag can be recorded there: the folder, its
     ``images/`` (if there) and its ``feedback.csv`` (if there) are writable and of the right kind. Otherwise every
     "flag as wrong" of the session would fail one by one with "Not recorded", after clinicians took the time.
+
+    Returns:
+        The folders it created (outermost first), for a start refused later to remove again (:func:`web`).
 
     Raises:
         OptionError: naming ``--feedback_dir`` (the default ``RUN/feedback`` too: the option that moves it).
@@ -647,47 +704,165 @@ def _check_feedback_dir(feedback_dir: Path) -> None:
     def refuse(path: Path, problem: str) -> OptionError:
         return OptionError({"--feedback_dir": f"{path}: {problem}; give a folder this server can write to"})
 
+    created = _missing_folders(feedback_dir)
     try:
-        feedback_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # exist_ok covers folders only
-        raise refuse(feedback_dir, "is a file, not a folder") from None
-    except NotADirectoryError:
-        raise refuse(feedback_dir, "a part of its path is a file") from None
-    except OSError as e:
-        raise refuse(feedback_dir, f"cannot create the folder ({e.strerror or e})") from None
-    images, table = feedback_dir / FEEDBACK_IMAGES, feedback_dir / FEEDBACK_CSV
-    if images.exists() and not images.is_dir():
-        raise refuse(images, "is a file, not the folder of the flagged images")
-    if table.exists() and not table.is_file():
-        raise refuse(table, "is not a file")
-    for folder in (feedback_dir, images):
-        if folder.is_dir():
-            try:  # a real write: os.access is wrong for root, ACLs and read-only mounts
-                with tempfile.TemporaryFile(dir=folder):
+        try:
+            feedback_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # exist_ok covers folders only
+            raise refuse(feedback_dir, "is a file, not a folder") from None
+        except NotADirectoryError:
+            raise refuse(feedback_dir, "a part of its path is a file") from None
+        except OSError as e:
+            raise refuse(feedback_dir, f"cannot create the folder ({e.strerror or e})") from None
+        images, table = feedback_dir / FEEDBACK_IMAGES, feedback_dir / FEEDBACK_CSV
+        if images.exists() and not images.is_dir():
+            raise refuse(images, "is a file, not the folder of the flagged images")
+        if table.exists() and not table.is_file():
+            raise refuse(table, "is not a file")
+        for folder in (feedback_dir, images):
+            if folder.is_dir():
+                try:  # a real write: os.access is wrong for root, ACLs and read-only mounts
+                    with tempfile.TemporaryFile(dir=folder):
+                        pass
+                except OSError as e:
+                    raise refuse(folder, f"cannot write there ({e.strerror or e})") from None
+        if table.is_file():
+            try:
+                with open(table, "ab"):  # opened for appending, nothing written
                     pass
             except OSError as e:
-                raise refuse(folder, f"cannot write there ({e.strerror or e})") from None
-    if table.is_file():
+                raise refuse(table, f"cannot append to it ({e.strerror or e})") from None
+    except OptionError:
+        _remove_if_empty(created)  # a refused start leaves no new folder
+        raise
+    return created
+
+
+#: the name of every private cache folder (and, with ``.lock`` added, of its lock file next to it)
+CACHE_PREFIX = "mednet-web-"
+_CACHE_LOCK = ".lock"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (not unlinked or replaced meanwhile)."""
+    try:
+        held, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _remove_stale_caches(root: Path) -> list[Path]:
+    """Remove the private cache folders in ``root`` whose server is gone, and their lock files.
+
+    Each server holds an exclusive ``flock`` on ``mednet-web-XXXX.lock`` next to its folder ``mednet-web-XXXX``
+    for its whole life (:func:`_new_private_cache`); the kernel drops the lock with the process however it ends
+    (SIGKILL, OOM, a power cut), so a lock that can be taken belongs to no running server. The lock is held while
+    the folder and then the lock file are removed, so no server can take it over meanwhile. A folder without a lock
+    file (left by a demo older than the lock, or being created right now) is left alone: nothing tells whether its
+    server is alive. Nothing is done where ``flock`` is missing (Windows).
+    """
+    from mednet.runs import _try_lock, fcntl
+
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
+    for lock in sorted(root.glob(f"{CACHE_PREFIX}*{_CACHE_LOCK}")):
+        folder = lock.with_name(lock.name[: -len(_CACHE_LOCK)])
         try:
-            with open(table, "ab"):  # opened for appending, nothing written
-                pass
-        except OSError as e:
-            raise refuse(table, f"cannot append to it ({e.strerror or e})") from None
+            fd = os.open(lock, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # not ours to read, a link, gone meanwhile
+            continue
+        try:
+            if not _try_lock(fd) or not _same_file(fd, lock):
+                continue  # its server is running (or a cleaner of another start got there first)
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                lock.unlink(missing_ok=True)  # still held: no server took it in between
+                removed.append(folder)
+        except OSError:  # e.g. a file system without locks (ENOLCK): left as it is
+            continue
+        finally:
+            os.close(fd)
+    if removed:
+        logger.info("removed %d upload cache folder(s) of demos no longer running in %s", len(removed), root)
+    return removed
 
 
-def _private_cache(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> Path:
+def _new_private_cache(root: Path) -> tuple[Path, int | None]:
+    """A new folder ``root/mednet-web-XXXX`` (mode 700) and the descriptor of its lock file
+    ``root/mednet-web-XXXX.lock``, locked (``flock``) until the server ends (:func:`_release_private_cache`; the
+    kernel releases it if the process is killed, and the next start removes the folder: :func:`_remove_stale_caches`).
+    The lock file lies next to the folder, not in it: Gradio serves every file in its cache folder. Without
+    ``flock`` (Windows) the folder only, and None."""
+    from mednet.runs import _try_lock, fcntl
+
+    if fcntl is not None:
+        for _ in range(10):
+            fd, name = tempfile.mkstemp(prefix=CACHE_PREFIX, suffix=_CACHE_LOCK, dir=root)
+            lock = Path(name)
+            try:
+                locked = _try_lock(fd) and _same_file(fd, lock)
+            except OSError:  # no locks on this file system: no clean-up of stale folders either
+                lock.unlink(missing_ok=True)
+                os.close(fd)
+                break
+            if not locked:  # taken for a stale lock by another start's clean-up, between mkstemp and flock
+                os.close(fd)
+                continue
+            folder = lock.with_name(lock.name[: -len(_CACHE_LOCK)])
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:  # a folder of that name without its lock (an older demo's): never reused
+                lock.unlink(missing_ok=True)
+                os.close(fd)
+                continue
+            except OSError:
+                lock.unlink(missing_ok=True)
+                os.close(fd)
+                raise
+            # for a person looking at the folder; the lock, not this text, tells whether the server runs
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return folder.resolve(), fd
+    return Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=root)).resolve(), None
+
+
+def _private_cache(cache_dir: Path, run_dir: Path, feedback_dir: Path) -> tuple[Path, int | None, list[Path]]:
     """A fresh folder of this server's own (``mednet-web-*``, mode 700) inside ``cache_dir``: Gradio serves, and
-    accepts as input, every file under its cache folder, and the demo deletes the uploads it finds there.
+    accepts as input, every file under its cache folder, and the demo deletes the uploads it finds there. The
+    folders of servers that are gone are removed first (:func:`_remove_stale_caches`).
+
+    Returns:
+        ``(folder, lock descriptor or None, the folders created on the way to cache_dir)``.
 
     Raises:
         OptionError: ``cache_dir`` is or contains the run folder or the feedback folder, or cannot be created.
     """
     root = _check_cache_dir(cache_dir, run_dir, feedback_dir)
+    created = _missing_folders(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="mednet-web-", dir=root)).resolve()
+        _remove_stale_caches(root)
+        folder, lock = _new_private_cache(root)
     except OSError as e:
+        _remove_if_empty(created)
         raise OptionError({"--cache_dir": f"{root}: cannot create a folder there ({e.strerror or e})"}) from None
+    return folder, lock, created
+
+
+def _release_private_cache(app) -> None:
+    """Remove the app's private cache folder (:func:`build_app`), then its lock file, then release the lock; once."""
+    cache = getattr(app, "mednet_cache_dir", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+    fd = getattr(app, "mednet_cache_lock", None)
+    app.mednet_cache_lock = None
+    if fd is not None and cache is not None:
+        with contextlib.suppress(OSError):
+            cache.with_name(cache.name + _CACHE_LOCK).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike | None = None,
@@ -702,8 +877,9 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
         max_file_size: the largest upload (e.g. ``"10mb"``), shown on the page and used by :func:`launch_app`.
 
     The returned app carries ``mednet_model`` (the :class:`WebModel`), ``mednet_demo`` (:class:`WebDemo`),
-    ``mednet_max_file_size`` (bytes), ``mednet_cache_dir`` (the private cache folder; remove it when done),
-    ``mednet_theme`` and ``mednet_js`` (:func:`oversized_script`).
+    ``mednet_max_file_size`` (bytes), ``mednet_cache_dir`` (the private cache folder) and ``mednet_cache_lock``
+    (its lock: remove both with :func:`_release_private_cache` when done), ``mednet_created_dirs`` (the feedback and
+    cache folders this call created, outermost first), ``mednet_theme`` and ``mednet_js`` (:func:`oversized_script`).
 
     Raises:
         OptionError: the cache folder is or contains the run or the feedback folder (:func:`_private_cache`); the
@@ -714,8 +890,13 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
     feedback = Path(feedback_dir) if feedback_dir else model.run_dir / "feedback"
     cache_dir = Path(cache_dir) if cache_dir else model.run_dir / "web_cache"
     _check_cache_dir(cache_dir, model.run_dir, feedback)  # before the feedback folder is created
-    _check_feedback_dir(feedback)
-    cache = _private_cache(cache_dir, model.run_dir, feedback)
+    created = _check_feedback_dir(feedback)
+    try:
+        cache, cache_lock, created_for_cache = _private_cache(cache_dir, model.run_dir, feedback)
+    except OptionError:
+        _remove_if_empty(created)  # a refused start leaves no new folder
+        raise
+    created += created_for_cache
     # Gradio reads its cache folder when components are built: the uploads land here, not in the system /tmp
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     import gradio as gr
@@ -773,6 +954,8 @@ def build_app(run: str | os.PathLike | WebModel, feedback_dir: str | os.PathLike
     app.mednet_demo = demo
     app.mednet_max_file_size = max_bytes
     app.mednet_cache_dir = cache
+    app.mednet_cache_lock = cache_lock
+    app.mednet_created_dirs = created
     app.mednet_theme = theme
     app.mednet_js = script
     return app
@@ -845,15 +1028,25 @@ def check_host(host: str, auth: object) -> None:
                                      "serve on 127.0.0.1"})
 
 
+def _url(host: str, port: int) -> str:
+    """``http://host:port/`` (an IPv6 address in brackets)."""
+    bare = host.strip().strip("[]")
+    return f"http://[{bare}]:{port}/" if ":" in bare else f"http://{bare}:{port}/"
+
+
 def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
                auth: list[tuple[str, str]] | None = None):
     """Serve ``app`` (:func:`build_app`) on ``host:port``: no share link, no analytics, no API page, the upload size
-    limit, the system-font theme, and a login when ``auth`` (:func:`read_auth_file`) is given. ``block=False``
-    returns at once (the server runs in a thread; ``app.close()``).
+    limit, the system-font theme, and a login when ``auth`` (:func:`read_auth_file`) is given. Gradio's console
+    banner is off (``quiet``: it offers a share link this demo never creates); once the server listens, one log
+    line says where (``serving RUN on http://…``) and ``app.mednet_serving`` is True. ``block=False`` returns then
+    (the server runs in a thread; ``app.close()``), ``block=True`` serves until Ctrl-C (or an exception such as
+    :func:`web`'s ``SIGTERM`` one).
 
     Raises:
-        OptionError: a non-loopback ``host`` without ``auth`` (:func:`check_host`); ``port`` in use (or reserved)
-            on ``host`` (:func:`_port_problem`; Gradio raises an OSError).
+        OptionError: a non-loopback ``host`` without ``auth`` (:func:`check_host`); a ``host``/``port`` this server
+            cannot listen on (:func:`_bind_problem`: in use, reserved, not an address of this machine, unknown).
+        DataError: Gradio's server did not start although ``host:port`` can be bound (Gradio's message).
     """
     import gradio as gr
 
@@ -862,8 +1055,9 @@ def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = Tru
         logger.warning("serving on %s: the page is reachable from other machines on this network (login required; "
                        "without a TLS proxy in front, passwords and images cross the network unencrypted)", host)
     params = inspect.signature(gr.Blocks.launch).parameters
+    # prevent_thread_lock: launch() returns once the server listens, so that the log line comes after the bind
     args = {"server_name": host, "server_port": int(port), "share": False, "inbrowser": False,
-            "max_file_size": app.mednet_max_file_size, "show_error": False, "prevent_thread_lock": not block}
+            "max_file_size": app.mednet_max_file_size, "show_error": False, "prevent_thread_lock": True}
     if auth:
         args["auth"] = list(auth)
     if "theme" in params:
@@ -876,41 +1070,92 @@ def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = Tru
                         ("run_history", False),  # Gradio 6 would keep every call, images included, in the browser
                         ("footer_links", ["settings"]),  # no API page, no link to gradio.app
                         ("show_api", False),  # Gradio 5's API page
+                        ("quiet", True),  # no "* To create a public link, set share=True": our own line instead
                         ("pwa", False), ("mcp_server", False)):
         if name in params:
             args[name] = value
     try:
-        return app.launch(**args)
-    except OSError as e:  # Gradio: "Cannot find empty port in range: 7891-7891 …" (uvicorn's bind failed)
-        if "empty port" not in str(e) and e.errno not in (errno.EADDRINUSE, errno.EACCES):
+        result = app.launch(**args)
+    except OSError as e:  # Gradio: "Cannot find empty port in range: 7891-7891 …", whatever uvicorn's bind said
+        if "empty port" not in str(e) and not isinstance(e, socket.gaierror) and e.errno not in _BIND_ERRORS:
             raise
         with contextlib.suppress(Exception):  # whatever launch() set up before the server failed
-            app.close()
-        raise OptionError({"--port": _port_problem(host, int(port))}) from None
+            app.close(verbose=False)
+        problem = _bind_problem(host, int(port))
+        if problem is not None:
+            raise problem from None
+        raise DataError(None, f"the web server did not start on {_url(host, int(port))}, although this port can "
+                              f"be bound now (Gradio: {str(e).strip()})") from None
+    app.mednet_serving = True
+    demo, logins = getattr(app, "mednet_demo", None), len(auth or ())
+    logger.info("serving %s on %s (feedback: %s; %s)", app.mednet_model.run_dir, _url(host, int(port)),
+                demo.feedback_dir if demo is not None else "none",
+                f"{logins} login(s)" if logins else "no login")
+    if block:
+        app.block_thread()  # as launch() would: until Ctrl-C, which closes the server
+    return result
 
 
-def _port_problem(host: str, port: int) -> str:
-    """Why ``host:port`` cannot be served: in use (another server, or a demo still running), or a privileged port
-    (below 1024) for a user without the right to bind it."""
+#: the errors of a failed ``bind``: :func:`_bind_problem` says which
+_BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM)
+
+
+def _bind_problem(host: str, port: int) -> OptionError | None:
+    """Why this server cannot listen on ``host:port``, found by binding there as its server would (every address
+    ``host`` resolves to, ``SO_REUSEADDR``; nothing listens), or None when it can. Gradio reports any failure of
+    its server's bind as "Cannot find empty port", so the reason is read here from the bind's own error.
+
+    Returns:
+        OptionError on ``--port`` (in use: another server or a demo still running; reserved: below 1024 without
+        the right to bind it) or on ``--host`` (not an address of this machine; a name that does not resolve).
+    """
+    name = host.strip().strip("[]")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.bind(address)
-    except PermissionError:
-        return f"{port} is reserved on {host} (ports below 1024 need administrator rights); choose another --port"
-    except OSError:
-        pass
-    return f"{port} is in use on {host}; choose another --port"
+        addresses = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return OptionError({"--host": f"{host}: unknown host (no address found for this name); give an address of "
+                                      "this machine, such as 127.0.0.1 or 0.0.0.0 (all of them)"})
+    for family, kind, proto, _, address in addresses:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # a family this machine lacks (no IPv6): asyncio's server skips it too
+            continue
+        try:
+            with probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):  # as asyncio's server binds
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return OptionError({"--port": f"{port} is in use on {host}; choose another --port"})
+            if e.errno in (errno.EACCES, errno.EPERM) and port < 1024:
+                return OptionError({"--port": f"{port} is reserved on {host} (ports below 1024 need administrator "
+                                              "rights); choose another --port"})
+            if e.errno == errno.EADDRNOTAVAIL:
+                return OptionError({"--host": f"{host} is not an address of this machine (it cannot listen there); "
+                                              "give one of its own addresses, 0.0.0.0 (all of them) or 127.0.0.1"})
+            return OptionError({"--host": f"cannot listen on {host} port {port} ({e.strerror or e})"})
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------- command line
 def web(run: str, port: int = 7860, host: str = "127.0.0.1", auth: str | None = None,
         feedback_dir: str | None = None, cache_dir: str | None = None,
         max_file_size: str | int | float = DEFAULT_MAX_FILE_SIZE, device: str = "cpu") -> None:
-    """Serve the demo page for ``run`` (a run folder or a serving file) until interrupted.
+    """Serve the demo page for ``run`` (a run folder or a serving file) until interrupted (Ctrl-C, or ``SIGTERM``:
+    ``kill``, ``systemctl stop``, ``docker stop``; the process then ends with status 143).
 
     ``auth`` is a file of ``user:password`` lines (:func:`read_auth_file`), required unless ``host`` is a loopback
-    address; the private upload cache (:func:`build_app`) is removed when the server stops."""
+    address. The checks come first and in this order, so that a refused start leaves no new folder: the options,
+    the run, the host and port (a bind, :func:`_bind_problem`); then the feedback folder is created and checked and
+    the private upload cache made (:func:`build_app`; the feedback folder first, as the cache folder must not be in
+    it). A start refused after that — a port taken in between, an unusable ``--cache_dir`` — removes the empty
+    folders it created. The private upload cache is removed when the server stops, on ``SIGTERM`` too; one left by
+    a server that was killed outright is removed by the next start in the same ``--cache_dir``
+    (:func:`_remove_stale_caches`)."""
+    from mednet.bundle_support import install_sigterm_exit
+
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
@@ -932,15 +1177,25 @@ def web(run: str, port: int = 7860, host: str = "127.0.0.1", auth: str | None = 
         raise OptionError({"--device": f"expected cpu, cuda or cuda:N, got {device!r}"}) from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError({"--device": "cuda requested, but PyTorch sees no CUDA device here; use --device cpu"})
-    app = build_app(load_web_model(str(run), torch_device), feedback_dir=feedback_dir, cache_dir=cache_dir,
-                    max_file_size=max_file_size)
-    model = app.mednet_model
-    logger.info("serving %s on http://%s:%d (feedback: %s; %s)", model.run_dir, host, port,
-                app.mednet_demo.feedback_dir, f"{len(logins)} login(s)" if logins else "no login")
+    model = load_web_model(str(run), torch_device)
+    problem = _bind_problem(host, port)  # before any folder is made
+    if problem is not None:
+        raise problem
+    # SIGTERM raises SystemExit(143) from here until the server has stopped, so that the finally below runs
+    restore_sigterm = install_sigterm_exit()
+    app, stopped = None, False
     try:
+        app = build_app(model, feedback_dir=feedback_dir, cache_dir=cache_dir, max_file_size=max_file_size)
         launch_app(app, host, port, auth=logins)
-    finally:  # the private cache only: created by build_app, nothing else lives there
-        shutil.rmtree(app.mednet_cache_dir, ignore_errors=True)
+        stopped = True  # served until Ctrl-C
+    finally:
+        if app is not None:
+            with contextlib.suppress(Exception):
+                app.close(verbose=False)
+            _release_private_cache(app)  # the private cache only: created by build_app, nothing else lives there
+            if not stopped and not getattr(app, "mednet_serving", False):  # refused at launch: nothing served
+                _remove_if_empty(app.mednet_created_dirs)
+        restore_sigterm()
 
 
 if __name__ == "__main__":

@@ -39,10 +39,11 @@ a PNG without metadata chunks — and no DICOM attribute is read here. ``source_
 uploaded photograph (no folders) and for a DICOM upload is always ``"dicom"``: DICOM file names are often built
 from patient names or ids. Identifiers burned into the pixels themselves cannot be detected here. Comments are
 free text written by the clinician: they are kept in ``feedback.csv`` but never copied into a split. A comment or
-upload name that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, carriage return) is written
-with a leading ``'``, and so is such a start after a ``;``, ``,``, ``|`` or tab inside the text (a spreadsheet that
-splits on ``;`` would make it a cell of its own), so that opening ``feedback.csv`` in a spreadsheet shows it instead
-of running it.
+upload name is put on one line first (tabs, carriage returns and line breaks become spaces; spaces around it are
+removed); one that then starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``) is written with a leading
+``'``, and so is such a start after a ``;`` or ``|`` inside the text (a spreadsheet that splits on ``;`` would make
+it a cell of its own), so that opening ``feedback.csv`` in a spreadsheet shows it instead of running it. Not after
+a ``,``: the csv writer quotes every field holding one, and a quoted field stays one cell.
 
 **Merge** (:func:`merge_feedback`, ``python -m data_prep.feedback merge``): a *new* split folder holding every
 row of the original split unchanged plus one training row per flagged image that is not already in any split and
@@ -151,13 +152,16 @@ _LOCK_TIMEOUT_S = 30
 _MAX_NAME_CHARS = 255
 _MAX_RUN_CHARS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
-#: first characters a spreadsheet reads as the start of a formula (OWASP "CSV injection")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: first characters a spreadsheet reads as the start of a formula (OWASP "CSV injection"). A tab or carriage
+#: return would be one too, but :func:`_no_formula` only sees text :func:`_one_line` made, which has none (every
+#: control character became a space, and the spaces around the text are gone)
+_FORMULA_START = ("=", "+", "-", "@")
 #: a formula start after a field separator a spreadsheet may split a cell on (``;`` in many European locales,
-#: ``|``, tab), spaces between allowed: "see;=HYPERLINK(…)" opens as a second cell "=HYPERLINK(…)". Not after
-#: ``,``: the csv writer quotes every field holding one, and a quoted field stays one cell whatever the separator,
-#: so prose like "a, -2 mm" is left as written
-_INNER_FORMULA = re.compile(r"([;|\t] *)(?=[=+\-@\t\r])")
+#: ``|``), spaces between allowed: "see;=HYPERLINK(…)" opens as a second cell "=HYPERLINK(…)". A tab separator
+#: never reaches it (:func:`_one_line` made it a space: nothing left to split on). Not after ``,``: the csv writer
+#: quotes every field holding one, and a quoted field stays one cell whatever the separator, so prose like
+#: "a, -2 mm" is left as written
+_INNER_FORMULA = re.compile(r"([;|] *)(?=[=+\-@])")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PERCEPTUAL_HASH = re.compile(r"[0-9a-f]{32}")
 
@@ -260,13 +264,15 @@ def _one_line(text: object, what: str, limit: int) -> str:
 
 
 def _no_formula(text: str) -> str:
-    """``text`` with a ``'`` in front when it starts like a spreadsheet formula (:data:`_FORMULA_START`), and
-    before every formula start that follows a ``;``, ``,``, ``|`` or tab (spaces between allowed).
+    """``text`` (one line, as :func:`_one_line` returns it: no tab, no carriage return, no surrounding spaces) with
+    a ``'`` in front when it starts like a spreadsheet formula (:data:`_FORMULA_START`), and before every formula
+    start that follows a ``;`` or ``|`` (spaces between allowed). Not after a ``,``: the csv writer quotes a field
+    holding one, and a quoted field stays one cell whatever separator the spreadsheet splits on.
 
     ``feedback.csv`` is opened by clinicians in Excel/LibreOffice, which run a cell such as ``=HYPERLINK(…)`` or
     ``@SUM(…)`` as a formula (OWASP "CSV injection"); a leading apostrophe makes the cell text. The CSV quoting
     keeps a comment in one field only for a program that splits on commas: a spreadsheet opened with ``;`` as the
-    separator (the default in many European locales) or told to split on ``|`` or tab cuts ``see;=HYPERLINK(…)``
+    separator (the default in many European locales) or told to split on ``|`` cuts ``see;=HYPERLINK(…)``
     into a second cell that starts with ``=``, hence the apostrophe after such separators too
     (``see;'=HYPERLINK(…)``); the text is otherwise unchanged. Applied to the free-text fields only (comment, upload
     name): every other field is a class name, a number, a hash, a time or the run folder this server was started
@@ -407,10 +413,11 @@ def append_feedback(
         model_run: the run that made the prediction (its folder).
         predicted, probability: the model's class and its (calibrated) probability in [0, 1].
         corrected: the class the clinician says is right.
-        comment: optional free text; line breaks become spaces; at most :data:`MAX_COMMENT_CHARS` characters.
-            Written with a leading ``'`` when it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return,
-            and with a ``'`` before such a character that follows a ``;``, ``,``, ``|`` or tab, so that a
-            spreadsheet shows it as text instead of running it as a formula (OWASP CSV injection; :func:`_no_formula`).
+        comment: optional free text; line breaks, tabs and other control characters become spaces, and the spaces
+            around it are removed; at most :data:`MAX_COMMENT_CHARS` characters. Written with a leading ``'`` when
+            it then starts with ``=``, ``+``, ``-`` or ``@``, and with a ``'`` before such a character that follows
+            a ``;`` or ``|`` (not a ``,``: the csv writer quotes a field holding one), so that a spreadsheet shows
+            it as text instead of running it as a formula (OWASP CSV injection; :func:`_no_formula`).
         source_name: the uploaded file's name; only its base name is kept (with a ``'`` in front as for
             ``comment``).
         is_dicom: the upload was a DICOM file: ``source_name`` is then recorded as ``"dicom"`` whatever it was
@@ -483,11 +490,15 @@ def read_feedback(feedback_dir: str | os.PathLike) -> pd.DataFrame:
     Read under the append lock, so a row being written is never read half-way.
 
     Raises:
-        DataError: no ``feedback.csv``, an unreadable file, a missing column (naming the file and column), or a
-            probability that is not a number (naming its row).
+        DataError: no such folder (or a file instead), no ``feedback.csv``, an unreadable file, a missing column
+            (naming the file and column), or a probability that is not a number (naming its row).
     """
     folder = Path(feedback_dir)
     csv_path = folder / FEEDBACK_CSV
+    if not folder.exists():  # a mistyped --feedback is not "no feedback yet"
+        raise DataError(folder, "feedback folder not found")
+    if not folder.is_dir():
+        raise DataError(folder, f"is a file, not a feedback folder (give the folder that holds {FEEDBACK_CSV})")
     if not csv_path.is_file():
         raise DataError(csv_path, "no feedback recorded here (flag a prediction in the web demo first)")
     with _lock(folder):  # the checks of every CSV the project reads: readable, required columns
