@@ -943,3 +943,30 @@ def test_cli_joins_image_folders_for_fire() -> None:
         == ["--metadata", "m.csv", "--images", "a,b,c", "--out", "o", "--overwrite"]
     assert join_list_flag(["--images", "a,b", "--out", "o"]) == ["--images", "a,b", "--out", "o"]
     assert join_list_flag(["m.csv", "o"]) == ["m.csv", "o"]
+
+
+def test_dermamnist_overwrite_interrupted_after_the_images_leaves_no_old_table_over_new_images(
+        tmp_path: Path, monkeypatch) -> None:
+    """data_prep.dermoscopy --format dermamnist --overwrite replaces the PNGs, then writes the cache and split.csv:
+    Ctrl-C in between left the old split.csv labelling the new file's images. The old table now goes with the old
+    images, so what is left says "prepare the split" rather than training on wrong labels; a re-run completes."""
+    import mednet.data.lesion_split as lesion_split
+
+    a = write_dermamnist(tmp_path / "a.npz", seed=0)
+    b = write_dermamnist(tmp_path / "b.npz", n={"train": 8, "val": 3, "test": 4}, seed=1)  # other pixels, rows
+    out = tmp_path / "out"
+    lesion_split.prepare_dermoscopy_split(a, out, format="dermamnist", cache_size=28)
+    old_table = (out / "split.csv").read_text(encoding="utf-8")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lesion_split, "write_resized_cache", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lesion_split.prepare_dermoscopy_split(b, out, format="dermamnist", cache_size=28, overwrite=True)
+    monkeypatch.undo()
+    assert not (out / "split.csv").exists() and not (out / "split.json").exists()
+    with pytest.raises(DataError):
+        lesion_split.load_split_table(out)
+    csv = lesion_split.prepare_dermoscopy_split(b, out, format="dermamnist", cache_size=28, overwrite=True)
+    assert csv.read_text(encoding="utf-8") != old_table and len(lesion_split.load_split_table(out)) > 0

@@ -577,11 +577,19 @@ def dermamnist_table(
     already (refused unless ``overwrite``). The PNGs are written into a hidden staging folder next to ``out_dir``
     and replace the earlier ones all or nothing (:func:`mednet.io.replace_files`): an interrupted run (Ctrl-C, a
     full disk, a failed move) leaves no partial set, and with ``overwrite`` the earlier PNGs exactly as they were —
-    never some images of the new file under the labels of the old ``split.csv``. A run killed outright (SIGKILL)
+    never some images of the new file under the labels of the old ``split.csv``. With ``overwrite`` the earlier
+    split's table and records (``split.csv``, ``split.json``, ``split_stats.csv/.md``) are retired with the old
+    PNGs: the caller writes the new ones afterwards (:func:`mednet.data.lesion_split.prepare_dermoscopy_split`),
+    and a failure in between leaves no table at all rather than the old labels over the new images (the command
+    then says to prepare the split; run it again). A run killed outright (SIGKILL)
     leaves the hidden ``.<out_dir>.tmp-<8 hex>`` folder; the next run on ``out_dir`` puts the earlier PNGs back
     from it and deletes it before it checks anything.
     """
     return _write_dermamnist(npz_path, out_dir, overwrite, class_names, cache_size, with_split_csv=False)
+
+
+#: what a prepared split folder holds besides its images: the table, its settings and its statistics
+SPLIT_RECORDS = ("split.csv", "split.json", "split_stats.csv", "split_stats.md")
 
 
 def dermamnist_to_folder(
@@ -621,7 +629,8 @@ def _write_dermamnist(npz_path: str | os.PathLike, out_dir: str | os.PathLike, o
              "dx_type": UNKNOWN_DX_TYPE, "path": str((image_dir / f"{image_id}.png").resolve()), "split": split}
             for split, i, image_id in plan]
     table = _finish(pd.DataFrame(rows), Path(npz_path), extra=("split",))
-    retired = [*pngs, *(["split.csv"] if with_split_csv else [])] if overwrite else []
+    # the earlier split's table goes with the images it labels (dermamnist_table's docstring)
+    retired = [*pngs, *SPLIT_RECORDS] if overwrite else []
     with replace_files(out_dir, old=retired, last="split.csv" if with_split_csv else None) as staging:
         (staging / image_dir.name).mkdir()
         for split, (images, _) in data.items():
