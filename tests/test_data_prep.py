@@ -385,7 +385,7 @@ def _tiny_datalist(folder: Path) -> Path:
 _KILLED_WHILE_MOVING_IN = """
 import os, signal, sys
 from pathlib import Path
-from mednet.io import replace_files
+from mednet.file_sets import replace_files
 dest, names = Path(sys.argv[1]), sys.argv[2:]
 real, moved = os.replace, []
 def replace(src, dst):

@@ -365,7 +365,7 @@ def test_dermamnist_overwrite_that_fails_midway_keeps_every_earlier_image(tmp_pa
 KILLED_WHILE_MOVING_IN = """
 import os, signal, sys
 from pathlib import Path
-from mednet.io import replace_files
+from mednet.file_sets import replace_files
 dest, names = Path(sys.argv[1]), sys.argv[2:]
 real, moved = os.replace, []
 def replace(src, dst):

@@ -177,9 +177,10 @@ def test_an_overwrite_that_fails_while_moving_in_keeps_the_earlier_set(tmp_path:
     real_replace, calls = os.replace, []
 
     def failing_replace(src, dst, *args, **kwargs):
-        calls.append(src)
-        if len(calls) == 12:  # past the old files set aside, among the new images moving in
-            raise failure
+        if "new" in Path(src).parts[-4:]:  # a staged file moving in (not an old one set aside)
+            calls.append(src)
+            if len(calls) == 5:  # the old set is aside, 4 new images are in
+                raise failure
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", failing_replace)

@@ -33,7 +33,7 @@ Writes ``images/sub-XXX.nii.gz`` (float32), ``labels/sub-XXX.nii.gz`` (uint8), `
 (training / validation / test, by subject) and ``cohort.csv`` (one row per subject: split, shape, spacing,
 orientation, the cohort's seed and generator, drawn bias coefficient bound and realised field range, gamma,
 noise). The same seed gives the same volumes. The cohort is generated in a hidden staging folder next to the
-output folder and moved into place only when complete (:func:`mednet.io.replace_files`); with ``--overwrite`` the
+output folder and moved into place only when complete (:func:`mednet.file_sets.replace_files`); with ``--overwrite`` the
 earlier cohort's files are moved aside first and deleted only once the new ones are in place (moved back if that
 fails, Ctrl-C included), so a run that fails midway leaves the earlier cohort intact. A run killed outright
 (SIGKILL) leaves that hidden folder; the next run on the same ``--out`` puts the earlier cohort back from it and
@@ -68,7 +68,8 @@ from mednet.data.datalist import write_datalist
 from mednet.io import refuse_file_as_folder
 from mednet.errors import DataError, OptionError
 from mednet.data.mni import load_mni152_template
-from mednet.io import atomic_path, recover_replacements, replace_files
+from mednet.file_sets import recover_replacements, replace_files
+from mednet.io import atomic_path
 
 __all__ = ["build_demo_cohort", "split_subjects", "subject_streams", "field_log_range", "VARIATION",
            "TEST_FIELD_MARGIN", "GENERATOR"]
@@ -254,7 +255,7 @@ def build_demo_cohort(
         DataError: ``out`` (or its ``images``/``labels``) is a file or ``out`` lies under one, or ``out`` is not
             empty and not ``overwrite``.
 
-    The new cohort is generated whole before it replaces the earlier one (:func:`mednet.io.replace_files`): a run
+    The new cohort is generated whole before it replaces the earlier one (:func:`mednet.file_sets.replace_files`): a run
     that fails (or is interrupted) midway leaves ``out`` as it was; if an earlier file cannot be put back, the
     :class:`DataError` names the hidden folder that keeps it. A run killed outright (SIGKILL) leaves a hidden
     ``.<out>.tmp-<8 hex>`` folder next to ``out``; the next run on ``out`` puts the earlier cohort back from it
@@ -267,7 +268,7 @@ def build_demo_cohort(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise DataError(out_dir, "output directory is not empty; choose another --out or pass --overwrite")
     # The cohort is written whole into a hidden staging folder next to ``out`` and only then replaces the earlier
-    # one's files, datalist.json last (:func:`mednet.io.replace_files`): a failure while generating or while the
+    # one's files, datalist.json last (:func:`mednet.file_sets.replace_files`): a failure while generating or while the
     # files move (Ctrl-C, a full disk, a bug) leaves the earlier cohort as it was, and no partial one that blocks
     # the re-run.
     with replace_files(out_dir, old=_cohort_files(out_dir), last="datalist.json") as staging:

@@ -51,7 +51,8 @@ from tqdm.auto import tqdm
 from mednet.errors import DataError
 from mednet.data.naming import DICOM_SUFFIXES, PHOTO_SUFFIXES, unique_names
 from mednet.data.splits import SPLITS as _SPLIT_NAMES
-from mednet.io import atomic_path, recover_replacements, refuse_existing, replace_files
+from mednet.file_sets import recover_replacements, replace_files
+from mednet.io import atomic_path, refuse_existing
 
 __all__ = [
     "DERMOSCOPY_CLASSES",
@@ -575,7 +576,7 @@ def dermamnist_table(
     blocks its corrected re-run: the images' size against ``cache_size`` (> 0: the resized cache the caller writes
     next, :func:`check_image_size` — DermaMNIST's 28 px images cannot feed a 128 px cache) and every PNG that exists
     already (refused unless ``overwrite``). The PNGs are written into a hidden staging folder next to ``out_dir``
-    and replace the earlier ones all or nothing (:func:`mednet.io.replace_files`): an interrupted run (Ctrl-C, a
+    and replace the earlier ones all or nothing (:func:`mednet.file_sets.replace_files`): an interrupted run (Ctrl-C, a
     full disk, a failed move) leaves no partial set, and with ``overwrite`` the earlier PNGs exactly as they were —
     never some images of the new file under the labels of the old ``split.csv``. With ``overwrite`` the earlier
     split's table and records (``split.csv``, ``split.json``, ``split_stats.csv/.md``) are retired with the old
@@ -599,7 +600,7 @@ def dermamnist_to_folder(
     """:func:`dermamnist_table` plus ``out_dir/split.csv`` (paths relative to it); returns the CSV path.
 
     The folder then reads like any prepared dataset (:func:`mednet.data.lesion_split.load_split_table`). The PNGs
-    and ``split.csv`` replace the earlier ones together, ``split.csv`` last (:func:`mednet.io.replace_files`): a
+    and ``split.csv`` replace the earlier ones together, ``split.csv`` last (:func:`mednet.file_sets.replace_files`): a
     failure leaves the earlier images and the table naming them as they were.
     """
     csv = Path(out_dir) / "split.csv"

@@ -14,14 +14,14 @@ For every volume of the split (all splits by default) writes ``<out>/<split>/<na
 no volume's slices overwrite another's. Files are written atomically and never over an existing one unless
 ``--overwrite``; every output is checked before the first volume is loaded. The per-volume files and
 ``slices.csv`` are written to a hidden staging folder next to ``<out>`` and moved into place only after every
-volume succeeded (:func:`mednet.io.replace_files`), so a failed run leaves no outputs behind (and does not block
+volume succeeded (:func:`mednet.file_sets.replace_files`), so a failed run leaves no outputs behind (and does not block
 its re-run). With ``--overwrite`` the earlier files this run replaces (its ``.npz`` names and ``slices.csv``) are
 first moved aside into that hidden folder and moved back if anything fails before the new ``slices.csv`` is in
 place (Ctrl-C included), so ``<out>`` holds either the old set or the new one, never new slices under the old
 index; the old files are deleted only after success. If one cannot be moved back, the error names the hidden
 folder that keeps it. A process killed outright (SIGKILL, power loss) leaves the hidden ``.<out>.tmp-<8 hex>``
 folder next to ``<out>``: the next run on ``<out>`` moves the earlier files back from it and deletes it before it
-checks anything (:func:`mednet.io.recover_replacements`).
+checks anything (:func:`mednet.file_sets.recover_replacements`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from mednet.errors import DataError, OptionError
 from mednet.data.naming import with_names
 from mednet.data.slicing import slice_volume
 from mednet.data.transforms import LoadLabelledVolumed
-from mednet.io import recover_replacements, refuse_existing, replace_files
+from mednet.file_sets import recover_replacements, replace_files
+from mednet.io import refuse_existing
 
 __all__ = ["slice_datalist"]
 
@@ -64,7 +65,7 @@ def slice_datalist(
     load = LoadLabelledVolumed(intensity_normalization=intensity_normalization, bias_correction=bias_correction)
     # The new set (per-volume files and slices.csv) is staged whole in a hidden folder next to ``out`` and only then
     # replaces the files it retires (with --overwrite: its .npz names and slices.csv), index last
-    # (:func:`mednet.io.replace_files`): a failure (a bad volume, Ctrl-C, a failed move) leaves ``out`` as it was.
+    # (:func:`mednet.file_sets.replace_files`): a failure (a bad volume, Ctrl-C, a failed move) leaves ``out`` as it was.
     retired = [index_csv.relative_to(out_dir), *(rel for _, _, rel in plan)] if overwrite else []
     with replace_files(out_dir, old=retired, last=index_csv.name) as staging:
         rows = []

@@ -62,7 +62,7 @@ Why hand-written: no library draws dermoscopy-like images (MONAI and torchvision
 for tests; scikit-image's ``random_shapes`` has no structures, and neither has class-dependent overlap). The
 drawing is vectorised NumPy (measured on one core: ≈ 300 images/s at 64 px, ≈ 600 at 32 px, ≈ 25 at 256 px);
 the set (images, ``synthetic.json``, the metadata CSV last) is written into a hidden staging folder and moved into
-place all or nothing by :func:`mednet.io.replace_files` (one rename per file and one fsync per folder, instead of an
+place all or nothing by :func:`mednet.file_sets.replace_files` (one rename per file and one fsync per folder, instead of an
 fsync per file through :func:`mednet.io.atomic_path`, 3.8 ms each here, longer than drawing the image): a failed
 or interrupted ``--overwrite`` leaves the earlier set whole, and a run killed outright is rolled back by the next.
 """
@@ -82,7 +82,8 @@ import numpy as np
 from PIL import Image
 
 from mednet.errors import DataError, OptionError
-from mednet.io import recover_replacements, refuse_file_as_folder, replace_files
+from mednet.file_sets import recover_replacements, replace_files
+from mednet.io import refuse_file_as_folder
 
 __all__ = [
     "HAM10000_CLASSES",
