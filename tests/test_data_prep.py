@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from _bundle_cli import command_in_process
+from _killed_replacement import kill_while_moving_in
 from mednet.data.brain_demo_cohort import _geometry, build_demo_cohort, split_subjects
 from mednet.data.datalist import load_datalist
 from mednet.data.patch_files import write_patches
@@ -381,27 +382,6 @@ def _tiny_datalist(folder: Path) -> Path:
     return folder / "datalist.json"
 
 
-#: a run replacing ``dest``'s files ``names`` (other bytes), killed outright (SIGKILL) after 2 files moved in
-_KILLED_WHILE_MOVING_IN = """
-import os, signal, sys
-from pathlib import Path
-from mednet.file_sets import replace_files
-dest, names = Path(sys.argv[1]), sys.argv[2:]
-real, moved = os.replace, []
-def replace(src, dst):
-    if "new" in Path(src).parts[-4:]:
-        moved.append(dst)
-        if len(moved) == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst)
-os.replace = replace
-with replace_files(dest, old=names, last=names[-1]) as staging:
-    for name in names:
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        (staging / name).write_bytes(b"half-replaced")
-"""
-
-
 def test_slicing_overwrite_interrupted_or_killed_keeps_the_earlier_slice_set(tmp_path: Path, monkeypatch) -> None:
     """--overwrite over an earlier slice set: Ctrl-C while the new files move in leaves the earlier set byte for
     byte; a run killed outright (SIGKILL) midway is rolled back by the next run before it checks anything (so
@@ -420,8 +400,7 @@ def test_slicing_overwrite_interrupted_or_killed_keeps_the_earlier_slice_set(tmp
     assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
     if os.name == "posix":
         names = [str(rel) for rel in before if rel.name != "slices.csv"] + ["slices.csv"]
-        proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MOVING_IN, str(out), *names], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
+        proc = kill_while_moving_in(out, names, kill_at=2)
         assert proc.returncode == -9, proc.stderr
         assert _files(out) != before and [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
         with pytest.raises(DataError, match="output already exists"):
@@ -441,8 +420,7 @@ def test_demo_cohort_after_a_run_killed_while_moving_in(tmp_path: Path) -> None:
     build_demo_cohort(out=str(out), subjects=3, seed=1, zoom=0.2)
     before = _files(out)
     names = [str(rel) for rel in before if rel.name != "datalist.json"] + ["datalist.json"]
-    proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MOVING_IN, str(out), *names], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = kill_while_moving_in(out, names, kill_at=2)
     assert proc.returncode == -9, proc.stderr
     assert _files(out) != before and [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
     with pytest.raises(DataError, match="not empty"):

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from _dermoscopy_fixtures import write_dicom
+from _killed_replacement import kill_while_moving_in
 
 from mednet.data.dermoscopy import (
     DERMOSCOPY_CLASSES,
@@ -361,27 +362,6 @@ def test_dermamnist_overwrite_that_fails_midway_keeps_every_earlier_image(tmp_pa
     np.testing.assert_array_equal(load_rgb(table["path"][0]), read_dermamnist(b)["training"][0][0])
 
 
-#: a run replacing ``dest``'s files ``names`` (other bytes), killed outright (SIGKILL) after 3 files moved in
-KILLED_WHILE_MOVING_IN = """
-import os, signal, sys
-from pathlib import Path
-from mednet.file_sets import replace_files
-dest, names = Path(sys.argv[1]), sys.argv[2:]
-real, moved = os.replace, []
-def replace(src, dst):
-    if "new" in Path(src).parts[-4:]:
-        moved.append(dst)
-        if len(moved) == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst)
-os.replace = replace
-with replace_files(dest, old=names, last=names[-1]) as staging:
-    for name in names:
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        (staging / name).write_bytes(b"half-replaced")
-"""
-
-
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 def test_dermamnist_after_a_run_killed_while_moving_in(tmp_path: Path) -> None:
     """A run killed outright (SIGKILL) with 3 new images moved in: the next run puts the earlier images back before
@@ -390,8 +370,7 @@ def test_dermamnist_after_a_run_killed_while_moving_in(tmp_path: Path) -> None:
     dermamnist_to_folder(write_dermamnist(tmp_path / "a.npz", seed=0), out)
     before = _folder_bytes(out)
     names = [k for k in before if k != "split.csv"] + ["split.csv"]
-    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_MOVING_IN, str(out), *names], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+    proc = kill_while_moving_in(out, names, kill_at=3)
     assert proc.returncode == -9, proc.stderr
     assert _folder_bytes(out) != before and [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     with pytest.raises(DataError, match="output already exists"):
