@@ -232,6 +232,27 @@ def test_the_same_command_after_its_promotion_exits_0_with_one_line(fake_trainin
     assert other.returncode == 2 and "another run, split or training options" in other.stderr
 
 
+def test_the_next_round_command_after_its_promotion_has_nothing_to_do(fake_training: dict, tmp_path: Path) -> None:
+    """The README's next round runs with ``--run serving.json``; once it promoted, serving.json names the candidate
+    itself, and running the command again was refused ("another run, split or training options") instead of having
+    nothing to do — with or without --serving."""
+    from _bundle_cli import command_in_process
+
+    r0, serving = fake_training["r0"], _write_serving(tmp_path / "serving.json", fake_training["r0"])
+    out = tmp_path / "retrain"
+    args = ["--run", str(serving), "--dataset_dir", str(fake_training["split"]), "--out", str(out)]
+    first = command_in_process(retrain, *args, "--serving", str(serving))
+    assert first.returncode == 0, first.stderr
+    promoted = serving.read_bytes()
+    assert resolve_serving(serving) == (out / "candidate").resolve()
+    for extra in (["--serving", str(serving)], []):
+        again = command_in_process(retrain, *args, *extra)
+        assert again.returncode == 0 and "mednet error" not in again.stderr, again.stderr
+        assert again.stdout.startswith("nothing to do: ") and "PROMOTED by an earlier run" in again.stdout
+    assert serving.read_bytes() == promoted and len(fake_training["trained"]) == 1
+    assert json.loads((out / "retrain.json").read_text(encoding="utf-8"))["run"] == str(r0.resolve())
+
+
 def test_run_takes_only_a_run_folder_its_model_or_a_serving_file(fake_training: dict, tmp_path: Path) -> None:
     """``--run R0/model_final.pt`` used to retrain (and the web demo to serve) R0/model.pt without a word."""
     r0 = fake_training["r0"]

@@ -158,9 +158,11 @@ def test_refuses_to_overwrite(synthetic_set: Path, tmp_path: Path) -> None:
     # with overwrite a smaller set replaces a larger one completely (no stale images)
     out = tmp_path / "set"
     generate_synthetic_dermoscopy(out, n_images=60, size=32, seed=1)
+    (out / "images" / "extra").mkdir()
+    (out / "images" / "extra" / "copy.jpg").write_bytes(b"a file of the earlier images/ folder")
     generate_synthetic_dermoscopy(out, n_images=25, size=32, seed=5, overwrite=True)
     rows = read_rows(out)
-    assert len(rows) == 25 and len(list((out / "images").iterdir())) == 25
+    assert len(rows) == 25 and sum(f.is_file() for f in (out / "images").rglob("*")) == 25  # every earlier file gone
     assert json.loads((out / "synthetic.json").read_text(encoding="utf-8"))["seed"] == 5
 
 

@@ -1074,3 +1074,34 @@ def test_the_request_check_tells_local_from_outside():
     for url in ("https://fonts.googleapis.com/css2?family=Inter", "https://api.gradio.app/pkg-version",
                 "http://127.0.0.1.example.com/", "https://huggingface.co/api/telemetry", "ftp://127.0.0.1/x"):
         assert not _is_local(url), url
+
+
+def test_a_name_with_one_unusable_address_is_served_on_the_other(monkeypatch):
+    """``localhost`` may resolve to 127.0.0.1 and ::1 where IPv6 is off: one address that cannot be bound
+    (EADDRNOTAVAIL) does not refuse the host while another can; only a name none of whose addresses can be bound
+    is "not an address of this machine"."""
+    import mednet.app.web as web_module
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    usable = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))
+    absent = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port))  # TEST-NET-1: no machine's own
+    monkeypatch.setattr(web_module.socket, "getaddrinfo", lambda *a, **k: [absent, usable])
+    assert web_module._bind_problem("localhost", port) is None
+    monkeypatch.setattr(web_module.socket, "getaddrinfo", lambda *a, **k: [absent])
+    assert str(web_module._bind_problem("localhost", port)).startswith(
+        "--host: localhost is not an address of this machine")
+
+
+def test_the_unfinished_run_advice_quotes_a_folder_with_spaces(tmp_path):
+    """The command in the message is pasted into a shell: a run folder with a space stays one argument."""
+    from mednet.app.web import _check_finished
+    from mednet.errors import DataError
+
+    run = tmp_path / "my runs" / "run 1"
+    run.mkdir(parents=True)
+    (run / "settings.json").write_text(json.dumps({"model": "receptive_field_cnn"}), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        _check_finished(run)
+    assert f"--run_dir '{run}' and the options" in str(info.value)

@@ -200,6 +200,22 @@ def _recorded_serving(root: Path) -> tuple[dict, Path] | None:
     return report, Path(recorded)
 
 
+def _recorded_old_run(root: Path, run: str | os.PathLike) -> Path:
+    """The run this retraining compared its candidate with, for ``--run`` naming the candidate itself: the README's
+    next-round command (``--run serving.json``) run again after its promotion, when the serving file has come to
+    name this retraining's own candidate. Its ``retrain.json`` says which run that was.
+
+    Raises:
+        DataError: ``out`` holds no record of that run (the candidate cannot be compared with itself).
+    """
+    record = root / "retrain.json"
+    recorded = _read_json(record, "this retraining's record").get("run") if record.is_file() else None
+    if not isinstance(recorded, str) or not recorded:
+        raise DataError(run, f"names {root / 'candidate'}, this retraining's own candidate, and {record} does not "
+                             "say which run it was compared with: give that run as --run")
+    return Path(recorded)
+
+
 def _check_recorded_serving(root: Path, serving: Path | None, candidate: Path) -> dict | None:
     """Keep the record of the serving file a promotion switched (or was refused): the command run again without
     ``--serving`` has nothing to do (rewriting ``comparison.json``/``.md`` and ``retrain.json`` would erase which
@@ -659,6 +675,8 @@ def retrain(run: str, dataset_dir: str, out: str, epochs: int | None = None, ser
     serving_path = Path(serving).resolve() if serving else None
     root = Path(out).resolve()
     candidate = root / "candidate"
+    if old_run == candidate.resolve():  # --run serving.json again, after this retraining promoted its candidate
+        old_run = _recorded_old_run(root, run)
     promoted_before = serving_path is not None and _check_serving(serving_path, old_run, candidate)
     settings = _run_settings(old_run)
     dataset = _split_dir(dataset_dir)

@@ -73,6 +73,7 @@ import math
 import os
 import re
 import shutil
+import shlex
 import socket
 import stat
 import tempfile
@@ -192,17 +193,18 @@ def _how_to_finish(run_dir: Path) -> str:
         settings = read_json_object(run_dir / SETTINGS_FILE) or {}
     except (DataError, OSError, ValueError):
         settings = {}
+    quoted = shlex.quote(str(run_dir))  # a path with spaces stays one argument when the command is pasted
     if settings.get("model") == "ensemble":
         return ("build the ensemble again (python -m monai.bundle run --config_file "
                 "bundles/dermoscopy_classification/configs/ensemble.json --members …: it makes a new run folder)")
     if settings.get("distillation"):
-        return (f'finish it with python -m monai.bundle run --config_file "{_DISTILL_CONFIGS}" --run_dir {run_dir} '
+        return (f'finish it with python -m monai.bundle run --config_file "{_DISTILL_CONFIGS}" --run_dir {quoted} '
                 "and the options it was started with (its --teachers too)")
     if settings.get("model"):
         return ("finish it with python -m monai.bundle run --config_file "
-                f"bundles/dermoscopy_classification/configs/train.json --run_dir {run_dir} and the options it was "
+                f"bundles/dermoscopy_classification/configs/train.json --run_dir {quoted} and the options it was "
                 "started with")
-    return f"finish it with the command that started it and --run_dir {run_dir}"
+    return f"finish it with the command that started it and --run_dir {quoted}"
 
 
 def _check_finished(run_dir: Path) -> None:
@@ -1115,6 +1117,7 @@ def _bind_problem(host: str, port: int) -> OptionError | None:
     except (socket.gaierror, UnicodeError):
         return OptionError({"--host": f"{host}: unknown host (no address found for this name); give an address of "
                                       "this machine, such as 127.0.0.1 or 0.0.0.0 (all of them)"})
+    bound, not_here = False, False
     for family, kind, proto, _, address in addresses:
         try:
             probe = socket.socket(family, kind, proto)
@@ -1126,16 +1129,20 @@ def _bind_problem(host: str, port: int) -> OptionError | None:
                 if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):  # as asyncio's server binds
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
+                bound = True
         except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:  # one address of a name (localhost's ::1 with IPv6 off) may be absent
+                not_here = True
+                continue
             if e.errno == errno.EADDRINUSE:
                 return OptionError({"--port": f"{port} is in use on {host}; choose another --port"})
             if e.errno in (errno.EACCES, errno.EPERM) and port < 1024:
                 return OptionError({"--port": f"{port} is reserved on {host} (ports below 1024 need administrator "
                                               "rights); choose another --port"})
-            if e.errno == errno.EADDRNOTAVAIL:
-                return OptionError({"--host": f"{host} is not an address of this machine (it cannot listen there); "
-                                              "give one of its own addresses, 0.0.0.0 (all of them) or 127.0.0.1"})
             return OptionError({"--host": f"cannot listen on {host} port {port} ({e.strerror or e})"})
+    if not_here and not bound:
+        return OptionError({"--host": f"{host} is not an address of this machine (it cannot listen there); give one "
+                                      "of its own addresses, 0.0.0.0 (all of them) or 127.0.0.1"})
     return None
 
 

@@ -755,7 +755,8 @@ def generate_synthetic_dermoscopy(out_dir: str | os.PathLike, n_images: int, siz
         n_images: number of images (≥ 21: :data:`MIN_LESIONS_PER_CLASS` lesions for each of the 7 classes).
         size: image side in pixels (16-1024; 32-256 is the intended range).
         seed: the same seed gives byte-identical files; another seed, other lesions.
-        overwrite: replace the metadata, ``synthetic.json`` and the whole ``images/`` folder of an earlier set.
+        overwrite: replace the metadata, ``synthetic.json`` and every file under ``images/`` of an earlier set (its
+            emptied subfolders stay).
 
     Raises:
         DataError: ``out_dir`` holds files and ``overwrite`` is False; ``out_dir`` (or its ``images``) is a file or
@@ -769,9 +770,10 @@ def generate_synthetic_dermoscopy(out_dir: str | os.PathLike, n_images: int, siz
         raise DataError(out, "output already exists; choose another folder or pass --overwrite")
     lesions = plan_lesions(n_images, seed)
     metadata = "HAM10000_metadata.csv"
-    # --overwrite retires the earlier set whole: its metadata, synthetic.json and every file of images/
-    old = ([f.relative_to(out) for f in (out / "images").glob("*") if f.is_file()] + ["synthetic.json", metadata]
-           if overwrite and out.is_dir() else [])
+    # --overwrite retires the earlier set whole: its metadata, synthetic.json and every file under images/
+    # (subfolders included, as when the folder itself was swapped)
+    old = ([f.relative_to(out) for f in (out / "images").rglob("*") if f.is_file() or f.is_symlink()]
+           + ["synthetic.json", metadata] if overwrite and out.is_dir() else [])
     with replace_files(out, old=old, last=metadata) as staging:  # all or nothing, the metadata last
         (staging / "images").mkdir()
         rows = []
