@@ -412,6 +412,23 @@ def test_slicing_overwrite_interrupted_or_killed_keeps_the_earlier_slice_set(tmp
     assert not [p for p in tmp_path.rglob("*") if TEMP_MARKER in p.name]
 
 
+def test_slicing_overwrite_along_another_axis_retires_the_earlier_set(tmp_path: Path) -> None:
+    """--overwrite replaces the earlier set whole: slices of the earlier axis (listed by the earlier slices.csv, not
+    by the new one) used to stay beside the new files, so a glob of *.npz mixed two axes."""
+    datalist = _tiny_datalist(tmp_path / "data")
+    out = tmp_path / "slices"
+    options = dict(split="training", intensity_normalization="scale", bias_correction="none")
+    slice_datalist(str(datalist), str(out), axis=2, **options)
+    slice_datalist(str(datalist), str(out), axis=0, overwrite=True, **options)
+    assert sorted(map(str, _files(out))) == ["slices.csv", "training/a_axis0.npz", "training/b_axis0.npz"]
+    (tmp_path / "mine.npz").write_bytes(b"a file outside --out")  # named by a hand-edited index: never touched
+    with open(out / "slices.csv", "a", encoding="utf-8") as f:
+        f.write(f"training,x,mine,0,0,{tmp_path / 'mine.npz'},1\n")
+    slice_datalist(str(datalist), str(out), axis=1, overwrite=True, **options)
+    assert sorted(map(str, _files(out))) == ["slices.csv", "training/a_axis1.npz", "training/b_axis1.npz"]
+    assert (tmp_path / "mine.npz").read_bytes() == b"a file outside --out"
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 def test_demo_cohort_after_a_run_killed_while_moving_in(tmp_path: Path) -> None:
     """A cohort run killed outright (SIGKILL) with 2 new files in place: the next run puts the earlier cohort back

@@ -436,6 +436,29 @@ def test_patch_cap_takes_the_bundles_option_name_and_its_earlier_spelling(tmp_pa
     assert not (tmp_path / "both").exists()
 
 
+@pytest.mark.parametrize("option, value, flag", [("max_patches_per_volume", -5, "--max_patches_per_volume"),
+                                                  ("max_patches_per_volume", 0, "--max_patches_per_volume"),
+                                                  ("max_per_volume", 0, "--max_per_volume"),
+                                                  ("stride", 0, "--stride"), ("patch_size", 0, "--patch_size"),
+                                                  ("views", 5, "--views"), ("views", (0, 3), "--views"),
+                                                  ("min_pixels", -1, "--min_pixels")])
+def test_bad_patch_numbers_are_refused_before_any_volume_is_read(tmp_path, monkeypatch, option, value, flag):
+    """A negative or zero cap, stride or patch size, or an axis that does not exist, was a traceback about an
+    internal value after N4 had run (a cap of 0 an empty patch file): one OptionError naming the option now, and no
+    volume read."""
+    import mednet.data.patch_files as patch_files
+
+    datalist = _tiny_split(tmp_path, [True, True])
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a volume was read")
+
+    monkeypatch.setattr(patch_files, "extract_cohort_patches", no_reading)
+    with pytest.raises(OptionError, match=rf"^{flag}: "):
+        write_patches(str(datalist), str(tmp_path / "out"), split="test", bias_correction="none", **{option: value})
+    assert not (tmp_path / "out").exists()
+
+
 def test_other_npz_files_given_as_patch_files_are_refused_naming_them(tmp_path):
     """``--patches_file`` reads :meth:`CohortPatches.load`: a grid-patch file or a slice file (the other ``.npz``
     files mednet writes), or a patch file whose arrays do not fit together, is refused naming the file and what

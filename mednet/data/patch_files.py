@@ -110,6 +110,32 @@ def write_grid_patches(datalist: str, out: str, split: str = "validation", patch
     return path
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_patch_options(*, patch_size: object, stride: object, min_pixels: object, max_background: object,
+                         max_patches_per_volume: object, max_per_volume: object, views: object) -> None:
+    """Refuse bad numbers naming the option, before any volume is read (N4 on a volume takes seconds): they used to
+    reach the patch filter as a traceback about an internal per-view value, and a cap of 0 wrote an empty file that
+    training then refused without naming it. The bundle's own option rules give the same ranges."""
+    problems = {}
+    for flag, value in (("--patch_size", patch_size), ("--stride", stride)):
+        if not _whole(value) or value < 1:
+            problems[flag] = f"must be a whole number >= 1, got {value!r}"
+    for flag, value in (("--max_patches_per_volume", max_patches_per_volume), ("--max_per_volume", max_per_volume)):
+        if value is not None and (not _whole(value) or value < 1):
+            problems[flag] = f"must be a whole number >= 1 (or None: no cap), got {value!r}"
+    for flag, value in (("--min_pixels", min_pixels), ("--max_background", max_background)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < float("inf"):
+            problems[flag] = f"must be a number >= 0 (a count, or a fraction of the window if < 1), got {value!r}"
+    chosen = views if isinstance(views, (tuple, list)) else (views,)
+    if not chosen or any(not _whole(v) or v not in (0, 1, 2) for v in chosen):
+        problems["--views"] = f"must be axes among 0, 1, 2 (e.g. 2, or 0,1,2), got {views!r}"
+    if problems:
+        raise OptionError(problems)
+
+
 def write_patches(
     datalist: str,
     out: str,
@@ -138,6 +164,8 @@ def write_patches(
     ``none``) must match the bundle's ``--intensity_normalization`` / ``--bias_correction`` when the patches are
     used for training.
     """
+    _check_patch_options(patch_size=patch_size, stride=stride, min_pixels=min_pixels, max_background=max_background,
+                         max_patches_per_volume=max_patches_per_volume, max_per_volume=max_per_volume, views=views)
     if max_per_volume is not None:
         if max_patches_per_volume is not None and max_patches_per_volume != max_per_volume:
             raise OptionError({"--max_per_volume": f"{max_per_volume} disagrees with --max_patches_per_volume "

@@ -27,6 +27,7 @@ checks anything (:func:`mednet.file_sets.recover_replacements`).
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,31 @@ from mednet.file_sets import recover_replacements, replace_files
 from mednet.io import refuse_existing
 
 __all__ = ["slice_datalist"]
+
+logger = logging.getLogger("mednet")
+
+
+def _listed_files(index_csv: Path, out_dir: Path) -> list[Path]:
+    """The files (relative to ``out_dir``) of the earlier set that ``index_csv`` lists: ``--overwrite`` retires
+    them all, so slices of another axis or of volumes no longer in the datalist do not stay beside the new set
+    (``slices.csv`` would not list them, but a glob of ``*.npz`` would mix them in). An index that cannot be read
+    retires only the files of the same names (logged)."""
+    if not index_csv.is_file():
+        return []
+    try:
+        with open(index_csv, newline="", encoding="utf-8") as f:
+            listed = {row.get("file") or "" for row in csv.DictReader(f)}
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        logger.warning("%s: cannot read the earlier index (%s); --overwrite replaces only files of the same names",
+                       index_csv, e)
+        return []
+    root, rels = out_dir.resolve(), []
+    for name in sorted(listed - {""}):
+        try:
+            rels.append(Path(name).resolve().relative_to(root))
+        except ValueError:  # outside out: never another folder's file
+            continue
+    return rels
 
 
 def slice_datalist(
@@ -66,7 +92,8 @@ def slice_datalist(
     # The new set (per-volume files and slices.csv) is staged whole in a hidden folder next to ``out`` and only then
     # replaces the files it retires (with --overwrite: its .npz names and slices.csv), index last
     # (:func:`mednet.file_sets.replace_files`): a failure (a bad volume, Ctrl-C, a failed move) leaves ``out`` as it was.
-    retired = [index_csv.relative_to(out_dir), *(rel for _, _, rel in plan)] if overwrite else []
+    retired = ([index_csv.relative_to(out_dir), *(rel for _, _, rel in plan), *_listed_files(index_csv, out_dir)]
+               if overwrite else [])
     with replace_files(out_dir, old=retired, last=index_csv.name) as staging:
         rows = []
         for s, item, rel in plan:
